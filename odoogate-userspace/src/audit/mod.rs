@@ -1,0 +1,16 @@
+//! Audit records: one per call, plus records for decode errors, framing
+//! anomalies, capture gaps and capture losses.
+//!
+//! `record` defines the record and its journald fields, `journald` writes
+//! records with journald's native protocol, `jsonl` writes them as JSON lines
+//! when there is no journald, and `reader` reads them back for
+//! `odoogate audit`.
+
+pub mod journald;
+pub mod jsonl;
+pub mod reader;
+pub mod record;
+pub mod sink;
+
+pub use record::{AuditEvent, AuditRecord, Decision, Identity};
+pub use sink::AuditSink;

@@ -1,0 +1,276 @@
+//! The audit record and its mapping to `ODOOGATE_*` journald fields.
+
+use std::net::IpAddr;
+
+/// What a record is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AuditEvent {
+    /// One RPC call.
+    Call,
+    /// A request body that could not be decoded.
+    DecodeError,
+    /// A framing that Odoo could read differently (observe mode flags it).
+    FramingAnomaly,
+    /// Bytes missing from a flow, so its framing was lost until resync.
+    CaptureGap,
+    /// Ring buffer records lost or truncated in the kernel.
+    CaptureLoss,
+}
+
+impl AuditEvent {
+    /// Returns the value of `ODOOGATE_EVENT`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Call => "call",
+            Self::DecodeError => "decode_error",
+            Self::FramingAnomaly => "framing_anomaly",
+            Self::CaptureGap => "capture_gap",
+            Self::CaptureLoss => "capture_loss",
+        }
+    }
+}
+
+/// The decision on a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Decision {
+    Allow,
+    Deny,
+    /// Observe mode: the policy would have denied the call.
+    WouldDeny,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+            Self::WouldDeny => "would_deny",
+        }
+    }
+}
+
+/// How a call was tied to its integration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Identity {
+    Token,
+    ApiKey,
+    Cgroup,
+    Ip,
+    Session,
+    None,
+}
+
+impl Identity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Token => "token",
+            Self::ApiKey => "api_key",
+            Self::Cgroup => "cgroup",
+            Self::Ip => "ip",
+            Self::Session => "session",
+            Self::None => "none",
+        }
+    }
+}
+
+/// Maximum record ids written to `ODOOGATE_RECORD_IDS`; the field says how
+/// many more there were.
+pub const MAX_AUDIT_RECORD_IDS: usize = 50;
+
+/// One audit record. Unknown values are `None` and their fields are left out.
+/// No field may hold a password, token, API key or session id: only
+/// fingerprints.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditRecord {
+    pub event: AuditEvent,
+    /// The readable `MESSAGE`.
+    pub message: String,
+    pub decision: Option<Decision>,
+    pub integration: Option<String>,
+    pub identity: Option<Identity>,
+    /// `xmlrpc`, `xmlrpc_legacy`, `jsonrpc`, `web` or `json2`.
+    pub protocol: Option<&'static str>,
+    pub db: Option<String>,
+    pub uid: Option<i64>,
+    pub login: Option<String>,
+    pub model: Option<String>,
+    pub method: Option<String>,
+    pub record_ids: Vec<i64>,
+    /// Number of record ids the call carried, which may exceed `record_ids`.
+    pub record_count: Option<usize>,
+    pub fields: Vec<String>,
+    pub rule: Option<String>,
+    pub reason: Option<String>,
+    pub src_ip: Option<IpAddr>,
+    pub src_port: Option<u16>,
+    pub cgroup: Option<String>,
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+    pub conn_id: Option<u64>,
+    /// `ok`, `fault:<code>`, `error:<name>` or `http:<status>`.
+    pub outcome: Option<String>,
+    pub http_status: Option<u16>,
+    pub latency_us: Option<u64>,
+    /// SHA-256 of the API key or token that made the call.
+    pub key_fingerprint: Option<String>,
+    /// Bounded error or anomaly code (`invalid_xml`, `duplicate_content_length`).
+    pub error_code: Option<String>,
+    /// How many events of this kind the record stands for (rate-limited
+    /// records and loss counters).
+    pub count: Option<u64>,
+    /// Request path, for records about requests that did not decode.
+    pub path: Option<String>,
+}
+
+impl AuditRecord {
+    /// Returns an empty record of `event` with `message`.
+    pub fn new(event: AuditEvent, message: impl Into<String>) -> Self {
+        Self {
+            event,
+            message: message.into(),
+            decision: None,
+            integration: None,
+            identity: None,
+            protocol: None,
+            db: None,
+            uid: None,
+            login: None,
+            model: None,
+            method: None,
+            record_ids: Vec::new(),
+            record_count: None,
+            fields: Vec::new(),
+            rule: None,
+            reason: None,
+            src_ip: None,
+            src_port: None,
+            cgroup: None,
+            pid: None,
+            comm: None,
+            conn_id: None,
+            outcome: None,
+            http_status: None,
+            latency_us: None,
+            key_fingerprint: None,
+            error_code: None,
+            count: None,
+            path: None,
+        }
+    }
+
+    /// Returns the record's journald fields (`ODOOGATE_*`, without `MESSAGE`,
+    /// `PRIORITY` or `SYSLOG_IDENTIFIER`), leaving out unknown values.
+    pub fn fields(&self) -> Vec<(&'static str, String)> {
+        let Self {
+            event,
+            message: _,
+            decision,
+            integration,
+            identity,
+            protocol,
+            db,
+            uid,
+            login,
+            model,
+            method,
+            record_ids,
+            record_count,
+            fields,
+            rule,
+            reason,
+            src_ip,
+            src_port,
+            cgroup,
+            pid,
+            comm,
+            conn_id,
+            outcome,
+            http_status,
+            latency_us,
+            key_fingerprint,
+            error_code,
+            count,
+            path,
+        } = self;
+
+        let mut out = vec![("ODOOGATE_EVENT", event.as_str().to_owned())];
+        let mut push = |name: &'static str, value: Option<String>| {
+            if let Some(value) = value {
+                out.push((name, value));
+            }
+        };
+        push("ODOOGATE_DECISION", decision.map(|d| d.as_str().to_owned()));
+        push("ODOOGATE_INTEGRATION", integration.clone());
+        push("ODOOGATE_IDENTITY", identity.map(|i| i.as_str().to_owned()));
+        push("ODOOGATE_PROTOCOL", protocol.map(str::to_owned));
+        push("ODOOGATE_DB", db.clone());
+        push("ODOOGATE_UID", uid.map(|u| u.to_string()));
+        push("ODOOGATE_LOGIN", login.clone());
+        push("ODOOGATE_MODEL", model.clone());
+        push("ODOOGATE_METHOD", method.clone());
+        push("ODOOGATE_RECORD_IDS", format_record_ids(record_ids, *record_count));
+        push("ODOOGATE_FIELDS", (!fields.is_empty()).then(|| fields.join(",")));
+        push("ODOOGATE_RULE", rule.clone());
+        push("ODOOGATE_REASON", reason.clone());
+        push("ODOOGATE_SRC_IP", src_ip.map(|ip| ip.to_string()));
+        push("ODOOGATE_SRC_PORT", src_port.map(|p| p.to_string()));
+        push("ODOOGATE_CGROUP", cgroup.clone());
+        push("ODOOGATE_PID", pid.map(|p| p.to_string()));
+        push("ODOOGATE_COMM", comm.clone());
+        push("ODOOGATE_CONN_ID", conn_id.map(|c| c.to_string()));
+        push("ODOOGATE_OUTCOME", outcome.clone());
+        push("ODOOGATE_HTTP_STATUS", http_status.map(|s| s.to_string()));
+        push("ODOOGATE_LATENCY_US", latency_us.map(|l| l.to_string()));
+        push("ODOOGATE_KEY_FINGERPRINT", key_fingerprint.clone());
+        push("ODOOGATE_ERROR_CODE", error_code.clone());
+        push("ODOOGATE_COUNT", count.map(|c| c.to_string()));
+        push("ODOOGATE_PATH", path.clone());
+        out
+    }
+
+    /// Returns the syslog priority: warnings for denials and losses,
+    /// notice for the rest.
+    pub fn priority(&self) -> u8 {
+        match (self.event, self.decision) {
+            (AuditEvent::Call, Some(Decision::Deny | Decision::WouldDeny)) => 4,
+            (AuditEvent::Call, _) => 6,
+            (AuditEvent::CaptureLoss | AuditEvent::CaptureGap, _) => 4,
+            (AuditEvent::DecodeError | AuditEvent::FramingAnomaly, _) => 4,
+        }
+    }
+}
+
+/// Formats record ids as `1,2,3`, with `,…(+N)` when some were left out.
+fn format_record_ids(ids: &[i64], total: Option<usize>) -> Option<String> {
+    if ids.is_empty() {
+        return None;
+    }
+    let shown = &ids[..ids.len().min(MAX_AUDIT_RECORD_IDS)];
+    let mut text = shown.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+    let total = total.unwrap_or(ids.len()).max(ids.len());
+    if total > shown.len() {
+        text.push_str(&format!(",…(+{})", total - shown.len()));
+    }
+    Some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_values_are_left_out() {
+        let record = AuditRecord::new(AuditEvent::Call, "m");
+        assert_eq!(record.fields(), vec![("ODOOGATE_EVENT", "call".to_owned())]);
+    }
+
+    #[test]
+    fn record_ids_are_bounded() {
+        let mut record = AuditRecord::new(AuditEvent::Call, "m");
+        record.record_ids = (1..=60).collect();
+        let fields = record.fields();
+        let ids = &fields.iter().find(|(k, _)| *k == "ODOOGATE_RECORD_IDS").unwrap().1;
+        assert!(ids.starts_with("1,2,3,"));
+        assert!(ids.ends_with(",50,…(+10)"));
+    }
+}

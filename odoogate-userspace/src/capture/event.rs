@@ -1,0 +1,103 @@
+//! Owned, decoded forms of the records the eBPF programs send to userspace.
+
+use bytes::Bytes;
+use std::net::SocketAddr;
+
+/// One end of a TCP connection.
+pub type Endpoint = SocketAddr;
+
+/// A TCP connection as seen from its client: `client` is the side that
+/// connected, `server` is Odoo's listening address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    pub client: Endpoint,
+    pub server: Endpoint,
+}
+
+/// TCP header flags, as in the TCP header's flags byte.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TcpFlags(pub u8);
+
+impl TcpFlags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+
+    pub fn fin(self) -> bool {
+        self.0 & Self::FIN != 0
+    }
+    pub fn syn(self) -> bool {
+        self.0 & Self::SYN != 0
+    }
+    pub fn rst(self) -> bool {
+        self.0 & Self::RST != 0
+    }
+    pub fn ack(self) -> bool {
+        self.0 & Self::ACK != 0
+    }
+}
+
+/// One captured TCP segment (one skb, which may be a GSO super-packet).
+#[derive(Clone, Debug)]
+pub struct Segment {
+    pub src: Endpoint,
+    pub dst: Endpoint,
+    /// Sequence number of the first payload byte (or of the SYN/FIN).
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: TcpFlags,
+    /// The captured payload bytes.
+    pub payload: Bytes,
+    /// The payload length on the wire; larger than `payload.len()` when the
+    /// kernel program had to truncate the copy.
+    pub wire_len: u32,
+    /// Kernel monotonic clock (`bpf_ktime_get_ns`) when the program ran.
+    pub timestamp_ns: u64,
+}
+
+/// Where a flow came from, for local senders: reported once per flow by
+/// the cgroup_skb egress program when the client's SYN leaves its socket,
+/// joined in the kernel (by socket cookie) with what the connect4/connect6
+/// program saw of the connecting process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlowOrigin {
+    /// The client's address and port (the SYN's source).
+    pub client: Endpoint,
+    /// The server's address and port (the SYN's destination).
+    pub server: Endpoint,
+    /// cgroup v2 id of the client socket (the inode number of its cgroup
+    /// directory).
+    pub cgroup_id: u64,
+    /// Process that called connect(), when the connect program saw it.
+    pub pid: Option<u32>,
+    pub uid: Option<u32>,
+    pub comm: Option<String>,
+    pub timestamp_ns: u64,
+}
+
+/// Everything the capture stage hands to the pipeline.
+#[derive(Clone, Debug)]
+pub enum CaptureEvent {
+    Segment(Segment),
+    Origin(FlowOrigin),
+}
+
+/// Counters kept by the kernel programs and the ring buffer reader. Every
+/// drop and truncation is counted here and reported in audit records.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CaptureStats {
+    /// Matching packets the TC programs saw.
+    pub packets: u64,
+    /// Records written to the ring buffer.
+    pub records: u64,
+    /// Records lost because the ring buffer was full.
+    pub ring_full: u64,
+    /// Packets whose payload was cut because it exceeded the copy buffer.
+    pub truncated: u64,
+    /// `bpf_skb_load_bytes` failures.
+    pub load_errors: u64,
+    /// Records userspace could not parse.
+    pub malformed_records: u64,
+}

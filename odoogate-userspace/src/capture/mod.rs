@@ -1,0 +1,14 @@
+//! The observe path's capture stage: eBPF programs, the ring buffer reader,
+//! the flow table and TCP reassembly.
+//!
+//! `ebpf` loads and attaches the programs and turns ring buffer records into
+//! [`CaptureEvent`]s; `flow` keeps one entry per TCP connection and feeds
+//! `reassembly`, which turns segments into ordered bytes per direction.
+
+pub mod cgroup;
+pub mod ebpf;
+pub mod event;
+pub mod flow;
+pub mod reassembly;
+
+pub use event::{CaptureEvent, CaptureStats, Endpoint, FlowKey, FlowOrigin, Segment, TcpFlags};

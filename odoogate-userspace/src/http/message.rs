@@ -1,0 +1,111 @@
+//! Framed HTTP messages.
+
+use bytes::Bytes;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpVersion {
+    Http10,
+    Http11,
+}
+
+/// Header fields in wire order. Names keep their case; lookups ignore it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Headers(pub Vec<(String, Bytes)>);
+
+impl Headers {
+    /// Returns the value of the last field named `name` (case-insensitive),
+    /// which is the one werkzeug uses.
+    pub fn get(&self, name: &str) -> Option<&Bytes> {
+        self.0.iter().rev().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+    }
+
+    /// Returns the value of the last field named `name` as UTF-8 text.
+    pub fn get_str(&self, name: &str) -> Option<&str> {
+        self.get(name).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// Returns every value of the fields named `name`, in wire order.
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Bytes> + 'a {
+        self.0.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+    }
+}
+
+/// A framing that Odoo's lenient parser could read differently from a
+/// strict one. In observe mode each one is recorded; enforce mode rejects it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FramingAnomaly {
+    /// More than one `Content-Length` field (werkzeug uses the last).
+    DuplicateContentLength,
+    /// A `Content-Length` that is not a plain decimal number.
+    InvalidContentLength,
+    /// Both `Content-Length` and `Transfer-Encoding`.
+    ContentLengthWithTransferEncoding,
+    /// A `Transfer-Encoding` other than exactly `chunked`.
+    UnsupportedTransferCoding,
+    /// A line ended by LF without CR.
+    BareLf,
+    /// A header line continued on the next line (obs-fold).
+    ObsFold,
+    /// A header name containing `_`, which werkzeug drops.
+    UnderscoreInHeaderName,
+    /// A chunk-size line or chunk end not terminated by CRLF.
+    ChunkLineNotCrlf,
+    /// A `Content-Encoding` (such as gzip) on a request body, which the
+    /// decoders cannot read.
+    EncodedBody,
+}
+
+impl FramingAnomaly {
+    /// Returns the bounded code used in audit records.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::DuplicateContentLength => "duplicate_content_length",
+            Self::InvalidContentLength => "invalid_content_length",
+            Self::ContentLengthWithTransferEncoding => "content_length_with_transfer_encoding",
+            Self::UnsupportedTransferCoding => "unsupported_transfer_coding",
+            Self::BareLf => "bare_lf",
+            Self::ObsFold => "obs_fold",
+            Self::UnderscoreInHeaderName => "underscore_in_header_name",
+            Self::ChunkLineNotCrlf => "chunk_line_not_crlf",
+            Self::EncodedBody => "encoded_body",
+        }
+    }
+}
+
+/// A complete request. The body is the decoded payload (chunked framing
+/// removed), cut at the configured maximum when `body_truncated` is set.
+#[derive(Clone, Debug)]
+pub struct HttpRequest {
+    pub method: String,
+    /// The request target as sent (path and query).
+    pub target: String,
+    pub version: HttpVersion,
+    pub headers: Headers,
+    pub body: Bytes,
+    pub body_truncated: bool,
+    pub anomalies: Vec<FramingAnomaly>,
+    /// Kernel timestamps (ns) of the first and last byte of the request.
+    pub first_byte_ns: u64,
+    pub last_byte_ns: u64,
+}
+
+impl HttpRequest {
+    /// Returns the path part of the target, without the query.
+    pub fn path(&self) -> &str {
+        self.target.split(['?', '#']).next().unwrap_or("")
+    }
+}
+
+/// A complete response.
+#[derive(Clone, Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub reason: String,
+    pub version: HttpVersion,
+    pub headers: Headers,
+    pub body: Bytes,
+    pub body_truncated: bool,
+    pub anomalies: Vec<FramingAnomaly>,
+    pub first_byte_ns: u64,
+    pub last_byte_ns: u64,
+}

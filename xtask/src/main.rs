@@ -1,0 +1,87 @@
+//! `cargo xtask`: installs what odoogate needs to build and test, and runs
+//! the demo and the test suite. Every step is idempotent.
+
+mod setup;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[derive(Parser)]
+#[command(about = "Build, test and demo helpers for odoogate")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install the nightly rust-src component, bpf-linker, the Debian
+    /// packages and the Python test clients (idempotent).
+    Setup,
+    /// Build the daemon (with its eBPF programs) in release mode.
+    Build,
+    /// Build and run `odoogate demo` (needs root).
+    Demo,
+    /// Run every test: unit, property, decoder and end-to-end (needs root).
+    Test {
+        /// Extra arguments for `cargo test`, such as a test name filter.
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    match cli.command {
+        Task::Setup => setup::run(&root),
+        Task::Build => {
+            setup::run(&root)?;
+            build(&root)
+        }
+        Task::Demo => {
+            setup::run(&root)?;
+            build(&root)?;
+            let binary = root.join("target/release/odoogate");
+            run(Command::new(binary).arg("demo"))
+        }
+        Task::Test { args } => {
+            setup::run(&root)?;
+            build(&root)?;
+            let mut command = Command::new("cargo");
+            command
+                .current_dir(&root)
+                .args(["test", "--release", "--workspace"])
+                .args(&args)
+                .env("ODOOGATE_BIN", root.join("target/release/odoogate"))
+                .env("ODOOGATE_PYTHON", setup::venv_python(&root));
+            run(&mut command)
+        }
+    }
+}
+
+fn build(root: &Path) -> Result<()> {
+    run(Command::new("cargo")
+        .current_dir(root)
+        .args(["build", "--release", "--package", "odoogate-userspace"]))
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits one level below the workspace root")
+        .to_path_buf()
+}
+
+/// Runs `command`, failing with its command line when it exits non-zero.
+pub(crate) fn run(command: &mut Command) -> Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("failed to start {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed: {status}");
+    }
+    Ok(())
+}
