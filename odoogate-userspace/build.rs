@@ -3,7 +3,19 @@
 use anyhow::{Context as _, anyhow};
 use aya_build::Toolchain;
 
+/// Set to build the daemon without its eBPF programs (an empty object is
+/// embedded and loading it fails at run time). Only for working on the pure
+/// stages while the eBPF crate is being changed; releases never set it.
+const SKIP_EBPF_VARIABLE: &str = "ODOOGATE_SKIP_EBPF_BUILD";
+
 fn main() -> anyhow::Result<()> {
+    println!("cargo:rerun-if-env-changed={SKIP_EBPF_VARIABLE}");
+    if std::env::var_os(SKIP_EBPF_VARIABLE).is_some() {
+        let out_dir = std::env::var("OUT_DIR").context("OUT_DIR is not set")?;
+        std::fs::write(std::path::Path::new(&out_dir).join("odoogate"), b"")
+            .context("failed to write the empty eBPF object")?;
+        return Ok(());
+    }
     let metadata = cargo_metadata::MetadataCommand::new()
         .no_deps()
         .exec()

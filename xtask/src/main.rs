@@ -53,7 +53,7 @@ fn main() -> Result<()> {
             let mut command = Command::new("cargo");
             command
                 .current_dir(&root)
-                .args(["test", "--release", "--workspace"])
+                .args(["test", "--release"])
                 .args(&args)
                 .env("ODOOGATE_BIN", root.join("target/release/odoogate"))
                 .env("ODOOGATE_PYTHON", setup::venv_python(&root));
