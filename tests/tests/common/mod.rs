@@ -1,0 +1,313 @@
+//! A small Odoo site for end-to-end tests: an "odoo" network namespace
+//! with the Odoo-like upstream and `odoogate run`, a "clients" namespace
+//! joined by a veth pair, cgroups for local clients, and a private journald.
+//! Every piece is torn down when the [`Site`] drops, also on panic.
+
+#![allow(dead_code)]
+
+use anyhow::{Context as _, bail};
+use odoogate::demo::lab::{self, Cgroup, ChildGuard, Netns, Placement};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+/// An audit record as journalctl prints it: field name to value.
+pub type Record = BTreeMap<String, String>;
+
+pub const API_KEY: &str = "5f1a6b2c3d4e5f60718293a4b5c6d7e8f9012345";
+pub const OTHER_API_KEY: &str = "a0b1c2d3e4f5061728394a5b6c7d8e9f00112233";
+pub const PASSWORD: &str = "admin";
+pub const ODOO_ADDRESS: &str = "10.214.0.1";
+
+static SITE_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Returns false (and says why) when the end-to-end tests cannot run here.
+pub fn can_run() -> bool {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: end-to-end tests need root (run `cargo xtask test` as root)");
+        return false;
+    }
+    true
+}
+
+fn binary() -> PathBuf {
+    std::env::var_os("ODOOGATE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/release/odoogate"))
+}
+
+fn python() -> PathBuf {
+    std::env::var_os("ODOOGATE_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("tests/.venv/bin/python"))
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// A systemd-journald in its own mount namespace, with tmpfs on /run and
+/// /var/log/journal, so the host's journal is never touched.
+pub struct Journal {
+    process: ChildGuard,
+}
+
+impl Journal {
+    pub fn start(workdir: &Path) -> anyhow::Result<Self> {
+        let script = "mount -t tmpfs -o mode=755 tmpfs /run \
+            && mkdir -p /run/systemd/journal /run/log/journal \
+            && if [ -d /var/log/journal ]; then mount -t tmpfs tmpfs /var/log/journal; fi \
+            && exec /lib/systemd/systemd-journald";
+        let mut command = Command::new("unshare");
+        command.args(["--mount", "--propagation", "private", "sh", "-c", script]);
+        let process = ChildGuard::spawn("journald", command, &Placement::default(), &workdir.join("journald.log"))?;
+        let socket = PathBuf::from(format!("/proc/{}/root/run/systemd/journal/socket", process.pid()));
+        lab::wait_for("journald's socket", Duration::from_secs(10), || socket.exists())?;
+        Ok(Self { process })
+    }
+
+    pub fn mount_ns(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/ns/mnt", self.process.pid()))
+    }
+
+    /// Reads every odoogate record with `journalctl -o json`.
+    pub fn records(&self) -> anyhow::Result<Vec<Record>> {
+        let output = Command::new("nsenter")
+            .arg(format!("--mount={}", self.mount_ns().display()))
+            .args(["journalctl", "-o", "json", "--no-pager", "SYSLOG_IDENTIFIER=odoogate"])
+            .output()
+            .context("failed to run journalctl")?;
+        if !output.status.success() {
+            bail!("journalctl failed: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        let mut records = Vec::new();
+        for line in String::from_utf8_lossy(&output.stdout).lines() {
+            let value: serde_json::Value = serde_json::from_str(line)?;
+            let mut record = Record::new();
+            for (key, value) in value.as_object().context("record is not an object")? {
+                if let Some(text) = value.as_str() {
+                    record.insert(key.clone(), text.to_owned());
+                }
+            }
+            records.push(record);
+        }
+        Ok(records)
+    }
+
+    /// Runs `odoogate audit ARGS` inside the journal's mount namespace.
+    pub fn odoogate_audit(&self, args: &[&str]) -> anyhow::Result<String> {
+        let output = Command::new("nsenter")
+            .arg(format!("--mount={}", self.mount_ns().display()))
+            .arg(binary())
+            .arg("audit")
+            .args(args)
+            .output()
+            .context("failed to run odoogate audit")?;
+        if !output.status.success() {
+            bail!("odoogate audit failed: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+}
+
+/// The whole test site. Fields drop in declaration order: processes first,
+/// then cgroups and namespaces.
+pub struct Site {
+    pub daemon: Option<ChildGuard>,
+    pub upstream: ChildGuard,
+    pub journal: Journal,
+    pub workdir: PathBuf,
+    pub port: u16,
+    pub cgroups: Vec<Cgroup>,
+    pub odoo: Netns,
+    pub clients: Netns,
+    pub client_addresses: Vec<String>,
+}
+
+impl Site {
+    /// Builds the site and starts `odoogate run` with `integrations` (TOML
+    /// `[[integration]]` tables) and `unidentified` (allow or deny).
+    /// `cgroups` are created under a per-site parent and may be referenced
+    /// in the TOML as `{cgroup:NAME}`.
+    pub fn start(name: &str, cgroups: &[&str], integrations: &str, unidentified: &str) -> anyhow::Result<Self> {
+        let index = SITE_COUNTER.fetch_add(1, Ordering::SeqCst);
+        let tag = format!("{}-{index}", std::process::id());
+        let port = 18100 + (std::process::id() % 500) as u16 * 10 + index as u16;
+        let workdir = std::env::temp_dir().join(format!("odoogate-e2e-{name}-{tag}"));
+        let _ = std::fs::remove_dir_all(&workdir);
+        std::fs::create_dir_all(&workdir)?;
+
+        let odoo = Netns::create(&format!("oge2e-o-{tag}"))?;
+        let clients = Netns::create(&format!("oge2e-c-{tag}"))?;
+        let client_addresses = vec!["10.214.0.2".to_owned(), "10.214.0.3".to_owned()];
+        lab::connect_veth(&odoo, "og-odoo", &format!("{ODOO_ADDRESS}/24"), &clients, "og-clients", &["10.214.0.2/24", "10.214.0.3/24"])?;
+        let mut created = Vec::new();
+        let mut integrations = integrations.to_owned();
+        for cgroup in cgroups {
+            let made = Cgroup::create(&format!("odoogate-e2e-{tag}/{cgroup}"))?;
+            integrations = integrations.replace(&format!("{{cgroup:{cgroup}}}"), made.relative());
+            created.push(made);
+        }
+
+        let journal = Journal::start(&workdir)?;
+        let in_odoo = Placement { netns: Some(odoo.path()), ..Placement::default() };
+
+        let script = odoogate::upstream::write_script(&workdir)?;
+        let ready = workdir.join("upstream.ready");
+        let mut command = Command::new("python3");
+        command
+            .arg(&script)
+            .args(["--listen", &format!("0.0.0.0:{port}"), "--password", PASSWORD])
+            .args(["--api-key", API_KEY, "--api-key", OTHER_API_KEY, "--request-log"])
+            .arg(workdir.join("upstream-requests.jsonl"))
+            .arg("--ready-file")
+            .arg(&ready);
+        let upstream = ChildGuard::spawn("odoo-like upstream", command, &in_odoo, &workdir.join("upstream.log"))?;
+        lab::wait_for("the upstream", Duration::from_secs(10), || ready.exists())?;
+
+        let config = format!(
+            "[odoo]\nports = [{port}]\ninterfaces = [\"lo\", \"og-odoo\"]\n\n[policy]\nmode = \"observe\"\nunidentified = \"{unidentified}\"\n\n[audit]\noutput = \"journald\"\n\n{integrations}"
+        );
+        let config_path = workdir.join("odoogate.toml");
+        std::fs::write(&config_path, config)?;
+
+        let mut site = Self {
+            daemon: None,
+            upstream,
+            journal,
+            workdir,
+            port,
+            cgroups: created,
+            odoo,
+            clients,
+            client_addresses,
+        };
+        site.start_daemon()?;
+        Ok(site)
+    }
+
+    fn start_daemon(&mut self) -> anyhow::Result<()> {
+        let log = self.workdir.join("odoogate.log");
+        let mut command = Command::new(binary());
+        command.arg("run").arg("--config").arg(self.workdir.join("odoogate.toml")).env("RUST_LOG", "info");
+        let placement = Placement {
+            netns: Some(self.odoo.path()),
+            mount_ns: Some(self.journal.mount_ns()),
+            cgroup: None,
+        };
+        let mut daemon = ChildGuard::spawn("odoogate run", command, &placement, &log)?;
+        let waited = lab::wait_for("odoogate run to attach", Duration::from_secs(30), || {
+            lab::file_contains(&log, "Observing Odoo traffic") || matches!(daemon.try_wait(), Ok(Some(_)))
+        });
+        if waited.is_err() || !lab::file_contains(&log, "Observing Odoo traffic") {
+            bail!("odoogate run did not start:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+        }
+        self.daemon = Some(daemon);
+        Ok(())
+    }
+
+    /// Runs a client script from tests/clients with the test Python and
+    /// returns the JSON lines it printed. `cgroup` names one of the site's
+    /// cgroups; `remote` runs it in the clients namespace instead of on the
+    /// Odoo host.
+    pub fn run_client(&self, script: &str, args: &[&str], cgroup: Option<&str>, remote: bool) -> anyhow::Result<Vec<serde_json::Value>> {
+        let mut command = Command::new(python());
+        command.arg(workspace_root().join("tests/clients").join(script)).args(args);
+        let cgroup_path = cgroup.map(|name| {
+            self.cgroups
+                .iter()
+                .find(|c| c.relative().ends_with(&format!("/{name}")))
+                .map(|c| c.path().to_path_buf())
+                .expect("unknown cgroup name")
+        });
+        let placement = Placement {
+            netns: Some(if remote { self.clients.path() } else { self.odoo.path() }),
+            mount_ns: None,
+            cgroup: cgroup_path,
+        };
+        lab::place(&mut command, &placement)?;
+        let output = command.output().with_context(|| format!("failed to run {script}"))?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        if !output.status.success() {
+            bail!("{script} failed: {}\n{stdout}\n{}", output.status, String::from_utf8_lossy(&output.stderr));
+        }
+        stdout
+            .lines()
+            .filter(|line| line.starts_with('{'))
+            .map(|line| serde_json::from_str(line).context("client printed invalid JSON"))
+            .collect()
+    }
+
+    pub fn local_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn remote_url(&self) -> String {
+        format!("http://{ODOO_ADDRESS}:{}", self.port)
+    }
+
+    /// Stops the daemon (so it writes every pending record), waits until
+    /// journald has stored at least `min_calls` call records, and returns
+    /// every odoogate record.
+    pub fn stop_and_read(&mut self, min_calls: usize) -> anyhow::Result<Vec<Record>> {
+        std::thread::sleep(Duration::from_millis(300));
+        if let Some(mut daemon) = self.daemon.take() {
+            let clean = daemon.stop(Duration::from_secs(10))?;
+            if !clean {
+                bail!("odoogate run exited with an error:\n{}", self.daemon_log());
+            }
+        }
+        let mut records = Vec::new();
+        let _ = lab::wait_for("the call records in journald", Duration::from_secs(10), || {
+            records = self.journal.records().unwrap_or_default();
+            calls(&records).len() >= min_calls
+        });
+        Ok(records)
+    }
+
+    pub fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.workdir.join("odoogate.log")).unwrap_or_default()
+    }
+
+    pub fn daemon_is_running(&mut self) -> bool {
+        match self.daemon.as_mut() {
+            Some(daemon) => matches!(daemon.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- odoogate log ---\n{}", self.daemon_log());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.workdir);
+        }
+    }
+}
+
+/// Returns the call records (ODOOGATE_EVENT=call).
+pub fn calls(records: &[Record]) -> Vec<&Record> {
+    records.iter().filter(|r| r.get("ODOOGATE_EVENT").map(String::as_str) == Some("call")).collect()
+}
+
+/// Returns the call records for `model` and `method`.
+pub fn find<'a>(records: &'a [Record], model: Option<&str>, method: &str) -> Vec<&'a Record> {
+    calls(records)
+        .into_iter()
+        .filter(|r| r.get("ODOOGATE_MODEL").map(String::as_str) == model && r.get("ODOOGATE_METHOD").map(String::as_str) == Some(method))
+        .collect()
+}
+
+/// Asserts that `record` has `field` = `expected`, naming the record on failure.
+pub fn assert_field(record: &Record, field: &str, expected: &str) {
+    assert_eq!(
+        record.get(field).map(String::as_str),
+        Some(expected),
+        "{field} of record {:?}",
+        record.get("MESSAGE")
+    );
+}

@@ -1,0 +1,277 @@
+//! Observe mode end to end: real eBPF programs in namespaces made by the
+//! test, a private journald, the Odoo-like upstream and real Odoo clients
+//! from PyPI. Each test asserts the exact audit records the calls produce.
+
+mod common;
+
+use common::{API_KEY, OTHER_API_KEY, PASSWORD, Site, assert_field, calls, find};
+use odoogate::secret::Secret;
+
+fn sha256(value: &str) -> String {
+    Secret::new(value).sha256_hex()
+}
+
+fn all_ok(results: &[serde_json::Value]) {
+    for result in results {
+        if let Some(ok) = result.get("ok") {
+            assert_eq!(ok, true, "client call failed: {result}");
+        }
+    }
+}
+
+#[test]
+fn xmlrpc_calls_attributed_by_api_key() -> anyhow::Result<()> {
+    if !common::can_run() {
+        return Ok(());
+    }
+    let integrations = format!(
+        r#"[[integration]]
+name = "reporting-script"
+match = {{ api_key_sha256 = ["{}"] }}
+allow = [{{ models = ["res.partner", "res.partner.category"], methods = ["search_read", "search", "create", "write"] }}]
+"#,
+        sha256(API_KEY)
+    );
+    let mut site = Site::start("apikey", &[], &integrations, "allow")?;
+    let results = site.run_client("xmlrpc_stdlib_client.py", &[&site.local_url(), API_KEY], None, false)?;
+    let unlink = results.iter().find(|r| r["call"] == "res.partner.unlink").expect("unlink result");
+    assert_eq!(unlink["ok"], true, "observe mode must not change the traffic");
+    let records = site.stop_and_read(7)?;
+
+    let version = find(&records, None, "common.version");
+    assert_eq!(version.len(), 1, "common.version records");
+    assert_field(version[0], "ODOOGATE_DECISION", "allow");
+    assert_field(version[0], "ODOOGATE_IDENTITY", "none");
+    assert_field(version[0], "ODOOGATE_PROTOCOL", "xmlrpc");
+
+    let login = find(&records, None, "common.authenticate");
+    assert_eq!(login.len(), 1, "common.authenticate records");
+    assert_field(login[0], "ODOOGATE_INTEGRATION", "reporting-script");
+    assert_field(login[0], "ODOOGATE_IDENTITY", "api_key");
+    assert_field(login[0], "ODOOGATE_LOGIN", "admin");
+    assert_field(login[0], "ODOOGATE_UID", "2");
+    assert_field(login[0], "ODOOGATE_KEY_FINGERPRINT", &sha256(API_KEY));
+
+    let search_read = find(&records, Some("res.partner"), "search_read");
+    assert_eq!(search_read.len(), 1, "search_read records");
+    let record = search_read[0];
+    assert_field(record, "ODOOGATE_DECISION", "allow");
+    assert_field(record, "ODOOGATE_INTEGRATION", "reporting-script");
+    assert_field(record, "ODOOGATE_IDENTITY", "api_key");
+    assert_field(record, "ODOOGATE_PROTOCOL", "xmlrpc");
+    assert_field(record, "ODOOGATE_DB", "odoo19");
+    assert_field(record, "ODOOGATE_UID", "2");
+    assert_field(record, "ODOOGATE_OUTCOME", "ok");
+    assert_field(record, "ODOOGATE_SRC_IP", "127.0.0.1");
+    assert_field(record, "ODOOGATE_FIELDS", "name,email");
+    assert!(record.contains_key("ODOOGATE_LATENCY_US"), "latency is recorded");
+    assert!(record.get("ODOOGATE_RULE").is_some_and(|rule| rule.starts_with("reporting-script")), "rule is named");
+    assert!(
+        !record.values().any(|value| value.contains(API_KEY)),
+        "no record field may contain the API key"
+    );
+
+    let create = find(&records, Some("res.partner.category"), "create");
+    assert_eq!(create.len(), 1, "category create records");
+    assert_field(create[0], "ODOOGATE_DECISION", "allow");
+    assert_field(create[0], "ODOOGATE_FIELDS", "name");
+
+    let write = find(&records, Some("res.partner"), "write");
+    assert_eq!(write.len(), 1, "write records");
+    assert_field(write[0], "ODOOGATE_DECISION", "allow");
+    assert_field(write[0], "ODOOGATE_RECORD_IDS", "3");
+
+    let unlink = find(&records, Some("res.partner"), "unlink");
+    assert_eq!(unlink.len(), 1, "unlink records");
+    assert_field(unlink[0], "ODOOGATE_DECISION", "would_deny");
+    assert_field(unlink[0], "ODOOGATE_INTEGRATION", "reporting-script");
+    assert_field(unlink[0], "ODOOGATE_RECORD_IDS", "1,2");
+    assert_field(unlink[0], "ODOOGATE_OUTCOME", "ok");
+    assert!(unlink[0]["ODOOGATE_REASON"].contains("unlink"), "reason names the method");
+    assert_eq!(unlink[0]["PRIORITY"], "4", "denials are warnings");
+
+    let legacy: Vec<_> = calls(&records)
+        .into_iter()
+        .filter(|r| r.get("ODOOGATE_PROTOCOL").map(String::as_str) == Some("xmlrpc_legacy"))
+        .collect();
+    assert_eq!(legacy.len(), 1, "legacy /xmlrpc/object records");
+    assert_field(legacy[0], "ODOOGATE_MODEL", "res.partner");
+    assert_field(legacy[0], "ODOOGATE_METHOD", "search");
+    assert_field(legacy[0], "ODOOGATE_DECISION", "allow");
+
+    assert_eq!(calls(&records).len(), 7, "one record per call");
+    Ok(())
+}
+
+#[test]
+fn real_clients_attributed_by_ip_cgroup_and_key() -> anyhow::Result<()> {
+    if !common::can_run() {
+        return Ok(());
+    }
+    let integrations = format!(
+        r#"[[integration]]
+name = "n8n"
+match = {{ ip = ["10.214.0.2/32"] }}
+allow = [
+  {{ models = ["res.partner", "crm.lead"], methods = ["*"] }},
+  {{ models = ["res.users"], methods = ["context_get"] }},
+]
+
+[[integration]]
+name = "importer"
+match = {{ cgroup = "{{cgroup:importer}}" }}
+allow = [{{ models = ["res.partner"], methods = ["search_read", "create"] }}]
+
+[[integration]]
+name = "mcp"
+match = {{ api_key_sha256 = ["{}"] }}
+allow = [{{ models = ["res.partner"], methods = ["search_read", "create"] }}]
+"#,
+        sha256(OTHER_API_KEY)
+    );
+    let mut site = Site::start("clients", &["importer", "stranger"], &integrations, "deny")?;
+    let port = site.port.to_string();
+    let remote_host = common::ODOO_ADDRESS;
+
+    all_ok(&site.run_client("odoorpc_client.py", &[remote_host, &port, PASSWORD], None, true)?);
+    all_ok(&site.run_client("odoolib_client.py", &["127.0.0.1", &port, "xmlrpc", PASSWORD], Some("importer"), false)?);
+    all_ok(&site.run_client("odoolib_client.py", &["127.0.0.1", &port, "jsonrpc", PASSWORD], Some("stranger"), false)?);
+    let json2 = site.run_client("odoolib_client.py", &["127.0.0.1", &port, "json2", OTHER_API_KEY], None, false)?;
+    assert!(json2.iter().all(|r| r["ok"] == true), "json2 client calls succeed in observe mode: {json2:?}");
+    let records = site.stop_and_read(20)?;
+
+    // OdooRPC over JSON-RPC from 10.214.0.2: identified by IP.
+    let n8n: Vec<_> = calls(&records)
+        .into_iter()
+        .filter(|r| r.get("ODOOGATE_INTEGRATION").map(String::as_str) == Some("n8n"))
+        .collect();
+    assert!(n8n.len() >= 6, "odoorpc calls recorded: {}", n8n.len());
+    for record in &n8n {
+        assert_field(record, "ODOOGATE_IDENTITY", "ip");
+        assert_field(record, "ODOOGATE_SRC_IP", "10.214.0.2");
+        assert_field(record, "ODOOGATE_DECISION", "allow");
+    }
+    let create = find(&records, Some("crm.lead"), "create");
+    assert_eq!(create.len(), 1, "crm.lead.create records");
+    assert_field(create[0], "ODOOGATE_PROTOCOL", "jsonrpc");
+    assert_field(create[0], "ODOOGATE_INTEGRATION", "n8n");
+    assert_field(create[0], "ODOOGATE_FIELDS", "name,email_from");
+
+    // odoo-client-lib over legacy XML-RPC in the importer cgroup.
+    let importer: Vec<_> = calls(&records)
+        .into_iter()
+        .filter(|r| r.get("ODOOGATE_INTEGRATION").map(String::as_str) == Some("importer"))
+        .collect();
+    assert!(importer.len() >= 4, "importer calls recorded: {}", importer.len());
+    let importer_cgroup = site.cgroups[0].relative().to_owned();
+    for record in &importer {
+        assert_field(record, "ODOOGATE_IDENTITY", "cgroup");
+        assert_field(record, "ODOOGATE_CGROUP", &importer_cgroup);
+        assert_field(record, "ODOOGATE_PROTOCOL", "xmlrpc_legacy");
+        assert!(record.contains_key("ODOOGATE_PID"), "pid of the connecting process");
+        assert!(record.get("ODOOGATE_COMM").is_some_and(|comm| comm.starts_with("python")), "comm: {record:?}");
+    }
+    let importer_write: Vec<_> = importer
+        .iter()
+        .filter(|r| r.get("ODOOGATE_METHOD").map(String::as_str) == Some("write"))
+        .collect();
+    assert_eq!(importer_write.len(), 1, "importer write records");
+    assert_field(importer_write[0], "ODOOGATE_DECISION", "would_deny");
+
+    // odoo-client-lib over JSON-RPC from a cgroup no integration names.
+    let stranger_cgroup = site.cgroups[1].relative().to_owned();
+    let stranger: Vec<_> = calls(&records)
+        .into_iter()
+        .filter(|r| r.get("ODOOGATE_CGROUP") == Some(&stranger_cgroup))
+        .collect();
+    assert!(stranger.len() >= 3, "stranger calls recorded: {}", stranger.len());
+    for record in &stranger {
+        assert!(!record.contains_key("ODOOGATE_INTEGRATION"), "unidentified: {record:?}");
+        assert_field(record, "ODOOGATE_IDENTITY", "none");
+        assert_field(record, "ODOOGATE_DECISION", "would_deny");
+        assert_field(record, "ODOOGATE_PROTOCOL", "jsonrpc");
+    }
+
+    // odoo-client-lib over JSON-2 with its own API key.
+    let mcp: Vec<_> = calls(&records)
+        .into_iter()
+        .filter(|r| r.get("ODOOGATE_INTEGRATION").map(String::as_str) == Some("mcp"))
+        .collect();
+    assert_eq!(mcp.len(), 3, "json2 calls: {mcp:?}");
+    for record in &mcp {
+        assert_field(record, "ODOOGATE_IDENTITY", "api_key");
+        assert_field(record, "ODOOGATE_PROTOCOL", "json2");
+        assert_field(record, "ODOOGATE_DB", "odoo19");
+        assert_field(record, "ODOOGATE_KEY_FINGERPRINT", &sha256(OTHER_API_KEY));
+    }
+    let unlink = find(&records, Some("res.partner"), "unlink");
+    assert_eq!(unlink.len(), 1, "json2 unlink records");
+    assert_field(unlink[0], "ODOOGATE_DECISION", "would_deny");
+    assert_field(unlink[0], "ODOOGATE_OUTCOME", "ok");
+    Ok(())
+}
+
+#[test]
+fn malformed_bodies_give_decode_errors() -> anyhow::Result<()> {
+    if !common::can_run() {
+        return Ok(());
+    }
+    let mut site = Site::start("malformed", &[], "", "allow")?;
+    let results = site.run_client("malformed_client.py", &["127.0.0.1", &site.port.to_string(), PASSWORD], None, false)?;
+    all_ok(&results);
+    assert!(site.daemon_is_running(), "the daemon survives malformed bodies");
+    let records = site.stop_and_read(1)?;
+
+    let errors: Vec<_> = records
+        .iter()
+        .filter(|r| r.get("ODOOGATE_EVENT").map(String::as_str) == Some("decode_error"))
+        .collect();
+    let codes: Vec<&str> = errors.iter().filter_map(|r| r.get("ODOOGATE_ERROR_CODE").map(String::as_str)).collect();
+    assert!(codes.contains(&"invalid_xml"), "bad XML is a decode error: {codes:?}");
+    assert!(codes.contains(&"invalid_json"), "truncated JSON is a decode error: {codes:?}");
+    assert!(codes.contains(&"xml_doctype"), "a DOCTYPE is a decode error: {codes:?}");
+    for error in &errors {
+        assert_field(error, "ODOOGATE_SRC_IP", "127.0.0.1");
+        assert!(error.contains_key("ODOOGATE_PATH"), "the path is recorded");
+    }
+
+    let count = find(&records, Some("res.partner"), "search_count");
+    assert_eq!(count.len(), 1, "the valid call after the malformed ones is recorded");
+    assert_field(count[0], "ODOOGATE_OUTCOME", "ok");
+
+    let table = site.journal.odoogate_audit(&["--decision", "allow", "--json"])?;
+    assert!(table.contains("search_count"), "odoogate audit reads the record back: {table}");
+    Ok(())
+}
+
+#[test]
+fn large_bodies_are_decoded_whole() -> anyhow::Result<()> {
+    if !common::can_run() {
+        return Ok(());
+    }
+    let mut site = Site::start("large", &[], "", "allow")?;
+    let sizes = ["1000", "100000", "1000000", "10000000"];
+    let mut args = vec![site.local_url(), PASSWORD.to_owned()];
+    args.extend(sizes.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    all_ok(&site.run_client("large_body_client.py", &args, None, false)?);
+    let records = site.stop_and_read(8)?;
+
+    let creates = find(&records, Some("res.partner"), "create");
+    assert_eq!(creates.len(), sizes.len(), "one create record per body size");
+    for record in &creates {
+        assert_field(record, "ODOOGATE_FIELDS", "name,comment");
+        assert_field(record, "ODOOGATE_OUTCOME", "ok");
+    }
+    let reads = find(&records, Some("res.partner"), "read");
+    assert_eq!(reads.len(), sizes.len(), "one read record per body size");
+    for record in &reads {
+        assert_field(record, "ODOOGATE_OUTCOME", "ok");
+    }
+    let gaps = records
+        .iter()
+        .filter(|r| r.get("ODOOGATE_EVENT").map(String::as_str) == Some("capture_gap"))
+        .count();
+    assert_eq!(gaps, 0, "no capture gaps for sequential large bodies");
+    Ok(())
+}
