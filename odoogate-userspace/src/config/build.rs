@@ -1,0 +1,303 @@
+//! Semantic checks that turn the file as written into a [`Config`].
+//!
+//! Each check reports the span of the value it rejects, so the error names
+//! its line and key path.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use toml::Spanned;
+
+use super::error::{Problem, line_and_column};
+use super::raw::{
+    OneOrMany, RawAudit, RawCapture, RawConfig, RawIntegration, RawMatch, RawOdoo, RawPolicy, RawRule, SpannedStrings,
+};
+use super::{AuditConfig, AuditOutput, CaptureConfig, Config, Integration, Match, OdooConfig, PolicyConfig, Rule};
+use crate::identity::{Fingerprint, FingerprintError};
+use crate::policy::glob::Glob;
+
+/// Maximum integration name length, so names stay readable in records.
+const MAX_NAME_LEN: usize = 64;
+
+/// Maximum interface name length the kernel accepts (`IFNAMSIZ` less the NUL).
+const MAX_INTERFACE_LEN: usize = 15;
+
+/// Smallest ring buffer: one page on the common 4 KiB-page architectures.
+const MIN_RING_BUFFER_BYTES: u32 = 4096;
+
+type Checked<T> = Result<T, Problem>;
+
+/// Checks `raw`, parsed from `text`, and builds the configuration.
+pub(super) fn build(raw: RawConfig, text: &str) -> Checked<Config> {
+    let RawConfig { odoo, policy, capture, audit, integration } = raw;
+    let RawPolicy { mode, unidentified } = policy;
+
+    Ok(Config {
+        odoo: odoo_config(odoo)?,
+        policy: PolicyConfig { mode, unidentified },
+        capture: capture_config(capture)?,
+        audit: audit_config(audit)?,
+        integrations: integrations(integration, text)?,
+    })
+}
+
+// === [odoo] ===
+
+fn odoo_config(raw: RawOdoo) -> Checked<OdooConfig> {
+    let RawOdoo { ports, interfaces, trusted_proxies } = raw;
+    Ok(OdooConfig {
+        ports: ports_list(ports)?,
+        interfaces: interface_list(interfaces)?,
+        trusted_proxies: trusted_proxies.iter().map(cidr).collect::<Checked<_>>()?,
+    })
+}
+
+fn ports_list(ports: Spanned<Vec<Spanned<u16>>>) -> Checked<Vec<u16>> {
+    if ports.get_ref().is_empty() {
+        return Err(Problem::new(ports.span(), "expected at least one port, found an empty list"));
+    }
+
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for port in ports.into_inner() {
+        let value = *port.get_ref();
+        if value == 0 {
+            return Err(Problem::new(port.span(), "expected a port from 1 to 65535, found 0"));
+        }
+        if !seen.insert(value) {
+            return Err(Problem::new(port.span(), format!("port {value} is listed twice")));
+        }
+        out.push(value);
+    }
+    Ok(out)
+}
+
+fn interface_list(interfaces: SpannedStrings) -> Checked<Vec<String>> {
+    if interfaces.get_ref().is_empty() {
+        return Err(Problem::new(interfaces.span(), "expected at least one interface, found an empty list"));
+    }
+
+    let mut out = Vec::new();
+    for name in interfaces.into_inner() {
+        let valid = !name.get_ref().is_empty()
+            && name.get_ref().len() <= MAX_INTERFACE_LEN
+            && !name.get_ref().contains(|c: char| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
+        if !valid {
+            let message = format!(
+                "expected an interface name of 1 to {MAX_INTERFACE_LEN} bytes without `/`, `:` or spaces, found {:?}",
+                name.get_ref()
+            );
+            return Err(Problem::new(name.span(), message));
+        }
+        out.push(name.into_inner());
+    }
+    Ok(out)
+}
+
+/// Parses a CIDR, or a bare address as a single-host network.
+fn cidr(text: &Spanned<String>) -> Checked<IpNet> {
+    let value = text.get_ref().trim();
+    if let Ok(net) = value.parse::<IpNet>() {
+        return Ok(net);
+    }
+    if let Ok(addr) = value.parse::<IpAddr>() {
+        return Ok(IpNet::from(addr));
+    }
+    let message = format!(
+        "expected a CIDR such as \"203.0.113.0/24\" or an address such as \"2001:db8::1\", found {:?}",
+        text.get_ref()
+    );
+    Err(Problem::new(text.span(), message))
+}
+
+// === [capture] and [audit] ===
+
+fn capture_config(raw: RawCapture) -> Checked<CaptureConfig> {
+    let RawCapture { ring_buffer_bytes, max_body_bytes, max_flows, max_flow_buffer_bytes, idle_timeout_secs } = raw;
+    let defaults = CaptureConfig::default();
+
+    let ring_buffer_bytes = match ring_buffer_bytes {
+        None => defaults.ring_buffer_bytes,
+        Some(size) => ring_buffer_size(size)?,
+    };
+    let idle_timeout = match idle_timeout_secs {
+        None => defaults.idle_timeout,
+        Some(secs) => Duration::from_secs(positive(secs, "seconds")?),
+    };
+
+    Ok(CaptureConfig {
+        ring_buffer_bytes,
+        max_body_bytes: max_body_bytes.map_or(Ok(defaults.max_body_bytes), |v| positive(v, "bytes"))?,
+        max_flows: max_flows.map_or(Ok(defaults.max_flows), |v| positive(v, "flows"))?,
+        max_flow_buffer_bytes: max_flow_buffer_bytes
+            .map_or(Ok(defaults.max_flow_buffer_bytes), |v| positive(v, "bytes"))?,
+        idle_timeout,
+    })
+}
+
+fn ring_buffer_size(size: Spanned<u32>) -> Checked<u32> {
+    let value = *size.get_ref();
+    if value < MIN_RING_BUFFER_BYTES || !value.is_power_of_two() {
+        let message = format!(
+            "expected a power of two of at least {MIN_RING_BUFFER_BYTES} bytes (such as 67108864 for 64 MiB), found {value}"
+        );
+        return Err(Problem::new(size.span(), message));
+    }
+    Ok(value)
+}
+
+fn positive<T: Copy + Default + PartialEq + std::fmt::Display>(value: Spanned<T>, unit: &str) -> Checked<T> {
+    if *value.get_ref() == T::default() {
+        return Err(Problem::new(value.span(), format!("expected at least 1 ({unit}), found 0")));
+    }
+    Ok(*value.get_ref())
+}
+
+fn audit_config(raw: RawAudit) -> Checked<AuditConfig> {
+    let RawAudit { output, file, error_records_per_minute } = raw;
+    let defaults = AuditConfig::default();
+    let output = output.unwrap_or(defaults.output);
+
+    let file = match file {
+        None => defaults.file,
+        Some(path) if output != AuditOutput::File => {
+            let message = "audit.file is only used with output = \"file\"; set output = \"file\" or remove it";
+            return Err(Problem::new(path.span(), message));
+        }
+        Some(path) if !path.get_ref().is_absolute() => {
+            let message = format!("expected an absolute path, found {:?}", path.get_ref().display().to_string());
+            return Err(Problem::new(path.span(), message));
+        }
+        Some(path) => path.into_inner(),
+    };
+
+    Ok(AuditConfig {
+        output,
+        file,
+        error_records_per_minute: error_records_per_minute
+            .map_or(Ok(defaults.error_records_per_minute), |v| positive(v, "records"))?,
+    })
+}
+
+// === [[integration]] ===
+
+fn integrations(raw: Vec<Spanned<RawIntegration>>, text: &str) -> Checked<Vec<Integration>> {
+    // Name -> byte offset of its first definition, for the duplicate message.
+    let mut first_seen: HashMap<String, usize> = HashMap::new();
+    let mut out = Vec::with_capacity(raw.len());
+
+    for entry in raw {
+        let RawIntegration { name, matcher, allow } = entry.into_inner();
+        check_name(&name)?;
+        if let Some(&first) = first_seen.get(name.get_ref()) {
+            let (line, _) = line_and_column(text, first);
+            let message = format!("duplicate integration name {:?}, first defined on line {line}", name.get_ref());
+            return Err(Problem::new(name.span(), message));
+        }
+        first_seen.insert(name.get_ref().clone(), name.span().start);
+
+        out.push(Integration {
+            name: name.into_inner(),
+            matcher: match_config(matcher)?,
+            rules: allow.into_iter().map(rule).collect::<Checked<_>>()?,
+        });
+    }
+    Ok(out)
+}
+
+fn check_name(name: &Spanned<String>) -> Checked<()> {
+    let value = name.get_ref();
+    let valid = !value.is_empty()
+        && value.len() <= MAX_NAME_LEN
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if valid {
+        return Ok(());
+    }
+    let message = format!("expected 1 to {MAX_NAME_LEN} ASCII letters, digits, `.`, `_` or `-`, found {value:?}");
+    Err(Problem::new(name.span(), message))
+}
+
+fn match_config(raw: Spanned<RawMatch>) -> Checked<Match> {
+    let span = raw.span();
+    let RawMatch { ip, cgroup, api_key_sha256, token } = raw.into_inner();
+
+    if let Some(token) = token {
+        let message = "scoped tokens come with enforce mode and are not supported yet; \
+                       match on api_key_sha256, cgroup or ip instead";
+        return Err(Problem::new(token.span(), message));
+    }
+
+    let matcher = Match {
+        ip: ip.map(|list| non_empty_list(list, "CIDR", |item| cidr(&item))).transpose()?.unwrap_or_default(),
+        cgroup: cgroup.map(cgroup_globs).transpose()?.unwrap_or_default(),
+        api_key_sha256: api_key_sha256
+            .map(|list| non_empty_list(list, "fingerprint", fingerprint))
+            .transpose()?
+            .unwrap_or_default(),
+    };
+
+    if matcher.kinds().is_empty() {
+        let message = "empty match: it would take every call; set ip, cgroup or api_key_sha256, \
+                       or use policy.unidentified for calls that no integration matches";
+        return Err(Problem::new(span, message));
+    }
+    Ok(matcher)
+}
+
+fn cgroup_globs(raw: Spanned<OneOrMany>) -> Checked<Vec<Glob>> {
+    let span = raw.span();
+    match raw.into_inner() {
+        OneOrMany::One(pattern) => Ok(vec![path_glob(&Spanned::new(span, pattern))?]),
+        OneOrMany::Many(list) => non_empty_list(Spanned::new(span, list), "cgroup glob", |item| path_glob(&item)),
+    }
+}
+
+fn path_glob(pattern: &Spanned<String>) -> Checked<Glob> {
+    Glob::path(pattern.get_ref())
+        .map_err(|error| Problem::new(pattern.span(), format!("invalid cgroup glob {:?}: {error}", pattern.get_ref())))
+}
+
+fn name_glob(pattern: &Spanned<String>) -> Checked<Glob> {
+    Glob::name(pattern.get_ref())
+        .map_err(|error| Problem::new(pattern.span(), format!("invalid glob {:?}: {error}", pattern.get_ref())))
+}
+
+/// Checks an API key fingerprint without echoing it: a 40-hex value is most
+/// likely the key itself pasted by mistake, and must not reach a log.
+fn fingerprint(text: Spanned<String>) -> Checked<Fingerprint> {
+    Fingerprint::from_hex(text.get_ref()).map_err(|error| {
+        let found = match error {
+            FingerprintError::Length(40) => {
+                "40 characters, the length of an Odoo API key itself: write its SHA-256 instead".to_owned()
+            }
+            FingerprintError::Length(len) => format!("{len} characters"),
+            FingerprintError::NotHex => "a character that is not hexadecimal".to_owned(),
+        };
+        let message = format!(
+            "expected the SHA-256 of an API key as 64 hex characters (printf %s KEY | sha256sum), found {found}"
+        );
+        Problem::new(text.span(), message)
+    })
+}
+
+fn rule(raw: Spanned<RawRule>) -> Checked<Rule> {
+    let RawRule { models, methods } = raw.into_inner();
+    Ok(Rule {
+        models: non_empty_list(models, "model glob", |item| name_glob(&item))?,
+        methods: non_empty_list(methods, "method glob", |item| name_glob(&item))?,
+    })
+}
+
+/// Converts each element of a list that must not be empty.
+fn non_empty_list<T>(
+    list: SpannedStrings,
+    what: &str,
+    convert: impl FnMut(Spanned<String>) -> Checked<T>,
+) -> Checked<Vec<T>> {
+    if list.get_ref().is_empty() {
+        return Err(Problem::new(list.span(), format!("expected at least one {what}, found an empty list")));
+    }
+    list.into_inner().into_iter().map(convert).collect()
+}

@@ -1,0 +1,187 @@
+//! Configuration errors and how they find their line, column and key path.
+
+use std::fmt;
+use std::io;
+use std::ops::Range;
+use std::path::PathBuf;
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+/// An error from loading a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("failed to read the configuration {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the configuration {} is larger than {max} bytes", path.display())]
+    TooLarge { path: PathBuf, max: u64 },
+    #[error("{0}")]
+    Invalid(Box<InvalidConfig>),
+}
+
+/// A configuration that was read but is wrong, with where and why.
+///
+/// Displays as `FILE:LINE:COLUMN: KEY: MESSAGE`, the form editors and
+/// terminals turn into a link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidConfig {
+    /// The file name, or what the text came from.
+    pub origin: String,
+    /// 1-based line of the offending key or value.
+    pub line: usize,
+    /// 1-based column, in characters.
+    pub column: usize,
+    /// The key path, such as `integration[2].match.ip[0]`; empty when the
+    /// error is about the document as a whole.
+    pub key: String,
+    /// The expected and the found value, in words.
+    pub message: String,
+}
+
+impl fmt::Display for InvalidConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self { origin, line, column, key, message } = self;
+        write!(f, "{origin}:{line}:{column}: ")?;
+        if !key.is_empty() {
+            write!(f, "{key}: ")?;
+        }
+        f.write_str(message)
+    }
+}
+
+/// An error found in the text, before it is given a line and a key path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Problem {
+    /// Byte range in the text.
+    pub span: Range<usize>,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(span: Range<usize>, message: impl Into<String>) -> Self {
+        Self { span, message: message.into() }
+    }
+
+    /// Converts a problem into a located error for the text it came from.
+    pub fn locate(self, text: &str, origin: &str) -> ConfigError {
+        let offset = self.span.start.min(text.len());
+        let (line, column) = line_and_column(text, offset);
+        ConfigError::Invalid(Box::new(InvalidConfig {
+            origin: origin.to_owned(),
+            line,
+            column,
+            key: key_path_at(text, offset),
+            message: self.message,
+        }))
+    }
+}
+
+impl From<toml::de::Error> for Problem {
+    fn from(error: toml::de::Error) -> Self {
+        Self::new(error.span().unwrap_or(0..0), error.message().to_owned())
+    }
+}
+
+/// Returns the 1-based line and character column of a byte offset.
+pub(super) fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset;
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |newline| newline + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+/// Returns the key path of the smallest key or value that contains `offset`.
+///
+/// Serde errors from toml carry a span but not the path, and semantic checks
+/// keep only spans, so the path is recovered from the parsed document. A
+/// document with a syntax error is parsed with toml's recovery, which still
+/// yields the keys before the error.
+fn key_path_at(text: &str, offset: usize) -> String {
+    let (root, _errors) = DeTable::parse_recoverable(text);
+    let root = Spanned::new(root.span(), DeValue::Table(root.into_inner()));
+
+    let mut best: Option<(usize, String)> = None;
+    visit(&root, &mut String::new(), offset, &mut best);
+    best.map(|(_, path)| path).unwrap_or_default()
+}
+
+/// Walks every key and value, keeping the path of the narrowest span that
+/// contains `offset`. Table spans in toml cover only their header, so the
+/// walk visits every node instead of descending by containment.
+fn visit(value: &Spanned<DeValue<'_>>, path: &mut String, offset: usize, best: &mut Option<(usize, String)>) {
+    consider(value.span(), path, offset, best);
+
+    match value.get_ref() {
+        DeValue::Table(table) => {
+            for (key, child) in table.iter() {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(key.get_ref());
+                consider(key.span(), path, offset, best);
+                visit(child, path, offset, best);
+                path.truncate(len);
+            }
+        }
+        DeValue::Array(array) => {
+            for (index, child) in array.iter().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{index}]"));
+                visit(child, path, offset, best);
+                path.truncate(len);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn consider(span: Range<usize>, path: &str, offset: usize, best: &mut Option<(usize, String)>) {
+    let contains = span.start <= offset && (offset < span.end || span.is_empty() && offset == span.start);
+    if !contains || path.is_empty() {
+        return;
+    }
+    let width = span.len();
+    // On a tie the later, deeper node wins: `[[integration]]` is the span
+    // of both the array and its element.
+    if best.as_ref().is_none_or(|(best_width, _)| width <= *best_width) {
+        *best = Some((width, path.to_owned()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_and_column_count_characters() {
+        let text = "a = 1\nbé = 2\n";
+        assert_eq!(line_and_column(text, 0), (1, 1));
+        assert_eq!(line_and_column(text, 6), (2, 1));
+        // The `=` after "bé " sits after a two-byte character.
+        assert_eq!(line_and_column(text, 10), (2, 4));
+    }
+
+    #[test]
+    fn key_path_names_array_elements() {
+        let text = "[odoo]\nports = [1, 2]\n\n[[integration]]\nname = \"a\"\n[[integration]]\nname = \"b\"\n";
+        let second_port = text.find("2]").unwrap();
+        assert_eq!(key_path_at(text, second_port), "odoo.ports[1]");
+        let second_name = text.find("\"b\"").unwrap();
+        assert_eq!(key_path_at(text, second_name), "integration[1].name");
+    }
+
+    #[test]
+    fn display_has_file_line_column_key() {
+        let error = Problem::new(7..12, "expected X, found Y").locate("[odoo]\nports = 0\n", "gate.toml");
+        assert_eq!(error.to_string(), "gate.toml:2:1: odoo.ports: expected X, found Y");
+    }
+}

@@ -1,0 +1,125 @@
+//! The configuration file as written, before semantic checks.
+//!
+//! Every table rejects unknown keys. Values that a later check may reject
+//! keep their span, so that error points at the right line.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use toml::Spanned;
+
+use super::{AuditOutput, Mode, Unidentified};
+
+/// A list of strings whose elements keep their spans.
+pub(super) type SpannedStrings = Spanned<Vec<Spanned<String>>>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub odoo: RawOdoo,
+    pub policy: RawPolicy,
+    #[serde(default)]
+    pub capture: RawCapture,
+    #[serde(default)]
+    pub audit: RawAudit,
+    #[serde(default)]
+    pub integration: Vec<Spanned<RawIntegration>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOdoo {
+    pub ports: Spanned<Vec<Spanned<u16>>>,
+    pub interfaces: SpannedStrings,
+    #[serde(default)]
+    pub trusted_proxies: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPolicy {
+    pub mode: Mode,
+    pub unidentified: Unidentified,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCapture {
+    pub ring_buffer_bytes: Option<Spanned<u32>>,
+    pub max_body_bytes: Option<Spanned<usize>>,
+    pub max_flows: Option<Spanned<usize>>,
+    pub max_flow_buffer_bytes: Option<Spanned<usize>>,
+    pub idle_timeout_secs: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAudit {
+    pub output: Option<AuditOutput>,
+    pub file: Option<Spanned<PathBuf>>,
+    pub error_records_per_minute: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawIntegration {
+    pub name: Spanned<String>,
+    #[serde(rename = "match")]
+    pub matcher: Spanned<RawMatch>,
+    #[serde(default)]
+    pub allow: Vec<Spanned<RawRule>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMatch {
+    pub ip: Option<SpannedStrings>,
+    pub cgroup: Option<Spanned<OneOrMany>>,
+    pub api_key_sha256: Option<SpannedStrings>,
+    /// Reserved for scoped tokens; any value is rejected for now.
+    pub token: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRule {
+    pub models: SpannedStrings,
+    pub methods: SpannedStrings,
+}
+
+/// A string or a list of strings (`cgroup = "a"` or `cgroup = ["a", "b"]`).
+#[derive(Debug)]
+pub(super) enum OneOrMany {
+    One(String),
+    Many(Vec<Spanned<String>>),
+}
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(OneOrManyVisitor)
+    }
+}
+
+struct OneOrManyVisitor;
+
+impl<'de> Visitor<'de> for OneOrManyVisitor {
+    type Value = OneOrMany;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string or a list of strings")
+    }
+
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<Self::Value, E> {
+        Ok(OneOrMany::One(value.to_owned()))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(OneOrMany::Many(items))
+    }
+}

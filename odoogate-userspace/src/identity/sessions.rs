@@ -1,0 +1,175 @@
+//! Web sessions tied to the integration that logged them in.
+//!
+//! A browser-style client logs in once with `/web/session/authenticate`
+//! and then sends only its `session_id` cookie, which carries no API key.
+//! When the login was matched to an integration, later calls with that
+//! cookie belong to it too.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::SystemTime;
+
+use sha2::{Digest as _, Sha256};
+
+use crate::secret::Secret;
+
+/// Default capacity of a [`SessionTable`].
+pub const DEFAULT_MAX_SESSIONS: usize = 100_000;
+
+/// Session bindings, keyed by the SHA-256 of the session id so the table
+/// never stores a usable session id.
+///
+/// Bounded: when full, a new binding evicts the binding made least
+/// recently. Lookups do not refresh an entry, so the order is that of
+/// binding, not of use.
+#[derive(Debug)]
+pub struct SessionTable {
+    capacity: usize,
+    entries: HashMap<[u8; 32], Binding>,
+    /// Binding sequence number -> key, oldest first, for eviction.
+    order: BTreeMap<u64, [u8; 32]>,
+    next_sequence: u64,
+}
+
+#[derive(Debug)]
+struct Binding {
+    integration: String,
+    bound_at: SystemTime,
+    sequence: u64,
+}
+
+impl SessionTable {
+    /// Creates a table holding at most `capacity` sessions (at least one).
+    pub fn new(capacity: usize) -> Self {
+        Self { capacity: capacity.max(1), entries: HashMap::new(), order: BTreeMap::new(), next_sequence: 0 }
+    }
+
+    /// Ties `session` to `integration`, replacing any earlier binding of the
+    /// same session.
+    pub fn bind(&mut self, session: &Secret, integration: &str, now: SystemTime) {
+        let key = session_key(session);
+        self.remove_key(&key);
+        while self.entries.len() >= self.capacity {
+            self.evict_oldest();
+        }
+
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
+        self.order.insert(sequence, key);
+        self.entries.insert(key, Binding { integration: integration.to_owned(), bound_at: now, sequence });
+    }
+
+    /// Returns the integration `session` is bound to.
+    pub fn lookup(&self, session: &Secret) -> Option<&str> {
+        self.entries.get(&session_key(session)).map(|binding| binding.integration.as_str())
+    }
+
+    /// Forgets `session`, after a logout. Returns whether it was bound.
+    pub fn unbind(&mut self, session: &Secret) -> bool {
+        self.remove_key(&session_key(session))
+    }
+
+    /// Forgets every binding made before `cutoff`, which the caller sets
+    /// from Odoo's session lifetime. Returns how many were removed.
+    pub fn expire_before(&mut self, cutoff: SystemTime) -> usize {
+        let expired: Vec<[u8; 32]> =
+            self.entries.iter().filter(|(_, binding)| binding.bound_at < cutoff).map(|(key, _)| *key).collect();
+        for key in &expired {
+            self.remove_key(key);
+        }
+        expired.len()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn remove_key(&mut self, key: &[u8; 32]) -> bool {
+        let Some(binding) = self.entries.remove(key) else {
+            return false;
+        };
+        self.order.remove(&binding.sequence);
+        true
+    }
+
+    fn evict_oldest(&mut self) {
+        if let Some((_, key)) = self.order.pop_first() {
+            self.entries.remove(&key);
+        }
+    }
+}
+
+impl Default for SessionTable {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_SESSIONS)
+    }
+}
+
+fn session_key(session: &Secret) -> [u8; 32] {
+    Sha256::digest(session.expose().as_bytes()).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn bound_session_is_found() {
+        let mut table = SessionTable::new(4);
+        table.bind(&Secret::new("s1"), "n8n", at(1));
+        assert_eq!(table.lookup(&Secret::new("s1")), Some("n8n"));
+        assert_eq!(table.lookup(&Secret::new("s2")), None);
+    }
+
+    #[test]
+    fn rebinding_replaces_integration() {
+        let mut table = SessionTable::new(4);
+        table.bind(&Secret::new("s1"), "n8n", at(1));
+        table.bind(&Secret::new("s1"), "stats", at(2));
+        assert_eq!(table.lookup(&Secret::new("s1")), Some("stats"));
+        assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn full_table_evicts_oldest_binding() {
+        let mut table = SessionTable::new(2);
+        table.bind(&Secret::new("s1"), "a", at(1));
+        table.bind(&Secret::new("s2"), "b", at(2));
+        table.bind(&Secret::new("s1"), "a", at(3));
+        table.bind(&Secret::new("s3"), "c", at(4));
+        assert_eq!(table.len(), 2);
+        assert_eq!(table.lookup(&Secret::new("s2")), None);
+        assert_eq!(table.lookup(&Secret::new("s1")), Some("a"));
+        assert_eq!(table.lookup(&Secret::new("s3")), Some("c"));
+    }
+
+    #[test]
+    fn unbind_and_expire_remove_entries() {
+        let mut table = SessionTable::new(8);
+        table.bind(&Secret::new("s1"), "a", at(10));
+        table.bind(&Secret::new("s2"), "b", at(20));
+        table.bind(&Secret::new("s3"), "c", at(30));
+
+        assert!(table.unbind(&Secret::new("s3")));
+        assert!(!table.unbind(&Secret::new("s3")));
+        assert_eq!(table.expire_before(at(15)), 1);
+        assert_eq!(table.lookup(&Secret::new("s1")), None);
+        assert_eq!(table.lookup(&Secret::new("s2")), Some("b"));
+        assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn table_stores_no_session_id() {
+        let mut table = SessionTable::new(2);
+        table.bind(&Secret::new("very-secret-session"), "a", at(1));
+        assert!(!format!("{table:?}").contains("very-secret-session"));
+    }
+}

@@ -1,0 +1,208 @@
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::config::parse;
+use crate::rpc::call::{CallKind, Credential, Protocol};
+use crate::secret::Secret;
+
+const API_KEY: &str = "0123456789abcdef0123456789abcdef01234567";
+
+fn config(integrations: &str) -> Config {
+    let head = "[odoo]\nports = [8069]\ninterfaces = [\"lo\"]\ntrusted_proxies = [\"127.0.0.1\"]\n\
+                [policy]\nmode = \"observe\"\nunidentified = \"allow\"\n";
+    parse(&format!("{head}{integrations}"), "test.toml").expect("valid test config")
+}
+
+fn integration(name: &str, matcher: &str) -> String {
+    format!("[[integration]]\nname = \"{name}\"\nmatch = {matcher}\n")
+}
+
+fn key_match(secret: &str) -> String {
+    format!("{{ api_key_sha256 = [\"{}\"] }}", Secret::new(secret).sha256_hex())
+}
+
+fn source(peer: &str, cgroup: Option<&str>) -> Source {
+    Source {
+        peer: SocketAddr::new(peer.parse().unwrap(), 40000),
+        cgroup: cgroup.map(str::to_owned),
+        pid: None,
+        comm: None,
+        conn_id: 1,
+    }
+}
+
+fn call_with(slot: CredentialSlot, secret: &str) -> Call {
+    let mut call = Call::new(Protocol::XmlRpc, CallKind::Model);
+    call.credential = Some(Credential { slot, secret: Secret::new(secret) });
+    call
+}
+
+fn resolve_simple(config: &Config, call: Option<&Call>, source: &Source) -> Resolution {
+    resolve(config, call, &Headers::default(), source, &SessionTable::default())
+}
+
+#[test]
+fn ip_match_ties_call() {
+    let config = config(&integration("form", "{ ip = [\"203.0.113.0/24\"] }"));
+    let resolution = resolve_simple(&config, None, &source("203.0.113.10", None));
+    assert_eq!(resolution.integration.as_deref(), Some("form"));
+    assert_eq!(resolution.identity, Identity::Ip);
+    assert_eq!(resolution.client_ip, "203.0.113.10".parse::<IpAddr>().unwrap());
+
+    let other = resolve_simple(&config, None, &source("198.51.100.1", None));
+    assert_eq!(other.integration, None);
+    assert_eq!(other.identity, Identity::None);
+}
+
+#[test]
+fn cgroup_match_tolerates_leading_slash() {
+    let config = config(&integration("n8n", "{ cgroup = \"system.slice/*.service\" }"));
+    let resolution = resolve_simple(&config, None, &source("127.0.0.1", Some("/system.slice/n8n.service")));
+    assert_eq!(resolution.integration.as_deref(), Some("n8n"));
+    assert_eq!(resolution.identity, Identity::Cgroup);
+
+    assert_eq!(resolve_simple(&config, None, &source("127.0.0.1", None)).integration, None);
+    let nested = resolve_simple(&config, None, &source("127.0.0.1", Some("system.slice/a/n8n.service")));
+    assert_eq!(nested.integration, None);
+}
+
+#[test]
+fn api_key_match_in_password_and_bearer() {
+    let config = config(&integration("mcp", &key_match(API_KEY)));
+    for slot in [CredentialSlot::Password, CredentialSlot::Bearer] {
+        let call = call_with(slot, API_KEY);
+        let resolution = resolve_simple(&config, Some(&call), &source("198.51.100.1", None));
+        assert_eq!(resolution.integration.as_deref(), Some("mcp"), "{slot:?}");
+        assert_eq!(resolution.identity, Identity::ApiKey);
+        assert_eq!(resolution.key_fingerprint, Some(Secret::new(API_KEY).sha256_hex()));
+    }
+}
+
+#[test]
+fn odoogate_header_is_not_an_api_key() {
+    let config = config(&integration("mcp", &key_match(API_KEY)));
+    let call = call_with(CredentialSlot::OdoogateHeader, API_KEY);
+    let resolution = resolve_simple(&config, Some(&call), &source("198.51.100.1", None));
+    assert_eq!(resolution.integration, None);
+    assert_eq!(resolution.key_fingerprint, None);
+}
+
+#[test]
+fn fingerprint_only_for_keys() {
+    let config = config(&integration("legacy", &key_match("a configured password")));
+    let src = source("198.51.100.1", None);
+
+    let password = call_with(CredentialSlot::Password, "hunter2");
+    assert_eq!(resolve_simple(&config, Some(&password), &src).key_fingerprint, None);
+
+    let unknown_key = call_with(CredentialSlot::Password, API_KEY);
+    let resolution = resolve_simple(&config, Some(&unknown_key), &src);
+    assert_eq!(resolution.integration, None);
+    assert_eq!(resolution.key_fingerprint, Some(Secret::new(API_KEY).sha256_hex()));
+
+    let configured = call_with(CredentialSlot::Password, "a configured password");
+    let resolution = resolve_simple(&config, Some(&configured), &src);
+    assert_eq!(resolution.integration.as_deref(), Some("legacy"));
+    assert_eq!(resolution.key_fingerprint, Some(Secret::new("a configured password").sha256_hex()));
+}
+
+#[test]
+fn conjunction_needs_every_key() {
+    let matcher = format!("{{ api_key_sha256 = [\"{}\"], ip = [\"10.0.0.0/8\"] }}", Secret::new(API_KEY).sha256_hex());
+    let config = config(&integration("mcp", &matcher));
+    let call = call_with(CredentialSlot::Password, API_KEY);
+
+    let inside = resolve_simple(&config, Some(&call), &source("10.1.2.3", None));
+    assert_eq!(inside.integration.as_deref(), Some("mcp"));
+    assert_eq!(inside.identity, Identity::ApiKey);
+
+    let outside = resolve_simple(&config, Some(&call), &source("192.0.2.1", None));
+    assert_eq!(outside.integration, None);
+    assert_eq!(resolve_simple(&config, None, &source("10.1.2.3", None)).integration, None);
+}
+
+#[test]
+fn cgroup_outranks_ip_in_conjunction() {
+    let config = config(&integration("cron", "{ ip = [\"127.0.0.1\"], cgroup = \"system.slice/**\" }"));
+    let resolution = resolve_simple(&config, None, &source("127.0.0.1", Some("system.slice/cron.service")));
+    assert_eq!(resolution.identity, Identity::Cgroup);
+}
+
+#[test]
+fn first_matching_integration_wins() {
+    let integrations = format!(
+        "{}{}{}",
+        integration("narrow", "{ ip = [\"10.0.0.5\"] }"),
+        integration("wide", "{ ip = [\"10.0.0.0/8\"] }"),
+        integration("also-narrow", "{ ip = [\"10.0.0.6\"] }"),
+    );
+    let config = config(&integrations);
+    let first = resolve_simple(&config, None, &source("10.0.0.5", None));
+    assert_eq!(first.integration.as_deref(), Some("narrow"));
+    let second = resolve_simple(&config, None, &source("10.0.0.6", None));
+    assert_eq!(second.integration.as_deref(), Some("wide"));
+}
+
+#[test]
+fn trusted_proxy_header_gives_client() {
+    let config = config(&integration("form", "{ ip = [\"203.0.113.10\"] }"));
+    let headers = Headers(vec![("X-Forwarded-For".to_owned(), Bytes::from_static(b"203.0.113.10"))]);
+    let sessions = SessionTable::default();
+
+    let via_proxy = resolve(&config, None, &headers, &source("127.0.0.1", None), &sessions);
+    assert_eq!(via_proxy.integration.as_deref(), Some("form"));
+    assert_eq!(via_proxy.client_ip, "203.0.113.10".parse::<IpAddr>().unwrap());
+
+    let spoofed = resolve(&config, None, &headers, &source("198.51.100.9", None), &sessions);
+    assert_eq!(spoofed.integration, None);
+}
+
+#[test]
+fn session_ties_unmatched_call() {
+    let config = config(&integration("portal", "{ ip = [\"10.0.0.0/8\"] }"));
+    let mut sessions = SessionTable::default();
+    sessions.bind(&Secret::new("sess-1"), "portal", SystemTime::UNIX_EPOCH);
+
+    let mut call = Call::new(Protocol::Web, CallKind::Model);
+    call.session_id = Some(Secret::new("sess-1"));
+    let resolution = resolve(&config, Some(&call), &Headers::default(), &source("192.0.2.1", None), &sessions);
+    assert_eq!(resolution.integration.as_deref(), Some("portal"));
+    assert_eq!(resolution.identity, Identity::Session);
+
+    call.session_id = Some(Secret::new("sess-2"));
+    let unknown = resolve(&config, Some(&call), &Headers::default(), &source("192.0.2.1", None), &sessions);
+    assert_eq!(unknown.integration, None);
+}
+
+#[test]
+fn match_takes_precedence_over_session() {
+    let integrations = format!(
+        "{}{}",
+        integration("office", "{ ip = [\"10.0.0.0/8\"] }"),
+        integration("portal", "{ ip = [\"192.0.2.0/24\"] }")
+    );
+    let config = config(&integrations);
+    let mut sessions = SessionTable::default();
+    sessions.bind(&Secret::new("sess-1"), "portal", SystemTime::UNIX_EPOCH);
+
+    let mut call = Call::new(Protocol::Web, CallKind::Model);
+    call.session_id = Some(Secret::new("sess-1"));
+    let resolution = resolve(&config, Some(&call), &Headers::default(), &source("10.0.0.1", None), &sessions);
+    assert_eq!(resolution.integration.as_deref(), Some("office"));
+    assert_eq!(resolution.identity, Identity::Ip);
+}
+
+#[test]
+fn session_of_removed_integration_is_ignored() {
+    let config = config(&integration("office", "{ ip = [\"10.0.0.0/8\"] }"));
+    let mut sessions = SessionTable::default();
+    sessions.bind(&Secret::new("sess-1"), "gone", SystemTime::UNIX_EPOCH);
+
+    let mut call = Call::new(Protocol::Web, CallKind::Model);
+    call.session_id = Some(Secret::new("sess-1"));
+    let resolution = resolve(&config, Some(&call), &Headers::default(), &source("192.0.2.1", None), &sessions);
+    assert_eq!(resolution.integration, None);
+    assert_eq!(resolution.identity, Identity::None);
+}
