@@ -1,1 +1,300 @@
-//! (being written)
+//! Writes audit records as JSON lines, for hosts without journald.
+//!
+//! Each line is one object shaped like an entry of `journalctl -o json`:
+//! `__REALTIME_TIMESTAMP` (microseconds since the Unix epoch, as a string),
+//! `MESSAGE`, `PRIORITY`, `SYSLOG_IDENTIFIER` and the `ODOOGATE_*` fields, all
+//! values strings. So `odoogate audit --file` reads these lines with the same
+//! code that reads journalctl's output.
+
+use super::journald::entry_fields;
+use super::ratelimit::FailureReportThrottle;
+use super::{AuditRecord, AuditSink};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// Permissions of a newly created audit file: audit records name the
+/// integrations and what they touched, so only the owner and group read them.
+const AUDIT_FILE_MODE: u32 = 0o640;
+
+/// An error opening an audit file.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to open the audit file {} for appending: {source}; check that its directory exists and is writable", path.display())]
+pub struct OpenError {
+    pub path: PathBuf,
+    pub source: io::Error,
+}
+
+/// An [`AuditSink`] that writes one JSON object per line to `W`.
+///
+/// Each line is written with one `write_all` and flushed, so with a file
+/// opened for appending a line from this sink is never interleaved with
+/// another writer's. A failed write is counted (see
+/// [`JsonLinesSink::failures`]) and reported through `tracing` at most once a
+/// minute.
+#[derive(Debug)]
+pub struct JsonLinesSink<W> {
+    writer: W,
+    failures: u64,
+    throttle: FailureReportThrottle,
+}
+
+// === impl JsonLinesSink ===
+
+impl<W: Write + Send> JsonLinesSink<W> {
+    pub fn new(writer: W) -> Self {
+        Self {
+            writer,
+            failures: 0,
+            throttle: FailureReportThrottle::default(),
+        }
+    }
+
+    /// Returns the number of records that could not be written.
+    pub fn failures(&self) -> u64 {
+        self.failures
+    }
+
+    /// Returns the writer, for example to read back a test buffer.
+    pub fn into_inner(self) -> W {
+        self.writer
+    }
+
+    fn write_line(&mut self, line: &str) -> io::Result<()> {
+        self.writer.write_all(line.as_bytes())?;
+        self.writer.flush()
+    }
+
+    fn count_failure(&mut self, error: &io::Error) {
+        self.failures += 1;
+        if let Some(unreported) = self.throttle.failure(Instant::now()) {
+            tracing::warn!(
+                error = %error,
+                failed_records = unreported,
+                total_failed_records = self.failures,
+                "Failed to write audit records as JSON lines",
+            );
+        }
+    }
+}
+
+impl JsonLinesSink<io::Stderr> {
+    /// Creates a sink that writes to standard error.
+    pub fn stderr() -> Self {
+        Self::new(io::stderr())
+    }
+}
+
+impl JsonLinesSink<File> {
+    /// Opens `path` for appending, creating it with mode 0640 if missing.
+    pub fn append_to(path: &Path) -> Result<Self, OpenError> {
+        OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(AUDIT_FILE_MODE)
+            .open(path)
+            .map(Self::new)
+            .map_err(|source| OpenError {
+                path: path.to_owned(),
+                source,
+            })
+    }
+}
+
+impl<W: Write + Send> AuditSink for JsonLinesSink<W> {
+    fn write(&mut self, record: &AuditRecord) {
+        let line = encode_line(record, SystemTime::now());
+        if let Err(error) = self.write_line(&line) {
+            self.count_failure(&error);
+        }
+    }
+}
+
+/// Encodes `record`, written at `realtime`, as one JSON object and a newline.
+/// Keys keep journald's order: the timestamp, then the fields as
+/// [`entry_fields`] lists them.
+pub fn encode_line(record: &AuditRecord, realtime: SystemTime) -> String {
+    let mut line = String::from("{");
+    push_member(
+        &mut line,
+        "__REALTIME_TIMESTAMP",
+        &realtime_micros(realtime).to_string(),
+    );
+    for (name, value) in entry_fields(record) {
+        line.push(',');
+        push_member(&mut line, name, &value);
+    }
+    line.push_str("}\n");
+    line
+}
+
+fn push_member(line: &mut String, name: &str, value: &str) {
+    line.push_str(&json_string(name));
+    line.push(':');
+    line.push_str(&json_string(value));
+}
+
+fn json_string(text: &str) -> String {
+    serde_json::Value::from(text).to_string()
+}
+
+/// Returns microseconds since the Unix epoch, 0 for a clock set before it.
+fn realtime_micros(realtime: SystemTime) -> u128 {
+    realtime
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_micros())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{AuditEvent, Decision, Identity};
+    use serde_json::{Map, Value};
+    use std::time::Duration;
+
+    fn allow_record() -> AuditRecord {
+        let mut record = AuditRecord::new(AuditEvent::Call, "allow n8n res.partner.read via json2");
+        record.decision = Some(Decision::Allow);
+        record.integration = Some("n8n".to_owned());
+        record.identity = Some(Identity::ApiKey);
+        record.protocol = Some("json2");
+        record.model = Some("res.partner".to_owned());
+        record.method = Some("read".to_owned());
+        record.record_ids = vec![7, 8];
+        record.latency_us = Some(1250);
+        record.key_fingerprint = Some("ab".repeat(32));
+        record
+    }
+
+    fn parse(line: &str) -> Map<String, Value> {
+        match serde_json::from_str(line).unwrap() {
+            Value::Object(object) => object,
+            other => panic!("not an object: {other}"),
+        }
+    }
+
+    #[test]
+    fn line_has_journal_fields() {
+        let realtime = UNIX_EPOCH + Duration::from_micros(1_780_000_000_123_456);
+        let line = encode_line(&allow_record(), realtime);
+        assert!(line.ends_with("}\n"));
+        assert_eq!(line.matches('\n').count(), 1, "one line per record");
+
+        let object = parse(&line);
+        assert_eq!(object["__REALTIME_TIMESTAMP"], "1780000000123456");
+        assert_eq!(object["MESSAGE"], "allow n8n res.partner.read via json2");
+        assert_eq!(object["PRIORITY"], "6");
+        assert_eq!(object["SYSLOG_IDENTIFIER"], "odoogate");
+        assert_eq!(object["ODOOGATE_DECISION"], "allow");
+        assert_eq!(object["ODOOGATE_RECORD_IDS"], "7,8");
+        assert_eq!(object["ODOOGATE_LATENCY_US"], "1250");
+    }
+
+    #[test]
+    fn line_has_every_record_field() {
+        let record = allow_record();
+        let object = parse(&encode_line(&record, SystemTime::now()));
+        for (name, value) in record.fields() {
+            assert_eq!(object[name], value.as_str(), "{name}");
+        }
+        assert_eq!(object.len(), record.fields().len() + 4);
+    }
+
+    #[test]
+    fn keys_keep_journal_order() {
+        let line = encode_line(&allow_record(), SystemTime::now());
+        let timestamp = line.find("__REALTIME_TIMESTAMP").unwrap();
+        let message = line.find("\"MESSAGE\"").unwrap();
+        let event = line.find("ODOOGATE_EVENT").unwrap();
+        assert!(timestamp < message && message < event, "{line}");
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        let mut record = allow_record();
+        record.reason = Some("line one\nline two\u{1b}[31m\"quoted\"".to_owned());
+        let line = encode_line(&record, SystemTime::now());
+        assert_eq!(line.matches('\n').count(), 1);
+        assert!(!line.contains('\u{1b}'));
+        assert_eq!(
+            parse(&line)["ODOOGATE_REASON"],
+            "line one\nline two\u{1b}[31m\"quoted\""
+        );
+    }
+
+    #[test]
+    fn sink_appends_lines_to_writer() {
+        let mut sink = JsonLinesSink::new(Vec::new());
+        sink.write(&allow_record());
+        sink.write(&AuditRecord::new(
+            AuditEvent::CaptureLoss,
+            "3 ring buffer records lost",
+        ));
+        assert_eq!(sink.failures(), 0);
+
+        let text = String::from_utf8(sink.into_inner()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(parse(lines[1])["ODOOGATE_EVENT"], "capture_loss");
+        assert_eq!(parse(lines[1])["PRIORITY"], "4");
+    }
+
+    /// A writer that always fails, standing in for a full disk.
+    struct FullDisk;
+
+    impl Write for FullDisk {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::Error::from_raw_os_error(libc::ENOSPC))
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn failed_writes_are_counted() {
+        let mut sink = JsonLinesSink::new(FullDisk);
+        sink.write(&allow_record());
+        sink.write(&allow_record());
+        assert_eq!(sink.failures(), 2);
+    }
+
+    #[test]
+    fn append_to_keeps_existing_lines() {
+        let path = std::env::temp_dir().join(format!("odoogate-jsonl-{}.log", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+
+        JsonLinesSink::append_to(&path)
+            .unwrap()
+            .write(&allow_record());
+        JsonLinesSink::append_to(&path)
+            .unwrap()
+            .write(&allow_record());
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions();
+        std::fs::remove_file(&path).unwrap();
+
+        assert_eq!(text.lines().count(), 2);
+        let mode = std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777;
+        assert_eq!(
+            mode & !AUDIT_FILE_MODE,
+            0,
+            "mode {mode:o} grants more than 0640"
+        );
+    }
+
+    #[test]
+    fn append_to_missing_directory_fails() {
+        let error =
+            JsonLinesSink::append_to(Path::new("/nonexistent/odoogate/audit.jsonl")).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("/nonexistent/odoogate/audit.jsonl")
+        );
+    }
+}

@@ -3,11 +3,12 @@
 //!
 //! `record` defines the record and its journald fields, `journald` writes
 //! records with journald's native protocol, `jsonl` writes them as JSON lines
-//! when there is no journald, and `reader` reads them back for
-//! `odoogate audit`.
+//! when there is no journald, `ratelimit` bounds the error records, and
+//! `reader` reads records back for `odoogate audit`.
 
 pub mod journald;
 pub mod jsonl;
+pub mod ratelimit;
 pub mod reader;
 pub mod record;
 pub mod sink;

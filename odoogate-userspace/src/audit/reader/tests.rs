@@ -1,0 +1,560 @@
+use super::query::{EntryFilter, glob_match, journalctl_args, since_cutoff};
+use super::table::write_table;
+use super::*;
+use crate::audit::jsonl::JsonLinesSink;
+use crate::audit::{AuditEvent, AuditRecord, AuditSink as _, Decision, Identity};
+use jiff::tz::TimeZone;
+use jiff::{Timestamp, ToSpan as _};
+
+/// journalctl's output for one denied call, as systemd 252 prints it.
+const DENY_LINE: &str = r#"{"__CURSOR":"s=1;i=2","__REALTIME_TIMESTAMP":"1780000000123456","__MONOTONIC_TIMESTAMP":"42","_PID":"812","_EXE":"/usr/bin/odoogate","PRIORITY":"4","SYSLOG_IDENTIFIER":"odoogate","MESSAGE":"deny website-form crm.lead.unlink via xmlrpc: no rule allows unlink","ODOOGATE_EVENT":"call","ODOOGATE_DECISION":"deny","ODOOGATE_INTEGRATION":"website-form","ODOOGATE_IDENTITY":"api_key","ODOOGATE_PROTOCOL":"xmlrpc","ODOOGATE_MODEL":"crm.lead","ODOOGATE_METHOD":"unlink","ODOOGATE_OUTCOME":"fault:3","ODOOGATE_LATENCY_US":"1840","ODOOGATE_SRC_IP":"10.0.0.7","ODOOGATE_SRC_PORT":"53412"}"#;
+
+fn parse_all(text: &str, filter: &EntryFilter) -> Result<Vec<AuditEntry>, ReaderError> {
+    parse_lines(text.as_bytes(), "test input", filter, MAX_LINE_BYTES)
+}
+
+fn no_filter() -> EntryFilter {
+    EntryFilter::for_journal(&AuditQuery::default())
+}
+
+fn entry(fields: &[(&str, &str)]) -> AuditEntry {
+    let mut line = serde_json::Map::new();
+    line.insert("__REALTIME_TIMESTAMP".into(), "1780000000000000".into());
+    line.insert("SYSLOG_IDENTIFIER".into(), "odoogate".into());
+    for (name, value) in fields {
+        line.insert((*name).into(), (*value).into());
+    }
+    parse_entry(serde_json::Value::Object(line).to_string().as_bytes()).unwrap()
+}
+
+// === parsing ===
+
+#[test]
+fn parses_journalctl_entry() {
+    let entries = parse_all(DENY_LINE, &no_filter()).unwrap();
+    assert_eq!(entries.len(), 1);
+    let entry = &entries[0];
+    assert_eq!(
+        entry.timestamp,
+        UNIX_EPOCH + Duration::from_micros(1_780_000_000_123_456)
+    );
+    assert_eq!(entry.field("ODOOGATE_MODEL"), Some("crm.lead"));
+    assert_eq!(entry.field("_EXE"), Some("/usr/bin/odoogate"));
+    assert_eq!(entry.field("ODOOGATE_RULE"), None);
+}
+
+#[test]
+fn byte_array_value_is_decoded() {
+    let line = r#"{"__REALTIME_TIMESTAMP":"1","SYSLOG_IDENTIFIER":"odoogate","ODOOGATE_REASON":[108,105,110,101,10,116,119,111]}"#;
+    let entry = parse_entry(line.as_bytes()).unwrap();
+    assert_eq!(entry.field("ODOOGATE_REASON"), Some("line\ntwo"));
+}
+
+#[test]
+fn invalid_utf8_bytes_are_replaced() {
+    let line = r#"{"__REALTIME_TIMESTAMP":"1","ODOOGATE_PATH":[47,255,120]}"#;
+    let entry = parse_entry(line.as_bytes()).unwrap();
+    assert_eq!(entry.field("ODOOGATE_PATH"), Some("/\u{FFFD}x"));
+}
+
+#[test]
+fn null_value_is_left_out() {
+    let line = r#"{"__REALTIME_TIMESTAMP":"1","MESSAGE":null,"ODOOGATE_EVENT":"call"}"#;
+    let entry = parse_entry(line.as_bytes()).unwrap();
+    assert_eq!(entry.field("MESSAGE"), None);
+    assert_eq!(entry.field("ODOOGATE_EVENT"), Some("call"));
+}
+
+#[test]
+fn repeated_field_keeps_first_value() {
+    let line =
+        r#"{"__REALTIME_TIMESTAMP":"1","A":["first","second"],"B":[[104,105],[120]],"C":[]}"#;
+    let entry = parse_entry(line.as_bytes()).unwrap();
+    assert_eq!(entry.field("A"), Some("first"));
+    assert_eq!(entry.field("B"), Some("hi"));
+    assert_eq!(
+        entry.field("C"),
+        Some(""),
+        "an empty array is an empty binary value"
+    );
+}
+
+#[test]
+fn number_value_is_invalid() {
+    let line = r#"{"__REALTIME_TIMESTAMP":"1","ODOOGATE_UID":7}"#;
+    let error = parse_entry(line.as_bytes()).unwrap_err();
+    assert!(matches!(error, EntryError::InvalidValue(name) if name == "ODOOGATE_UID"));
+}
+
+#[test]
+fn missing_timestamp_is_invalid() {
+    let error = parse_entry(br#"{"MESSAGE":"x"}"#).unwrap_err();
+    assert!(matches!(error, EntryError::MissingTimestamp));
+    let error = parse_entry(br#"{"__REALTIME_TIMESTAMP":"yesterday"}"#).unwrap_err();
+    assert!(matches!(error, EntryError::InvalidTimestamp));
+}
+
+#[test]
+fn invalid_line_names_its_number() {
+    let text = format!("{DENY_LINE}\n\n[1,2]\n");
+    let error = parse_all(&text, &no_filter()).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ReaderError::InvalidEntry {
+                line: 3,
+                source: EntryError::NotObject,
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert!(error.to_string().contains("test input line 3"), "{error}");
+}
+
+#[test]
+fn overlong_line_is_rejected() {
+    let text = format!("{DENY_LINE}\n{DENY_LINE}\n");
+    let error = parse_lines(
+        text.as_bytes(),
+        "test input",
+        &no_filter(),
+        DENY_LINE.len() - 1,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(error, ReaderError::LineTooLong { line: 1, .. }),
+        "{error}"
+    );
+
+    let entries =
+        parse_lines(text.as_bytes(), "test input", &no_filter(), DENY_LINE.len()).unwrap();
+    assert_eq!(entries.len(), 2, "a line of exactly the limit is read");
+}
+
+#[test]
+fn other_identifiers_are_skipped() {
+    let other = r#"{"__REALTIME_TIMESTAMP":"1","SYSLOG_IDENTIFIER":"sshd","MESSAGE":"x"}"#;
+    let entries = parse_all(&format!("{other}\n{DENY_LINE}\n"), &no_filter()).unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].field("SYSLOG_IDENTIFIER"), Some("odoogate"));
+}
+
+// === filters ===
+
+#[test]
+fn filters_apply_to_entries() {
+    let allow = entry(&[
+        ("ODOOGATE_DECISION", "allow"),
+        ("ODOOGATE_INTEGRATION", "n8n"),
+        ("ODOOGATE_MODEL", "res.partner"),
+    ]);
+    let deny = entry(&[
+        ("ODOOGATE_DECISION", "deny"),
+        ("ODOOGATE_INTEGRATION", "n8n"),
+        ("ODOOGATE_MODEL", "crm.lead"),
+    ]);
+    let error = entry(&[("ODOOGATE_EVENT", "decode_error")]);
+
+    let filter = |query: AuditQuery| EntryFilter::for_journal(&query);
+    let by_decision = filter(AuditQuery {
+        decision: Some("deny".into()),
+        ..Default::default()
+    });
+    assert!(!by_decision.matches(&allow));
+    assert!(by_decision.matches(&deny));
+    assert!(!by_decision.matches(&error));
+
+    let by_integration = filter(AuditQuery {
+        integration: Some("n8n".into()),
+        ..Default::default()
+    });
+    assert!(by_integration.matches(&allow));
+    assert!(!by_integration.matches(&error));
+
+    let by_model = filter(AuditQuery {
+        model: Some("res.*".into()),
+        ..Default::default()
+    });
+    assert!(by_model.matches(&allow));
+    assert!(!by_model.matches(&deny));
+
+    let by_exact_model = filter(AuditQuery {
+        model: Some("crm.lead".into()),
+        ..Default::default()
+    });
+    assert!(by_exact_model.matches(&deny));
+    assert!(!by_exact_model.matches(&allow));
+}
+
+#[test]
+fn glob_matches_stars_and_marks() {
+    assert!(glob_match("res.*", "res.partner"));
+    assert!(glob_match("*.line", "sale.order.line"));
+    assert!(glob_match("sale.*.line", "sale.order.line"));
+    assert!(glob_match("*", ""));
+    assert!(glob_match("crm.lea?", "crm.lead"));
+    assert!(glob_match("a*b*c", "aXbYbZc"));
+    assert!(!glob_match("res.*", "crm.lead"));
+    assert!(!glob_match("crm.lea?", "crm.leads"));
+    assert!(!glob_match("a*b*c", "aXbYbZ"));
+    assert!(!glob_match("crm.lead", "crm.lead.tag"));
+}
+
+// === since ===
+
+#[test]
+fn since_shorthand_becomes_ago() {
+    assert_eq!(normalize_since("7d"), "7 days ago");
+    assert_eq!(normalize_since("2h"), "2 hours ago");
+    assert_eq!(normalize_since(" 30m "), "30 minutes ago");
+    assert_eq!(normalize_since("45s"), "45 seconds ago");
+    assert_eq!(normalize_since("2w"), "2 weeks ago");
+    assert_eq!(normalize_since("1h ago"), "1h ago");
+    assert_eq!(normalize_since("2026-12-01"), "2026-12-01");
+    assert_eq!(normalize_since("d"), "d");
+    assert_eq!(normalize_since("-5m"), "-5m");
+}
+
+fn cutoff(value: &str, now: Timestamp) -> Result<Timestamp, ReaderError> {
+    since_cutoff(value, now, &TimeZone::UTC)
+}
+
+fn at(text: &str) -> Timestamp {
+    text.parse().unwrap()
+}
+
+#[test]
+fn file_since_resolves_relative_times() {
+    let now = at("2026-12-10T12:00:00Z");
+    assert_eq!(cutoff("2h", now).unwrap(), now - 2.hours());
+    assert_eq!(cutoff("30 minutes ago", now).unwrap(), now - 30.minutes());
+    assert_eq!(cutoff("7d", now).unwrap(), at("2026-12-03T12:00:00Z"));
+    assert_eq!(cutoff("now", now).unwrap(), now);
+    assert_eq!(cutoff("today", now).unwrap(), at("2026-12-10T00:00:00Z"));
+    assert_eq!(
+        cutoff("yesterday", now).unwrap(),
+        at("2026-12-09T00:00:00Z")
+    );
+}
+
+#[test]
+fn file_since_resolves_absolute_times() {
+    let now = at("2026-12-10T12:00:00Z");
+    assert_eq!(
+        cutoff("2026-12-01", now).unwrap(),
+        at("2026-12-01T00:00:00Z")
+    );
+    assert_eq!(
+        cutoff("2026-12-01 08:30:00", now).unwrap(),
+        at("2026-12-01T08:30:00Z")
+    );
+    assert_eq!(
+        cutoff("2026-12-01T08:30:00+02:00", now).unwrap(),
+        at("2026-12-01T06:30:00Z")
+    );
+
+    let berlin = TimeZone::get("Europe/Berlin");
+    if let Ok(berlin) = berlin {
+        assert_eq!(
+            since_cutoff("2026-12-01 08:30", now, &berlin).unwrap(),
+            at("2026-12-01T07:30:00Z"),
+            "local dates use the time zone"
+        );
+    }
+}
+
+#[test]
+fn file_filter_drops_older_entries() {
+    let query = AuditQuery {
+        since: Some("1h".into()),
+        ..Default::default()
+    };
+    let now = at("2026-12-10T12:00:00Z");
+    let filter = EntryFilter::for_file(&query, now, &TimeZone::UTC).unwrap();
+    let at_time = |time: Timestamp| AuditEntry {
+        timestamp: SystemTime::from(time),
+        ..entry(&[])
+    };
+    assert!(filter.matches(&at_time(now - 30.minutes())));
+    assert!(filter.matches(&at_time(now - 1.hour())));
+    assert!(!filter.matches(&at_time(now - 61.minutes())));
+}
+
+#[test]
+fn file_since_rejects_bad_values() {
+    let now = Timestamp::UNIX_EPOCH + 1000.hours();
+    for value in ["in two hours", "2h30", "3 days"] {
+        let error = cutoff(value, now).unwrap_err();
+        assert!(
+            matches!(&error, ReaderError::InvalidSince { value: v, .. } if v == value),
+            "{error}"
+        );
+        assert!(error.to_string().contains("30m, 2h or 7d"), "{error}");
+    }
+}
+
+// === journalctl ===
+
+#[test]
+fn journalctl_args_match_exact_filters() {
+    let query = AuditQuery {
+        since: Some("2h".into()),
+        integration: Some("n8n".into()),
+        decision: Some("deny".into()),
+        model: Some("crm.lead".into()),
+        journal_directory: Some("/var/log/journal/x".into()),
+        file: None,
+    };
+    let args: Vec<String> = journalctl_args(&query)
+        .into_iter()
+        .map(|a| a.into_string().unwrap())
+        .collect();
+    assert_eq!(
+        args,
+        [
+            "--output=json",
+            "--no-pager",
+            "--all",
+            "--quiet",
+            "--directory",
+            "/var/log/journal/x",
+            "--since=2 hours ago",
+            "SYSLOG_IDENTIFIER=odoogate",
+            "ODOOGATE_INTEGRATION=n8n",
+            "ODOOGATE_DECISION=deny",
+            "ODOOGATE_MODEL=crm.lead",
+        ]
+    );
+
+    let glob = AuditQuery {
+        model: Some("crm.*".into()),
+        ..Default::default()
+    };
+    let args = journalctl_args(&glob);
+    assert!(
+        !args
+            .iter()
+            .any(|a| a.to_string_lossy().starts_with("ODOOGATE_MODEL")),
+        "a glob is filtered after reading"
+    );
+}
+
+#[test]
+fn missing_journalctl_is_typed() {
+    let error = read_journal(
+        &AuditQuery::default(),
+        OsStr::new("/nonexistent/bin/journalctl"),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(error, ReaderError::JournalctlMissing { .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("--file"), "{error}");
+}
+
+fn journalctl_installed() -> bool {
+    Command::new("journalctl")
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| out.status.success())
+}
+
+#[test]
+fn journalctl_failure_keeps_stderr() {
+    if !journalctl_installed() {
+        eprintln!("skipped: journalctl is not installed");
+        return;
+    }
+    let query = AuditQuery {
+        journal_directory: Some("/nonexistent/odoogate-journal".into()),
+        ..Default::default()
+    };
+    let error = read(&query).unwrap_err();
+    let ReaderError::JournalctlFailed { status, stderr } = &error else {
+        panic!("expected JournalctlFailed, got {error}");
+    };
+    assert!(!status.success());
+    assert!(stderr.contains("/nonexistent/odoogate-journal"), "{stderr}");
+}
+
+#[test]
+fn empty_journal_directory_reads_nothing() {
+    if !journalctl_installed() {
+        eprintln!("skipped: journalctl is not installed");
+        return;
+    }
+    let directory =
+        std::env::temp_dir().join(format!("odoogate-empty-journal-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).unwrap();
+    let result = read(&AuditQuery {
+        journal_directory: Some(directory.clone()),
+        ..Default::default()
+    });
+    std::fs::remove_dir_all(&directory).unwrap();
+    assert_eq!(result.unwrap(), Vec::new());
+}
+
+// === files ===
+
+#[test]
+fn reads_back_json_lines_file() {
+    let path = std::env::temp_dir().join(format!("odoogate-reader-{}.jsonl", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+
+    let mut record = AuditRecord::new(
+        AuditEvent::Call,
+        "deny n8n crm.lead.unlink via json2: no rule allows unlink",
+    );
+    record.decision = Some(Decision::Deny);
+    record.integration = Some("n8n".into());
+    record.identity = Some(Identity::ApiKey);
+    record.model = Some("crm.lead".into());
+    record.method = Some("unlink".into());
+    record.reason = Some("no rule allows unlink\nrule n8n.read covers read only".into());
+    let mut other = AuditRecord::new(AuditEvent::Call, "allow web res.partner.read via web");
+    other.integration = Some("web".into());
+    {
+        let mut sink = JsonLinesSink::append_to(&path).unwrap();
+        sink.write(&record);
+        sink.write(&other);
+    }
+
+    let query = AuditQuery {
+        file: Some(path.clone()),
+        integration: Some("n8n".into()),
+        since: Some("1h".into()),
+        ..Default::default()
+    };
+    let entries = read(&query);
+    std::fs::remove_file(&path).unwrap();
+    let entries = entries.unwrap();
+
+    assert_eq!(entries.len(), 1);
+    for (name, value) in record.fields() {
+        assert_eq!(entries[0].field(name), Some(value.as_str()), "{name}");
+    }
+    assert_eq!(entries[0].field("MESSAGE"), Some(record.message.as_str()));
+}
+
+#[test]
+fn missing_file_is_typed() {
+    let query = AuditQuery {
+        file: Some("/nonexistent/audit.jsonl".into()),
+        ..Default::default()
+    };
+    let error = read(&query).unwrap_err();
+    assert!(matches!(error, ReaderError::OpenFile { .. }), "{error}");
+    assert!(error.to_string().contains("/nonexistent/audit.jsonl"));
+}
+
+// === printing ===
+
+#[test]
+fn table_shows_one_row_per_entry() {
+    let mut entries = parse_all(DENY_LINE, &no_filter()).unwrap();
+    entries.push(entry(&[
+        ("ODOOGATE_EVENT", "decode_error"),
+        ("ODOOGATE_ERROR_CODE", "invalid_xml"),
+        ("ODOOGATE_COUNT", "12"),
+        ("ODOOGATE_PATH", "/xmlrpc/2/object"),
+        ("ODOOGATE_COMM", "python3"),
+        ("ODOOGATE_PID", "4242"),
+    ]));
+
+    let mut out = Vec::new();
+    write_table(&entries, &mut out, &TimeZone::UTC).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+
+    assert_eq!(lines.len(), 3);
+    for header in [
+        "TIME",
+        "DECISION",
+        "INTEGRATION",
+        "MODEL.METHOD",
+        "OUTCOME",
+        "LATENCY",
+        "SOURCE",
+    ] {
+        assert!(lines[0].contains(header), "{header} in {}", lines[0]);
+    }
+    let deny: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(
+        deny,
+        [
+            "2026-05-28",
+            "20:26:40",
+            "deny",
+            "website-form",
+            "api_key",
+            "xmlrpc",
+            "crm.lead.unlink",
+            "fault:3",
+            "1.8ms",
+            "10.0.0.7:53412"
+        ]
+    );
+    let error: Vec<&str> = lines[2].split_whitespace().collect();
+    assert_eq!(
+        error[2..],
+        [
+            "decode_error",
+            "-",
+            "-",
+            "-",
+            "/xmlrpc/2/object",
+            "invalid_xml",
+            "×12",
+            "-",
+            "python3[4242]"
+        ]
+    );
+    assert_eq!(
+        lines[1].find("deny"),
+        lines[2].find("decode_error"),
+        "columns are aligned"
+    );
+}
+
+#[test]
+fn table_escapes_control_characters() {
+    let entries = vec![entry(&[
+        ("ODOOGATE_MODEL", "res.partner\u{1b}[2J\r\u{202e}"),
+        ("ODOOGATE_METHOD", "read"),
+    ])];
+    let mut out = Vec::new();
+    write_table(&entries, &mut out, &TimeZone::UTC).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\r') && !text.contains('\u{202e}'),
+        "{text:?}"
+    );
+    assert!(
+        text.contains(r"res.partner\u{1b}[2J\r\u{202e}.read"),
+        "{text}"
+    );
+}
+
+#[test]
+fn table_cuts_long_cells() {
+    let long_model = "x".repeat(200);
+    let entries = vec![entry(&[("ODOOGATE_MODEL", &long_model)])];
+    let mut out = Vec::new();
+    write_table(&entries, &mut out, &TimeZone::UTC).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains(&format!("{}…", "x".repeat(47))), "{text}");
+    assert!(!text.contains(&"x".repeat(48)));
+}
+
+#[test]
+fn json_output_round_trips() {
+    let entries = parse_all(&format!("{DENY_LINE}\n{DENY_LINE}\n"), &no_filter()).unwrap();
+    let mut out = Vec::new();
+    print_json(&entries, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(text.lines().count(), 2);
+    let again = parse_all(&text, &no_filter()).unwrap();
+    assert_eq!(again, entries);
+}
