@@ -1,1 +1,122 @@
-//! (being written)
+//! JSON-2 (`POST /json/2/<model>/<method>`, Odoo 19 and later).
+//!
+//! The model and method come from the path, the API key from
+//! `Authorization: bearer <key>`, the database from `X-Odoo-Database`, and
+//! the body is an object of named arguments plus `ids` and `context`.
+
+use super::args;
+use super::call::{Call, CallKind, Credential, CredentialSlot, DecodeError, Protocol};
+use super::jsonrpc;
+use crate::http::HttpRequest;
+use crate::secret::Secret;
+
+/// Body keys that Odoo's JSON-2 dispatcher merges over the path's
+/// arguments, so a body carrying one may run another model or method.
+const PATH_ARGUMENT_KEYS: [&str; 2] = ["model", "method"];
+
+/// Splits `/json/2/<model>/<method>` into model and method. Any other path
+/// under `/json/2/` is not a JSON-2 call.
+pub fn route(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix("/json/2/")?;
+    let (model, method) = rest.split_once('/')?;
+    let valid = !model.is_empty() && !method.is_empty() && !method.contains('/');
+    valid.then_some((model, method))
+}
+
+/// Decodes a JSON-2 request to `model`.`method`.
+pub fn decode_request(model: &str, method: &str, request: &HttpRequest, max_depth: usize) -> Result<Call, DecodeError> {
+    let body = jsonrpc::parse_object(&request.body, max_depth)?;
+
+    let mut call = Call::new(Protocol::Json2, CallKind::Model);
+    call.model = Some(model.to_owned());
+    call.method = Some(method.to_owned());
+    call.db = request.headers.get_str("X-Odoo-Database").map(str::trim).filter(|db| !db.is_empty()).map(str::to_owned);
+    call.credential = bearer_credential(request);
+
+    for key in PATH_ARGUMENT_KEYS {
+        if body.get(key).is_some() {
+            call.mismatches.push(format!("JSON-2 body carries a `{key}` key, which may override the path"));
+        }
+    }
+    args::extract_named_arguments(&mut call, &body);
+    Ok(call)
+}
+
+/// Reads `Authorization: Bearer <key>`; the scheme is case-insensitive,
+/// since clients send both `bearer` and `Bearer`.
+fn bearer_credential(request: &HttpRequest) -> Option<Credential> {
+    let value = request.headers.get_str("Authorization")?.trim();
+    let (scheme, key) = value.split_once(' ')?;
+    let key = key.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || key.is_empty() {
+        return None;
+    }
+    Some(Credential { slot: CredentialSlot::Bearer, secret: Secret::new(key) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::message::{Headers, HttpVersion};
+    use bytes::Bytes;
+
+    fn request(headers: &[(&str, &str)], body: &str) -> HttpRequest {
+        HttpRequest {
+            method: "POST".to_owned(),
+            target: "/json/2/res.partner/write".to_owned(),
+            version: HttpVersion::Http11,
+            headers: Headers(headers.iter().map(|(n, v)| ((*n).to_owned(), Bytes::from(v.to_string()))).collect()),
+            body: Bytes::from(body.to_owned()),
+            body_truncated: false,
+            anomalies: Vec::new(),
+            first_byte_ns: 0,
+            last_byte_ns: 0,
+        }
+    }
+
+    #[test]
+    fn route_needs_model_and_method() {
+        assert_eq!(route("/json/2/res.partner/search_read"), Some(("res.partner", "search_read")));
+        assert_eq!(route("/json/2/res.partner"), None);
+        assert_eq!(route("/json/2/res.partner/read/extra"), None);
+        assert_eq!(route("/json/2//read"), None);
+        assert_eq!(route("/json/version"), None);
+    }
+
+    #[test]
+    fn write_reads_headers_and_body() {
+        let req = request(
+            &[("Authorization", "Bearer k3y"), ("X-Odoo-Database", "odoo19")],
+            r#"{"ids": [20], "vals": {"name": "x"}, "context": {"lang": "en_US"}}"#,
+        );
+        let call = decode_request("res.partner", "write", &req, 64).unwrap();
+        assert_eq!(call.protocol, Protocol::Json2);
+        assert_eq!(call.db.as_deref(), Some("odoo19"));
+        assert_eq!(call.record_ids, vec![20]);
+        assert_eq!(call.fields, vec!["name"]);
+        let credential = call.credential.unwrap();
+        assert_eq!(credential.slot, CredentialSlot::Bearer);
+        assert_eq!(credential.secret.expose(), "k3y");
+        assert!(call.mismatches.is_empty());
+    }
+
+    #[test]
+    fn body_override_is_flagged() {
+        let req = request(&[], r#"{"model": "res.users", "method": "unlink", "ids": [1]}"#);
+        let call = decode_request("res.partner", "read", &req, 64).unwrap();
+        assert_eq!(call.model.as_deref(), Some("res.partner"));
+        assert_eq!(call.mismatches.len(), 2);
+    }
+
+    #[test]
+    fn other_authorization_schemes_are_ignored() {
+        let req = request(&[("Authorization", "Basic YTpi")], "{}");
+        assert!(decode_request("res.partner", "read", &req, 64).unwrap().credential.is_none());
+    }
+
+    #[test]
+    fn non_object_body_is_rejected() {
+        let req = request(&[], "[]");
+        assert_eq!(decode_request("res.partner", "read", &req, 64).unwrap_err().code(), "invalid_jsonrpc");
+    }
+}

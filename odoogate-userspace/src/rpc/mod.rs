@@ -1,13 +1,289 @@
 //! Decoders for Odoo's RPC surfaces: one module per surface, each turning a
 //! framed [`HttpRequest`](crate::http::HttpRequest) into a [`Call`] and a
 //! framed response into an [`Outcome`].
+//!
+//! [`decode_request`] routes by path the way Odoo's router does: on the
+//! percent-decoded path, case-sensitively, without the query. Surfaces:
+//!
+//! | path | module |
+//! |---|---|
+//! | `/xmlrpc/2/<service>`, `/xmlrpc/<service>` | [`xmlrpc`] |
+//! | `/jsonrpc` | [`jsonrpc`] |
+//! | `/web/session/authenticate`, `/web/dataset/call_kw[/…]`, `/web/dataset/call_button[/…]`, metadata routes | [`web`] |
+//! | `/json/2/<model>/<method>` | [`json2`] |
+//!
+//! On every surface, an `X-Odoogate-Token` header becomes the call's
+//! credential (slot [`CredentialSlot::OdoogateHeader`]) and replaces the
+//! password or bearer key found in the request. A client that presents a
+//! scoped token is identified by it, and its password slot then carries
+//! whatever the client was configured with.
 
+pub mod args;
 pub mod call;
 pub mod json2;
 pub mod jsonrpc;
 pub mod response;
+pub mod service;
 pub mod value;
 pub mod web;
 pub mod xmlrpc;
 
+use std::borrow::Cow;
+
 pub use call::{Call, CallKind, Credential, CredentialSlot, DecodeError, Outcome, Protocol};
+pub use response::{decode_response, login_uid, session_cookie};
+
+use crate::http::HttpRequest;
+use crate::secret::Secret;
+
+/// Bounds on what the decoders read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// Maximum nesting of XML-RPC arrays and structs, or of JSON arrays and
+    /// objects.
+    pub max_depth: usize,
+    /// Largest body the decoders read. A larger one is rejected as
+    /// [`DecodeError::Truncated`] at this size.
+    pub max_body_bytes: usize,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        Self { max_depth: 64, max_body_bytes: 16 * 1024 * 1024 }
+    }
+}
+
+/// The surface a request path names.
+enum Surface<'p> {
+    XmlRpc { protocol: Protocol, service: &'p str },
+    JsonRpc,
+    Web(web::Route),
+    Json2 { model: &'p str, method: &'p str },
+}
+
+/// Decodes an RPC call from a framed request.
+///
+/// Returns `Ok(None)` when the request is not an RPC call: a path that names
+/// no surface (web pages, assets, reports, `/websocket`, other JSON routes),
+/// a JSON-2 request whose method is not `POST` (Odoo returns 404 for
+/// those), or a request without a body that is not `POST` (a probe that cannot
+/// carry a call). Other methods with a body are decoded, because Odoo's
+/// XML-RPC and JSON-RPC routes do not restrict the method.
+pub fn decode_request(request: &HttpRequest, limits: &DecodeLimits) -> Result<Option<Call>, DecodeError> {
+    let path = route_path(request.path());
+    let Some(surface) = surface_of(&path) else {
+        return Ok(None);
+    };
+    let is_post = request.method == "POST";
+    if matches!(surface, Surface::Json2 { .. }) && !is_post {
+        return Ok(None);
+    }
+    let is_meta = matches!(surface, Surface::Web(web::Route::Meta));
+    if !is_post && !is_meta && request.body.is_empty() {
+        return Ok(None);
+    }
+    if !is_meta {
+        check_body(request, limits)?;
+    }
+
+    let mut call = match surface {
+        Surface::XmlRpc { protocol, service } => xmlrpc::decode_request(protocol, service, &request.body, limits.max_depth)?,
+        Surface::JsonRpc => jsonrpc::decode_request(&request.body, limits.max_depth)?,
+        Surface::Web(route) => web::decode_request(route, &path, request, limits.max_depth)?,
+        Surface::Json2 { model, method } => json2::decode_request(model, method, request, limits.max_depth)?,
+    };
+    add_odoogate_token(&mut call, request);
+    Ok(Some(call))
+}
+
+fn surface_of(path: &str) -> Option<Surface<'_>> {
+    if path == "/jsonrpc" {
+        return Some(Surface::JsonRpc);
+    }
+    if let Some(service) = path.strip_prefix("/xmlrpc/2/") {
+        return single_segment(service).map(|service| Surface::XmlRpc { protocol: Protocol::XmlRpc, service });
+    }
+    if let Some(service) = path.strip_prefix("/xmlrpc/") {
+        return single_segment(service).map(|service| Surface::XmlRpc { protocol: Protocol::XmlRpcLegacy, service });
+    }
+    if let Some((model, method)) = json2::route(path) {
+        return Some(Surface::Json2 { model, method });
+    }
+    web::route(path).map(Surface::Web)
+}
+
+/// Accepts one non-empty path segment, as a werkzeug `<service>` converter.
+fn single_segment(segment: &str) -> Option<&str> {
+    (!segment.is_empty() && !segment.contains('/')).then_some(segment)
+}
+
+/// Returns the path Odoo's router matches: the path of an absolute-form
+/// target, percent-decoded. A path that decodes to invalid UTF-8 is kept
+/// as sent, which matches no surface.
+fn route_path(path: &str) -> Cow<'_, str> {
+    let path = strip_scheme_and_authority(path);
+    if !path.contains('%') {
+        return Cow::Borrowed(path);
+    }
+    match String::from_utf8(percent_decode(path.as_bytes())) {
+        Ok(decoded) => Cow::Owned(decoded),
+        Err(_) => Cow::Borrowed(path),
+    }
+}
+
+/// `http://host:port/path` becomes `/path`; an origin-form path is unchanged.
+fn strip_scheme_and_authority(target: &str) -> &str {
+    let Some((scheme, rest)) = target.split_once("://") else {
+        return target;
+    };
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return target;
+    }
+    rest.find('/').map_or("/", |slash| &rest[slash..])
+}
+
+/// Decodes `%XX` escapes; a `%` not followed by two hex digits stays as is.
+fn percent_decode(bytes: &[u8]) -> Vec<u8> {
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let escape = bytes.get(index + 1..index + 3).and_then(|hex| {
+            let hex = std::str::from_utf8(hex).ok()?;
+            u8::from_str_radix(hex, 16).ok()
+        });
+        match (bytes[index], escape) {
+            (b'%', Some(byte)) => {
+                decoded.push(byte);
+                index += 3;
+            }
+            (byte, _) => {
+                decoded.push(byte);
+                index += 1;
+            }
+        }
+    }
+    decoded
+}
+
+/// Rejects bodies the decoders cannot read whole: cut by the framer, larger
+/// than the limit, or compressed.
+fn check_body(request: &HttpRequest, limits: &DecodeLimits) -> Result<(), DecodeError> {
+    if request.body_truncated {
+        return Err(DecodeError::Truncated(request.body.len()));
+    }
+    if request.body.len() > limits.max_body_bytes {
+        return Err(DecodeError::Truncated(limits.max_body_bytes));
+    }
+    let encoding = request.headers.get_str("Content-Encoding").map(str::trim).unwrap_or("");
+    if !encoding.is_empty() && !encoding.eq_ignore_ascii_case("identity") {
+        return Err(DecodeError::UnsupportedEncoding(encoding.chars().take(32).collect()));
+    }
+    Ok(())
+}
+
+/// Makes an `X-Odoogate-Token` header the call's credential. A value that is
+/// not UTF-8 is flagged instead, since it cannot match any token.
+fn add_odoogate_token(call: &mut Call, request: &HttpRequest) {
+    let Some(value) = request.headers.get("X-Odoogate-Token") else {
+        return;
+    };
+    match std::str::from_utf8(value).map(str::trim) {
+        Ok(token) if !token.is_empty() => {
+            call.credential = Some(Credential { slot: CredentialSlot::OdoogateHeader, secret: Secret::new(token) });
+        }
+        _ => call.mismatches.push("X-Odoogate-Token header is empty or not UTF-8".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::message::{Headers, HttpVersion};
+    use bytes::Bytes;
+
+    fn request(method: &str, target: &str, headers: &[(&str, &str)], body: &str) -> HttpRequest {
+        HttpRequest {
+            method: method.to_owned(),
+            target: target.to_owned(),
+            version: HttpVersion::Http11,
+            headers: Headers(headers.iter().map(|(n, v)| ((*n).to_owned(), Bytes::from(v.to_string()))).collect()),
+            body: Bytes::from(body.to_owned()),
+            body_truncated: false,
+            anomalies: Vec::new(),
+            first_byte_ns: 0,
+            last_byte_ns: 0,
+        }
+    }
+
+    const EXECUTE: &str = r#"{"params":{"service":"object","method":"execute","args":["db",2,"pw","res.partner","read",[1]]}}"#;
+
+    #[test]
+    fn percent_encoded_path_is_routed() {
+        let call = decode_request(&request("POST", "/json%72pc?x=1", &[], EXECUTE), &DecodeLimits::default()).unwrap();
+        assert_eq!(call.map(|c| c.protocol), Some(Protocol::JsonRpc));
+    }
+
+    #[test]
+    fn absolute_form_target_is_routed() {
+        let call = decode_request(&request("POST", "http://odoo:8069/jsonrpc", &[], EXECUTE), &DecodeLimits::default()).unwrap();
+        assert_eq!(call.map(|c| c.protocol), Some(Protocol::JsonRpc));
+    }
+
+    #[test]
+    fn other_paths_are_not_calls() {
+        for path in ["/web", "/web/assets/x.js", "/websocket", "/jsonrpc/", "/xmlrpc/2/", "/xmlrpc/2/object/x", "/JSONRPC"] {
+            let decoded = decode_request(&request("POST", path, &[], EXECUTE), &DecodeLimits::default()).unwrap();
+            assert!(decoded.is_none(), "{path} decoded as a call");
+        }
+    }
+
+    #[test]
+    fn json2_get_is_not_a_call() {
+        let decoded = decode_request(&request("GET", "/json/2/res.partner/read", &[], "{}"), &DecodeLimits::default()).unwrap();
+        assert!(decoded.is_none());
+    }
+
+    #[test]
+    fn get_with_body_on_jsonrpc_is_decoded() {
+        let decoded = decode_request(&request("GET", "/jsonrpc", &[], EXECUTE), &DecodeLimits::default()).unwrap();
+        assert!(decoded.is_some());
+        let decoded = decode_request(&request("GET", "/jsonrpc", &[], ""), &DecodeLimits::default()).unwrap();
+        assert!(decoded.is_none());
+    }
+
+    #[test]
+    fn web_version_get_is_meta() {
+        let call = decode_request(&request("GET", "/web/version", &[], ""), &DecodeLimits::default()).unwrap().unwrap();
+        assert_eq!(call.kind, CallKind::Meta);
+        assert_eq!(call.method.as_deref(), Some("version"));
+    }
+
+    #[test]
+    fn odoogate_token_replaces_password() {
+        let req = request("POST", "/jsonrpc", &[("X-Odoogate-Token", "tok")], EXECUTE);
+        let call = decode_request(&req, &DecodeLimits::default()).unwrap().unwrap();
+        let credential = call.credential.unwrap();
+        assert_eq!(credential.slot, CredentialSlot::OdoogateHeader);
+        assert_eq!(credential.secret.expose(), "tok");
+    }
+
+    #[test]
+    fn oversized_body_is_rejected() {
+        let limits = DecodeLimits { max_depth: 64, max_body_bytes: 16 };
+        let error = decode_request(&request("POST", "/jsonrpc", &[], EXECUTE), &limits).unwrap_err();
+        assert_eq!(error, DecodeError::Truncated(16));
+    }
+
+    #[test]
+    fn truncated_body_is_rejected() {
+        let mut req = request("POST", "/jsonrpc", &[], &EXECUTE[..20]);
+        req.body_truncated = true;
+        assert_eq!(decode_request(&req, &DecodeLimits::default()).unwrap_err(), DecodeError::Truncated(20));
+    }
+
+    #[test]
+    fn gzip_body_is_rejected() {
+        let req = request("POST", "/jsonrpc", &[("Content-Encoding", "gzip")], EXECUTE);
+        assert_eq!(decode_request(&req, &DecodeLimits::default()).unwrap_err().code(), "unsupported_encoding");
+    }
+}

@@ -1,1 +1,215 @@
-//! (being written)
+//! XML-RPC values, and one read-only view over XML-RPC and JSON values.
+//!
+//! [`Value`] borrows its text from the request body where it can, so
+//! decoding a call copies only strings that contained entity references or
+//! CDATA sections. [`ArgValue`] lets the argument extraction in
+//! [`super::args`] and [`super::service`] run unchanged on XML-RPC values and
+//! on `serde_json` values.
+
+use std::borrow::Cow;
+
+/// One XML-RPC value, as Python's `xmlrpc.client` unmarshals it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value<'a> {
+    /// `int`, `i1`, `i2`, `i4`, `i8` or `biginteger` within the `i64` range.
+    Int(i64),
+    /// An integer outside the `i64` range, as normalized decimal digits with
+    /// an optional leading `-`. Python reads any size, so Odoo accepts it.
+    BigInt(String),
+    Bool(bool),
+    /// `double` or `float`.
+    Double(f64),
+    /// `bigdecimal`, kept as its text because Python reads it as a `Decimal`.
+    BigDecimal(Cow<'a, str>),
+    /// `string`, `name`, or text directly inside `<value>`.
+    String(Cow<'a, str>),
+    /// `dateTime.iso8601`, as sent.
+    DateTime(Cow<'a, str>),
+    /// `base64`, as the encoded text.
+    Base64(Cow<'a, str>),
+    Nil,
+    Array(Vec<Value<'a>>),
+    /// Members in wire order. A key sent twice keeps both entries, and
+    /// lookups use the last one, as Python's `dict` construction does.
+    Struct(Vec<(Cow<'a, str>, Value<'a>)>),
+}
+
+// === impl Value ===
+
+impl Value<'_> {
+    /// Returns the member `key` of a struct: the last one when it repeats.
+    pub fn member(&self, key: &str) -> Option<&Self> {
+        match self {
+            Self::Struct(members) => members.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+}
+
+/// A read-only view of a decoded argument, implemented for XML-RPC
+/// [`Value`]s and for [`serde_json::Value`].
+pub trait ArgValue: Sized {
+    /// Returns the text of a string value.
+    fn as_text(&self) -> Option<&str>;
+
+    /// Returns an integer value that fits in `i64`. Booleans and floats are
+    /// not integers here, even where Python would compare them equal.
+    fn as_int(&self) -> Option<i64>;
+
+    /// Returns the items of a list value.
+    fn as_list(&self) -> Option<&[Self]>;
+
+    /// Returns the members of a map value, or `None` when the value is not a
+    /// map. XML-RPC structs keep wire order and repeated keys. JSON objects
+    /// come in key order, because `serde_json` stores them sorted.
+    fn entries(&self) -> Option<Vec<(&str, &Self)>>;
+
+    /// Returns the member `key` of a map value.
+    fn get(&self, key: &str) -> Option<&Self>;
+
+    /// Tells whether the value is `False`, `None` or `null`, which Odoo's
+    /// optional arguments treat as absent.
+    fn is_false_or_null(&self) -> bool;
+
+    /// Converts the value to JSON, for the context of a call.
+    fn to_json(&self) -> serde_json::Value;
+}
+
+impl ArgValue for Value<'_> {
+    fn as_text(&self) -> Option<&str> {
+        match self {
+            Self::String(text) => Some(text),
+            _ => None,
+        }
+    }
+
+    fn as_int(&self) -> Option<i64> {
+        match self {
+            Self::Int(value) => Some(*value),
+            _ => None,
+        }
+    }
+
+    fn as_list(&self) -> Option<&[Self]> {
+        match self {
+            Self::Array(items) => Some(items),
+            _ => None,
+        }
+    }
+
+    fn entries(&self) -> Option<Vec<(&str, &Self)>> {
+        match self {
+            Self::Struct(members) => Some(members.iter().map(|(k, v)| (k.as_ref(), v)).collect()),
+            _ => None,
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&Self> {
+        self.member(key)
+    }
+
+    fn is_false_or_null(&self) -> bool {
+        matches!(self, Self::Nil | Self::Bool(false))
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value as Json;
+        match self {
+            Self::Int(value) => Json::from(*value),
+            Self::BigInt(digits) => digits.parse::<u64>().map(Json::from).unwrap_or_else(|_| Json::String(digits.clone())),
+            Self::Bool(value) => Json::Bool(*value),
+            // JSON has no NaN or infinity, so those become null.
+            Self::Double(value) => serde_json::Number::from_f64(*value).map_or(Json::Null, Json::Number),
+            Self::BigDecimal(text) | Self::String(text) | Self::DateTime(text) | Self::Base64(text) => {
+                Json::String(text.to_string())
+            }
+            Self::Nil => Json::Null,
+            Self::Array(items) => Json::Array(items.iter().map(ArgValue::to_json).collect()),
+            Self::Struct(members) => {
+                Json::Object(members.iter().map(|(k, v)| (k.to_string(), v.to_json())).collect())
+            }
+        }
+    }
+}
+
+impl ArgValue for serde_json::Value {
+    fn as_text(&self) -> Option<&str> {
+        self.as_str()
+    }
+
+    fn as_int(&self) -> Option<i64> {
+        self.as_i64()
+    }
+
+    fn as_list(&self) -> Option<&[Self]> {
+        self.as_array().map(Vec::as_slice)
+    }
+
+    fn entries(&self) -> Option<Vec<(&str, &Self)>> {
+        self.as_object().map(|map| map.iter().map(|(k, v)| (k.as_str(), v)).collect())
+    }
+
+    fn get(&self, key: &str) -> Option<&Self> {
+        self.as_object().and_then(|map| map.get(key))
+    }
+
+    fn is_false_or_null(&self) -> bool {
+        matches!(self, Self::Null | Self::Bool(false))
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        self.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn struct_member_lookup_uses_last_repeat() {
+        let value = Value::Struct(vec![
+            (Cow::Borrowed("model"), Value::String(Cow::Borrowed("res.partner"))),
+            (Cow::Borrowed("model"), Value::String(Cow::Borrowed("res.users"))),
+        ]);
+        assert_eq!(value.get("model").and_then(ArgValue::as_text), Some("res.users"));
+        assert_eq!(value.entries().map(|e| e.len()), Some(2));
+    }
+
+    #[test]
+    fn xml_value_to_json_keeps_types() {
+        let value = Value::Array(vec![
+            Value::Int(7),
+            Value::BigInt("123456789012345678901234".to_owned()),
+            Value::BigInt("18446744073709551615".to_owned()),
+            Value::Bool(false),
+            Value::Double(f64::NAN),
+            Value::Double(0.5),
+            Value::Nil,
+            Value::DateTime(Cow::Borrowed("20200101T12:00:00")),
+        ]);
+        let json = value.to_json();
+        assert_eq!(
+            json,
+            serde_json::json!([
+                7,
+                "123456789012345678901234",
+                18446744073709551615u64,
+                false,
+                null,
+                0.5,
+                null,
+                "20200101T12:00:00"
+            ])
+        );
+    }
+
+    #[test]
+    fn false_and_null_count_as_absent() {
+        assert!(Value::Nil.is_false_or_null());
+        assert!(Value::Bool(false).is_false_or_null());
+        assert!(!Value::Int(0).is_false_or_null());
+        assert!(serde_json::Value::Null.is_false_or_null());
+        assert!(!serde_json::json!([]).is_false_or_null());
+    }
+}

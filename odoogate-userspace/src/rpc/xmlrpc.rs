@@ -1,1 +1,755 @@
-//! (being written)
+//! XML-RPC (`/xmlrpc/2/<service>` and legacy `/xmlrpc/<service>`).
+//!
+//! Odoo reads XML-RPC with Python's `xmlrpc.client.loads`, a stack machine
+//! on top of expat. Text is collected per element, and every type element
+//! pushes a value when it ends. `<array>` and `<struct>` collect what was
+//! pushed since they started, unknown elements are skipped, and the last
+//! `<methodName>` wins. [`Unmarshaller`] reproduces that machine on
+//! quick-xml's streaming reader, so odoogate decides on the call Odoo
+//! executes rather than on a stricter reading of the document. The
+//! differences that remain fail closed: what expat would parse differently
+//! (a DOCTYPE, another encoding, non-ASCII digits) is an error here.
+
+use std::borrow::Cow;
+
+use quick_xml::events::{BytesRef, Event};
+use quick_xml::Reader;
+
+use super::call::{Call, DecodeError, Protocol};
+use super::service;
+use super::value::Value;
+
+/// Decodes an XML-RPC request body sent to `service`.
+pub fn decode_request(protocol: Protocol, service: &str, body: &[u8], max_depth: usize) -> Result<Call, DecodeError> {
+    let document = Unmarshaller::new(max_depth, Stop::Never).run(body)?;
+    if document.kind == DocumentKind::Fault {
+        return Err(DecodeError::InvalidXmlRpc("request body is a fault".to_owned()));
+    }
+    let method = document
+        .method_name
+        .ok_or_else(|| DecodeError::InvalidXmlRpc("missing methodName".to_owned()))?;
+    service::decode_service_call(protocol, service, &method, &document.values)
+}
+
+/// Reads a method response: `Ok(None)` for a result, `Ok(Some(code))` for a
+/// fault. A result is recognized from its `<params>` start tag without
+/// reading it, so large or truncated results cost nothing.
+pub fn fault_code(body: &[u8], max_depth: usize) -> Result<Option<String>, DecodeError> {
+    let document = Unmarshaller::new(max_depth, Stop::AtParams).run(body)?;
+    if document.kind != DocumentKind::Fault {
+        return Ok(None);
+    }
+    let code = document
+        .values
+        .first()
+        .and_then(|fault| fault.member("faultCode"))
+        .ok_or_else(|| DecodeError::InvalidXmlRpc("fault without faultCode".to_owned()))?;
+    Ok(Some(fault_code_text(code)))
+}
+
+/// Reads the first value of a successful method response, for login results.
+pub fn first_result(body: &[u8], max_depth: usize) -> Result<Option<Value<'_>>, DecodeError> {
+    let document = Unmarshaller::new(max_depth, Stop::Never).run(body)?;
+    if document.kind != DocumentKind::Params {
+        return Ok(None);
+    }
+    Ok(document.values.into_iter().next())
+}
+
+/// Formats a fault code: integers as decimal, legacy string codes cut to
+/// their first line (`warning -- UserError`), because the rest is a message.
+fn fault_code_text(code: &Value<'_>) -> String {
+    match code {
+        Value::Int(value) => value.to_string(),
+        Value::BigInt(digits) => digits.clone(),
+        Value::String(text) => text.lines().next().unwrap_or("").trim_end().to_owned(),
+        _ => "unknown".to_owned(),
+    }
+}
+
+/// The element that decided the document's kind: the last of `<params>`,
+/// `<fault>` and `<methodName>` to end, as in Python's unmarshaller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DocumentKind {
+    Params,
+    Fault,
+    MethodName,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    Never,
+    /// Stop at the first `<params>` start tag: the document is a result.
+    AtParams,
+}
+
+#[derive(Debug)]
+struct Document<'a> {
+    kind: DocumentKind,
+    method_name: Option<Cow<'a, str>>,
+    /// Every value pushed outside an array or struct, in order.
+    values: Vec<Value<'a>>,
+}
+
+/// Python's `xmlrpc.client.Unmarshaller`, driven by quick-xml events.
+struct Unmarshaller<'a> {
+    max_depth: usize,
+    stop: Stop,
+    stack: Vec<Value<'a>>,
+    /// Stack lengths at each open `<array>` or `<struct>`.
+    marks: Vec<usize>,
+    /// Text since the last start tag (Python's `_data`).
+    text: Text<'a>,
+    /// True right after a `<value>` start tag (Python's `_value`).
+    in_bare_value: bool,
+    kind: Option<DocumentKind>,
+    method_name: Option<Cow<'a, str>>,
+    open_elements: usize,
+    root_closed: bool,
+}
+
+// === impl Unmarshaller ===
+
+impl<'a> Unmarshaller<'a> {
+    fn new(max_depth: usize, stop: Stop) -> Self {
+        Self {
+            max_depth,
+            stop,
+            stack: Vec::new(),
+            marks: Vec::new(),
+            text: Text::default(),
+            in_bare_value: false,
+            kind: None,
+            method_name: None,
+            open_elements: 0,
+            root_closed: false,
+        }
+    }
+
+    fn run(mut self, body: &'a [u8]) -> Result<Document<'a>, DecodeError> {
+        let body = std::str::from_utf8(body).map_err(|_| DecodeError::NotUtf8)?;
+        let body = body.strip_prefix('\u{feff}').unwrap_or(body);
+        let mut reader = Reader::from_str(body);
+        reader.config_mut().trim_text(false);
+
+        loop {
+            let event = reader.read_event().map_err(|error| invalid_xml(&error, reader.error_position()))?;
+            match event {
+                Event::Start(start) => {
+                    if self.start(local_name(start.name().as_ref())?)? {
+                        return Ok(self.stopped_at_params());
+                    }
+                }
+                Event::Empty(start) => {
+                    let name = start.name();
+                    let tag = local_name(name.as_ref())?;
+                    if self.start(tag)? {
+                        return Ok(self.stopped_at_params());
+                    }
+                    self.end(tag)?;
+                }
+                Event::End(end) => self.end(local_name(end.name().as_ref())?)?,
+                Event::Text(text) => {
+                    let content = text.xml10_content().map_err(|_| DecodeError::NotUtf8)?;
+                    self.characters(content)?;
+                }
+                Event::CData(cdata) => {
+                    let content = cdata.xml10_content().map_err(|_| DecodeError::NotUtf8)?;
+                    self.characters(content)?;
+                }
+                Event::GeneralRef(reference) => self.reference(&reference)?,
+                Event::DocType(_) => return Err(DecodeError::XmlDoctype),
+                Event::Decl(declaration) => check_declared_encoding(&declaration)?,
+                Event::Comment(_) | Event::PI(_) => {}
+                Event::Eof => break,
+            }
+        }
+        self.finish()
+    }
+
+    /// Handles a start tag. Returns true when the reader should stop.
+    fn start(&mut self, tag: &str) -> Result<bool, DecodeError> {
+        if self.root_closed {
+            return Err(DecodeError::InvalidXml("element after the root element".to_owned()));
+        }
+        if self.stop == Stop::AtParams && tag == "params" {
+            return Ok(true);
+        }
+        if tag == "array" || tag == "struct" {
+            if self.marks.len() >= self.max_depth {
+                return Err(DecodeError::TooDeep(self.max_depth));
+            }
+            self.marks.push(self.stack.len());
+        }
+        self.text = Text::default();
+        if self.in_bare_value && !is_known_tag(tag) {
+            return Err(DecodeError::InvalidXmlRpc(format!("unknown element <{}> inside <value>", bounded(tag))));
+        }
+        self.in_bare_value = tag == "value";
+        self.open_elements += 1;
+        Ok(false)
+    }
+
+    fn end(&mut self, tag: &str) -> Result<(), DecodeError> {
+        self.open_elements = self.open_elements.saturating_sub(1);
+        if self.open_elements == 0 {
+            self.root_closed = true;
+        }
+        let text = self.text.as_cow();
+        let value = match tag {
+            "nil" => Value::Nil,
+            "boolean" => parse_boolean(&text)?,
+            "int" | "i1" | "i2" | "i4" | "i8" | "biginteger" => parse_int(&text)?,
+            "double" | "float" => parse_double(&text)?,
+            "bigdecimal" => Value::BigDecimal(text),
+            "string" | "name" => Value::String(text),
+            "base64" => parse_base64(text)?,
+            "dateTime.iso8601" => Value::DateTime(text),
+            "array" => {
+                let items = self.pop_mark();
+                Value::Array(items)
+            }
+            "struct" => {
+                let items = self.pop_mark();
+                build_struct(items)?
+            }
+            "value" if self.in_bare_value => Value::String(text),
+            "params" => return self.set_kind(DocumentKind::Params),
+            "fault" => return self.set_kind(DocumentKind::Fault),
+            "methodName" => {
+                self.method_name = Some(text);
+                return self.set_kind(DocumentKind::MethodName);
+            }
+            _ => return Ok(()),
+        };
+        self.stack.push(value);
+        self.in_bare_value = false;
+        Ok(())
+    }
+
+    fn set_kind(&mut self, kind: DocumentKind) -> Result<(), DecodeError> {
+        self.kind = Some(kind);
+        Ok(())
+    }
+
+    fn pop_mark(&mut self) -> Vec<Value<'a>> {
+        // Marks and array/struct elements nest together because the reader
+        // checks that end tags match their start tags.
+        let mark = self.marks.pop().unwrap_or(self.stack.len());
+        self.stack.split_off(mark.min(self.stack.len()))
+    }
+
+    fn characters(&mut self, content: Cow<'a, str>) -> Result<(), DecodeError> {
+        if self.open_elements == 0 {
+            if content.trim_matches(is_xml_whitespace).is_empty() {
+                return Ok(());
+            }
+            return Err(DecodeError::InvalidXml("text outside the root element".to_owned()));
+        }
+        check_xml_chars(&content)?;
+        self.text.push(content);
+        Ok(())
+    }
+
+    fn reference(&mut self, reference: &BytesRef<'_>) -> Result<(), DecodeError> {
+        let resolved = resolve_reference(reference)?;
+        self.characters(Cow::Owned(resolved.to_string()))
+    }
+
+    fn finish(self) -> Result<Document<'a>, DecodeError> {
+        if self.open_elements != 0 {
+            return Err(DecodeError::InvalidXml("document ends inside an element".to_owned()));
+        }
+        let kind = self
+            .kind
+            .ok_or_else(|| DecodeError::InvalidXmlRpc("no params, fault or methodName element".to_owned()))?;
+        Ok(Document { kind, method_name: self.method_name, values: self.stack })
+    }
+
+    fn stopped_at_params(self) -> Document<'a> {
+        Document { kind: DocumentKind::Params, method_name: self.method_name, values: Vec::new() }
+    }
+}
+
+/// Text collected since the last start tag. A single text event stays
+/// borrowed from the body; only split text (entities, CDATA next to text)
+/// is copied.
+#[derive(Debug, Default)]
+enum Text<'a> {
+    #[default]
+    Empty,
+    One(Cow<'a, str>),
+    Joined(String),
+}
+
+// === impl Text ===
+
+impl<'a> Text<'a> {
+    fn push(&mut self, content: Cow<'a, str>) {
+        *self = match std::mem::take(self) {
+            Self::Empty => Self::One(content),
+            Self::One(first) => Self::Joined(first.into_owned() + &content),
+            Self::Joined(mut joined) => {
+                joined.push_str(&content);
+                Self::Joined(joined)
+            }
+        };
+    }
+
+    /// Returns the text collected so far without clearing it: Python keeps
+    /// the text after an end tag, so an enclosing element's text includes
+    /// what its child saw (`<int><x>1</x>2</int>` is 12). Borrowed text is
+    /// not copied.
+    fn as_cow(&self) -> Cow<'a, str> {
+        match self {
+            Self::Empty => Cow::Borrowed(""),
+            Self::One(text) => text.clone(),
+            Self::Joined(text) => Cow::Owned(text.clone()),
+        }
+    }
+}
+
+/// The element names Python's unmarshaller has a handler for. Any other
+/// element directly inside `<value>` is an error there, so here too.
+fn is_known_tag(tag: &str) -> bool {
+    matches!(
+        tag,
+        "nil"
+            | "boolean"
+            | "int"
+            | "i1"
+            | "i2"
+            | "i4"
+            | "i8"
+            | "biginteger"
+            | "double"
+            | "float"
+            | "bigdecimal"
+            | "string"
+            | "name"
+            | "array"
+            | "struct"
+            | "base64"
+            | "dateTime.iso8601"
+            | "value"
+            | "params"
+            | "fault"
+            | "methodName"
+    )
+}
+
+/// Returns the part of an element name after its last `:`, as Python's
+/// unmarshaller does for `ex:nil` and other prefixed names.
+fn local_name(name: &[u8]) -> Result<&str, DecodeError> {
+    let name = std::str::from_utf8(name).map_err(|_| DecodeError::NotUtf8)?;
+    Ok(name.rsplit(':').next().unwrap_or(name))
+}
+
+fn build_struct(items: Vec<Value<'_>>) -> Result<Value<'_>, DecodeError> {
+    if !items.len().is_multiple_of(2) {
+        return Err(DecodeError::InvalidXmlRpc("struct member without a value".to_owned()));
+    }
+    let mut members = Vec::with_capacity(items.len() / 2);
+    let mut items = items.into_iter();
+    while let (Some(key), Some(value)) = (items.next(), items.next()) {
+        let Value::String(key) = key else {
+            return Err(DecodeError::InvalidXmlRpc("struct member name is not a string".to_owned()));
+        };
+        members.push((key, value));
+    }
+    Ok(Value::Struct(members))
+}
+
+/// Python accepts exactly `0` and `1`, without surrounding whitespace.
+fn parse_boolean(text: &str) -> Result<Value<'static>, DecodeError> {
+    match text {
+        "0" => Ok(Value::Bool(false)),
+        "1" => Ok(Value::Bool(true)),
+        _ => Err(DecodeError::InvalidXmlRpc("boolean is neither 0 nor 1".to_owned())),
+    }
+}
+
+/// Reads an integer the way Python's `int(text)` does for ASCII input:
+/// surrounding whitespace, a sign, and single `_` between digits.
+///
+/// NOTE: Python also accepts non-ASCII decimal digits (`int("٤")` is 4);
+/// those are rejected here, which fails closed.
+fn parse_int(text: &str) -> Result<Value<'static>, DecodeError> {
+    let invalid = || DecodeError::InvalidXmlRpc("invalid integer".to_owned());
+    let trimmed = text.trim_matches(char::is_whitespace);
+    let (negative, unsigned) = split_sign(trimmed);
+    let digits = strip_digit_separators(unsigned).ok_or_else(invalid)?;
+    let digits = digits.trim_start_matches('0');
+    let digits = if digits.is_empty() { "0" } else { digits };
+
+    let signed = if negative && digits != "0" { format!("-{digits}") } else { digits.to_owned() };
+    match signed.parse::<i64>() {
+        Ok(value) => Ok(Value::Int(value)),
+        Err(_) => Ok(Value::BigInt(signed)),
+    }
+}
+
+/// Reads a float the way Python's `float(text)` does for ASCII input.
+fn parse_double(text: &str) -> Result<Value<'static>, DecodeError> {
+    let invalid = || DecodeError::InvalidXmlRpc("invalid double".to_owned());
+    let trimmed = text.trim_matches(char::is_whitespace);
+    let cleaned = if trimmed.contains('_') { remove_float_separators(trimmed).ok_or_else(invalid)? } else { trimmed.to_owned() };
+    cleaned.parse::<f64>().map(Value::Double).map_err(|_| invalid())
+}
+
+/// Python encodes base64 text to ASCII before decoding it.
+fn parse_base64(text: Cow<'_, str>) -> Result<Value<'_>, DecodeError> {
+    if !text.is_ascii() {
+        return Err(DecodeError::InvalidXmlRpc("base64 value is not ASCII".to_owned()));
+    }
+    Ok(Value::Base64(text))
+}
+
+fn split_sign(text: &str) -> (bool, &str) {
+    match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    }
+}
+
+/// Returns the ASCII digits of `text` without `_` separators, or `None`
+/// unless every `_` sits between two digits.
+fn strip_digit_separators(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    if bytes.is_empty() || !bytes[0].is_ascii_digit() || !bytes[bytes.len() - 1].is_ascii_digit() {
+        return None;
+    }
+    let mut digits = String::with_capacity(bytes.len());
+    let mut previous_was_separator = false;
+    for &byte in bytes {
+        match byte {
+            b'0'..=b'9' => {
+                digits.push(byte as char);
+                previous_was_separator = false;
+            }
+            b'_' if !previous_was_separator => previous_was_separator = true,
+            _ => return None,
+        }
+    }
+    Some(digits)
+}
+
+/// Removes `_` from a float literal when each one sits between two digits.
+fn remove_float_separators(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let between_digits = |i: usize| {
+        i > 0 && i + 1 < bytes.len() && bytes[i - 1].is_ascii_digit() && bytes[i + 1].is_ascii_digit()
+    };
+    let all_valid = bytes.iter().enumerate().filter(|(_, b)| **b == b'_').all(|(i, _)| between_digits(i));
+    all_valid.then(|| text.replace('_', ""))
+}
+
+/// Resolves a character or predefined entity reference. Any other entity
+/// is undefined without a DTD, which expat reports as an error.
+fn resolve_reference(reference: &BytesRef<'_>) -> Result<char, DecodeError> {
+    if reference.is_char_ref() {
+        let resolved = reference
+            .resolve_char_ref()
+            .ok()
+            .flatten()
+            .ok_or_else(|| DecodeError::InvalidXml("invalid character reference".to_owned()))?;
+        if !is_xml_char(resolved) {
+            return Err(DecodeError::InvalidXml("reference to a character XML does not allow".to_owned()));
+        }
+        return Ok(resolved);
+    }
+    match &**reference {
+        b"lt" => Ok('<'),
+        b"gt" => Ok('>'),
+        b"amp" => Ok('&'),
+        b"apos" => Ok('\''),
+        b"quot" => Ok('"'),
+        _ => Err(DecodeError::InvalidXml("undefined entity reference".to_owned())),
+    }
+}
+
+/// Rejects characters XML 1.0 does not allow in content, as expat does.
+fn check_xml_chars(text: &str) -> Result<(), DecodeError> {
+    let bytes = text.as_bytes();
+    let has_control = bytes.iter().any(|&b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r'));
+    // U+FFFE and U+FFFF are EF BF BE and EF BF BF in UTF-8.
+    let has_noncharacter = bytes.windows(3).any(|w| w[0] == 0xEF && w[1] == 0xBF && (w[2] == 0xBE || w[2] == 0xBF));
+    if has_control || has_noncharacter {
+        return Err(DecodeError::InvalidXml("character not allowed in XML content".to_owned()));
+    }
+    Ok(())
+}
+
+fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..='\u{10FFFF}')
+}
+
+fn is_xml_whitespace(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\r')
+}
+
+/// Expat reads the declared encoding; odoogate reads UTF-8 only, so a
+/// document that declares anything else could mean another call to Odoo.
+fn check_declared_encoding(declaration: &quick_xml::events::BytesDecl<'_>) -> Result<(), DecodeError> {
+    let Some(encoding) = declaration.encoding() else {
+        return Ok(());
+    };
+    let encoding = encoding.map_err(|_| DecodeError::InvalidXml("invalid XML declaration".to_owned()))?;
+    let name = String::from_utf8_lossy(&encoding);
+    let is_utf8 = ["utf-8", "utf8", "us-ascii", "ascii"].iter().any(|known| name.eq_ignore_ascii_case(known));
+    if is_utf8 {
+        return Ok(());
+    }
+    Err(DecodeError::UnsupportedEncoding(bounded(&name)))
+}
+
+/// Describes a quick-xml error by its kind and byte offset, never by the
+/// document's content.
+fn invalid_xml(error: &quick_xml::Error, position: u64) -> DecodeError {
+    use quick_xml::errors::{Error, IllFormedError, SyntaxError};
+    let kind = match error {
+        Error::Syntax(SyntaxError::UnclosedCData) => "unclosed CDATA section",
+        Error::Syntax(SyntaxError::UnclosedTag) => "unclosed tag",
+        Error::Syntax(_) => "syntax error",
+        Error::IllFormed(IllFormedError::MissingEndTag(_)) => "missing end tag",
+        Error::IllFormed(IllFormedError::UnmatchedEndTag(_)) => "unmatched end tag",
+        Error::IllFormed(IllFormedError::MismatchedEndTag { .. }) => "mismatched end tag",
+        Error::IllFormed(_) => "ill-formed document",
+        Error::Escape(_) => "invalid reference",
+        Error::Encoding(_) => "invalid encoding",
+        _ => "unreadable document",
+    };
+    DecodeError::InvalidXml(format!("{kind} at byte {position}"))
+}
+
+/// Cuts a name taken from the document to 32 characters for error messages.
+fn bounded(text: &str) -> String {
+    text.chars().take(32).collect()
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::call::{CallKind, CredentialSlot};
+
+    fn values(params: &str) -> Result<Vec<Value<'_>>, DecodeError> {
+        let body = format!("<?xml version='1.0'?><methodCall><methodName>m</methodName><params>{params}</params></methodCall>");
+        let body: &'static str = Box::leak(body.into_boxed_str());
+        Unmarshaller::new(64, Stop::Never).run(body.as_bytes()).map(|document| document.values)
+    }
+
+    fn value(xml: &str) -> Value<'static> {
+        let xml: &'static str = Box::leak(format!("<param><value>{xml}</value></param>").into_boxed_str());
+        let mut values = values(xml).unwrap();
+        assert_eq!(values.len(), 1, "{xml}");
+        values.remove(0)
+    }
+
+    fn string(text: &str) -> Value<'static> {
+        Value::String(Cow::Owned(text.to_owned()))
+    }
+
+    #[test]
+    fn every_value_type_decodes() {
+        assert_eq!(value("<int>42</int>"), Value::Int(42));
+        assert_eq!(value("<i1>-1</i1>"), Value::Int(-1));
+        assert_eq!(value("<i2>7</i2>"), Value::Int(7));
+        assert_eq!(value("<i4>+8</i4>"), Value::Int(8));
+        assert_eq!(value("<i8>9223372036854775807</i8>"), Value::Int(i64::MAX));
+        assert_eq!(value("<biginteger>12</biginteger>"), Value::Int(12));
+        assert_eq!(value("<boolean>1</boolean>"), Value::Bool(true));
+        assert_eq!(value("<boolean>0</boolean>"), Value::Bool(false));
+        assert_eq!(value("<double>0.30000000000000004</double>"), Value::Double(0.30000000000000004));
+        assert_eq!(value("<double>-1e3</double>"), Value::Double(-1000.0));
+        assert_eq!(value("<bigdecimal>1.10</bigdecimal>"), Value::BigDecimal(Cow::Borrowed("1.10")));
+        assert_eq!(value("<string>x y</string>"), string("x y"));
+        assert_eq!(value("bare text"), string("bare text"));
+        assert_eq!(value(""), string(""));
+        assert_eq!(value("<dateTime.iso8601>20200101T12:00:00</dateTime.iso8601>"), Value::DateTime(Cow::Borrowed("20200101T12:00:00")));
+        assert_eq!(value("<base64>aGk=</base64>"), Value::Base64(Cow::Borrowed("aGk=")));
+        assert_eq!(value("<nil/>"), Value::Nil);
+        assert_eq!(value("<ex:nil/>"), Value::Nil);
+        assert_eq!(value("<array><data><value><int>1</int></value><value>a</value></data></array>"), Value::Array(vec![Value::Int(1), string("a")]));
+        assert_eq!(value("<array><data/></array>"), Value::Array(vec![]));
+        assert_eq!(
+            value("<struct><member><name>k</name><value><struct></struct></value></member></struct>"),
+            Value::Struct(vec![(Cow::Borrowed("k"), Value::Struct(vec![]))])
+        );
+    }
+
+    #[test]
+    fn big_integers_are_kept() {
+        assert_eq!(value("<int>1099511627776</int>"), Value::Int(1 << 40));
+        assert_eq!(value("<int>123456789012345678901234567890</int>"), Value::BigInt("123456789012345678901234567890".to_owned()));
+        assert_eq!(value("<int>-9223372036854775809</int>"), Value::BigInt("-9223372036854775809".to_owned()));
+    }
+
+    #[test]
+    fn integers_read_like_python() {
+        assert_eq!(value("<int> 42\n</int>"), Value::Int(42));
+        assert_eq!(value("<int>1_000</int>"), Value::Int(1000));
+        assert_eq!(value("<int>007</int>"), Value::Int(7));
+        assert_eq!(value("<int>-0</int>"), Value::Int(0));
+        for bad in ["", "1__0", "_1", "1_", "1.5", "0x10", "--1", "١"] {
+            let xml = format!("<param><value><int>{bad}</int></value></param>");
+            assert!(values(&xml).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn booleans_are_strict() {
+        for bad in [" 1", "true", "2", ""] {
+            let xml = format!("<param><value><boolean>{bad}</boolean></value></param>");
+            assert!(values(&xml).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn doubles_read_like_python() {
+        assert_eq!(value("<double> 1_0.5 </double>"), Value::Double(10.5));
+        assert!(matches!(value("<double>nan</double>"), Value::Double(v) if v.is_nan()));
+        assert_eq!(value("<double>-inf</double>"), Value::Double(f64::NEG_INFINITY));
+        assert!(values("<param><value><double>1._5</double></value></param>").is_err());
+    }
+
+    #[test]
+    fn cdata_and_entities_join() {
+        assert_eq!(value("<string>a &amp; b &lt;c&gt; &#233;&#x1F680;&quot;&apos;</string>"), string("a & b <c> é🚀\"'"));
+        assert_eq!(value("<string><![CDATA[<p>x</p>]]></string>"), string("<p>x</p>"));
+        // The npm client splits `]]>` across two CDATA sections.
+        assert_eq!(value("<string><![CDATA[a ]]]]><![CDATA[> b]]></string>"), string("a ]]> b"));
+        assert_eq!(value("<string>x<![CDATA[&amp;]]>y</string>"), string("x&amp;y"));
+    }
+
+    #[test]
+    fn undefined_entity_is_invalid() {
+        let error = values("<param><value><string>&nbsp;</string></value></param>").unwrap_err();
+        assert_eq!(error.code(), "invalid_xml");
+        let error = values("<param><value><string>&#1;</string></value></param>").unwrap_err();
+        assert_eq!(error.code(), "invalid_xml");
+    }
+
+    #[test]
+    fn control_characters_are_invalid() {
+        let error = values("<param><value><string>a\u{1}b</string></value></param>").unwrap_err();
+        assert_eq!(error.code(), "invalid_xml");
+    }
+
+    #[test]
+    fn line_ends_are_normalized() {
+        assert_eq!(value("<string>a\r\nb\rc</string>"), string("a\nb\nc"));
+    }
+
+    #[test]
+    fn whitespace_between_elements_is_ignored() {
+        let xml = "<param>\n <value>\n  <array>\n   <data>\n    <value><int>1</int></value>\n   </data>\n  </array>\n </value>\n</param>";
+        assert_eq!(values(xml).unwrap(), vec![Value::Array(vec![Value::Int(1)])]);
+        // Whitespace-only text directly in <value> is a string, as in Python.
+        assert_eq!(value("  "), string("  "));
+        assert_eq!(value(" <string>s</string> "), string("s"));
+    }
+
+    #[test]
+    fn text_after_a_child_is_joined_like_python() {
+        assert_eq!(value("<int><x>1</x>2</int>"), Value::Int(12));
+    }
+
+    #[test]
+    fn unknown_element_in_value_is_rejected() {
+        let error = values("<param><value><data/></value></param>").unwrap_err();
+        assert_eq!(error.code(), "invalid_xmlrpc");
+    }
+
+    #[test]
+    fn doctype_is_rejected() {
+        let body = b"<?xml version='1.0'?><!DOCTYPE x [<!ENTITY e \"execute_kw\">]><methodCall><methodName>&e;</methodName><params/></methodCall>";
+        assert_eq!(decode_request(Protocol::XmlRpc, "object", body, 64).unwrap_err(), DecodeError::XmlDoctype);
+    }
+
+    #[test]
+    fn depth_is_bounded() {
+        let nested = "<value><array><data>".repeat(65) + &"</data></array></value>".repeat(65);
+        let xml = format!("<param>{nested}</param>");
+        assert_eq!(values(&xml).unwrap_err(), DecodeError::TooDeep(64));
+        let nested = "<value><array><data>".repeat(64) + &"</data></array></value>".repeat(64);
+        assert!(values(&format!("<param>{nested}</param>")).is_ok());
+    }
+
+    #[test]
+    fn malformed_xml_is_invalid() {
+        for body in [
+            "<methodCall><methodName>m</methodName><params></methodCall>",
+            "<methodCall><methodName>m</methodName>",
+            "<methodCall><methodName>m</methodName></methodCall><extra/>",
+            "junk<methodCall/>",
+            "",
+        ] {
+            let error = decode_request(Protocol::XmlRpc, "common", body.as_bytes(), 64).unwrap_err();
+            assert!(matches!(error, DecodeError::InvalidXml(_) | DecodeError::InvalidXmlRpc(_)), "{body:?}: {error:?}");
+        }
+    }
+
+    #[test]
+    fn non_utf8_encoding_is_rejected() {
+        let body = b"<?xml version='1.0' encoding='iso-8859-1'?><methodCall><methodName>version</methodName></methodCall>";
+        assert_eq!(decode_request(Protocol::XmlRpc, "common", body, 64).unwrap_err().code(), "unsupported_encoding");
+        let body = b"<methodCall><methodName>version\xff</methodName></methodCall>";
+        assert_eq!(decode_request(Protocol::XmlRpc, "common", body, 64).unwrap_err(), DecodeError::NotUtf8);
+    }
+
+    #[test]
+    fn last_method_name_wins() {
+        let body = b"<methodCall><methodName>version</methodName><methodName>login</methodName><params><param><value>db</value></param></params></methodCall>";
+        let call = decode_request(Protocol::XmlRpc, "common", body, 64).unwrap();
+        assert_eq!(call.method.as_deref(), Some("login"));
+        assert_eq!(call.kind, CallKind::Auth);
+    }
+
+    #[test]
+    fn execute_and_execute_kw_agree() {
+        let execute_kw = b"<methodCall><methodName>execute_kw</methodName><params>\
+            <param><value>db</value></param><param><value><int>2</int></value></param>\
+            <param><value>pw</value></param><param><value>res.partner</value></param>\
+            <param><value>write</value></param>\
+            <param><value><array><data><value><array><data><value><int>5</int></value></data></array></value>\
+            <value><struct><member><name>name</name><value>n</value></member></struct></value></data></array></value></param>\
+            </params></methodCall>";
+        let execute = b"<methodCall><methodName>execute</methodName><params>\
+            <param><value>db</value></param><param><value><int>2</int></value></param>\
+            <param><value>pw</value></param><param><value>res.partner</value></param>\
+            <param><value>write</value></param>\
+            <param><value><array><data><value><int>5</int></value></data></array></value></param>\
+            <param><value><struct><member><name>name</name><value>n</value></member></struct></value></param>\
+            </params></methodCall>";
+        let first = decode_request(Protocol::XmlRpc, "object", execute_kw, 64).unwrap();
+        let second = decode_request(Protocol::XmlRpc, "object", execute, 64).unwrap();
+        for call in [&first, &second] {
+            assert_eq!(call.model.as_deref(), Some("res.partner"));
+            assert_eq!(call.method.as_deref(), Some("write"));
+            assert_eq!(call.record_ids, vec![5]);
+            assert_eq!(call.fields, vec!["name"]);
+            assert_eq!(call.credential.as_ref().map(|c| c.slot), Some(CredentialSlot::Password));
+        }
+    }
+
+    #[test]
+    fn fault_codes_are_read() {
+        let int_fault = b"<?xml version=\"1.0\"?><methodResponse><fault><value><struct>\
+            <member><name>faultCode</name><value><int>3</int></value></member>\
+            <member><name>faultString</name><value><string>Access Denied</string></value></member>\
+            </struct></value></fault></methodResponse>";
+        assert_eq!(fault_code(int_fault, 64).unwrap(), Some("3".to_owned()));
+        let string_fault = b"<methodResponse><fault><value><struct>\
+            <member><name>faultCode</name><value><string>warning -- UserError\n\nObject x</string></value></member>\
+            </struct></value></fault></methodResponse>";
+        assert_eq!(fault_code(string_fault, 64).unwrap(), Some("warning -- UserError".to_owned()));
+    }
+
+    #[test]
+    fn result_is_recognized_before_the_cut() {
+        let cut = b"<?xml version=\"1.0\"?>\n<methodResponse>\n<params>\n<param><value><array><data><value><str";
+        assert_eq!(fault_code(cut, 64).unwrap(), None);
+    }
+}

@@ -1,0 +1,398 @@
+//! What a model method call touches: record ids, field names, context.
+//!
+//! Odoo's `call_kw` passes `args[0]` as the record ids unless the method is
+//! decorated `@api.model`. odoogate cannot see decorators, so it treats
+//! `args[0]` as ids for the common record methods (`read`, `write`, …). For
+//! any other method that is not a known model-level one, `args[0]` is ids
+//! when it is an integer or a list of integers (`action_confirm([7])`).
+//!
+//! Field names come from the values written (`create`, `write`, `copy`,
+//! `web_save`) and the fields read (`read`, `search_read`, `web_read`,
+//! `export_data`, any `fields` keyword). A field written through one2many or
+//! many2many commands that carry values (`(0, 0, {...})`, `(1, id, {...})`)
+//! is recorded itself and its nested fields as `parent.child`.
+
+use std::collections::HashSet;
+
+use super::call::{Call, MAX_RECORD_IDS};
+use super::value::ArgValue;
+
+/// Field names kept per call. A call with more is flagged as a mismatch, so
+/// a policy never allows it on a partial field list.
+pub const MAX_FIELDS: usize = 1000;
+
+/// Methods Odoo declares `@api.model` (or that take no ids), whose first
+/// argument is never a list of record ids.
+const MODEL_LEVEL_METHODS: &[&str] = &[
+    "check_access_rights",
+    "context_get",
+    "create",
+    "default_get",
+    "fields_get",
+    "formatted_read_group",
+    "get_views",
+    "has_access",
+    "load",
+    "name_create",
+    "name_search",
+    "read_group",
+    "search",
+    "search_count",
+    "search_fetch",
+    "search_read",
+    "web_name_search",
+    "web_read_group",
+    "web_search_read",
+];
+
+/// Record methods whose first argument is the ids slot whatever it holds,
+/// so that their other arguments keep their positions.
+const RECORD_METHODS: &[&str] = &["copy", "export_data", "read", "unlink", "web_read", "web_save", "write"];
+
+/// Methods that read every field when no field list is given.
+const READS_ALL_WITHOUT_FIELDS: &[&str] = &["read", "search_read", "export_data"];
+
+/// Extracts ids, fields and context from `call_kw`-style arguments:
+/// positional `args` and an optional `kwargs` map.
+pub fn extract_model_arguments<V: ArgValue>(call: &mut Call, args: &[V], kwargs: Option<&V>) {
+    let method = call.method.clone().unwrap_or_default();
+    let method_name = method.as_str();
+    let takes_ids = RECORD_METHODS.contains(&method_name)
+        || !MODEL_LEVEL_METHODS.contains(&method_name) && args.first().is_some_and(is_id_list);
+    let (ids, rest) = match args.split_first() {
+        Some((first, rest)) if takes_ids => (Some(first), rest),
+        _ => (None, args),
+    };
+    extract(call, &method, ids, Arguments { positional: rest, named: kwargs });
+}
+
+/// Extracts arguments of `/web/dataset/call_button`, where `args[0]` is
+/// always the records the button runs on.
+pub fn extract_button_arguments<V: ArgValue>(call: &mut Call, args: &[V], kwargs: Option<&V>) {
+    let method = call.method.clone().unwrap_or_default();
+    let (ids, rest) = match args.split_first() {
+        Some((first, rest)) => (Some(first), rest),
+        None => (None, args),
+    };
+    extract(call, &method, ids, Arguments { positional: rest, named: kwargs });
+}
+
+/// Extracts arguments of a JSON-2 body: `ids`, `context` and the method's
+/// named parameters, with no positional arguments.
+pub fn extract_named_arguments<V: ArgValue>(call: &mut Call, body: &V) {
+    let method = call.method.clone().unwrap_or_default();
+    extract(call, &method, body.get("ids"), Arguments { positional: &[], named: Some(body) });
+}
+
+/// Positional arguments after the ids, and keyword arguments.
+struct Arguments<'v, V> {
+    positional: &'v [V],
+    named: Option<&'v V>,
+}
+
+// === impl Arguments ===
+
+impl<'v, V: ArgValue> Arguments<'v, V> {
+    /// Returns the parameter at `index` (after the ids) or named `name`,
+    /// treating `False` and `None` as absent.
+    fn get(&self, index: usize, name: &str) -> Option<&'v V> {
+        let positional = self.positional.get(index);
+        let named = self.named.and_then(|named| named.get(name));
+        positional.or(named).filter(|value| !value.is_false_or_null())
+    }
+}
+
+fn extract<V: ArgValue>(call: &mut Call, method: &str, ids: Option<&V>, args: Arguments<'_, V>) {
+    if let Some(ids) = ids {
+        call.record_ids = record_ids(ids);
+    }
+
+    let mut fields = FieldSet::default();
+    let read_fields = collect_method_fields(method, &args, &mut fields);
+    if let Some(names) = args.named.and_then(|named| named.get("fields")) {
+        fields.add_names(names);
+    }
+    let reads_without_fields = READS_ALL_WITHOUT_FIELDS.contains(&method) && !read_fields;
+    let reads_without_specification = match method {
+        "web_read" => args.get(0, "specification").is_none(),
+        "web_search_read" => args.get(1, "specification").is_none(),
+        _ => false,
+    };
+    call.reads_all_fields = reads_without_fields || reads_without_specification;
+
+    if fields.overflowed {
+        call.mismatches.push(format!("more than {MAX_FIELDS} field names"));
+    }
+    call.fields = fields.names;
+    call.context = args.named.and_then(|named| named.get("context")).filter(|c| c.entries().is_some()).map(ArgValue::to_json);
+}
+
+/// Adds the fields `method` writes or reads. Positions count after the ids
+/// of record methods (`read(ids, fields)` has `fields` at 0) and from the
+/// start for model-level methods (`search_read(domain, fields)` has it at
+/// 1). Returns true when a read method named at least one field.
+fn collect_method_fields<V: ArgValue>(method: &str, args: &Arguments<'_, V>, fields: &mut FieldSet) -> bool {
+    match method {
+        "create" => {
+            if let Some(values) = args.get(0, "vals_list").or_else(|| args.get(0, "vals")) {
+                fields.add_values_or_list("", values);
+            }
+            false
+        }
+        "write" => add_values(fields, args.get(0, "vals")),
+        "copy" => add_values(fields, args.get(0, "default")),
+        "web_save" => {
+            add_values(fields, args.get(0, "vals"));
+            add_specification(fields, args.get(1, "specification"))
+        }
+        "read" => fields.add_names_of(args.get(0, "fields")),
+        "search_read" | "read_group" => fields.add_names_of(args.get(1, "fields")),
+        "export_data" => fields.add_names_of(args.get(0, "fields_to_export")),
+        "web_read" => add_specification(fields, args.get(0, "specification")),
+        "web_search_read" => add_specification(fields, args.get(1, "specification")),
+        _ => false,
+    }
+}
+
+fn add_values<V: ArgValue>(fields: &mut FieldSet, values: Option<&V>) -> bool {
+    if let Some(values) = values {
+        fields.add_values("", values);
+    }
+    false
+}
+
+fn add_specification<V: ArgValue>(fields: &mut FieldSet, specification: Option<&V>) -> bool {
+    let Some(specification) = specification else {
+        return false;
+    };
+    let before = fields.names.len();
+    fields.add_specification("", specification);
+    fields.names.len() > before
+}
+
+/// Tells whether a value has the shape of record ids: an integer or a list
+/// of integers (empty included).
+fn is_id_list<V: ArgValue>(value: &V) -> bool {
+    value.as_int().is_some() || value.as_list().is_some_and(|items| items.iter().all(|item| item.as_int().is_some()))
+}
+
+/// Reads record ids from an integer or a list, keeping the integers, cut at
+/// [`MAX_RECORD_IDS`].
+fn record_ids<V: ArgValue>(value: &V) -> Vec<i64> {
+    if let Some(id) = value.as_int() {
+        return vec![id];
+    }
+    let items = value.as_list().unwrap_or(&[]);
+    items.iter().filter_map(ArgValue::as_int).take(MAX_RECORD_IDS).collect()
+}
+
+/// Field names in first-seen order, without repeats, bounded by
+/// [`MAX_FIELDS`].
+#[derive(Default)]
+struct FieldSet {
+    names: Vec<String>,
+    seen: HashSet<String>,
+    overflowed: bool,
+}
+
+// === impl FieldSet ===
+
+impl FieldSet {
+    fn add(&mut self, name: String) {
+        if self.seen.contains(&name) {
+            return;
+        }
+        if self.names.len() >= MAX_FIELDS {
+            self.overflowed = true;
+            return;
+        }
+        self.seen.insert(name.clone());
+        self.names.push(name);
+    }
+
+    /// Adds the strings of a list of field names (`fields=[...]`).
+    fn add_names<V: ArgValue>(&mut self, names: &V) {
+        for name in names.as_list().unwrap_or(&[]).iter().filter_map(ArgValue::as_text) {
+            self.add(name.to_owned());
+        }
+    }
+
+    /// Adds a field list when present. Returns true when it named a field.
+    fn add_names_of<V: ArgValue>(&mut self, names: Option<&V>) -> bool {
+        let Some(names) = names else {
+            return false;
+        };
+        let before = self.names.len();
+        self.add_names(names);
+        self.names.len() > before || names.as_list().is_some_and(|list| !list.is_empty())
+    }
+
+    /// Adds the keys of one values map or of each map in a list.
+    fn add_values_or_list<V: ArgValue>(&mut self, prefix: &str, values: &V) {
+        match values.as_list() {
+            Some(list) => list.iter().for_each(|values| self.add_values(prefix, values)),
+            None => self.add_values(prefix, values),
+        }
+    }
+
+    /// Adds the keys of a values map, and the nested keys of x2many
+    /// commands that carry values, as `parent.child`.
+    fn add_values<V: ArgValue>(&mut self, prefix: &str, values: &V) {
+        for (key, value) in values.entries().unwrap_or_default() {
+            let name = format!("{prefix}{key}");
+            let nested_prefix = format!("{name}.");
+            self.add(name);
+            for command in value.as_list().unwrap_or(&[]) {
+                if let Some(nested) = command_values(command) {
+                    self.add_values(&nested_prefix, nested);
+                }
+            }
+        }
+    }
+
+    /// Adds the keys of a `web_read` specification and of its nested
+    /// `fields` specifications.
+    fn add_specification<V: ArgValue>(&mut self, prefix: &str, specification: &V) {
+        for (key, value) in specification.entries().unwrap_or_default() {
+            let name = format!("{prefix}{key}");
+            self.add(name.clone());
+            if let Some(nested) = value.get("fields") {
+                self.add_specification(&format!("{name}."), nested);
+            }
+        }
+    }
+}
+
+/// Returns the values map of an x2many command `(0, _, {...})` or
+/// `(1, id, {...})`.
+fn command_values<V: ArgValue>(command: &V) -> Option<&V> {
+    let [code, _, values] = command.as_list()? else {
+        return None;
+    };
+    let code = code.as_int()?;
+    (code == 0 || code == 1).then_some(values).filter(|values| values.entries().is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::call::{CallKind, Protocol};
+    use serde_json::json;
+
+    fn model_call(method: &str, args: serde_json::Value, kwargs: Option<serde_json::Value>) -> Call {
+        let mut call = Call::new(Protocol::JsonRpc, CallKind::Model);
+        call.method = Some(method.to_owned());
+        let args = args.as_array().cloned().unwrap_or_default();
+        extract_model_arguments(&mut call, &args, kwargs.as_ref());
+        call
+    }
+
+    #[test]
+    fn create_collects_keys_of_every_dict() {
+        let call = model_call("create", json!([[{"name": "a"}, {"email": "b", "name": "c"}]]), None);
+        assert_eq!(call.fields, vec!["name", "email"]);
+        assert!(call.record_ids.is_empty());
+    }
+
+    #[test]
+    fn create_records_nested_command_fields() {
+        let call = model_call(
+            "create",
+            json!([{"name": "o", "line_ids": [[0, 0, {"product_id": 1, "qty": 2}], [6, 0, [3]], [1, 9, {"qty": 4}]]}]),
+            None,
+        );
+        // serde_json maps iterate in key order.
+        assert_eq!(call.fields, vec!["line_ids", "line_ids.product_id", "line_ids.qty", "name"]);
+    }
+
+    #[test]
+    fn write_reads_ids_and_values() {
+        let call = model_call("write", json!([[4, 5], {"phone": false}]), Some(json!({"context": {"tz": "UTC"}})));
+        assert_eq!(call.record_ids, vec![4, 5]);
+        assert_eq!(call.fields, vec!["phone"]);
+        assert_eq!(call.context, Some(json!({"tz": "UTC"})));
+    }
+
+    #[test]
+    fn write_values_from_kwargs() {
+        let call = model_call("write", json!([[4]]), Some(json!({"vals": {"name": "x"}})));
+        assert_eq!(call.fields, vec!["name"]);
+    }
+
+    #[test]
+    fn read_without_fields_reads_all() {
+        let call = model_call("read", json!([[1]]), None);
+        assert!(call.reads_all_fields);
+        let call = model_call("read", json!([[1], []]), None);
+        assert!(call.reads_all_fields);
+        let call = model_call("read", json!([[1], ["name"]]), None);
+        assert!(!call.reads_all_fields);
+        assert_eq!(call.fields, vec!["name"]);
+    }
+
+    #[test]
+    fn search_read_fields_from_kwargs_or_position() {
+        let call = model_call("search_read", json!([[["a", "=", 1]]]), Some(json!({"fields": ["name", "email"]})));
+        assert_eq!(call.fields, vec!["name", "email"]);
+        assert!(!call.reads_all_fields);
+        assert!(call.record_ids.is_empty());
+        let call = model_call("search_read", json!([[], ["name"], 0, 5]), None);
+        assert_eq!(call.fields, vec!["name"]);
+        let call = model_call("search_read", json!([[]]), None);
+        assert!(call.reads_all_fields);
+    }
+
+    #[test]
+    fn web_read_specification_is_flattened() {
+        let call = model_call("web_read", json!([[3]]), Some(json!({"specification": {"name": {}, "partner_id": {"fields": {"email": {}}}}})));
+        assert_eq!(call.record_ids, vec![3]);
+        assert_eq!(call.fields, vec!["name", "partner_id", "partner_id.email"]);
+        assert!(!call.reads_all_fields);
+    }
+
+    #[test]
+    fn record_method_keeps_positions_with_odd_ids() {
+        let call = model_call("read", json!([[1.5], ["name"]]), None);
+        assert!(call.record_ids.is_empty());
+        assert_eq!(call.fields, vec!["name"]);
+    }
+
+    #[test]
+    fn action_method_takes_single_id() {
+        let call = model_call("action_confirm", json!([12]), None);
+        assert_eq!(call.record_ids, vec![12]);
+    }
+
+    #[test]
+    fn model_level_method_never_takes_ids() {
+        let call = model_call("search", json!([[1, 2]]), None);
+        assert!(call.record_ids.is_empty());
+    }
+
+    #[test]
+    fn record_ids_are_bounded() {
+        let ids: Vec<i64> = (0..(MAX_RECORD_IDS as i64 + 50)).collect();
+        let call = model_call("unlink", json!([ids]), None);
+        assert_eq!(call.record_ids.len(), MAX_RECORD_IDS);
+    }
+
+    #[test]
+    fn too_many_fields_are_flagged() {
+        let values: serde_json::Map<String, serde_json::Value> =
+            (0..MAX_FIELDS + 1).map(|i| (format!("f{i}"), json!(1))).collect();
+        let call = model_call("create", json!([values]), None);
+        assert_eq!(call.fields.len(), MAX_FIELDS);
+        assert_eq!(call.mismatches.len(), 1);
+    }
+
+    #[test]
+    fn json2_body_gives_ids_and_fields() {
+        let mut call = Call::new(Protocol::Json2, CallKind::Model);
+        call.method = Some("read".to_owned());
+        extract_named_arguments(&mut call, &json!({"ids": [1, 2], "fields": ["name"], "context": {"lang": "fr_BE"}}));
+        assert_eq!(call.record_ids, vec![1, 2]);
+        assert_eq!(call.fields, vec!["name"]);
+        assert!(!call.reads_all_fields);
+        assert_eq!(call.context, Some(json!({"lang": "fr_BE"})));
+    }
+}

@@ -1,0 +1,219 @@
+//! The positional services behind XML-RPC and `/jsonrpc`: Odoo's
+//! `dispatch_rpc(service, method, params)` for `common`, `object` and `db`.
+//!
+//! Both surfaces carry the same positional lists, so this module reads them
+//! through [`ArgValue`] whichever encoding they came in.
+
+use super::args;
+use super::call::{Call, CallKind, Credential, CredentialSlot, DecodeError, Protocol};
+use super::value::ArgValue;
+use crate::secret::Secret;
+
+/// `db` service methods whose first argument is the master password and
+/// whose second is the name of the database they act on.
+const DB_METHODS_NAMING_A_DATABASE: [&str; 6] =
+    ["create_database", "duplicate_database", "drop", "dump", "restore", "rename"];
+
+/// Decodes `service.method(*params)` into a call.
+pub fn decode_service_call<V: ArgValue>(
+    protocol: Protocol,
+    service: &str,
+    method: &str,
+    params: &[V],
+) -> Result<Call, DecodeError> {
+    match service {
+        "common" => Ok(decode_common(protocol, method, params)),
+        "object" => decode_object(protocol, method, params),
+        "db" => Ok(decode_db(protocol, method, params)),
+        _ => Err(shape_error(protocol, "unknown service (expected common, object or db)")),
+    }
+}
+
+/// Returns the structural error of `protocol`'s encoding.
+pub fn shape_error(protocol: Protocol, message: &str) -> DecodeError {
+    match protocol {
+        Protocol::XmlRpc | Protocol::XmlRpcLegacy => DecodeError::InvalidXmlRpc(message.to_owned()),
+        Protocol::JsonRpc | Protocol::Web | Protocol::Json2 => DecodeError::InvalidJsonRpc(message.to_owned()),
+    }
+}
+
+/// `common.login(db, login, password)`,
+/// `common.authenticate(db, login, password, user_agent_env)`, and the
+/// metadata methods `version` and `about`.
+fn decode_common<V: ArgValue>(protocol: Protocol, method: &str, params: &[V]) -> Call {
+    let kind = match method {
+        "login" | "authenticate" => CallKind::Auth,
+        _ => CallKind::Meta,
+    };
+    let mut call = new_call(protocol, kind, "common", method);
+    match method {
+        "login" | "authenticate" => {
+            call.db = text_at(params, 0);
+            call.login = text_at(params, 1);
+            call.credential = password_at(params, 2);
+        }
+        "version" | "about" => {}
+        _ => call.mismatches.push("common method unknown to odoogate".to_owned()),
+    }
+    call
+}
+
+/// `object.execute_kw(db, uid, password, model, method, args, kwargs?)` and
+/// `object.execute(db, uid, password, model, method, *args)`.
+fn decode_object<V: ArgValue>(protocol: Protocol, method: &str, params: &[V]) -> Result<Call, DecodeError> {
+    let (args, kwargs): (&[V], Option<&V>) = match method {
+        "execute_kw" => {
+            let args = params
+                .get(5)
+                .and_then(ArgValue::as_list)
+                .ok_or_else(|| shape_error(protocol, "execute_kw without an argument list"))?;
+            (args, params.get(6).filter(|kwargs| !kwargs.is_false_or_null()))
+        }
+        "execute" => (params.get(5..).unwrap_or(&[]), None),
+        _ => return Err(shape_error(protocol, "unknown object method (expected execute_kw or execute)")),
+    };
+    let model = params.get(3).and_then(ArgValue::as_text);
+    let model_method = params.get(4).and_then(ArgValue::as_text);
+    let (Some(model), Some(model_method)) = (model, model_method) else {
+        return Err(shape_error(protocol, "model or method name missing or not a string"));
+    };
+    if kwargs.is_some_and(|kwargs| kwargs.entries().is_none()) {
+        return Err(shape_error(protocol, "keyword arguments are not a map"));
+    }
+
+    let mut call = new_call(protocol, CallKind::Model, "object", model_method);
+    call.db = text_at(params, 0);
+    call.uid = params.get(1).and_then(uid_of);
+    call.credential = password_at(params, 2);
+    call.model = Some(model.to_owned());
+    args::extract_model_arguments(&mut call, args, kwargs);
+    Ok(call)
+}
+
+/// `db.<method>(...)`. The master password some methods take is never kept.
+fn decode_db<V: ArgValue>(protocol: Protocol, method: &str, params: &[V]) -> Call {
+    let mut call = new_call(protocol, CallKind::Database, "db", method);
+    if DB_METHODS_NAMING_A_DATABASE.contains(&method) {
+        call.db = text_at(params, 1);
+    }
+    call
+}
+
+fn new_call(protocol: Protocol, kind: CallKind, service: &str, method: &str) -> Call {
+    let mut call = Call::new(protocol, kind);
+    call.service = Some(service.to_owned());
+    call.method = Some(method.to_owned());
+    call
+}
+
+fn text_at<V: ArgValue>(params: &[V], index: usize) -> Option<String> {
+    params.get(index).and_then(ArgValue::as_text).map(str::to_owned)
+}
+
+fn password_at<V: ArgValue>(params: &[V], index: usize) -> Option<Credential> {
+    let password = params.get(index)?.as_text()?;
+    Some(Credential { slot: CredentialSlot::Password, secret: Secret::new(password) })
+}
+
+/// Reads a uid: an integer, or a string of ASCII digits as some clients send.
+pub fn uid_of<V: ArgValue>(value: &V) -> Option<i64> {
+    if let Some(uid) = value.as_int() {
+        return Some(uid);
+    }
+    let text = value.as_text()?;
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn decode_json(service: &str, method: &str, params: serde_json::Value) -> Result<Call, DecodeError> {
+        let params = params.as_array().cloned().unwrap_or_default();
+        decode_service_call(Protocol::JsonRpc, service, method, &params)
+    }
+
+    #[test]
+    fn execute_kw_reads_positional_layout() {
+        let call = decode_json(
+            "object",
+            "execute_kw",
+            json!(["odoo19", 2, "pw", "res.partner", "read", [[7, 8]], {"fields": ["name"], "context": {"lang": "en_US"}}]),
+        )
+        .unwrap();
+        assert_eq!(call.kind, CallKind::Model);
+        assert_eq!(call.db.as_deref(), Some("odoo19"));
+        assert_eq!(call.uid, Some(2));
+        assert_eq!(call.model.as_deref(), Some("res.partner"));
+        assert_eq!(call.method.as_deref(), Some("read"));
+        assert_eq!(call.record_ids, vec![7, 8]);
+        assert_eq!(call.fields, vec!["name".to_owned()]);
+        assert!(!call.reads_all_fields);
+        assert_eq!(call.context, Some(json!({"lang": "en_US"})));
+        assert_eq!(call.credential.map(|c| (c.slot, c.secret.expose().to_owned())), Some((CredentialSlot::Password, "pw".to_owned())));
+    }
+
+    #[test]
+    fn execute_takes_args_after_method() {
+        let call = decode_json("object", "execute", json!(["db", "2", "pw", "res.partner", "write", [5], {"name": "x"}])).unwrap();
+        assert_eq!(call.uid, Some(2));
+        assert_eq!(call.record_ids, vec![5]);
+        assert_eq!(call.fields, vec!["name".to_owned()]);
+        assert_eq!(call.context, None);
+    }
+
+    #[test]
+    fn execute_kw_without_args_is_rejected() {
+        let error = decode_json("object", "execute_kw", json!(["db", 2, "pw", "res.partner", "read"])).unwrap_err();
+        assert_eq!(error.code(), "invalid_jsonrpc");
+    }
+
+    #[test]
+    fn non_string_model_is_rejected() {
+        let error = decode_json("object", "execute", json!(["db", 2, "pw", 5, "read"])).unwrap_err();
+        assert_eq!(error.code(), "invalid_jsonrpc");
+    }
+
+    #[test]
+    fn common_login_is_auth() {
+        let call = decode_json("common", "login", json!(["db", "admin", "secret"])).unwrap();
+        assert_eq!(call.kind, CallKind::Auth);
+        assert_eq!(call.login.as_deref(), Some("admin"));
+        assert_eq!(call.credential.map(|c| c.slot), Some(CredentialSlot::Password));
+        assert!(call.mismatches.is_empty());
+    }
+
+    #[test]
+    fn common_unknown_method_is_flagged() {
+        let call = decode_json("common", "set_loglevel", json!([])).unwrap();
+        assert_eq!(call.kind, CallKind::Meta);
+        assert_eq!(call.mismatches.len(), 1);
+    }
+
+    #[test]
+    fn db_drop_names_database_but_keeps_no_password() {
+        let call = decode_json("db", "drop", json!(["master", "odoo19"])).unwrap();
+        assert_eq!(call.kind, CallKind::Database);
+        assert_eq!(call.method.as_deref(), Some("drop"));
+        assert_eq!(call.db.as_deref(), Some("odoo19"));
+        assert!(call.credential.is_none());
+    }
+
+    #[test]
+    fn unknown_service_is_rejected() {
+        assert!(decode_json("report", "render", json!([])).is_err());
+    }
+
+    #[test]
+    fn uid_accepts_digit_strings_only() {
+        assert_eq!(uid_of(&json!(2)), Some(2));
+        assert_eq!(uid_of(&json!("17")), Some(17));
+        assert_eq!(uid_of(&json!("-1")), None);
+        assert_eq!(uid_of(&json!(false)), None);
+        assert_eq!(uid_of(&json!("")), None);
+    }
+}
