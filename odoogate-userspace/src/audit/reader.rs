@@ -22,10 +22,9 @@ use super::journald::SYSLOG_IDENTIFIER;
 use query::EntryFilter;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read as _};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -109,13 +108,13 @@ pub enum EntryError {
 pub fn read(query: &AuditQuery) -> Result<Vec<AuditEntry>, ReaderError> {
     match &query.file {
         Some(path) => read_file(query, path),
-        None => read_journal(query, OsStr::new("journalctl")),
+        None => read_journal(query, Command::new("journalctl")),
     }
 }
 
-fn read_file(query: &AuditQuery, path: &PathBuf) -> Result<Vec<AuditEntry>, ReaderError> {
+fn read_file(query: &AuditQuery, path: &Path) -> Result<Vec<AuditEntry>, ReaderError> {
     let file = File::open(path).map_err(|source| ReaderError::OpenFile {
-        path: path.clone(),
+        path: path.to_owned(),
         source,
     })?;
     let filter =
@@ -128,10 +127,13 @@ fn read_file(query: &AuditQuery, path: &PathBuf) -> Result<Vec<AuditEntry>, Read
     )
 }
 
-/// Runs `program` (journalctl) with the arguments for `query` and parses its
-/// output.
-fn read_journal(query: &AuditQuery, program: &OsStr) -> Result<Vec<AuditEntry>, ReaderError> {
-    let mut child = Command::new(program)
+/// Runs `journalctl`, a command for journalctl, with the arguments for
+/// `query` and parses its output.
+fn read_journal(
+    query: &AuditQuery,
+    mut journalctl: Command,
+) -> Result<Vec<AuditEntry>, ReaderError> {
+    let mut child = journalctl
         .args(query::journalctl_args(query))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -163,10 +165,13 @@ fn read_journal(query: &AuditQuery, program: &OsStr) -> Result<Vec<AuditEntry>, 
         .and_then(|thread| thread.join().ok())
         .unwrap_or_default();
 
+    // A parse error comes first, because journalctl's status then only
+    // reflects the kill that abandoned its output.
+    let entries = parsed?;
     if !status.success() {
         return Err(ReaderError::JournalctlFailed { status, stderr });
     }
-    parsed
+    Ok(entries)
 }
 
 /// Waits for journalctl, killing it first if its output was abandoned.

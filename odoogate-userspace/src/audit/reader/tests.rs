@@ -342,11 +342,8 @@ fn journalctl_args_match_exact_filters() {
 
 #[test]
 fn missing_journalctl_is_typed() {
-    let error = read_journal(
-        &AuditQuery::default(),
-        OsStr::new("/nonexistent/bin/journalctl"),
-    )
-    .unwrap_err();
+    let missing = Command::new("/nonexistent/bin/journalctl");
+    let error = read_journal(&AuditQuery::default(), missing).unwrap_err();
     assert!(
         matches!(error, ReaderError::JournalctlMissing { .. }),
         "{error}"
@@ -557,4 +554,26 @@ fn json_output_round_trips() {
     assert_eq!(text.lines().count(), 2);
     let again = parse_all(&text, &no_filter()).unwrap();
     assert_eq!(again, entries);
+}
+
+#[test]
+fn journalctl_parse_error_wins_over_kill() {
+    // A shell replaces journalctl, ignoring journalctl's arguments. It prints
+    // a line that is not an entry and then keeps writing, so the reader
+    // abandons and kills it.
+    let mut fake = Command::new("sh");
+    fake.args(["-c", "echo 'not json'; exec yes '{}'", "sh"]);
+
+    let error = read_journal(&AuditQuery::default(), fake).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ReaderError::InvalidEntry {
+                line: 1,
+                source: EntryError::NotJson(_),
+                ..
+            }
+        ),
+        "{error}"
+    );
 }
