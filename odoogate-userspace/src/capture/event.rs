@@ -98,6 +98,15 @@ pub struct CaptureStats {
     pub truncated: u64,
     /// `bpf_skb_load_bytes` failures.
     pub load_errors: u64,
+    /// Packets the programs do not parse (IPv6 extension headers, IPv4
+    /// fragments); they may or may not belong to a captured port.
+    pub skipped_packets: u64,
+    /// Packets with unreadable or invalid IP or TCP headers.
+    pub header_errors: u64,
+    /// Flow origin records written to the ring buffer.
+    pub origins: u64,
+    /// Connects to a captured port whose process the kernel recorded.
+    pub connects: u64,
     /// Records userspace could not parse.
     pub malformed_records: u64,
 }
