@@ -1,1 +1,960 @@
-//! (being written)
+//! The flow table: one entry per TCP connection to Odoo, each with a
+//! reassembler per direction.
+//!
+//! [`FlowTable::push`] takes captured segments and emits [`FlowEvent`]s:
+//! a flow opens, ordered bytes and gaps arrive per direction, and the flow
+//! closes. Every resource is bounded: the number of flows (the least
+//! recently active one is evicted), the bytes buffered per direction, and
+//! the bytes buffered in all flows together (the largest buffers give up
+//! their holes first).
+
+use super::event::{FlowKey, Segment};
+use super::reassembly::{Delivery, Reassembler};
+use bytes::Bytes;
+use std::collections::{BTreeSet, HashMap};
+
+/// The direction of a byte stream within a flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// From the client to Odoo: requests.
+    ToServer,
+    /// From Odoo to the client: responses.
+    ToClient,
+}
+
+impl Direction {
+    pub fn reverse(self) -> Self {
+        match self {
+            Self::ToServer => Self::ToClient,
+            Self::ToClient => Self::ToServer,
+        }
+    }
+}
+
+/// Bounds of the flow table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowLimits {
+    pub max_flows: usize,
+    pub max_buffered_bytes_per_direction: usize,
+    pub max_buffered_bytes_total: usize,
+    /// A flow with no segment for this long (kernel clock, ns) is closed by
+    /// [`FlowTable::expire`].
+    pub idle_timeout_ns: u64,
+}
+
+/// The reason a flow was closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CloseReason {
+    /// Both sides sent FIN.
+    Fin,
+    Rst,
+    IdleTimeout,
+    /// The table was full and this flow was the least recently active.
+    Evicted,
+    /// A SYN with a new initial sequence number reused the 4-tuple, so the
+    /// old connection is over.
+    TupleReused,
+}
+
+/// An event of the flow table. Events of one direction come in stream order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FlowEvent {
+    /// A new flow. `mid_stream` is set when it was joined without its SYN,
+    /// so its first bytes may sit inside an HTTP message.
+    Opened {
+        conn_id: u64,
+        key: FlowKey,
+        mid_stream: bool,
+        timestamp_ns: u64,
+    },
+    Data {
+        conn_id: u64,
+        direction: Direction,
+        bytes: Bytes,
+        timestamp_ns: u64,
+    },
+    /// `missing_bytes` of the stream will never be seen.
+    Gap {
+        conn_id: u64,
+        direction: Direction,
+        missing_bytes: u64,
+    },
+    /// The flow ended; no event with this `conn_id` follows.
+    Closed { conn_id: u64, reason: CloseReason },
+}
+
+/// Counters of the flow table.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowStats {
+    /// Flows in the table now.
+    pub flows: usize,
+    pub opened: u64,
+    /// Flows opened without their SYN.
+    pub mid_stream_opens: u64,
+    pub closed: u64,
+    pub evictions: u64,
+    pub idle_timeouts: u64,
+    pub gaps: u64,
+    pub gap_bytes: u64,
+    /// Bytes held in out-of-order buffers now.
+    pub bytes_buffered: usize,
+    /// Segments that matched no flow and could not open one (not to or from
+    /// a server port, or a lone ACK, FIN or RST).
+    pub ignored_segments: u64,
+}
+
+/// One TCP connection.
+#[derive(Debug)]
+struct Flow {
+    conn_id: u64,
+    key: FlowKey,
+    client_isn: Option<u32>,
+    to_server: Reassembler,
+    to_client: Reassembler,
+    last_active_ns: u64,
+}
+
+/// The table of flows to Odoo's ports.
+#[derive(Debug)]
+pub struct FlowTable {
+    limits: FlowLimits,
+    server_ports: Vec<u16>,
+    flows: HashMap<FlowKey, Flow>,
+    keys_by_id: HashMap<u64, FlowKey>,
+    /// `(last_active_ns, conn_id)` of every flow, least recent first.
+    activity: BTreeSet<(u64, u64)>,
+    next_conn_id: u64,
+    buffered_total: usize,
+    stats: FlowStats,
+    deliveries: Vec<Delivery>,
+}
+
+// === impl Flow ===
+
+impl Flow {
+    fn new(conn_id: u64, key: FlowKey, limits: &FlowLimits, timestamp_ns: u64) -> Self {
+        let per_direction = limits.max_buffered_bytes_per_direction;
+        Self {
+            conn_id,
+            key,
+            client_isn: None,
+            to_server: Reassembler::new(per_direction),
+            to_client: Reassembler::new(per_direction),
+            last_active_ns: timestamp_ns,
+        }
+    }
+
+    fn stream(&mut self, direction: Direction) -> &mut Reassembler {
+        match direction {
+            Direction::ToServer => &mut self.to_server,
+            Direction::ToClient => &mut self.to_client,
+        }
+    }
+
+    fn buffered_bytes(&self) -> usize {
+        self.to_server.buffered_bytes() + self.to_client.buffered_bytes()
+    }
+
+    /// Applies a segment sent in `direction` to both streams.
+    fn apply(
+        &mut self,
+        direction: Direction,
+        segment: Segment,
+        deliveries: &mut Vec<Delivery>,
+        out: &mut Vec<FlowEvent>,
+    ) {
+        let flags = segment.flags;
+        if flags.syn() && flags.ack() && direction == Direction::ToClient {
+            self.to_client.start_after_syn(segment.seq);
+            self.to_server.start_at(segment.ack, false);
+        }
+
+        // A SYN takes one sequence number before any data it carries.
+        let data_seq = if flags.syn() {
+            segment.seq.wrapping_add(1)
+        } else {
+            segment.seq
+        };
+        let fin_seq = data_seq.wrapping_add(segment.wire_len);
+        if segment.wire_len > 0 {
+            let stream = self.stream(direction);
+            stream.push(
+                data_seq,
+                segment.payload,
+                segment.wire_len,
+                segment.timestamp_ns,
+                deliveries,
+            );
+            self.emit(direction, deliveries, out);
+        }
+        if flags.ack() {
+            self.stream(direction.reverse())
+                .ack(segment.ack, deliveries);
+            self.emit(direction.reverse(), deliveries, out);
+        }
+        if flags.fin() {
+            self.stream(direction).fin(fin_seq, deliveries);
+            self.emit(direction, deliveries, out);
+        }
+    }
+
+    /// Delivers everything both streams buffered, declaring holes as gaps.
+    fn flush(&mut self, deliveries: &mut Vec<Delivery>, out: &mut Vec<FlowEvent>) {
+        for direction in [Direction::ToServer, Direction::ToClient] {
+            self.stream(direction).flush(deliveries);
+            self.emit(direction, deliveries, out);
+        }
+    }
+
+    /// Turns the reassembler's deliveries into flow events.
+    fn emit(&self, direction: Direction, deliveries: &mut Vec<Delivery>, out: &mut Vec<FlowEvent>) {
+        let conn_id = self.conn_id;
+        out.extend(deliveries.drain(..).map(|delivery| match delivery {
+            Delivery::Data {
+                bytes,
+                timestamp_ns,
+            } => FlowEvent::Data {
+                conn_id,
+                direction,
+                bytes,
+                timestamp_ns,
+            },
+            Delivery::Gap { missing_bytes } => FlowEvent::Gap {
+                conn_id,
+                direction,
+                missing_bytes,
+            },
+        }));
+    }
+
+    fn is_finished(&self) -> bool {
+        self.to_server.is_finished() && self.to_client.is_finished()
+    }
+}
+
+// === impl FlowTable ===
+
+impl FlowTable {
+    /// Creates an empty table for connections to any of `server_ports`.
+    pub fn new(limits: FlowLimits, server_ports: Vec<u16>) -> Self {
+        Self {
+            limits,
+            server_ports,
+            flows: HashMap::new(),
+            keys_by_id: HashMap::new(),
+            activity: BTreeSet::new(),
+            next_conn_id: 1,
+            buffered_total: 0,
+            stats: FlowStats::default(),
+            deliveries: Vec::new(),
+        }
+    }
+
+    /// Processes one captured segment and appends the events it causes.
+    pub fn push(&mut self, segment: Segment, out: &mut Vec<FlowEvent>) {
+        let (key, direction) = match self.locate(&segment) {
+            Some(found) => found,
+            None => match self.open(&segment, out) {
+                Some(opened) => opened,
+                None => {
+                    self.stats.ignored_segments += 1;
+                    return;
+                }
+            },
+        };
+        let key = self.replace_if_reused(key, direction, &segment, out);
+
+        let timestamp_ns = segment.timestamp_ns;
+        let rst = segment.flags.rst();
+        self.touch(&key, timestamp_ns);
+        self.with_flow(&key, out, |flow, deliveries, out| {
+            flow.apply(direction, segment, deliveries, out)
+        });
+
+        let finished = self.flows.get(&key).is_some_and(Flow::is_finished);
+        if rst {
+            self.close(&key, CloseReason::Rst, out);
+        } else if finished {
+            self.close(&key, CloseReason::Fin, out);
+        }
+        self.enforce_total_bound(out);
+    }
+
+    /// Closes every flow idle since before `now_ns - idle_timeout_ns`.
+    pub fn expire(&mut self, now_ns: u64, out: &mut Vec<FlowEvent>) {
+        let deadline = now_ns.saturating_sub(self.limits.idle_timeout_ns);
+        while let Some(&(last_active_ns, conn_id)) = self.activity.first() {
+            if last_active_ns > deadline {
+                break;
+            }
+            let Some(key) = self.keys_by_id.get(&conn_id).copied() else {
+                self.activity.pop_first();
+                continue;
+            };
+            self.stats.idle_timeouts += 1;
+            self.close(&key, CloseReason::IdleTimeout, out);
+        }
+    }
+
+    /// Returns the key of the open flow `conn_id`.
+    pub fn key(&self, conn_id: u64) -> Option<FlowKey> {
+        self.keys_by_id.get(&conn_id).copied()
+    }
+
+    pub fn stats(&self) -> FlowStats {
+        FlowStats {
+            flows: self.flows.len(),
+            bytes_buffered: self.buffered_total,
+            ..self.stats
+        }
+    }
+
+    /// Finds the existing flow a segment belongs to, and its direction.
+    fn locate(&self, segment: &Segment) -> Option<(FlowKey, Direction)> {
+        let forward = FlowKey {
+            client: segment.src,
+            server: segment.dst,
+        };
+        if self.flows.contains_key(&forward) {
+            return Some((forward, Direction::ToServer));
+        }
+        let backward = FlowKey {
+            client: segment.dst,
+            server: segment.src,
+        };
+        self.flows
+            .contains_key(&backward)
+            .then_some((backward, Direction::ToClient))
+    }
+
+    /// Tells which end of a segment's connection is the server. It is the
+    /// end on a server port. When both ends are on one, it is the SYN's
+    /// destination, else the lower port (the destination on a tie).
+    fn orient(&self, segment: &Segment) -> Option<(FlowKey, Direction)> {
+        let src_is_server = self.server_ports.contains(&segment.src.port());
+        let dst_is_server = self.server_ports.contains(&segment.dst.port());
+        let to_server = match (src_is_server, dst_is_server) {
+            (false, false) => return None,
+            (false, true) => true,
+            (true, false) => false,
+            (true, true) if segment.flags.syn() => !segment.flags.ack(),
+            (true, true) => segment.dst.port() <= segment.src.port(),
+        };
+        Some(if to_server {
+            (
+                FlowKey {
+                    client: segment.src,
+                    server: segment.dst,
+                },
+                Direction::ToServer,
+            )
+        } else {
+            (
+                FlowKey {
+                    client: segment.dst,
+                    server: segment.src,
+                },
+                Direction::ToClient,
+            )
+        })
+    }
+
+    /// Opens a flow for a segment that matched none, if the segment can
+    /// start one: a SYN, a SYN-ACK (the SYN was missed), or a segment with
+    /// payload (joined mid-stream). A lone ACK, FIN or RST opens nothing,
+    /// because it is usually the tail of a flow already closed.
+    fn open(
+        &mut self,
+        segment: &Segment,
+        out: &mut Vec<FlowEvent>,
+    ) -> Option<(FlowKey, Direction)> {
+        let (key, direction) = self.orient(segment)?;
+        let flags = segment.flags;
+        let mid_stream = !flags.syn();
+        if flags.rst() || (mid_stream && segment.wire_len == 0) {
+            return None;
+        }
+        if self.flows.len() >= self.limits.max_flows.max(1) {
+            self.evict_least_recent(out);
+        }
+
+        let conn_id = self.next_conn_id;
+        self.next_conn_id += 1;
+        let mut flow = Flow::new(conn_id, key, &self.limits, segment.timestamp_ns);
+        if flags.syn() && direction == Direction::ToServer {
+            flow.client_isn = Some(segment.seq);
+            flow.to_server.start_after_syn(segment.seq);
+        }
+        if mid_stream && flags.ack() {
+            // The sender has received everything before `ack`, so the other
+            // direction's next data starts there.
+            flow.stream(direction.reverse()).start_at(segment.ack, true);
+        }
+
+        self.flows.insert(key, flow);
+        self.keys_by_id.insert(conn_id, key);
+        self.activity.insert((segment.timestamp_ns, conn_id));
+        self.stats.opened += 1;
+        self.stats.mid_stream_opens += u64::from(mid_stream);
+        out.push(FlowEvent::Opened {
+            conn_id,
+            key,
+            mid_stream,
+            timestamp_ns: segment.timestamp_ns,
+        });
+        Some((key, direction))
+    }
+
+    /// Closes the flow `key` and opens a new one when a client SYN with a
+    /// different initial sequence number reuses its 4-tuple.
+    fn replace_if_reused(
+        &mut self,
+        key: FlowKey,
+        direction: Direction,
+        segment: &Segment,
+        out: &mut Vec<FlowEvent>,
+    ) -> FlowKey {
+        let flags = segment.flags;
+        if direction != Direction::ToServer || !flags.syn() || flags.ack() {
+            return key;
+        }
+        let Some(flow) = self.flows.get_mut(&key) else {
+            return key;
+        };
+        match flow.client_isn {
+            Some(isn) if isn == segment.seq => key,
+            None if !flow.to_server.is_started() => {
+                flow.client_isn = Some(segment.seq);
+                flow.to_server.start_after_syn(segment.seq);
+                key
+            }
+            _ => {
+                self.close(&key, CloseReason::TupleReused, out);
+                self.open(segment, out).map_or(key, |(key, _)| key)
+            }
+        }
+    }
+
+    /// Runs `apply` on the flow `key`, keeping the total of buffered bytes.
+    fn with_flow(
+        &mut self,
+        key: &FlowKey,
+        out: &mut Vec<FlowEvent>,
+        apply: impl FnOnce(&mut Flow, &mut Vec<Delivery>, &mut Vec<FlowEvent>),
+    ) {
+        let Self {
+            flows,
+            deliveries,
+            buffered_total,
+            stats,
+            ..
+        } = self;
+        let Some(flow) = flows.get_mut(key) else {
+            return;
+        };
+        let before = flow.buffered_bytes();
+        let first_new = out.len();
+        apply(flow, deliveries, out);
+        *buffered_total = *buffered_total - before + flow.buffered_bytes();
+        count_gaps(stats, &out[first_new..]);
+    }
+
+    /// Records activity on the flow `key` at `timestamp_ns`. Timestamps from
+    /// different CPUs may come slightly out of order, so the latest wins.
+    fn touch(&mut self, key: &FlowKey, timestamp_ns: u64) {
+        let Some(flow) = self.flows.get_mut(key) else {
+            return;
+        };
+        let latest = flow.last_active_ns.max(timestamp_ns);
+        self.activity.remove(&(flow.last_active_ns, flow.conn_id));
+        self.activity.insert((latest, flow.conn_id));
+        flow.last_active_ns = latest;
+    }
+
+    /// Removes the flow `key`, delivering what it buffered, and emits Closed.
+    fn close(&mut self, key: &FlowKey, reason: CloseReason, out: &mut Vec<FlowEvent>) {
+        self.with_flow(key, out, |flow, deliveries, out| {
+            flow.flush(deliveries, out)
+        });
+        let Some(flow) = self.flows.remove(key) else {
+            return;
+        };
+        self.buffered_total -= flow.buffered_bytes();
+        self.keys_by_id.remove(&flow.conn_id);
+        self.activity.remove(&(flow.last_active_ns, flow.conn_id));
+        self.stats.closed += 1;
+        out.push(FlowEvent::Closed {
+            conn_id: flow.conn_id,
+            reason,
+        });
+    }
+
+    fn evict_least_recent(&mut self, out: &mut Vec<FlowEvent>) {
+        let Some(&(_, conn_id)) = self.activity.first() else {
+            return;
+        };
+        let Some(key) = self.keys_by_id.get(&conn_id).copied() else {
+            return;
+        };
+        self.stats.evictions += 1;
+        self.close(&key, CloseReason::Evicted, out);
+    }
+
+    /// While all flows together buffer more than allowed, makes the largest
+    /// buffer give up its first hole.
+    fn enforce_total_bound(&mut self, out: &mut Vec<FlowEvent>) {
+        while self.buffered_total > self.limits.max_buffered_bytes_total {
+            // NOTE: a linear scan over all flows. It runs only while the
+            // total bound is exceeded, which should be rare with sane limits.
+            let largest = self
+                .flows
+                .values()
+                .flat_map(|flow| {
+                    [Direction::ToServer, Direction::ToClient].map(|direction| {
+                        let bytes = match direction {
+                            Direction::ToServer => flow.to_server.buffered_bytes(),
+                            Direction::ToClient => flow.to_client.buffered_bytes(),
+                        };
+                        (bytes, flow.key, direction)
+                    })
+                })
+                .max_by_key(|&(bytes, ..)| bytes);
+            let Some((bytes, key, direction)) = largest else {
+                return;
+            };
+            if bytes == 0 {
+                return;
+            }
+            self.with_flow(&key, out, |flow, deliveries, out| {
+                flow.stream(direction).skip_hole(deliveries);
+                flow.emit(direction, deliveries, out);
+            });
+        }
+    }
+}
+
+fn count_gaps(stats: &mut FlowStats, events: &[FlowEvent]) {
+    for event in events {
+        if let FlowEvent::Gap { missing_bytes, .. } = event {
+            stats.gaps += 1;
+            stats.gap_bytes += missing_bytes;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::event::TcpFlags;
+    use std::net::SocketAddr;
+
+    const CLIENT: &str = "127.0.0.1:40000";
+    const SERVER: &str = "127.0.0.1:8069";
+    const CLIENT_ISN: u32 = 100;
+    const SERVER_ISN: u32 = 5000;
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    fn limits() -> FlowLimits {
+        FlowLimits {
+            max_flows: 16,
+            max_buffered_bytes_per_direction: 1024,
+            max_buffered_bytes_total: 4096,
+            idle_timeout_ns: 1_000,
+        }
+    }
+
+    fn table() -> FlowTable {
+        FlowTable::new(limits(), vec![8069])
+    }
+
+    fn segment(src: &str, dst: &str, seq: u32, ack: u32, flags: u8, payload: &[u8]) -> Segment {
+        Segment {
+            src: addr(src),
+            dst: addr(dst),
+            seq,
+            ack,
+            flags: TcpFlags(flags),
+            payload: Bytes::copy_from_slice(payload),
+            wire_len: payload.len() as u32,
+            timestamp_ns: 10,
+        }
+    }
+
+    /// Runs the three-way handshake between `client` and `server`.
+    fn handshake(table: &mut FlowTable, client: &str, server: &str, out: &mut Vec<FlowEvent>) {
+        table.push(
+            segment(client, server, CLIENT_ISN, 0, TcpFlags::SYN, b""),
+            out,
+        );
+        let syn_ack = TcpFlags::SYN | TcpFlags::ACK;
+        table.push(
+            segment(server, client, SERVER_ISN, CLIENT_ISN + 1, syn_ack, b""),
+            out,
+        );
+        table.push(
+            segment(
+                client,
+                server,
+                CLIENT_ISN + 1,
+                SERVER_ISN + 1,
+                TcpFlags::ACK,
+                b"",
+            ),
+            out,
+        );
+    }
+
+    fn data(out: &[FlowEvent], expected: Direction) -> Vec<u8> {
+        out.iter()
+            .filter_map(|event| match event {
+                FlowEvent::Data {
+                    direction, bytes, ..
+                } if *direction == expected => Some(bytes.to_vec()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    fn closes(out: &[FlowEvent]) -> Vec<(u64, CloseReason)> {
+        out.iter()
+            .filter_map(|event| match event {
+                FlowEvent::Closed { conn_id, reason } => Some((*conn_id, *reason)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn opened(out: &[FlowEvent]) -> Vec<(u64, FlowKey, bool)> {
+        out.iter()
+            .filter_map(|event| match event {
+                FlowEvent::Opened {
+                    conn_id,
+                    key,
+                    mid_stream,
+                    ..
+                } => Some((*conn_id, *key, *mid_stream)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn gaps(out: &[FlowEvent]) -> Vec<(Direction, u64)> {
+        out.iter()
+            .filter_map(|event| match event {
+                FlowEvent::Gap {
+                    direction,
+                    missing_bytes,
+                    ..
+                } => Some((*direction, *missing_bytes)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn handshake_opens_flow_with_both_directions() {
+        let mut table = table();
+        let mut out = Vec::new();
+        handshake(&mut table, CLIENT, SERVER, &mut out);
+        table.push(
+            segment(
+                CLIENT,
+                SERVER,
+                CLIENT_ISN + 1,
+                SERVER_ISN + 1,
+                TcpFlags::ACK,
+                b"GET /",
+            ),
+            &mut out,
+        );
+        table.push(
+            segment(
+                SERVER,
+                CLIENT,
+                SERVER_ISN + 1,
+                CLIENT_ISN + 6,
+                TcpFlags::ACK,
+                b"HTTP/1.1",
+            ),
+            &mut out,
+        );
+
+        let key = FlowKey {
+            client: addr(CLIENT),
+            server: addr(SERVER),
+        };
+        assert_eq!(opened(&out), vec![(1, key, false)]);
+        assert_eq!(data(&out, Direction::ToServer), b"GET /");
+        assert_eq!(data(&out, Direction::ToClient), b"HTTP/1.1");
+        assert_eq!(table.key(1), Some(key));
+        assert!(gaps(&out).is_empty());
+    }
+
+    #[test]
+    fn segment_between_other_ports_is_ignored() {
+        let mut table = table();
+        let mut out = Vec::new();
+        table.push(
+            segment("127.0.0.1:1000", "127.0.0.1:2000", 1, 0, TcpFlags::SYN, b""),
+            &mut out,
+        );
+        assert!(out.is_empty());
+        assert_eq!(table.stats().ignored_segments, 1);
+    }
+
+    #[test]
+    fn both_server_ports_use_syn_destination() {
+        let mut table = FlowTable::new(limits(), vec![8069, 8072]);
+        let mut out = Vec::new();
+        table.push(
+            segment("127.0.0.1:8072", "127.0.0.1:8069", 1, 0, TcpFlags::SYN, b""),
+            &mut out,
+        );
+        assert_eq!(opened(&out)[0].1.server, addr("127.0.0.1:8069"));
+    }
+
+    #[test]
+    fn both_server_ports_without_syn_use_lower_port() {
+        let mut table = FlowTable::new(limits(), vec![8069, 8072]);
+        let mut out = Vec::new();
+        table.push(
+            segment(
+                "127.0.0.1:8069",
+                "127.0.0.1:8072",
+                1,
+                0,
+                TcpFlags::ACK,
+                b"x",
+            ),
+            &mut out,
+        );
+        let (_, key, mid_stream) = opened(&out)[0];
+        assert_eq!(key.server, addr("127.0.0.1:8069"));
+        assert!(mid_stream);
+    }
+
+    #[test]
+    fn payload_without_syn_joins_mid_stream() {
+        let mut table = table();
+        let mut out = Vec::new();
+        table.push(
+            segment(SERVER, CLIENT, 900, 300, TcpFlags::ACK, b"tail of response"),
+            &mut out,
+        );
+        table.push(
+            segment(CLIENT, SERVER, 300, 916, TcpFlags::ACK, b"POST /"),
+            &mut out,
+        );
+        assert!(opened(&out)[0].2);
+        assert_eq!(data(&out, Direction::ToClient), b"tail of response");
+        assert_eq!(data(&out, Direction::ToServer), b"POST /");
+        assert_eq!(table.stats().mid_stream_opens, 1);
+    }
+
+    #[test]
+    fn lone_ack_fin_or_rst_opens_nothing() {
+        let mut table = table();
+        let mut out = Vec::new();
+        for flags in [TcpFlags::ACK, TcpFlags::FIN | TcpFlags::ACK, TcpFlags::RST] {
+            table.push(segment(CLIENT, SERVER, 1, 1, flags, b""), &mut out);
+        }
+        assert!(out.is_empty());
+        assert_eq!(table.stats().ignored_segments, 3);
+    }
+
+    #[test]
+    fn both_fins_close_flow() {
+        let mut table = table();
+        let mut out = Vec::new();
+        handshake(&mut table, CLIENT, SERVER, &mut out);
+        let fin_ack = TcpFlags::FIN | TcpFlags::ACK;
+        table.push(
+            segment(
+                CLIENT,
+                SERVER,
+                CLIENT_ISN + 1,
+                SERVER_ISN + 1,
+                fin_ack,
+                b"bye",
+            ),
+            &mut out,
+        );
+        assert!(closes(&out).is_empty());
+        table.push(
+            segment(SERVER, CLIENT, SERVER_ISN + 1, CLIENT_ISN + 5, fin_ack, b""),
+            &mut out,
+        );
+        assert_eq!(closes(&out), vec![(1, CloseReason::Fin)]);
+        assert_eq!(data(&out, Direction::ToServer), b"bye");
+        assert_eq!(table.key(1), None);
+        assert_eq!(table.stats().flows, 0);
+    }
+
+    #[test]
+    fn rst_closes_flow_and_flushes_buffers() {
+        let mut table = table();
+        let mut out = Vec::new();
+        handshake(&mut table, CLIENT, SERVER, &mut out);
+        table.push(
+            segment(
+                CLIENT,
+                SERVER,
+                CLIENT_ISN + 4,
+                SERVER_ISN + 1,
+                TcpFlags::ACK,
+                b"late",
+            ),
+            &mut out,
+        );
+        table.push(
+            segment(SERVER, CLIENT, SERVER_ISN + 1, 0, TcpFlags::RST, b""),
+            &mut out,
+        );
+        assert_eq!(gaps(&out), vec![(Direction::ToServer, 3)]);
+        assert_eq!(data(&out, Direction::ToServer), b"late");
+        assert_eq!(closes(&out), vec![(1, CloseReason::Rst)]);
+        assert_eq!(table.stats().bytes_buffered, 0);
+    }
+
+    #[test]
+    fn retransmitted_syn_keeps_flow() {
+        let mut table = table();
+        let mut out = Vec::new();
+        handshake(&mut table, CLIENT, SERVER, &mut out);
+        table.push(
+            segment(CLIENT, SERVER, CLIENT_ISN, 0, TcpFlags::SYN, b""),
+            &mut out,
+        );
+        assert_eq!(opened(&out).len(), 1);
+        assert!(closes(&out).is_empty());
+    }
+
+    #[test]
+    fn syn_with_new_isn_replaces_flow() {
+        let mut table = table();
+        let mut out = Vec::new();
+        handshake(&mut table, CLIENT, SERVER, &mut out);
+        table.push(
+            segment(CLIENT, SERVER, 90_000, 0, TcpFlags::SYN, b""),
+            &mut out,
+        );
+        table.push(
+            segment(CLIENT, SERVER, 90_001, 0, TcpFlags::ACK, b"new"),
+            &mut out,
+        );
+        assert_eq!(closes(&out), vec![(1, CloseReason::TupleReused)]);
+        let ids: Vec<u64> = opened(&out).iter().map(|o| o.0).collect();
+        assert_eq!(ids, vec![1, 2]);
+        assert_eq!(data(&out, Direction::ToServer), b"new");
+    }
+
+    #[test]
+    fn full_table_evicts_least_recent_flow() {
+        let mut table = FlowTable::new(
+            FlowLimits {
+                max_flows: 2,
+                ..limits()
+            },
+            vec![8069],
+        );
+        let mut out = Vec::new();
+        for (port, timestamp_ns) in [(40001, 30), (40002, 10), (40003, 20)] {
+            let mut syn = segment(
+                &format!("127.0.0.1:{port}"),
+                SERVER,
+                1,
+                0,
+                TcpFlags::SYN,
+                b"",
+            );
+            syn.timestamp_ns = timestamp_ns;
+            table.push(syn, &mut out);
+        }
+        assert_eq!(closes(&out), vec![(2, CloseReason::Evicted)]);
+        assert_eq!(table.stats().flows, 2);
+        assert_eq!(table.stats().evictions, 1);
+    }
+
+    #[test]
+    fn idle_flow_expires() {
+        let mut table = table();
+        let mut out = Vec::new();
+        handshake(&mut table, CLIENT, SERVER, &mut out);
+        table.expire(10 + 999, &mut out);
+        assert!(closes(&out).is_empty());
+        table.expire(10 + 1_000, &mut out);
+        assert_eq!(closes(&out), vec![(1, CloseReason::IdleTimeout)]);
+        assert_eq!(table.stats().idle_timeouts, 1);
+    }
+
+    #[test]
+    fn server_ack_beyond_hole_declares_request_gap() {
+        let mut table = table();
+        let mut out = Vec::new();
+        handshake(&mut table, CLIENT, SERVER, &mut out);
+        table.push(
+            segment(
+                CLIENT,
+                SERVER,
+                CLIENT_ISN + 1,
+                SERVER_ISN + 1,
+                TcpFlags::ACK,
+                b"ab",
+            ),
+            &mut out,
+        );
+        table.push(
+            segment(
+                SERVER,
+                CLIENT,
+                SERVER_ISN + 1,
+                CLIENT_ISN + 11,
+                TcpFlags::ACK,
+                b"",
+            ),
+            &mut out,
+        );
+        assert_eq!(gaps(&out), vec![(Direction::ToServer, 8)]);
+        assert_eq!(table.stats().gaps, 1);
+        assert_eq!(table.stats().gap_bytes, 8);
+    }
+
+    #[test]
+    fn total_bound_skips_largest_buffer_first() {
+        let bounded = FlowLimits {
+            max_buffered_bytes_total: 10,
+            ..limits()
+        };
+        let mut table = FlowTable::new(bounded, vec![8069]);
+        let mut out = Vec::new();
+        let other = "127.0.0.1:40001";
+        handshake(&mut table, CLIENT, SERVER, &mut out);
+        handshake(&mut table, other, SERVER, &mut out);
+        table.push(
+            segment(CLIENT, SERVER, CLIENT_ISN + 2, 0, 0, b"1234"),
+            &mut out,
+        );
+        table.push(
+            segment(other, SERVER, CLIENT_ISN + 3, 0, 0, b"abcdefg"),
+            &mut out,
+        );
+
+        let gap_events: Vec<(u64, u64)> = out
+            .iter()
+            .filter_map(|event| match event {
+                FlowEvent::Gap {
+                    conn_id,
+                    missing_bytes,
+                    ..
+                } => Some((*conn_id, *missing_bytes)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(gap_events, vec![(2, 2)]);
+        assert_eq!(table.stats().bytes_buffered, 4);
+    }
+}

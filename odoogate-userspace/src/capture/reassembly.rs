@@ -1,1 +1,769 @@
-//! (being written)
+//! Reassembly of one direction of a TCP connection into ordered bytes.
+//!
+//! The capture sees segments roughly, but not exactly, in wire order; the
+//! loopback interface shows retransmissions; and a record lost in the
+//! kernel ring buffer is never sent again, because the packet itself did
+//! reach the application. The [`Reassembler`] therefore delivers the
+//! contiguous bytes it has, buffers out-of-order segments up to a bound, and
+//! declares a gap whenever the missing bytes can no longer arrive.
+//!
+//! Sequence numbers are 32-bit and wrap. Every segment is placed on a 64-bit
+//! stream offset (bytes since the stream start) by serial-number arithmetic
+//! (RFC 1982) relative to the next expected byte, so comparisons stay correct
+//! across the wrap as long as data lies within 2^31 of that byte.
+
+use bytes::Bytes;
+use std::collections::BTreeMap;
+
+/// Maximum distance (bytes) ahead of the next expected byte at which a
+/// segment or an acknowledgement is believed. It is the largest TCP window
+/// (65535 << 14, RFC 7323 §2.3), rounded up; anything further is taken as a
+/// stray packet instead of a reason to declare a gigabyte gap.
+const MAX_WINDOW: u64 = 1 << 30;
+
+/// Maximum number of buffered pieces per direction. It bounds the map's
+/// per-entry overhead, which the byte bound alone does not when many tiny
+/// segments arrive out of order.
+pub const MAX_PIECES: usize = 1024;
+
+/// An item handed on by the reassembler, in stream order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Contiguous bytes, with the capture timestamp of the segment that
+    /// carried them.
+    Data { bytes: Bytes, timestamp_ns: u64 },
+    /// Bytes that will never be seen: the stream continues after them.
+    Gap { missing_bytes: u64 },
+}
+
+/// Counters of one direction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReassemblyStats {
+    pub delivered_bytes: u64,
+    /// Bytes dropped because an earlier copy of them had been seen.
+    pub duplicate_bytes: u64,
+    pub gaps: u64,
+    pub gap_bytes: u64,
+    /// Segments and acknowledgements ignored because they lay more than
+    /// the maximum TCP window away from the next expected byte.
+    pub out_of_window: u64,
+}
+
+/// A buffered range of the stream.
+#[derive(Clone, Debug)]
+enum Piece {
+    Data {
+        bytes: Bytes,
+        timestamp_ns: u64,
+    },
+    /// Bytes that were on the wire but not captured (a truncated copy).
+    Lost {
+        len: u64,
+    },
+}
+
+impl Piece {
+    fn len(&self) -> u64 {
+        match self {
+            Piece::Data { bytes, .. } => bytes.len() as u64,
+            Piece::Lost { len } => *len,
+        }
+    }
+
+    fn buffered_bytes(&self) -> usize {
+        match self {
+            Piece::Data { bytes, .. } => bytes.len(),
+            Piece::Lost { .. } => 0,
+        }
+    }
+
+    /// Returns the part of this piece from `from` to `to` (offsets inside
+    /// the piece).
+    fn slice(&self, from: u64, to: u64) -> Piece {
+        match self {
+            Piece::Data {
+                bytes,
+                timestamp_ns,
+            } => {
+                let part = bytes.slice(from as usize..to as usize);
+                // A small slice of a large capture buffer would keep the whole
+                // buffer alive. Copying it keeps real memory within twice the
+                // bytes counted against the bound.
+                let bytes = if part.len() * 2 < bytes.len() {
+                    Bytes::copy_from_slice(&part)
+                } else {
+                    part
+                };
+                Piece::Data {
+                    bytes,
+                    timestamp_ns: *timestamp_ns,
+                }
+            }
+            Piece::Lost { .. } => Piece::Lost { len: to - from },
+        }
+    }
+
+    fn into_delivery(self) -> Delivery {
+        match self {
+            Piece::Data {
+                bytes,
+                timestamp_ns,
+            } => Delivery::Data {
+                bytes,
+                timestamp_ns,
+            },
+            Piece::Lost { len } => Delivery::Gap { missing_bytes: len },
+        }
+    }
+}
+
+/// Reassembles one direction of a TCP connection.
+///
+/// Overlapping data follows a first-copy-wins rule: once bytes at an offset
+/// have been buffered or delivered, a later segment covering the same
+/// offset contributes only the bytes not yet seen, even if its content
+/// differs. The same holds for bytes a truncated capture lost: a later
+/// retransmission does not fill them in.
+#[derive(Debug)]
+pub struct Reassembler {
+    max_buffered_bytes: usize,
+    /// Sequence number of stream offset 0, once the stream has started.
+    origin: Option<u32>,
+    mid_stream: bool,
+    /// Stream offset of the next byte to deliver.
+    next: u64,
+    /// Out-of-order pieces by stream offset; none overlap, all start after
+    /// `next`.
+    pieces: BTreeMap<u64, Piece>,
+    buffered_bytes: usize,
+    /// Stream offset of the FIN, which is the end of the data.
+    fin: Option<u64>,
+    stats: ReassemblyStats,
+}
+
+// === impl Reassembler ===
+
+impl Reassembler {
+    /// Creates a reassembler that has not seen its stream start yet and
+    /// buffers at most `max_buffered_bytes` out-of-order bytes.
+    pub fn new(max_buffered_bytes: usize) -> Self {
+        Self {
+            max_buffered_bytes,
+            origin: None,
+            mid_stream: false,
+            next: 0,
+            pieces: BTreeMap::new(),
+            buffered_bytes: 0,
+            fin: None,
+            stats: ReassemblyStats::default(),
+        }
+    }
+
+    /// Starts the stream right after a SYN with sequence number `isn`.
+    /// Does nothing once the stream has started.
+    pub fn start_after_syn(&mut self, isn: u32) {
+        self.start_at(isn.wrapping_add(1), false);
+    }
+
+    /// Starts the stream at sequence number `seq`, known to be the first
+    /// data byte (for instance the acknowledgement in a SYN-ACK). Does
+    /// nothing once the stream has started.
+    pub fn start_at(&mut self, seq: u32, mid_stream: bool) {
+        if self.origin.is_none() {
+            self.origin = Some(seq);
+            self.mid_stream = mid_stream;
+        }
+    }
+
+    pub fn is_started(&self) -> bool {
+        self.origin.is_some()
+    }
+
+    /// Returns whether the stream started at an arbitrary segment instead
+    /// of its SYN, so its first bytes may sit inside a message.
+    pub fn is_mid_stream(&self) -> bool {
+        self.mid_stream
+    }
+
+    /// Returns whether the FIN was seen and every byte before it delivered
+    /// or declared lost.
+    pub fn is_finished(&self) -> bool {
+        self.fin.is_some_and(|fin| self.next >= fin)
+    }
+
+    /// Bytes held in out-of-order pieces.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered_bytes
+    }
+
+    pub fn stats(&self) -> ReassemblyStats {
+        self.stats
+    }
+
+    /// Adds a segment whose first payload byte has sequence number `seq`.
+    /// `wire_len` is the payload length on the wire; when the capture kept
+    /// fewer bytes, the captured ones are delivered and the rest becomes a
+    /// gap. A stream that has not started yet starts here, mid-stream.
+    pub fn push(
+        &mut self,
+        seq: u32,
+        payload: Bytes,
+        wire_len: u32,
+        timestamp_ns: u64,
+        out: &mut Vec<Delivery>,
+    ) {
+        self.start_at(seq, true);
+        let Some(start) = self.offset_in_window(seq) else {
+            return;
+        };
+
+        let wire_len = u64::from(wire_len);
+        let captured = (payload.len() as u64).min(wire_len);
+        let payload = payload.slice(..captured as usize);
+        if captured > 0 {
+            self.insert(
+                start,
+                Piece::Data {
+                    bytes: payload,
+                    timestamp_ns,
+                },
+            );
+        }
+        if wire_len > captured {
+            self.insert(
+                start + captured,
+                Piece::Lost {
+                    len: wire_len - captured,
+                },
+            );
+        }
+
+        self.deliver_ready(out);
+        self.enforce_bounds(out);
+    }
+
+    /// Records the peer's acknowledgement `ack`: the peer has received every
+    /// byte before it, so a hole before it will never be filled and becomes
+    /// a gap.
+    pub fn ack(&mut self, ack: u32, out: &mut Vec<Delivery>) {
+        if self.origin.is_none() {
+            return;
+        }
+        let Some(mut acked) = self.offset_in_window(ack) else {
+            return;
+        };
+        if let Some(fin) = self.fin {
+            // The FIN takes one sequence number that carries no data.
+            acked = acked.min(fin);
+        }
+        self.declare_lost_until(acked, out);
+    }
+
+    /// Records a FIN with sequence number `seq`. Data after it is dropped,
+    /// and a hole before it becomes a gap, since the sender has nothing
+    /// more to send.
+    pub fn fin(&mut self, seq: u32, out: &mut Vec<Delivery>) {
+        self.start_at(seq, true);
+        if self.fin.is_some() {
+            return;
+        }
+        let Some(end) = self.offset_in_window(seq) else {
+            return;
+        };
+        let end = end.max(self.next);
+        self.fin = Some(end);
+        self.drop_after(end);
+        self.declare_lost_until(end, out);
+    }
+
+    /// Delivers everything buffered, declaring each hole a gap. Used when
+    /// the connection is reset, expires or is evicted.
+    pub fn flush(&mut self, out: &mut Vec<Delivery>) {
+        while self.skip_hole(out) {}
+    }
+
+    /// Declares the hole before the first buffered piece a gap and delivers
+    /// what then became contiguous. Returns false when nothing is buffered.
+    pub fn skip_hole(&mut self, out: &mut Vec<Delivery>) -> bool {
+        let Some(&first) = self.pieces.keys().next() else {
+            return false;
+        };
+        self.declare_gap(first.saturating_sub(self.next), out);
+        self.deliver_ready(out);
+        true
+    }
+
+    /// Converts `seq` to a stream offset, or returns `None` (and counts it)
+    /// when it lies too far ahead to be believed. Offsets before the stream
+    /// start map to 0, whose bytes the caller then trims as already seen.
+    fn offset_in_window(&mut self, seq: u32) -> Option<u64> {
+        let origin = self.origin?;
+        let next_seq = origin.wrapping_add(self.next as u32);
+        let delta = i64::from(seq.wrapping_sub(next_seq) as i32);
+        if delta > MAX_WINDOW as i64 {
+            self.stats.out_of_window += 1;
+            return None;
+        }
+        Some(self.next.saturating_add_signed(delta))
+    }
+
+    /// Inserts `piece` at stream offset `start`, keeping only the parts no
+    /// earlier copy covered.
+    fn insert(&mut self, start: u64, piece: Piece) {
+        let end = start + piece.len();
+        let limit = self.fin.map_or(end, |fin| end.min(fin));
+        let mut cursor = start.max(self.next);
+        let mut fresh = Vec::new();
+
+        if let Some((&key, before)) = self.pieces.range(..cursor).next_back() {
+            cursor = cursor.max(key + before.len());
+        }
+        if cursor < limit {
+            for (&key, existing) in self.pieces.range(cursor..limit) {
+                if key > cursor {
+                    fresh.push((cursor, key));
+                }
+                cursor = cursor.max(key + existing.len());
+            }
+        }
+        if cursor < limit {
+            fresh.push((cursor, limit));
+        }
+
+        let mut inserted = 0;
+        for (from, to) in fresh {
+            let part = piece.slice(from - start, to - start);
+            self.buffered_bytes += part.buffered_bytes();
+            inserted += to - from;
+            self.pieces.insert(from, part);
+        }
+        if let Piece::Data { .. } = piece {
+            self.stats.duplicate_bytes += (limit.max(start) - start).saturating_sub(inserted);
+        }
+    }
+
+    /// Delivers the pieces that start at the next expected byte.
+    fn deliver_ready(&mut self, out: &mut Vec<Delivery>) {
+        while let Some(entry) = self.pieces.first_entry() {
+            if *entry.key() != self.next {
+                break;
+            }
+            let piece = entry.remove();
+            self.buffered_bytes -= piece.buffered_bytes();
+            self.next += piece.len();
+            match piece.into_delivery() {
+                Delivery::Data {
+                    bytes,
+                    timestamp_ns,
+                } => {
+                    self.stats.delivered_bytes += bytes.len() as u64;
+                    out.push(Delivery::Data {
+                        bytes,
+                        timestamp_ns,
+                    });
+                }
+                Delivery::Gap { missing_bytes } => self.record_gap(missing_bytes, out),
+            }
+        }
+    }
+
+    /// Declares every byte before stream offset `end` that is not buffered
+    /// lost, delivering the buffered pieces in between.
+    fn declare_lost_until(&mut self, end: u64, out: &mut Vec<Delivery>) {
+        self.deliver_ready(out);
+        while self.next < end {
+            let hole_end = self
+                .pieces
+                .keys()
+                .next()
+                .map_or(end, |&first| first.min(end));
+            self.declare_gap(hole_end - self.next, out);
+            self.deliver_ready(out);
+        }
+    }
+
+    fn declare_gap(&mut self, missing_bytes: u64, out: &mut Vec<Delivery>) {
+        self.next += missing_bytes;
+        self.record_gap(missing_bytes, out);
+    }
+
+    /// Emits a gap, merging it with a gap emitted just before.
+    fn record_gap(&mut self, missing_bytes: u64, out: &mut Vec<Delivery>) {
+        if missing_bytes == 0 {
+            return;
+        }
+        self.stats.gap_bytes += missing_bytes;
+        if let Some(Delivery::Gap {
+            missing_bytes: previous,
+        }) = out.last_mut()
+        {
+            *previous += missing_bytes;
+            return;
+        }
+        self.stats.gaps += 1;
+        out.push(Delivery::Gap { missing_bytes });
+    }
+
+    /// Drops buffered data at or after stream offset `end`.
+    fn drop_after(&mut self, end: u64) {
+        let beyond = self.pieces.split_off(&end);
+        self.buffered_bytes -= beyond.values().map(Piece::buffered_bytes).sum::<usize>();
+        if let Some((&key, last)) = self.pieces.last_key_value()
+            && key + last.len() > end
+        {
+            let kept = last.slice(0, end - key);
+            self.buffered_bytes -= last.buffered_bytes() - kept.buffered_bytes();
+            self.pieces.insert(key, kept);
+        }
+    }
+
+    /// Gives up on holes, oldest first, while the buffer exceeds its bounds.
+    fn enforce_bounds(&mut self, out: &mut Vec<Delivery>) {
+        while self.buffered_bytes > self.max_buffered_bytes || self.pieces.len() > MAX_PIECES {
+            if !self.skip_hole(out) {
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const ISN: u32 = 1000;
+
+    fn started(max_buffered_bytes: usize) -> Reassembler {
+        let mut stream = Reassembler::new(max_buffered_bytes);
+        stream.start_after_syn(ISN);
+        stream
+    }
+
+    /// Sequence number of stream offset `offset` after a SYN with `isn`.
+    fn seq(isn: u32, offset: usize) -> u32 {
+        isn.wrapping_add(1).wrapping_add(offset as u32)
+    }
+
+    fn push(stream: &mut Reassembler, offset: usize, data: &[u8], out: &mut Vec<Delivery>) {
+        let len = data.len() as u32;
+        stream.push(seq(ISN, offset), Bytes::copy_from_slice(data), len, 0, out);
+    }
+
+    fn data_of(out: &[Delivery]) -> Vec<u8> {
+        out.iter()
+            .flat_map(|d| match d {
+                Delivery::Data { bytes, .. } => bytes.to_vec(),
+                Delivery::Gap { .. } => Vec::new(),
+            })
+            .collect()
+    }
+
+    fn gaps_of(out: &[Delivery]) -> Vec<u64> {
+        out.iter()
+            .filter_map(|d| match d {
+                Delivery::Gap { missing_bytes } => Some(*missing_bytes),
+                Delivery::Data { .. } => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn in_order_segments_are_delivered_at_once() {
+        let mut stream = started(1024);
+        let mut out = Vec::new();
+        push(&mut stream, 0, b"GET / ", &mut out);
+        push(&mut stream, 6, b"HTTP/1.1", &mut out);
+        assert_eq!(data_of(&out), b"GET / HTTP/1.1");
+        assert_eq!(stream.buffered_bytes(), 0);
+        assert!(!stream.is_mid_stream());
+    }
+
+    #[test]
+    fn out_of_order_segment_waits_for_hole() {
+        let mut stream = started(1024);
+        let mut out = Vec::new();
+        push(&mut stream, 3, b"def", &mut out);
+        assert!(out.is_empty());
+        assert_eq!(stream.buffered_bytes(), 3);
+        push(&mut stream, 0, b"abc", &mut out);
+        assert_eq!(data_of(&out), b"abcdef");
+        assert_eq!(stream.buffered_bytes(), 0);
+    }
+
+    #[test]
+    fn retransmission_is_trimmed() {
+        let mut stream = started(1024);
+        let mut out = Vec::new();
+        push(&mut stream, 0, b"abcdef", &mut out);
+        push(&mut stream, 2, b"cdefgh", &mut out);
+        assert_eq!(data_of(&out), b"abcdefgh");
+        assert_eq!(stream.stats().duplicate_bytes, 4);
+    }
+
+    #[test]
+    fn overlapping_copy_loses_to_first() {
+        let mut stream = started(1024);
+        let mut out = Vec::new();
+        push(&mut stream, 2, b"CD", &mut out);
+        push(&mut stream, 0, b"abcdef", &mut out);
+        assert_eq!(data_of(&out), b"abCDef");
+    }
+
+    #[test]
+    fn sequence_number_wraps_around() {
+        let isn = u32::MAX - 2;
+        let mut stream = Reassembler::new(1024);
+        stream.start_after_syn(isn);
+        let mut out = Vec::new();
+        stream.push(seq(isn, 4), Bytes::from_static(b"efgh"), 4, 0, &mut out);
+        stream.push(seq(isn, 0), Bytes::from_static(b"abcd"), 4, 0, &mut out);
+        assert_eq!(seq(isn, 4), 2);
+        assert_eq!(data_of(&out), b"abcdefgh");
+    }
+
+    #[test]
+    fn ack_beyond_hole_declares_gap() {
+        let mut stream = started(1024);
+        let mut out = Vec::new();
+        push(&mut stream, 0, b"ab", &mut out);
+        push(&mut stream, 5, b"fg", &mut out);
+        stream.ack(seq(ISN, 7), &mut out);
+        assert_eq!(gaps_of(&out), vec![3]);
+        assert_eq!(data_of(&out), b"abfg");
+    }
+
+    #[test]
+    fn ack_beyond_all_data_declares_trailing_gap() {
+        let mut stream = started(1024);
+        let mut out = Vec::new();
+        push(&mut stream, 0, b"ab", &mut out);
+        stream.ack(seq(ISN, 10), &mut out);
+        assert_eq!(gaps_of(&out), vec![8]);
+        push(&mut stream, 2, b"late", &mut out);
+        assert_eq!(data_of(&out), b"ab");
+    }
+
+    #[test]
+    fn old_ack_changes_nothing() {
+        let mut stream = started(1024);
+        let mut out = Vec::new();
+        push(&mut stream, 0, b"abcd", &mut out);
+        stream.ack(seq(ISN, 2), &mut out);
+        stream.ack(ISN, &mut out);
+        assert!(gaps_of(&out).is_empty());
+    }
+
+    #[test]
+    fn ack_of_fin_is_not_a_gap() {
+        let mut stream = started(1024);
+        let mut out = Vec::new();
+        push(&mut stream, 0, b"abcd", &mut out);
+        stream.fin(seq(ISN, 4), &mut out);
+        stream.ack(seq(ISN, 5), &mut out);
+        assert!(gaps_of(&out).is_empty());
+        assert!(stream.is_finished());
+    }
+
+    #[test]
+    fn buffer_bound_declares_gap() {
+        let mut stream = started(4);
+        let mut out = Vec::new();
+        push(&mut stream, 10, b"abc", &mut out);
+        assert!(out.is_empty());
+        push(&mut stream, 13, b"de", &mut out);
+        assert_eq!(gaps_of(&out), vec![10]);
+        assert_eq!(data_of(&out), b"abcde");
+        assert_eq!(stream.buffered_bytes(), 0);
+    }
+
+    #[test]
+    fn piece_count_bound_declares_gap() {
+        let mut stream = started(usize::MAX);
+        let mut out = Vec::new();
+        for i in 0..=MAX_PIECES {
+            push(&mut stream, 1 + 2 * i, b"x", &mut out);
+        }
+        assert_eq!(gaps_of(&out).first(), Some(&1));
+        assert!(stream.pieces.len() <= MAX_PIECES);
+    }
+
+    #[test]
+    fn fin_with_hole_declares_gap() {
+        let mut stream = started(1024);
+        let mut out = Vec::new();
+        push(&mut stream, 0, b"ab", &mut out);
+        push(&mut stream, 4, b"ef", &mut out);
+        stream.fin(seq(ISN, 8), &mut out);
+        assert_eq!(gaps_of(&out), vec![2, 2]);
+        assert_eq!(data_of(&out), b"abef");
+        assert!(stream.is_finished());
+    }
+
+    #[test]
+    fn data_after_fin_is_dropped() {
+        let mut stream = started(1024);
+        let mut out = Vec::new();
+        push(&mut stream, 2, b"cdefgh", &mut out);
+        stream.fin(seq(ISN, 5), &mut out);
+        push(&mut stream, 5, b"FGH", &mut out);
+        assert_eq!(gaps_of(&out), vec![2]);
+        assert_eq!(data_of(&out), b"cde");
+        assert_eq!(stream.buffered_bytes(), 0);
+        assert!(stream.is_finished());
+    }
+
+    #[test]
+    fn flush_declares_every_hole() {
+        let mut stream = started(1024);
+        let mut out = Vec::new();
+        push(&mut stream, 2, b"cd", &mut out);
+        push(&mut stream, 6, b"gh", &mut out);
+        stream.flush(&mut out);
+        assert_eq!(gaps_of(&out), vec![2, 2]);
+        assert_eq!(data_of(&out), b"cdgh");
+        assert_eq!(stream.buffered_bytes(), 0);
+    }
+
+    #[test]
+    fn truncated_segment_delivers_capture_then_gap() {
+        let mut stream = started(1024);
+        let mut out = Vec::new();
+        stream.push(seq(ISN, 0), Bytes::from_static(b"abc"), 10, 0, &mut out);
+        push(&mut stream, 10, b"k", &mut out);
+        assert_eq!(out.len(), 3);
+        assert_eq!(gaps_of(&out), vec![7]);
+        assert_eq!(data_of(&out), b"abck");
+    }
+
+    #[test]
+    fn mid_stream_start_is_flagged() {
+        let mut stream = Reassembler::new(1024);
+        let mut out = Vec::new();
+        stream.push(77, Bytes::from_static(b"xyz"), 3, 5, &mut out);
+        assert!(stream.is_mid_stream());
+        assert_eq!(
+            out,
+            vec![Delivery::Data {
+                bytes: Bytes::from_static(b"xyz"),
+                timestamp_ns: 5
+            }]
+        );
+    }
+
+    #[test]
+    fn segment_beyond_window_is_ignored() {
+        let mut stream = started(usize::MAX);
+        let mut out = Vec::new();
+        push(&mut stream, (MAX_WINDOW + 1) as usize, b"far", &mut out);
+        stream.ack(seq(ISN, (MAX_WINDOW + 1) as usize), &mut out);
+        assert!(out.is_empty());
+        assert_eq!(stream.buffered_bytes(), 0);
+        assert_eq!(stream.stats().out_of_window, 2);
+    }
+
+    #[test]
+    fn delivery_keeps_segment_timestamp() {
+        let mut stream = started(1024);
+        let mut out = Vec::new();
+        stream.push(seq(ISN, 1), Bytes::from_static(b"b"), 1, 20, &mut out);
+        stream.push(seq(ISN, 0), Bytes::from_static(b"a"), 1, 30, &mut out);
+        let stamps: Vec<u64> = out
+            .iter()
+            .map(|d| match d {
+                Delivery::Data { timestamp_ns, .. } => *timestamp_ns,
+                Delivery::Gap { .. } => 0,
+            })
+            .collect();
+        assert_eq!(stamps, vec![30, 20]);
+    }
+
+    /// Splits `len` bytes into consecutive `(offset, len)` ranges at `cuts`.
+    fn ranges(len: usize, cuts: &[usize]) -> Vec<(usize, usize)> {
+        let mut points: Vec<usize> = cuts.iter().map(|c| c % len.max(1)).collect();
+        points.extend([0, len]);
+        points.sort_unstable();
+        points.dedup();
+        points.windows(2).map(|w| (w[0], w[1] - w[0])).collect()
+    }
+
+    /// Reorders `items` by the sort keys in `keys` (a random permutation).
+    fn shuffled<T: Clone>(items: &[T], keys: &[u32]) -> Vec<T> {
+        let mut keyed: Vec<(u32, usize)> = (0..items.len())
+            .map(|i| (keys.get(i).copied().unwrap_or(0), i))
+            .collect();
+        keyed.sort_unstable();
+        keyed.into_iter().map(|(_, i)| items[i].clone()).collect()
+    }
+
+    fn push_range(
+        stream: &mut Reassembler,
+        isn: u32,
+        data: &[u8],
+        (offset, len): (usize, usize),
+        out: &mut Vec<Delivery>,
+    ) {
+        let bytes = Bytes::copy_from_slice(&data[offset..offset + len]);
+        stream.push(seq(isn, offset), bytes, len as u32, 0, out);
+    }
+
+    proptest! {
+        #[test]
+        fn reordered_duplicated_overlapping_segments_deliver_same_bytes(
+            data in proptest::collection::vec(any::<u8>(), 1..3000),
+            isn in prop_oneof![any::<u32>(), (0u32..4000).prop_map(|d| u32::MAX - d)],
+            cuts in proptest::collection::vec(any::<usize>(), 0..40),
+            extra in proptest::collection::vec((any::<usize>(), 1usize..500), 0..20),
+            keys in proptest::collection::vec(any::<u32>(), 60),
+        ) {
+            let mut segments = ranges(data.len(), &cuts);
+            for (start, len) in extra {
+                let start = start % data.len();
+                segments.push((start, len.min(data.len() - start)));
+            }
+            let mut stream = Reassembler::new(usize::MAX);
+            stream.start_after_syn(isn);
+            let mut out = Vec::new();
+            for range in shuffled(&segments, &keys) {
+                push_range(&mut stream, isn, &data, range, &mut out);
+            }
+            prop_assert_eq!(gaps_of(&out), Vec::<u64>::new());
+            prop_assert_eq!(data_of(&out), data);
+            prop_assert_eq!(stream.buffered_bytes(), 0);
+        }
+
+        #[test]
+        fn dropped_segments_become_gaps_of_their_size(
+            data in proptest::collection::vec(any::<u8>(), 1..3000),
+            isn in prop_oneof![any::<u32>(), (0u32..4000).prop_map(|d| u32::MAX - d)],
+            cuts in proptest::collection::vec(any::<usize>(), 1..40),
+            dropped in proptest::collection::vec(any::<bool>(), 41),
+            keys in proptest::collection::vec(any::<u32>(), 41),
+            max_buffered in prop_oneof![Just(usize::MAX), 1usize..2000],
+        ) {
+            let segments = ranges(data.len(), &cuts);
+            let mut kept = Vec::new();
+            let mut expected = Vec::new();
+            let mut dropped_bytes = 0;
+            for (i, &range) in segments.iter().enumerate() {
+                if dropped[i] {
+                    dropped_bytes += range.1 as u64;
+                } else {
+                    kept.push(range);
+                    expected.extend_from_slice(&data[range.0..range.0 + range.1]);
+                }
+            }
+            let mut stream = Reassembler::new(max_buffered);
+            stream.start_after_syn(isn);
+            let mut out = Vec::new();
+            let kept = if max_buffered == usize::MAX { shuffled(&kept, &keys) } else { kept };
+            for range in kept {
+                push_range(&mut stream, isn, &data, range, &mut out);
+            }
+            stream.fin(seq(isn, data.len()), &mut out);
+            prop_assert_eq!(gaps_of(&out).iter().sum::<u64>(), dropped_bytes);
+            prop_assert_eq!(data_of(&out), expected);
+            prop_assert!(stream.is_finished());
+        }
+    }
+}

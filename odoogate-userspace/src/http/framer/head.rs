@@ -1,0 +1,240 @@
+//! A lenient parser for HTTP/1.x message heads (start line and header
+//! fields) that reads them the way Odoo's server does.
+//!
+//! Odoo runs werkzeug's development server on Python's `http.server`, which
+//! reads the head line by line up to LF, ends it at an empty line, joins
+//! obs-fold continuation lines and drops header names containing `_`.
+//! `httparse` rejects obs-fold in requests and keeps `_` names, so it would
+//! see a different set of headers; this parser follows werkzeug instead and
+//! records each such divergence as a [`FramingAnomaly`]. It stays strict
+//! where werkzeug's reading is too irregular to follow: a start line that is
+//! not exactly `METHOD SP target SP HTTP/1.x` or `HTTP/1.x SP 3DIGIT`, and a
+//! header line without a valid field name, are rejected.
+
+use crate::http::{FramingAnomaly, Headers, HttpVersion};
+use bytes::Bytes;
+
+/// Which side of the connection sent the message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Role {
+    Request,
+    Response,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum StartLine {
+    Request { method: String, target: String },
+    Response { status: u16, reason: String },
+}
+
+/// A parsed message head.
+#[derive(Clone, Debug)]
+pub(super) struct Head {
+    pub start: StartLine,
+    pub version: HttpVersion,
+    pub headers: Headers,
+    pub anomalies: Vec<FramingAnomaly>,
+}
+
+/// Why a head could not be parsed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub(super) enum HeadError {
+    #[error("invalid request line")]
+    InvalidRequestLine,
+    #[error("invalid status line")]
+    InvalidStatusLine,
+    #[error("unsupported HTTP version")]
+    UnsupportedVersion,
+    #[error("invalid header field name")]
+    InvalidFieldName,
+    #[error("continuation line without a header field")]
+    FoldWithoutField,
+}
+
+impl HeadError {
+    /// Returns the bounded reason reported in [`super::FramerEvent::Malformed`].
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::InvalidRequestLine => "invalid request line",
+            Self::InvalidStatusLine => "invalid status line",
+            Self::UnsupportedVersion => "unsupported HTTP version",
+            Self::InvalidFieldName => "invalid header field name",
+            Self::FoldWithoutField => "continuation line without a header field",
+        }
+    }
+}
+
+/// Looks for the end of a head in `buf`, starting at `line_start`, the
+/// start of a line not yet examined. Returns `Ok(end)`, the index after the
+/// LF of the empty line that ends the head, or `Err(line_start)` of the
+/// incomplete last line, to resume from when more bytes arrive. Like
+/// Python's `http.client.parse_headers`, a line of only LF or CR LF ends the
+/// head.
+pub(super) fn find_head_end(buf: &[u8], mut line_start: usize) -> Result<usize, usize> {
+    while let Some(lf) = buf[line_start..].iter().position(|&b| b == b'\n') {
+        let line = &buf[line_start..line_start + lf];
+        let end = line_start + lf + 1;
+        if line_start > 0 && (line.is_empty() || line == b"\r") {
+            return Ok(end);
+        }
+        line_start = end;
+    }
+    Err(line_start)
+}
+
+/// Parses a complete head (as found by [`find_head_end`]) sent by `role`.
+pub(super) fn parse_head(head: &[u8], role: Role) -> Result<Head, HeadError> {
+    let mut anomalies = Vec::new();
+    let mut lines = split_lines(head, &mut anomalies);
+    let first = lines.next().unwrap_or_default();
+    let (start, version) = match role {
+        Role::Request => parse_request_line(first)?,
+        Role::Response => parse_status_line(first)?,
+    };
+    let headers = parse_fields(lines, role, &mut anomalies)?;
+    Ok(Head {
+        start,
+        version,
+        headers,
+        anomalies,
+    })
+}
+
+/// Splits a head into its lines without their line ends, leaving out the
+/// empty last line, and flags LF line ends without CR.
+fn split_lines<'a>(
+    head: &'a [u8],
+    anomalies: &mut Vec<FramingAnomaly>,
+) -> impl Iterator<Item = &'a [u8]> + use<'a> {
+    let bare_lf = head
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r'));
+    if bare_lf {
+        push_once(anomalies, FramingAnomaly::BareLf);
+    }
+    let body = head.strip_suffix(b"\n").unwrap_or(head);
+    let body = body.strip_suffix(b"\r").unwrap_or(body);
+    let body = body.strip_suffix(b"\n").unwrap_or(body);
+    body.split(|&b| b == b'\n')
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+}
+
+/// Parses `method SP request-target SP HTTP-version` (RFC 9112 §3).
+fn parse_request_line(line: &[u8]) -> Result<(StartLine, HttpVersion), HeadError> {
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(HeadError::InvalidRequestLine);
+    };
+    if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) {
+        return Err(HeadError::InvalidRequestLine);
+    }
+    if target.is_empty() || !target.iter().all(|&b| b > b' ' && b != 0x7f) {
+        return Err(HeadError::InvalidRequestLine);
+    }
+    let version = parse_version(version).ok_or(HeadError::UnsupportedVersion)?;
+    let start = StartLine::Request {
+        method: String::from_utf8_lossy(method).into_owned(),
+        target: String::from_utf8_lossy(target).into_owned(),
+    };
+    Ok((start, version))
+}
+
+/// Parses `HTTP-version SP 3DIGIT SP reason-phrase` (RFC 9112 §4); the
+/// reason may be missing, with or without its space.
+fn parse_status_line(line: &[u8]) -> Result<(StartLine, HttpVersion), HeadError> {
+    if line.len() < 12 || line[8] != b' ' {
+        return Err(HeadError::InvalidStatusLine);
+    }
+    if !line.starts_with(b"HTTP/") {
+        return Err(HeadError::InvalidStatusLine);
+    }
+    let version = parse_version(&line[..8]).ok_or(HeadError::UnsupportedVersion)?;
+    let digits = &line[9..12];
+    if !digits.iter().all(u8::is_ascii_digit) || line.get(12).is_some_and(|&b| b != b' ') {
+        return Err(HeadError::InvalidStatusLine);
+    }
+    let status = digits
+        .iter()
+        .fold(0u16, |n, &d| n * 10 + u16::from(d - b'0'));
+    let reason = line.get(13..).unwrap_or_default();
+    let start = StartLine::Response {
+        status,
+        reason: String::from_utf8_lossy(reason).into_owned(),
+    };
+    Ok((start, version))
+}
+
+fn parse_version(text: &[u8]) -> Option<HttpVersion> {
+    match text {
+        b"HTTP/1.1" => Some(HttpVersion::Http11),
+        b"HTTP/1.0" => Some(HttpVersion::Http10),
+        _ => None,
+    }
+}
+
+/// Parses the header field lines. Continuation lines (obs-fold) are joined
+/// to the previous value with one space. In requests, fields whose name
+/// contains `_` are dropped, as werkzeug drops them from the WSGI environ.
+fn parse_fields<'a>(
+    lines: impl Iterator<Item = &'a [u8]>,
+    role: Role,
+    anomalies: &mut Vec<FramingAnomaly>,
+) -> Result<Headers, HeadError> {
+    let mut fields: Vec<(String, Vec<u8>, bool)> = Vec::new();
+    for line in lines {
+        if line.first().is_some_and(|&b| b == b' ' || b == b'\t') {
+            let (_, value, _) = fields.last_mut().ok_or(HeadError::FoldWithoutField)?;
+            value.push(b' ');
+            value.extend_from_slice(trim(line));
+            push_once(anomalies, FramingAnomaly::ObsFold);
+            continue;
+        }
+        let colon = line
+            .iter()
+            .position(|&b| b == b':')
+            .ok_or(HeadError::InvalidFieldName)?;
+        let name = &line[..colon];
+        if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
+            return Err(HeadError::InvalidFieldName);
+        }
+        let dropped = role == Role::Request && name.contains(&b'_');
+        if dropped {
+            push_once(anomalies, FramingAnomaly::UnderscoreInHeaderName);
+        }
+        let name = String::from_utf8_lossy(name).into_owned();
+        fields.push((name, trim(&line[colon + 1..]).to_vec(), dropped));
+    }
+    let kept = fields.into_iter().filter(|(_, _, dropped)| !dropped);
+    Ok(Headers(
+        kept.map(|(name, value, _)| (name, Bytes::from(value)))
+            .collect(),
+    ))
+}
+
+/// Returns `value` without leading and trailing spaces and tabs.
+pub(super) fn trim(value: &[u8]) -> &[u8] {
+    let is_space = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = value
+        .iter()
+        .position(|b| !is_space(b))
+        .unwrap_or(value.len());
+    let end = value
+        .iter()
+        .rposition(|b| !is_space(b))
+        .map_or(start, |i| i + 1);
+    &value[start..end]
+}
+
+/// Returns whether `b` is a token character (RFC 9110 §5.6.2).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+pub(super) fn push_once(anomalies: &mut Vec<FramingAnomaly>, anomaly: FramingAnomaly) {
+    if !anomalies.contains(&anomaly) {
+        anomalies.push(anomaly);
+    }
+}
