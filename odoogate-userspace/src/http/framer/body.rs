@@ -83,10 +83,13 @@ fn transfer_coding(headers: &Headers, anomalies: &mut Vec<FramingAnomaly>) -> Op
 }
 
 /// Reads the last `Content-Length`, the one werkzeug uses, the way Python's
-/// `int()` reads it (surrounding whitespace, a sign and `_` between digits
-/// are accepted; a negative value counts as 0). Duplicate fields and values
-/// that are not plain decimal digits are flagged. Returns `None` when the
-/// field is absent or unreadable.
+/// `int()` reads it: surrounding whitespace, a sign and `_` between digits
+/// are accepted, and a negative value counts as 0. Duplicate fields and
+/// values that are not plain decimal digits are flagged. Returns `None` when
+/// the field is absent or unreadable.
+// NOTE: stricter werkzeug releases reject the sign and `_` forms that `int()`
+// accepts, so which length Odoo uses for them depends on its werkzeug. They
+// are flagged as InvalidContentLength either way.
 fn content_length(headers: &Headers, anomalies: &mut Vec<FramingAnomaly>) -> Option<u64> {
     let mut last = None;
     for (count, value) in headers.get_all("content-length").enumerate() {
@@ -173,7 +176,7 @@ impl BodySink {
 
 // === impl ChunkedDecoder ===
 
-/// Why a chunked body could not be decoded.
+/// An error that stops the decoding of a chunked body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub(super) enum ChunkError {
     #[error("invalid chunk size")]
@@ -325,9 +328,9 @@ impl ChunkedDecoder {
 
 /// Parses `chunk-size [ chunk-ext ]`: hex digits, then optionally `;` and
 /// extensions, with spaces or tabs allowed before the `;`.
-// NOTE: werkzeug reads the size with Python's `int(line.strip(), 16)`, which
-// also takes `0x`, `+` and `_` and rejects extensions. Those forms are
-// reported as malformed here instead of being followed.
+// NOTE: werkzeug 3 rejects chunk extensions (its `DechunkedInput` parses the
+// whole line as a hex number), so a body with extensions decodes here while
+// Odoo fails to read it.
 fn parse_chunk_size(line: &[u8]) -> Result<u64, ChunkError> {
     let size = line.split(|&b| b == b';').next().unwrap_or_default();
     let size = trim(size);

@@ -5,7 +5,7 @@
 //! reads the head line by line up to LF, ends it at an empty line, joins
 //! obs-fold continuation lines and drops header names containing `_`.
 //! `httparse` rejects obs-fold in requests and keeps `_` names, so it would
-//! see a different set of headers; this parser follows werkzeug instead and
+//! see a different set of headers. This parser follows werkzeug instead and
 //! records each such divergence as a [`FramingAnomaly`]. It stays strict
 //! where werkzeug's reading is too irregular to follow: a start line that is
 //! not exactly `METHOD SP target SP HTTP/1.x` or `HTTP/1.x SP 3DIGIT`, and a
@@ -14,7 +14,7 @@
 use crate::http::{FramingAnomaly, Headers, HttpVersion};
 use bytes::Bytes;
 
-/// Which side of the connection sent the message.
+/// The side of the connection that sent the message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Role {
     Request,
@@ -36,7 +36,7 @@ pub(super) struct Head {
     pub anomalies: Vec<FramingAnomaly>,
 }
 
-/// Why a head could not be parsed.
+/// An error that makes a head unparseable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub(super) enum HeadError {
     #[error("invalid request line")]

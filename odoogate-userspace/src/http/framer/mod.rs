@@ -152,7 +152,7 @@ impl ResponseFramer {
 
 // === impl Framer ===
 
-/// Where the framer is in the stream.
+/// The framer's position in the stream.
 #[derive(Debug)]
 enum State {
     /// Collecting a head in `head_buf`.
@@ -173,11 +173,11 @@ enum BodyReader {
     UntilClose,
 }
 
-/// Why the framer ignores the rest of the stream.
+/// The reason the framer ignores the rest of the stream.
 #[derive(Debug)]
 enum Ignore {
     Upgraded,
-    /// The last message said the connection closes after it.
+    /// The last message announced that the connection closes after it.
     AfterLastMessage {
         reported: bool,
     },

@@ -4,12 +4,12 @@
 
 use super::head::Role;
 
-/// What the scanner found in the bytes it was given.
+/// The result of scanning a piece of input.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Scan {
     /// All input was used and no start line completed.
     NeedMore,
-    /// A start line ends at input index `end` (after its LF). `line` holds
+    /// A start line ends at input index `end` (after its LF). `line` contains
     /// the whole line, including bytes from earlier input, to be parsed as
     /// the start of the next head.
     Found { end: usize, line: Vec<u8> },

@@ -469,7 +469,7 @@ fn oversized_head_is_malformed() {
 fn gap_inside_known_body_stays_in_step() {
     let mut framer = RequestFramer::new(LIMITS);
     let mut out = Vec::new();
-    // The rest of the body holds a line that looks like a request.
+    // The rest of the body contains a line that looks like a request.
     framer.push(
         b"POST /a HTTP/1.1\r\nContent-Length: 30\r\n\r\n0123",
         0,
