@@ -923,6 +923,43 @@ mod tests {
         assert_eq!(table.stats().gap_bytes, 8);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn dropped_request_segments_become_gaps(
+            payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 1..2000),
+            cuts in proptest::collection::vec(0usize..2000, 0..20),
+            dropped in proptest::collection::vec(proptest::prelude::any::<bool>(), 21),
+        ) {
+            let mut points: Vec<usize> = cuts.iter().map(|c| c % payload.len()).collect();
+            points.extend([0, payload.len()]);
+            points.sort_unstable();
+            points.dedup();
+
+            let mut table = table();
+            let mut out = Vec::new();
+            handshake(&mut table, CLIENT, SERVER, &mut out);
+            let mut expected = Vec::new();
+            let mut dropped_bytes = 0;
+            for (i, range) in points.windows(2).enumerate() {
+                let piece = &payload[range[0]..range[1]];
+                if dropped[i] {
+                    dropped_bytes += piece.len() as u64;
+                    continue;
+                }
+                expected.extend_from_slice(piece);
+                let seq = CLIENT_ISN + 1 + range[0] as u32;
+                table.push(segment(CLIENT, SERVER, seq, SERVER_ISN + 1, TcpFlags::ACK, piece), &mut out);
+            }
+            let acked = CLIENT_ISN + 1 + payload.len() as u32;
+            table.push(segment(SERVER, CLIENT, SERVER_ISN + 1, acked, TcpFlags::ACK, b""), &mut out);
+
+            let gap_total: u64 = gaps(&out).iter().map(|(_, missing)| missing).sum();
+            proptest::prop_assert_eq!(gap_total, dropped_bytes);
+            proptest::prop_assert_eq!(data(&out, Direction::ToServer), expected);
+            proptest::prop_assert_eq!(table.stats().bytes_buffered, 0);
+        }
+    }
+
     #[test]
     fn total_bound_skips_largest_buffer_first() {
         let bounded = FlowLimits {
