@@ -412,7 +412,7 @@ fn odoorpc_version_info_and_db_list() {
 
     let list = call("odoorpc", "002");
     assert_eq!(list.protocol, Protocol::JsonRpc);
-    assert_eq!(list.kind, CallKind::Database);
+    assert_eq!(list.kind, CallKind::Meta);
     assert_eq!(list.method.as_deref(), Some("list"));
     // /jsonrpc is authenticated by its password, never by the cookie.
     assert!(list.session_id.is_none());
@@ -425,7 +425,7 @@ fn odoorpc_execute_write_with_commands() {
     assert_eq!(call.service.as_deref(), Some("object"));
     assert_eq!(call.method.as_deref(), Some("write"));
     assert_eq!(call.record_ids, vec![8]);
-    assert_eq!(call.fields, vec!["category_id", "is_company", "partner_latitude", "phone"]);
+    assert_eq!(call.fields, vec!["category_id", "partner_latitude", "is_company", "phone"]);
     assert_password(&call, "PASSWORD_PLACEHOLDER");
 }
 
@@ -467,7 +467,7 @@ fn n8n_json2_and_execute() {
 
     let create = call("n8n_odoo_node", "010");
     assert_eq!(create.method.as_deref(), Some("create"));
-    assert_eq!(create.fields, vec!["comment", "email", "is_company", "name", "partner_latitude"]);
+    assert_eq!(create.fields, vec!["name", "email", "partner_latitude", "is_company", "comment"]);
 
     let login = call("n8n_odoo_node", "007");
     assert_eq!(login_uid(&login, &response("n8n_odoo_node", "007")), Some(2));
@@ -477,7 +477,7 @@ fn n8n_json2_and_execute() {
 fn json2_docstyle_write_and_private_method() {
     let write = call("json2_requests_docstyle", "004");
     assert_eq!(write.record_ids, vec![20]);
-    assert_eq!(write.fields, vec!["category_id", "is_company", "partner_latitude"]);
+    assert_eq!(write.fields, vec!["category_id", "partner_latitude", "is_company"]);
     assert_bearer(&write);
 
     let private = call("json2_requests_docstyle", "009");

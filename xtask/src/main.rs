@@ -45,7 +45,7 @@ fn main() -> Result<()> {
             setup::run(&root)?;
             build(&root)?;
             let binary = root.join("target/release/odoogate");
-            run(Command::new(binary).arg("demo"))
+            run_command(Command::new(binary).arg("demo"))
         }
         Task::Test { args } => {
             setup::run(&root)?;
@@ -57,13 +57,13 @@ fn main() -> Result<()> {
                 .args(&args)
                 .env("ODOOGATE_BIN", root.join("target/release/odoogate"))
                 .env("ODOOGATE_PYTHON", setup::venv_python(&root));
-            run(&mut command)
+            run_command(&mut command)
         }
     }
 }
 
 fn build(root: &Path) -> Result<()> {
-    run(Command::new("cargo")
+    run_command(Command::new("cargo")
         .current_dir(root)
         .args(["build", "--release", "--package", "odoogate-userspace"]))
 }
@@ -76,7 +76,7 @@ fn workspace_root() -> PathBuf {
 }
 
 /// Runs `command`, failing with its command line when it exits non-zero.
-pub(crate) fn run(command: &mut Command) -> Result<()> {
+pub(crate) fn run_command(command: &mut Command) -> Result<()> {
     let status = command
         .status()
         .with_context(|| format!("failed to start {command:?}"))?;

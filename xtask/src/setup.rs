@@ -1,6 +1,6 @@
 //! Idempotent installation of the build and test prerequisites.
 
-use crate::run;
+use crate::run_command;
 use anyhow::{Context as _, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,8 +34,8 @@ fn install_rust_src() -> Result<()> {
         return Ok(());
     }
     eprintln!("xtask: installing the nightly toolchain's rust-src component");
-    run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
-    run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+    run_command(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+    run_command(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
 }
 
 /// Installs bpf-linker linked against the nightly toolchain's own libLLVM, so
@@ -74,7 +74,7 @@ fn install_bpf_linker() -> Result<()> {
         "-L {lib} -C link-arg=-l{llvm_name} -C link-arg=-Wl,-rpath,{lib}",
         lib = nightly_lib.display()
     );
-    run(Command::new("cargo")
+    run_command(Command::new("cargo")
         .env("RUSTFLAGS", rustflags)
         .args(["install", "bpf-linker", "--force", "--locked", "--version"])
         .arg(BPF_LINKER_VERSION)
@@ -109,8 +109,8 @@ fn install_debian_packages() -> Result<()> {
         return Ok(());
     }
     eprintln!("xtask: installing Debian packages {missing:?}");
-    run(Command::new("apt-get").arg("update"))?;
-    run(Command::new("apt-get")
+    run_command(Command::new("apt-get").arg("update"))?;
+    run_command(Command::new("apt-get")
         .args(["install", "-y", "--no-install-recommends"])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))
@@ -125,7 +125,7 @@ fn install_python_clients(root: &Path) -> Result<()> {
     let python = venv_python(root);
     if !python.exists() {
         eprintln!("xtask: creating the Python test environment in tests/.venv");
-        run(Command::new("python3").args(["-m", "venv"]).arg(root.join("tests/.venv")))?;
+        run_command(Command::new("python3").args(["-m", "venv"]).arg(root.join("tests/.venv")))?;
     }
     let installed = Command::new(&python)
         .args(["-c", "import odoorpc, odoolib"])
@@ -136,7 +136,7 @@ fn install_python_clients(root: &Path) -> Result<()> {
         return Ok(());
     }
     eprintln!("xtask: installing the Odoo client libraries {PYTHON_PACKAGES:?}");
-    run(Command::new(&python)
+    run_command(Command::new(&python)
         .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
         .args(PYTHON_PACKAGES))
 }

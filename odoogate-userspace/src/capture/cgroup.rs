@@ -326,9 +326,12 @@ mod tests {
             CgroupResolver::with_min_walk_interval(tree.0.clone(), Duration::ZERO).unwrap();
         assert_eq!(resolver.path(gone_id).as_deref(), Some("gone"));
 
-        fs::remove_dir(&gone).unwrap();
+        // Create the new directory while the old one exists: a regular
+        // filesystem may hand a removed inode number to the next directory,
+        // whereas cgroup v2 ids are never reused.
         let fresh = tree.0.join("fresh");
         fs::create_dir_all(&fresh).unwrap();
+        fs::remove_dir(&gone).unwrap();
         assert_eq!(
             resolver.path(cgroup_id(&fresh).unwrap()).as_deref(),
             Some("fresh")

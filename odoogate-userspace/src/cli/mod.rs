@@ -1,7 +1,76 @@
 //! The `odoogate` command line.
 
+mod audit;
+mod check;
+mod logging;
+mod run;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// Default configuration file.
+pub const DEFAULT_CONFIG: &str = "/etc/odoogate/odoogate.toml";
+
+#[derive(Parser)]
+#[command(
+    name = "odoogate",
+    version,
+    about = "Per-integration scopes and audit records for Odoo's RPC, from the Odoo host",
+    long_about = None
+)]
+struct Cli {
+    /// Log format of the daemon's own messages on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = logging::LogFormat::Text)]
+    log_format: logging::LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Attach the capture programs and record every Odoo call (observe mode).
+    Run {
+        /// Configuration file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Validate a configuration file and print what it defines.
+    Check {
+        /// Configuration file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Print audit records from journald (or from a JSON lines file).
+    Audit(audit::AuditArgs),
+    /// Run a self-contained demonstration in private network namespaces
+    /// (needs root and python3).
+    Demo(crate::demo::DemoArgs),
+    /// Run the Odoo-like upstream server used by the demo and the tests.
+    #[command(hide = true)]
+    OdooLike {
+        /// Arguments passed to the server (see `--help` after `--`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
 pub fn main() -> ExitCode {
-    ExitCode::SUCCESS
+    let cli = Cli::parse();
+    logging::init(cli.log_format);
+    let result = match cli.command {
+        Command::Run { config } => run::run(&config),
+        Command::Check { config } => check::check(&config),
+        Command::Audit(args) => audit::audit(&args),
+        Command::Demo(args) => crate::demo::run(&args),
+        Command::OdooLike { args } => crate::upstream::run_foreground(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("odoogate: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

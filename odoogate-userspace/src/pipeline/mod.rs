@@ -1,1 +1,215 @@
-//! (being written)
+//! The observe path's pipeline: capture events in, audit records out.
+//!
+//! For each captured segment the pipeline runs the flow table and
+//! reassembly, frames HTTP in both directions, decodes each request, resolves
+//! its integration, decides on it, and writes one audit record per call once
+//! Odoo's response (or the end of the connection) is seen. It is synchronous
+//! and single-threaded: the capture reader thread feeds it through a bounded
+//! channel, so a slow pipeline makes the kernel ring buffer fill up, which
+//! the kernel counts, instead of growing memory here.
+
+mod connection;
+mod records;
+
+use crate::audit::ratelimit::ErrorRateLimiter;
+use crate::audit::{AuditEvent, AuditRecord, AuditSink};
+use crate::capture::cgroup::CgroupResolver;
+use crate::capture::flow::{FlowEvent, FlowLimits, FlowTable};
+use crate::capture::{CaptureEvent, CaptureStats, Endpoint, FlowOrigin};
+use crate::config::Config;
+use crate::identity::SessionTable;
+use connection::{Connection, Origin};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Origins older than this without a matching flow are dropped: the SYN they
+/// describe was never captured (another interface, or a refused connect).
+const ORIGIN_TTL: Duration = Duration::from_secs(60);
+
+/// Upper bound on origins waiting for their flow.
+const MAX_PENDING_ORIGINS: usize = 65_536;
+
+/// Counters of what the pipeline did, for status output and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PipelineStats {
+    pub calls: u64,
+    pub decode_errors: u64,
+    pub framing_anomalies: u64,
+    pub capture_gaps: u64,
+}
+
+pub struct Pipeline {
+    config: Arc<Config>,
+    flows: FlowTable,
+    connections: HashMap<u64, Connection>,
+    pending_origins: HashMap<(Endpoint, Endpoint), (Origin, Instant)>,
+    cgroups: Option<CgroupResolver>,
+    sessions: SessionTable,
+    sink: Box<dyn AuditSink>,
+    limiter: ErrorRateLimiter,
+    last_capture_stats: CaptureStats,
+    stats: PipelineStats,
+    flow_events: Vec<FlowEvent>,
+}
+
+impl Pipeline {
+    /// Builds a pipeline for `config` that writes to `sink`. `cgroups`
+    /// resolves the cgroup ids of flow origins; without it, origins carry
+    /// only pid and command.
+    pub fn new(config: Arc<Config>, cgroups: Option<CgroupResolver>, sink: Box<dyn AuditSink>) -> Self {
+        let capture = &config.capture;
+        let limits = FlowLimits {
+            max_flows: capture.max_flows,
+            max_buffered_bytes_per_direction: capture.max_flow_buffer_bytes,
+            max_buffered_bytes_total: capture.max_flow_buffer_bytes.saturating_mul(64),
+            idle_timeout_ns: u64::try_from(capture.idle_timeout.as_nanos()).unwrap_or(u64::MAX),
+        };
+        let flows = FlowTable::new(limits, config.odoo.ports.clone());
+        let limiter = ErrorRateLimiter::new(config.audit.error_records_per_minute);
+        Self {
+            config,
+            flows,
+            connections: HashMap::new(),
+            pending_origins: HashMap::new(),
+            cgroups,
+            sessions: SessionTable::default(),
+            sink,
+            limiter,
+            last_capture_stats: CaptureStats::default(),
+            stats: PipelineStats::default(),
+            flow_events: Vec::new(),
+        }
+    }
+
+    pub fn stats(&self) -> PipelineStats {
+        self.stats
+    }
+
+    /// Processes one capture event.
+    pub fn handle(&mut self, event: CaptureEvent) {
+        match event {
+            CaptureEvent::Segment(segment) => {
+                let mut events = std::mem::take(&mut self.flow_events);
+                self.flows.push(segment, &mut events);
+                for event in events.drain(..) {
+                    self.handle_flow_event(event);
+                }
+                self.flow_events = events;
+            }
+            CaptureEvent::Origin(origin) => self.handle_origin(origin),
+        }
+    }
+
+    /// Runs the periodic work: idle flows, expired origins, capture loss
+    /// records and rate-limit summaries. `now_ns` is the kernel monotonic
+    /// clock (the clock of segment timestamps).
+    pub fn tick(&mut self, now_ns: u64, capture_stats: Option<CaptureStats>) {
+        let mut events = std::mem::take(&mut self.flow_events);
+        self.flows.expire(now_ns, &mut events);
+        for event in events.drain(..) {
+            self.handle_flow_event(event);
+        }
+        self.flow_events = events;
+
+        let now = Instant::now();
+        self.pending_origins.retain(|_, (_, seen)| now.duration_since(*seen) < ORIGIN_TTL);
+
+        if let Some(stats) = capture_stats {
+            for record in records::capture_loss(&self.last_capture_stats, &stats) {
+                self.write_error_record(record);
+            }
+            self.last_capture_stats = stats;
+        }
+        for record in self.limiter.flush(now) {
+            self.sink.write(&record);
+        }
+    }
+
+    /// Ends every connection, writing the records of calls still waiting
+    /// for a response. Called on shutdown.
+    pub fn finish(&mut self) {
+        let ids: Vec<u64> = self.connections.keys().copied().collect();
+        for conn_id in ids {
+            self.close_connection(conn_id, "daemon stopped");
+        }
+        for record in self.limiter.flush(Instant::now() + Duration::from_secs(3600)) {
+            self.sink.write(&record);
+        }
+    }
+
+    fn handle_origin(&mut self, origin: FlowOrigin) {
+        let cgroup = self.cgroups.as_mut().and_then(|resolver| resolver.path(origin.cgroup_id));
+        let info = Origin { cgroup, pid: origin.pid, comm: origin.comm.clone() };
+        let key = (origin.client, origin.server);
+        if let Some(connection) = self.connections.values_mut().find(|c| c.matches(origin.client, origin.server)) {
+            connection.set_origin(info);
+            return;
+        }
+        if self.pending_origins.len() >= MAX_PENDING_ORIGINS {
+            self.pending_origins.clear();
+        }
+        self.pending_origins.insert(key, (info, Instant::now()));
+    }
+
+    fn handle_flow_event(&mut self, event: FlowEvent) {
+        match event {
+            FlowEvent::Opened { conn_id, key, mid_stream, .. } => {
+                let mut connection = Connection::new(conn_id, key, mid_stream, &self.config);
+                if let Some((origin, _)) = self.pending_origins.remove(&(key.client, key.server)) {
+                    connection.set_origin(origin);
+                }
+                self.connections.insert(conn_id, connection);
+            }
+            FlowEvent::Data { conn_id, direction, bytes, timestamp_ns } => {
+                let Some(connection) = self.connections.get_mut(&conn_id) else { return };
+                let output = connection.push(direction, &bytes, timestamp_ns, &self.config, &mut self.sessions);
+                self.write_output(output);
+            }
+            FlowEvent::Gap { conn_id, direction, missing_bytes } => {
+                let Some(connection) = self.connections.get_mut(&conn_id) else { return };
+                let output = connection.gap(direction, missing_bytes);
+                self.write_output(output);
+            }
+            FlowEvent::Closed { conn_id, .. } => self.close_connection(conn_id, "connection closed"),
+        }
+    }
+
+    fn close_connection(&mut self, conn_id: u64, why: &str) {
+        if let Some(mut connection) = self.connections.remove(&conn_id) {
+            let output = connection.finish(why, &self.config, &mut self.sessions);
+            self.write_output(output);
+        }
+    }
+
+    fn write_output(&mut self, output: Vec<AuditRecord>) {
+        for record in output {
+            match record.event {
+                AuditEvent::Call => {
+                    self.stats.calls += 1;
+                    records::trace_decision(&record);
+                    self.sink.write(&record);
+                }
+                AuditEvent::DecodeError => {
+                    self.stats.decode_errors += 1;
+                    self.write_error_record(record);
+                }
+                AuditEvent::FramingAnomaly => {
+                    self.stats.framing_anomalies += 1;
+                    self.write_error_record(record);
+                }
+                AuditEvent::CaptureGap => {
+                    self.stats.capture_gaps += 1;
+                    self.write_error_record(record);
+                }
+                AuditEvent::CaptureLoss => self.write_error_record(record),
+            }
+        }
+    }
+
+    fn write_error_record(&mut self, record: AuditRecord) {
+        if let Some(record) = self.limiter.admit(record, Instant::now()) {
+            self.sink.write(&record);
+        }
+    }
+}

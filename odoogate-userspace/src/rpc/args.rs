@@ -301,8 +301,8 @@ mod tests {
             json!([{"name": "o", "line_ids": [[0, 0, {"product_id": 1, "qty": 2}], [6, 0, [3]], [1, 9, {"qty": 4}]]}]),
             None,
         );
-        // serde_json maps iterate in key order.
-        assert_eq!(call.fields, vec!["line_ids", "line_ids.product_id", "line_ids.qty", "name"]);
+        // serde_json is built with preserve_order, so fields keep the client's order.
+        assert_eq!(call.fields, vec!["name", "line_ids", "line_ids.product_id", "line_ids.qty"]);
     }
 
     #[test]

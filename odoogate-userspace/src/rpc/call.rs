@@ -40,10 +40,11 @@ pub enum CallKind {
     /// `/web/session/authenticate`. Needs no rule.
     Auth,
     /// Metadata that reveals nothing about records: `common.version`,
-    /// `common.about`, `/web/webclient/version_info`, session info or
-    /// logout. Needs no rule.
+    /// `common.about`, `db.list`, `db.server_version`,
+    /// `/web/webclient/version_info`, session info or logout. Needs no rule.
     Meta,
-    /// A `db` service method (`list`, `create_database`, `drop`, `dump`, …).
+    /// A `db` service method that manages databases (`create_database`,
+    /// `drop`, `dump`, `restore`, …).
     /// `Call::method` is the db method; policy treats it as model `db`.
     Database,
 }

@@ -90,9 +90,15 @@ fn decode_object<V: ArgValue>(protocol: Protocol, method: &str, params: &[V]) ->
     Ok(call)
 }
 
+/// `db` methods that only describe the server (database names, version,
+/// languages, countries). Clients such as OdooRPC call `db.list` on every
+/// login, so these are metadata and need no allow rule.
+const DB_METADATA_METHODS: &[&str] = &["list", "db_exist", "server_version", "list_lang", "list_countries"];
+
 /// `db.<method>(...)`. The master password some methods take is never kept.
 fn decode_db<V: ArgValue>(protocol: Protocol, method: &str, params: &[V]) -> Call {
-    let mut call = new_call(protocol, CallKind::Database, "db", method);
+    let kind = if DB_METADATA_METHODS.contains(&method) { CallKind::Meta } else { CallKind::Database };
+    let mut call = new_call(protocol, kind, "db", method);
     if DB_METHODS_NAMING_A_DATABASE.contains(&method) {
         call.db = text_at(params, 1);
     }
@@ -201,6 +207,13 @@ mod tests {
         assert_eq!(call.method.as_deref(), Some("drop"));
         assert_eq!(call.db.as_deref(), Some("odoo19"));
         assert!(call.credential.is_none());
+    }
+
+    #[test]
+    fn db_list_is_metadata() {
+        let call = decode_json("db", "list", json!([])).unwrap();
+        assert_eq!(call.kind, CallKind::Meta);
+        assert_eq!(call.service.as_deref(), Some("db"));
     }
 
     #[test]

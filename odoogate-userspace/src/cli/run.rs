@@ -1,0 +1,170 @@
+//! `odoogate run`: the observe-mode daemon.
+//!
+//! Threads: the capture reader (inside [`Capture`]) drains the ring buffer
+//! into a bounded channel; the pipeline thread consumes it; the main thread
+//! waits for SIGINT/SIGTERM with `sigwait`, so no handler runs inside
+//! another thread's work.
+
+use crate::audit::AuditSink;
+use crate::audit::journald::JournaldSink;
+use crate::audit::jsonl::JsonLinesSink;
+use crate::capture::cgroup::CgroupResolver;
+use crate::capture::ebpf::{Capture, CaptureOptions};
+use crate::capture::CaptureEvent;
+use crate::config::{self, AuditOutput, Config, Mode};
+use crate::pipeline::Pipeline;
+use anyhow::{Context as _, bail};
+use nix::sys::signal::{SigSet, Signal};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Capacity of the channel between the ring buffer reader and the pipeline,
+/// in events. When it is full the reader stops draining and the kernel ring
+/// buffer absorbs the burst (and counts what it cannot).
+const EVENT_CHANNEL_CAPACITY: usize = 16_384;
+
+/// How often the pipeline expires idle flows and reports capture losses.
+const TICK_INTERVAL: Duration = Duration::from_secs(1);
+
+pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
+    let config = Arc::new(config::load(path).map_err(|error| anyhow::anyhow!("{error}"))?);
+    if config.policy.mode == Mode::Enforce {
+        bail!(
+            "{}: policy.mode = \"enforce\" is not available in this version; use \"observe\"",
+            path.display()
+        );
+    }
+
+    let signals = block_signals()?;
+    let sink = open_sink(&config)?;
+    let options = CaptureOptions {
+        interfaces: config.odoo.interfaces.clone(),
+        ports: config.odoo.ports.clone(),
+        ring_buffer_bytes: config.capture.ring_buffer_bytes,
+        cgroup_root: None,
+        cgroup_programs: true,
+    };
+    let cgroups = match CgroupResolver::discover() {
+        Ok(resolver) => Some(resolver),
+        Err(error) => {
+            tracing::warn!(%error, "cgroup v2 is not available: calls will carry no cgroup");
+            None
+        }
+    };
+
+    let (sender, receiver) = mpsc::sync_channel(EVENT_CHANNEL_CAPACITY);
+    let capture = Arc::new(Capture::start(&options, sender).context("failed to start the capture")?);
+    tracing::info!(
+        ports = ?config.odoo.ports,
+        interfaces = ?config.odoo.interfaces,
+        attachments = ?capture.attachments(),
+        mode = "observe",
+        "Observing Odoo traffic"
+    );
+
+    let stopping = Arc::new(AtomicBool::new(false));
+    let pipeline_thread = {
+        let config = config.clone();
+        let capture = capture.clone();
+        let stopping = stopping.clone();
+        std::thread::Builder::new()
+            .name("odoogate-pipeline".into())
+            .spawn(move || run_pipeline(config, cgroups, sink, receiver, &capture, &stopping))
+            .context("failed to start the pipeline thread")?
+    };
+
+    let signal = signals.wait().context("sigwait failed")?;
+    tracing::info!(signal = %signal, "Stopping");
+    stopping.store(true, Ordering::SeqCst);
+    let stats = pipeline_thread.join().map_err(|_| anyhow::anyhow!("the pipeline thread panicked"))?;
+    drop(capture);
+    tracing::info!(
+        calls = stats.calls,
+        decode_errors = stats.decode_errors,
+        capture_gaps = stats.capture_gaps,
+        "Stopped"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Blocks the termination signals in every thread (threads inherit the
+/// mask), so the main thread can take them with `sigwait`.
+fn block_signals() -> anyhow::Result<SigSet> {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    set.thread_block().context("failed to block SIGINT and SIGTERM")?;
+    Ok(set)
+}
+
+fn open_sink(config: &Config) -> anyhow::Result<Box<dyn AuditSink>> {
+    let output = config.audit.output;
+    let use_journald = match output {
+        AuditOutput::Journald => true,
+        AuditOutput::Auto => JournaldSink::available(),
+        AuditOutput::Stderr | AuditOutput::File => false,
+    };
+    if use_journald {
+        tracing::info!("Writing audit records to journald");
+        return Ok(Box::new(JournaldSink::open().context("failed to open the journald socket")?));
+    }
+    if output == AuditOutput::File {
+        let path = &config.audit.file;
+        let sink = JsonLinesSink::append_to(path)
+            .with_context(|| format!("failed to open the audit file {}", path.display()))?;
+        tracing::info!(path = %path.display(), "Writing audit records as JSON lines");
+        return Ok(Box::new(sink));
+    }
+    tracing::info!("No journald found: writing audit records to stderr as JSON lines");
+    Ok(Box::new(JsonLinesSink::stderr()))
+}
+
+fn run_pipeline(
+    config: Arc<Config>,
+    cgroups: Option<CgroupResolver>,
+    sink: Box<dyn AuditSink>,
+    events: mpsc::Receiver<CaptureEvent>,
+    capture: &Capture,
+    stopping: &AtomicBool,
+) -> crate::pipeline::PipelineStats {
+    let mut pipeline = Pipeline::new(config, cgroups, sink);
+    let mut last_tick = std::time::Instant::now();
+    loop {
+        match events.recv_timeout(TICK_INTERVAL) {
+            Ok(event) => {
+                pipeline.handle(event);
+                // Drain what is queued before looking at the clock again.
+                while let Ok(event) = events.try_recv() {
+                    pipeline.handle(event);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if last_tick.elapsed() >= TICK_INTERVAL {
+            pipeline.tick(monotonic_now_ns(), Some(capture.stats()));
+            last_tick = std::time::Instant::now();
+        }
+        if stopping.load(Ordering::SeqCst) {
+            while let Ok(event) = events.try_recv() {
+                pipeline.handle(event);
+            }
+            break;
+        }
+    }
+    pipeline.tick(monotonic_now_ns(), Some(capture.stats()));
+    pipeline.finish();
+    pipeline.stats()
+}
+
+/// Returns CLOCK_MONOTONIC in nanoseconds, the clock `bpf_ktime_get_ns` reads.
+fn monotonic_now_ns() -> u64 {
+    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC) {
+        Ok(now) => (now.tv_sec() as u64).saturating_mul(1_000_000_000) + now.tv_nsec() as u64,
+        Err(_) => 0,
+    }
+}

@@ -1,0 +1,136 @@
+"""The demo's integrations: each one talks to the Odoo-like upstream the way
+a real integration of its kind would, with Python's standard library only.
+
+Usage: clients.py SCENARIO URL [--api-key KEY] [--source-ip IP]
+Each scenario prints one line per call and exits non-zero if a call that the
+upstream should accept fails.
+"""
+
+import argparse
+import http.client
+import json
+import sys
+import urllib.parse
+import xmlrpc.client
+
+DB = "odoo19"
+PASSWORD = "admin"
+
+
+class SourceTransport(xmlrpc.client.Transport):
+    """An XML-RPC transport that connects from a chosen source address."""
+
+    def __init__(self, source_ip):
+        super().__init__()
+        self.source_ip = source_ip
+
+    def make_connection(self, host):
+        connection = super().make_connection(host)
+        if self.source_ip:
+            connection.source_address = (self.source_ip, 0)
+        return connection
+
+
+def post_json(url, path, payload, headers=None, source_ip=None):
+    parts = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10,
+                                            source_address=(source_ip, 0) if source_ip else None)
+    body = json.dumps(payload).encode()
+    all_headers = {"Content-Type": "application/json"}
+    all_headers.update(headers or {})
+    connection.request("POST", path, body, all_headers)
+    response = connection.getresponse()
+    data = response.read()
+    connection.close()
+    return response.status, json.loads(data) if data else None
+
+
+def jsonrpc(url, service, method, args, source_ip=None):
+    status, reply = post_json(url, "/jsonrpc", {"jsonrpc": "2.0", "method": "call", "id": 1,
+                                                "params": {"service": service, "method": method, "args": args}},
+                              source_ip=source_ip)
+    if "error" in reply:
+        raise RuntimeError(reply["error"]["data"]["name"])
+    return reply["result"]
+
+
+def report(label, call):
+    try:
+        result = call()
+        print(f"  {label}: ok ({json.dumps(result)[:60]})")
+        return True
+    except (xmlrpc.client.Fault, RuntimeError) as error:
+        print(f"  {label}: Odoo error {error}")
+        return False
+
+
+def mcp_assistant(url, api_key, source_ip):
+    """An AI assistant over MCP: reads with its own API key (JSON-2 and XML-RPC)."""
+    headers = {"Authorization": f"bearer {api_key}", "X-Odoo-Database": DB}
+    ok = True
+    status, partners = post_json(url, "/json/2/res.partner/search_read",
+                                 {"domain": [], "fields": ["name", "email"], "limit": 5}, headers)
+    print(f"  json2 res.partner.search_read: HTTP {status}, {len(partners or [])} partners")
+    ok &= status == 200
+    models = xmlrpc.client.ServerProxy(f"{url}/xmlrpc/2/object", transport=SourceTransport(source_ip))
+    ok &= report("xmlrpc crm.lead.search_count", lambda: models.execute_kw(DB, 2, api_key, "crm.lead", "search_count", [[]]))
+    # Not in its scopes: observe mode records it as would_deny.
+    status, _ = post_json(url, "/json/2/res.partner/unlink", {"ids": [3]}, headers)
+    print(f"  json2 res.partner.unlink: HTTP {status} (outside its scopes)")
+    return ok
+
+
+def website_form(url, api_key, source_ip):
+    """The public website form: creates leads over JSON-RPC from its own host."""
+    uid = jsonrpc(url, "common", "login", [DB, "admin", PASSWORD], source_ip)
+    ok = report("jsonrpc common.login", lambda: uid)
+    ok &= report("jsonrpc crm.lead.create", lambda: jsonrpc(
+        url, "object", "execute_kw",
+        [DB, uid, PASSWORD, "crm.lead", "create", [{"name": "Website inquiry", "email_from": "visitor@example.com"}]],
+        source_ip))
+    report("jsonrpc res.partner.search_read (outside its scopes)", lambda: jsonrpc(
+        url, "object", "execute_kw", [DB, uid, PASSWORD, "res.partner", "search_read", [[]], {"fields": ["email"]}], source_ip))
+    return ok
+
+
+def stats_sync(url, api_key, source_ip):
+    """A nightly sync run by a systemd timer: writes statistics over XML-RPC."""
+    common = xmlrpc.client.ServerProxy(f"{url}/xmlrpc/2/common")
+    uid = common.authenticate(DB, "admin", PASSWORD, {})
+    ok = report("xmlrpc common.authenticate", lambda: uid)
+    models = xmlrpc.client.ServerProxy(f"{url}/xmlrpc/2/object")
+    ok &= report("xmlrpc x_saas_stat.create", lambda: models.execute_kw(
+        DB, uid, PASSWORD, "x_saas_stat", "create", [{"x_name": "active_users", "x_value": 42.0}]))
+    ok &= report("xmlrpc x_saas_stat.search_read", lambda: models.execute_kw(
+        DB, uid, PASSWORD, "x_saas_stat", "search_read", [[]], {"fields": ["x_name", "x_value"]}))
+    return ok
+
+
+def unknown_script(url, api_key, source_ip):
+    """A script nobody declared: it matches no integration."""
+    models = xmlrpc.client.ServerProxy(f"{url}/xmlrpc/2/object", transport=SourceTransport(source_ip))
+    return report("xmlrpc res.partner.search", lambda: models.execute_kw(DB, 2, PASSWORD, "res.partner", "search", [[]]))
+
+
+SCENARIOS = {
+    "mcp-assistant": mcp_assistant,
+    "website-form": website_form,
+    "stats-sync": stats_sync,
+    "unknown-script": unknown_script,
+}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("scenario", choices=sorted(SCENARIOS))
+    parser.add_argument("url")
+    parser.add_argument("--api-key", default="")
+    parser.add_argument("--source-ip", default=None)
+    options = parser.parse_args()
+    print(f"{options.scenario}:")
+    ok = SCENARIOS[options.scenario](options.url, options.api_key, options.source_ip)
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()

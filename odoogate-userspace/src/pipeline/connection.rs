@@ -1,0 +1,267 @@
+//! One TCP connection to Odoo: its two framers, where it came from, and the
+//! calls waiting for their response.
+
+use super::records;
+use crate::audit::{AuditEvent, AuditRecord};
+use crate::capture::flow::Direction;
+use crate::capture::{Endpoint, FlowKey};
+use crate::config::Config;
+use crate::http::framer::{FramerEvent, FramerLimits, RequestFramer, ResponseFramer};
+use crate::http::{HttpRequest, HttpResponse};
+use crate::identity::{self, SessionTable, Source};
+use crate::rpc::{self, Call, CallKind, DecodeLimits};
+use std::collections::VecDeque;
+
+/// Upper bound on requests waiting for a response on one connection
+/// (pipelining). Beyond it the oldest is recorded without an outcome.
+const MAX_PENDING_CALLS: usize = 64;
+
+/// Where a local client's connection came from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Origin {
+    pub cgroup: Option<String>,
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+}
+
+/// A request that was framed and is waiting for its response.
+struct PendingCall {
+    /// The record to write, without outcome and latency; `None` for
+    /// requests that are not RPC calls (web pages, assets), which are
+    /// tracked only to keep responses paired with requests.
+    record: Option<AuditRecord>,
+    call: Option<Call>,
+    integration: Option<String>,
+    request_last_byte_ns: u64,
+}
+
+pub struct Connection {
+    conn_id: u64,
+    key: FlowKey,
+    origin: Origin,
+    requests: RequestFramer,
+    responses: ResponseFramer,
+    pending: VecDeque<PendingCall>,
+    upgraded: bool,
+    events: Vec<FramerEvent>,
+}
+
+impl Connection {
+    pub fn new(conn_id: u64, key: FlowKey, mid_stream: bool, config: &Config) -> Self {
+        let limits = FramerLimits {
+            max_header_bytes: 64 * 1024,
+            max_body_bytes: config.capture.max_body_bytes,
+        };
+        let mut requests = RequestFramer::new(limits);
+        let mut responses = ResponseFramer::new(limits);
+        if mid_stream {
+            // Joined mid-connection: the first bytes may sit inside a message.
+            let mut ignored = Vec::new();
+            requests.gap(0, &mut ignored);
+            responses.gap(0, &mut ignored);
+        }
+        Self {
+            conn_id,
+            key,
+            origin: Origin::default(),
+            requests,
+            responses,
+            pending: VecDeque::new(),
+            upgraded: false,
+            events: Vec::new(),
+        }
+    }
+
+    pub fn matches(&self, client: Endpoint, server: Endpoint) -> bool {
+        self.key.client == client && self.key.server == server
+    }
+
+    pub fn set_origin(&mut self, origin: Origin) {
+        self.origin = origin;
+    }
+
+    /// Frames `bytes` of one direction and returns the records that became
+    /// complete.
+    pub fn push(
+        &mut self,
+        direction: Direction,
+        bytes: &[u8],
+        timestamp_ns: u64,
+        config: &Config,
+        sessions: &mut SessionTable,
+    ) -> Vec<AuditRecord> {
+        if self.upgraded {
+            return Vec::new();
+        }
+        let mut events = std::mem::take(&mut self.events);
+        match direction {
+            Direction::ToServer => self.requests.push(bytes, timestamp_ns, &mut events),
+            Direction::ToClient => self.responses.push(bytes, timestamp_ns, &mut events),
+        }
+        let output = self.handle_framer_events(direction, &mut events, config, sessions);
+        self.events = events;
+        output
+    }
+
+    /// Records a gap of `missing_bytes` in one direction: the framer resyncs
+    /// and, for the response direction, calls waiting for a response are
+    /// recorded without an outcome because their responses cannot be paired
+    /// any more.
+    pub fn gap(&mut self, direction: Direction, missing_bytes: u64) -> Vec<AuditRecord> {
+        let mut events = std::mem::take(&mut self.events);
+        let mut output = vec![records::capture_gap(self.conn_id, &self.key, direction, missing_bytes)];
+        match direction {
+            Direction::ToServer => self.requests.gap(missing_bytes, &mut events),
+            Direction::ToClient => {
+                self.responses.gap(missing_bytes, &mut events);
+                while let Some(pending) = self.pending.pop_front() {
+                    output.extend(self.complete(pending, None, "response lost in a capture gap"));
+                }
+            }
+        }
+        events.clear();
+        self.events = events;
+        output
+    }
+
+    /// Ends the connection: a response delimited by the close is completed,
+    /// and calls still waiting are recorded without an outcome.
+    pub fn finish(&mut self, why: &str, config: &Config, sessions: &mut SessionTable) -> Vec<AuditRecord> {
+        let mut events = std::mem::take(&mut self.events);
+        self.requests.finish(&mut events);
+        let mut output = self.handle_framer_events(Direction::ToServer, &mut events, config, sessions);
+        self.responses.finish(&mut events);
+        output.extend(self.handle_framer_events(Direction::ToClient, &mut events, config, sessions));
+        while let Some(pending) = self.pending.pop_front() {
+            output.extend(self.complete(pending, None, why));
+        }
+        output
+    }
+
+    fn handle_framer_events(
+        &mut self,
+        direction: Direction,
+        events: &mut Vec<FramerEvent>,
+        config: &Config,
+        sessions: &mut SessionTable,
+    ) -> Vec<AuditRecord> {
+        let mut output = Vec::new();
+        for event in events.drain(..) {
+            match event {
+                FramerEvent::Request(request) => output.extend(self.on_request(request, config, sessions)),
+                FramerEvent::Response(response) => output.extend(self.on_response(response, sessions)),
+                FramerEvent::Interim { .. } => {}
+                FramerEvent::Upgraded => {
+                    self.upgraded = true;
+                    self.pending.clear();
+                }
+                FramerEvent::Desync { skipped_bytes } => {
+                    output.push(records::desync(self.conn_id, &self.key, direction, skipped_bytes));
+                }
+                FramerEvent::Malformed { reason } => {
+                    output.push(records::malformed(self.conn_id, &self.key, direction, reason));
+                }
+            }
+        }
+        output
+    }
+
+    fn source(&self) -> Source {
+        Source {
+            peer: self.key.client,
+            cgroup: self.origin.cgroup.clone(),
+            pid: self.origin.pid,
+            comm: self.origin.comm.clone(),
+            conn_id: self.conn_id,
+        }
+    }
+
+    fn on_request(&mut self, request: HttpRequest, config: &Config, sessions: &mut SessionTable) -> Vec<AuditRecord> {
+        let mut output = Vec::new();
+        self.responses.expect_response(&request.method);
+        let source = self.source();
+
+        for anomaly in &request.anomalies {
+            output.push(records::framing_anomaly(self.conn_id, &source, &request, *anomaly));
+        }
+
+        let limits = DecodeLimits { max_depth: 64, max_body_bytes: config.capture.max_body_bytes };
+        let decoded = if request.body_truncated {
+            Err(rpc::DecodeError::Truncated(request.body.len()))
+        } else {
+            rpc::decode_request(&request, &limits)
+        };
+        let call = match decoded {
+            Ok(Some(call)) => Some(call),
+            Ok(None) => None,
+            Err(error) => {
+                let resolution = identity::resolve(config, None, &request.headers, &source, sessions);
+                output.push(records::decode_error(&source, &request, &error, &resolution));
+                None
+            }
+        };
+
+        let pending = match call {
+            Some(call) => {
+                let resolution = identity::resolve(config, Some(&call), &request.headers, &source, sessions);
+                let record = records::call_record(&call, &request, &resolution, &source, config);
+                PendingCall {
+                    record: Some(record),
+                    integration: resolution.integration.clone(),
+                    call: Some(call),
+                    request_last_byte_ns: request.last_byte_ns,
+                }
+            }
+            None => PendingCall {
+                record: None,
+                call: None,
+                integration: None,
+                request_last_byte_ns: request.last_byte_ns,
+            },
+        };
+        if self.pending.len() >= MAX_PENDING_CALLS {
+            if let Some(oldest) = self.pending.pop_front() {
+                output.extend(self.complete(oldest, None, "too many pipelined requests"));
+            }
+        }
+        self.pending.push_back(pending);
+        output
+    }
+
+    fn on_response(&mut self, response: HttpResponse, sessions: &mut SessionTable) -> Vec<AuditRecord> {
+        let Some(pending) = self.pending.pop_front() else {
+            return Vec::new();
+        };
+        if let (Some(call), Some(integration)) = (&pending.call, &pending.integration) {
+            if call.kind == CallKind::Auth {
+                if let Some(session) = rpc::session_cookie(&response) {
+                    sessions.bind(&session, integration, std::time::SystemTime::now());
+                }
+            }
+        }
+        self.complete(pending, Some(&response), "").into_iter().collect()
+    }
+
+    /// Finishes the record of `pending` with the response, if any.
+    fn complete(&self, pending: PendingCall, response: Option<&HttpResponse>, why: &str) -> Option<AuditRecord> {
+        let mut record = pending.record?;
+        match (response, &pending.call) {
+            (Some(response), Some(call)) => {
+                record.outcome = Some(rpc::decode_response(call, response).to_field());
+                record.http_status = Some(response.status);
+                let latency_ns = response.first_byte_ns.saturating_sub(pending.request_last_byte_ns);
+                record.latency_us = Some(latency_ns / 1_000);
+                if call.kind == CallKind::Auth && record.uid.is_none() {
+                    record.uid = rpc::login_uid(call, response);
+                }
+            }
+            _ => {
+                if !why.is_empty() {
+                    record.message.push_str(&format!(" (no response: {why})"));
+                }
+            }
+        }
+        debug_assert_eq!(record.event, AuditEvent::Call);
+        Some(record)
+    }
+}

@@ -1,0 +1,213 @@
+//! Builders for the audit records the pipeline writes.
+
+use crate::audit::{AuditEvent, AuditRecord, Decision};
+use crate::capture::flow::Direction;
+use crate::capture::{CaptureStats, FlowKey};
+use crate::config::Config;
+use crate::http::{FramingAnomaly, HttpRequest};
+use crate::identity::{Resolution, Source};
+use crate::policy;
+use crate::rpc::call::MAX_RECORD_IDS;
+use crate::rpc::{Call, CallKind, DecodeError};
+use std::time::SystemTime;
+
+fn direction_name(direction: Direction) -> &'static str {
+    match direction {
+        Direction::ToServer => "request",
+        Direction::ToClient => "response",
+    }
+}
+
+/// Fills the source fields shared by every record about a connection.
+fn set_source(record: &mut AuditRecord, source: &Source) {
+    record.src_ip = Some(source.peer.ip());
+    record.src_port = Some(source.peer.port());
+    record.cgroup = source.cgroup.clone();
+    record.pid = source.pid;
+    record.comm = source.comm.clone();
+    record.conn_id = Some(source.conn_id);
+}
+
+fn set_resolution(record: &mut AuditRecord, resolution: &Resolution) {
+    record.integration = resolution.integration.clone();
+    record.identity = Some(resolution.identity);
+    record.key_fingerprint = resolution.key_fingerprint.clone();
+    if resolution.client_ip != record.src_ip.unwrap_or(resolution.client_ip) {
+        // Behind a trusted proxy the record names the real client.
+        record.src_ip = Some(resolution.client_ip);
+        record.src_port = None;
+    }
+}
+
+/// Returns `model.method`, or the method alone for calls without a model.
+pub fn call_target(call: &Call) -> String {
+    match (&call.model, &call.method) {
+        (Some(model), Some(method)) => format!("{model}.{method}"),
+        (None, Some(method)) => match &call.service {
+            Some(service) => format!("{service}.{method}"),
+            None => method.clone(),
+        },
+        (Some(model), None) => model.clone(),
+        (None, None) => "(unknown)".to_owned(),
+    }
+}
+
+/// Builds the record of one call, with the decision and its reason; the
+/// outcome and latency are added when the response arrives.
+pub fn call_record(
+    call: &Call,
+    request: &HttpRequest,
+    resolution: &Resolution,
+    source: &Source,
+    config: &Config,
+) -> AuditRecord {
+    let mut verdict = policy::decide(call, resolution, config, SystemTime::now());
+    if let Some(anomaly) = request.anomalies.first() {
+        // Odoo could read this request differently from odoogate, so its
+        // decoded content cannot justify an allow.
+        verdict.allowed = false;
+        verdict.rule = None;
+        verdict.reason = format!("ambiguous HTTP framing ({}): Odoo may read another call", anomaly.code());
+    }
+    let decision = policy::decision(&verdict, config.policy.mode);
+
+    let integration = resolution.integration.as_deref().unwrap_or("unidentified");
+    let message = format!(
+        "{} {} {} via {}: {}",
+        decision.as_str(),
+        integration,
+        call_target(call),
+        call.protocol.as_str(),
+        verdict.reason
+    );
+    let mut record = AuditRecord::new(AuditEvent::Call, message);
+    set_source(&mut record, source);
+    set_resolution(&mut record, resolution);
+    record.decision = Some(decision);
+    record.rule = verdict.rule.clone();
+    record.reason = Some(verdict.reason.clone());
+    record.protocol = Some(call.protocol.as_str());
+    record.db = call.db.clone();
+    record.uid = call.uid;
+    record.login = call.login.clone();
+    record.model = call.model.clone();
+    record.method = match call.kind {
+        CallKind::Model => call.method.clone(),
+        _ => call.method.as_ref().map(|method| match &call.service {
+            Some(service) => format!("{service}.{method}"),
+            None => method.clone(),
+        }),
+    };
+    record.record_ids = call.record_ids.clone();
+    record.record_count = (call.record_ids.len() >= MAX_RECORD_IDS).then_some(call.record_ids.len());
+    record.fields = call.fields.clone();
+    record.path = Some(request.path().to_owned());
+    record
+}
+
+/// Logs the decision through tracing: denials at INFO, allows at DEBUG.
+pub fn trace_decision(record: &AuditRecord) {
+    let integration = record.integration.as_deref().unwrap_or("unidentified");
+    let model = record.model.as_deref().unwrap_or("");
+    let method = record.method.as_deref().unwrap_or("");
+    let conn_id = record.conn_id.unwrap_or(0);
+    match record.decision {
+        Some(Decision::Deny | Decision::WouldDeny) => tracing::info!(
+            integration,
+            model,
+            method,
+            conn_id,
+            decision = record.decision.map(Decision::as_str).unwrap_or(""),
+            reason = record.reason.as_deref().unwrap_or(""),
+            "Call denied by policy"
+        ),
+        _ => tracing::debug!(integration, model, method, conn_id, "Call allowed"),
+    }
+}
+
+pub fn decode_error(source: &Source, request: &HttpRequest, error: &DecodeError, resolution: &Resolution) -> AuditRecord {
+    let integration = resolution.integration.as_deref().unwrap_or("unidentified");
+    let message = format!("decode error on {} {} from {integration}: {error}", request.method, request.path());
+    let mut record = AuditRecord::new(AuditEvent::DecodeError, message);
+    set_source(&mut record, source);
+    set_resolution(&mut record, resolution);
+    record.error_code = Some(error.code().to_owned());
+    record.reason = Some(error.to_string());
+    record.path = Some(request.path().to_owned());
+    record
+}
+
+pub fn framing_anomaly(conn_id: u64, source: &Source, request: &HttpRequest, anomaly: FramingAnomaly) -> AuditRecord {
+    let message = format!(
+        "ambiguous HTTP framing on {} {} (connection {conn_id}): {}",
+        request.method,
+        request.path(),
+        anomaly.code()
+    );
+    let mut record = AuditRecord::new(AuditEvent::FramingAnomaly, message);
+    set_source(&mut record, source);
+    record.error_code = Some(anomaly.code().to_owned());
+    record.path = Some(request.path().to_owned());
+    record
+}
+
+pub fn capture_gap(conn_id: u64, key: &FlowKey, direction: Direction, missing_bytes: u64) -> AuditRecord {
+    let message = format!(
+        "capture gap: {missing_bytes} bytes of the {} stream of connection {conn_id} from {} were not captured; framing resumes at the next message",
+        direction_name(direction),
+        key.client
+    );
+    let mut record = AuditRecord::new(AuditEvent::CaptureGap, message);
+    record.conn_id = Some(conn_id);
+    record.src_ip = Some(key.client.ip());
+    record.src_port = Some(key.client.port());
+    record.error_code = Some(format!("{}_gap", direction_name(direction)));
+    record.count = Some(missing_bytes);
+    record
+}
+
+pub fn desync(conn_id: u64, key: &FlowKey, direction: Direction, skipped_bytes: u64) -> AuditRecord {
+    let message = format!(
+        "skipped {skipped_bytes} bytes of the {} stream of connection {conn_id} to find the next message",
+        direction_name(direction)
+    );
+    let mut record = AuditRecord::new(AuditEvent::CaptureGap, message);
+    record.conn_id = Some(conn_id);
+    record.src_ip = Some(key.client.ip());
+    record.src_port = Some(key.client.port());
+    record.error_code = Some("resync".to_owned());
+    record.count = Some(skipped_bytes);
+    record
+}
+
+pub fn malformed(conn_id: u64, key: &FlowKey, direction: Direction, reason: &'static str) -> AuditRecord {
+    let message = format!("malformed HTTP {} on connection {conn_id}: {reason}", direction_name(direction));
+    let mut record = AuditRecord::new(AuditEvent::DecodeError, message);
+    record.conn_id = Some(conn_id);
+    record.src_ip = Some(key.client.ip());
+    record.src_port = Some(key.client.port());
+    record.error_code = Some("malformed_http".to_owned());
+    record.reason = Some(reason.to_owned());
+    record
+}
+
+/// Returns a record for each kernel counter that grew since `previous`.
+pub fn capture_loss(previous: &CaptureStats, current: &CaptureStats) -> Vec<AuditRecord> {
+    let counters = [
+        ("ring_buffer_full", previous.ring_full, current.ring_full, "packets were not captured because the ring buffer was full; raise capture.ring_buffer_bytes"),
+        ("payload_truncated", previous.truncated, current.truncated, "packet payloads were cut because they exceeded the copy buffer"),
+        ("load_error", previous.load_errors, current.load_errors, "packet payloads could not be read in the kernel"),
+        ("malformed_record", previous.malformed_records, current.malformed_records, "ring buffer records could not be parsed"),
+    ];
+    counters
+        .into_iter()
+        .filter(|(_, before, now, _)| now > before)
+        .map(|(code, before, now, what)| {
+            let lost = now - before;
+            let mut record = AuditRecord::new(AuditEvent::CaptureLoss, format!("capture loss: {lost} {what}"));
+            record.error_code = Some(code.to_owned());
+            record.count = Some(lost);
+            record
+        })
+        .collect()
+}
