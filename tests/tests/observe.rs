@@ -275,3 +275,51 @@ fn large_bodies_are_decoded_whole() -> anyhow::Result<()> {
     assert_eq!(gaps, 0, "no capture gaps for sequential large bodies");
     Ok(())
 }
+
+#[test]
+fn web_session_belongs_to_its_integration() -> anyhow::Result<()> {
+    if !common::can_run() {
+        return Ok(());
+    }
+    let integrations = r#"[[integration]]
+name = "portal"
+match = { cgroup = "{cgroup:portal}" }
+allow = [{ models = ["res.partner"], methods = ["search_read", "name_search", "search_count"] }]
+"#;
+    let mut site = Site::start("session", &["portal", "elsewhere"], integrations, "deny")?;
+    let session_file = site.workdir.join("session");
+    let session_path = session_file.to_string_lossy().into_owned();
+    all_ok(&site.run_client("web_session_client.py", &[&site.local_url(), "login", &session_path], Some("portal"), false)?);
+    all_ok(&site.run_client("web_session_client.py", &[&site.local_url(), "use", &session_path], Some("elsewhere"), false)?);
+    let records = site.stop_and_read(5)?;
+
+    let web: Vec<_> = calls(&records)
+        .into_iter()
+        .filter(|r| r.get("ODOOGATE_PROTOCOL").map(String::as_str) == Some("web"))
+        .collect();
+    assert_eq!(web.len(), 5, "web calls: {web:?}");
+
+    let search_read = find(&records, Some("res.partner"), "search_read");
+    assert_eq!(search_read.len(), 1, "search_read records");
+    assert_field(search_read[0], "ODOOGATE_INTEGRATION", "portal");
+    assert_field(search_read[0], "ODOOGATE_IDENTITY", "cgroup");
+
+    // Another process, in a cgroup no integration names, reuses the session.
+    let name_search = find(&records, Some("res.partner"), "name_search");
+    assert_eq!(name_search.len(), 1, "name_search records");
+    assert_field(name_search[0], "ODOOGATE_INTEGRATION", "portal");
+    assert_field(name_search[0], "ODOOGATE_IDENTITY", "session");
+    assert_field(name_search[0], "ODOOGATE_DECISION", "allow");
+
+    // After /web/session/destroy the session no longer identifies anyone.
+    let after_logout = find(&records, Some("res.partner"), "search_count");
+    assert_eq!(after_logout.len(), 1, "search_count records");
+    assert_field(after_logout[0], "ODOOGATE_IDENTITY", "none");
+    assert_field(after_logout[0], "ODOOGATE_DECISION", "would_deny");
+    assert_field(after_logout[0], "ODOOGATE_OUTCOME", "error:odoo.http.SessionExpiredException");
+    assert!(
+        !records.iter().any(|r| r.values().any(|value| value.contains(&std::fs::read_to_string(&session_file).unwrap_or_default()))),
+        "no record contains the session id"
+    );
+    Ok(())
+}

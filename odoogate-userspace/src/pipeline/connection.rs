@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::http::framer::{FramerEvent, FramerLimits, RequestFramer, ResponseFramer};
 use crate::http::{HttpRequest, HttpResponse};
 use crate::identity::{self, SessionTable, Source};
-use crate::rpc::{self, Call, CallKind, DecodeLimits};
+use crate::rpc::{self, Call, CallKind, DecodeLimits, Protocol};
 use std::collections::VecDeque;
 
 /// Upper bound on requests waiting for a response on one connection
@@ -22,6 +22,25 @@ pub struct Origin {
     pub cgroup: Option<String>,
     pub pid: Option<u32>,
     pub comm: Option<String>,
+}
+
+/// Keeps the session table in step with the web client's session routes: a
+/// session created by `/web/session/authenticate` belongs to the
+/// integration that authenticated, and `/web/session/destroy` ends it.
+fn track_session(call: &Call, integration: Option<&str>, response: &HttpResponse, sessions: &mut SessionTable) {
+    let is_logout = call.protocol == Protocol::Web && call.method.as_deref() == Some("destroy");
+    if is_logout {
+        if let Some(session) = &call.session_id {
+            sessions.unbind(session);
+        }
+        return;
+    }
+    if call.kind != CallKind::Auth {
+        return;
+    }
+    if let (Some(integration), Some(session)) = (integration, rpc::session_cookie(response)) {
+        sessions.bind(&session, integration, std::time::SystemTime::now());
+    }
 }
 
 /// A request that was framed and is waiting for its response.
@@ -232,12 +251,8 @@ impl Connection {
         let Some(pending) = self.pending.pop_front() else {
             return Vec::new();
         };
-        if let (Some(call), Some(integration)) = (&pending.call, &pending.integration) {
-            if call.kind == CallKind::Auth {
-                if let Some(session) = rpc::session_cookie(&response) {
-                    sessions.bind(&session, integration, std::time::SystemTime::now());
-                }
-            }
+        if let Some(call) = &pending.call {
+            track_session(call, pending.integration.as_deref(), &response, sessions);
         }
         self.complete(pending, Some(&response), "").into_iter().collect()
     }

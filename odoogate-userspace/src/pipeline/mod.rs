@@ -27,6 +27,10 @@ use std::time::{Duration, Instant};
 /// describe was never captured (another interface, or a refused connect).
 const ORIGIN_TTL: Duration = Duration::from_secs(60);
 
+/// Sessions not re-bound for this long are forgotten; Odoo's own session
+/// cookie lives 7 days (`Max-Age=604800`).
+const SESSION_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// Upper bound on origins waiting for their flow.
 const MAX_PENDING_ORIGINS: usize = 65_536;
 
@@ -114,6 +118,9 @@ impl Pipeline {
 
         let now = Instant::now();
         self.pending_origins.retain(|_, (_, seen)| now.duration_since(*seen) < ORIGIN_TTL);
+        if let Some(cutoff) = std::time::SystemTime::now().checked_sub(SESSION_LIFETIME) {
+            self.sessions.expire_before(cutoff);
+        }
 
         if let Some(stats) = capture_stats {
             for record in records::capture_loss(&self.last_capture_stats, &stats) {

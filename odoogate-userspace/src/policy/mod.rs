@@ -55,8 +55,8 @@ pub fn decide(call: &Call, resolution: &Resolution, config: &Config, now: System
 
     let Some(name) = resolution.integration.as_deref() else {
         return match config.policy.unidentified {
-            Unidentified::Allow => Verdict::allow("unidentified"),
-            Unidentified::Deny => Verdict::deny("unidentified"),
+            Unidentified::Allow => Verdict::allow("no integration matches the call; policy.unidentified = \"allow\""),
+            Unidentified::Deny => Verdict::deny("no integration matches the call; policy.unidentified = \"deny\""),
         };
     };
 

@@ -130,13 +130,13 @@ fn mismatch_denies_even_allowed_call() {
 fn unidentified_follows_policy() {
     let denied = verdict(&model_call("crm.lead", "read"), None);
     assert!(!denied.allowed);
-    assert_eq!(denied.reason, "unidentified");
+    assert_eq!(denied.reason, "no integration matches the call; policy.unidentified = \"deny\"");
 
     let mut config = example();
     config.policy.unidentified = Unidentified::Allow;
     let allowed = decide(&model_call("crm.lead", "read"), &by(None), &config, SystemTime::UNIX_EPOCH);
     assert!(allowed.allowed);
-    assert_eq!(allowed.reason, "unidentified");
+    assert_eq!(allowed.reason, "no integration matches the call; policy.unidentified = \"allow\"");
 }
 
 #[test]
