@@ -33,8 +33,16 @@ fn install_rust_src() -> Result<()> {
     if output.status.success() && installed.lines().any(|line| line.starts_with("rust-src")) {
         return Ok(());
     }
+    // `rustup toolchain install nightly` would also update an installed
+    // nightly, and a newer nightly brings another LLVM than the one
+    // bpf-linker was built against, so only a missing toolchain is installed.
+    let toolchains = Command::new("rustup").args(["toolchain", "list"]).output().context("failed to run rustup")?;
+    let has_nightly = String::from_utf8_lossy(&toolchains.stdout).lines().any(|line| line.starts_with("nightly"));
+    if !has_nightly {
+        eprintln!("xtask: installing the nightly toolchain");
+        run_command(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+    }
     eprintln!("xtask: installing the nightly toolchain's rust-src component");
-    run_command(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
     run_command(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
 }
 
