@@ -220,3 +220,6 @@ impl Pipeline {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,287 @@
+//! The pipeline end to end in memory: synthetic TCP segments in, audit
+//! records out, with the real flow table, framers, decoders and policy.
+
+use super::*;
+use crate::audit::{AuditEvent, Decision, Identity};
+use crate::capture::{Segment, TcpFlags};
+use bytes::Bytes;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+
+/// A sink that keeps records in memory for assertions.
+#[derive(Clone, Default)]
+struct MemorySink(Arc<Mutex<Vec<AuditRecord>>>);
+
+impl AuditSink for MemorySink {
+    fn write(&mut self, record: &AuditRecord) {
+        self.0.lock().unwrap().push(record.clone());
+    }
+}
+
+const CONFIG: &str = r#"
+[odoo]
+ports = [8069]
+interfaces = ["lo"]
+
+[policy]
+mode = "observe"
+unidentified = "deny"
+
+[[integration]]
+name = "website-form"
+match = { ip = ["10.0.0.2/32"] }
+allow = [{ models = ["crm.lead"], methods = ["create"] }]
+"#;
+
+fn pipeline() -> (Pipeline, MemorySink) {
+    let config = Arc::new(crate::config::parse(CONFIG, "test.toml").expect("test config is valid"));
+    let sink = MemorySink::default();
+    (Pipeline::new(config, None, Box::new(sink.clone())), sink)
+}
+
+/// One TCP connection whose segments the test sends in order.
+struct Conn {
+    client: SocketAddr,
+    server: SocketAddr,
+    client_seq: u32,
+    server_seq: u32,
+    clock: u64,
+}
+
+impl Conn {
+    fn new(client: &str) -> Self {
+        Self {
+            client: client.parse().unwrap(),
+            server: "10.0.0.1:8069".parse().unwrap(),
+            client_seq: 1000,
+            server_seq: 5000,
+            clock: 1_000_000,
+        }
+    }
+
+    fn segment(&mut self, to_server: bool, flags: u8, payload: &[u8]) -> CaptureEvent {
+        self.clock += 1_000;
+        let (src, dst, seq, ack) = if to_server {
+            (self.client, self.server, self.client_seq, self.server_seq)
+        } else {
+            (self.server, self.client, self.server_seq, self.client_seq)
+        };
+        let advance = payload.len() as u32 + u32::from(flags & (TcpFlags::SYN | TcpFlags::FIN) != 0);
+        if to_server {
+            self.client_seq = self.client_seq.wrapping_add(advance);
+        } else {
+            self.server_seq = self.server_seq.wrapping_add(advance);
+        }
+        CaptureEvent::Segment(Segment {
+            src,
+            dst,
+            seq,
+            ack,
+            flags: TcpFlags(flags),
+            payload: Bytes::copy_from_slice(payload),
+            wire_len: payload.len() as u32,
+            timestamp_ns: self.clock,
+        })
+    }
+
+    fn open(&mut self, pipeline: &mut Pipeline) {
+        pipeline.handle(self.segment(true, TcpFlags::SYN, b""));
+        pipeline.handle(self.segment(false, TcpFlags::SYN | TcpFlags::ACK, b""));
+        pipeline.handle(self.segment(true, TcpFlags::ACK, b""));
+    }
+
+    fn send(&mut self, pipeline: &mut Pipeline, payload: &[u8]) {
+        pipeline.handle(self.segment(true, TcpFlags::ACK | TcpFlags::PSH, payload));
+    }
+
+    fn answer(&mut self, pipeline: &mut Pipeline, payload: &[u8]) {
+        pipeline.handle(self.segment(false, TcpFlags::ACK | TcpFlags::PSH, payload));
+    }
+
+    fn close(&mut self, pipeline: &mut Pipeline) {
+        pipeline.handle(self.segment(true, TcpFlags::FIN | TcpFlags::ACK, b""));
+        pipeline.handle(self.segment(false, TcpFlags::FIN | TcpFlags::ACK, b""));
+        pipeline.handle(self.segment(true, TcpFlags::ACK, b""));
+    }
+}
+
+fn jsonrpc_request(model: &str, method: &str) -> Vec<u8> {
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","method":"call","id":7,"params":{{"service":"object","method":"execute_kw","args":["odoo19",2,"pw","{model}","{method}",[{{"name":"x"}}]]}}}}"#
+    );
+    format!(
+        "POST /jsonrpc HTTP/1.1\r\nHost: odoo\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn jsonrpc_response(result: &str) -> Vec<u8> {
+    let body = format!(r#"{{"jsonrpc": "2.0", "id": 7, "result": {result}}}"#);
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn calls(sink: &MemorySink) -> Vec<AuditRecord> {
+    sink.0.lock().unwrap().iter().filter(|r| r.event == AuditEvent::Call).cloned().collect()
+}
+
+#[test]
+fn allowed_call_gets_outcome_and_latency() {
+    let (mut pipeline, sink) = pipeline();
+    let mut conn = Conn::new("10.0.0.2:40000");
+    conn.open(&mut pipeline);
+    conn.send(&mut pipeline, &jsonrpc_request("crm.lead", "create"));
+    conn.answer(&mut pipeline, &jsonrpc_response("42"));
+    conn.close(&mut pipeline);
+
+    let records = calls(&sink);
+    assert_eq!(records.len(), 1);
+    let record = &records[0];
+    assert_eq!(record.decision, Some(Decision::Allow));
+    assert_eq!(record.integration.as_deref(), Some("website-form"));
+    assert_eq!(record.identity, Some(Identity::Ip));
+    assert_eq!(record.model.as_deref(), Some("crm.lead"));
+    assert_eq!(record.method.as_deref(), Some("create"));
+    assert_eq!(record.outcome.as_deref(), Some("ok"));
+    assert_eq!(record.latency_us, Some(1));
+    assert_eq!(record.fields, vec!["name".to_owned()]);
+}
+
+#[test]
+fn pipelined_responses_pair_in_order() {
+    let (mut pipeline, sink) = pipeline();
+    let mut conn = Conn::new("10.0.0.2:40001");
+    conn.open(&mut pipeline);
+    let mut both = jsonrpc_request("crm.lead", "create");
+    both.extend(jsonrpc_request("res.partner", "unlink"));
+    conn.send(&mut pipeline, &both);
+    conn.answer(&mut pipeline, &jsonrpc_response("42"));
+    let error = r#"{"jsonrpc": "2.0", "id": 7, "error": {"code": 200, "message": "Odoo Server Error", "data": {"name": "odoo.exceptions.AccessError", "message": "no", "arguments": [], "context": {}, "debug": ""}}}"#;
+    let response = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{error}", error.len());
+    conn.answer(&mut pipeline, response.as_bytes());
+    conn.close(&mut pipeline);
+
+    let records = calls(&sink);
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[0].method.as_deref(), Some("create"));
+    assert_eq!(records[0].outcome.as_deref(), Some("ok"));
+    assert_eq!(records[1].method.as_deref(), Some("unlink"));
+    assert_eq!(records[1].decision, Some(Decision::WouldDeny));
+    assert_eq!(records[1].outcome.as_deref(), Some("error:odoo.exceptions.AccessError"));
+}
+
+#[test]
+fn unidentified_call_would_be_denied() {
+    let (mut pipeline, sink) = pipeline();
+    let mut conn = Conn::new("10.0.0.9:40002");
+    conn.open(&mut pipeline);
+    conn.send(&mut pipeline, &jsonrpc_request("crm.lead", "create"));
+    conn.answer(&mut pipeline, &jsonrpc_response("42"));
+    conn.close(&mut pipeline);
+
+    let records = calls(&sink);
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].decision, Some(Decision::WouldDeny));
+    assert_eq!(records[0].identity, Some(Identity::None));
+    assert_eq!(records[0].integration, None);
+}
+
+#[test]
+fn call_without_response_is_recorded_at_close() {
+    let (mut pipeline, sink) = pipeline();
+    let mut conn = Conn::new("10.0.0.2:40003");
+    conn.open(&mut pipeline);
+    conn.send(&mut pipeline, &jsonrpc_request("crm.lead", "create"));
+    conn.close(&mut pipeline);
+
+    let records = calls(&sink);
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].outcome, None);
+    assert!(records[0].message.contains("no response"), "{}", records[0].message);
+}
+
+#[test]
+fn lost_segment_gives_gap_and_later_calls_still_decode() {
+    let (mut pipeline, sink) = pipeline();
+    let mut conn = Conn::new("10.0.0.2:40004");
+    conn.open(&mut pipeline);
+
+    // The first request's segment is lost in the capture; the server's ACK
+    // proves it was delivered.
+    let lost = jsonrpc_request("crm.lead", "create");
+    let _ = conn.segment(true, TcpFlags::ACK | TcpFlags::PSH, &lost);
+    conn.answer(&mut pipeline, &jsonrpc_response("41"));
+    conn.send(&mut pipeline, &jsonrpc_request("crm.lead", "create"));
+    conn.answer(&mut pipeline, &jsonrpc_response("42"));
+    conn.close(&mut pipeline);
+
+    let records = sink.0.lock().unwrap().clone();
+    let gaps: Vec<_> = records.iter().filter(|r| r.event == AuditEvent::CaptureGap).collect();
+    assert!(!gaps.is_empty(), "the missing bytes are recorded: {records:?}");
+    let calls = calls(&sink);
+    assert_eq!(calls.len(), 1, "the call after the gap is recorded: {calls:?}");
+    assert_eq!(calls[0].method.as_deref(), Some("create"));
+}
+
+#[test]
+fn malformed_body_gives_decode_error_record() {
+    let (mut pipeline, sink) = pipeline();
+    let mut conn = Conn::new("10.0.0.2:40005");
+    conn.open(&mut pipeline);
+    let body = br#"{"jsonrpc": "2.0", "params": {"service": "object""#;
+    let request = format!("POST /jsonrpc HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len());
+    let mut bytes = request.into_bytes();
+    bytes.extend_from_slice(body);
+    conn.send(&mut pipeline, &bytes);
+    conn.answer(&mut pipeline, b"HTTP/1.1 400 BAD REQUEST\r\nContent-Length: 0\r\n\r\n");
+    conn.close(&mut pipeline);
+
+    let records = sink.0.lock().unwrap().clone();
+    let errors: Vec<_> = records.iter().filter(|r| r.event == AuditEvent::DecodeError).collect();
+    assert_eq!(errors.len(), 1, "{records:?}");
+    assert_eq!(errors[0].error_code.as_deref(), Some("invalid_json"));
+    assert_eq!(errors[0].integration.as_deref(), Some("website-form"));
+    assert!(calls(&sink).is_empty());
+}
+
+#[test]
+fn capture_losses_become_records() {
+    let (mut pipeline, sink) = pipeline();
+    let stats = CaptureStats { ring_full: 3, truncated: 1, ..CaptureStats::default() };
+    pipeline.tick(10, Some(stats));
+    pipeline.tick(20, Some(stats));
+
+    let records = sink.0.lock().unwrap().clone();
+    let losses: Vec<_> = records.iter().filter(|r| r.event == AuditEvent::CaptureLoss).collect();
+    assert_eq!(losses.len(), 2, "one record per grown counter, none when unchanged: {records:?}");
+    assert_eq!(losses[0].error_code.as_deref(), Some("ring_buffer_full"));
+    assert_eq!(losses[0].count, Some(3));
+    assert_eq!(losses[1].error_code.as_deref(), Some("payload_truncated"));
+}
+
+#[test]
+fn ambiguous_framing_is_flagged_and_would_deny() {
+    let (mut pipeline, sink) = pipeline();
+    let mut conn = Conn::new("10.0.0.2:40006");
+    conn.open(&mut pipeline);
+    let request = jsonrpc_request("crm.lead", "create");
+    let text = String::from_utf8(request).unwrap();
+    let length_line = text.lines().find(|l| l.starts_with("Content-Length")).unwrap().to_owned();
+    let doubled = text.replacen(&length_line, &format!("{length_line}\r\n{length_line}"), 1);
+    conn.send(&mut pipeline, doubled.as_bytes());
+    conn.answer(&mut pipeline, &jsonrpc_response("42"));
+    conn.close(&mut pipeline);
+
+    let records = sink.0.lock().unwrap().clone();
+    let anomalies: Vec<_> = records.iter().filter(|r| r.event == AuditEvent::FramingAnomaly).collect();
+    assert_eq!(anomalies.len(), 1, "{records:?}");
+    assert_eq!(anomalies[0].error_code.as_deref(), Some("duplicate_content_length"));
+    let calls = calls(&sink);
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].decision, Some(Decision::WouldDeny));
+    assert!(calls[0].reason.as_deref().unwrap_or("").contains("duplicate_content_length"));
+}
