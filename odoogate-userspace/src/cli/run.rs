@@ -1,9 +1,9 @@
 //! `odoogate run`: the observe-mode daemon.
 //!
 //! Threads: the capture reader (inside [`Capture`]) drains the ring buffer
-//! into a bounded channel; the pipeline thread consumes it; the main thread
-//! waits for SIGINT/SIGTERM with `sigwait`, so no handler runs inside
-//! another thread's work.
+//! into a bounded channel, and the pipeline thread consumes it. The main
+//! thread waits for SIGINT/SIGTERM with `sigwait`, so no signal handler
+//! interrupts the other threads' work.
 
 use crate::audit::AuditSink;
 use crate::audit::journald::JournaldSink;

@@ -110,7 +110,7 @@ impl Cgroup {
         &self.path
     }
 
-    /// The path relative to the cgroup v2 mount, as odoogate reports it.
+    /// Returns the path relative to the cgroup v2 mount, as odoogate reports it.
     pub fn relative(&self) -> &str {
         &self.relative
     }
@@ -136,7 +136,7 @@ impl Drop for Cgroup {
     }
 }
 
-/// Where a child process runs.
+/// The namespaces and cgroup a child process runs in.
 #[derive(Default, Clone)]
 pub struct Placement {
     /// Network namespace file (`/run/netns/NAME`).

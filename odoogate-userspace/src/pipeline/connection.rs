@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 /// (pipelining). Beyond it the oldest is recorded without an outcome.
 const MAX_PENDING_CALLS: usize = 64;
 
-/// Where a local client's connection came from.
+/// The origin of a local client's connection.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Origin {
     pub cgroup: Option<String>,
@@ -45,7 +45,7 @@ fn track_session(call: &Call, integration: Option<&str>, response: &HttpResponse
 
 /// A request that was framed and is waiting for its response.
 struct PendingCall {
-    /// The record to write, without outcome and latency; `None` for
+    /// The record to write, without outcome and latency. It is `None` for
     /// requests that are not RPC calls (web pages, assets), which are
     /// tracked only to keep responses paired with requests.
     record: Option<AuditRecord>,

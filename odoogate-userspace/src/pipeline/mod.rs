@@ -1,9 +1,9 @@
 //! The observe path's pipeline: capture events in, audit records out.
 //!
-//! For each captured segment the pipeline runs the flow table and
-//! reassembly, frames HTTP in both directions, decodes each request, resolves
-//! its integration, decides on it, and writes one audit record per call once
-//! Odoo's response (or the end of the connection) is seen. It is synchronous
+//! Each captured segment goes through the flow table and reassembly, then
+//! HTTP framing in both directions. Each request is decoded, tied to its
+//! integration and decided on. Its audit record is written once Odoo's
+//! response (or the end of the connection) is seen. It is synchronous
 //! and single-threaded: the capture reader thread feeds it through a bounded
 //! channel, so a slow pipeline makes the kernel ring buffer fill up, which
 //! the kernel counts, instead of growing memory here.
