@@ -13,6 +13,7 @@ pub mod lab;
 
 use crate::audit::reader::{self, AuditQuery};
 use anyhow::{Context as _, bail};
+use std::collections::BTreeMap;
 use lab::{Cgroup, ChildGuard, Netns, Placement};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -188,7 +189,28 @@ fn print_attribution(audit_file: &PathBuf) -> anyhow::Result<()> {
         journal_directory: None,
     };
     let entries = reader::read(&query)?;
-    println!("\nAttribution table: the audit records odoogate wrote (`odoogate audit` prints the same from journald)\n");
+    println!("\nThe audit records odoogate wrote (`odoogate audit` prints the same from journald):\n");
     reader::print_table(&entries, &mut std::io::stdout().lock())?;
+    println!("\nAttribution table:\n");
+    print_summary(&entries);
     Ok(())
+}
+
+/// Prints one line per integration: how it was identified and how many of
+/// its calls were allowed and would have been denied.
+fn print_summary(entries: &[reader::AuditEntry]) {
+    let mut rows: BTreeMap<(String, String), (usize, usize)> = BTreeMap::new();
+    for entry in entries.iter().filter(|e| e.field("ODOOGATE_EVENT") == Some("call")) {
+        let integration = entry.field("ODOOGATE_INTEGRATION").unwrap_or("(unidentified)").to_owned();
+        let identity = entry.field("ODOOGATE_IDENTITY").unwrap_or("none").to_owned();
+        let counts = rows.entry((integration, identity)).or_default();
+        match entry.field("ODOOGATE_DECISION") {
+            Some("allow") => counts.0 += 1,
+            _ => counts.1 += 1,
+        }
+    }
+    println!("{:<16} {:<10} {:>7} {:>11}", "INTEGRATION", "IDENTITY", "ALLOWED", "WOULD_DENY");
+    for ((integration, identity), (allowed, denied)) in rows {
+        println!("{integration:<16} {identity:<10} {allowed:>7} {denied:>11}");
+    }
 }
