@@ -27,7 +27,7 @@ pub struct Origin {
 /// Keeps the session table in step with the web client's session routes: a
 /// session created by `/web/session/authenticate` belongs to the
 /// integration that authenticated, and `/web/session/destroy` ends it.
-fn track_session(call: &Call, integration: Option<&str>, response: &HttpResponse, sessions: &mut SessionTable) {
+pub(crate) fn track_session(call: &Call, integration: Option<&str>, response: &HttpResponse, sessions: &mut SessionTable) {
     let is_logout = call.protocol == Protocol::Web && call.method.as_deref() == Some("destroy");
     if is_logout {
         if let Some(session) = &call.session_id {
@@ -91,8 +91,9 @@ impl Connection {
         }
     }
 
-    pub fn matches(&self, client: Endpoint, server: Endpoint) -> bool {
-        self.key.client == client && self.key.server == server
+    /// Returns the (client, server) pair of the connection.
+    pub fn endpoints(&self) -> (Endpoint, Endpoint) {
+        (self.key.client, self.key.server)
     }
 
     pub fn set_origin(&mut self, origin: Origin) {

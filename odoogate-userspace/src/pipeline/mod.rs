@@ -9,7 +9,9 @@
 //! the kernel counts, instead of growing memory here.
 
 mod connection;
-mod records;
+pub(crate) mod records;
+
+pub(crate) use connection::track_session;
 
 use crate::audit::ratelimit::ErrorRateLimiter;
 use crate::audit::{AuditEvent, AuditRecord, AuditSink};
@@ -47,6 +49,8 @@ pub struct Pipeline {
     config: Arc<Config>,
     flows: FlowTable,
     connections: HashMap<u64, Connection>,
+    /// Connection ids by (client, server), to join flow origins.
+    by_endpoints: HashMap<(Endpoint, Endpoint), u64>,
     pending_origins: HashMap<(Endpoint, Endpoint), (Origin, Instant)>,
     cgroups: Option<CgroupResolver>,
     sessions: SessionTable,
@@ -75,6 +79,7 @@ impl Pipeline {
             config,
             flows,
             connections: HashMap::new(),
+            by_endpoints: HashMap::new(),
             pending_origins: HashMap::new(),
             cgroups,
             sessions: SessionTable::default(),
@@ -149,7 +154,7 @@ impl Pipeline {
         let cgroup = self.cgroups.as_mut().and_then(|resolver| resolver.path(origin.cgroup_id));
         let info = Origin { cgroup, pid: origin.pid, comm: origin.comm.clone() };
         let key = (origin.client, origin.server);
-        if let Some(connection) = self.connections.values_mut().find(|c| c.matches(origin.client, origin.server)) {
+        if let Some(connection) = self.by_endpoints.get(&key).and_then(|id| self.connections.get_mut(id)) {
             connection.set_origin(info);
             return;
         }
@@ -167,6 +172,7 @@ impl Pipeline {
                     connection.set_origin(origin);
                 }
                 self.connections.insert(conn_id, connection);
+                self.by_endpoints.insert((key.client, key.server), conn_id);
             }
             FlowEvent::Data { conn_id, direction, bytes, timestamp_ns } => {
                 let Some(connection) = self.connections.get_mut(&conn_id) else { return };
@@ -184,6 +190,10 @@ impl Pipeline {
 
     fn close_connection(&mut self, conn_id: u64, why: &str) {
         if let Some(mut connection) = self.connections.remove(&conn_id) {
+            let endpoints = connection.endpoints();
+            if self.by_endpoints.get(&endpoints) == Some(&conn_id) {
+                self.by_endpoints.remove(&endpoints);
+            }
             let output = connection.finish(why, &self.config, &mut self.sessions);
             self.write_output(output);
         }
