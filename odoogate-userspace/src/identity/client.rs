@@ -16,26 +16,42 @@ use crate::http::message::Headers;
 /// stuffed with addresses; real proxy chains are a handful long.
 const MAX_HOPS: usize = 32;
 
+/// The header a trusted proxy writes the client address into.
+///
+/// Only one header may be believed: a proxy that appends to one passes the
+/// other through from the client untouched, so reading both lets a client
+/// pick its own address. nginx (`proxy_add_x_forwarded_for`), HAProxy
+/// (`option forwardfor`) and Apache's mod_proxy append `X-Forwarded-For`
+/// by default, which is why it is the default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ForwardedHeader {
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=…`.
+    Forwarded,
+}
+
 /// Returns the client address of a request that arrived from `peer`.
 ///
 /// From an untrusted peer, the headers are ignored and the peer is the
-/// client. From a trusted one, `Forwarded` is used when present, else
-/// `X-Forwarded-For`. When the chosen header names no usable address (for
-/// example `for=unknown` or an obfuscated `for=_hidden`), the peer is the
-/// client. The other header is never consulted then, because a proxy that
-/// writes one header may pass the other through from the client untouched.
-pub fn client_ip(peer: IpAddr, headers: &Headers, trusted: &[IpNet]) -> IpAddr {
+/// client. From a trusted one, the `header` chosen is read from the right.
+/// When it names no usable address (for example `for=unknown` or an
+/// obfuscated `for=_hidden`), the peer is the client.
+pub fn client_ip(peer: IpAddr, headers: &Headers, trusted: &[IpNet], header: ForwardedHeader) -> IpAddr {
     let peer = peer.to_canonical();
     if !is_trusted(peer, trusted) {
         return peer;
     }
 
-    let forwarded: Vec<&[u8]> = headers.get_all("forwarded").map(|value| value.as_ref()).collect();
-    let hops = if forwarded.is_empty() {
-        let values: Vec<&[u8]> = headers.get_all("x-forwarded-for").map(|value| value.as_ref()).collect();
-        values.iter().flat_map(|value| split_list(value)).map(parse_node).collect::<Vec<_>>()
-    } else {
-        forwarded.iter().flat_map(|value| split_list(value)).map(forwarded_for).collect::<Vec<_>>()
+    let hops = match header {
+        ForwardedHeader::XForwardedFor => {
+            let values: Vec<&[u8]> = headers.get_all("x-forwarded-for").map(|value| value.as_ref()).collect();
+            values.iter().flat_map(|value| split_list(value)).map(parse_node).collect::<Vec<_>>()
+        }
+        ForwardedHeader::Forwarded => {
+            let values: Vec<&[u8]> = headers.get_all("forwarded").map(|value| value.as_ref()).collect();
+            values.iter().flat_map(|value| split_list(value)).map(forwarded_for).collect::<Vec<_>>()
+        }
     };
 
     rightmost_untrusted(&hops, trusted).unwrap_or(peer)
@@ -133,73 +149,81 @@ mod tests {
     #[test]
     fn untrusted_peer_ignores_headers() {
         let h = headers(&[("X-Forwarded-For", "198.51.100.7"), ("Forwarded", "for=198.51.100.8")]);
-        assert_eq!(client_ip(ip("203.0.113.5"), &h, &trusted()), ip("203.0.113.5"));
+        assert_eq!(client_ip(ip("203.0.113.5"), &h, &trusted(), ForwardedHeader::XForwardedFor), ip("203.0.113.5"));
     }
 
     #[test]
     fn xff_takes_rightmost_untrusted() {
         let h = headers(&[("X-Forwarded-For", "6.6.6.6, 198.51.100.7, 10.1.2.3")]);
-        assert_eq!(client_ip(ip("127.0.0.1"), &h, &trusted()), ip("198.51.100.7"));
+        assert_eq!(client_ip(ip("127.0.0.1"), &h, &trusted(), ForwardedHeader::XForwardedFor), ip("198.51.100.7"));
     }
 
     #[test]
     fn xff_fields_join_in_order() {
         let h = headers(&[("X-Forwarded-For", "6.6.6.6"), ("x-forwarded-for", "198.51.100.7")]);
-        assert_eq!(client_ip(ip("127.0.0.1"), &h, &trusted()), ip("198.51.100.7"));
+        assert_eq!(client_ip(ip("127.0.0.1"), &h, &trusted(), ForwardedHeader::XForwardedFor), ip("198.51.100.7"));
     }
 
     #[test]
     fn all_trusted_hops_give_leftmost() {
         let h = headers(&[("X-Forwarded-For", "10.0.0.9, 10.0.0.8")]);
-        assert_eq!(client_ip(ip("127.0.0.1"), &h, &trusted()), ip("10.0.0.9"));
+        assert_eq!(client_ip(ip("127.0.0.1"), &h, &trusted(), ForwardedHeader::XForwardedFor), ip("10.0.0.9"));
     }
 
     #[test]
-    fn forwarded_wins_over_xff() {
-        let h = headers(&[("X-Forwarded-For", "6.6.6.6"), ("Forwarded", "for=198.51.100.7;proto=https")]);
-        assert_eq!(client_ip(ip("127.0.0.1"), &h, &trusted()), ip("198.51.100.7"));
+    fn only_the_chosen_header_counts() {
+        let h = headers(&[("X-Forwarded-For", "198.51.100.9"), ("Forwarded", "for=198.51.100.7;proto=https")]);
+        assert_eq!(client_ip(ip("127.0.0.1"), &h, &trusted(), ForwardedHeader::Forwarded), ip("198.51.100.7"));
+        assert_eq!(client_ip(ip("127.0.0.1"), &h, &trusted(), ForwardedHeader::XForwardedFor), ip("198.51.100.9"));
+    }
+
+    #[test]
+    fn client_forwarded_header_cannot_spoof_through_xff_proxy() {
+        // nginx appends X-Forwarded-For and passes the client's Forwarded on.
+        let h = headers(&[("Forwarded", "for=127.0.0.2"), ("X-Forwarded-For", "198.51.100.9")]);
+        assert_eq!(client_ip(ip("127.0.0.1"), &h, &trusted(), ForwardedHeader::default()), ip("198.51.100.9"));
     }
 
     #[test]
     fn forwarded_quoted_ipv6_with_port() {
         let h = headers(&[("Forwarded", "for=6.6.6.6, For=\"[2001:db8:cafe::17]:4711\"")]);
-        assert_eq!(client_ip(ip("127.0.0.1"), &h, &trusted()), ip("2001:db8:cafe::17"));
+        assert_eq!(client_ip(ip("127.0.0.1"), &h, &trusted(), ForwardedHeader::Forwarded), ip("2001:db8:cafe::17"));
     }
 
     #[test]
     fn forwarded_ipv4_with_port() {
         let h = headers(&[("Forwarded", "proto=http;for=\"192.0.2.43:47011\"")]);
-        assert_eq!(client_ip(ip("127.0.0.1"), &h, &trusted()), ip("192.0.2.43"));
+        assert_eq!(client_ip(ip("127.0.0.1"), &h, &trusted(), ForwardedHeader::Forwarded), ip("192.0.2.43"));
     }
 
     #[test]
     fn forwarded_unknown_falls_back_to_peer() {
         let h = headers(&[("Forwarded", "for=198.51.100.7, for=unknown"), ("X-Forwarded-For", "6.6.6.6")]);
-        assert_eq!(client_ip(ip("127.0.0.1"), &h, &trusted()), ip("127.0.0.1"));
+        assert_eq!(client_ip(ip("127.0.0.1"), &h, &trusted(), ForwardedHeader::Forwarded), ip("127.0.0.1"));
     }
 
     #[test]
     fn forwarded_quoted_comma_stays_in_element() {
         let h = headers(&[("Forwarded", "for=198.51.100.7;by=\"a,b\"")]);
-        assert_eq!(client_ip(ip("127.0.0.1"), &h, &trusted()), ip("198.51.100.7"));
+        assert_eq!(client_ip(ip("127.0.0.1"), &h, &trusted(), ForwardedHeader::Forwarded), ip("198.51.100.7"));
     }
 
     #[test]
     fn mapped_ipv4_peer_is_canonical() {
         let h = headers(&[("X-Forwarded-For", "198.51.100.7")]);
-        assert_eq!(client_ip(ip("::ffff:127.0.0.1"), &h, &trusted()), ip("198.51.100.7"));
-        assert_eq!(client_ip(ip("::ffff:203.0.113.5"), &h, &trusted()), ip("203.0.113.5"));
+        assert_eq!(client_ip(ip("::ffff:127.0.0.1"), &h, &trusted(), ForwardedHeader::XForwardedFor), ip("198.51.100.7"));
+        assert_eq!(client_ip(ip("::ffff:203.0.113.5"), &h, &trusted(), ForwardedHeader::XForwardedFor), ip("203.0.113.5"));
     }
 
     #[test]
     fn too_many_trusted_hops_fall_back_to_peer() {
         let chain = vec!["10.0.0.1"; MAX_HOPS + 1].join(", ");
         let h = headers(&[("X-Forwarded-For", chain.as_str())]);
-        assert_eq!(client_ip(ip("127.0.0.1"), &h, &trusted()), ip("127.0.0.1"));
+        assert_eq!(client_ip(ip("127.0.0.1"), &h, &trusted(), ForwardedHeader::XForwardedFor), ip("127.0.0.1"));
     }
 
     #[test]
     fn no_headers_from_trusted_peer_gives_peer() {
-        assert_eq!(client_ip(ip("127.0.0.1"), &Headers::default(), &trusted()), ip("127.0.0.1"));
+        assert_eq!(client_ip(ip("127.0.0.1"), &Headers::default(), &trusted(), ForwardedHeader::XForwardedFor), ip("127.0.0.1"));
     }
 }

@@ -17,7 +17,7 @@ use crate::config::{Config, Match};
 use crate::http::message::Headers;
 use crate::rpc::call::{Call, CredentialSlot};
 
-pub use client::client_ip;
+pub use client::{ForwardedHeader, client_ip};
 pub use fingerprint::{Fingerprint, FingerprintError};
 pub use sessions::{DEFAULT_MAX_SESSIONS, SessionTable};
 
@@ -71,7 +71,8 @@ pub fn resolve(
 ) -> Resolution {
     let key = call.and_then(credential_fingerprint);
     let facts = Facts {
-        client_ip: client_ip(source.peer.ip(), headers, &config.odoo.trusted_proxies),
+        // TODO: let the config choose `Forwarded` for proxies that only write it.
+        client_ip: client_ip(source.peer.ip(), headers, &config.odoo.trusted_proxies, ForwardedHeader::default()),
         cgroup: source.cgroup.as_deref(),
         key,
     };

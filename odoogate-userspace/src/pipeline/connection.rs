@@ -35,12 +35,30 @@ pub(crate) fn track_session(call: &Call, integration: Option<&str>, response: &H
         }
         return;
     }
-    if call.kind != CallKind::Auth {
+    // A failed login may still set a cookie; only a session that Odoo
+    // accepted (a uid in the answer) belongs to the integration.
+    if call.kind != CallKind::Auth || rpc::login_uid(call, response).is_none() {
         return;
     }
     if let (Some(integration), Some(session)) = (integration, rpc::session_cookie(response)) {
         sessions.bind(&session, integration, std::time::SystemTime::now());
     }
+}
+
+/// Builds the placeholder call for a request on an RPC surface whose body
+/// did not decode: its protocol, the model and method a JSON-2 path names,
+/// and the decode failure as a mismatch, which the policy always denies.
+fn undecodable_call(request: &HttpRequest, error: &rpc::DecodeError) -> Option<Call> {
+    let protocol = rpc::surface_protocol(&request.target)?;
+    let mut call = Call::new(protocol, CallKind::Model);
+    if protocol == Protocol::Json2 {
+        if let Some((model, method)) = rpc::json2::route(request.path()) {
+            call.model = Some(model.to_owned());
+            call.method = Some(method.to_owned());
+        }
+    }
+    call.mismatches.push(format!("the body could not be decoded ({error})"));
+    Some(call)
 }
 
 /// A request that was framed and is waiting for its response.
@@ -211,20 +229,26 @@ impl Connection {
         } else {
             rpc::decode_request(&request, &limits)
         };
+        let mut decode_failure = None;
         let call = match decoded {
             Ok(Some(call)) => Some(call),
             Ok(None) => None,
             Err(error) => {
                 let resolution = identity::resolve(config, None, &request.headers, &source, sessions);
                 output.push(records::decode_error(&source, &request, &error, &resolution));
-                None
+                decode_failure = Some(error.code());
+                // Odoo's own parsers may still read this body (a DOCTYPE,
+                // another encoding, NaN), so it also gets a call record,
+                // which is never rate-limited and can never be allowed.
+                undecodable_call(&request, &error)
             }
         };
 
         let pending = match call {
             Some(call) => {
                 let resolution = identity::resolve(config, Some(&call), &request.headers, &source, sessions);
-                let record = records::call_record(&call, &request, &resolution, &source, config);
+                let mut record = records::call_record(&call, &request, &resolution, &source, config);
+                record.error_code = decode_failure.map(str::to_owned);
                 PendingCall {
                     record: Some(record),
                     integration: resolution.integration.clone(),

@@ -245,7 +245,15 @@ fn malformed_body_gives_decode_error_record() {
     assert_eq!(errors.len(), 1, "{records:?}");
     assert_eq!(errors[0].error_code.as_deref(), Some("invalid_json"));
     assert_eq!(errors[0].integration.as_deref(), Some("website-form"));
-    assert!(calls(&sink).is_empty());
+
+    // Odoo may read what odoogate could not, so the call is recorded too.
+    let calls = calls(&sink);
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].decision, Some(Decision::WouldDeny));
+    assert_eq!(calls[0].integration.as_deref(), Some("website-form"));
+    assert_eq!(calls[0].protocol, Some("jsonrpc"));
+    assert_eq!(calls[0].error_code.as_deref(), Some("invalid_json"));
+    assert_eq!(calls[0].outcome.as_deref(), Some("http:400"));
 }
 
 #[test]

@@ -96,6 +96,19 @@ pub fn decode_request(request: &HttpRequest, limits: &DecodeLimits) -> Result<Op
     Ok(Some(call))
 }
 
+/// Returns the protocol of the RPC surface `target` names, if any, so a
+/// request whose body does not decode can still be recorded as a call of
+/// that protocol.
+pub fn surface_protocol(target: &str) -> Option<Protocol> {
+    let path = route_path(target.split(['?', '#']).next().unwrap_or(""));
+    Some(match surface_of(&path)? {
+        Surface::XmlRpc { protocol, .. } => protocol,
+        Surface::JsonRpc => Protocol::JsonRpc,
+        Surface::Web(_) => Protocol::Web,
+        Surface::Json2 { .. } => Protocol::Json2,
+    })
+}
+
 fn surface_of(path: &str) -> Option<Surface<'_>> {
     if path == "/jsonrpc" {
         return Some(Surface::JsonRpc);
@@ -118,17 +131,43 @@ fn single_segment(segment: &str) -> Option<&str> {
 }
 
 /// Returns the path Odoo's router matches: the path of an absolute-form
-/// target, percent-decoded. A path that decodes to invalid UTF-8 is kept
-/// as sent, which matches no surface.
+/// target, percent-decoded, with runs of `/` merged and one trailing `/`
+/// removed. A path that decodes to invalid UTF-8 is kept as sent, which
+/// matches no surface.
+///
+/// Odoo builds its werkzeug routing map with `strict_slashes=False`, so
+/// `/xmlrpc/2/object/` reaches the same endpoint as `/xmlrpc/2/object`.
+/// Normalising both forms here errs towards decoding a call Odoo might run.
 fn route_path(path: &str) -> Cow<'_, str> {
     let path = strip_scheme_and_authority(path);
-    if !path.contains('%') {
-        return Cow::Borrowed(path);
+    let decoded = if path.contains('%') {
+        match String::from_utf8(percent_decode(path.as_bytes())) {
+            Ok(decoded) => Cow::Owned(decoded),
+            Err(_) => Cow::Borrowed(path),
+        }
+    } else {
+        Cow::Borrowed(path)
+    };
+    normalize_slashes(decoded)
+}
+
+/// Merges runs of `/` and drops one trailing `/` (but keeps `/` itself).
+fn normalize_slashes(path: Cow<'_, str>) -> Cow<'_, str> {
+    let needs_work = path.contains("//") || (path.len() > 1 && path.ends_with('/'));
+    if !needs_work {
+        return path;
     }
-    match String::from_utf8(percent_decode(path.as_bytes())) {
-        Ok(decoded) => Cow::Owned(decoded),
-        Err(_) => Cow::Borrowed(path),
+    let mut normalized = String::with_capacity(path.len());
+    for character in path.chars() {
+        if character == '/' && normalized.ends_with('/') {
+            continue;
+        }
+        normalized.push(character);
     }
+    if normalized.len() > 1 && normalized.ends_with('/') {
+        normalized.pop();
+    }
+    Cow::Owned(normalized)
 }
 
 /// `http://host:port/path` becomes `/path`; an origin-form path is unchanged.
@@ -230,8 +269,24 @@ mod tests {
     }
 
     #[test]
+    fn extra_slashes_are_routed() {
+        for path in ["/jsonrpc/", "//jsonrpc", "/json//rpc/../jsonrpc//"] {
+            let decoded = decode_request(&request("POST", path, &[], EXECUTE), &DecodeLimits::default()).unwrap();
+            if path.contains("..") {
+                assert!(decoded.is_none(), "{path} is not normalised beyond slashes");
+            } else {
+                assert_eq!(decoded.map(|c| c.protocol), Some(Protocol::JsonRpc), "{path}");
+            }
+        }
+        assert_eq!(surface_protocol("/xmlrpc/2/object/"), Some(Protocol::XmlRpc));
+        assert_eq!(surface_protocol("//xmlrpc//2/object"), Some(Protocol::XmlRpc));
+        assert_eq!(surface_protocol("/json/2/res.partner/unlink/"), Some(Protocol::Json2));
+        assert_eq!(normalize_slashes(Cow::Borrowed("/")), "/");
+    }
+
+    #[test]
     fn other_paths_are_not_calls() {
-        for path in ["/web", "/web/assets/x.js", "/websocket", "/jsonrpc/", "/xmlrpc/2/", "/xmlrpc/2/object/x", "/JSONRPC"] {
+        for path in ["/web", "/web/assets/x.js", "/websocket", "/xmlrpc/2/object/x", "/JSONRPC"] {
             let decoded = decode_request(&request("POST", path, &[], EXECUTE), &DecodeLimits::default()).unwrap();
             assert!(decoded.is_none(), "{path} decoded as a call");
         }

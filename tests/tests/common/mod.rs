@@ -259,10 +259,15 @@ impl Site {
                 bail!("odoogate run exited with an error:\n{}", self.daemon_log());
             }
         }
-        let mut records = Vec::new();
+        // journald stores datagrams asynchronously: wait for the minimum,
+        // then until two reads in a row see the same number of records.
+        let mut records: Vec<Record> = Vec::new();
+        let mut previous = usize::MAX;
         let _ = lab::wait_for("the call records in journald", Duration::from_secs(10), || {
             records = self.journal.records().unwrap_or_default();
-            calls(&records).len() >= min_calls
+            let stable = records.len() == previous;
+            previous = records.len();
+            calls(&records).len() >= min_calls && stable
         });
         Ok(records)
     }
