@@ -14,8 +14,8 @@ pub struct AuditArgs {
     /// matched none).
     #[arg(long)]
     integration: Option<String>,
-    /// Only records with this decision: allow, deny or would_deny.
-    #[arg(long)]
+    /// Only records with this decision.
+    #[arg(long, value_parser = ["allow", "deny", "would_deny"])]
     decision: Option<String>,
     /// Only records of this model.
     #[arg(long)]
@@ -43,10 +43,15 @@ pub fn audit(args: &AuditArgs) -> anyhow::Result<ExitCode> {
     };
     let entries = reader::read(&query)?;
     let mut stdout = std::io::stdout().lock();
-    if args.json {
-        reader::print_json(&entries, &mut stdout)?;
+    let printed = if args.json {
+        reader::print_json(&entries, &mut stdout)
     } else {
-        reader::print_table(&entries, &mut stdout)?;
+        reader::print_table(&entries, &mut stdout)
+    };
+    match printed {
+        // A reader such as `head` that stops early is not an error.
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        Err(error) => Err(error.into()),
+        Ok(()) => Ok(ExitCode::SUCCESS),
     }
-    Ok(ExitCode::SUCCESS)
 }

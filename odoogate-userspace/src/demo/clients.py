@@ -57,7 +57,8 @@ def jsonrpc(url, service, method, args, source_ip=None):
 def report(label, call):
     try:
         result = call()
-        print(f"  {label}: ok ({json.dumps(result)[:60]})")
+        shown = f"{len(result)} records" if isinstance(result, list) else json.dumps(result)
+        print(f"  {label}: ok ({shown})")
         return True
     except (xmlrpc.client.Fault, RuntimeError) as error:
         print(f"  {label}: Odoo error {error}")

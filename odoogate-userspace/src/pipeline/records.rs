@@ -166,16 +166,20 @@ pub fn capture_gap(conn_id: u64, key: &FlowKey, direction: Direction, missing_by
     record
 }
 
+/// Builds the record for bytes the framer skipped because they formed no
+/// HTTP message: after a capture gap, after a malformed head, or a message
+/// cut short by the close. It is a decode error, not a capture loss: the
+/// bytes were captured.
 pub fn desync(conn_id: u64, key: &FlowKey, direction: Direction, skipped_bytes: u64) -> AuditRecord {
     let message = format!(
-        "skipped {skipped_bytes} bytes of the {} stream of connection {conn_id} to find the next message",
+        "skipped {skipped_bytes} bytes of the {} stream of connection {conn_id} that formed no HTTP message",
         direction_name(direction)
     );
-    let mut record = AuditRecord::new(AuditEvent::CaptureGap, message);
+    let mut record = AuditRecord::new(AuditEvent::DecodeError, message);
     record.conn_id = Some(conn_id);
     record.src_ip = Some(key.client.ip());
     record.src_port = Some(key.client.port());
-    record.error_code = Some("resync".to_owned());
+    record.error_code = Some("unframed_bytes".to_owned());
     record.count = Some(skipped_bytes);
     record
 }

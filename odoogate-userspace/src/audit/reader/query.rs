@@ -75,7 +75,9 @@ pub(super) fn journalctl_args(query: &AuditQuery) -> Vec<OsString> {
     }
 
     args.push(format!("SYSLOG_IDENTIFIER={SYSLOG_IDENTIFIER}").into());
-    if let Some(integration) = &query.integration {
+    // Unidentified calls carry no ODOOGATE_INTEGRATION field, so that
+    // filter is applied after reading.
+    if let Some(integration) = query.integration.as_ref().filter(|name| *name != UNIDENTIFIED) {
         args.push(format!("ODOOGATE_INTEGRATION={integration}").into());
     }
     if let Some(decision) = &query.decision {
@@ -136,13 +138,26 @@ impl EntryFilter {
         } = self;
         is_odoogate_entry(entry)
             && since.is_none_or(|since| entry.timestamp >= since)
-            && equals(integration, entry.field("ODOOGATE_INTEGRATION"))
+            && integration_matches(integration, entry.field("ODOOGATE_INTEGRATION"))
             && equals(decision, entry.field("ODOOGATE_DECISION"))
             && model.as_deref().is_none_or(|pattern| {
                 entry
                     .field("ODOOGATE_MODEL")
                     .is_some_and(|m| glob_match(pattern, m))
             })
+    }
+}
+
+/// The `--integration` value that selects calls no integration matched.
+///
+/// NOTE: an integration that is itself named `unidentified` cannot be
+/// selected by name; the config does not reserve the name yet.
+pub const UNIDENTIFIED: &str = "unidentified";
+
+fn integration_matches(expected: &Option<String>, actual: Option<&str>) -> bool {
+    match expected.as_deref() {
+        Some(UNIDENTIFIED) => actual.is_none(),
+        _ => equals(expected, actual),
     }
 }
 

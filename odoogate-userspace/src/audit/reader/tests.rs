@@ -172,6 +172,14 @@ fn filters_apply_to_entries() {
     assert!(by_integration.matches(&allow));
     assert!(!by_integration.matches(&error));
 
+    let unidentified_call = entry(&[("ODOOGATE_EVENT", "call"), ("ODOOGATE_DECISION", "would_deny")]);
+    let unidentified = filter(AuditQuery {
+        integration: Some("unidentified".into()),
+        ..Default::default()
+    });
+    assert!(unidentified.matches(&unidentified_call));
+    assert!(!unidentified.matches(&allow));
+
     let by_model = filter(AuditQuery {
         model: Some("res.*".into()),
         ..Default::default()
