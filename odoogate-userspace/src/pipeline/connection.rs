@@ -12,6 +12,9 @@ use crate::identity::{self, SessionTable, Source};
 use crate::rpc::{self, Call, CallKind, DecodeLimits, Protocol};
 use std::collections::VecDeque;
 
+/// The web client's logout route (`GET`, answered with a redirect).
+const WEB_LOGOUT_PATH: &str = "/web/session/logout";
+
 /// Upper bound on requests waiting for a response on one connection
 /// (pipelining). Beyond it the oldest is recorded without an outcome.
 const MAX_PENDING_CALLS: usize = 64;
@@ -232,7 +235,16 @@ impl Connection {
         let mut decode_failure = None;
         let call = match decoded {
             Ok(Some(call)) => Some(call),
-            Ok(None) => None,
+            Ok(None) => {
+                // The web client logs out with a plain GET, which is no RPC
+                // call but still ends the session.
+                if request.path() == WEB_LOGOUT_PATH {
+                    if let Some(session) = rpc::web::request_session_id(&request) {
+                        sessions.unbind(&session);
+                    }
+                }
+                None
+            }
             Err(error) => {
                 let resolution = identity::resolve(config, None, &request.headers, &source, sessions);
                 output.push(records::decode_error(&source, &request, &error, &resolution));

@@ -293,3 +293,45 @@ fn ambiguous_framing_is_flagged_and_would_deny() {
     assert_eq!(calls[0].decision, Some(Decision::WouldDeny));
     assert!(calls[0].reason.as_deref().unwrap_or("").contains("duplicate_content_length"));
 }
+
+#[test]
+fn web_logout_ends_session_identity() {
+    let (mut pipeline, sink) = pipeline();
+    let authenticate = br#"{"jsonrpc":"2.0","method":"call","id":1,"params":{"db":"odoo19","login":"admin","password":"pw"}}"#;
+    let call_kw = br#"{"jsonrpc":"2.0","method":"call","id":2,"params":{"model":"crm.lead","method":"create","args":[{"name":"x"}],"kwargs":{}}}"#;
+    let post = |path: &str, body: &[u8], cookie: Option<&str>| {
+        let cookie = cookie.map(|c| format!("Cookie: session_id={c}\r\n")).unwrap_or_default();
+        let mut bytes = format!("POST {path} HTTP/1.1\r\nContent-Type: application/json\r\n{cookie}Content-Length: {}\r\n\r\n", body.len()).into_bytes();
+        bytes.extend_from_slice(body);
+        bytes
+    };
+    let ok = |body: &str, cookie: Option<&str>| {
+        let cookie = cookie.map(|c| format!("Set-Cookie: session_id={c}; Path=/\r\n")).unwrap_or_default();
+        format!("HTTP/1.1 200 OK\r\n{cookie}Content-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
+    };
+
+    // The website form (matched by IP) logs in and gets a session.
+    let mut form = Conn::new("10.0.0.2:40011");
+    form.open(&mut pipeline);
+    form.send(&mut pipeline, &post("/web/session/authenticate", authenticate, None));
+    form.answer(&mut pipeline, &ok(r#"{"jsonrpc":"2.0","id":1,"result":{"uid":2}}"#, Some("s3ss10n")));
+    form.close(&mut pipeline);
+
+    // Another host reuses the session: identified by it.
+    let mut other = Conn::new("10.0.0.7:40012");
+    other.open(&mut pipeline);
+    other.send(&mut pipeline, &post("/web/dataset/call_kw", call_kw, Some("s3ss10n")));
+    other.answer(&mut pipeline, &ok(r#"{"jsonrpc":"2.0","id":2,"result":5}"#, None));
+    other.send(&mut pipeline, b"GET /web/session/logout HTTP/1.1\r\nCookie: session_id=s3ss10n\r\n\r\n");
+    other.answer(&mut pipeline, b"HTTP/1.1 303 SEE OTHER\r\nLocation: /web/login\r\nContent-Length: 0\r\n\r\n");
+    other.send(&mut pipeline, &post("/web/dataset/call_kw", call_kw, Some("s3ss10n")));
+    other.answer(&mut pipeline, &ok(r#"{"jsonrpc":"2.0","id":2,"result":6}"#, None));
+    other.close(&mut pipeline);
+
+    let records = calls(&sink);
+    let creates: Vec<_> = records.iter().filter(|r| r.method.as_deref() == Some("create")).collect();
+    assert_eq!(creates.len(), 2, "{records:?}");
+    assert_eq!(creates[0].identity, Some(Identity::Session));
+    assert_eq!(creates[0].integration.as_deref(), Some("website-form"));
+    assert_eq!(creates[1].identity, Some(Identity::None), "the logout ended the session");
+}

@@ -126,6 +126,14 @@ fn add_session(call: &mut Call, request: &HttpRequest) {
     call.session_id = Some(Secret::new(first));
 }
 
+/// Returns the session id a request carries (the first `session_id` cookie,
+/// else `X-Openerp-Session-Id`), for routes that are not RPC calls, such as
+/// the web client's `GET /web/session/logout`.
+pub fn request_session_id(request: &HttpRequest) -> Option<Secret> {
+    let header = request.headers.get_str("X-Openerp-Session-Id").map(str::trim).filter(|id| !id.is_empty());
+    session_cookies(request).into_iter().next().or(header).map(Secret::new)
+}
+
 /// Returns the values of every `session_id` cookie, in wire order.
 fn session_cookies(request: &HttpRequest) -> Vec<&str> {
     request
