@@ -22,4 +22,5 @@ pub mod pipeline;
 pub mod policy;
 pub mod rpc;
 pub mod secret;
+pub mod token;
 pub mod upstream;

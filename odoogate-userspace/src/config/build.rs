@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -12,9 +13,12 @@ use toml::Spanned;
 
 use super::error::{Problem, line_and_column};
 use super::raw::{
-    OneOrMany, RawAudit, RawCapture, RawConfig, RawIntegration, RawMatch, RawOdoo, RawPolicy, RawRule, SpannedStrings,
+    OneOrMany, RawAudit, RawCapture, RawConfig, RawIntegration, RawMatch, RawOdoo, RawPolicy, RawRule, RawTokens,
+    SpannedStrings,
 };
-use super::{AuditConfig, AuditOutput, CaptureConfig, Config, Integration, Match, OdooConfig, PolicyConfig, Rule};
+use super::{
+    AuditConfig, AuditOutput, CaptureConfig, Config, Integration, Match, OdooConfig, PolicyConfig, Rule, TokensConfig,
+};
 use crate::identity::{Fingerprint, FingerprintError};
 use crate::policy::glob::Glob;
 
@@ -31,7 +35,7 @@ type Checked<T> = Result<T, Problem>;
 
 /// Checks `raw`, parsed from `text`, and builds the configuration.
 pub(super) fn build(raw: RawConfig, text: &str) -> Checked<Config> {
-    let RawConfig { odoo, policy, capture, audit, integration } = raw;
+    let RawConfig { odoo, policy, capture, audit, tokens, integration } = raw;
     let RawPolicy { mode, unidentified } = policy;
 
     Ok(Config {
@@ -39,6 +43,7 @@ pub(super) fn build(raw: RawConfig, text: &str) -> Checked<Config> {
         policy: PolicyConfig { mode, unidentified },
         capture: capture_config(capture)?,
         audit: audit_config(audit)?,
+        tokens: tokens_config(tokens)?,
         integrations: integrations(integration, text)?,
     })
 }
@@ -181,6 +186,33 @@ fn audit_config(raw: RawAudit) -> Checked<AuditConfig> {
     })
 }
 
+// === [tokens] ===
+
+fn tokens_config(raw: RawTokens) -> Checked<TokensConfig> {
+    let RawTokens { store, credentials_file, inject_context, default, credential, password, api_key } = raw;
+    if let Some(pasted) = [default, credential, password, api_key].into_iter().flatten().next() {
+        let message = "the service credential must not be in the main configuration; \
+                       put it in the file named by tokens.credentials_file (mode 0600) \
+                       or in the systemd credential odoogate-credentials";
+        return Err(Problem::new(pasted.span(), message));
+    }
+
+    let defaults = TokensConfig::default();
+    Ok(TokensConfig {
+        store: store.map_or(Ok(defaults.store), absolute_path)?,
+        credentials_file: credentials_file.map(absolute_path).transpose()?,
+        inject_context: inject_context.unwrap_or(defaults.inject_context),
+    })
+}
+
+fn absolute_path(path: Spanned<PathBuf>) -> Checked<PathBuf> {
+    if !path.get_ref().is_absolute() {
+        let message = format!("expected an absolute path, found {:?}", path.get_ref().display().to_string());
+        return Err(Problem::new(path.span(), message));
+    }
+    Ok(path.into_inner())
+}
+
 // === [[integration]] ===
 
 fn integrations(raw: Vec<Spanned<RawIntegration>>, text: &str) -> Checked<Vec<Integration>> {
@@ -223,13 +255,8 @@ fn match_config(raw: Spanned<RawMatch>) -> Checked<Match> {
     let span = raw.span();
     let RawMatch { ip, cgroup, api_key_sha256, token } = raw.into_inner();
 
-    if let Some(token) = token {
-        let message = "scoped tokens come with enforce mode and are not supported yet; \
-                       match on api_key_sha256, cgroup or ip instead";
-        return Err(Problem::new(token.span(), message));
-    }
-
     let matcher = Match {
+        token: token.is_some_and(|token| token.into_inner()),
         ip: ip.map(|list| non_empty_list(list, "CIDR", |item| cidr(&item))).transpose()?.unwrap_or_default(),
         cgroup: cgroup.map(cgroup_globs).transpose()?.unwrap_or_default(),
         api_key_sha256: api_key_sha256
@@ -238,8 +265,13 @@ fn match_config(raw: Spanned<RawMatch>) -> Checked<Match> {
             .unwrap_or_default(),
     };
 
+    if matcher.token && !matcher.api_key_sha256.is_empty() {
+        let message = "token = true cannot be combined with api_key_sha256: a call that presents a token \
+                       carries no API key of its own; use ip or cgroup to restrict where tokens are used";
+        return Err(Problem::new(span, message));
+    }
     if matcher.kinds().is_empty() {
-        let message = "empty match: it would take every call; set ip, cgroup or api_key_sha256, \
+        let message = "empty match: it would take every call; set token, ip, cgroup or api_key_sha256, \
                        or use policy.unidentified for calls that no integration matches";
         return Err(Problem::new(span, message));
     }

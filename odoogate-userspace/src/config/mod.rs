@@ -17,8 +17,8 @@
 //! allow = [{ models = ["crm.lead"], methods = ["create"] }]
 //! ```
 //!
-//! `[odoo]` and `[policy]` are required; `[capture]`, `[audit]` and the
-//! integrations are optional. Unknown keys are errors. Every error names
+//! `[odoo]` and `[policy]` are required; `[capture]`, `[audit]`, `[tokens]`
+//! and the integrations are optional. Unknown keys are errors. Every error names
 //! `FILE:LINE:COLUMN`, the key path (`integration[2].match.ip[0]`), what was
 //! expected and what was found. The types below document each key.
 
@@ -49,6 +49,7 @@ pub struct Config {
     pub policy: PolicyConfig,
     pub capture: CaptureConfig,
     pub audit: AuditConfig,
+    pub tokens: TokensConfig,
     /// The `[[integration]]` tables, in file order: the first whose match
     /// holds takes a call.
     pub integrations: Vec<Integration>,
@@ -187,6 +188,35 @@ pub enum AuditOutput {
     File,
 }
 
+/// `[tokens]`: scoped tokens and the service credential that replaces them.
+/// Every key is optional.
+///
+/// The service credential itself never appears in this file: a `default`,
+/// `credential`, `password` or `api_key` key here is an error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokensConfig {
+    /// `store`: the token store, an absolute path. Default
+    /// `/var/lib/odoogate/tokens.json`.
+    pub store: PathBuf,
+    /// `credentials_file`: the TOML file with the service credential, an
+    /// absolute path. When absent, the systemd credential
+    /// `$CREDENTIALS_DIRECTORY/odoogate-credentials` is read instead.
+    pub credentials_file: Option<PathBuf>,
+    /// `inject_context`: when true, forwarded model calls carry
+    /// `context.odoogate_integration = NAME`, so Odoo-side code can tell
+    /// integrations apart. Default false.
+    pub inject_context: bool,
+}
+
+/// Default of `tokens.store`.
+pub const DEFAULT_TOKEN_STORE: &str = "/var/lib/odoogate/tokens.json";
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        Self { store: PathBuf::from(DEFAULT_TOKEN_STORE), credentials_file: None, inject_context: false }
+    }
+}
+
 /// One `[[integration]]`: a named consumer of the Odoo API.
 #[derive(Clone, Debug)]
 pub struct Integration {
@@ -217,13 +247,23 @@ pub struct Match {
     /// `printf %s KEY | sha256sum`); holds when the call's credential (the
     /// password argument or a bearer key) has one of them.
     pub api_key_sha256: Vec<Fingerprint>,
+    /// `token = true`: holds when the call carries a valid scoped token of
+    /// this integration. Without it, the integration's tokens still
+    /// identify it before any other match; with it, a call without a token
+    /// never matches, and the other keys become conditions on token calls
+    /// (`{ token = true, ip = [...] }`: this integration's tokens, only from
+    /// these addresses). `token = false` is the same as leaving it out.
+    pub token: bool,
 }
 
 impl Match {
     /// Returns the names of the keys present, strongest first.
     pub fn kinds(&self) -> Vec<&'static str> {
-        let Self { ip, cgroup, api_key_sha256 } = self;
+        let Self { ip, cgroup, api_key_sha256, token } = self;
         let mut kinds = Vec::new();
+        if *token {
+            kinds.push("token");
+        }
         if !api_key_sha256.is_empty() {
             kinds.push("api_key_sha256");
         }

@@ -25,6 +25,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub audit: RawAudit,
     #[serde(default)]
+    pub tokens: RawTokens,
+    #[serde(default)]
     pub integration: Vec<Spanned<RawIntegration>>,
 }
 
@@ -62,6 +64,21 @@ pub(super) struct RawAudit {
     pub error_records_per_minute: Option<Spanned<u32>>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTokens {
+    pub store: Option<Spanned<PathBuf>>,
+    pub credentials_file: Option<Spanned<PathBuf>>,
+    pub inject_context: Option<bool>,
+    /// Keys where a service credential might be pasted by mistake. Each is
+    /// rejected with a message that points to `credentials_file` and never
+    /// repeats the value.
+    pub default: Option<Spanned<toml::Value>>,
+    pub credential: Option<Spanned<toml::Value>>,
+    pub password: Option<Spanned<toml::Value>>,
+    pub api_key: Option<Spanned<toml::Value>>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawIntegration {
@@ -78,8 +95,7 @@ pub(super) struct RawMatch {
     pub ip: Option<SpannedStrings>,
     pub cgroup: Option<Spanned<OneOrMany>>,
     pub api_key_sha256: Option<SpannedStrings>,
-    /// Reserved for scoped tokens; any value is rejected for now.
-    pub token: Option<Spanned<toml::Value>>,
+    pub token: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

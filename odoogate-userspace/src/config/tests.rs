@@ -316,9 +316,48 @@ fn non_hex_fingerprint_is_rejected() {
 }
 
 #[test]
-fn token_match_is_reserved() {
+fn token_match_is_a_boolean() {
+    let config = parse(&with_head(&integration("a", "{ token = true, ip = [\"10.0.0.1\"] }", ANY_RULE)), "g").unwrap();
+    assert!(config.integrations[0].matcher.token);
+    assert_eq!(config.integrations[0].matcher.kinds(), ["token", "ip"]);
+
     let error = invalid(&with_head(&integration("a", "{ token = \"x\" }", ANY_RULE)));
-    assert_at(&error, HEAD_LINES + 4, "integration[0].match.token", "scoped tokens come with enforce mode");
+    assert_at(&error, HEAD_LINES + 4, "integration[0].match.token", "expected a boolean");
+}
+
+#[test]
+fn token_false_alone_is_empty_match() {
+    let error = invalid(&with_head(&integration("a", "{ token = false }", ANY_RULE)));
+    assert_at(&error, HEAD_LINES + 4, "integration[0].match", "empty match");
+}
+
+#[test]
+fn tokens_section_takes_defaults() {
+    let config = parse(HEAD, "g").unwrap();
+    assert_eq!(config.tokens, TokensConfig::default());
+    assert_eq!(config.tokens.store, PathBuf::from(DEFAULT_TOKEN_STORE));
+
+    let text = with_head("[tokens]\nstore = \"/srv/tokens.json\"\ncredentials_file = \"/etc/c.toml\"\ninject_context = true\n");
+    let tokens = parse(&text, "g").unwrap().tokens;
+    assert_eq!(tokens.store, PathBuf::from("/srv/tokens.json"));
+    assert_eq!(tokens.credentials_file, Some(PathBuf::from("/etc/c.toml")));
+    assert!(tokens.inject_context);
+}
+
+#[test]
+fn tokens_relative_store_is_rejected() {
+    let error = invalid(&with_head("[tokens]\nstore = \"tokens.json\"\n"));
+    assert_at(&error, HEAD_LINES + 2, "tokens.store", "absolute path");
+}
+
+#[test]
+fn credential_in_main_config_is_rejected() {
+    for key in ["default", "credential", "password", "api_key"] {
+        let text = with_head(&format!("[tokens]\n{key} = \"s3cret-value\"\n"));
+        let error = invalid(&text);
+        assert_at(&error, HEAD_LINES + 2, &format!("tokens.{key}"), "must not be in the main configuration");
+        assert!(!error.to_string().contains("s3cret-value"), "{error}");
+    }
 }
 
 #[test]

@@ -1,14 +1,16 @@
 //! Ties each call to an integration.
 //!
-//! An integration's `match` is a conjunction of its keys (`api_key_sha256`,
-//! `cgroup`, `ip`); the first integration in configuration order whose match
-//! holds takes the call. A call that no match takes but whose session was
+//! A valid scoped token identifies its integration before anything else
+//! ([`resolve_with_tokens`]). Otherwise an integration's `match` is a
+//! conjunction of its keys (`api_key_sha256`, `cgroup`, `ip`); the first
+//! integration in configuration order whose match holds takes the call. A call that no match takes but whose session was
 //! logged in by an integration belongs to that integration. Everything else
 //! is unidentified and follows `policy.unidentified`.
 
 mod client;
 mod fingerprint;
 mod sessions;
+mod token;
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -20,6 +22,7 @@ use crate::rpc::call::{Call, CredentialSlot};
 pub use client::{ForwardedHeader, client_ip};
 pub use fingerprint::{Fingerprint, FingerprintError};
 pub use sessions::{DEFAULT_MAX_SESSIONS, SessionTable};
+pub use token::{InvalidToken, InvalidTokenReason, TokenResolution, presented_token, resolve_with_tokens};
 
 /// The origin of a connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,6 +59,8 @@ struct Facts<'a> {
     client_ip: IpAddr,
     cgroup: Option<&'a str>,
     key: Option<Fingerprint>,
+    /// The integration of the call's valid scoped token, if it has one.
+    token_integration: Option<&'a str>,
 }
 
 /// Finds the integration of a call.
@@ -69,16 +74,32 @@ pub fn resolve(
     source: &Source,
     sessions: &SessionTable,
 ) -> Resolution {
-    let key = call.and_then(credential_fingerprint);
-    let facts = Facts {
+    let facts = facts_of(config, call, headers, source, None);
+    resolve_facts(config, call, &facts, sessions)
+}
+
+fn facts_of<'a>(
+    config: &Config,
+    call: Option<&Call>,
+    headers: &Headers,
+    source: &'a Source,
+    token_integration: Option<&'a str>,
+) -> Facts<'a> {
+    Facts {
         // TODO: let the config choose `Forwarded` for proxies that only write it.
         client_ip: client_ip(source.peer.ip(), headers, &config.odoo.trusted_proxies, ForwardedHeader::default()),
         cgroup: source.cgroup.as_deref(),
-        key,
-    };
+        key: call.and_then(credential_fingerprint),
+        token_integration,
+    }
+}
+
+/// Resolves a call from its facts, by match and then by session.
+fn resolve_facts(config: &Config, call: Option<&Call>, facts: &Facts<'_>, sessions: &SessionTable) -> Resolution {
+    let key = facts.key;
     let key_fingerprint = key.filter(|key| is_recordable(config, call, key)).map(|key| key.to_hex());
 
-    let (integration, identity) = match_integration(config, &facts)
+    let (integration, identity) = match_integration(config, facts)
         .or_else(|| session_integration(config, call, sessions))
         .map_or((None, Identity::None), |(name, identity)| (Some(name.to_owned()), identity));
 
@@ -88,14 +109,15 @@ pub fn resolve(
 /// Returns the first integration whose match holds, in configuration order.
 fn match_integration<'c>(config: &'c Config, facts: &Facts<'_>) -> Option<(&'c str, Identity)> {
     config.integrations.iter().find_map(|integration| {
-        evaluate(&integration.matcher, facts).map(|identity| (integration.name.as_str(), identity))
+        evaluate(&integration.name, &integration.matcher, facts).map(|identity| (integration.name.as_str(), identity))
     })
 }
 
-/// Tests a conjunction and returns its strongest key. An API key identifies
-/// the caller more precisely than a cgroup, and a cgroup more than an address.
-fn evaluate(matcher: &Match, facts: &Facts<'_>) -> Option<Identity> {
-    let Match { ip, cgroup, api_key_sha256 } = matcher;
+/// Tests the conjunction of integration `name` and returns its strongest
+/// key. A token identifies the caller more precisely than an API key, an
+/// API key more than a cgroup, and a cgroup more than an address.
+fn evaluate(name: &str, matcher: &Match, facts: &Facts<'_>) -> Option<Identity> {
+    let Match { ip, cgroup, api_key_sha256, token } = matcher;
     let mut strongest = None;
 
     if !ip.is_empty() {
@@ -112,6 +134,10 @@ fn evaluate(matcher: &Match, facts: &Facts<'_>) -> Option<Identity> {
         api_key_sha256.iter().any(|configured| configured.ct_eq(&key)).then_some(())?;
         strongest = Some(Identity::ApiKey);
     }
+    if *token {
+        (facts.token_integration == Some(name)).then_some(())?;
+        strongest = Some(Identity::Token);
+    }
     strongest
 }
 
@@ -127,9 +153,8 @@ fn session_integration<'c>(
 }
 
 /// Returns the fingerprint of an API key or password credential.
-///
-/// NOTE: `X-Odoogate-Token` credentials are left out until scoped tokens
-/// exist; the configuration rejects `match.token` meanwhile.
+/// `X-Odoogate-Token` credentials are scoped tokens, which
+/// [`resolve_with_tokens`] checks against the token store instead.
 fn credential_fingerprint(call: &Call) -> Option<Fingerprint> {
     let credential = call.credential.as_ref()?;
     match credential.slot {

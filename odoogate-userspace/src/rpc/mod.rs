@@ -96,6 +96,19 @@ pub fn decode_request(request: &HttpRequest, limits: &DecodeLimits) -> Result<Op
     Ok(Some(call))
 }
 
+/// Tells from the request line alone whether [`decode_request`] reads the
+/// request as an RPC call (given a body, for the routes that need one). An
+/// inline proxy uses it to decide, before the body arrives, whether to read
+/// the whole body or to stream it through.
+pub fn is_rpc_surface(method: &str, target: &str) -> bool {
+    let path = route_path(target.split(['?', '#']).next().unwrap_or(""));
+    match surface_of(&path) {
+        Some(Surface::Json2 { .. }) => method == "POST",
+        Some(_) => true,
+        None => false,
+    }
+}
+
 /// Returns the protocol of the RPC surface `target` names, if any, so a
 /// request whose body does not decode can still be recorded as a call of
 /// that protocol.
@@ -269,6 +282,14 @@ mod tests {
     }
 
     #[test]
+    fn other_paths_are_not_calls() {
+        for path in ["/web", "/web/assets/x.js", "/websocket", "/xmlrpc/2/object/x", "/JSONRPC"] {
+            let decoded = decode_request(&request("POST", path, &[], EXECUTE), &DecodeLimits::default()).unwrap();
+            assert!(decoded.is_none(), "{path} decoded as a call");
+        }
+    }
+
+    #[test]
     fn extra_slashes_are_routed() {
         for path in ["/jsonrpc/", "//jsonrpc", "/json//rpc/../jsonrpc//"] {
             let decoded = decode_request(&request("POST", path, &[], EXECUTE), &DecodeLimits::default()).unwrap();
@@ -285,11 +306,17 @@ mod tests {
     }
 
     #[test]
-    fn other_paths_are_not_calls() {
-        for path in ["/web", "/web/assets/x.js", "/websocket", "/xmlrpc/2/object/x", "/JSONRPC"] {
-            let decoded = decode_request(&request("POST", path, &[], EXECUTE), &DecodeLimits::default()).unwrap();
-            assert!(decoded.is_none(), "{path} decoded as a call");
-        }
+    fn rpc_surfaces_are_recognised_from_the_request_line() {
+        assert!(is_rpc_surface("POST", "/xmlrpc/2/object"));
+        assert!(is_rpc_surface("POST", "/xmlrpc/common"));
+        assert!(is_rpc_surface("POST", "/json%72pc?debug=1"));
+        assert!(is_rpc_surface("POST", "/web/dataset/call_kw/res.partner/read"));
+        assert!(is_rpc_surface("GET", "/web/version"));
+        assert!(is_rpc_surface("POST", "/json/2/res.partner/search"));
+        assert!(!is_rpc_surface("GET", "/json/2/res.partner/search"));
+        assert!(!is_rpc_surface("GET", "/web/assets/x.js"));
+        assert!(!is_rpc_surface("GET", "/websocket"));
+        assert!(!is_rpc_surface("POST", "/web/binary/upload_attachment"));
     }
 
     #[test]

@@ -18,7 +18,7 @@ mod resync;
 #[cfg(test)]
 mod tests;
 
-use crate::http::{HttpRequest, HttpResponse, HttpVersion};
+use crate::http::{FramingAnomaly, Headers, HttpRequest, HttpResponse, HttpVersion};
 use body::{BodyFraming, BodySink, ChunkedDecoder};
 use head::{Head, Role, StartLine};
 use resync::{Resync, Scan};
@@ -68,6 +68,33 @@ pub enum FramerEvent {
     },
 }
 
+/// The head of a request whose body a [`RequestFramer`] is still reading,
+/// so an inline proxy can decide on the request, and check its framing,
+/// before the body arrives.
+#[derive(Clone, Copy, Debug)]
+pub struct OpenRequest<'a> {
+    pub method: &'a str,
+    pub target: &'a str,
+    pub version: HttpVersion,
+    pub headers: &'a Headers,
+    /// The anomalies found so far: those of the head and those of the
+    /// chunk lines read up to now.
+    pub anomalies: &'a [FramingAnomaly],
+}
+
+/// The head of a response whose body a [`ResponseFramer`] is still reading.
+#[derive(Clone, Copy, Debug)]
+pub struct OpenResponse<'a> {
+    pub status: u16,
+    pub reason: &'a str,
+    pub version: HttpVersion,
+    pub headers: &'a Headers,
+    pub anomalies: &'a [FramingAnomaly],
+    /// True when the body lasts until the connection closes, so the end of
+    /// the response is only known once the server closes.
+    pub delimited_by_close: bool,
+}
+
 /// Frames the requests a client sends.
 ///
 /// The request side never emits [`FramerEvent::Upgraded`] by itself: a
@@ -96,6 +123,30 @@ impl RequestFramer {
     /// Frames `bytes`, which arrived at `timestamp_ns` (kernel clock).
     pub fn push(&mut self, bytes: &[u8], timestamp_ns: u64, out: &mut Vec<FramerEvent>) {
         self.framer.push(bytes, timestamp_ns, out);
+    }
+
+    /// Frames `bytes` up to the next boundary and returns how many it used:
+    /// the end of a head whose body follows, the end of a message, or an
+    /// error ([`FramerEvent::Malformed`]). An inline proxy calls it to learn
+    /// which bytes belong to the current message before passing them on.
+    pub fn push_to_boundary(&mut self, bytes: &[u8], timestamp_ns: u64, out: &mut Vec<FramerEvent>) -> usize {
+        self.framer.push_to_boundary(bytes, timestamp_ns, out)
+    }
+
+    /// Returns the head of the request whose body is being read, or `None`
+    /// between requests.
+    pub fn open_request(&self) -> Option<OpenRequest<'_>> {
+        let message = self.framer.open_message()?;
+        let StartLine::Request { method, target } = &message.head.start else {
+            return None;
+        };
+        Some(OpenRequest {
+            method,
+            target,
+            version: message.head.version,
+            headers: &message.head.headers,
+            anomalies: &message.head.anomalies,
+        })
     }
 
     /// Records that `missing` bytes of the stream were lost. `gap(0, ..)`
@@ -133,6 +184,30 @@ impl ResponseFramer {
     /// Frames `bytes`, which arrived at `timestamp_ns` (kernel clock).
     pub fn push(&mut self, bytes: &[u8], timestamp_ns: u64, out: &mut Vec<FramerEvent>) {
         self.framer.push(bytes, timestamp_ns, out);
+    }
+
+    /// Frames `bytes` up to the next boundary and returns how many it used,
+    /// like [`RequestFramer::push_to_boundary`]. Interim responses are not
+    /// boundaries: they are reported and framing goes on.
+    pub fn push_to_boundary(&mut self, bytes: &[u8], timestamp_ns: u64, out: &mut Vec<FramerEvent>) -> usize {
+        self.framer.push_to_boundary(bytes, timestamp_ns, out)
+    }
+
+    /// Returns the head of the response whose body is being read, or `None`
+    /// between responses.
+    pub fn open_response(&self) -> Option<OpenResponse<'_>> {
+        let message = self.framer.open_message()?;
+        let StartLine::Response { status, reason } = &message.head.start else {
+            return None;
+        };
+        Some(OpenResponse {
+            status: *status,
+            reason,
+            version: message.head.version,
+            headers: &message.head.headers,
+            anomalies: &message.head.anomalies,
+            delimited_by_close: matches!(self.framer.state, State::Body(BodyReader::UntilClose)),
+        })
     }
 
     /// Records that `missing` bytes of the stream were lost. The methods of
@@ -238,14 +313,49 @@ impl Framer {
 
     fn push(&mut self, mut input: &[u8], timestamp_ns: u64, out: &mut Vec<FramerEvent>) {
         while !input.is_empty() {
-            let used = match self.state {
-                State::Head => self.read_head(input, timestamp_ns, out),
-                State::Body(_) => self.read_body(input, timestamp_ns, out),
-                State::SkipBody { .. } => self.skip_body(input, out),
-                State::Resync(_) => self.resync(input, timestamp_ns, out),
-                State::Ignore(_) => self.ignore(input, out),
-            };
+            let used = self.step(input, timestamp_ns, out);
             input = &input[used..];
+        }
+    }
+
+    fn push_to_boundary(&mut self, mut input: &[u8], timestamp_ns: u64, out: &mut Vec<FramerEvent>) -> usize {
+        let total = input.len();
+        while !input.is_empty() {
+            let in_head = matches!(self.state, State::Head);
+            let reported = out.len();
+            let used = self.step(input, timestamp_ns, out);
+            input = &input[used..];
+
+            let ended = out[reported..].iter().any(|event| {
+                matches!(
+                    event,
+                    FramerEvent::Request(_) | FramerEvent::Response(_) | FramerEvent::Malformed { .. }
+                )
+            });
+            let head_ended = in_head && matches!(self.state, State::Body(_));
+            if ended || head_ended {
+                break;
+            }
+        }
+        total - input.len()
+    }
+
+    /// Runs the state machine on `input` and returns how many bytes it used.
+    fn step(&mut self, input: &[u8], timestamp_ns: u64, out: &mut Vec<FramerEvent>) -> usize {
+        match self.state {
+            State::Head => self.read_head(input, timestamp_ns, out),
+            State::Body(_) => self.read_body(input, timestamp_ns, out),
+            State::SkipBody { .. } => self.skip_body(input, out),
+            State::Resync(_) => self.resync(input, timestamp_ns, out),
+            State::Ignore(_) => self.ignore(input, out),
+        }
+    }
+
+    /// Returns the message whose body is being read.
+    fn open_message(&self) -> Option<&Message> {
+        match self.state {
+            State::Body(_) => self.message.as_ref(),
+            _ => None,
         }
     }
 

@@ -1,0 +1,167 @@
+//! Identification by scoped token, which comes before every match kind.
+//!
+//! A token is presented in `X-Odoogate-Token`, `Authorization: Bearer` or
+//! the password argument of XML-RPC and JSON-RPC calls (the decoders put
+//! whichever applies in [`Call::credential`]). Anything in
+//! `X-Odoogate-Token`, and any credential with the `odg_` prefix, claims to
+//! be a token: when it does not verify, the call gets an [`InvalidToken`]
+//! instead of being matched as a password, and enforce mode denies it.
+
+use std::time::SystemTime;
+
+use super::{Facts, Resolution, Source, evaluate, facts_of, resolve_facts};
+use crate::audit::record::Identity;
+use crate::config::Config;
+use crate::http::message::Headers;
+use crate::identity::{Fingerprint, SessionTable};
+use crate::rpc::call::{Call, CredentialSlot};
+use crate::secret::Secret;
+use crate::token::{TokenCheck, TokenStore};
+
+/// Hex characters of a token's SHA-256 shown for an invalid token: enough
+/// to find it in `odoogate token list`, too few to matter if leaked.
+const FINGERPRINT_PREFIX_LEN: usize = 12;
+
+/// The identity of a call, with the verdict on a presented scoped token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenResolution {
+    /// For a valid token, its integration with [`Identity::Token`];
+    /// otherwise the result of the other match kinds.
+    pub resolution: Resolution,
+    /// Set when the call presented a token that did not verify. Enforce mode
+    /// answers such a call with AccessDenied whatever `resolution` says.
+    pub invalid_token: Option<InvalidToken>,
+}
+
+/// A presented token that did not verify.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidToken {
+    pub reason: InvalidTokenReason,
+    /// The first 12 hex characters of the token's SHA-256.
+    pub fingerprint_prefix: String,
+}
+
+/// Why a presented token was not accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum InvalidTokenReason {
+    /// Well formed but not in the store.
+    Unknown,
+    /// Past its expiry or its rotation grace deadline.
+    Expired,
+    Revoked,
+    /// Wrong prefix, length, characters or checksum.
+    Malformed,
+    /// Valid, but its integration is no longer in the configuration.
+    UnknownIntegration,
+    /// Valid, but its integration has `match.token = true` with `ip` or
+    /// `cgroup` keys that the call does not meet.
+    OutsideMatch,
+}
+
+impl InvalidTokenReason {
+    /// Returns the bounded code used in audit records.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown_token",
+            Self::Expired => "expired_token",
+            Self::Revoked => "revoked_token",
+            Self::Malformed => "malformed_token",
+            Self::UnknownIntegration => "token_of_unknown_integration",
+            Self::OutsideMatch => "token_outside_match",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown token",
+            Self::Expired => "expired token",
+            Self::Revoked => "revoked token",
+            Self::Malformed => "malformed token",
+            Self::UnknownIntegration => "token of an integration missing from the configuration",
+            Self::OutsideMatch => "token used outside its integration's match",
+        }
+    }
+}
+
+impl InvalidToken {
+    /// Returns the reason for an audit record, such as
+    /// `revoked token (sha256 1a2b3c4d5e6f…)`.
+    pub fn reason_text(&self) -> String {
+        format!("{} (sha256 {}…)", self.reason.describe(), self.fingerprint_prefix)
+    }
+}
+
+/// Returns the token a call presents: its credential when that came from
+/// `X-Odoogate-Token` or has the token prefix, or, for a request that did
+/// not decode, the `X-Odoogate-Token` header.
+pub fn presented_token<'a>(call: Option<&'a Call>, headers: &'a Headers) -> Option<&'a str> {
+    match call {
+        Some(call) => {
+            let credential = call.credential.as_ref()?;
+            let value = credential.secret.expose();
+            let claims_token =
+                credential.slot == CredentialSlot::OdoogateHeader || TokenStore::looks_like_token(value);
+            claims_token.then_some(value)
+        }
+        None => headers.get_str("X-Odoogate-Token").map(str::trim).filter(|value| !value.is_empty()),
+    }
+}
+
+/// Finds the integration of a call, trying its scoped token first.
+///
+/// A valid token gives its integration with [`Identity::Token`], before
+/// every other match kind and whatever the order of integrations. A token
+/// that does not verify sets [`TokenResolution::invalid_token`], and the
+/// call is resolved as if it carried no credential.
+pub fn resolve_with_tokens(
+    config: &Config,
+    tokens: &TokenStore,
+    call: Option<&Call>,
+    headers: &Headers,
+    source: &Source,
+    sessions: &SessionTable,
+    now: SystemTime,
+) -> TokenResolution {
+    let Some(presented) = presented_token(call, headers) else {
+        let facts = facts_of(config, call, headers, source, None);
+        return TokenResolution { resolution: resolve_facts(config, call, &facts, sessions), invalid_token: None };
+    };
+
+    let facts = Facts { key: None, ..facts_of(config, None, headers, source, None) };
+    let reason = match tokens.verify(presented, now) {
+        TokenCheck::Valid { integration, fingerprint } => {
+            let facts = Facts { token_integration: Some(integration.as_str()), ..facts };
+            match token_identity(config, &integration, &facts) {
+                Ok(()) => {
+                    let resolution = Resolution {
+                        integration: Some(integration.clone()),
+                        identity: Identity::Token,
+                        client_ip: facts.client_ip,
+                        key_fingerprint: Some(fingerprint),
+                    };
+                    return TokenResolution { resolution, invalid_token: None };
+                }
+                Err(reason) => reason,
+            }
+        }
+        TokenCheck::Expired => InvalidTokenReason::Expired,
+        TokenCheck::Revoked => InvalidTokenReason::Revoked,
+        TokenCheck::Unknown => InvalidTokenReason::Unknown,
+        TokenCheck::Malformed => InvalidTokenReason::Malformed,
+    };
+
+    let fingerprint = Fingerprint::of(&Secret::new(presented)).to_hex();
+    let invalid_token = InvalidToken { reason, fingerprint_prefix: fingerprint[..FINGERPRINT_PREFIX_LEN].to_owned() };
+    TokenResolution { resolution: resolve_facts(config, call, &facts, sessions), invalid_token: Some(invalid_token) }
+}
+
+/// Checks that a valid token of `name` may identify the call: the
+/// integration exists, and when its match has `token = true`, the rest of
+/// that match holds too.
+fn token_identity(config: &Config, name: &str, facts: &Facts<'_>) -> Result<(), InvalidTokenReason> {
+    let integration = config.integration(name).ok_or(InvalidTokenReason::UnknownIntegration)?;
+    if !integration.matcher.token {
+        return Ok(());
+    }
+    evaluate(name, &integration.matcher, facts).map(|_| ()).ok_or(InvalidTokenReason::OutsideMatch)
+}

@@ -1,0 +1,175 @@
+//! The enforce path: odoogate in the path between clients and Odoo.
+//!
+//! Each client connection is served by a [`Session`](session::Session):
+//!
+//! 1. The request head is read with the same [`RequestFramer`] the observe
+//!    path uses, bounded in size and time.
+//! 2. A request to an RPC surface ([`rpc::is_rpc_surface`]) is read whole
+//!    (up to `proxy.max_request_bytes`), decoded, tied to its integration and
+//!    decided on with [`policy::decide`]. A denied call is answered in the
+//!    shape its protocol expects ([`deny`]) and never reaches Odoo; an
+//!    allowed one is sent to Odoo with a fresh `Content-Length`.
+//! 3. Any other request (pages, assets, reports, uploads) streams through
+//!    without its body being held, and a WebSocket upgrade is spliced
+//!    after Odoo's `101`.
+//! 4. A framing Odoo could read differently ([`FramingAnomaly`]) is
+//!    rejected with 400 before any of it reaches Odoo, and the connection
+//!    closes.
+//!
+//! Odoo's response is passed back as it arrives. Odoo closes its connection
+//! after every response, but the client's connection to odoogate stays open
+//! when the client asked for it and the response body is framed.
+//!
+//! Every call gets one audit record, as on the observe path, with the
+//! decision `allow` or `deny` and Odoo's outcome.
+//!
+//! NOTE: only the RPC surfaces are decided on. Other routes, including the
+//! web client's JSON routes outside `/web/dataset/call_kw` and
+//! `/web/dataset/call_button`, pass through with Odoo's own access checks.
+//!
+//! [`RequestFramer`]: crate::http::framer::RequestFramer
+//! [`rpc::is_rpc_surface`]: crate::rpc::is_rpc_surface
+//! [`policy::decide`]: crate::policy::decide
+//! [`FramingAnomaly`]: crate::http::FramingAnomaly
+
+mod connector;
+pub mod deny;
+mod read;
+mod recorder;
+mod relay;
+mod session;
+mod stream;
+mod wire;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+pub use connector::{DirectConnector, UpstreamConnector};
+pub use recorder::{ProxyStats, Recorder};
+
+use crate::audit::AuditSink;
+use crate::config::Config;
+use crate::identity::{SessionTable, Source};
+use session::{Session, Shared};
+use stream::Peer;
+
+/// Client connections served at once. Each may hold one RPC body of up to
+/// `proxy.max_request_bytes`, so this bounds memory too; further clients
+/// wait in the listen backlog.
+const MAX_CONNECTIONS: usize = 1024;
+
+/// How often rate-limited error summaries are written and old sessions
+/// forgotten.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Sessions not re-bound for this long are forgotten, as on the observe
+/// path; Odoo's own session cookie lives 7 days.
+const SESSION_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// How long requests in flight may finish after the listener stops.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Pause after a failed accept (such as too many open files), so the loop
+/// does not spin while the cause lasts.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The inline proxy. `C` opens the connections to Odoo.
+pub struct Proxy<C> {
+    shared: Arc<Shared<C>>,
+    next_conn_id: AtomicU64,
+}
+
+impl<C: UpstreamConnector> Proxy<C> {
+    /// Builds a proxy that decides by `config` and writes its audit records
+    /// to `sink`.
+    pub fn new(config: Arc<Config>, connector: C, sink: Box<dyn AuditSink>) -> Self {
+        let recorder = Recorder::new(sink, config.audit.error_records_per_minute);
+        let shared = Shared { config, connector, sessions: Mutex::new(SessionTable::default()), recorder };
+        Self { shared: Arc::new(shared), next_conn_id: AtomicU64::new(1) }
+    }
+
+    pub fn stats(&self) -> ProxyStats {
+        self.shared.recorder.stats()
+    }
+
+    /// Accepts and serves connections on `listener` until `shutdown`
+    /// completes, then gives requests in flight a grace period to finish
+    /// and stops the rest.
+    pub async fn serve(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+        let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let mut connections = JoinSet::new();
+        let mut maintenance = tokio::time::interval(MAINTENANCE_INTERVAL);
+        tokio::pin!(shutdown);
+
+        loop {
+            // At the connection limit, accepting pauses; the next
+            // maintenance tick looks again.
+            let room = permits.available_permits() > 0;
+            let accepted = tokio::select! {
+                () = &mut shutdown => break,
+                _ = maintenance.tick() => {
+                    self.maintain();
+                    while connections.try_join_next().is_some() {}
+                    continue;
+                }
+                accepted = listener.accept(), if room => accepted,
+            };
+
+            match accepted {
+                Ok((stream, peer)) => {
+                    let Ok(permit) = permits.clone().try_acquire_owned() else {
+                        continue;
+                    };
+                    let shared = self.shared.clone();
+                    let conn_id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
+                    connections.spawn(async move {
+                        serve_connection(&shared, stream, peer, conn_id).await;
+                        drop(permit);
+                    });
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "Failed to accept a connection");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            }
+        }
+
+        drop(listener);
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async { while connections.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::info!(connections = connections.len(), "Closing connections still open after the grace period");
+            connections.shutdown().await;
+        }
+        self.shared.recorder.flush(std::time::Instant::now() + Duration::from_secs(3600));
+        Ok(())
+    }
+
+    fn maintain(&self) {
+        self.shared.recorder.flush(std::time::Instant::now());
+        if let Some(cutoff) = SystemTime::now().checked_sub(SESSION_LIFETIME) {
+            self.shared.sessions().expire_before(cutoff);
+        }
+    }
+}
+
+async fn serve_connection<C: UpstreamConnector>(shared: &Shared<C>, stream: TcpStream, peer: SocketAddr, conn_id: u64) {
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(conn_id, %error, "Failed to set TCP_NODELAY");
+    }
+    // NOTE: the cgroup, pid and command of local clients are not known on
+    // this path yet, so `match.cgroup` never holds for proxied calls.
+    let source = Source { peer, cgroup: None, pid: None, comm: None, conn_id };
+    let session = Session::new(shared, Peer::new(stream), source);
+    match session.run().await {
+        Ok(()) => tracing::debug!(conn_id, client = %peer, "Connection closed"),
+        Err(error) => tracing::debug!(conn_id, client = %peer, %error, "Connection ended early"),
+    }
+}

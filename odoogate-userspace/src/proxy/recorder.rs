@@ -1,0 +1,87 @@
+//! Where the proxy's audit records go: one sink shared by every connection,
+//! with the same rate limit on error records as the observe path.
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use crate::audit::ratelimit::ErrorRateLimiter;
+use crate::audit::{AuditEvent, AuditRecord, AuditSink, Decision};
+use crate::pipeline::records;
+
+/// Counters of what the proxy did, for the log at shutdown and for tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProxyStats {
+    /// Call records written.
+    pub calls: u64,
+    /// Calls denied (answered by odoogate, never forwarded).
+    pub denied: u64,
+    /// Requests rejected for their HTTP framing.
+    pub framing_rejections: u64,
+    /// Requests to an RPC surface whose body did not decode.
+    pub decode_errors: u64,
+}
+
+/// Writes audit records for every connection of the proxy.
+///
+/// A sink write is a short synchronous write (a journald datagram or one
+/// line of a file), so the lock is held only for that write.
+pub struct Recorder {
+    state: Mutex<State>,
+}
+
+struct State {
+    sink: Box<dyn AuditSink>,
+    limiter: ErrorRateLimiter,
+    stats: ProxyStats,
+}
+
+impl Recorder {
+    /// Builds a recorder that writes to `sink`, letting through at most
+    /// `error_records_per_minute` error records of each kind.
+    pub fn new(sink: Box<dyn AuditSink>, error_records_per_minute: u32) -> Self {
+        let state = State { sink, limiter: ErrorRateLimiter::new(error_records_per_minute), stats: ProxyStats::default() };
+        Self { state: Mutex::new(state) }
+    }
+
+    /// Writes a record: call records always, error records within the
+    /// rate limit.
+    pub fn write(&self, record: AuditRecord) {
+        let mut state = self.lock();
+        if record.event == AuditEvent::Call {
+            state.stats.calls += 1;
+            if record.decision == Some(Decision::Deny) {
+                state.stats.denied += 1;
+            }
+            records::trace_decision(&record);
+            state.sink.write(&record);
+            return;
+        }
+
+        match record.event {
+            AuditEvent::DecodeError => state.stats.decode_errors += 1,
+            AuditEvent::FramingAnomaly => state.stats.framing_rejections += 1,
+            _ => {}
+        }
+        if let Some(record) = state.limiter.admit(record, Instant::now()) {
+            state.sink.write(&record);
+        }
+    }
+
+    /// Writes the summaries of error records held back by the rate limit.
+    pub fn flush(&self, now: Instant) {
+        let mut state = self.lock();
+        for record in state.limiter.flush(now) {
+            state.sink.write(&record);
+        }
+    }
+
+    pub fn stats(&self) -> ProxyStats {
+        self.lock().stats
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock leaves counters and a sink that
+        // are still usable, so a poisoned lock is taken over.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}

@@ -1,0 +1,324 @@
+//! One client connection: read a request, decide on it, answer or forward
+//! it, and keep the connection for the next request when both the client
+//! and the framing of the response allow it.
+//!
+//! Reading the client's requests is in `read`, talking to Odoo in `relay`.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::connector::UpstreamConnector;
+use super::deny::{self, Denial, Refusal, Shape};
+use super::read::{BodyRead, RequestStart};
+use super::recorder::Recorder;
+use super::stream::{Peer, StreamError};
+use super::wire::{self, OwnResponse};
+use crate::audit::{AuditEvent, AuditRecord, Decision};
+use crate::config::Config;
+use crate::http::framer::{FramerEvent, FramerLimits, RequestFramer};
+use crate::http::{FramingAnomaly, HttpRequest};
+use crate::identity::{self, SessionTable, Source};
+use crate::pipeline::records;
+use crate::rpc::{self, Call, CallKind, DecodeError, DecodeLimits};
+
+/// Largest request or response head odoogate reads.
+pub(super) const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// Response body bytes kept to read a call's outcome. Longer bodies pass
+/// through whole; only the copy kept for the outcome is cut, which the
+/// outcome decoders handle.
+const MAX_KEPT_RESPONSE_BYTES: usize = 1024 * 1024;
+
+/// Nesting bound for decoding request bodies, as on the observe path.
+const MAX_DECODE_DEPTH: usize = 64;
+
+/// What the proxy's connections share.
+pub(super) struct Shared<C> {
+    pub config: Arc<Config>,
+    pub connector: C,
+    pub sessions: Mutex<SessionTable>,
+    pub recorder: Recorder,
+}
+
+impl<C> Shared<C> {
+    pub fn sessions(&self) -> MutexGuard<'_, SessionTable> {
+        self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Whether the client connection goes on after an exchange.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Next {
+    Continue,
+    Close,
+}
+
+/// Why a connection ended before its exchange did.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum SessionError {
+    #[error("client connection failed: {0}")]
+    Client(#[source] StreamError),
+    #[error("connection to Odoo failed: {0}")]
+    Upstream(#[source] StreamError),
+    #[error("Odoo sent an unreadable response: {0}")]
+    BadResponse(&'static str),
+    #[error("Odoo closed the connection before its response ended")]
+    UpstreamClosed,
+    #[error("WebSocket relay failed: {0}")]
+    Splice(#[source] std::io::Error),
+}
+
+/// The state of one client connection.
+pub(super) struct Session<'s, C> {
+    pub shared: &'s Shared<C>,
+    pub client: Peer,
+    pub framer: RequestFramer,
+    pub events: Vec<FramerEvent>,
+    pub source: Source,
+    /// When the request being read must be complete.
+    pub deadline: Instant,
+}
+
+impl<'s, C: UpstreamConnector> Session<'s, C> {
+    pub fn new(shared: &'s Shared<C>, client: Peer, source: Source) -> Self {
+        let limits = FramerLimits {
+            max_header_bytes: MAX_HEAD_BYTES,
+            max_body_bytes: shared.config.proxy.max_request_bytes,
+        };
+        Self {
+            shared,
+            client,
+            framer: RequestFramer::new(limits),
+            events: Vec::new(),
+            source,
+            deadline: Instant::now(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// Serves requests until the connection ends.
+    pub async fn run(mut self) -> Result<(), SessionError> {
+        while self.handle_next().await? == Next::Continue {}
+        Ok(())
+    }
+
+    async fn handle_next(&mut self) -> Result<Next, SessionError> {
+        let request = match self.read_start().await? {
+            RequestStart::Closed | RequestStart::TimedOut { started: false } => return Ok(Next::Close),
+            RequestStart::TimedOut { started: true } => return self.request_timed_out().await,
+            RequestStart::Malformed(reason) => return self.reject_malformed(reason).await,
+            RequestStart::Complete(request) => request,
+            RequestStart::Open(head) => {
+                if wire::expects_continue(&head.headers) {
+                    self.send(wire::CONTINUE).await?;
+                }
+                if !rpc::is_rpc_surface(&head.method, &head.target) {
+                    return self.pass_through(head).await;
+                }
+                match self.read_rest(&head).await? {
+                    BodyRead::Complete(request) => request,
+                    BodyRead::TooLarge => return self.reject_oversized(&head.as_request()).await,
+                    BodyRead::Malformed(reason) => return self.reject_malformed(reason).await,
+                    BodyRead::TimedOut => return self.request_timed_out().await,
+                    BodyRead::Closed => return Ok(Next::Close),
+                }
+            }
+        };
+        self.on_request(request).await
+    }
+
+    /// Decides what to do with a request read whole.
+    async fn on_request(&mut self, request: HttpRequest) -> Result<Next, SessionError> {
+        let is_rpc = rpc::is_rpc_surface(&request.method, &request.target);
+        let keep_alive = wire::client_keeps_alive(request.version, &request.headers);
+        let limits = DecodeLimits { max_depth: MAX_DECODE_DEPTH, max_body_bytes: self.config().proxy.max_request_bytes };
+        let decoded = is_rpc.then(|| rpc::decode_request(&request, &limits));
+
+        let anomalies = ambiguous(&request.anomalies, is_rpc);
+        if !anomalies.is_empty() {
+            let call = decoded.and_then(|decoded| decoded.ok().flatten());
+            return self.reject_framing(&request, &anomalies, call.as_ref()).await;
+        }
+        match decoded {
+            Some(Err(error)) => self.reject_undecodable(&request, &error, keep_alive).await,
+            Some(Ok(Some(call))) => self.on_call(&request, &call, keep_alive).await,
+            Some(Ok(None)) | None => Ok(self.forward_whole(&request, keep_alive, 0).await?.0),
+        }
+    }
+
+    /// Decides on a call and either answers it with an Odoo-shaped denial
+    /// or forwards it and records Odoo's outcome.
+    async fn on_call(&mut self, request: &HttpRequest, call: &Call, keep_alive: bool) -> Result<Next, SessionError> {
+        let config = self.shared.config.clone();
+        let resolution = identity::resolve(&config, Some(call), &request.headers, &self.source, &self.shared.sessions());
+        // TODO(tokens): answer an unknown, expired or revoked scoped token
+        // with `Refusal::AccessDenied` once identity resolution reports it.
+        let mut record = records::call_record(call, request, &resolution, &self.source, &config);
+
+        if record.decision == Some(Decision::Deny) {
+            let message = access_error_message(&record);
+            let denial = deny::denial(Shape::of_protocol(call.protocol), Refusal::AccessError { message: &message }, &request.body);
+            record.outcome = Some(denial.outcome.to_field());
+            record.http_status = Some(denial.status);
+            self.shared.recorder.write(record);
+            return self.send_denial(&denial, keep_alive).await;
+        }
+
+        // TODO(tokens): when the call carries a valid scoped token, send
+        // `token::rewrite_request(...)` (the token swapped for the service
+        // credential) instead of the request as the client sent it.
+        match self.forward_whole(request, keep_alive, MAX_KEPT_RESPONSE_BYTES).await {
+            Ok((next, Some(relayed))) => {
+                let response = &relayed.response;
+                record.outcome = Some(rpc::decode_response(call, response).to_field());
+                record.http_status = Some(response.status);
+                record.latency_us = Some(u64::try_from(relayed.latency.as_micros()).unwrap_or(u64::MAX));
+                if call.kind == CallKind::Auth && record.uid.is_none() {
+                    record.uid = rpc::login_uid(call, response);
+                }
+                crate::pipeline::track_session(call, resolution.integration.as_deref(), response, &mut self.shared.sessions());
+                self.shared.recorder.write(record);
+                Ok(next)
+            }
+            Ok((next, None)) => {
+                record.message.push_str(" (no response: Odoo is unreachable)");
+                record.http_status = Some(502);
+                self.shared.recorder.write(record);
+                Ok(next)
+            }
+            Err(error) => {
+                record.message.push_str(&format!(" (no response: {error})"));
+                self.shared.recorder.write(record);
+                Err(error)
+            }
+        }
+    }
+
+    // === rejections ===
+
+    /// Rejects a request whose framing Odoo could read differently: one
+    /// framing record per anomaly, the call record as a denial when the
+    /// body decoded, then 400 and close, since the stream position is in
+    /// doubt.
+    pub async fn reject_framing(
+        &mut self,
+        request: &HttpRequest,
+        anomalies: &[FramingAnomaly],
+        call: Option<&Call>,
+    ) -> Result<Next, SessionError> {
+        let conn_id = self.source.conn_id;
+        for anomaly in anomalies {
+            self.shared.recorder.write(records::framing_anomaly(conn_id, &self.source, request, *anomaly));
+        }
+        if let Some(call) = call {
+            let config = self.shared.config.clone();
+            let resolution = identity::resolve(&config, Some(call), &request.headers, &self.source, &self.shared.sessions());
+            let mut record = records::call_record(call, request, &resolution, &self.source, &config);
+            record.outcome = Some(rpc::Outcome::HttpStatus(400).to_field());
+            record.http_status = Some(400);
+            self.shared.recorder.write(record);
+        }
+        let codes: Vec<&str> = anomalies.iter().map(|anomaly| anomaly.code()).collect();
+        let message = format!("odoogate rejected the request: ambiguous HTTP framing ({})", codes.join(", "));
+        self.fail(400, "BAD REQUEST", &message).await
+    }
+
+    /// Answers a request to an RPC surface whose body does not decode the
+    /// way Odoo answers a body it cannot parse.
+    async fn reject_undecodable(&mut self, request: &HttpRequest, error: &DecodeError, keep_alive: bool) -> Result<Next, SessionError> {
+        let config = self.shared.config.clone();
+        let resolution = identity::resolve(&config, None, &request.headers, &self.source, &self.shared.sessions());
+        self.shared.recorder.write(records::decode_error(&self.source, request, error, &resolution));
+
+        let message = format!("odoogate could not read the request: {error}");
+        let denial = deny::denial(Shape::of_path(request.path()), Refusal::BadRequest { message: &message }, &request.body);
+        self.send_denial(&denial, keep_alive).await
+    }
+
+    async fn reject_oversized(&mut self, request: &HttpRequest) -> Result<Next, SessionError> {
+        let limit = self.config().proxy.max_request_bytes;
+        let error = DecodeError::Truncated(limit);
+        let config = self.shared.config.clone();
+        let resolution = identity::resolve(&config, None, &request.headers, &self.source, &self.shared.sessions());
+        self.shared.recorder.write(records::decode_error(&self.source, request, &error, &resolution));
+        let message = format!("odoogate rejected the request: its body exceeds proxy.max_request_bytes ({limit} bytes)");
+        self.fail(413, "REQUEST ENTITY TOO LARGE", &message).await
+    }
+
+    pub async fn reject_malformed(&mut self, reason: &'static str) -> Result<Next, SessionError> {
+        let message = format!("malformed HTTP request on connection {}: {reason}", self.source.conn_id);
+        let mut record = AuditRecord::new(AuditEvent::DecodeError, message);
+        record.src_ip = Some(self.source.peer.ip());
+        record.src_port = Some(self.source.peer.port());
+        record.conn_id = Some(self.source.conn_id);
+        record.error_code = Some("malformed_http".to_owned());
+        record.reason = Some(reason.to_owned());
+        self.shared.recorder.write(record);
+        self.fail(400, "BAD REQUEST", &format!("odoogate rejected the request: {reason}")).await
+    }
+
+    pub async fn request_timed_out(&mut self) -> Result<Next, SessionError> {
+        let seconds = self.config().proxy.request_timeout.as_secs();
+        self.fail(408, "REQUEST TIMEOUT", &format!("odoogate: the request did not arrive within {seconds} seconds")).await
+    }
+
+    // === writing to the client ===
+
+    /// Sends a plain-text error and ends the connection.
+    pub async fn fail(&mut self, status: u16, reason: &str, message: &str) -> Result<Next, SessionError> {
+        // The connection closes either way, so a client that stopped
+        // reading does not matter here.
+        let _ = self.client.write_all(&wire::plain_error(status, reason, message), self.client_timeout()).await;
+        Ok(Next::Close)
+    }
+
+    async fn send_denial(&mut self, denial: &Denial, keep_alive: bool) -> Result<Next, SessionError> {
+        let response = OwnResponse {
+            status: denial.status,
+            reason: denial.reason,
+            content_type: denial.content_type,
+            extra_headers: &denial.extra_headers,
+            body: &denial.body,
+        };
+        self.send(&wire::own_response(response, keep_alive)).await?;
+        Ok(if keep_alive { Next::Continue } else { Next::Close })
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
+        self.client.write_all(bytes, self.client_timeout()).await.map_err(SessionError::Client)
+    }
+
+    /// How long a write to the client may wait for the client to read.
+    pub fn client_timeout(&self) -> Duration {
+        self.config().proxy.request_timeout
+    }
+}
+
+/// Returns the anomalies that make a request ambiguous. A `Content-Encoding`
+/// only stops odoogate from reading an RPC body; on other routes it does not
+/// change where the request ends, so it passes.
+pub(super) fn ambiguous(anomalies: &[FramingAnomaly], is_rpc: bool) -> Vec<FramingAnomaly> {
+    anomalies
+        .iter()
+        .copied()
+        .filter(|anomaly| is_rpc || *anomaly != FramingAnomaly::EncodedBody)
+        .collect()
+}
+
+/// The message of the AccessError a denied client sees: the integration,
+/// the call and the reason, never a credential.
+fn access_error_message(record: &AuditRecord) -> String {
+    let integration = record.integration.as_deref().unwrap_or("unidentified");
+    let target = match (&record.model, &record.method) {
+        (Some(model), Some(method)) => format!("{model}.{method}"),
+        (None, Some(method)) => method.clone(),
+        _ => "this call".to_owned(),
+    };
+    let reason = record.reason.as_deref().unwrap_or("not allowed");
+    format!("odoogate denied {target} to integration {integration}: {reason}")
+}

@@ -1,0 +1,76 @@
+//! One side of a proxied exchange: a TCP stream and the bytes read from it
+//! that no framer has taken yet.
+
+use std::io;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+/// Bytes asked for per read. The buffer holds at most this much beyond
+/// what a framer has not yet taken, because every read is framed before
+/// the next one.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// An error on one side of an exchange.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum StreamError {
+    #[error("no progress for {} seconds", .0.as_secs())]
+    TimedOut(Duration),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// A stream with its read buffer.
+pub(super) struct Peer {
+    stream: TcpStream,
+    buffer: BytesMut,
+}
+
+impl Peer {
+    pub fn new(stream: TcpStream) -> Self {
+        Self { stream, buffer: BytesMut::new() }
+    }
+
+    /// Bytes read and not yet consumed.
+    pub fn buffered(&self) -> &[u8] {
+        &self.buffer
+    }
+
+    /// Takes the first `count` buffered bytes.
+    pub fn consume(&mut self, count: usize) -> Bytes {
+        self.buffer.split_to(count).freeze()
+    }
+
+    /// Reads more bytes into the buffer, waiting at most `timeout`. Returns
+    /// how many arrived; 0 means the peer closed its side.
+    pub async fn fill(&mut self, timeout: Duration) -> Result<usize, StreamError> {
+        self.buffer.reserve(READ_CHUNK);
+        let read = self.stream.read_buf(&mut self.buffer);
+        match tokio::time::timeout(timeout, read).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(StreamError::TimedOut(timeout)),
+        }
+    }
+
+    /// Writes all of `bytes`, waiting at most `timeout`.
+    pub async fn write_all(&mut self, bytes: &[u8], timeout: Duration) -> Result<(), StreamError> {
+        match tokio::time::timeout(timeout, self.stream.write_all(bytes)).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(StreamError::TimedOut(timeout)),
+        }
+    }
+
+    /// Joins two streams after a protocol switch: the bytes each side sent
+    /// early are delivered first, then both directions are copied until
+    /// both sides close. There is no timeout, because a WebSocket stays
+    /// open for as long as the page does.
+    pub async fn splice(client: &mut Peer, upstream: &mut Peer) -> io::Result<(u64, u64)> {
+        let early_from_upstream = upstream.buffer.split();
+        client.stream.write_all(&early_from_upstream).await?;
+        let early_from_client = client.buffer.split();
+        upstream.stream.write_all(&early_from_client).await?;
+        tokio::io::copy_bidirectional(&mut client.stream, &mut upstream.stream).await
+    }
+}

@@ -1,0 +1,343 @@
+//! The request odoogate sends upstream for a call that presented a scoped
+//! token: the token replaced by the service credential, `X-Odoogate-Token`
+//! removed, and optionally `context.odoogate_integration` set.
+//!
+//! Where the credential goes:
+//!
+//! | surface | credential |
+//! |---|---|
+//! | XML-RPC `object.execute[_kw]`, `common.login`/`authenticate` | `params[2]`, edited in place |
+//! | JSON-RPC, same methods | `args[2]` |
+//! | `/web/session/authenticate` | `params.password` |
+//! | JSON-2 | `Authorization: bearer <credential>` |
+//!
+//! The credential is written there even when the token came only in
+//! `X-Odoogate-Token`. Other calls (`common.version`, `db.*`, the session
+//! routes) carry no credential of odoogate's, so only the header goes.
+//!
+//! The body is re-framed with a `Content-Length` and without
+//! `Transfer-Encoding`. Before returning, the rewritten request is decoded
+//! again and must give the same call with only the credential (and the
+//! injected context key) changed; otherwise the rewrite fails, so odoogate
+//! never forwards a call other than the one it decided on.
+
+mod xml;
+
+use std::fmt::Write as _;
+
+use bytes::{BufMut as _, Bytes, BytesMut};
+use serde_json::{Map, Value as Json};
+
+use crate::http::HttpRequest;
+use crate::http::message::{Headers, HttpVersion};
+use crate::rpc::{self, Call, CallKind, Credential, CredentialSlot, DecodeError, DecodeLimits, Protocol};
+use crate::secret::Secret;
+
+pub use xml::CONTEXT_KEY;
+
+/// Why a request could not be rewritten. No variant carries request bytes
+/// or the credential.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RewriteError {
+    #[error("the request body was cut at {0} bytes, so it cannot be forwarded")]
+    Truncated(usize),
+    #[error("the service credential contains a control character, so it cannot be sent")]
+    InvalidCredential,
+    #[error("cannot rewrite the XML-RPC body: {0}")]
+    XmlRpc(String),
+    #[error("cannot rewrite the JSON body: {0}")]
+    Json(String),
+    #[error("the rewritten request does not decode: {0}")]
+    Redecode(DecodeError),
+    #[error("the rewritten request decodes to a different call: {0}")]
+    Changed(&'static str),
+}
+
+/// Header that carries a scoped token outside the call itself.
+const TOKEN_HEADER: &str = "X-Odoogate-Token";
+
+/// Integers beyond 64 bits would be re-serialized as floats by serde_json.
+const MAX_INTEGER_DIGITS: usize = 18;
+
+/// Builds the upstream request for `call` (decoded from `request`) with
+/// `credential` in place of the token, and with
+/// `context.odoogate_integration` set to `inject_integration` for model
+/// calls when given.
+pub fn rewrite_request(
+    request: &HttpRequest,
+    call: &Call,
+    credential: &Secret,
+    inject_integration: Option<&str>,
+) -> Result<Bytes, RewriteError> {
+    if request.body_truncated {
+        return Err(RewriteError::Truncated(request.body.len()));
+    }
+    if credential.expose().chars().any(char::is_control) {
+        return Err(RewriteError::InvalidCredential);
+    }
+    let integration = inject_integration.filter(|_| call.kind == CallKind::Model);
+
+    let body = rewrite_body(request, call, credential.expose(), integration)?;
+    let authorization = (call.protocol == Protocol::Json2).then(|| format!("bearer {}", credential.expose()));
+    let headers = upstream_headers(&request.headers, authorization.as_deref());
+    let upstream = HttpRequest {
+        headers,
+        body: body.bytes.clone(),
+        body_truncated: false,
+        anomalies: Vec::new(),
+        ..request.clone()
+    };
+
+    let slot = match call.protocol {
+        Protocol::Json2 => Some(CredentialSlot::Bearer),
+        _ if body.wrote_credential => Some(CredentialSlot::Password),
+        _ => None,
+    };
+    confirm(&upstream, call, credential, slot, body.wrote_context.then_some(integration).flatten())?;
+    Ok(serialize(&upstream))
+}
+
+/// A body after the edits, with what was written.
+struct Body {
+    bytes: Bytes,
+    wrote_credential: bool,
+    wrote_context: bool,
+}
+
+fn rewrite_body(
+    request: &HttpRequest,
+    call: &Call,
+    credential: &str,
+    integration: Option<&str>,
+) -> Result<Body, RewriteError> {
+    let unchanged = || Body { bytes: request.body.clone(), wrote_credential: false, wrote_context: false };
+    match call.protocol {
+        Protocol::XmlRpc | Protocol::XmlRpcLegacy => {
+            let service = call.service.as_deref().unwrap_or_default();
+            let edits = xml::Edits { credential: Some(credential), integration };
+            let out = xml::rewrite(&request.body, service, &edits).map_err(RewriteError::XmlRpc)?;
+            Ok(Body { bytes: out.body.into(), wrote_credential: out.wrote_credential, wrote_context: out.wrote_context })
+        }
+        Protocol::JsonRpc => edit_json(&request.body, |envelope| jsonrpc_edits(envelope, credential, integration)),
+        Protocol::Web => match call.kind {
+            CallKind::Auth => edit_json(&request.body, |envelope| {
+                params_mut(envelope)?.insert("password".to_owned(), Json::String(credential.to_owned()));
+                Ok((true, false))
+            }),
+            CallKind::Model if integration.is_some() => edit_json(&request.body, |envelope| {
+                let kwargs = params_mut(envelope)?.entry("kwargs").or_insert_with(|| Json::Object(Map::new()));
+                set_context(kwargs, integration.unwrap_or_default());
+                Ok((false, true))
+            }),
+            _ => Ok(unchanged()),
+        },
+        Protocol::Json2 => match integration {
+            // The body holds the named arguments, `context` among them.
+            Some(name) => edit_json(&request.body, |body| {
+                set_context(body, name);
+                Ok((false, true))
+            }),
+            None => Ok(unchanged()),
+        },
+    }
+}
+
+/// Parses a JSON body, lets `edit` change it and serializes it again.
+/// `edit` returns whether it wrote the credential and the context.
+fn edit_json(body: &[u8], edit: impl FnOnce(&mut Json) -> Result<(bool, bool), RewriteError>) -> Result<Body, RewriteError> {
+    rpc::jsonrpc::check_depth(body, DecodeLimits::default().max_depth).map_err(RewriteError::Redecode)?;
+    check_integer_sizes(body)?;
+    let mut value: Json = serde_json::from_slice(body).map_err(|error| RewriteError::Json(error.to_string()))?;
+    if !value.is_object() {
+        return Err(RewriteError::Json("body is not an object".to_owned()));
+    }
+    let (wrote_credential, wrote_context) = edit(&mut value)?;
+    let bytes = serde_json::to_vec(&value).map_err(|error| RewriteError::Json(error.to_string()))?;
+    Ok(Body { bytes: bytes.into(), wrote_credential, wrote_context })
+}
+
+/// `/jsonrpc`: `args[2]` of password-taking methods, `args[6].context` of
+/// `execute_kw`.
+fn jsonrpc_edits(envelope: &mut Json, credential: &str, integration: Option<&str>) -> Result<(bool, bool), RewriteError> {
+    let params = params_mut(envelope)?;
+    let service = params.get("service").and_then(Json::as_str).unwrap_or_default().to_owned();
+    let method = params.get("method").and_then(Json::as_str).unwrap_or_default().to_owned();
+    let args = params
+        .get_mut("args")
+        .and_then(Json::as_array_mut)
+        .ok_or_else(|| RewriteError::Json("params.args is not a list".to_owned()))?;
+
+    let takes_password = matches!(
+        (service.as_str(), method.as_str()),
+        ("object", "execute" | "execute_kw") | ("common", "login" | "authenticate")
+    );
+    if takes_password {
+        let slot = args.get_mut(2).ok_or_else(|| RewriteError::Json("fewer than 3 arguments".to_owned()))?;
+        *slot = Json::String(credential.to_owned());
+    }
+
+    let inject = integration.filter(|_| service == "object" && method == "execute_kw");
+    if let Some(name) = inject {
+        if args.len() == 6 {
+            args.push(Json::Object(Map::new()));
+        }
+        let kwargs = args.get_mut(6).ok_or_else(|| RewriteError::Json("execute_kw without 6 arguments".to_owned()))?;
+        set_context(kwargs, name);
+    }
+    Ok((takes_password, inject.is_some()))
+}
+
+fn params_mut(envelope: &mut Json) -> Result<&mut Map<String, Json>, RewriteError> {
+    envelope
+        .get_mut("params")
+        .and_then(Json::as_object_mut)
+        .ok_or_else(|| RewriteError::Json("params is not an object".to_owned()))
+}
+
+/// Sets `kwargs.context.odoogate_integration`; a `kwargs` or `context` that
+/// is not an object (`null`, `false`) becomes one.
+fn set_context(kwargs: &mut Json, name: &str) {
+    if !kwargs.is_object() {
+        *kwargs = Json::Object(Map::new());
+    }
+    let object = kwargs.as_object_mut().expect("kwargs is an object");
+    set_context_key(object.entry("context").or_insert(Json::Null), name);
+}
+
+/// Sets `odoogate_integration` in a context, dropping the client's value
+/// so that it cannot claim another integration. A context that is not an
+/// object becomes one.
+fn set_context_key(context: &mut Json, name: &str) {
+    if !context.is_object() {
+        *context = Json::Object(Map::new());
+    }
+    let object = context.as_object_mut().expect("context is an object");
+    // shift_remove keeps the order of the client's other keys.
+    object.shift_remove(CONTEXT_KEY);
+    object.insert(CONTEXT_KEY.to_owned(), Json::String(name.to_owned()));
+}
+
+/// Rejects integers that serde_json would read as floats, which would
+/// reach Odoo as `1.2e21` instead of the client's integer.
+fn check_integer_sizes(body: &[u8]) -> Result<(), RewriteError> {
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut digits = 0usize;
+    let mut fraction = false;
+    for &byte in body {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'0'..=b'9' => digits += 1,
+            b'.' | b'e' | b'E' => fraction = true,
+            _ => {
+                if digits > MAX_INTEGER_DIGITS && !fraction {
+                    return Err(RewriteError::Json(format!("an integer with more than {MAX_INTEGER_DIGITS} digits")));
+                }
+                digits = 0;
+                fraction = false;
+                in_string = byte == b'"';
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Copies the headers for upstream: without `Content-Length`,
+/// `Transfer-Encoding` and `X-Odoogate-Token`, and with every
+/// `Authorization` replaced by `authorization` when given (at the first
+/// one's place, or at the end).
+fn upstream_headers(headers: &Headers, authorization: Option<&str>) -> Headers {
+    let replaces_authorization = authorization.is_some();
+    let mut authorization = authorization.map(|value| Bytes::from(value.to_owned()));
+    let mut out = Vec::with_capacity(headers.0.len() + 1);
+    for (name, value) in &headers.0 {
+        let is = |header: &str| name.eq_ignore_ascii_case(header);
+        if is("Content-Length") || is("Transfer-Encoding") || is(TOKEN_HEADER) {
+            continue;
+        }
+        if is("Authorization") && replaces_authorization {
+            if let Some(value) = authorization.take() {
+                out.push((name.clone(), value));
+            }
+            continue;
+        }
+        out.push((name.clone(), value.clone()));
+    }
+    if let Some(value) = authorization {
+        out.push(("Authorization".to_owned(), value));
+    }
+    Headers(out)
+}
+
+/// Decodes the upstream request and checks that it is `call` with only the
+/// credential and the injected context changed.
+fn confirm(
+    upstream: &HttpRequest,
+    call: &Call,
+    credential: &Secret,
+    slot: Option<CredentialSlot>,
+    injected: Option<&str>,
+) -> Result<(), RewriteError> {
+    let limits = DecodeLimits { max_depth: DecodeLimits::default().max_depth + 2, max_body_bytes: upstream.body.len() };
+    let decoded = rpc::decode_request(upstream, &limits)
+        .map_err(RewriteError::Redecode)?
+        .ok_or(RewriteError::Changed("no longer an RPC call"))?;
+
+    let mut expected = call.clone();
+    expected.credential = match slot {
+        Some(slot) => Some(Credential { slot, secret: credential.clone() }),
+        None => call.credential.clone().filter(|credential| credential.slot != CredentialSlot::OdoogateHeader),
+    };
+    if let Some(name) = injected {
+        let mut context = expected.context.take().unwrap_or(Json::Null);
+        set_context_key(&mut context, name);
+        expected.context = Some(context);
+    }
+    if !decoded.mismatches.iter().all(|mismatch| call.mismatches.contains(mismatch)) {
+        return Err(RewriteError::Changed("new mismatches"));
+    }
+    expected.mismatches = decoded.mismatches.clone();
+
+    if decoded.credential != expected.credential {
+        return Err(RewriteError::Changed("credential"));
+    }
+    if decoded.context != expected.context {
+        return Err(RewriteError::Changed("context"));
+    }
+    if decoded != expected {
+        return Err(RewriteError::Changed("call fields"));
+    }
+    Ok(())
+}
+
+/// Writes the request line, the headers, `Content-Length` and the body.
+fn serialize(request: &HttpRequest) -> Bytes {
+    let version = match request.version {
+        HttpVersion::Http10 => "HTTP/1.0",
+        HttpVersion::Http11 => "HTTP/1.1",
+    };
+    let mut head = String::new();
+    let _ = write!(head, "{} {} {version}\r\n", request.method, request.target);
+    let mut out = BytesMut::with_capacity(head.len() + request.body.len() + 256);
+    out.put_slice(head.as_bytes());
+    for (name, value) in &request.headers.0 {
+        out.put_slice(name.as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value);
+        out.put_slice(b"\r\n");
+    }
+    out.put_slice(format!("Content-Length: {}\r\n\r\n", request.body.len()).as_bytes());
+    out.put_slice(&request.body);
+    out.freeze()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,166 @@
+use serde_json::json;
+
+use super::*;
+
+const TOKEN: &str = "odg_0000000000000000000000000000000000000000000000000";
+const KEY: &str = "0123456789abcdef0123456789abcdef01234567";
+
+fn request(target: &str, headers: &[(&str, &str)], body: &str) -> HttpRequest {
+    HttpRequest {
+        method: "POST".to_owned(),
+        target: target.to_owned(),
+        version: HttpVersion::Http11,
+        headers: Headers(headers.iter().map(|(n, v)| ((*n).to_owned(), Bytes::from(v.to_string()))).collect()),
+        body: Bytes::from(body.to_owned()),
+        body_truncated: false,
+        anomalies: Vec::new(),
+        first_byte_ns: 0,
+        last_byte_ns: 0,
+    }
+}
+
+fn decode(request: &HttpRequest) -> Call {
+    rpc::decode_request(request, &DecodeLimits::default()).unwrap().unwrap()
+}
+
+/// Splits rewritten bytes into head and body.
+fn split(bytes: &Bytes) -> (String, String) {
+    let text = std::str::from_utf8(bytes).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    (head.to_owned(), body.to_owned())
+}
+
+fn rewrite(request: &HttpRequest, inject: Option<&str>) -> Result<(String, String), RewriteError> {
+    let call = decode(request);
+    rewrite_request(request, &call, &Secret::new(KEY), inject).map(|bytes| split(&bytes))
+}
+
+fn jsonrpc_body(password: &str, kwargs: Option<Json>) -> String {
+    let mut args = json!(["odoo19", 2, password, "res.partner", "read", [[1]]]);
+    if let Some(kwargs) = kwargs {
+        args.as_array_mut().unwrap().push(kwargs);
+    }
+    json!({"jsonrpc": "2.0", "method": "call", "params": {"service": "object", "method": "execute_kw", "args": args}, "id": 7})
+        .to_string()
+}
+
+#[test]
+fn jsonrpc_password_slot_is_swapped() {
+    let req = request("/jsonrpc", &[("Content-Type", "application/json")], &jsonrpc_body(TOKEN, None));
+    let (head, body) = rewrite(&req, None).unwrap();
+    let value: Json = serde_json::from_str(&body).unwrap();
+    assert_eq!(value["params"]["args"][2], json!(KEY));
+    assert_eq!(value["id"], json!(7));
+    assert!(head.contains(&format!("Content-Length: {}", body.len())), "{head}");
+    assert!(!body.contains(TOKEN));
+}
+
+#[test]
+fn header_token_is_removed_and_slot_filled() {
+    let headers = [("X-Odoogate-Token", TOKEN), ("Transfer-Encoding", "chunked"), ("Content-Length", "999")];
+    let req = request("/jsonrpc", &headers, &jsonrpc_body("placeholder", None));
+    let (head, body) = rewrite(&req, None).unwrap();
+    assert!(!head.to_ascii_lowercase().contains("x-odoogate-token"), "{head}");
+    assert!(!head.to_ascii_lowercase().contains("transfer-encoding"), "{head}");
+    assert_eq!(head.matches("Content-Length").count(), 1, "{head}");
+    let value: Json = serde_json::from_str(&body).unwrap();
+    assert_eq!(value["params"]["args"][2], json!(KEY));
+}
+
+#[test]
+fn context_injection_replaces_client_value() {
+    let kwargs = json!({"context": {"lang": "fr_BE", "odoogate_integration": "spoofed"}, "fields": ["name"]});
+    let req = request("/jsonrpc", &[], &jsonrpc_body(TOKEN, Some(kwargs)));
+    let (_, body) = rewrite(&req, Some("n8n")).unwrap();
+    let value: Json = serde_json::from_str(&body).unwrap();
+    assert_eq!(value["params"]["args"][6]["context"], json!({"lang": "fr_BE", "odoogate_integration": "n8n"}));
+    assert_eq!(value["params"]["args"][6]["fields"], json!(["name"]));
+}
+
+#[test]
+fn context_injection_adds_kwargs() {
+    let req = request("/jsonrpc", &[], &jsonrpc_body(TOKEN, None));
+    let (_, body) = rewrite(&req, Some("n8n")).unwrap();
+    let value: Json = serde_json::from_str(&body).unwrap();
+    assert_eq!(value["params"]["args"][6], json!({"context": {"odoogate_integration": "n8n"}}));
+}
+
+#[test]
+fn json2_bearer_is_replaced() {
+    let headers = [("Authorization", &*format!("Bearer {TOKEN}")), ("X-Odoo-Database", "odoo19")];
+    let req = request("/json/2/res.partner/read", &headers, r#"{"ids": [1], "context": {"lang": "en_US"}}"#);
+    let (head, body) = rewrite(&req, Some("n8n")).unwrap();
+    assert!(head.contains(&format!("Authorization: bearer {KEY}")), "{head}");
+    assert!(!head.contains(TOKEN));
+    let value: Json = serde_json::from_str(&body).unwrap();
+    assert_eq!(value["context"], json!({"lang": "en_US", "odoogate_integration": "n8n"}));
+}
+
+#[test]
+fn json2_header_token_gets_bearer() {
+    let req = request("/json/2/res.partner/read", &[("X-Odoogate-Token", TOKEN)], r#"{"ids": [1]}"#);
+    let (head, body) = rewrite(&req, None).unwrap();
+    assert!(head.ends_with(&format!("Authorization: bearer {KEY}\r\nContent-Length: {}", body.len())), "{head}");
+    assert_eq!(body, r#"{"ids": [1]}"#, "the body is kept byte for byte");
+}
+
+#[test]
+fn web_authenticate_password_is_swapped() {
+    let body = json!({"params": {"db": "odoo19", "login": "bot", "password": TOKEN}}).to_string();
+    let (_, body) = rewrite(&request("/web/session/authenticate", &[], &body), Some("n8n")).unwrap();
+    let value: Json = serde_json::from_str(&body).unwrap();
+    assert_eq!(value["params"]["password"], json!(KEY));
+}
+
+#[test]
+fn xmlrpc_credential_is_swapped_in_place() {
+    let body = format!(
+        "<?xml version='1.0'?>\n<methodCall>\n<methodName>login</methodName>\n<params>\n\
+         <param>\n<value><string>odoo19</string></value>\n</param>\n\
+         <param>\n<value><string>bot</string></value>\n</param>\n\
+         <param>\n<value><string>{TOKEN}</string></value>\n</param>\n</params>\n</methodCall>\n"
+    );
+    let (_, out) = rewrite(&request("/xmlrpc/2/common", &[], &body), None).unwrap();
+    assert_eq!(out, body.replace(TOKEN, KEY));
+}
+
+#[test]
+fn big_integer_is_rejected() {
+    let body = jsonrpc_body(TOKEN, Some(json!({"limit": 1}))).replace("\"limit\":1", "\"limit\":12345678901234567890123");
+    let req = request("/jsonrpc", &[], &body);
+    assert!(matches!(rewrite(&req, None), Err(RewriteError::Json(_))));
+}
+
+#[test]
+fn truncated_body_is_rejected() {
+    let mut req = request("/jsonrpc", &[], &jsonrpc_body(TOKEN, None));
+    let call = decode(&req);
+    req.body_truncated = true;
+    assert_eq!(rewrite_request(&req, &call, &Secret::new(KEY), None), Err(RewriteError::Truncated(req.body.len())));
+}
+
+#[test]
+fn control_character_credential_is_rejected() {
+    let req = request("/json/2/res.partner/read", &[("X-Odoogate-Token", TOKEN)], "{}");
+    let call = decode(&req);
+    let error = rewrite_request(&req, &call, &Secret::new("key\r\nX-Evil: 1"), None).unwrap_err();
+    assert_eq!(error, RewriteError::InvalidCredential);
+}
+
+#[test]
+fn call_that_differs_from_body_is_rejected() {
+    let req = request("/jsonrpc", &[], &jsonrpc_body(TOKEN, None));
+    let mut call = decode(&req);
+    call.method = Some("unlink".to_owned());
+    let error = rewrite_request(&req, &call, &Secret::new(KEY), None).unwrap_err();
+    assert_eq!(error, RewriteError::Changed("call fields"));
+}
+
+#[test]
+fn errors_never_echo_secrets() {
+    let body = jsonrpc_body(TOKEN, None).replace("\"id\":7", "\"id\":7,");
+    let req = request("/jsonrpc", &[], &body);
+    let call = Call::new(Protocol::JsonRpc, CallKind::Model);
+    let error = rewrite_request(&req, &call, &Secret::new(KEY), None).unwrap_err().to_string();
+    assert!(!error.contains(TOKEN) && !error.contains(KEY), "{error}");
+}
