@@ -4,6 +4,7 @@ mod audit;
 mod check;
 mod logging;
 mod run;
+mod token;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -44,6 +45,8 @@ enum Command {
     },
     /// Print audit records from journald (or from a JSON lines file).
     Audit(audit::AuditArgs),
+    /// Create, list, revoke and rotate scoped tokens.
+    Token(token::TokenArgs),
     /// Run a self-contained demonstration in private network namespaces
     /// (needs root and python3).
     Demo(crate::demo::DemoArgs),
@@ -63,6 +66,7 @@ pub fn main() -> ExitCode {
         Command::Run { config } => run::run(&config),
         Command::Check { config } => check::check(&config),
         Command::Audit(args) => audit::audit(&args),
+        Command::Token(args) => token::token(&args),
         Command::Demo(args) => crate::demo::run(&args),
         Command::OdooLike { args } => crate::upstream::run_foreground(&args),
     };

@@ -1,0 +1,162 @@
+//! `odoogate token`: create, list, revoke and rotate scoped tokens.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand};
+use jiff::Timestamp;
+
+use crate::config;
+use crate::token::{TokenRecord, TokenStore};
+
+/// Hex characters of a token's SHA-256 shown by `token list`.
+const FINGERPRINT_PREFIX_LEN: usize = 12;
+
+#[derive(Args)]
+pub struct TokenArgs {
+    /// Configuration file; its `[tokens] store` is used and integrations
+    /// must be defined in it.
+    #[arg(long, short, global = true, default_value = super::DEFAULT_CONFIG)]
+    config: PathBuf,
+
+    /// Token store file, overriding `[tokens] store`.
+    #[arg(long, global = true)]
+    store: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: TokenCommand,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token for an integration and print it once.
+    Create {
+        /// Name of an integration in the configuration.
+        integration: String,
+        /// Lifetime, such as `90d`, `12h` or `2w` (units s, m, h, d, w).
+        /// Without it the token never expires.
+        #[arg(long, value_parser = parse_duration)]
+        expires: Option<Duration>,
+    },
+    /// List tokens: id, integration, fingerprint prefix, times and state.
+    List,
+    /// Revoke a token at once.
+    Revoke {
+        /// Token id, from `odoogate token list`.
+        id: String,
+    },
+    /// Create a new token for the same integration and keep the old one
+    /// valid for a grace period.
+    Rotate {
+        /// Token id, from `odoogate token list`.
+        id: String,
+        /// How long the old token stays valid (units s, m, h, d, w).
+        #[arg(long, value_parser = parse_duration, default_value = "24h")]
+        grace: Duration,
+    },
+}
+
+pub fn token(args: &TokenArgs) -> anyhow::Result<ExitCode> {
+    let config = config::load(&args.config)?;
+    let store = args.store.clone().unwrap_or_else(|| config.tokens.store.clone());
+    let now = SystemTime::now();
+
+    match &args.command {
+        TokenCommand::Create { integration, expires } => {
+            if config.integration(integration).is_none() {
+                bail!("integration {integration:?} is not defined in {}", args.config.display());
+            }
+            let (record, token) = TokenStore::create(&store, integration, *expires, now)?;
+            println!("{}", token.expose());
+            eprintln!("created token {} for {integration}{}", record.id, expiry_note(&record));
+            eprintln!("the token is shown only once; odoogate stores only its SHA-256");
+        }
+        TokenCommand::List => print!("{}", list(&store, now)?),
+        TokenCommand::Revoke { id } => {
+            let record = TokenStore::revoke(&store, id, now)?;
+            eprintln!("revoked token {} of {}", record.id, record.integration);
+        }
+        TokenCommand::Rotate { id, grace } => {
+            let (old, new, token) = TokenStore::rotate(&store, id, *grace, now)?;
+            println!("{}", token.expose());
+            let deadline = old.grace_until.map_or_else(String::new, |time| time.to_string());
+            eprintln!("created token {} for {}{}", new.id, new.integration, expiry_note(&new));
+            eprintln!("token {} stays valid until {deadline}", old.id);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn expiry_note(record: &TokenRecord) -> String {
+    record.expires.map_or_else(|| ", without expiry".to_owned(), |time| format!(", expires {time}"))
+}
+
+/// Formats the store as a table.
+fn list(path: &Path, now: SystemTime) -> anyhow::Result<String> {
+    let store = TokenStore::load(path)?;
+    let now = Timestamp::try_from(now).context("the system clock is out of range")?;
+    let mut rows = vec![["ID", "INTEGRATION", "SHA256", "CREATED", "EXPIRES", "LAST USED", "STATE"].map(str::to_owned)];
+    for record in store.records() {
+        let time = |time: Option<Timestamp>| time.map_or_else(|| "-".to_owned(), |time| time.strftime("%Y-%m-%d %H:%M").to_string());
+        rows.push([
+            record.id.clone(),
+            record.integration.clone(),
+            record.sha256.chars().take(FINGERPRINT_PREFIX_LEN).collect(),
+            time(Some(record.created)),
+            time(record.expires.into_iter().chain(record.grace_until).min()),
+            time(store.last_used(&record.id)),
+            record.state(now).as_str().to_owned(),
+        ]);
+    }
+
+    let widths: Vec<usize> = (0..7).map(|column| rows.iter().map(|row| row[column].len()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// Parses `<number><unit>` with unit `s`, `m`, `h`, `d` or `w`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let unit_seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return Err(format!("expected a number and a unit (s, m, h, d, w) such as 30d, found {text:?}")),
+    };
+    let number: u64 = number.parse().map_err(|_| format!("expected a number before the unit, found {text:?}"))?;
+    if number == 0 {
+        return Err("expected a duration above zero".to_owned());
+    }
+    number.checked_mul(unit_seconds).map(Duration::from_secs).ok_or_else(|| format!("duration {text:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2w"), Ok(Duration::from_secs(14 * 86_400)));
+    }
+
+    #[test]
+    fn bad_durations_are_rejected() {
+        for text in ["30", "d", "0d", "3x", "-1d", "1.5h", "99999999999999999999w"] {
+            assert!(parse_duration(text).is_err(), "{text} was accepted");
+        }
+    }
+}
