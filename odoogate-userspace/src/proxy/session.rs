@@ -120,6 +120,13 @@ impl<'s, C: UpstreamConnector> Session<'s, C> {
                 if !rpc::is_rpc_surface(&head.method, &head.target) {
                     return self.pass_through(head).await;
                 }
+                // A body whose framing is in doubt is not waited for: with
+                // a head such as Content-Length plus chunked, the client
+                // may never send what the lenient reading expects.
+                let anomalies = ambiguous(&head.anomalies, true);
+                if !anomalies.is_empty() {
+                    return self.reject_framing(&head.as_request(), &anomalies, None).await;
+                }
                 match self.read_rest(&head).await? {
                     BodyRead::Complete(request) => request,
                     BodyRead::TooLarge => return self.reject_oversized(&head.as_request()).await,
@@ -203,7 +210,8 @@ impl<'s, C: UpstreamConnector> Session<'s, C> {
 
     /// Rejects a request whose framing Odoo could read differently: one
     /// framing record per anomaly, the call record as a denial when the
-    /// body decoded, then 400 and close, since the stream position is in
+    /// body was read and decoded (not for anomalies in the head, whose body
+    /// is never read), then 400 and close, since the stream position is in
     /// doubt.
     pub async fn reject_framing(
         &mut self,

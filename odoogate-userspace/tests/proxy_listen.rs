@@ -1,0 +1,416 @@
+//! The enforce-mode proxy in listen mode, in front of the Odoo-like
+//! upstream (Python, standard library), driven by real clients and raw
+//! sockets. Needs python3; no root.
+//!
+//! Allowed calls must reach the upstream (its request log has them),
+//! denied calls and ambiguous framings must not, and clients must see the
+//! errors their libraries expect.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use odoogate::audit::{AuditEvent, AuditRecord, AuditSink, Decision};
+use odoogate::proxy::{DirectConnector, Proxy};
+use serde_json::Value as Json;
+use sha2::{Digest as _, Sha256};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+
+const API_KEY: &str = "5f1a6b2c3d4e5f60718293a4b5c6d7e8f9012345";
+const DB: &str = "odoo19";
+
+/// Collects the records the proxy writes.
+#[derive(Clone, Default)]
+struct Records(Arc<Mutex<Vec<AuditRecord>>>);
+
+impl AuditSink for Records {
+    fn write(&mut self, record: &AuditRecord) {
+        self.0.lock().unwrap().push(record.clone());
+    }
+}
+
+impl Records {
+    fn calls(&self) -> Vec<AuditRecord> {
+        self.0.lock().unwrap().iter().filter(|r| r.event == AuditEvent::Call).cloned().collect()
+    }
+
+    fn of_event(&self, event: AuditEvent) -> Vec<AuditRecord> {
+        self.0.lock().unwrap().iter().filter(|r| r.event == event).cloned().collect()
+    }
+}
+
+/// The Odoo-like upstream, stopped on drop.
+struct Upstream {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Upstream {
+    fn start(dir: &Path) -> Upstream {
+        let script = odoogate::upstream::write_script(dir).unwrap();
+        let port = free_port();
+        let log = dir.join("requests.jsonl");
+        let ready = dir.join("ready");
+        let child = Command::new("python3")
+            .arg(&script)
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--db", DB, "--api-key", API_KEY])
+            .arg("--request-log")
+            .arg(&log)
+            .arg("--ready-file")
+            .arg(&ready)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("python3 starts");
+        let upstream = Upstream { child, port, log };
+        for _ in 0..200 {
+            if ready.exists() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return upstream;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("the Odoo-like upstream did not start");
+    }
+
+    /// The calls the upstream received, one JSON object each.
+    fn requests(&self) -> Vec<Json> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines().map(|line| serde_json::from_str(line).unwrap()).collect()
+    }
+
+    fn received(&self, model_method: &str) -> bool {
+        self.requests().iter().any(|entry| {
+            entry["params"]["model_method"] == model_method || entry["method"] == model_method
+        })
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("odoogate-proxy-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn config(upstream_port: u16) -> odoogate::config::Config {
+    let fingerprint = hex::encode(Sha256::digest(API_KEY.as_bytes()));
+    let text = format!(
+        r#"
+[odoo]
+ports = [{upstream_port}]
+interfaces = ["lo"]
+
+[policy]
+mode = "enforce"
+unidentified = "deny"
+
+[proxy]
+upstream = "127.0.0.1:{upstream_port}"
+request_timeout_secs = 10
+upstream_timeout_secs = 10
+
+[[integration]]
+name = "reader"
+match = {{ api_key_sha256 = ["{fingerprint}"] }}
+allow = [
+  {{ models = ["res.partner"], methods = ["search", "search_read", "read", "fields_get"] }},
+  {{ models = ["ir.model"], methods = ["search", "read", "search_read"] }},
+  {{ models = ["res.users"], methods = ["context_get"] }},
+]
+
+[[integration]]
+name = "local"
+match = {{ ip = ["127.0.0.1/32"] }}
+"#
+    );
+    odoogate::config::parse(&text, "proxy-test.toml").expect("test config is valid")
+}
+
+/// A running proxy in front of a running upstream.
+struct Site {
+    upstream: Upstream,
+    records: Records,
+    port: u16,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _dir: PathBuf,
+}
+
+impl Site {
+    async fn start(name: &str) -> Site {
+        let dir = temp_dir(name);
+        let upstream = Upstream::start(&dir);
+        let config = Arc::new(config(upstream.port));
+        let records = Records::default();
+        let connector = DirectConnector::new(config.proxy.upstream);
+        let proxy = Proxy::new(config, connector, Box::new(records.clone()));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            proxy.serve(listener, async { stopped.await.unwrap_or(()) }).await.unwrap();
+        });
+        Site { upstream, records, port, stop: Some(stop), _dir: dir }
+    }
+
+    /// Runs a Python client with `python` and returns its JSON lines.
+    fn python(&self, python: &Path, code: &str) -> Vec<Json> {
+        let output = Command::new(python)
+            .args(["-c", code, &self.port.to_string()])
+            .output()
+            .expect("python runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "client failed: {stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+        stdout.lines().map(|line| serde_json::from_str(line).unwrap()).collect()
+    }
+
+    /// Sends raw bytes on a new connection and reads until the proxy
+    /// closes it.
+    async fn raw(&self, request: &[u8]) -> String {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).await.unwrap();
+        stream.write_all(request).await.unwrap();
+        let mut response = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await.unwrap().unwrap();
+        String::from_utf8_lossy(&response).into_owned()
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn jsonrpc_body(method: &str, password: &str) -> String {
+    serde_json::json!({
+        "jsonrpc": "2.0", "method": "call", "id": 7,
+        "params": {"service": "object", "method": "execute_kw", "args": [DB, 2, password, "res.partner", method, [[]], {}]},
+    })
+    .to_string()
+}
+
+fn post(path: &str, body: &str, extra: &str) -> Vec<u8> {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: odoo\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn python3() -> PathBuf {
+    PathBuf::from("python3")
+}
+
+const XMLRPC_CLIENT: &str = r#"
+import json, sys, xmlrpc.client
+url = "http://127.0.0.1:%s" % sys.argv[1]
+models = xmlrpc.client.ServerProxy(url + "/xmlrpc/2/object")
+rows = models.execute_kw("odoo19", 2, "5f1a6b2c3d4e5f60718293a4b5c6d7e8f9012345", "res.partner", "search_read", [[]], {"fields": ["name"]})
+print(json.dumps({"call": "search_read", "rows": len(rows)}))
+try:
+    models.execute_kw("odoo19", 2, "5f1a6b2c3d4e5f60718293a4b5c6d7e8f9012345", "res.partner", "unlink", [[1]])
+    print(json.dumps({"call": "unlink", "fault": None}))
+except xmlrpc.client.Fault as fault:
+    print(json.dumps({"call": "unlink", "fault": fault.faultCode, "message": fault.faultString}))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xmlrpc_client_allowed_and_denied() {
+    let site = Site::start("xmlrpc").await;
+    let lines = tokio::task::block_in_place(|| site.python(&python3(), XMLRPC_CLIENT));
+
+    assert_eq!(lines[0]["rows"], 3, "search_read went through: {lines:?}");
+    assert_eq!(lines[1]["fault"], 4, "unlink is an AccessError fault: {lines:?}");
+    let message = lines[1]["message"].as_str().unwrap();
+    assert!(message.contains("reader") && message.contains("res.partner.unlink"), "{message}");
+    assert!(!message.contains(API_KEY), "the fault never names the key");
+
+    assert!(site.upstream.received("search_read"));
+    assert!(!site.upstream.received("unlink"), "a denied call never reaches Odoo");
+
+    let calls = site.records.calls();
+    let unlink = calls.iter().find(|r| r.method.as_deref() == Some("unlink")).expect("unlink recorded");
+    assert_eq!(unlink.decision, Some(Decision::Deny));
+    assert_eq!(unlink.outcome.as_deref(), Some("fault:4"));
+    assert_eq!(unlink.integration.as_deref(), Some("reader"));
+    let read = calls.iter().find(|r| r.method.as_deref() == Some("search_read")).expect("search_read recorded");
+    assert_eq!(read.decision, Some(Decision::Allow));
+    assert_eq!(read.outcome.as_deref(), Some("ok"));
+    assert!(read.latency_us.is_some());
+}
+
+const ODOORPC_CLIENT: &str = r#"
+import json, sys, odoorpc
+odoo = odoorpc.ODOO("127.0.0.1", port=int(sys.argv[1]))
+odoo.login("odoo19", "admin", "5f1a6b2c3d4e5f60718293a4b5c6d7e8f9012345")
+partners = odoo.env["res.partner"]
+print(json.dumps({"call": "search", "count": len(partners.search([]))}))
+try:
+    partners.unlink([3])
+    print(json.dumps({"call": "unlink", "error": None}))
+except odoorpc.error.RPCError as error:
+    print(json.dumps({"call": "unlink", "error": error.info["data"]["name"], "message": str(error)}))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odoorpc_client_gets_access_error() {
+    let python = odoogate_venv_python();
+    if !python.exists() {
+        eprintln!("skipped: {} not found (run `cargo xtask setup`)", python.display());
+        return;
+    }
+    let site = Site::start("odoorpc").await;
+    let lines = tokio::task::block_in_place(|| site.python(&python, ODOORPC_CLIENT));
+
+    assert_eq!(lines[0]["count"], 3, "{lines:?}");
+    assert_eq!(lines[1]["error"], "odoo.exceptions.AccessError", "{lines:?}");
+    assert!(!site.upstream.received("unlink"));
+}
+
+fn odoogate_venv_python() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/.venv/bin/python")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json2_denial_is_403() {
+    let site = Site::start("json2").await;
+    let extra = format!("Authorization: bearer {API_KEY}\r\nConnection: close\r\n");
+    let response = site.raw(&post("/json/2/res.partner/unlink", r#"{"ids": [1]}"#, &extra)).await;
+
+    assert!(response.starts_with("HTTP/1.1 403 FORBIDDEN\r\n"), "{response}");
+    let body: Json = serde_json::from_str(response.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["name"], "odoo.exceptions.AccessError");
+    assert!(!site.upstream.received("unlink"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ambiguous_framings_are_rejected() {
+    let site = Site::start("framing").await;
+    let body = jsonrpc_body("search", API_KEY);
+    let len = body.len();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("duplicate content-length", post("/jsonrpc", &body, &format!("Content-Length: {len}\r\n"))),
+        ("content-length with chunked", post("/jsonrpc", &body, "Transfer-Encoding: chunked\r\n")),
+        (
+            "obs-fold",
+            format!("POST /jsonrpc HTTP/1.1\r\nHost: odoo\r\nX-Note: a\r\n b\r\nContent-Length: {len}\r\n\r\n{body}").into_bytes(),
+        ),
+        ("bare LF", format!("POST /jsonrpc HTTP/1.1\nHost: odoo\nContent-Length: {len}\n\n{body}").into_bytes()),
+        ("underscore header", post("/jsonrpc", &body, "X_Odoo_Db: odoo19\r\n")),
+        (
+            "chunk line without CRLF",
+            format!("POST /jsonrpc HTTP/1.1\r\nHost: odoo\r\nTransfer-Encoding: chunked\r\n\r\n{len:x}\n{body}\r\n0\r\n\r\n").into_bytes(),
+        ),
+        (
+            "chunked on a streamed route",
+            b"POST /web/binary/upload HTTP/1.1\r\nHost: odoo\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\r\n0\r\n\r\n".to_vec(),
+        ),
+    ];
+
+    for (name, request) in cases {
+        let response = site.raw(&request).await;
+        assert!(response.starts_with("HTTP/1.1 400 BAD REQUEST\r\n"), "{name}: {response}");
+        assert!(response.contains("Connection: close\r\n"), "{name}: {response}");
+    }
+    assert!(site.upstream.requests().is_empty(), "nothing reached Odoo: {:?}", site.upstream.requests());
+
+    let anomalies: Vec<String> = site.records.of_event(AuditEvent::FramingAnomaly).iter().filter_map(|r| r.error_code.clone()).collect();
+    for code in ["duplicate_content_length", "content_length_with_transfer_encoding", "obs_fold", "bare_lf", "underscore_in_header_name", "chunk_line_not_crlf"] {
+        assert!(anomalies.iter().any(|found| found == code), "{code} recorded: {anomalies:?}");
+    }
+    let denied = site.records.calls().into_iter().filter(|r| r.decision == Some(Decision::Deny)).count();
+    // Only the chunked body is read (its head is sound), so only that call
+    // decodes and is recorded.
+    assert_eq!(denied, 1, "the decoded call is recorded as denied");
+}
+
+/// Reads one response framed by `Content-Length` from a kept-alive
+/// connection.
+async fn read_response(stream: &mut TcpStream) -> (String, String) {
+    let mut bytes = Vec::new();
+    let mut byte = [0u8; 1];
+    while !bytes.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).await.unwrap(), 1, "connection stayed open");
+        bytes.push(byte[0]);
+    }
+    let head = String::from_utf8(bytes).unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("Content-Length: "))
+        .expect("framed response")
+        .parse()
+        .unwrap();
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body).await.unwrap();
+    (head, String::from_utf8(body).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_carries_several_calls() {
+    let site = Site::start("keepalive").await;
+    let mut stream = TcpStream::connect(("127.0.0.1", site.port)).await.unwrap();
+
+    for (method, allowed) in [("search", true), ("unlink", false), ("search_read", true)] {
+        stream.write_all(&post("/jsonrpc", &jsonrpc_body(method, API_KEY), "")).await.unwrap();
+        let (head, body) = read_response(&mut stream).await;
+        assert!(head.starts_with("HTTP/1.1 200 "), "{method}: {head}");
+        assert!(head.contains("Connection: keep-alive\r\n"), "{method}: {head}");
+        let body: Json = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["id"], 7);
+        assert_eq!(body.get("result").is_some(), allowed, "{method}: {body}");
+    }
+
+    assert!(site.upstream.received("search"));
+    assert!(site.upstream.received("search_read"));
+    assert!(!site.upstream.received("unlink"));
+    let conn_ids: Vec<Option<u64>> = site.records.calls().iter().map(|r| r.conn_id).collect();
+    assert_eq!(conn_ids.len(), 3);
+    assert!(conn_ids.iter().all(|id| *id == conn_ids[0]), "one connection: {conn_ids:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_routes_pass_through() {
+    let site = Site::start("passthrough").await;
+
+    let page = site.raw(b"GET /web/login HTTP/1.1\r\nHost: odoo\r\nConnection: close\r\n\r\n").await;
+    assert!(page.starts_with("HTTP/1.1 200 "), "{page}");
+    assert!(page.ends_with("</html>"), "{page}");
+
+    let upload = b"POST /mail/attachment/upload HTTP/1.1\r\nHost: odoo\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    let response = site.raw(upload).await;
+    assert!(response.starts_with("HTTP/1.1 404 "), "the upstream answered: {response}");
+
+    let requests = site.upstream.requests();
+    assert!(requests.iter().any(|r| r["path"] == "/web/login"), "{requests:?}");
+    assert!(requests.iter().any(|r| r["path"] == "/mail/attachment/upload" && r["http_method"] == "POST"), "{requests:?}");
+    assert!(site.records.calls().is_empty(), "pages are not calls");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_xmlrpc_gets_fault_1() {
+    let site = Site::start("decode").await;
+    let body = "<?xml version=\"1.0\"?><methodCall><methodName>execute_kw</methodName><params>";
+    let request = format!(
+        "POST /xmlrpc/2/object HTTP/1.1\r\nHost: odoo\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let response = site.raw(request.as_bytes()).await;
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    assert!(response.contains("<name>faultCode</name>\n<value><int>1</int></value>"), "{response}");
+    assert!(site.upstream.requests().is_empty());
+    assert_eq!(site.records.of_event(AuditEvent::DecodeError).len(), 1);
+}
