@@ -1,5 +1,6 @@
 //! Builds the eBPF programs with the nightly toolchain (through aya-build) and
-//! embeds the object file in the daemon.
+//! embeds the object files in the daemon: `odoogate` (capture and guard) and
+//! `odoogate-steer` (sk_lookup steering).
 use anyhow::{Context as _, anyhow};
 use aya_build::Toolchain;
 
@@ -12,8 +13,10 @@ fn main() -> anyhow::Result<()> {
     println!("cargo:rerun-if-env-changed={SKIP_EBPF_VARIABLE}");
     if std::env::var_os(SKIP_EBPF_VARIABLE).is_some() {
         let out_dir = std::env::var("OUT_DIR").context("OUT_DIR is not set")?;
-        std::fs::write(std::path::Path::new(&out_dir).join("odoogate"), b"")
-            .context("failed to write the empty eBPF object")?;
+        for object in ["odoogate", "odoogate-steer"] {
+            std::fs::write(std::path::Path::new(&out_dir).join(object), b"")
+                .with_context(|| format!("failed to write the empty eBPF object {object}"))?;
+        }
         return Ok(());
     }
     let metadata = cargo_metadata::MetadataCommand::new()

@@ -4,12 +4,17 @@
 //! daemon with the `user` feature, which implements `aya::Pod` for each type.
 //!
 //! The programs send every record through one ring buffer map, [`EVENTS_MAP`].
-//! A record starts with a one-byte kind tag ([`RECORD_PACKET`] or
-//! [`RECORD_FLOW_ORIGIN`]), so the reader can tell them apart:
+//! A record starts with a one-byte kind tag ([`RECORD_PACKET`],
+//! [`RECORD_FLOW_ORIGIN`] or [`RECORD_GUARD_REFUSAL`]), so the reader can
+//! tell them apart:
 //!
 //! - a packet record is a [`PacketHeader`] followed by exactly
 //!   [`PacketHeader::captured_len`] payload bytes;
-//! - a flow origin record is one [`FlowOriginRecord`].
+//! - a flow origin record is one [`FlowOriginRecord`];
+//! - a guard refusal record is one [`GuardRefusalRecord`].
+//!
+//! The steering program (`odoogate-steer`, a separate object whose maps are
+//! pinned in bpffs) shares its map names and [`SteerConfig`] from here too.
 //!
 //! Every layout has no implicit padding (checked below at compile time), so
 //! any byte pattern is a valid value and `aya::Pod` is sound.
@@ -28,6 +33,11 @@ pub const SCRATCH_MAP: &str = "SCRATCH";
 pub const PROCESSES_MAP: &str = "PROCESSES";
 /// Name of the read-only global holding the [`CaptureConfig`].
 pub const CONFIG_GLOBAL: &str = "CONFIG";
+/// Name of the hash of cgroup ids (`u64` to `u8`) the cgroup guard lets
+/// connect to a configured port.
+pub const GUARD_ALLOW_MAP: &str = "GUARD_ALLOW";
+/// Capacity of [`GUARD_ALLOW_MAP`].
+pub const GUARD_ALLOW_MAX_ENTRIES: u32 = 4096;
 
 /// Names of the programs in the object file.
 pub const TC_PROGRAM: &str = "capture_packets";
@@ -51,6 +61,8 @@ pub const COMM_LEN: usize = 16;
 pub const RECORD_PACKET: u8 = 1;
 /// Record kind tag: a [`FlowOriginRecord`].
 pub const RECORD_FLOW_ORIGIN: u8 = 2;
+/// Record kind tag: a [`GuardRefusalRecord`].
+pub const RECORD_GUARD_REFUSAL: u8 = 3;
 
 /// Address family values of the `family` fields (Linux `AF_INET`, `AF_INET6`).
 pub const FAMILY_IPV4: u8 = 2;
@@ -58,6 +70,12 @@ pub const FAMILY_IPV6: u8 = 10;
 
 /// [`CaptureConfig::connect_policy`]: connect4/connect6 allow every connect.
 pub const CONNECT_POLICY_ALLOW_ALL: u32 = 0;
+/// [`CaptureConfig::connect_policy`]: the cgroup guard. connect4/connect6
+/// refuse (EPERM) a TCP connect to a configured port from a cgroup that is
+/// not in [`GUARD_ALLOW_MAP`], when the socket lives in the network
+/// namespace [`CaptureConfig::guard_netns_cookie`] names, and report it with
+/// a [`GuardRefusalRecord`].
+pub const CONNECT_POLICY_GUARD: u32 = 1;
 
 /// Settings the daemon writes into the object before loading it.
 #[repr(C)]
@@ -66,29 +84,109 @@ pub struct CaptureConfig {
     /// TCP ports to capture, host order; unused slots are 0, which matches
     /// nothing because no TCP segment carries port 0.
     pub ports: [u16; MAX_PORTS],
-    /// What connect4/connect6 do with connects to a configured port. Only
-    /// [`CONNECT_POLICY_ALLOW_ALL`] exists; the field reserves room for a
-    /// per-cgroup deny list.
+    /// What connect4/connect6 do with connects to a configured port:
+    /// [`CONNECT_POLICY_ALLOW_ALL`] or [`CONNECT_POLICY_GUARD`].
     pub connect_policy: u32,
     pub reserved: u32,
+    /// With [`CONNECT_POLICY_GUARD`]: the network namespace cookie
+    /// (`SO_NETNS_COOKIE`) of Odoo's namespace. The guard applies only to
+    /// sockets of that namespace, because the programs sit on the cgroup
+    /// root and see every namespace of the host.
+    pub guard_netns_cookie: u64,
 }
 
 impl CaptureConfig {
     /// Tells whether `port` is one of the configured ports.
     #[inline(always)]
     pub fn matches_port(&self, port: u16) -> bool {
-        if port == 0 {
-            return false;
-        }
-        let mut index = 0;
-        while index < MAX_PORTS {
-            if self.ports[index] == port {
-                return true;
-            }
-            index += 1;
-        }
-        false
+        port_listed(&self.ports, port)
     }
+}
+
+/// Tells whether `port` is in `ports`; 0 is never listed, as unused slots
+/// hold 0.
+#[inline(always)]
+pub fn port_listed(ports: &[u16; MAX_PORTS], port: u16) -> bool {
+    if port == 0 {
+        return false;
+    }
+    let mut index = 0;
+    while index < MAX_PORTS {
+        if ports[index] == port {
+            return true;
+        }
+        index += 1;
+    }
+    false
+}
+
+/// A connect to a configured port that the cgroup guard refused, sent by
+/// connect4/connect6.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GuardRefusalRecord {
+    /// [`RECORD_GUARD_REFUSAL`].
+    pub kind: u8,
+    /// [`FAMILY_IPV4`] or [`FAMILY_IPV6`].
+    pub family: u8,
+    pub reserved: [u8; 2],
+    /// Thread group id (the process id) that called connect().
+    pub pid: u32,
+    /// Real user id of that process.
+    pub uid: u32,
+    /// Destination port, host order.
+    pub dport: u16,
+    pub reserved2: u16,
+    /// Destination address, in the same form as [`PacketHeader::daddr`].
+    pub daddr: [u8; 16],
+    /// cgroup v2 id of the calling task.
+    pub cgroup_id: u64,
+    /// `bpf_ktime_get_ns()` when the connect was refused.
+    pub timestamp_ns: u64,
+    /// Command name of the calling thread, NUL-padded.
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Names in the steering object (`odoogate-steer`). Its maps are pinned
+/// under the pin directory with these names, and its link as [`LINK_PIN`].
+pub mod steer {
+    /// The sk_lookup program.
+    pub const PROGRAM: &str = "steer_to_odoogate";
+    /// SockMap with one slot, index [`SOCKET_INDEX`]: odoogate's listener.
+    pub const SOCKET_MAP: &str = "STEER_SOCKET";
+    pub const SOCKET_INDEX: u32 = 0;
+    /// Hash of bypass ports (`u16` host order to `u8`): local source ports of
+    /// odoogate's own upstream connections.
+    pub const BYPASS_MAP: &str = "STEER_BYPASS";
+    /// Capacity of [`BYPASS_MAP`]: upstream connections open at once.
+    pub const BYPASS_MAX_ENTRIES: u32 = 16384;
+    /// Array with one [`super::SteerConfig`].
+    pub const CONFIG_MAP: &str = "STEER_CONFIG";
+    /// Per-CPU array of `u64` counters, indexed by [`stat`].
+    pub const STATS_MAP: &str = "STEER_STATS";
+    /// File name of the pinned sk_lookup link.
+    pub const LINK_PIN: &str = "steer_link";
+
+    /// Indices of the steering counters.
+    pub mod stat {
+        /// Connections handed to odoogate's socket.
+        pub const STEERED: u32 = 0;
+        /// Connections from a bypass port, left to Odoo's own socket.
+        pub const BYPASSED: u32 = 1;
+        /// Connections dropped because odoogate's socket is missing (the
+        /// daemon is down) or could not take them.
+        pub const DROPPED: u32 = 2;
+        pub const COUNT: u32 = 4;
+    }
+}
+
+/// What the steering program reads on every lookup; userspace rewrites it
+/// at each install, so a restart with other ports takes effect at once.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SteerConfig {
+    /// Odoo's TCP ports, host order; unused slots are 0.
+    pub ports: [u16; MAX_PORTS],
 }
 
 /// Header of a packet record: one TCP segment as the TC program saw it (an
@@ -197,13 +295,17 @@ pub mod stat {
     /// Connects to a configured port whose process the connect programs
     /// stored.
     pub const CONNECTS: u32 = 8;
+    /// Connects the cgroup guard refused.
+    pub const GUARD_REFUSALS: u32 = 9;
     /// Number of slots in the map (room for more counters).
     pub const COUNT: u32 = 16;
 }
 
 // The layouts are part of the kernel/user contract: fail the build when one
 // changes size by accident (for example through implicit padding).
-const _: () = assert!(size_of::<CaptureConfig>() == 24);
+const _: () = assert!(size_of::<CaptureConfig>() == 32);
+const _: () = assert!(size_of::<GuardRefusalRecord>() == 64);
+const _: () = assert!(size_of::<SteerConfig>() == 16);
 const _: () = assert!(size_of::<PacketHeader>() == 72);
 const _: () = assert!(size_of::<FlowOriginRecord>() == 88);
 const _: () = assert!(size_of::<ProcessInfo>() == 24);
@@ -219,4 +321,6 @@ mod user {
     unsafe impl aya::Pod for PacketHeader {}
     unsafe impl aya::Pod for FlowOriginRecord {}
     unsafe impl aya::Pod for ProcessInfo {}
+    unsafe impl aya::Pod for GuardRefusalRecord {}
+    unsafe impl aya::Pod for SteerConfig {}
 }

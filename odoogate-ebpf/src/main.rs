@@ -8,7 +8,12 @@
 //!   the process that called connect().
 //! - `record_connect4` / `record_connect6` (cgroup_sock_addr on the cgroup v2
 //!   root): remember which process connects to a configured port, keyed by
-//!   socket cookie, for `report_flow_origin`.
+//!   socket cookie, for `report_flow_origin`; with the cgroup guard on, they
+//!   also refuse connects from cgroups outside `GUARD_ALLOW` (see `guard`).
+//!
+//! The sk_lookup steering program is a separate object (`steer.rs`, binary
+//! `odoogate-steer`), because its link and maps are pinned in bpffs and
+//! outlive the daemon, while these programs live and die with it.
 //!
 //! The record layouts and map names live in `odoogate-common`. The programs
 //! never log: every outcome is a counter in `STATS`.
@@ -16,12 +21,13 @@
 #![no_main]
 
 mod capture;
+mod guard;
 mod origin;
 
 use aya_ebpf::{
     Global,
     macros::map,
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use odoogate_common::{CaptureConfig, ProcessInfo, stat};
 
@@ -31,6 +37,7 @@ static CONFIG: Global<CaptureConfig> = Global::new(CaptureConfig {
     ports: [0; odoogate_common::MAX_PORTS],
     connect_policy: odoogate_common::CONNECT_POLICY_ALLOW_ALL,
     reserved: 0,
+    guard_netns_cookie: 0,
 });
 
 /// Every record, both kinds. Userspace sets the size (a power of two).
@@ -45,6 +52,12 @@ static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 /// map, so entries of closed sockets age out without a delete.
 #[map]
 static PROCESSES: LruHashMap<u64, ProcessInfo> = LruHashMap::with_max_entries(16384, 0);
+
+/// cgroup ids the guard lets connect to a configured port; userspace keeps
+/// it in sync with `[guard] allow_cgroups`.
+#[map]
+static GUARD_ALLOW: HashMap<u64, u8> =
+    HashMap::with_max_entries(odoogate_common::GUARD_ALLOW_MAX_ENTRIES, 0);
 
 /// Adds one to a counter.
 #[inline(always)]

@@ -10,8 +10,9 @@
 //! not run in the caller's context.
 //!
 //! All three are attached to the cgroup v2 root, so they see every process
-//! of the host in every network namespace. They always allow the connect and
-//! the packet.
+//! of the host in every network namespace. `report_flow_origin` always
+//! allows the packet; the connect programs allow the connect unless the
+//! cgroup guard (`guard`) refuses it.
 
 use core::ptr::{addr_of, read_volatile};
 
@@ -29,9 +30,9 @@ use odoogate_common::{
     COMM_LEN, FAMILY_IPV4, FAMILY_IPV6, FlowOriginRecord, ProcessInfo, RECORD_FLOW_ORIGIN, stat,
 };
 
-use crate::{CONFIG, EVENTS, PROCESSES, count, ipv4_mapped};
+use crate::{CONFIG, EVENTS, PROCESSES, count, guard, ipv4_mapped};
 
-/// cgroup_skb and cgroup_sock_addr verdict that lets the packet or connect through.
+/// cgroup_skb verdict that lets the packet through.
 const ALLOW: i32 = 1;
 const IPPROTO_TCP: u8 = 6;
 const TCP_FLAG_SYN: u8 = 0x02;
@@ -39,20 +40,33 @@ const TCP_FLAG_ACK: u8 = 0x10;
 
 #[cgroup_sock_addr(connect4)]
 pub fn record_connect4(ctx: SockAddrContext) -> i32 {
-    remember_process(&ctx);
-    ALLOW
+    on_connect(&ctx, guard::Hook::Connect4)
 }
 
 #[cgroup_sock_addr(connect6)]
 pub fn record_connect6(ctx: SockAddrContext) -> i32 {
-    remember_process(&ctx);
-    ALLOW
+    on_connect(&ctx, guard::Hook::Connect6)
 }
 
-/// Stores the calling process under the socket cookie when the connect is
-/// TCP to a configured port.
+/// For a TCP connect to a configured port: returns the guard's verdict and,
+/// when the connect goes ahead, stores the calling process. Every other
+/// connect is allowed untouched.
 #[inline(always)]
-fn remember_process(ctx: &SockAddrContext) {
+fn on_connect(ctx: &SockAddrContext, hook: guard::Hook) -> i32 {
+    let Some(port) = configured_tcp_port(ctx) else {
+        return guard::ALLOW;
+    };
+    let verdict = guard::verdict(ctx, hook, port);
+    if verdict == guard::ALLOW {
+        remember_process(ctx);
+    }
+    verdict
+}
+
+/// Returns the destination port (host order) of a TCP connect to a
+/// configured port, `None` for any other connect.
+#[inline(always)]
+fn configured_tcp_port(ctx: &SockAddrContext) -> Option<u16> {
     let address: *const bpf_sock_addr = ctx.sock_addr;
     // SAFETY: the context is valid for the program run. The verifier allows
     // only 4-byte loads of these fields, and `user_port` contains the port in
@@ -64,9 +78,12 @@ fn remember_process(ctx: &SockAddrContext) {
         )
     };
     let port = u16::from_be(user_port as u16);
-    if protocol != u32::from(IPPROTO_TCP) || !CONFIG.load().matches_port(port) {
-        return;
-    }
+    (protocol == u32::from(IPPROTO_TCP) && CONFIG.load().matches_port(port)).then_some(port)
+}
+
+/// Stores the calling process under the socket cookie.
+#[inline(always)]
+fn remember_process(ctx: &SockAddrContext) {
     let process = ProcessInfo {
         pid: (bpf_get_current_pid_tgid() >> 32) as u32,
         uid: bpf_get_current_uid_gid() as u32,

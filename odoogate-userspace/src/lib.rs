@@ -22,5 +22,6 @@ pub mod pipeline;
 pub mod policy;
 pub mod rpc;
 pub mod secret;
+pub mod steer;
 pub mod token;
 pub mod upstream;

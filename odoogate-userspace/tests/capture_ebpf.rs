@@ -283,6 +283,7 @@ fn check_payloads(address: &str, body_sizes: &[usize]) {
         ring_buffer_bytes: RING_BUFFER_BYTES,
         cgroup_root: None,
         cgroup_programs: false,
+        connect_guard: None,
     };
     let capture = Capture::start(&options, sender).expect("start the capture");
     assert_eq!(capture.attachments(), vec!["tc ingress on lo".to_owned()]);
@@ -395,6 +396,7 @@ fn flow_origin_names_cgroup_and_process() {
         ring_buffer_bytes: 1 << 20,
         cgroup_root: None,
         cgroup_programs: true,
+        connect_guard: None,
     };
     let capture = Capture::start(&options, sender).expect("start the capture");
     assert_eq!(

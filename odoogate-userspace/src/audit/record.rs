@@ -15,6 +15,9 @@ pub enum AuditEvent {
     CaptureGap,
     /// Ring buffer records lost or truncated in the kernel.
     CaptureLoss,
+    /// A local process whose cgroup the guard does not allow tried to
+    /// connect to Odoo's port, and its connect() failed with EPERM.
+    GuardRefusal,
 }
 
 impl AuditEvent {
@@ -26,6 +29,7 @@ impl AuditEvent {
             Self::FramingAnomaly => "framing_anomaly",
             Self::CaptureGap => "capture_gap",
             Self::CaptureLoss => "capture_loss",
+            Self::GuardRefusal => "guard_refusal",
         }
     }
 }
@@ -236,6 +240,7 @@ impl AuditRecord {
             (AuditEvent::Call, _) => 6,
             (AuditEvent::CaptureLoss | AuditEvent::CaptureGap, _) => 4,
             (AuditEvent::DecodeError | AuditEvent::FramingAnomaly, _) => 4,
+            (AuditEvent::GuardRefusal, _) => 4,
         }
     }
 }

@@ -7,6 +7,10 @@
 //! cgroup programs to the cgroup v2 root. Dropping the [`Capture`] stops the
 //! reader and detaches everything.
 //!
+//! With [`CaptureOptions::connect_guard`], the connect programs also act as
+//! enforce mode's cgroup guard; `steer::guard` keeps its allow map current
+//! through [`Capture::take_guard_allow_map`].
+//!
 //! Loading and attaching happen in the calling thread, so the TC programs
 //! attach to the interfaces of the calling thread's network namespace.
 
@@ -16,15 +20,16 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::SyncSender;
 
-use aya::maps::{MapData, MapError, PerCpuArray, RingBuf};
+use aya::maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf};
 use aya::programs::{
     CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, ProgramError, ProgramInfo,
     SchedClassifier, TcAttachType,
 };
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use odoogate_common::{
-    CONFIG_GLOBAL, CONNECT_POLICY_ALLOW_ALL, CONNECT4_PROGRAM, CONNECT6_PROGRAM, CaptureConfig,
-    EVENTS_MAP, FLOW_ORIGIN_PROGRAM, MAX_PORTS, SCRATCH_MAP, STATS_MAP, TC_PROGRAM, stat,
+    CONFIG_GLOBAL, CONNECT_POLICY_ALLOW_ALL, CONNECT_POLICY_GUARD, CONNECT4_PROGRAM,
+    CONNECT6_PROGRAM, CaptureConfig, EVENTS_MAP, FLOW_ORIGIN_PROGRAM, GUARD_ALLOW_MAP,
+    GUARD_ALLOW_MAX_ENTRIES, MAX_PORTS, SCRATCH_MAP, STATS_MAP, TC_PROGRAM, stat,
 };
 
 use super::cgroup::{self, CgroupError};
@@ -57,6 +62,20 @@ pub struct CaptureOptions {
     /// Attach the cgroup programs, which report the cgroup and process of
     /// local clients (flow origins).
     pub cgroup_programs: bool,
+    /// Turn the connect programs into the cgroup guard (enforce mode only;
+    /// needs `cgroup_programs`). `None` lets every connect through.
+    pub connect_guard: Option<ConnectGuard>,
+}
+
+/// The cgroup guard's starting state: connects to the ports from other
+/// cgroups of that namespace fail with EPERM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectGuard {
+    /// `SO_NETNS_COOKIE` of the network namespace the guard applies to.
+    pub netns_cookie: u64,
+    /// cgroup ids allowed from the start, written to the allow map before
+    /// the programs are attached, so no allowed connect is ever refused.
+    pub allowed_cgroups: BTreeSet<u64>,
 }
 
 /// Errors of loading and attaching the programs.
@@ -133,6 +152,13 @@ pub enum CaptureError {
     },
     #[error("failed to start the ring buffer reader: {0}")]
     Reader(#[source] io::Error),
+    #[error("the cgroup guard needs the cgroup programs; enable them with the guard")]
+    GuardWithoutCgroupPrograms,
+    #[error(
+        "{count} cgroups to allow, but the guard's allow map holds at most {GUARD_ALLOW_MAX_ENTRIES}; \
+         narrow guard.allow_cgroups"
+    )]
+    TooManyGuardCgroups { count: usize },
 }
 
 /// The loaded and attached programs and the thread that drains their ring
@@ -144,6 +170,7 @@ pub struct Capture {
     reader: RingReader,
     ebpf: Ebpf,
     attachments: Vec<String>,
+    guard_allow: Option<HashMap<MapData, u64, u8>>,
 }
 
 // === impl Capture ===
@@ -158,7 +185,10 @@ impl Capture {
         options: &CaptureOptions,
         events: SyncSender<CaptureEvent>,
     ) -> Result<Capture, CaptureError> {
-        let config = capture_config(&options.ports)?;
+        let config = capture_config(&options.ports, options.connect_guard.as_ref())?;
+        if options.connect_guard.is_some() && !options.cgroup_programs {
+            return Err(CaptureError::GuardWithoutCgroupPrograms);
+        }
         if options.interfaces.is_empty() {
             return Err(CaptureError::NoInterfaces);
         }
@@ -172,6 +202,10 @@ impl Capture {
         let ring_bytes = ring_buffer_size(options.ring_buffer_bytes)?;
 
         let mut ebpf = load_object(&config, ring_bytes)?;
+        let guard_allow = match &options.connect_guard {
+            Some(guard) => Some(seed_guard(&mut ebpf, &guard.allowed_cgroups)?),
+            None => None,
+        };
         let mut attachments = attach_tc(&mut ebpf, &options.interfaces)?;
         if let Some(root) = &cgroup_root {
             attachments.extend(attach_cgroup_programs(&mut ebpf, root)?);
@@ -196,7 +230,14 @@ impl Capture {
             reader,
             ebpf,
             attachments,
+            guard_allow,
         })
+    }
+
+    /// Hands out the guard's allow map (cgroup id to 1) once; `None` without
+    /// the guard or on a second call.
+    pub fn take_guard_allow_map(&mut self) -> Option<HashMap<MapData, u64, u8>> {
+        self.guard_allow.take()
     }
 
     /// Returns the kernel counters summed over CPUs and the reader's count
@@ -215,6 +256,7 @@ impl Capture {
             header_errors: read(stat::HEADER_ERRORS),
             origins: read(stat::ORIGINS),
             connects: read(stat::CONNECTS),
+            guard_refusals: read(stat::GUARD_REFUSALS),
             malformed_records: self.reader.malformed_records(),
         }
     }
@@ -250,7 +292,10 @@ impl Drop for Capture {
 }
 
 /// Validates the ports and builds the configuration the programs read.
-fn capture_config(ports: &[u16]) -> Result<CaptureConfig, CaptureError> {
+fn capture_config(
+    ports: &[u16],
+    guard: Option<&ConnectGuard>,
+) -> Result<CaptureConfig, CaptureError> {
     let distinct: BTreeSet<u16> = ports.iter().copied().collect();
     if distinct.is_empty() {
         return Err(CaptureError::NoPorts);
@@ -263,14 +308,47 @@ fn capture_config(ports: &[u16]) -> Result<CaptureConfig, CaptureError> {
             count: distinct.len(),
         });
     }
-    let mut config = CaptureConfig {
-        connect_policy: CONNECT_POLICY_ALLOW_ALL,
-        ..CaptureConfig::default()
+    let mut config = match guard {
+        Some(guard) => CaptureConfig {
+            connect_policy: CONNECT_POLICY_GUARD,
+            guard_netns_cookie: guard.netns_cookie,
+            ..CaptureConfig::default()
+        },
+        None => CaptureConfig {
+            connect_policy: CONNECT_POLICY_ALLOW_ALL,
+            ..CaptureConfig::default()
+        },
     };
     for (slot, port) in config.ports.iter_mut().zip(distinct) {
         *slot = port;
     }
     Ok(config)
+}
+
+/// Fills the guard's allow map before any program is attached and takes it
+/// out of the object.
+fn seed_guard(
+    ebpf: &mut Ebpf,
+    allowed: &BTreeSet<u64>,
+) -> Result<HashMap<MapData, u64, u8>, CaptureError> {
+    if allowed.len() > GUARD_ALLOW_MAX_ENTRIES as usize {
+        return Err(CaptureError::TooManyGuardCgroups {
+            count: allowed.len(),
+        });
+    }
+    let map_error = |source| CaptureError::Map {
+        name: GUARD_ALLOW_MAP,
+        source,
+    };
+    let map = ebpf.take_map(GUARD_ALLOW_MAP).ok_or(CaptureError::Missing {
+        kind: "map",
+        name: GUARD_ALLOW_MAP,
+    })?;
+    let mut map = HashMap::try_from(map).map_err(map_error)?;
+    for &id in allowed {
+        map.insert(id, 1, 0).map_err(map_error)?;
+    }
+    Ok(map)
 }
 
 /// Rounds the requested ring size up to a power of two of at least one page,
@@ -530,7 +608,7 @@ mod tests {
 
     #[test]
     fn ports_fill_config_slots() {
-        let config = capture_config(&[8069, 8072, 8069]).unwrap();
+        let config = capture_config(&[8069, 8072, 8069], None).unwrap();
         assert_eq!(config.ports[..3], [8069, 8072, 0]);
         assert!(config.matches_port(8072));
         assert!(!config.matches_port(0));
@@ -539,16 +617,30 @@ mod tests {
 
     #[test]
     fn port_list_errors() {
-        assert!(matches!(capture_config(&[]), Err(CaptureError::NoPorts)));
+        assert!(matches!(capture_config(&[], None), Err(CaptureError::NoPorts)));
         assert!(matches!(
-            capture_config(&[0, 8069]),
+            capture_config(&[0, 8069], None),
             Err(CaptureError::InvalidPort)
         ));
         let nine: Vec<u16> = (8000..8009).collect();
         assert!(matches!(
-            capture_config(&nine),
+            capture_config(&nine, None),
             Err(CaptureError::TooManyPorts { count: 9 })
         ));
+    }
+
+    #[test]
+    fn guard_sets_policy_and_namespace() {
+        let guard = ConnectGuard {
+            netns_cookie: 4097,
+            allowed_cgroups: BTreeSet::from([1, 2]),
+        };
+        let config = capture_config(&[8069], Some(&guard)).unwrap();
+        assert_eq!(config.connect_policy, CONNECT_POLICY_GUARD);
+        assert_eq!(config.guard_netns_cookie, 4097);
+        let open = capture_config(&[8069], None).unwrap();
+        assert_eq!(open.connect_policy, CONNECT_POLICY_ALLOW_ALL);
+        assert_eq!(open.guard_netns_cookie, 0);
     }
 
     #[test]

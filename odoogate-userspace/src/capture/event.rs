@@ -77,11 +77,27 @@ pub struct FlowOrigin {
     pub timestamp_ns: u64,
 }
 
+/// A connect to Odoo's port that the cgroup guard refused (enforce mode):
+/// the process got EPERM and no packet left.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuardRefusal {
+    /// The address and port the process tried to reach.
+    pub destination: Endpoint,
+    /// cgroup v2 id of the calling task.
+    pub cgroup_id: u64,
+    pub pid: u32,
+    pub uid: u32,
+    pub comm: String,
+    /// Kernel monotonic clock when the connect was refused.
+    pub timestamp_ns: u64,
+}
+
 /// Everything the capture stage hands to the pipeline.
 #[derive(Clone, Debug)]
 pub enum CaptureEvent {
     Segment(Segment),
     Origin(FlowOrigin),
+    GuardRefusal(GuardRefusal),
 }
 
 /// Counters kept by the kernel programs and the ring buffer reader. Every
@@ -107,6 +123,8 @@ pub struct CaptureStats {
     pub origins: u64,
     /// Connects to a captured port whose process the kernel recorded.
     pub connects: u64,
+    /// Connects to a captured port that the cgroup guard refused.
+    pub guard_refusals: u64,
     /// Records userspace could not parse.
     pub malformed_records: u64,
 }

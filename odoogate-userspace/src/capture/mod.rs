@@ -13,4 +13,6 @@ pub mod flow;
 pub mod reassembly;
 pub mod ring;
 
-pub use event::{CaptureEvent, CaptureStats, Endpoint, FlowKey, FlowOrigin, Segment, TcpFlags};
+pub use event::{
+    CaptureEvent, CaptureStats, Endpoint, FlowKey, FlowOrigin, GuardRefusal, Segment, TcpFlags,
+};

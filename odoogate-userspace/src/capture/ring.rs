@@ -19,11 +19,11 @@ use std::time::Duration;
 use aya::maps::{MapData, RingBuf};
 use bytes::Bytes;
 use odoogate_common::{
-    FAMILY_IPV4, FAMILY_IPV6, FlowOriginRecord, PACKET_HEADER_LEN, PacketHeader,
-    RECORD_FLOW_ORIGIN, RECORD_PACKET,
+    FAMILY_IPV4, FAMILY_IPV6, FlowOriginRecord, GuardRefusalRecord, PACKET_HEADER_LEN,
+    PacketHeader, RECORD_FLOW_ORIGIN, RECORD_GUARD_REFUSAL, RECORD_PACKET,
 };
 
-use super::event::{CaptureEvent, FlowOrigin, Segment, TcpFlags};
+use super::event::{CaptureEvent, FlowOrigin, GuardRefusal, Segment, TcpFlags};
 
 /// How long the reader waits before it retries a send to a full channel.
 const FULL_CHANNEL_RETRY: Duration = Duration::from_millis(1);
@@ -56,6 +56,7 @@ pub fn decode_record(record: &[u8]) -> Result<CaptureEvent, RecordError> {
         None => Err(RecordError::Empty),
         Some(&RECORD_PACKET) => decode_packet(record).map(CaptureEvent::Segment),
         Some(&RECORD_FLOW_ORIGIN) => decode_origin(record).map(CaptureEvent::Origin),
+        Some(&RECORD_GUARD_REFUSAL) => decode_refusal(record).map(CaptureEvent::GuardRefusal),
         Some(&kind) => Err(RecordError::UnknownKind(kind)),
     }
 }
@@ -134,6 +135,37 @@ fn decode_origin(record: &[u8]) -> Result<FlowOrigin, RecordError> {
         pid: known.then_some(pid),
         uid: known.then_some(uid),
         comm: known.then(|| command_name(&comm)),
+        timestamp_ns,
+    })
+}
+
+fn decode_refusal(record: &[u8]) -> Result<GuardRefusal, RecordError> {
+    let expected = size_of::<GuardRefusalRecord>();
+    if record.len() != expected {
+        return Err(RecordError::Length {
+            kind: RECORD_GUARD_REFUSAL,
+            len: record.len(),
+            expected,
+        });
+    }
+    let refusal: GuardRefusalRecord = read_pod(record, RECORD_GUARD_REFUSAL)?;
+    let GuardRefusalRecord {
+        family,
+        pid,
+        uid,
+        dport,
+        daddr,
+        cgroup_id,
+        timestamp_ns,
+        comm,
+        ..
+    } = refusal;
+    Ok(GuardRefusal {
+        destination: endpoint(family, daddr, dport)?,
+        cgroup_id,
+        pid,
+        uid,
+        comm: command_name(&comm),
         timestamp_ns,
     })
 }
@@ -571,6 +603,42 @@ mod tests {
             decode_record(&record),
             Err(RecordError::Length {
                 kind: RECORD_FLOW_ORIGIN,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn guard_refusal_record_decodes() {
+        let mut comm = [0u8; COMM_LEN];
+        comm[..6].copy_from_slice(b"python");
+        let record = GuardRefusalRecord {
+            kind: RECORD_GUARD_REFUSAL,
+            family: FAMILY_IPV4,
+            pid: 31,
+            uid: 1000,
+            dport: 8069,
+            daddr: mapped([127, 0, 0, 1]),
+            cgroup_id: 4026,
+            timestamp_ns: 9,
+            comm,
+            ..GuardRefusalRecord::default()
+        };
+        let CaptureEvent::GuardRefusal(refusal) = decode_record(&bytes_of(&record)).unwrap()
+        else {
+            panic!("expected a guard refusal")
+        };
+        assert_eq!(refusal.destination, "127.0.0.1:8069".parse().unwrap());
+        assert_eq!(refusal.cgroup_id, 4026);
+        assert_eq!((refusal.pid, refusal.uid), (31, 1000));
+        assert_eq!(refusal.comm, "python");
+        assert_eq!(refusal.timestamp_ns, 9);
+
+        let short = &bytes_of(&record)[..40];
+        assert!(matches!(
+            decode_record(short),
+            Err(RecordError::Length {
+                kind: RECORD_GUARD_REFUSAL,
                 ..
             })
         ));

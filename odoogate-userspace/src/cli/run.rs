@@ -47,6 +47,7 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         ring_buffer_bytes: config.capture.ring_buffer_bytes,
         cgroup_root: None,
         cgroup_programs: true,
+        connect_guard: None,
     };
     let cgroups = match CgroupResolver::discover() {
         Ok(resolver) => Some(resolver),

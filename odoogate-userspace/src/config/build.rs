@@ -35,7 +35,7 @@ type Checked<T> = Result<T, Problem>;
 
 /// Checks `raw`, parsed from `text`, and builds the configuration.
 pub(super) fn build(raw: RawConfig, text: &str) -> Checked<Config> {
-    let RawConfig { odoo, policy, capture, audit, tokens, integration } = raw;
+    let RawConfig { odoo, policy, capture, audit, tokens, steering, guard, integration } = raw;
     let RawPolicy { mode, unidentified } = policy;
 
     Ok(Config {
@@ -44,6 +44,8 @@ pub(super) fn build(raw: RawConfig, text: &str) -> Checked<Config> {
         capture: capture_config(capture)?,
         audit: audit_config(audit)?,
         tokens: tokens_config(tokens)?,
+        steering: super::steer::build_steering(steering)?,
+        guard: super::steer::build_guard(guard)?,
         integrations: integrations(integration, text)?,
     })
 }

@@ -17,14 +17,15 @@
 //! allow = [{ models = ["crm.lead"], methods = ["create"] }]
 //! ```
 //!
-//! `[odoo]` and `[policy]` are required; `[capture]`, `[audit]`, `[tokens]`
-//! and the integrations are optional. Unknown keys are errors. Every error names
+//! `[odoo]` and `[policy]` are required; `[capture]`, `[audit]`, `[tokens]`,
+//! `[steering]`, `[guard]` and the integrations are optional. Unknown keys are errors. Every error names
 //! `FILE:LINE:COLUMN`, the key path (`integration[2].match.ip[0]`), what was
 //! expected and what was found. The types below document each key.
 
 mod build;
 mod error;
 mod raw;
+mod steer;
 
 use std::fmt;
 use std::io::Read as _;
@@ -38,6 +39,7 @@ use crate::identity::Fingerprint;
 use crate::policy::glob::Glob;
 
 pub use error::{ConfigError, InvalidConfig};
+pub use steer::{GuardConfig, SteeringConfig};
 
 /// Largest configuration file read, far above any real one.
 pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
@@ -50,6 +52,10 @@ pub struct Config {
     pub capture: CaptureConfig,
     pub audit: AuditConfig,
     pub tokens: TokensConfig,
+    /// `[steering]`, used in enforce mode without `proxy.listen`.
+    pub steering: SteeringConfig,
+    /// `[guard]`: the cgroup guard, enforce mode only; `None` when absent.
+    pub guard: Option<GuardConfig>,
     /// The `[[integration]]` tables, in file order: the first whose match
     /// holds takes a call.
     pub integrations: Vec<Integration>,

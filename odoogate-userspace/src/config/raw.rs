@@ -27,6 +27,9 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub tokens: RawTokens,
     #[serde(default)]
+    pub steering: super::steer::RawSteering,
+    pub guard: Option<super::steer::RawGuard>,
+    #[serde(default)]
     pub integration: Vec<Spanned<RawIntegration>>,
 }
 

@@ -107,6 +107,10 @@ impl Pipeline {
                 self.flow_events = events;
             }
             CaptureEvent::Origin(origin) => self.handle_origin(origin),
+            CaptureEvent::GuardRefusal(refusal) => {
+                let cgroup = self.cgroups.as_mut().and_then(|resolver| resolver.path(refusal.cgroup_id));
+                self.write_error_record(crate::steer::guard::refusal_record(&refusal, cgroup));
+            }
         }
     }
 
@@ -219,7 +223,7 @@ impl Pipeline {
                     self.stats.capture_gaps += 1;
                     self.write_error_record(record);
                 }
-                AuditEvent::CaptureLoss => self.write_error_record(record),
+                AuditEvent::CaptureLoss | AuditEvent::GuardRefusal => self.write_error_record(record),
             }
         }
     }
