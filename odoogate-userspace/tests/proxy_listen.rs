@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use odoogate::audit::{AuditEvent, AuditRecord, AuditSink, Decision};
-use odoogate::proxy::{DirectConnector, Proxy};
+use odoogate::proxy::{DirectConnector, Proxy, Tokens};
+use odoogate::secret::Secret;
+use odoogate::token::{ServiceCredentials, TokenStore};
 use serde_json::Value as Json;
 use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -132,6 +134,11 @@ allow = [
 ]
 
 [[integration]]
+name = "assistant"
+match = {{ token = true }}
+allow = [{{ models = ["res.partner"], methods = ["search_read"] }}]
+
+[[integration]]
 name = "local"
 match = {{ ip = ["127.0.0.1/32"] }}
 "#
@@ -150,19 +157,40 @@ struct Site {
 
 impl Site {
     async fn start(name: &str) -> Site {
+        Self::start_with(name, |_| None).await.0
+    }
+
+    /// Starts a site whose proxy accepts scoped tokens, and returns a valid
+    /// token of integration `assistant`.
+    async fn start_with_token(name: &str) -> (Site, Secret) {
+        let (site, token) = Self::start_with(name, |dir| {
+            let store_path = dir.join("tokens.json");
+            let (_, token) = TokenStore::create(&store_path, "assistant", None, std::time::SystemTime::now()).unwrap();
+            let store = TokenStore::load(&store_path).unwrap();
+            let credentials = ServiceCredentials::parse(&format!("default = \"{API_KEY}\"\n"), &dir.join("credentials.toml")).unwrap();
+            Some((Tokens { store, credentials }, token))
+        })
+        .await;
+        (site, token.unwrap())
+    }
+
+    async fn start_with(name: &str, tokens: impl FnOnce(&Path) -> Option<(Tokens, Secret)>) -> (Site, Option<Secret>) {
         let dir = temp_dir(name);
         let upstream = Upstream::start(&dir);
         let config = Arc::new(config(upstream.port));
         let records = Records::default();
         let connector = DirectConnector::new(config.proxy.upstream);
-        let proxy = Proxy::new(config, connector, Box::new(records.clone()));
+        let (proxy, token) = match tokens(&dir) {
+            Some((tokens, token)) => (Proxy::with_tokens(config, connector, Box::new(records.clone()), tokens), Some(token)),
+            None => (Proxy::new(config, connector, Box::new(records.clone())), None),
+        };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             proxy.serve(listener, async { stopped.await.unwrap_or(()) }).await.unwrap();
         });
-        Site { upstream, records, port, stop: Some(stop), _dir: dir }
+        (Site { upstream, records, port, stop: Some(stop), _dir: dir }, token)
     }
 
     /// Runs a Python client with `python` and returns its JSON lines.
@@ -413,4 +441,40 @@ async fn undecodable_xmlrpc_gets_fault_1() {
     assert!(response.contains("<name>faultCode</name>\n<value><int>1</int></value>"), "{response}");
     assert!(site.upstream.requests().is_empty());
     assert_eq!(site.records.of_event(AuditEvent::DecodeError).len(), 1);
+}
+
+const TOKEN_CLIENT: &str = r#"
+import json, sys, xmlrpc.client
+models = xmlrpc.client.ServerProxy("http://127.0.0.1:%s/xmlrpc/2/object" % sys.argv[1])
+for credential in (sys.argv[2], sys.argv[3]):
+    try:
+        rows = models.execute_kw("odoo19", 2, credential, "res.partner", "search_read", [[]], {"fields": ["name"]})
+        print(json.dumps({"rows": len(rows)}))
+    except xmlrpc.client.Fault as fault:
+        print(json.dumps({"fault": fault.faultCode}))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_is_swapped_for_credential() {
+    let (site, token) = Site::start_with_token("token").await;
+    let unknown = odoogate::token::format::generate().unwrap();
+    let output = tokio::task::block_in_place(|| {
+        let args = ["-c", TOKEN_CLIENT, &site.port.to_string(), token.expose(), unknown.expose()];
+        Command::new("python3").args(args).output().unwrap()
+    });
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<Json> = stdout.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+
+    assert_eq!(lines[0]["rows"], 3, "the valid token works: {stdout}");
+    assert_eq!(lines[1]["fault"], 3, "an unknown token is AccessDenied: {stdout}");
+
+    let key_prefix = &hex::encode(Sha256::digest(API_KEY.as_bytes()))[..12];
+    let seen: Vec<Json> = site.upstream.requests().iter().map(|r| r["params"]["credential_sha256_prefix"].clone()).collect();
+    assert_eq!(seen, vec![Json::from(key_prefix)], "Odoo saw only the service credential");
+
+    let calls = site.records.calls();
+    assert_eq!(calls[0].integration.as_deref(), Some("assistant"));
+    assert_eq!(calls[0].identity, Some(odoogate::audit::Identity::Token));
+    assert_eq!(calls[1].decision, Some(Decision::Deny));
+    assert_eq!(calls[1].outcome.as_deref(), Some("fault:3"));
 }

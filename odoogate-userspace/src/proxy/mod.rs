@@ -54,6 +54,7 @@ use tokio::task::JoinSet;
 
 pub use connector::{DirectConnector, UpstreamConnector};
 pub use recorder::{ProxyStats, Recorder};
+pub use session::Tokens;
 
 use crate::audit::AuditSink;
 use crate::config::Config;
@@ -92,7 +93,18 @@ impl<C: UpstreamConnector> Proxy<C> {
     /// to `sink`.
     pub fn new(config: Arc<Config>, connector: C, sink: Box<dyn AuditSink>) -> Self {
         let recorder = Recorder::new(sink, config.audit.error_records_per_minute);
-        let shared = Shared { config, connector, sessions: Mutex::new(SessionTable::default()), recorder };
+        let shared = Shared { config, connector, sessions: Mutex::new(SessionTable::default()), recorder, tokens: None };
+        Self { shared: Arc::new(shared), next_conn_id: AtomicU64::new(1) }
+    }
+
+    /// Builds a proxy that also accepts scoped tokens, forwarding calls made
+    /// with a valid one under the integration's service credential.
+    // NOTE: the store is read once; a token revoked while the proxy runs
+    // keeps working until a restart.
+    pub fn with_tokens(config: Arc<Config>, connector: C, sink: Box<dyn AuditSink>, tokens: Tokens) -> Self {
+        let recorder = Recorder::new(sink, config.audit.error_records_per_minute);
+        let sessions = Mutex::new(SessionTable::default());
+        let shared = Shared { config, connector, sessions, recorder, tokens: Some(tokens) };
         Self { shared: Arc::new(shared), next_conn_id: AtomicU64::new(1) }
     }
 

@@ -30,22 +30,19 @@ enum ResponseStart {
 }
 
 impl<C: UpstreamConnector> Session<'_, C> {
-    /// Sends a request read whole to Odoo and relays the answer. Returns
-    /// `None` in place of the response when Odoo could not be reached (the
-    /// client then got a 502).
+    /// Sends `bytes`, the complete upstream form of a request read whole,
+    /// to Odoo and relays the answer. Returns `None` in place of the
+    /// response when Odoo could not be reached (the client then got a 502).
     pub async fn forward_whole(
         &mut self,
         request: &HttpRequest,
+        bytes: Vec<u8>,
         keep_alive: bool,
         keep_body: usize,
     ) -> Result<(Next, Option<Relayed>), SessionError> {
         let Some(mut upstream) = self.connect_upstream().await? else {
             return Ok((Next::Close, None));
         };
-        let headers = wire::forwarded_headers(&request.headers, self.source.peer.ip(), ForwardedBody::Whole(request.body.len()));
-        let line = RequestLine { method: &request.method, target: &request.target, version: request.version };
-        let mut bytes = wire::request_head(line, &headers);
-        bytes.extend_from_slice(&request.body);
         self.send_upstream(&mut upstream, &bytes).await?;
 
         let relayed = self.relay_response(&mut upstream, &request.method, keep_alive, keep_body).await?;

@@ -19,7 +19,9 @@ use crate::audit::{AuditEvent, AuditRecord, Decision};
 use crate::config::Config;
 use crate::http::framer::{FramerEvent, FramerLimits, RequestFramer};
 use crate::http::{FramingAnomaly, HttpRequest};
-use crate::identity::{self, SessionTable, Source};
+use crate::audit::Identity;
+use crate::identity::{self, InvalidToken, Resolution, SessionTable, Source, TokenResolution};
+use crate::token::{ServiceCredentials, TokenStore, rewrite_request};
 use crate::pipeline::records;
 use crate::rpc::{self, Call, CallKind, DecodeError, DecodeLimits};
 
@@ -34,12 +36,21 @@ const MAX_KEPT_RESPONSE_BYTES: usize = 1024 * 1024;
 /// Nesting bound for decoding request bodies, as on the observe path.
 const MAX_DECODE_DEPTH: usize = 64;
 
-/// What the proxy's connections share.
+/// The state the proxy's connections share.
 pub(super) struct Shared<C> {
     pub config: Arc<Config>,
     pub connector: C,
     pub sessions: Mutex<SessionTable>,
     pub recorder: Recorder,
+    /// Scoped tokens and the service credentials that replace them; `None`
+    /// when no token store is loaded, so every presented token is unknown.
+    pub tokens: Option<Tokens>,
+}
+
+/// The token store and the credentials forwarded in place of tokens.
+pub struct Tokens {
+    pub store: TokenStore,
+    pub credentials: ServiceCredentials,
 }
 
 impl<C> Shared<C> {
@@ -154,7 +165,10 @@ impl<'s, C: UpstreamConnector> Session<'s, C> {
         match decoded {
             Some(Err(error)) => self.reject_undecodable(&request, &error, keep_alive).await,
             Some(Ok(Some(call))) => self.on_call(&request, &call, keep_alive).await,
-            Some(Ok(None)) | None => Ok(self.forward_whole(&request, keep_alive, 0).await?.0),
+            Some(Ok(None)) | None => {
+                let bytes = self.plain_upstream_request(&request);
+                Ok(self.forward_whole(&request, bytes, keep_alive, 0).await?.0)
+            }
         }
     }
 
@@ -162,11 +176,12 @@ impl<'s, C: UpstreamConnector> Session<'s, C> {
     /// or forwards it and records Odoo's outcome.
     async fn on_call(&mut self, request: &HttpRequest, call: &Call, keep_alive: bool) -> Result<Next, SessionError> {
         let config = self.shared.config.clone();
-        let resolution = identity::resolve(&config, Some(call), &request.headers, &self.source, &self.shared.sessions());
-        // TODO(tokens): answer an unknown, expired or revoked scoped token
-        // with `Refusal::AccessDenied` once identity resolution reports it.
+        let TokenResolution { resolution, invalid_token } = self.resolve(request, call);
         let mut record = records::call_record(call, request, &resolution, &self.source, &config);
 
+        if let Some(invalid) = invalid_token {
+            return self.deny_token(request, call, record, &invalid, keep_alive).await;
+        }
         if record.decision == Some(Decision::Deny) {
             let message = access_error_message(&record);
             let denial = deny::denial(Shape::of_protocol(call.protocol), Refusal::AccessError { message: &message }, &request.body);
@@ -176,10 +191,17 @@ impl<'s, C: UpstreamConnector> Session<'s, C> {
             return self.send_denial(&denial, keep_alive).await;
         }
 
-        // TODO(tokens): when the call carries a valid scoped token, send
-        // `token::rewrite_request(...)` (the token swapped for the service
-        // credential) instead of the request as the client sent it.
-        match self.forward_whole(request, keep_alive, MAX_KEPT_RESPONSE_BYTES).await {
+        let bytes = match self.upstream_request(request, call, &resolution) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                record.message.push_str(&format!(" (not forwarded: {error})"));
+                record.http_status = Some(500);
+                self.shared.recorder.write(record);
+                tracing::warn!(conn_id = self.source.conn_id, %error, "Failed to swap a scoped token for the service credential");
+                return self.fail(500, "INTERNAL SERVER ERROR", "odoogate could not prepare the request for Odoo").await;
+            }
+        };
+        match self.forward_whole(request, bytes, keep_alive, MAX_KEPT_RESPONSE_BYTES).await {
             Ok((next, Some(relayed))) => {
                 let response = &relayed.response;
                 record.outcome = Some(rpc::decode_response(call, response).to_field());
@@ -204,6 +226,76 @@ impl<'s, C: UpstreamConnector> Session<'s, C> {
                 Err(error)
             }
         }
+    }
+
+    /// Resolves the integration of a call, its scoped token first. Without
+    /// a token store, a presented token cannot be valid.
+    fn resolve(&self, request: &HttpRequest, call: &Call) -> TokenResolution {
+        let config = &self.shared.config;
+        let sessions = self.shared.sessions();
+        if let Some(tokens) = &self.shared.tokens {
+            let now = std::time::SystemTime::now();
+            return identity::resolve_with_tokens(config, &tokens.store, Some(call), &request.headers, &self.source, &sessions, now);
+        }
+        let resolution = identity::resolve(config, Some(call), &request.headers, &self.source, &sessions);
+        let invalid_token = identity::presented_token(Some(call), &request.headers).map(|presented| InvalidToken {
+            reason: identity::InvalidTokenReason::Unknown,
+            fingerprint_prefix: crate::secret::Secret::new(presented).sha256_hex()[..12].to_owned(),
+        });
+        TokenResolution { resolution, invalid_token }
+    }
+
+    /// Answers a call whose scoped token did not verify with Odoo's
+    /// AccessDenied, as for a wrong API key.
+    async fn deny_token(
+        &mut self,
+        request: &HttpRequest,
+        call: &Call,
+        mut record: AuditRecord,
+        invalid: &InvalidToken,
+        keep_alive: bool,
+    ) -> Result<Next, SessionError> {
+        let denial = deny::denial(Shape::of_protocol(call.protocol), Refusal::AccessDenied, &request.body);
+        let reason = invalid.reason_text();
+        record.decision = Some(Decision::Deny);
+        record.rule = None;
+        record.message = format!("deny {}: {reason}", records::call_target(call));
+        record.reason = Some(reason);
+        record.error_code = Some(invalid.reason.code().to_owned());
+        record.outcome = Some(denial.outcome.to_field());
+        record.http_status = Some(denial.status);
+        self.shared.recorder.write(record);
+        self.send_denial(&denial, keep_alive).await
+    }
+
+    /// Returns the bytes to send Odoo for an allowed call: with a scoped
+    /// token, the request rewritten with the integration's service
+    /// credential; otherwise the request as the client sent it.
+    fn upstream_request(&self, request: &HttpRequest, call: &Call, resolution: &Resolution) -> Result<Vec<u8>, String> {
+        if resolution.identity != Identity::Token {
+            return Ok(self.plain_upstream_request(request));
+        }
+        let (Some(tokens), Some(integration)) = (&self.shared.tokens, resolution.integration.as_deref()) else {
+            return Err("no service credential is loaded".to_owned());
+        };
+        let credential = tokens
+            .credentials
+            .for_integration(integration)
+            .ok_or_else(|| format!("no service credential for integration {integration}"))?;
+        let headers = wire::forwarded_headers(&request.headers, self.source.peer.ip(), wire::ForwardedBody::Whole(request.body.len()));
+        let forwarded = HttpRequest { headers, ..request.clone() };
+        let inject = self.config().tokens.inject_context.then_some(integration);
+        rewrite_request(&forwarded, call, credential, inject).map(|bytes| bytes.to_vec()).map_err(|error| error.to_string())
+    }
+
+    /// Returns the request as the client sent it, re-framed, for Odoo.
+    pub fn plain_upstream_request(&self, request: &HttpRequest) -> Vec<u8> {
+        let body = wire::ForwardedBody::Whole(request.body.len());
+        let headers = wire::forwarded_headers(&request.headers, self.source.peer.ip(), body);
+        let line = wire::RequestLine { method: &request.method, target: &request.target, version: request.version };
+        let mut bytes = wire::request_head(line, &headers);
+        bytes.extend_from_slice(&request.body);
+        bytes
     }
 
     // === rejections ===
