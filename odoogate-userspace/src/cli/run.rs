@@ -1,9 +1,12 @@
-//! `odoogate run`: the observe-mode daemon.
+//! `odoogate run`: the observe-mode daemon, or the enforce-mode proxy
+//! (in `enforce`) when `policy.mode = "enforce"`.
 //!
 //! Threads: the capture reader (inside [`Capture`]) drains the ring buffer
 //! into a bounded channel, and the pipeline thread consumes it. The main
 //! thread waits for SIGINT/SIGTERM with `sigwait`, so no signal handler
 //! interrupts the other threads' work.
+
+mod enforce;
 
 use crate::audit::AuditSink;
 use crate::audit::journald::JournaldSink;
@@ -13,7 +16,7 @@ use crate::capture::ebpf::{Capture, CaptureOptions};
 use crate::capture::CaptureEvent;
 use crate::config::{self, AuditOutput, Config, Mode};
 use crate::pipeline::Pipeline;
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use nix::sys::signal::{SigSet, Signal};
 use std::path::Path;
 use std::process::ExitCode;
@@ -33,10 +36,8 @@ const TICK_INTERVAL: Duration = Duration::from_secs(1);
 pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let config = Arc::new(config::load(path).map_err(|error| anyhow::anyhow!("{error}"))?);
     if config.policy.mode == Mode::Enforce {
-        bail!(
-            "{}: policy.mode = \"enforce\" is not available in this version; use \"observe\"",
-            path.display()
-        );
+        let sink = open_sink(&config)?;
+        return enforce::run(config, sink);
     }
 
     let signals = block_signals()?;

@@ -8,8 +8,11 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use tokio::net::TcpStream;
+
+use crate::steer::Steering;
 
 /// Opens one connection to Odoo per forwarded request (Odoo's server
 /// closes the connection after every response anyway).
@@ -34,6 +37,33 @@ impl DirectConnector {
 impl UpstreamConnector for DirectConnector {
     async fn connect(&self) -> io::Result<TcpStream> {
         let stream = TcpStream::connect(self.upstream).await?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+}
+
+/// Connects from a local port that the `sk_lookup` steering lets through
+/// to Odoo, so odoogate's own connections are not steered back to itself.
+#[derive(Clone, Debug)]
+pub struct SteeredConnector {
+    steering: Arc<Steering>,
+    upstream: SocketAddr,
+}
+
+impl SteeredConnector {
+    pub fn new(steering: Arc<Steering>, upstream: SocketAddr) -> Self {
+        Self { steering, upstream }
+    }
+}
+
+impl UpstreamConnector for SteeredConnector {
+    async fn connect(&self) -> io::Result<TcpStream> {
+        let (socket, lease) = self.steering.upstream_socket(self.upstream).map_err(io::Error::other)?;
+        let stream = socket.connect(self.upstream).await?;
+        // The sk_lookup program runs only when a SYN looks up a listening
+        // socket, so an established connection no longer needs its bypass
+        // and the port is released at once rather than when it closes.
+        drop(lease);
         stream.set_nodelay(true)?;
         Ok(stream)
     }

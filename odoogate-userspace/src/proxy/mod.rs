@@ -52,7 +52,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-pub use connector::{DirectConnector, UpstreamConnector};
+pub use connector::{DirectConnector, SteeredConnector, UpstreamConnector};
 pub use recorder::{ProxyStats, Recorder};
 pub use session::Tokens;
 

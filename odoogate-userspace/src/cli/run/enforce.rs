@@ -1,0 +1,104 @@
+//! `odoogate run` with `policy.mode = "enforce"`: the inline proxy.
+//!
+//! With `proxy.listen`, odoogate listens there and forwards to
+//! `proxy.upstream` (listen mode, no eBPF). Without it, odoogate binds its
+//! own listener on an ephemeral port and the `sk_lookup` steering hands it
+//! every new connection to Odoo's ports, while Odoo keeps its address.
+
+use std::net::{Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::audit::AuditSink;
+use crate::config::Config;
+use crate::proxy::{DirectConnector, Proxy, ProxyStats, SteeredConnector, Tokens, UpstreamConnector};
+use crate::steer::{Steering, SteeringOptions};
+use crate::token::{ServiceCredentials, TokenStore};
+
+/// Worker threads of the proxy's runtime: proxying is I/O bound, and the
+/// host's cores belong to Odoo first.
+const WORKER_THREADS: usize = 2;
+
+/// Runs the proxy until SIGINT or SIGTERM.
+pub fn run(config: Arc<Config>, sink: Box<dyn AuditSink>) -> anyhow::Result<ExitCode> {
+    let tokens = load_tokens(&config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKER_THREADS)
+        .thread_name("odoogate-proxy")
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    let stats = runtime.block_on(serve(config, sink, tokens))?;
+    tracing::info!(calls = stats.calls, denied = stats.denied, decode_errors = stats.decode_errors, "Stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(config: Arc<Config>, sink: Box<dyn AuditSink>, tokens: Option<Tokens>) -> anyhow::Result<ProxyStats> {
+    let upstream = config.proxy.upstream;
+    match config.proxy.listen {
+        Some(address) => {
+            let listener = TcpListener::bind(address)
+                .await
+                .with_context(|| format!("failed to listen on {address} (proxy.listen)"))?;
+            tracing::info!(listen = %address, %upstream, mode = "enforce", "Proxying Odoo traffic in listen mode");
+            serve_with(config, DirectConnector::new(upstream), sink, tokens, listener).await
+        }
+        None => {
+            // Dual-stack, so steered IPv4 and IPv6 connections both land here.
+            let listener = std::net::TcpListener::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)))
+                .context("failed to bind the steering listener")?;
+            let options = SteeringOptions {
+                pin_dir: config.steering.pin_dir.clone(),
+                ..SteeringOptions::new(config.odoo.ports.clone())
+            };
+            let steering = Arc::new(Steering::install(&options, &listener).context("failed to install the steering")?);
+            listener.set_nonblocking(true).context("failed to make the steering listener non-blocking")?;
+            let listener = TcpListener::from_std(listener).context("failed to register the steering listener")?;
+            tracing::info!(ports = ?config.odoo.ports, %upstream, mode = "enforce", "Proxying Odoo traffic steered by sk_lookup");
+            serve_with(config, SteeredConnector::new(steering, upstream), sink, tokens, listener).await
+        }
+    }
+}
+
+async fn serve_with<C: UpstreamConnector>(
+    config: Arc<Config>,
+    connector: C,
+    sink: Box<dyn AuditSink>,
+    tokens: Option<Tokens>,
+    listener: TcpListener,
+) -> anyhow::Result<ProxyStats> {
+    let proxy = match tokens {
+        Some(tokens) => Proxy::with_tokens(config, connector, sink, tokens),
+        None => Proxy::new(config, connector, sink),
+    };
+    let mut interrupt = signal(SignalKind::interrupt()).context("failed to watch SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("failed to watch SIGTERM")?;
+    let shutdown = async {
+        tokio::select! {
+            _ = interrupt.recv() => tracing::info!(signal = "SIGINT", "Stopping"),
+            _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "Stopping"),
+        }
+    };
+    proxy.serve(listener, shutdown).await.context("the proxy failed")?;
+    Ok(proxy.stats())
+}
+
+/// Loads the token store and the service credentials when the store
+/// exists. Without a store, scoped tokens are off and every presented token
+/// gets AccessDenied.
+fn load_tokens(config: &Config) -> anyhow::Result<Option<Tokens>> {
+    let path: &Path = &config.tokens.store;
+    if !path.exists() {
+        tracing::info!(store = %path.display(), "No token store: scoped tokens are off");
+        return Ok(None);
+    }
+    let store = TokenStore::load(path).with_context(|| format!("failed to load the token store {}", path.display()))?;
+    let credentials = ServiceCredentials::load(config).context("failed to load the service credentials for scoped tokens")?;
+    tracing::info!(store = %path.display(), "Scoped tokens are on");
+    Ok(Some(Tokens { store, credentials }))
+}
