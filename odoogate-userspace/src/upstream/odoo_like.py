@@ -460,10 +460,10 @@ class Handler(BaseHTTPRequestHandler):
             return None
         return request
 
-    def jsonrpc_error(self, request_id, error, code=200, message="Odoo Server Error", extra_headers=()):
+    def jsonrpc_error(self, request_id, error, code=0, message="Odoo Server Error", extra_headers=()):
+        # Odoo 19 sends code 0 for every error but session expiry (100) and
+        # not-found (404); older releases sent 200.
         data = {"name": error.name, "debug": "", "message": error.message, "arguments": [error.message], "context": {}}
-        if isinstance(error, UserError):
-            code = 0
         payload = {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message, "data": data}}
         self.send_json(200, payload, extra_headers)
 
