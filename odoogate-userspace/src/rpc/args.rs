@@ -104,7 +104,11 @@ impl<'v, V: ArgValue> Arguments<'v, V> {
 
 fn extract<V: ArgValue>(call: &mut Call, method: &str, ids: Option<&V>, args: Arguments<'_, V>) {
     if let Some(ids) = ids {
-        call.record_ids = record_ids(ids);
+        let (record_ids, all_integers) = record_ids(ids);
+        call.record_ids = record_ids;
+        if !all_integers {
+            call.mismatches.push("record ids that are not all numbers".to_owned());
+        }
     }
 
     let mut fields = FieldSet::default();
@@ -176,14 +180,62 @@ fn is_id_list<V: ArgValue>(value: &V) -> bool {
     value.as_int().is_some() || value.as_list().is_some_and(|items| items.iter().all(|item| item.as_int().is_some()))
 }
 
-/// Reads record ids from an integer or a list, keeping the integers, cut at
-/// [`MAX_RECORD_IDS`].
-fn record_ids<V: ArgValue>(value: &V) -> Vec<i64> {
+/// Reads record ids from an integer or a list, cut at [`MAX_RECORD_IDS`],
+/// the way Odoo's `browse` and SQL read them. `False` and `None` are no
+/// ids. An integral float selects the integer id (`5.0` is record 5), and
+/// a fractional float or an integer beyond `i64` selects no record: Odoo
+/// 19 returns `[]` for `read([1.5])`. The flag is false when the slot
+/// contains a value whose effect odoogate cannot tell (a string, a
+/// boolean, a nested list or map, a single non-integer).
+///
+/// NOTE: that `5.0` selects record 5 follows from PostgreSQL comparing
+/// `integer` with `numeric`; it was not observed on a real Odoo.
+fn record_ids<V: ArgValue>(value: &V) -> (Vec<i64>, bool) {
     if let Some(id) = value.as_int() {
-        return vec![id];
+        return (vec![id], true);
     }
-    let items = value.as_list().unwrap_or(&[]);
-    items.iter().filter_map(ArgValue::as_int).take(MAX_RECORD_IDS).collect()
+    if value.is_false_or_null() {
+        return (Vec::new(), true);
+    }
+    let Some(items) = value.as_list() else {
+        return (Vec::new(), false);
+    };
+    let mut ids = Vec::new();
+    let mut all_understood = true;
+    for item in items {
+        match record_id(item) {
+            RecordId::Id(id) if ids.len() < MAX_RECORD_IDS => ids.push(id),
+            RecordId::Id(_) | RecordId::NoRecord => {}
+            RecordId::Unknown => all_understood = false,
+        }
+    }
+    (ids, all_understood)
+}
+
+/// The selection made by one item of a record ids list.
+enum RecordId {
+    Id(i64),
+    /// A number that no integer id equals.
+    NoRecord,
+    /// A value whose effect in Odoo's SQL is unclear.
+    Unknown,
+}
+
+fn record_id<V: ArgValue>(item: &V) -> RecordId {
+    if let Some(id) = item.as_int() {
+        return RecordId::Id(id);
+    }
+    if let Some(number) = item.as_float() {
+        // `i64::MAX as f64` rounds up to 2^63, which is out of range.
+        let integral = number.fract() == 0.0 && number >= i64::MIN as f64 && number < i64::MAX as f64;
+        return if integral { RecordId::Id(number as i64) } else { RecordId::NoRecord };
+    }
+    let other_type = item.as_text().is_some()
+        || item.as_bool().is_some()
+        || item.as_list().is_some()
+        || item.entries().is_some()
+        || item.is_false_or_null();
+    if other_type { RecordId::Unknown } else { RecordId::NoRecord }
 }
 
 /// Field names in first-seen order, without repeats, bounded by
@@ -198,7 +250,15 @@ struct FieldSet {
 // === impl FieldSet ===
 
 impl FieldSet {
-    fn add(&mut self, name: String) {
+    /// Adds `prefix` + `key`. A top-level name already seen costs no
+    /// allocation, because a `create` of many records repeats its keys.
+    fn add(&mut self, prefix: &str, key: &str) {
+        if prefix.is_empty() && self.seen.contains(key) {
+            return;
+        }
+        let mut name = String::with_capacity(prefix.len() + key.len());
+        name.push_str(prefix);
+        name.push_str(key);
         if self.seen.contains(&name) {
             return;
         }
@@ -213,7 +273,7 @@ impl FieldSet {
     /// Adds the strings of a list of field names (`fields=[...]`).
     fn add_names<V: ArgValue>(&mut self, names: &V) {
         for name in names.as_list().unwrap_or(&[]).iter().filter_map(ArgValue::as_text) {
-            self.add(name.to_owned());
+            self.add("", name);
         }
     }
 
@@ -239,12 +299,12 @@ impl FieldSet {
     /// commands that carry values, as `parent.child`.
     fn add_values<V: ArgValue>(&mut self, prefix: &str, values: &V) {
         for (key, value) in values.entries().unwrap_or_default() {
-            let name = format!("{prefix}{key}");
-            let nested_prefix = format!("{name}.");
-            self.add(name);
+            self.add(prefix, key);
+            let mut nested_prefix = None;
             for command in value.as_list().unwrap_or(&[]) {
                 if let Some(nested) = command_values(command) {
-                    self.add_values(&nested_prefix, nested);
+                    let nested_prefix = nested_prefix.get_or_insert_with(|| format!("{prefix}{key}."));
+                    self.add_values(nested_prefix, nested);
                 }
             }
         }
@@ -254,10 +314,9 @@ impl FieldSet {
     /// `fields` specifications.
     fn add_specification<V: ArgValue>(&mut self, prefix: &str, specification: &V) {
         for (key, value) in specification.entries().unwrap_or_default() {
-            let name = format!("{prefix}{key}");
-            self.add(name.clone());
+            self.add(prefix, key);
             if let Some(nested) = value.get("fields") {
-                self.add_specification(&format!("{name}."), nested);
+                self.add_specification(&format!("{prefix}{key}."), nested);
             }
         }
     }
@@ -355,6 +414,24 @@ mod tests {
         let call = model_call("read", json!([[1.5], ["name"]]), None);
         assert!(call.record_ids.is_empty());
         assert_eq!(call.fields, vec!["name"]);
+        assert!(call.mismatches.is_empty());
+    }
+
+    #[test]
+    fn integral_float_ids_select_records() {
+        let call = model_call("write", json!([[5.0, 6, 1e30], {"name": "x"}]), None);
+        assert_eq!(call.record_ids, vec![5, 6]);
+        assert!(call.mismatches.is_empty());
+    }
+
+    #[test]
+    fn non_numeric_ids_are_flagged() {
+        for ids in [json!(["7"]), json!([true]), json!([[1]]), json!("7"), json!(true), json!(5.0)] {
+            let call = model_call("unlink", json!([ids]), None);
+            assert_eq!(call.mismatches, vec!["record ids that are not all numbers"], "{ids}");
+        }
+        let call = model_call("unlink", json!([false]), None);
+        assert!(call.mismatches.is_empty());
     }
 
     #[test]

@@ -121,16 +121,27 @@ fn password_at<V: ArgValue>(params: &[V], index: usize) -> Option<Credential> {
     Some(Credential { slot: CredentialSlot::Password, secret: Secret::new(password) })
 }
 
-/// Reads a uid: an integer, or a string of ASCII digits as some clients send.
+/// Reads a uid as Odoo's `int(params[1])` does: an integer, a boolean
+/// (`True` is 1), a float cut towards zero, or text that Python's `int`
+/// reads (`" 2"`, `"+2"`, `"1_0"`). `None` when Odoo would fail, or when
+/// the value does not fit in `i64`.
 pub fn uid_of<V: ArgValue>(value: &V) -> Option<i64> {
     if let Some(uid) = value.as_int() {
         return Some(uid);
     }
-    let text = value.as_text()?;
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+    if let Some(flag) = value.as_bool() {
+        return Some(i64::from(flag));
     }
-    text.parse().ok()
+    if let Some(number) = value.as_float() {
+        let truncated = number.trunc();
+        // `i64::MAX as f64` rounds up to 2^63, which is out of range.
+        let in_range = truncated >= i64::MIN as f64 && truncated < i64::MAX as f64;
+        return in_range.then_some(truncated as i64);
+    }
+    match super::xmlrpc::parse_int(value.as_text()?) {
+        Ok(super::value::Value::Int(uid)) => Some(uid),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -222,11 +233,18 @@ mod tests {
     }
 
     #[test]
-    fn uid_accepts_digit_strings_only() {
+    fn uid_reads_like_python_int() {
         assert_eq!(uid_of(&json!(2)), Some(2));
         assert_eq!(uid_of(&json!("17")), Some(17));
-        assert_eq!(uid_of(&json!("-1")), None);
-        assert_eq!(uid_of(&json!(false)), None);
+        assert_eq!(uid_of(&json!("-1")), Some(-1));
+        assert_eq!(uid_of(&json!(" 2 ")), Some(2));
+        assert_eq!(uid_of(&json!("1_0")), Some(10));
+        assert_eq!(uid_of(&json!(true)), Some(1));
+        assert_eq!(uid_of(&json!(false)), Some(0));
+        assert_eq!(uid_of(&json!(2.9)), Some(2));
+        assert_eq!(uid_of(&json!(1e300)), None);
+        assert_eq!(uid_of(&json!("2.0")), None);
         assert_eq!(uid_of(&json!("")), None);
+        assert_eq!(uid_of(&json!(null)), None);
     }
 }

@@ -56,6 +56,12 @@ pub trait ArgValue: Sized {
     /// not integers here, even where Python would compare them equal.
     fn as_int(&self) -> Option<i64>;
 
+    /// Returns the value of a boolean.
+    fn as_bool(&self) -> Option<bool>;
+
+    /// Returns the value of a floating-point number (not of an integer).
+    fn as_float(&self) -> Option<f64>;
+
     /// Returns the items of a list value.
     fn as_list(&self) -> Option<&[Self]>;
 
@@ -86,6 +92,20 @@ impl ArgValue for Value<'_> {
     fn as_int(&self) -> Option<i64> {
         match self {
             Self::Int(value) => Some(*value),
+            _ => None,
+        }
+    }
+
+    fn as_bool(&self) -> Option<bool> {
+        match self {
+            Self::Bool(value) => Some(*value),
+            _ => None,
+        }
+    }
+
+    fn as_float(&self) -> Option<f64> {
+        match self {
+            Self::Double(value) => Some(*value),
             _ => None,
         }
     }
@@ -139,6 +159,14 @@ impl ArgValue for serde_json::Value {
 
     fn as_int(&self) -> Option<i64> {
         self.as_i64()
+    }
+
+    fn as_bool(&self) -> Option<bool> {
+        self.as_bool()
+    }
+
+    fn as_float(&self) -> Option<f64> {
+        self.as_number().filter(|number| number.is_f64()).and_then(serde_json::Number::as_f64)
     }
 
     fn as_list(&self) -> Option<&[Self]> {

@@ -195,16 +195,18 @@ impl<'a> Unmarshaller<'a> {
         if self.open_elements == 0 {
             self.root_closed = true;
         }
-        let text = self.text.as_cow();
+        // The text is read only by the elements that use it, because a
+        // joined text is copied on each read and `</member>`, `</data>` and
+        // `</param>` would copy it for nothing.
         let value = match tag {
             "nil" => Value::Nil,
-            "boolean" => parse_boolean(&text)?,
-            "int" | "i1" | "i2" | "i4" | "i8" | "biginteger" => parse_int(&text)?,
-            "double" | "float" => parse_double(&text)?,
-            "bigdecimal" => Value::BigDecimal(text),
-            "string" | "name" => Value::String(text),
-            "base64" => parse_base64(text)?,
-            "dateTime.iso8601" => Value::DateTime(text),
+            "boolean" => parse_boolean(&self.text.as_cow())?,
+            "int" | "i1" | "i2" | "i4" | "i8" | "biginteger" => parse_int(&self.text.as_cow())?,
+            "double" | "float" => parse_double(&self.text.as_cow())?,
+            "bigdecimal" => Value::BigDecimal(self.text.as_cow()),
+            "string" | "name" => Value::String(self.text.as_cow()),
+            "base64" => parse_base64(self.text.as_cow())?,
+            "dateTime.iso8601" => Value::DateTime(self.text.as_cow()),
             "array" => {
                 let items = self.pop_mark();
                 Value::Array(items)
@@ -213,11 +215,11 @@ impl<'a> Unmarshaller<'a> {
                 let items = self.pop_mark();
                 build_struct(items)?
             }
-            "value" if self.in_bare_value => Value::String(text),
+            "value" if self.in_bare_value => Value::String(self.text.as_cow()),
             "params" => return self.set_kind(DocumentKind::Params),
             "fault" => return self.set_kind(DocumentKind::Fault),
             "methodName" => {
-                self.method_name = Some(text);
+                self.method_name = Some(self.text.as_cow());
                 return self.set_kind(DocumentKind::MethodName);
             }
             _ => return Ok(()),
@@ -374,9 +376,16 @@ fn parse_boolean(text: &str) -> Result<Value<'static>, DecodeError> {
 ///
 /// NOTE: Python also accepts non-ASCII decimal digits (`int("٤")` is 4);
 /// those are rejected here, which fails closed.
-fn parse_int(text: &str) -> Result<Value<'static>, DecodeError> {
+pub(super) fn parse_int(text: &str) -> Result<Value<'static>, DecodeError> {
     let invalid = || DecodeError::InvalidXmlRpc("invalid integer".to_owned());
     let trimmed = text.trim_matches(char::is_whitespace);
+    // Fast path without copies: Rust's `i64` parser reads the same sign and
+    // ASCII digits as Python's `int` when there is no `_` separator.
+    if !trimmed.contains('_')
+        && let Ok(value) = trimmed.parse::<i64>()
+    {
+        return Ok(Value::Int(value));
+    }
     let (negative, unsigned) = split_sign(trimmed);
     let digits = strip_digit_separators(unsigned).ok_or_else(invalid)?;
     let digits = digits.trim_start_matches('0');

@@ -1,0 +1,570 @@
+//! Differential test of the XML-RPC and JSON-RPC decoders against Python.
+//!
+//! A seeded generator writes thousands of request bodies: nested values of
+//! every XML-RPC type, entity and character references, CDATA, odd
+//! whitespace, declared encodings, big integers, non-ASCII text, duplicate
+//! JSON keys, two `<methodName>` elements, ids that are not integers, and
+//! uids sent as text. Each body goes through `rpc::decode_request` and,
+//! in one batch, through `tests/differential/oracle.py`, which reads it
+//! with `xmlrpc.client.loads(use_datetime=True)` or `json.loads` and
+//! applies Odoo's positional layout.
+//!
+//! Whenever Python reads a call that Odoo would run, odoogate must either
+//! decode the same service, method, model, database, uid and record ids,
+//! or fail closed: return an error or flag a mismatch. A silently
+//! different call fails the test. Bodies that Odoo rejects are counted but
+//! not compared, since Odoo runs nothing for them.
+//!
+//! `ODOOGATE_DIFFERENTIAL_SEED` and `ODOOGATE_DIFFERENTIAL_BODIES` change
+//! the seed (default 1) and the number of bodies (default 10000).
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use bytes::Bytes;
+use odoogate::http::message::{Headers, HttpRequest, HttpVersion};
+use odoogate::rpc::{Call, DecodeLimits, decode_request};
+use proptest::prelude::RngExt;
+use proptest::test_runner::{RngAlgorithm, TestRng};
+use serde_json::Value as Json;
+
+// === generator ===
+
+/// A Python value as `xmlrpc.client` or `json` produces it.
+#[derive(Clone, Debug)]
+enum Val {
+    Int(i128),
+    Bool(bool),
+    Double(f64),
+    Str(String),
+    Nil,
+    DateTime(String),
+    Base64(String),
+    Array(Vec<Val>),
+    /// Members in order; a key may repeat, and the last one wins in Python.
+    Struct(Vec<(String, Val)>),
+}
+
+struct Generator {
+    rng: TestRng,
+}
+
+/// Text pieces with characters that need escaping or are outside ASCII.
+const TEXT_PIECES: &[&str] =
+    &["a", "res", ".", "partner", " ", "&", "<", ">", "\"", "'", "é", "日本", "🚀", "]]>", "\t", "\n", "x_y", "0"];
+const MODELS: &[&str] = &["res.partner", "sale.order", "crm.lead", "res.users", "ir.attachment", "x_saas_stat"];
+const METHODS: &[&str] = &[
+    "read", "write", "unlink", "copy", "search_read", "search", "create", "name_search", "fields_get",
+    "action_confirm", "button_validate", "web_read", "export_data", "search_count",
+];
+
+impl Generator {
+    fn new(seed: u64) -> Self {
+        let mut bytes = [0u8; 32];
+        bytes[..8].copy_from_slice(&seed.to_le_bytes());
+        Self { rng: TestRng::from_seed(RngAlgorithm::ChaCha, &bytes) }
+    }
+
+    fn chance(&mut self, percent: u32) -> bool {
+        self.rng.random_range(0..100) < percent
+    }
+
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.rng.random_range(0..items.len())]
+    }
+
+    fn text(&mut self) -> String {
+        let pieces = self.rng.random_range(0..6);
+        (0..pieces).map(|_| *self.pick(TEXT_PIECES)).collect()
+    }
+
+    fn int(&mut self) -> i128 {
+        match self.rng.random_range(0..10) {
+            0 => i128::from(i64::MAX) + i128::from(self.rng.random_range(1..1000u32)),
+            1 => -i128::from(self.rng.random_range(1..i64::MAX)),
+            2 => 0,
+            _ => i128::from(self.rng.random_range(1..100_000u32)),
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> Val {
+        let leaf = depth >= 3 || self.chance(60);
+        if leaf {
+            return match self.rng.random_range(0..8) {
+                0 | 1 => Val::Int(self.int()),
+                2 => Val::Bool(self.chance(50)),
+                3 => Val::Double(f64::from(self.rng.random_range(-1000..1000i32)) / 8.0),
+                4 => Val::Nil,
+                5 => Val::DateTime(format!("2025{:02}{:02}T10:20:30", self.rng.random_range(1..13), self.rng.random_range(1..29))),
+                6 => Val::Base64("aGVsbG8=".to_owned()),
+                _ => Val::Str(self.text()),
+            };
+        }
+        let len = self.rng.random_range(0..4);
+        if self.chance(50) {
+            Val::Array((0..len).map(|_| self.value(depth + 1)).collect())
+        } else {
+            Val::Struct((0..len).map(|_| (self.field_name(), self.value(depth + 1))).collect())
+        }
+    }
+
+    fn field_name(&mut self) -> String {
+        self.pick(&["name", "email", "phone", "partner_id", "line_ids", "x_note", "état"]).to_string()
+    }
+
+    /// The record ids slot: usually integers, sometimes a value Odoo's
+    /// `browse` would pass on unchanged (floats, booleans, big integers).
+    fn ids(&mut self) -> Val {
+        let count = self.rng.random_range(0..5);
+        let ids = (0..count).map(|_| Val::Int(i128::from(self.rng.random_range(1..500u32)))).collect();
+        match self.rng.random_range(0..12) {
+            0 => Val::Int(i128::from(self.rng.random_range(1..500u32))),
+            1 => Val::Array(vec![Val::Double(5.0)]),
+            2 => Val::Array(vec![Val::Bool(true)]),
+            3 => Val::Array(vec![Val::Int(i128::from(i64::MAX) + 5)]),
+            4 => Val::Array(vec![Val::Str("7".to_owned())]),
+            5 => Val::Bool(false),
+            _ => Val::Array(ids),
+        }
+    }
+
+    fn uid(&mut self) -> Val {
+        match self.rng.random_range(0..10) {
+            0 => Val::Str("2".to_owned()),
+            1 => Val::Str(" 2".to_owned()),
+            2 => Val::Bool(true),
+            3 => Val::Double(2.0),
+            4 => Val::Int(i128::from(i64::MAX) + 1),
+            _ => Val::Int(i128::from(self.rng.random_range(1..50u32))),
+        }
+    }
+
+    /// Returns `(service, method, params)` of one positional service call.
+    fn service_call(&mut self) -> (String, String, Vec<Val>) {
+        let db = Val::Str(self.pick(&["odoo19", "prod", "db&1", "日本"]).to_string());
+        let password = if self.chance(90) { Val::Str("APIKEY_PLACEHOLDER".to_owned()) } else { Val::Int(5) };
+        match self.rng.random_range(0..10) {
+            0 => {
+                let method = self.pick(&["login", "authenticate", "version", "about"]).to_string();
+                let params = vec![db, Val::Str("admin".to_owned()), password, Val::Struct(Vec::new())];
+                ("common".to_owned(), method, params)
+            }
+            1 => {
+                let method = self.pick(&["list", "drop", "dump", "server_version", "create_database"]).to_string();
+                ("db".to_owned(), method, vec![Val::Str("master".to_owned()), db])
+            }
+            _ => self.object_call(db, password),
+        }
+    }
+
+    fn object_call(&mut self, db: Val, password: Val) -> (String, String, Vec<Val>) {
+        let model = if self.chance(95) { Val::Str(self.pick(MODELS).to_string()) } else { Val::Int(3) };
+        let model_method = Val::Str(self.pick(METHODS).to_string());
+        let mut args = Vec::new();
+        if self.chance(80) {
+            args.push(self.ids());
+        }
+        for _ in 0..self.rng.random_range(0..3) {
+            args.push(self.value(1));
+        }
+        let mut params = vec![db, self.uid(), password, model, model_method];
+        let method = if self.chance(70) { "execute_kw" } else { "execute" };
+        if method == "execute_kw" {
+            params.push(Val::Array(args));
+            if self.chance(50) {
+                let context = Val::Struct(vec![("lang".to_owned(), Val::Str("en_US".to_owned()))]);
+                params.push(Val::Struct(vec![("context".to_owned(), context)]));
+            }
+        } else {
+            params.extend(args);
+        }
+        ("object".to_owned(), method.to_owned(), params)
+    }
+}
+
+// === XML-RPC writer ===
+
+/// Writes XML-RPC with the variations real clients and hostile ones use.
+struct XmlWriter<'g> {
+    generator: &'g mut Generator,
+    xml: String,
+}
+
+impl XmlWriter<'_> {
+    fn space(&mut self) {
+        if self.generator.chance(30) {
+            let space = *self.generator.pick(&["\n", " ", "\t", "\r\n", "  \n  "]);
+            self.xml.push_str(space);
+        }
+    }
+
+    /// Escapes text with entities, character references or CDATA.
+    fn text(&mut self, text: &str) {
+        if self.generator.chance(15) && !text.contains("]]>") {
+            let _ = write!(self.xml, "<![CDATA[{text}]]>");
+            return;
+        }
+        for c in text.chars() {
+            match c {
+                '&' => self.xml.push_str(if self.generator.chance(50) { "&amp;" } else { "&#38;" }),
+                '<' => self.xml.push_str("&lt;"),
+                '>' => self.xml.push_str("&gt;"),
+                '\r' => self.xml.push_str("&#13;"),
+                c if !c.is_ascii() && self.generator.chance(30) => {
+                    let _ = write!(self.xml, "&#x{:X};", u32::from(c));
+                }
+                c => self.xml.push(c),
+            }
+        }
+    }
+
+    fn value(&mut self, value: &Val) {
+        self.xml.push_str("<value>");
+        match value {
+            Val::Int(number) => {
+                let tag = *self.generator.pick(&["int", "i4", "i8", "biginteger", "ex:i8"]);
+                let digits = if self.generator.chance(10) { format!(" +{number} ").replace("+-", "-") } else { number.to_string() };
+                let _ = write!(self.xml, "<{tag}>{digits}</{tag}>");
+            }
+            Val::Bool(flag) => {
+                let _ = write!(self.xml, "<boolean>{}</boolean>", u8::from(*flag));
+            }
+            Val::Double(number) => {
+                let _ = write!(self.xml, "<double>{number:?}</double>");
+            }
+            Val::Str(text) => self.string(text),
+            Val::Nil => self.xml.push_str(if self.generator.chance(50) { "<nil/>" } else { "<ex:nil></ex:nil>" }),
+            Val::DateTime(text) => {
+                let _ = write!(self.xml, "<dateTime.iso8601>{text}</dateTime.iso8601>");
+            }
+            Val::Base64(text) => {
+                let _ = write!(self.xml, "<base64>{text}</base64>");
+            }
+            Val::Array(items) => {
+                self.xml.push_str("<array>");
+                self.space();
+                self.xml.push_str("<data>");
+                for item in items {
+                    self.space();
+                    self.value(item);
+                }
+                self.xml.push_str("</data></array>");
+            }
+            Val::Struct(members) => {
+                self.xml.push_str("<struct>");
+                for (name, member) in members {
+                    self.space();
+                    self.xml.push_str("<member><name>");
+                    self.text(name);
+                    self.xml.push_str("</name>");
+                    self.space();
+                    self.value(member);
+                    self.xml.push_str("</member>");
+                }
+                self.xml.push_str("</struct>");
+            }
+        }
+        self.xml.push_str("</value>");
+    }
+
+    /// A string as `<string>`, as bare text in `<value>`, or empty-element.
+    fn string(&mut self, text: &str) {
+        match self.generator.rng.random_range(0..4) {
+            0 => self.text(text),
+            1 if text.is_empty() => self.xml.push_str("<string/>"),
+            _ => {
+                self.xml.push_str("<string>");
+                self.text(text);
+                self.xml.push_str("</string>");
+            }
+        }
+    }
+
+    fn method_call(mut self, method: &str, params: &[Val]) -> String {
+        match self.generator.rng.random_range(0..8) {
+            0 => self.xml.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"),
+            1 => self.xml.push_str("<?xml version='1.0' encoding='iso-8859-1'?>"),
+            2 => self.xml.push_str("\u{feff}<?xml version=\"1.0\"?>"),
+            3 => self.xml.push_str("<?xml version='1.0'?>\n<!-- odoogate -->"),
+            _ => self.xml.push_str("<?xml version='1.0'?>\n"),
+        }
+        self.xml.push_str("<methodCall>");
+        self.space();
+        if self.generator.chance(5) {
+            self.xml.push_str("<methodName>version</methodName>");
+        }
+        self.xml.push_str("<methodName>");
+        self.text(method);
+        self.xml.push_str("</methodName>");
+        self.space();
+        if self.generator.chance(5) {
+            self.xml.push_str("<extension>ignored</extension>");
+        }
+        self.xml.push_str("<params>");
+        for param in params {
+            self.space();
+            self.xml.push_str("<param>");
+            self.value(param);
+            self.xml.push_str("</param>");
+        }
+        self.xml.push_str("</params>");
+        self.space();
+        self.xml.push_str("</methodCall>");
+        self.space();
+        self.xml
+    }
+}
+
+// === JSON writer ===
+
+struct JsonWriter<'g> {
+    generator: &'g mut Generator,
+    json: String,
+}
+
+impl JsonWriter<'_> {
+    fn space(&mut self) {
+        if self.generator.chance(20) {
+            let space = *self.generator.pick(&[" ", "\n", "\t", "\r\n  "]);
+            self.json.push_str(space);
+        }
+    }
+
+    fn string(&mut self, text: &str) {
+        self.json.push('"');
+        for c in text.chars() {
+            match c {
+                '"' => self.json.push_str("\\\""),
+                '\\' => self.json.push_str("\\\\"),
+                c if (c as u32) < 0x20 => {
+                    let _ = write!(self.json, "\\u{:04x}", c as u32);
+                }
+                c if !c.is_ascii() && self.generator.chance(40) => {
+                    let mut units = [0u16; 2];
+                    for unit in c.encode_utf16(&mut units) {
+                        let _ = write!(self.json, "\\u{unit:04x}");
+                    }
+                }
+                c => self.json.push(c),
+            }
+        }
+        self.json.push('"');
+    }
+
+    fn value(&mut self, value: &Val) {
+        self.space();
+        match value {
+            Val::Int(number) => {
+                let _ = write!(self.json, "{number}");
+            }
+            Val::Bool(flag) => self.json.push_str(if *flag { "true" } else { "false" }),
+            Val::Double(number) => {
+                let _ = write!(self.json, "{number:?}");
+            }
+            Val::Str(text) | Val::DateTime(text) | Val::Base64(text) => self.string(text),
+            Val::Nil => self.json.push_str("null"),
+            Val::Array(items) => {
+                self.json.push('[');
+                for (index, item) in items.iter().enumerate() {
+                    if index > 0 {
+                        self.json.push(',');
+                    }
+                    self.value(item);
+                }
+                self.json.push(']');
+            }
+            Val::Struct(members) => self.object(members),
+        }
+        self.space();
+    }
+
+    fn object(&mut self, members: &[(String, Val)]) {
+        self.json.push('{');
+        for (index, (name, member)) in members.iter().enumerate() {
+            if index > 0 {
+                self.json.push(',');
+            }
+            self.space();
+            self.string(name);
+            self.json.push(':');
+            self.value(member);
+        }
+        self.json.push('}');
+    }
+
+    /// Writes the `/jsonrpc` envelope. Sometimes a key of `params` comes
+    /// twice (the last one wins in Python) or an extra key is added.
+    fn envelope(mut self, service: &str, method: &str, params: &[Val]) -> String {
+        let mut members = vec![
+            ("service".to_owned(), Val::Str(service.to_owned())),
+            ("method".to_owned(), Val::Str(method.to_owned())),
+            ("args".to_owned(), Val::Array(params.to_vec())),
+        ];
+        if self.generator.chance(8) {
+            let index = self.generator.rng.random_range(0..members.len());
+            members.insert(0, (members[index].0.clone(), Val::Str("shadowed".to_owned())));
+        }
+        if self.generator.chance(3) {
+            members.push(("service".to_owned(), Val::Str("common".to_owned())));
+        }
+        if self.generator.chance(3) {
+            members.push(("kwargs".to_owned(), Val::Struct(Vec::new())));
+        }
+        let envelope = vec![
+            ("jsonrpc".to_owned(), Val::Str("2.0".to_owned())),
+            ("method".to_owned(), Val::Str("call".to_owned())),
+            ("params".to_owned(), Val::Struct(members)),
+            ("id".to_owned(), Val::Int(1)),
+        ];
+        self.object(&envelope);
+        self.json
+    }
+}
+
+// === comparison ===
+
+/// One generated request.
+struct Body {
+    surface: &'static str,
+    service: String,
+    bytes: Vec<u8>,
+}
+
+fn generate(generator: &mut Generator) -> Body {
+    let (service, method, params) = generator.service_call();
+    if generator.chance(50) {
+        let xml = XmlWriter { generator: &mut *generator, xml: String::new() }.method_call(&method, &params);
+        Body { surface: "xmlrpc", service, bytes: xml.into_bytes() }
+    } else {
+        let json = JsonWriter { generator: &mut *generator, json: String::new() }.envelope(&service, &method, &params);
+        Body { surface: "jsonrpc", service, bytes: json.into_bytes() }
+    }
+}
+
+fn http_request(body: &Body) -> HttpRequest {
+    let target = if body.surface == "xmlrpc" { format!("/xmlrpc/2/{}", body.service) } else { "/jsonrpc".to_owned() };
+    HttpRequest {
+        method: "POST".to_owned(),
+        target,
+        version: HttpVersion::Http11,
+        headers: Headers::default(),
+        body: Bytes::from(body.bytes.clone()),
+        body_truncated: false,
+        anomalies: Vec::new(),
+        first_byte_ns: 0,
+        last_byte_ns: 0,
+    }
+}
+
+/// Runs the oracle on every body in one process and returns its answers in
+/// order.
+fn python_answers(bodies: &[Body]) -> Vec<Json> {
+    let python = std::env::var("ODOOGATE_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let oracle = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/differential/oracle.py");
+    let mut child = Command::new(&python)
+        .arg(&oracle)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("failed to start {python} {}: {error}; set ODOOGATE_PYTHON", oracle.display()));
+
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let requests: Vec<String> = bodies
+        .iter()
+        .enumerate()
+        .map(|(id, body)| {
+            serde_json::json!({
+                "id": id,
+                "surface": body.surface,
+                "service": body.service,
+                "body_hex": hex::encode(&body.bytes),
+            })
+            .to_string()
+        })
+        .collect();
+    let writer = std::thread::spawn(move || {
+        for line in requests {
+            writeln!(stdin, "{line}").expect("the oracle reads its input");
+        }
+    });
+    let stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
+    let answers: Vec<Json> = stdout.lines().map(|line| serde_json::from_str(&line.expect("oracle output is UTF-8")).expect("oracle output is JSON")).collect();
+    writer.join().expect("the writer thread finishes");
+    assert!(child.wait().expect("the oracle exits").success(), "the oracle failed");
+    assert_eq!(answers.len(), bodies.len(), "the oracle answers every body");
+    answers
+}
+
+/// How a body's two readings compare.
+#[derive(Debug, Default)]
+struct Tally {
+    agreed: usize,
+    /// Error codes of the bodies Python read as calls and odoogate rejected.
+    odoogate_errors: std::collections::BTreeMap<&'static str, usize>,
+    flagged_mismatch: usize,
+    rejected_by_odoo: usize,
+}
+
+/// Returns the fields on which the call and Python's reading differ.
+fn differences(call: &Call, answer: &Json) -> Vec<String> {
+    let text = |key: &str| answer[key].as_str().map(str::to_owned);
+    let mut differences = Vec::new();
+    let mut compare = |name: &str, ours: String, theirs: String| {
+        if ours != theirs {
+            differences.push(format!("{name}: odoogate {ours}, Python {theirs}"));
+        }
+    };
+    compare("service", format!("{:?}", call.service), format!("{:?}", text("service")));
+    compare("method", format!("{:?}", call.method), format!("{:?}", text("method")));
+    compare("model", format!("{:?}", call.model), format!("{:?}", text("model")));
+    compare("db", format!("{:?}", call.db), format!("{:?}", text("db")));
+    compare("uid", format!("{:?}", call.uid), format!("{:?}", answer["uid"].as_i64()));
+    let ids: Vec<i64> = answer["record_ids"].as_array().map(|ids| ids.iter().filter_map(Json::as_i64).collect()).unwrap_or_default();
+    compare("record_ids", format!("{:?}", call.record_ids), format!("{ids:?}"));
+    compare("password", format!("{}", call.credential.is_some()), format!("{}", answer["has_password"]));
+    differences
+}
+
+#[test]
+fn decoders_agree_with_python() {
+    let seed: u64 = std::env::var("ODOOGATE_DIFFERENTIAL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+    let count: usize = std::env::var("ODOOGATE_DIFFERENTIAL_BODIES").ok().and_then(|s| s.parse().ok()).unwrap_or(10_000);
+    let mut generator = Generator::new(seed);
+    let bodies: Vec<Body> = (0..count).map(|_| generate(&mut generator)).collect();
+    let answers = python_answers(&bodies);
+
+    let mut tally = Tally::default();
+    let mut failures = Vec::new();
+    for (body, answer) in bodies.iter().zip(&answers) {
+        let decoded = decode_request(&http_request(body), &DecodeLimits::default());
+        if answer["ok"] != Json::Bool(true) {
+            tally.rejected_by_odoo += 1;
+            continue;
+        }
+        let call = match decoded {
+            Err(error) => {
+                *tally.odoogate_errors.entry(error.code()).or_default() += 1;
+                continue;
+            }
+            Ok(None) => panic!("{} body decoded as no call", body.surface),
+            Ok(Some(call)) => call,
+        };
+        if !call.mismatches.is_empty() {
+            tally.flagged_mismatch += 1;
+            continue;
+        }
+        let differences = differences(&call, answer);
+        if differences.is_empty() {
+            tally.agreed += 1;
+        } else if failures.len() < 10 {
+            failures.push(format!("{}\n  body: {}", differences.join("; "), String::from_utf8_lossy(&body.bytes)));
+        }
+    }
+
+    eprintln!("seed {seed}, {count} bodies: {tally:?}");
+    assert!(failures.is_empty(), "silently different calls:\n{}", failures.join("\n"));
+    // Both sides must read most bodies as calls, or the test compares nothing.
+    assert!(tally.agreed * 2 > count, "only {} of {count} bodies were compared: {tally:?}", tally.agreed);
+}
