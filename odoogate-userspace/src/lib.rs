@@ -21,6 +21,7 @@ pub mod identity;
 pub mod notify;
 pub mod pipeline;
 pub mod policy;
+pub mod preflight;
 pub mod proxy;
 pub mod rpc;
 pub mod secret;

@@ -12,6 +12,7 @@ use std::io;
 use std::os::linux::net::SocketAddrExt as _;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Environment variable that names the notify socket.
@@ -153,6 +154,39 @@ impl Notifier {
             .send_to_addr(state.as_bytes(), &connected.address)
             .map(drop)
             .map_err(|source| NotifyError::Send { state: state.to_owned(), source })
+    }
+}
+
+/// Sends `WATCHDOG=1` from a loop that calls [`Heartbeat::beat`] at least
+/// once per watchdog interval, so a stuck loop lets systemd restart the
+/// service. Does nothing without a watchdog.
+#[derive(Debug)]
+pub struct Heartbeat {
+    notifier: Arc<Notifier>,
+    timer: Option<WatchdogTimer>,
+}
+
+impl Heartbeat {
+    pub fn new(notifier: Arc<Notifier>) -> Self {
+        let timer = notifier.watchdog_interval().map(WatchdogTimer::new);
+        Self { notifier, timer }
+    }
+
+    /// Sends `WATCHDOG=1` when the interval has passed. A failed send is
+    /// logged, because the daemon keeps working without the watchdog.
+    pub fn beat(&mut self) {
+        let Some(timer) = &mut self.timer else { return };
+        if timer.due(Instant::now()) {
+            log_failure(self.notifier.watchdog());
+        }
+    }
+}
+
+/// Logs a failed notification as a warning: the daemon goes on, and systemd
+/// reports the missing state (a start timeout or a watchdog restart).
+pub fn log_failure(result: Result<(), NotifyError>) {
+    if let Err(error) = result {
+        tracing::warn!(%error, "failed to notify systemd");
     }
 }
 

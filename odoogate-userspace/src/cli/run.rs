@@ -15,6 +15,7 @@ use crate::capture::cgroup::CgroupResolver;
 use crate::capture::ebpf::{Capture, CaptureOptions};
 use crate::capture::CaptureEvent;
 use crate::config::{self, AuditOutput, Config, Mode};
+use crate::notify::{self, Heartbeat, Notifier};
 use crate::pipeline::Pipeline;
 use anyhow::Context as _;
 use nix::sys::signal::{SigSet, Signal};
@@ -35,10 +36,12 @@ const TICK_INTERVAL: Duration = Duration::from_secs(1);
 
 pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let config = Arc::new(config::load(path).map_err(|error| anyhow::anyhow!("{error}"))?);
+    crate::preflight::run(&config)?;
     if config.policy.mode == Mode::Enforce {
         let sink = open_sink(&config)?;
         return enforce::run(config, sink);
     }
+    let notifier = Arc::new(Notifier::from_env().context("invalid systemd notify environment")?);
 
     let signals = block_signals()?;
     let sink = open_sink(&config)?;
@@ -67,20 +70,23 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         mode = "observe",
         "Observing Odoo traffic"
     );
+    notify::log_failure(notifier.ready(&format!("observing ports {:?}", config.odoo.ports)));
 
     let stopping = Arc::new(AtomicBool::new(false));
     let pipeline_thread = {
         let config = config.clone();
         let capture = capture.clone();
         let stopping = stopping.clone();
+        let heartbeat = Heartbeat::new(notifier.clone());
         std::thread::Builder::new()
             .name("odoogate-pipeline".into())
-            .spawn(move || run_pipeline(config, cgroups, sink, receiver, &capture, &stopping))
+            .spawn(move || run_pipeline(config, cgroups, sink, receiver, &capture, &stopping, heartbeat))
             .context("failed to start the pipeline thread")?
     };
 
     let signal = signals.wait().context("sigwait failed")?;
     tracing::info!(signal = %signal, "Stopping");
+    notify::log_failure(notifier.stopping());
     stopping.store(true, Ordering::SeqCst);
     let stats = pipeline_thread.join().map_err(|_| anyhow::anyhow!("the pipeline thread panicked"))?;
     drop(capture);
@@ -132,6 +138,7 @@ fn run_pipeline(
     events: mpsc::Receiver<CaptureEvent>,
     capture: &Capture,
     stopping: &AtomicBool,
+    mut heartbeat: Heartbeat,
 ) -> crate::pipeline::PipelineStats {
     let mut pipeline = Pipeline::new(config, cgroups, sink);
     let mut last_tick = std::time::Instant::now();
@@ -151,6 +158,9 @@ fn run_pipeline(
             pipeline.tick(monotonic_now_ns(), Some(capture.stats()));
             last_tick = std::time::Instant::now();
         }
+        // The loop wakes up at least every TICK_INTERVAL, so the watchdog
+        // sees it stall only when the pipeline itself does.
+        heartbeat.beat();
         if stopping.load(Ordering::SeqCst) {
             while let Ok(event) = events.try_recv() {
                 pipeline.handle(event);

@@ -1,0 +1,280 @@
+//! Startup checks of `odoogate run`, before anything is attached.
+//!
+//! Each check reads the host through [`HostReadings`] (kernel release,
+//! mount table, effective capabilities, network interfaces), so the tests
+//! inject fake `/proc` contents and the daemon reads the real ones. Every
+//! failed check is one [`Failure`]: what is wrong, with the value found,
+//! and how to fix it. The daemon prints them all and exits non-zero.
+
+mod readings;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::config::{Config, Mode};
+
+pub use readings::{HostReadings, KernelVersion, MountEntry, ReadingError};
+
+/// Oldest kernel with TCX attachment (`BPF_TCX_INGRESS`), added in 6.6.
+pub const MIN_KERNEL: KernelVersion = KernelVersion { major: 6, minor: 6 };
+
+/// A Linux capability that the daemon needs, with its number from
+/// `linux/capability.h`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Capability {
+    NetAdmin,
+    SysAdmin,
+    Perfmon,
+    Bpf,
+}
+
+impl Capability {
+    pub fn number(self) -> u32 {
+        match self {
+            Self::NetAdmin => 12,
+            Self::SysAdmin => 21,
+            Self::Perfmon => 38,
+            Self::Bpf => 39,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::NetAdmin => "CAP_NET_ADMIN",
+            Self::SysAdmin => "CAP_SYS_ADMIN",
+            Self::Perfmon => "CAP_PERFMON",
+            Self::Bpf => "CAP_BPF",
+        }
+    }
+}
+
+/// Capabilities of the eBPF paths: loading TC and cgroup programs (CAP_BPF,
+/// CAP_NET_ADMIN), reading maps of pointers and stack data (CAP_PERFMON),
+/// and the cgroup attachments (CAP_SYS_ADMIN).
+pub const EBPF_CAPABILITIES: [Capability; 4] =
+    [Capability::Bpf, Capability::NetAdmin, Capability::Perfmon, Capability::SysAdmin];
+
+/// One failed check: the problem with the value found, and the fix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub check: Check,
+    pub problem: String,
+    pub fix: String,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {} (fix: {})", self.check.as_str(), self.problem, self.fix)
+    }
+}
+
+/// The checks, named in failure messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Check {
+    Kernel,
+    CgroupV2,
+    Bpffs,
+    Interfaces,
+    Ports,
+    Capabilities,
+    Readings,
+}
+
+impl Check {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Kernel => "kernel",
+            Self::CgroupV2 => "cgroup v2",
+            Self::Bpffs => "bpffs",
+            Self::Interfaces => "interfaces",
+            Self::Ports => "ports",
+            Self::Capabilities => "capabilities",
+            Self::Readings => "host readings",
+        }
+    }
+}
+
+/// Every failed check of one run, in the order they were made.
+#[derive(Debug, thiserror::Error)]
+#[error("{} startup check(s) failed:{}", .0.len(), list(.0))]
+pub struct PreflightError(pub Vec<Failure>);
+
+fn list(failures: &[Failure]) -> String {
+    failures.iter().map(|failure| format!("\n  - {failure}")).collect()
+}
+
+/// What the daemon will do with `config`, which decides the checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Datapath {
+    /// Observe mode: TC and cgroup programs on the configured interfaces.
+    Observe,
+    /// Enforce mode with `proxy.listen`: a plain listener, no eBPF.
+    Listen,
+    /// Enforce mode without `proxy.listen`: sk_lookup steering pinned in
+    /// bpffs, and the cgroup guard when configured.
+    Steer,
+}
+
+fn path_of(config: &Config) -> Datapath {
+    match (config.policy.mode, config.proxy.listen) {
+        (Mode::Observe, _) => Datapath::Observe,
+        (Mode::Enforce, Some(_)) => Datapath::Listen,
+        (Mode::Enforce, None) => Datapath::Steer,
+    }
+}
+
+/// Reads the host and runs every check that applies to `config`.
+pub fn run(config: &Config) -> Result<(), PreflightError> {
+    let readings = HostReadings::from_host();
+    check(config, &readings)
+}
+
+/// Runs every check that applies to `config` against `readings`.
+pub fn check(config: &Config, readings: &HostReadings) -> Result<(), PreflightError> {
+    let mut failures = Vec::new();
+    failures.extend(check_ports(config));
+    let path = path_of(config);
+    if path != Datapath::Listen {
+        failures.extend(check_kernel(readings));
+        failures.extend(check_cgroup_v2(readings));
+        failures.extend(check_capabilities(readings));
+    }
+    if path == Datapath::Observe {
+        failures.extend(check_interfaces(config, readings));
+    }
+    if path == Datapath::Steer {
+        failures.extend(check_bpffs(&config.steering.pin_dir, readings));
+    }
+    if failures.is_empty() { Ok(()) } else { Err(PreflightError(failures)) }
+}
+
+fn reading_failure(error: &ReadingError) -> Failure {
+    Failure {
+        check: Check::Readings,
+        problem: error.to_string(),
+        fix: "run odoogate on Linux with /proc mounted".to_owned(),
+    }
+}
+
+fn check_kernel(readings: &HostReadings) -> Option<Failure> {
+    let version = match readings.kernel() {
+        Ok(version) => version,
+        Err(error) => return Some(reading_failure(&error)),
+    };
+    (version < MIN_KERNEL).then(|| Failure {
+        check: Check::Kernel,
+        problem: format!("kernel {version} is older than {MIN_KERNEL}, which added TCX attachment"),
+        fix: format!("boot a kernel {MIN_KERNEL} or later"),
+    })
+}
+
+fn check_cgroup_v2(readings: &HostReadings) -> Option<Failure> {
+    let mounts = match readings.mounts() {
+        Ok(mounts) => mounts,
+        Err(error) => return Some(reading_failure(&error)),
+    };
+    let found = mounts.iter().any(|mount| mount.fs_type == "cgroup2");
+    (!found).then(|| Failure {
+        check: Check::CgroupV2,
+        problem: "no cgroup2 file system is mounted".to_owned(),
+        fix: "mount cgroup v2 (`mount -t cgroup2 none /sys/fs/cgroup`) or boot with \
+              systemd.unified_cgroup_hierarchy=1"
+            .to_owned(),
+    })
+}
+
+fn check_bpffs(pin_dir: &Path, readings: &HostReadings) -> Option<Failure> {
+    let mounts = match readings.mounts() {
+        Ok(mounts) => mounts,
+        Err(error) => return Some(reading_failure(&error)),
+    };
+    // The mount that contains pin_dir is the longest mount point prefix.
+    let containing = mounts
+        .iter()
+        .filter(|mount| pin_dir.starts_with(&mount.mount_point))
+        .max_by_key(|mount| mount.mount_point.components().count());
+    match containing {
+        Some(mount) if mount.fs_type == "bpf" => None,
+        other => {
+            let found = other.map_or_else(
+                || "no file system".to_owned(),
+                |mount| format!("{} ({})", mount.mount_point.display(), mount.fs_type),
+            );
+            Some(Failure {
+                check: Check::Bpffs,
+                problem: format!("steering.pin_dir {} is not on a bpf file system but on {found}", pin_dir.display()),
+                fix: format!(
+                    "mount bpffs (`mount -t bpf bpf {}`) or set steering.pin_dir under a bpffs mount",
+                    bpffs_mount_hint(pin_dir).display()
+                ),
+            })
+        }
+    }
+}
+
+/// `/sys/fs/bpf` for pins under it, else the pin directory itself.
+fn bpffs_mount_hint(pin_dir: &Path) -> PathBuf {
+    let standard = Path::new("/sys/fs/bpf");
+    if pin_dir.starts_with(standard) { standard.to_path_buf() } else { pin_dir.to_path_buf() }
+}
+
+fn check_interfaces(config: &Config, readings: &HostReadings) -> Vec<Failure> {
+    let present = match readings.interfaces() {
+        Ok(present) => present,
+        Err(error) => return vec![reading_failure(&error)],
+    };
+    config
+        .odoo
+        .interfaces
+        .iter()
+        .filter(|name| !present.iter().any(|present| present == *name))
+        .map(|name| Failure {
+            check: Check::Interfaces,
+            problem: format!("odoo.interfaces names {name:?}, which does not exist (present: {})", present.join(", ")),
+            fix: "list the interfaces Odoo's clients come in on (`ip link`), `lo` for local clients".to_owned(),
+        })
+        .collect()
+}
+
+fn check_ports(config: &Config) -> Vec<Failure> {
+    let mut failures = Vec::new();
+    for (index, port) in config.odoo.ports.iter().enumerate() {
+        if *port == 0 || config.odoo.ports[..index].contains(port) {
+            failures.push(Failure {
+                check: Check::Ports,
+                problem: format!("odoo.ports contains {port} more than once or as 0"),
+                fix: "list each of Odoo's HTTP ports once (8069 by default)".to_owned(),
+            });
+        }
+    }
+    if config.policy.mode == Mode::Enforce && config.proxy.listen == Some(config.proxy.upstream) {
+        failures.push(Failure {
+            check: Check::Ports,
+            problem: format!("proxy.listen and proxy.upstream are both {}", config.proxy.upstream),
+            fix: "make Odoo listen on another port (or address) and set proxy.upstream to it".to_owned(),
+        });
+    }
+    failures
+}
+
+fn check_capabilities(readings: &HostReadings) -> Option<Failure> {
+    let effective = match readings.effective_capabilities() {
+        Ok(effective) => effective,
+        Err(error) => return Some(reading_failure(&error)),
+    };
+    let missing: Vec<&str> = EBPF_CAPABILITIES
+        .iter()
+        .filter(|capability| effective & (1u64 << capability.number()) == 0)
+        .map(|capability| capability.name())
+        .collect();
+    (!missing.is_empty()).then(|| Failure {
+        check: Check::Capabilities,
+        problem: format!("the effective capability set lacks {}", missing.join(", ")),
+        fix: "run as root, or under the packaged systemd unit (AmbientCapabilities), or grant them with \
+              `setpriv --inh-caps=+bpf,+net_admin,+perfmon,+sys_admin --ambient-caps=+bpf,+net_admin,+perfmon,+sys_admin`"
+            .to_owned(),
+    })
+}

@@ -1,0 +1,160 @@
+//! Host readings for the startup checks: raw file contents, so tests can
+//! replace them with fake `/proc` contents.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// Largest file read from `/proc` or `/sys`: a mount table with thousands
+/// of container mounts stays far below it.
+const MAX_READING_BYTES: u64 = 4 * 1024 * 1024;
+
+/// A reading that is missing or could not be parsed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReadingError {
+    #[error("failed to read {source_name}: {message}")]
+    Unreadable { source_name: &'static str, message: String },
+    #[error("invalid kernel release {0:?}: expected MAJOR.MINOR")]
+    KernelRelease(String),
+    #[error("no CapEff line in /proc/self/status")]
+    MissingCapEff,
+    #[error("invalid CapEff value {0:?} in /proc/self/status: expected a hex mask")]
+    CapEff(String),
+    #[error("invalid line {0:?} in /proc/self/mounts")]
+    MountLine(String),
+}
+
+/// A kernel `MAJOR.MINOR` version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KernelVersion {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl KernelVersion {
+    /// Parses the start of a release string such as `6.8.0-45-generic`.
+    pub fn parse(release: &str) -> Result<Self, ReadingError> {
+        let invalid = || ReadingError::KernelRelease(release.trim().to_owned());
+        let mut parts = release.trim().split(['.', '-', '+']);
+        let major = parts.next().and_then(|part| part.parse().ok()).ok_or_else(invalid)?;
+        let minor = parts.next().and_then(|part| part.parse().ok()).ok_or_else(invalid)?;
+        Ok(Self { major, minor })
+    }
+}
+
+impl fmt::Display for KernelVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+/// One line of `/proc/self/mounts`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MountEntry {
+    pub mount_point: PathBuf,
+    pub fs_type: String,
+}
+
+/// The raw host readings. Each is the file's contents, or the error met
+/// reading it.
+#[derive(Clone, Debug)]
+pub struct HostReadings {
+    /// `/proc/sys/kernel/osrelease`.
+    pub osrelease: Result<String, ReadingError>,
+    /// `/proc/self/mounts`.
+    pub mounts: Result<String, ReadingError>,
+    /// `/proc/self/status`.
+    pub status: Result<String, ReadingError>,
+    /// Entries of `/sys/class/net`.
+    pub interfaces: Result<Vec<String>, ReadingError>,
+}
+
+impl HostReadings {
+    /// Reads the real files of this process and host.
+    pub fn from_host() -> Self {
+        Self {
+            osrelease: read("/proc/sys/kernel/osrelease"),
+            mounts: read("/proc/self/mounts"),
+            status: read("/proc/self/status"),
+            interfaces: list_interfaces(),
+        }
+    }
+
+    pub fn kernel(&self) -> Result<KernelVersion, ReadingError> {
+        KernelVersion::parse(self.osrelease.as_ref().map_err(Clone::clone)?)
+    }
+
+    /// Parses the mount table. Octal escapes (`\040` for a space) in mount
+    /// points are decoded.
+    pub fn mounts(&self) -> Result<Vec<MountEntry>, ReadingError> {
+        let table = self.mounts.as_ref().map_err(Clone::clone)?;
+        table.lines().filter(|line| !line.trim().is_empty()).map(parse_mount_line).collect()
+    }
+
+    /// Returns the `CapEff` mask of `/proc/self/status`.
+    pub fn effective_capabilities(&self) -> Result<u64, ReadingError> {
+        let status = self.status.as_ref().map_err(Clone::clone)?;
+        let value = status
+            .lines()
+            .find_map(|line| line.strip_prefix("CapEff:"))
+            .ok_or(ReadingError::MissingCapEff)?
+            .trim();
+        u64::from_str_radix(value, 16).map_err(|_| ReadingError::CapEff(value.to_owned()))
+    }
+
+    pub fn interfaces(&self) -> Result<&[String], ReadingError> {
+        self.interfaces.as_deref().map_err(Clone::clone)
+    }
+}
+
+fn parse_mount_line(line: &str) -> Result<MountEntry, ReadingError> {
+    let mut fields = line.split_ascii_whitespace();
+    let (Some(_device), Some(mount_point), Some(fs_type)) = (fields.next(), fields.next(), fields.next()) else {
+        return Err(ReadingError::MountLine(line.to_owned()));
+    };
+    Ok(MountEntry { mount_point: PathBuf::from(unescape_octal(mount_point)), fs_type: fs_type.to_owned() })
+}
+
+/// Decodes the `\NNN` octal escapes the kernel writes for spaces, tabs,
+/// newlines and backslashes in mount points.
+fn unescape_octal(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let escape = bytes.get(index + 1..index + 4).filter(|digits| {
+            bytes[index] == b'\\' && digits.iter().all(|digit| (b'0'..=b'7').contains(digit))
+        });
+        match escape {
+            Some(digits) => {
+                let value = digits.iter().fold(0u32, |acc, digit| acc * 8 + u32::from(digit - b'0'));
+                out.push(u8::try_from(value).unwrap_or(b'?'));
+                index += 4;
+            }
+            None => {
+                out.push(bytes[index]);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn read(path: &'static str) -> Result<String, ReadingError> {
+    use std::io::Read as _;
+    let unreadable = |error: std::io::Error| ReadingError::Unreadable { source_name: path, message: error.to_string() };
+    let file = std::fs::File::open(path).map_err(unreadable)?;
+    let mut contents = String::new();
+    file.take(MAX_READING_BYTES).read_to_string(&mut contents).map_err(unreadable)?;
+    Ok(contents)
+}
+
+fn list_interfaces() -> Result<Vec<String>, ReadingError> {
+    const SOURCE: &str = "/sys/class/net";
+    let unreadable = |error: std::io::Error| ReadingError::Unreadable { source_name: SOURCE, message: error.to_string() };
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(SOURCE).map_err(unreadable)? {
+        names.push(entry.map_err(unreadable)?.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    Ok(names)
+}
