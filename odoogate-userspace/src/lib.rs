@@ -16,6 +16,7 @@ pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod grant;
 pub mod http;
 pub mod identity;
 pub mod notify;

@@ -21,6 +21,9 @@ use super::{
 };
 use crate::identity::{Fingerprint, FingerprintError};
 use crate::policy::glob::Glob;
+use crate::policy::rate::{MAX_COUNT, RateLimit};
+use crate::policy::window::{Schedule, Window};
+use crate::rpc::call::MAX_RECORD_IDS;
 
 /// Maximum integration name length, so names stay readable in records.
 const MAX_NAME_LEN: usize = 64;
@@ -35,11 +38,14 @@ type Checked<T> = Result<T, Problem>;
 
 /// Checks `raw`, parsed from `text`, and builds the configuration.
 pub(super) fn build(raw: RawConfig, text: &str) -> Checked<Config> {
-    let RawConfig { odoo, policy, capture, audit, tokens, steering, guard, integration } = raw;
+    let RawConfig { odoo, policy, capture, audit, tokens, proxy, steering, guard, integration } = raw;
     let RawPolicy { mode, unidentified } = policy;
 
+    let odoo = odoo_config(odoo)?;
+    let proxy = super::proxy::build(proxy, odoo.ports[0])?;
     Ok(Config {
-        odoo: odoo_config(odoo)?,
+        odoo,
+        proxy,
         policy: PolicyConfig { mode, unidentified },
         capture: capture_config(capture)?,
         audit: audit_config(audit)?,
@@ -223,7 +229,7 @@ fn integrations(raw: Vec<Spanned<RawIntegration>>, text: &str) -> Checked<Vec<In
     let mut out = Vec::with_capacity(raw.len());
 
     for entry in raw {
-        let RawIntegration { name, matcher, allow } = entry.into_inner();
+        let RawIntegration { name, matcher, allow, enabled, rate, burst } = entry.into_inner();
         check_name(&name)?;
         if let Some(&first) = first_seen.get(name.get_ref()) {
             let (line, _) = line_and_column(text, first);
@@ -236,6 +242,8 @@ fn integrations(raw: Vec<Spanned<RawIntegration>>, text: &str) -> Checked<Vec<In
             name: name.into_inner(),
             matcher: match_config(matcher)?,
             rules: allow.into_iter().map(rule).collect::<Checked<_>>()?,
+            enabled: enabled.unwrap_or(true),
+            rate: rate_limit(rate, burst)?,
         });
     }
     Ok(out)
@@ -317,11 +325,100 @@ fn fingerprint(text: Spanned<String>) -> Checked<Fingerprint> {
 }
 
 fn rule(raw: Spanned<RawRule>) -> Checked<Rule> {
-    let RawRule { models, methods } = raw.into_inner();
+    let span = raw.span();
+    let RawRule {
+        models,
+        methods,
+        fields,
+        read_fields,
+        narrow_reads,
+        hours,
+        timezone,
+        max_records,
+        rate,
+        burst,
+        enabled,
+    } = raw.into_inner();
+
+    let read_fields = read_fields.map(|list| non_empty_list(list, "field glob", |item| name_glob(&item))).transpose()?;
+    let narrow_reads = match narrow_reads {
+        Some(narrow) if *narrow.get_ref() && read_fields.is_none() => {
+            let message = "narrow_reads needs read_fields: list the fields reads are narrowed to";
+            return Err(Problem::new(narrow.span(), message));
+        }
+        Some(narrow) => narrow.into_inner(),
+        None => false,
+    };
+
     Ok(Rule {
         models: non_empty_list(models, "model glob", |item| name_glob(&item))?,
         methods: non_empty_list(methods, "method glob", |item| name_glob(&item))?,
+        fields: fields.map(|list| non_empty_list(list, "field glob", |item| name_glob(&item))).transpose()?,
+        read_fields,
+        narrow_reads,
+        hours: schedule(hours, timezone, span)?,
+        max_records: max_records.map(max_record_count).transpose()?,
+        rate: rate_limit(rate, burst)?,
+        enabled: enabled.unwrap_or(true),
     })
+}
+
+/// Builds `hours` with its `timezone`; each needs the other.
+fn schedule(
+    hours: Option<SpannedStrings>,
+    timezone: Option<Spanned<String>>,
+    rule_span: std::ops::Range<usize>,
+) -> Checked<Option<Schedule>> {
+    let (hours, timezone) = match (hours, timezone) {
+        (None, None) => return Ok(None),
+        (Some(hours), Some(timezone)) => (hours, timezone),
+        (Some(_), None) => {
+            let message = "hours needs a timezone, such as timezone = \"Europe/Brussels\" or \"UTC\"";
+            return Err(Problem::new(rule_span, message));
+        }
+        (None, Some(timezone)) => {
+            let message = "timezone is only used with hours; add hours = [\"Mon-Fri 08:00-18:00\"] or remove it";
+            return Err(Problem::new(timezone.span(), message));
+        }
+    };
+
+    let windows = non_empty_list(hours, "time window", |item| {
+        Window::parse(item.get_ref()).map_err(|error| Problem::new(item.span(), error.to_string()))
+    })?;
+    Schedule::new(windows, timezone.get_ref()).map(Some).map_err(|error| Problem::new(timezone.span(), error.to_string()))
+}
+
+/// Checks `max_records`: a call's ids are kept up to [`MAX_RECORD_IDS`], so
+/// a larger maximum could not be checked.
+fn max_record_count(value: Spanned<usize>) -> Checked<usize> {
+    let count = *value.get_ref();
+    let max = MAX_RECORD_IDS - 1;
+    if !(1..=max).contains(&count) {
+        return Err(Problem::new(value.span(), format!("expected a record count from 1 to {max}, found {count}")));
+    }
+    Ok(count)
+}
+
+/// Builds `rate` with its optional `burst`.
+fn rate_limit(rate: Option<Spanned<String>>, burst: Option<Spanned<u32>>) -> Checked<Option<RateLimit>> {
+    let rate = match (rate, burst) {
+        (None, None) => return Ok(None),
+        (None, Some(burst)) => {
+            let message = "burst is only used with rate; add rate = \"10/s\" or remove it";
+            return Err(Problem::new(burst.span(), message));
+        }
+        (Some(rate), burst) => (rate, burst),
+    };
+    let (rate, burst) = rate;
+    if let Some(burst) = &burst
+        && !(1..=MAX_COUNT).contains(burst.get_ref())
+    {
+        let message = format!("expected a burst from 1 to {MAX_COUNT}, found {}", burst.get_ref());
+        return Err(Problem::new(burst.span(), message));
+    }
+    RateLimit::parse(rate.get_ref(), burst.map(Spanned::into_inner))
+        .map(Some)
+        .map_err(|error| Problem::new(rate.span(), error.to_string()))
 }
 
 /// Converts each element of a list that must not be empty.

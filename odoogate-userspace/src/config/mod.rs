@@ -24,6 +24,7 @@
 
 mod build;
 mod error;
+mod proxy;
 mod raw;
 mod steer;
 
@@ -37,9 +38,12 @@ use serde::Deserialize;
 
 use crate::identity::Fingerprint;
 use crate::policy::glob::Glob;
+use crate::policy::rate::RateLimit;
+use crate::policy::window::Schedule;
 
 pub use error::{ConfigError, InvalidConfig};
 pub use steer::{GuardConfig, SteeringConfig};
+pub use proxy::{DEFAULT_MAX_REQUEST_BYTES, MIN_MAX_REQUEST_BYTES, ProxyConfig};
 
 /// Largest configuration file read, far above any real one.
 pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
@@ -51,6 +55,8 @@ pub struct Config {
     pub policy: PolicyConfig,
     pub capture: CaptureConfig,
     pub audit: AuditConfig,
+    /// `[proxy]`, used in enforce mode.
+    pub proxy: ProxyConfig,
     pub tokens: TokensConfig,
     /// `[steering]`, used in enforce mode without `proxy.listen`.
     pub steering: SteeringConfig,
@@ -234,6 +240,13 @@ pub struct Integration {
     /// An integration without rules is identified and its model calls are
     /// all denied.
     pub rules: Vec<Rule>,
+    /// `enabled`: false denies every model and database call of the
+    /// integration, unless a temporary grant (`odoogate grant NAME`) is
+    /// active. Default true.
+    pub enabled: bool,
+    /// `rate` and `burst`: a limit on all the integration's allowed calls
+    /// together, such as `rate = "600/min"`; see [`RateLimit`].
+    pub rate: Option<RateLimit>,
 }
 
 /// `match`: a conjunction, so every key present must hold. At least one key
@@ -284,26 +297,79 @@ impl Match {
 }
 
 /// One `allow` entry: it allows every method matching one of `methods` on
-/// every model matching one of `models`.
+/// every model matching one of `models`, within its limits.
 ///
 /// Globs take `*` and `?`. Calls to the `db` service (list, create, drop,
 /// dump) are matched as model `db`, so a `models = ["*"]` rule allows them
-/// too. Methods starting with `_` are allowed only by a rule that names them
+/// too, except for guarded calls. Methods starting with `_` are allowed only
+/// by a rule that names them exactly. Guarded calls (privilege changes,
+/// code, modules, database management; listed in [`crate::policy::guarded`])
+/// are allowed only by a rule that names both their model and their method
 /// exactly.
+///
+/// ```toml
+/// allow = [
+///   { models = ["res.partner"], methods = ["create", "write"],
+///     fields = ["name", "email", "child_ids", "child_ids.name"], max_records = 50 },
+///   { models = ["res.partner"], methods = ["read", "search_read"],
+///     read_fields = ["name", "email"], narrow_reads = true,
+///     hours = ["Mon-Fri 08:00-18:00"], timezone = "Europe/Brussels",
+///     rate = "10/s", burst = 20 },
+/// ]
+/// ```
+///
+/// When a rule matches the model and method but one of its limits refuses
+/// the call, the next rules are still tried; when none allows it, the
+/// denial names the first rule that refused and the limit.
 #[derive(Clone, Debug)]
 pub struct Rule {
     /// `models`: at least one model name glob (`crm.lead`, `sale.*`).
     pub models: Vec<Glob>,
     /// `methods`: at least one method name glob (`read`, `search*`).
     pub methods: Vec<Glob>,
+    /// `fields`: globs of the fields `create`, `write`, `copy` and
+    /// `web_save` may set. A field set inside one2many or many2many
+    /// commands, or in any dict of a `create` list, is named `parent.child`
+    /// and must be listed as such (or by a glob such as `child_ids.*`).
+    /// With it, `load` and `name_create` are refused, because odoogate
+    /// cannot see the fields they set. `None` when absent: no restriction.
+    pub fields: Option<Vec<Glob>>,
+    /// `read_fields`: globs of the fields `read`, `search_read`, `web_read`,
+    /// `web_search_read`, `read_group` and `export_data` may return. A read
+    /// without a field list (all fields) is refused, unless `narrow_reads`.
+    pub read_fields: Option<Vec<Glob>>,
+    /// `narrow_reads`: in enforce mode, a `read` or `search_read` asking for
+    /// all fields, or for fields beyond `read_fields`, is narrowed to the
+    /// allowed ones instead of refused ([`crate::policy::narrowing`]).
+    /// Needs `read_fields`. Default false.
+    pub narrow_reads: bool,
+    /// `hours` with `timezone`: the rule allows calls only inside these
+    /// windows ([`crate::policy::window`]).
+    pub hours: Option<Schedule>,
+    /// `max_records`: the most record ids one call may target (`write`,
+    /// `unlink`, `read`, buttons, any method given ids), from 1 to 999.
+    pub max_records: Option<usize>,
+    /// `rate` and `burst`: a limit on the calls this rule allows.
+    pub rate: Option<RateLimit>,
+    /// `enabled`: false makes the rule allow nothing, unless a temporary
+    /// grant for it (`odoogate grant NAME --rule INDEX`) is active.
+    /// Default true.
+    pub enabled: bool,
 }
 
 impl Rule {
-    /// Compiles a rule from model and method globs.
+    /// Compiles a rule from model and method globs, without limits.
     pub fn new(models: &[&str], methods: &[&str]) -> Result<Self, crate::policy::glob::GlobError> {
         Ok(Self {
             models: models.iter().map(|m| Glob::name(m)).collect::<Result<_, _>>()?,
             methods: methods.iter().map(|m| Glob::name(m)).collect::<Result<_, _>>()?,
+            fields: None,
+            read_fields: None,
+            narrow_reads: false,
+            hours: None,
+            max_records: None,
+            rate: None,
+            enabled: true,
         })
     }
 }

@@ -27,6 +27,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub tokens: RawTokens,
     #[serde(default)]
+    pub proxy: super::proxy::RawProxy,
+    #[serde(default)]
     pub steering: super::steer::RawSteering,
     pub guard: Option<super::steer::RawGuard>,
     #[serde(default)]
@@ -90,6 +92,9 @@ pub(super) struct RawIntegration {
     pub matcher: Spanned<RawMatch>,
     #[serde(default)]
     pub allow: Vec<Spanned<RawRule>>,
+    pub enabled: Option<bool>,
+    pub rate: Option<Spanned<String>>,
+    pub burst: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,6 +111,15 @@ pub(super) struct RawMatch {
 pub(super) struct RawRule {
     pub models: SpannedStrings,
     pub methods: SpannedStrings,
+    pub fields: Option<SpannedStrings>,
+    pub read_fields: Option<SpannedStrings>,
+    pub narrow_reads: Option<Spanned<bool>>,
+    pub hours: Option<SpannedStrings>,
+    pub timezone: Option<Spanned<String>>,
+    pub max_records: Option<Spanned<usize>>,
+    pub rate: Option<Spanned<String>>,
+    pub burst: Option<Spanned<u32>>,
+    pub enabled: Option<bool>,
 }
 
 /// A string or a list of strings (`cgroup = "a"` or `cgroup = ["a", "b"]`).

@@ -448,3 +448,54 @@ fn identity_names_match_summary_kinds() {
         Match { ip: vec!["10.0.0.0/8".parse().unwrap()], cgroup: vec![Glob::path("a").unwrap()], ..Match::default() };
     assert_eq!(matcher.kinds(), ["cgroup", "ip"]);
 }
+
+// === rule limits ===
+
+#[test]
+fn rule_limits_parse() {
+    let text = with_head(
+        r#"
+[[integration]]
+name = "erp"
+match = { ip = ["10.0.0.0/8"] }
+enabled = false
+rate = "600/min"
+allow = [{ models = ["res.partner"], methods = ["read"], read_fields = ["name"], narrow_reads = true,
+           hours = ["Mon-Fri 08:00-18:00"], timezone = "Europe/Brussels", max_records = 10,
+           rate = "10/s", burst = 20, enabled = false, fields = ["name"] }]
+"#,
+    );
+    let config = parse(&text, "test.toml").expect("valid config");
+    let erp = &config.integrations[0];
+    assert!(!erp.enabled);
+    assert_eq!(erp.rate.map(|rate| rate.to_string()).as_deref(), Some("600/min, burst 10"));
+    let rule = &erp.rules[0];
+    assert!(rule.narrow_reads);
+    assert!(!rule.enabled);
+    assert_eq!(rule.max_records, Some(10));
+    assert_eq!(rule.rate.map(|rate| rate.burst), Some(20));
+    assert_eq!(rule.hours.as_ref().map(ToString::to_string).as_deref(), Some("hours [Mon-Fri 08:00-18:00] in Europe/Brussels"));
+}
+
+#[test]
+fn rule_limit_errors_name_key() {
+    let rule = |body: &str| {
+        with_head(&format!("[[integration]]\nname = \"erp\"\nmatch = {{ ip = [\"10.0.0.0/8\"] }}\nallow = [{{ models = [\"*\"], methods = [\"*\"], {body} }}]\n"))
+    };
+    let cases = [
+        ("hours = [\"Mon 08:00-18:00\"]", "hours needs a timezone"),
+        ("hours = [\"Mon 8-18\"], timezone = \"UTC\"", "expected a time from 00:00 to 24:00, found \"8\""),
+        ("hours = [\"Mon 08:00-18:00\"], timezone = \"Mars/Base\"", "unknown time zone"),
+        ("timezone = \"UTC\"", "timezone is only used with hours"),
+        ("narrow_reads = true", "narrow_reads needs read_fields"),
+        ("max_records = 1000", "expected a record count from 1 to 999"),
+        ("rate = \"10/day\"", "expected COUNT/UNIT"),
+        ("burst = 5", "burst is only used with rate"),
+        ("fields = []", "expected at least one field glob"),
+        ("read_fields = [\"partner id\"]", "invalid glob"),
+    ];
+    for (body, fragment) in cases {
+        let error = parse(&rule(body), "test.toml").expect_err(body);
+        assert!(error.to_string().contains(fragment), "{body}: {error}");
+    }
+}

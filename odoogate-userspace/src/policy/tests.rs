@@ -3,6 +3,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use proptest::prelude::*;
 
 use super::*;
+use crate::grant::Grants;
 use crate::audit::record::Identity;
 use crate::config::{Match, parse};
 use crate::http::message::Headers;
@@ -171,8 +172,8 @@ fn call_without_model_is_denied() {
 
 #[test]
 fn decision_maps_mode() {
-    let allowed = Verdict { allowed: true, rule: None, reason: String::new() };
-    let denied = Verdict { allowed: false, rule: None, reason: String::new() };
+    let allowed = Verdict::allow("");
+    let denied = Verdict::deny("");
     assert_eq!(decision(&allowed, Mode::Observe), Decision::Allow);
     assert_eq!(decision(&allowed, Mode::Enforce), Decision::Allow);
     assert_eq!(decision(&denied, Mode::Observe), Decision::WouldDeny);
@@ -193,7 +194,7 @@ fn rule_strategy() -> impl Strategy<Value = Rule> {
 
 fn integration_named(name: String, rules: Vec<Rule>) -> Integration {
     let matcher = Match { ip: vec!["10.0.0.0/8".parse().unwrap()], ..Match::default() };
-    Integration { name, matcher, rules }
+    Integration { name, matcher, rules, enabled: true, rate: None }
 }
 
 fn config_strategy() -> impl Strategy<Value = Config> {
@@ -300,7 +301,10 @@ proptest! {
 
         let expected = alone.iter().position(|allowed| *allowed).map(|i| format!("{name}.allow[{i}]"));
         prop_assert_eq!(verdict.allowed, expected.is_some());
-        prop_assert_eq!(verdict.rule, expected);
+        // A denial may name the rule that refused the call; an allow names
+        // the first rule that allows it.
+        let allowing_rule = if verdict.allowed { verdict.rule } else { None };
+        prop_assert_eq!(allowing_rule, expected);
     }
 
     #[test]
@@ -316,6 +320,8 @@ proptest! {
                 name: format!("i{index}"),
                 matcher: Match { ip: vec![net.parse().unwrap()], ..Match::default() },
                 rules: Vec::new(),
+                enabled: true,
+                rate: None,
             })
             .collect();
         let source = Source { peer: SocketAddr::new(peer.parse().unwrap(), 1234), cgroup: None, pid: None, comm: None, conn_id: 7 };
@@ -333,5 +339,243 @@ proptest! {
             .collect();
         let expected = holds.iter().position(|h| *h).map(|i| format!("i{i}"));
         prop_assert_eq!(resolved.integration, expected);
+    }
+}
+
+// === rule limits ===
+
+const LIMITS: &str = r#"
+[[integration]]
+name = "erp"
+match = { ip = ["10.0.0.0/8"] }
+allow = [
+  { models = ["res.partner"], methods = ["create", "write"], fields = ["name", "email", "child_ids", "child_ids.name"], max_records = 2 },
+  { models = ["res.partner"], methods = ["read", "search_read"], read_fields = ["name", "email"], narrow_reads = true },
+  { models = ["sale.order"], methods = ["read"], read_fields = ["name"] },
+  { models = ["crm.lead"], methods = ["create"], hours = ["Mon-Fri 08:00-18:00"], timezone = "Europe/Brussels" },
+  { models = ["*"], methods = ["*"], enabled = false },
+  { models = ["res.users"], methods = ["write"], fields = ["groups_id"] },
+]
+
+[[integration]]
+name = "paused"
+match = { ip = ["192.0.2.0/24"] }
+enabled = false
+allow = [{ models = ["*"], methods = ["*"] }]
+
+[[integration]]
+name = "admin"
+match = { ip = ["198.51.100.0/24"] }
+allow = [{ models = ["*"], methods = ["*"] }]
+"#;
+
+fn limits() -> Config {
+    parse(&format!("{HEAD}{LIMITS}"), "test.toml").expect("valid limits config")
+}
+
+fn with_fields(mut call: Call, fields: &[&str]) -> Call {
+    call.fields = fields.iter().map(|f| (*f).to_owned()).collect();
+    call
+}
+
+/// 2026-12-07, a Monday, at `hour`:00 UTC.
+fn monday_at(hour: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_796_601_600 + hour * 3600)
+}
+
+fn limited(call: &Call, integration: &str) -> Verdict {
+    decide(call, &by(Some(integration)), &limits(), monday_at(10))
+}
+
+#[test]
+fn listed_fields_are_allowed() {
+    let call = with_fields(model_call("res.partner", "write"), &["name", "child_ids", "child_ids.name"]);
+    let v = limited(&call, "erp");
+    assert!(v.allowed, "{v:?}");
+    assert_eq!(v.rule.as_deref(), Some("erp.allow[0]"));
+}
+
+#[test]
+fn unlisted_field_names_rule_and_field() {
+    let call = with_fields(model_call("res.partner", "write"), &["name", "child_ids.vat"]);
+    let v = limited(&call, "erp");
+    assert!(!v.allowed);
+    assert_eq!(v.rule.as_deref(), Some("erp.allow[0]"));
+    assert_eq!(v.reason, "erp.allow[0] refuses res.partner.write: field child_ids.vat is not in fields");
+}
+
+#[test]
+fn max_records_limits_ids() {
+    let mut call = with_fields(model_call("res.partner", "write"), &["name"]);
+    call.record_ids = vec![1, 2];
+    assert!(limited(&call, "erp").allowed);
+    call.record_ids = vec![1, 2, 3];
+    let v = limited(&call, "erp");
+    assert!(!v.allowed);
+    assert_eq!(v.reason, "erp.allow[0] refuses res.partner.write: the call targets 3 records, above max_records = 2");
+}
+
+#[test]
+fn read_of_all_fields_offers_narrowing() {
+    let mut call = model_call("res.partner", "search_read");
+    call.reads_all_fields = true;
+    let v = limited(&call, "erp");
+    assert!(!v.allowed);
+    assert_eq!(v.reason, "erp.allow[1] refuses res.partner.search_read: the call reads all fields, but read_fields limits them");
+    assert_eq!(narrowing(&call, &v), Some(vec!["name".to_owned(), "email".to_owned()]));
+
+    // The proxy's rewritten request passes.
+    let narrowed = with_fields(model_call("res.partner", "search_read"), &["name", "email"]);
+    assert!(limited(&narrowed, "erp").allowed);
+}
+
+#[test]
+fn extra_read_field_narrows_to_allowed() {
+    let call = with_fields(model_call("res.partner", "read"), &["name", "vat"]);
+    let v = limited(&call, "erp");
+    assert!(!v.allowed);
+    assert_eq!(narrowing(&call, &v), Some(vec!["name".to_owned()]));
+    let only_forbidden = with_fields(model_call("res.partner", "read"), &["vat"]);
+    assert_eq!(narrowing(&only_forbidden, &limited(&only_forbidden, "erp")), None);
+}
+
+#[test]
+fn read_without_narrow_reads_is_refused() {
+    let mut call = model_call("sale.order", "read");
+    call.reads_all_fields = true;
+    let v = limited(&call, "erp");
+    assert!(!v.allowed);
+    assert_eq!(v.rule.as_deref(), Some("erp.allow[2]"));
+    assert_eq!(narrowing(&call, &v), None);
+}
+
+#[test]
+fn hours_follow_time_zone() {
+    let call = model_call("crm.lead", "create");
+    let at = |time| decide(&call, &by(Some("erp")), &limits(), time);
+    // 07:30 UTC is 08:30 in Brussels in winter.
+    assert!(at(monday_at(7) + std::time::Duration::from_secs(1800)).allowed);
+    let v = at(monday_at(17));
+    assert!(!v.allowed);
+    assert_eq!(
+        v.reason,
+        "erp.allow[3] refuses crm.lead.create: the call is outside hours [Mon-Fri 08:00-18:00] in Europe/Brussels"
+    );
+}
+
+#[test]
+fn disabled_rule_needs_grant() {
+    let call = model_call("stock.picking", "read");
+    let v = limited(&call, "erp");
+    assert!(!v.allowed);
+    assert_eq!(v.rule.as_deref(), Some("erp.allow[4]"));
+
+    let grants = grants_for("erp", Some(4));
+    let v = decide_with_grants(&call, &by(Some("erp")), &limits(), &grants, monday_at(10));
+    assert!(v.allowed);
+    assert_eq!(v.grant.as_deref(), Some("g-test"));
+    assert!(!decide_with_grants(&call, &by(Some("erp")), &limits(), &grants, monday_at(13)).allowed, "expired");
+}
+
+#[test]
+fn disabled_integration_needs_grant() {
+    let call = model_call("res.partner", "read");
+    let v = limited(&call, "paused");
+    assert!(!v.allowed);
+    assert_eq!(v.reason, "integration paused is disabled (enabled = false) and has no active grant");
+
+    let v = decide_with_grants(&call, &by(Some("paused")), &limits(), &grants_for("paused", None), monday_at(10));
+    assert!(v.allowed);
+    assert_eq!(v.grant.as_deref(), Some("g-test"));
+}
+
+#[test]
+fn guarded_call_needs_exact_rule() {
+    let promote = with_fields(model_call("res.users", "write"), &["groups_id"]);
+    let v = limited(&promote, "admin");
+    assert!(!v.allowed);
+    assert!(v.reason.starts_with("admin.allow[0] refuses res.users.write: res.users.write is a guarded call"), "{}", v.reason);
+    assert!(limited(&promote, "erp").allowed, "erp.allow[5] names res.users and write");
+
+    let rename = with_fields(model_call("res.users", "write"), &["name"]);
+    assert!(limited(&rename, "admin").allowed);
+
+    let mut drop = Call::new(Protocol::XmlRpc, CallKind::Database);
+    drop.method = Some("drop".to_owned());
+    assert!(!limited(&drop, "admin").allowed);
+}
+
+/// Builds a grant for `integration` (or one of its rules) from 09:00 to
+/// 12:00 on [`monday_at`]'s day.
+fn grants_for(integration: &str, rule: Option<usize>) -> Grants {
+    let stamp = |time: SystemTime| jiff::Timestamp::try_from(time).unwrap();
+    Grants::new(vec![crate::grant::Grant {
+        id: "g-test".to_owned(),
+        integration: integration.to_owned(),
+        rule,
+        created: stamp(monday_at(9)),
+        expires: stamp(monday_at(12)),
+        reason: None,
+    }])
+}
+
+// === limit properties ===
+
+const FIELD_NAMES: &[&str] = &["name", "email", "vat", "child_ids", "child_ids.name", "groups_id"];
+
+proptest! {
+    /// Restricting the fields of every rule never allows a call that was
+    /// denied.
+    #[test]
+    fn field_restriction_never_allows_more(
+        mut config in config_strategy(),
+        call in call_strategy(),
+        resolution in resolution_strategy(),
+        fields in proptest::sample::subsequence(FIELD_NAMES, 0..=6),
+        write_fields in proptest::sample::subsequence(FIELD_NAMES, 1..=3),
+        read_fields in proptest::sample::subsequence(FIELD_NAMES, 1..=3),
+        reads_all in any::<bool>(),
+    ) {
+        let call = Call { fields: fields.iter().map(|f| (*f).to_owned()).collect(), reads_all_fields: reads_all, ..call };
+        let before = decide(&call, &resolution, &config, SystemTime::UNIX_EPOCH);
+
+        for integration in &mut config.integrations {
+            for rule in &mut integration.rules {
+                rule.fields = Some(write_fields.iter().map(|f| glob::Glob::name(f).unwrap()).collect());
+                rule.read_fields = Some(read_fields.iter().map(|f| glob::Glob::name(f).unwrap()).collect());
+            }
+        }
+        let after = decide(&call, &resolution, &config, SystemTime::UNIX_EPOCH);
+        prop_assert!(before.allowed || !after.allowed, "before: {before:?}, after: {after:?}");
+    }
+
+    /// A narrower window never allows more: `Mon-Fri 08:00-18:00` is inside
+    /// `Mon-Sun 06:00-20:00`, at any instant.
+    #[test]
+    fn narrower_hours_never_allow_more(
+        call in call_strategy(),
+        resolution in resolution_strategy(),
+        mut config in config_strategy(),
+        seconds in 0u64..(4 * 366 * 86_400),
+    ) {
+        let now = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_767_225_600 + seconds);
+        let schedule = |window: &str| {
+            let window = window::Window::parse(window).unwrap();
+            window::Schedule::new(vec![window], "Europe/Brussels").unwrap()
+        };
+        let mut wide = config.clone();
+        for integration in &mut wide.integrations {
+            for rule in &mut integration.rules {
+                rule.hours = Some(schedule("Mon-Sun 06:00-20:00"));
+            }
+        }
+        for integration in &mut config.integrations {
+            for rule in &mut integration.rules {
+                rule.hours = Some(schedule("Mon-Fri 08:00-18:00"));
+            }
+        }
+        let wide = decide(&call, &resolution, &wide, now);
+        let narrow = decide(&call, &resolution, &config, now);
+        prop_assert!(wide.allowed || !narrow.allowed, "wide: {wide:?}, narrow: {narrow:?}");
     }
 }
