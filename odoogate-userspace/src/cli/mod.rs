@@ -2,9 +2,12 @@
 
 mod audit;
 mod check;
+mod explain;
 mod logging;
 mod run;
+mod suggest;
 mod token;
+mod uninstall;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -45,8 +48,20 @@ enum Command {
     },
     /// Print audit records from journald (or from a JSON lines file).
     Audit(audit::AuditArgs),
+    /// Explain how a saved HTTP request is identified and decided on.
+    Explain(explain::ExplainArgs),
+    /// Suggest least-privilege allow rules from the audit records.
+    Suggest(suggest::SuggestArgs),
     /// Create, list, revoke and rotate scoped tokens.
     Token(token::TokenArgs),
+    /// Remove the pinned sk_lookup steering of enforce mode, so new
+    /// connections reach Odoo directly again (stopping the daemon leaves it
+    /// pinned, which drops new connections to Odoo's ports).
+    Uninstall {
+        /// bpffs directory of the steering pins (`steering.pin_dir`).
+        #[arg(long, default_value = crate::steer::DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+    },
     /// Run a self-contained demonstration in private network namespaces
     /// (needs root and python3).
     Demo(crate::demo::DemoArgs),
@@ -66,7 +81,10 @@ pub fn main() -> ExitCode {
         Command::Run { config } => run::run(&config),
         Command::Check { config } => check::check(&config),
         Command::Audit(args) => audit::audit(&args),
+        Command::Explain(args) => explain::explain(&args),
+        Command::Suggest(args) => suggest::suggest(&args),
         Command::Token(args) => token::token(&args),
+        Command::Uninstall { pin_dir } => uninstall::uninstall(&pin_dir),
         Command::Demo(args) => crate::demo::run(&args),
         Command::OdooLike { args } => crate::upstream::run_foreground(&args),
     };
