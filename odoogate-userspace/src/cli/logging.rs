@@ -1,6 +1,14 @@
-//! The daemon's own log messages (not audit records) on stderr.
+//! The daemon's own log messages (not audit records).
+//!
+//! `--log-format` selects text or JSON lines on stderr. When stderr is
+//! connected to journald (systemd sets `$JOURNAL_STREAM` to its device and
+//! inode), messages go to journald natively instead, with their fields as
+//! journal fields (`ERROR=`, `SIGNAL=`, without a prefix), so
+//! `journalctl -u odoogate` shows them with their priority.
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum LogFormat {
@@ -8,8 +16,11 @@ pub enum LogFormat {
     Json,
 }
 
-/// Sets up tracing on stderr. `RUST_LOG` overrides the default level (info).
+/// Sets up tracing. `RUST_LOG` overrides the default level (info).
 pub fn init(format: LogFormat) {
+    if stderr_is_journal() && init_journald() {
+        return;
+    }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Colours only on a terminal, never in a log file or a pipe.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -21,4 +32,29 @@ pub fn init(format: LogFormat) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+/// Sends messages to journald. Returns false when the journald socket
+/// cannot be opened, so the caller falls back to stderr.
+fn init_journald() -> bool {
+    let Ok(layer) = tracing_journald::layer() else { return false };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(layer.with_field_prefix(None))
+        .try_init()
+        .is_ok()
+}
+
+/// Returns whether stderr is the stream `$JOURNAL_STREAM` names, as
+/// `sd_journal_stream_fd(3)` describes: the variable alone is not enough,
+/// because a child whose stderr was redirected inherits it.
+fn stderr_is_journal() -> bool {
+    let Ok(value) = std::env::var("JOURNAL_STREAM") else { return false };
+    let Some((device, inode)) = value.split_once(':') else { return false };
+    let (Ok(device), Ok(inode)) = (device.parse::<u64>(), inode.parse::<u64>()) else { return false };
+    match nix::sys::stat::fstat(std::io::stderr()) {
+        Ok(stat) => stat.st_dev == device && stat.st_ino == inode,
+        Err(_) => false,
+    }
 }
