@@ -2,6 +2,7 @@
 
 mod audit;
 mod check;
+mod grant;
 mod explain;
 mod logging;
 mod run;
@@ -54,6 +55,10 @@ enum Command {
     Suggest(suggest::SuggestArgs),
     /// Create, list, revoke and rotate scoped tokens.
     Token(token::TokenArgs),
+    /// Enable a disabled integration or rule for a while; list grants.
+    Grant(grant::GrantArgs),
+    /// End a temporary grant before it expires.
+    RevokeGrant(grant::RevokeGrantArgs),
     /// Remove the pinned sk_lookup steering of enforce mode, so new
     /// connections reach Odoo directly again (stopping the daemon leaves it
     /// pinned, which drops new connections to Odoo's ports).
@@ -84,6 +89,8 @@ pub fn main() -> ExitCode {
         Command::Explain(args) => explain::explain(&args),
         Command::Suggest(args) => suggest::suggest(&args),
         Command::Token(args) => token::token(&args),
+        Command::Grant(args) => grant::grant(&args),
+        Command::RevokeGrant(args) => grant::revoke_grant(&args),
         Command::Uninstall { pin_dir } => uninstall::uninstall(&pin_dir),
         Command::Demo(args) => crate::demo::run(&args),
         Command::OdooLike { args } => crate::upstream::run_foreground(&args),

@@ -83,6 +83,7 @@ pub fn add(path: &Path, request: GrantRequest, now: SystemTime) -> Result<Grant,
         return Err(GrantError::Request(format!("the reason is longer than {MAX_REASON_CHARS} characters")));
     }
     let created = Timestamp::try_from(now).map_err(|error| GrantError::Request(error.to_string()))?;
+    let created = Timestamp::from_second(created.as_second()).map_err(|error| GrantError::Request(error.to_string()))?;
     let span = jiff::SignedDuration::try_from(request.duration).map_err(|error| GrantError::Request(error.to_string()))?;
     let expires = created.checked_add(span).map_err(|error| GrantError::Request(error.to_string()))?;
 
