@@ -16,6 +16,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::audit::AuditSink;
 use crate::config::Config;
+use crate::notify::{self, Notifier};
 use crate::proxy::{DirectConnector, Proxy, ProxyStats, SteeredConnector, Tokens, UpstreamConnector};
 use crate::steer::{Steering, SteeringOptions};
 use crate::token::{ServiceCredentials, TokenStore};
@@ -78,14 +79,36 @@ async fn serve_with<C: UpstreamConnector>(
     };
     let mut interrupt = signal(SignalKind::interrupt()).context("failed to watch SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("failed to watch SIGTERM")?;
+    let notifier = Arc::new(Notifier::from_env().context("invalid systemd notify environment")?);
+    let watchdog = spawn_watchdog(&notifier);
     let shutdown = async {
         tokio::select! {
             _ = interrupt.recv() => tracing::info!(signal = "SIGINT", "Stopping"),
             _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "Stopping"),
         }
+        notify::log_failure(notifier.stopping());
     };
-    proxy.serve(listener, shutdown).await.context("the proxy failed")?;
+    notify::log_failure(notifier.ready("proxying Odoo traffic"));
+    let served = proxy.serve(listener, shutdown).await;
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
+    served.context("the proxy failed")?;
     Ok(proxy.stats())
+}
+
+/// Sends `WATCHDOG=1` from the proxy's runtime at half the watchdog
+/// interval: a runtime too stuck to run this task gets restarted.
+fn spawn_watchdog(notifier: &Arc<Notifier>) -> Option<tokio::task::JoinHandle<()>> {
+    let interval = notifier.watchdog_interval()?;
+    let notifier = notifier.clone();
+    Some(tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        loop {
+            ticks.tick().await;
+            notify::log_failure(notifier.watchdog());
+        }
+    }))
 }
 
 /// Loads the token store and the service credentials when the store
