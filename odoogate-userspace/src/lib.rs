@@ -15,6 +15,7 @@ pub mod audit;
 pub mod capture;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod grant;
 pub mod http;

@@ -5,7 +5,9 @@ mod check;
 mod grant;
 mod explain;
 mod logging;
+mod reload;
 mod run;
+mod status;
 mod suggest;
 mod token;
 mod uninstall;
@@ -53,6 +55,10 @@ enum Command {
     Explain(explain::ExplainArgs),
     /// Suggest least-privilege allow rules from the audit records.
     Suggest(suggest::SuggestArgs),
+    /// Print the running daemon's state (from its control socket).
+    Status(status::StatusArgs),
+    /// Ask the running daemon to re-read its configuration.
+    Reload(reload::ReloadArgs),
     /// Create, list, revoke and rotate scoped tokens.
     Token(token::TokenArgs),
     /// Enable a disabled integration or rule for a while; list grants.
@@ -88,6 +94,8 @@ pub fn main() -> ExitCode {
         Command::Audit(args) => audit::audit(&args),
         Command::Explain(args) => explain::explain(&args),
         Command::Suggest(args) => suggest::suggest(&args),
+        Command::Status(args) => status::status(&args),
+        Command::Reload(args) => reload::reload(&args),
         Command::Token(args) => token::token(&args),
         Command::Grant(args) => grant::grant(&args),
         Command::RevokeGrant(args) => grant::revoke_grant(&args),

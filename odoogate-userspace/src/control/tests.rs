@@ -1,0 +1,137 @@
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde_json::json;
+
+use super::*;
+use crate::config;
+
+const BASE: &str = r#"
+[odoo]
+ports = [8069]
+interfaces = ["lo"]
+
+[policy]
+mode = "observe"
+unidentified = "deny"
+"#;
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("odoogate-control-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn write_config(path: &Path, rules: &str) {
+    let text = format!("{BASE}\n[[integration]]\nname = \"crm\"\nmatch = {{ ip = [\"10.0.0.1/32\"] }}\nallow = [{rules}]\n");
+    std::fs::write(path, text).unwrap();
+}
+
+fn handle(path: &Path) -> Arc<ConfigHandle> {
+    let config = config::load(path).unwrap();
+    Arc::new(ConfigHandle::new(path, Arc::new(config), SystemTime::now()))
+}
+
+fn server(socket: &Path, handle: &Arc<ConfigHandle>) -> ControlServer {
+    let handle = handle.clone();
+    let handler: Handler = Arc::new(move |request| match request {
+        ControlRequest::Status => json!({ "ok": true, "rules": handle.current().integrations[0].rules.len() }),
+        ControlRequest::Reload => reload_response(&handle),
+    });
+    ControlServer::start(socket, handler).unwrap()
+}
+
+#[test]
+fn reload_swaps_valid_config() {
+    let dir = scratch("swap");
+    let path = dir.join("odoogate.toml");
+    write_config(&path, r#"{ models = ["crm.lead"], methods = ["read"] }"#);
+    let handle = handle(&path);
+    let socket = dir.join("run/control.sock");
+    let _server = server(&socket, &handle);
+
+    let before = handle.current();
+    assert_eq!(send(&socket, ControlRequest::Status).unwrap(), json!({ "ok": true, "rules": 1 }));
+
+    write_config(&path, r#"{ models = ["crm.lead"], methods = ["read"] }, { models = ["res.partner"], methods = ["read"] }"#);
+    assert_eq!(send(&socket, ControlRequest::Reload).unwrap(), json!({ "ok": true, "needs_restart": [] }));
+    assert_eq!(send(&socket, ControlRequest::Status).unwrap(), json!({ "ok": true, "rules": 2 }));
+    // A call that took the old configuration keeps it.
+    assert_eq!(before.integrations[0].rules.len(), 1);
+}
+
+#[test]
+fn reload_keeps_old_config_when_invalid() {
+    let dir = scratch("invalid");
+    let path = dir.join("odoogate.toml");
+    write_config(&path, r#"{ models = ["crm.lead"], methods = ["read"] }"#);
+    let handle = handle(&path);
+    let socket = dir.join("control.sock");
+    let _server = server(&socket, &handle);
+
+    std::fs::write(&path, "[odoo]\nports = \"not a list\"\n").unwrap();
+    let response = send(&socket, ControlRequest::Reload).unwrap();
+    assert_eq!(response["ok"], false);
+    let error = response["error"].as_str().unwrap();
+    assert!(error.contains("odoo.ports"), "{error}");
+    assert_eq!(handle.current().integrations[0].rules.len(), 1);
+}
+
+#[test]
+fn reload_reports_restart_settings() {
+    let dir = scratch("restart");
+    let path = dir.join("odoogate.toml");
+    write_config(&path, r#"{ models = ["crm.lead"], methods = ["read"] }"#);
+    let handle = handle(&path);
+
+    let text = std::fs::read_to_string(&path).unwrap().replace("ports = [8069]", "ports = [8070]").replace("\"observe\"", "\"enforce\"");
+    std::fs::write(&path, text).unwrap();
+    let report = handle.reload().unwrap();
+    assert_eq!(report.needs_restart, [RestartSetting::Ports, RestartSetting::Mode]);
+    assert_eq!(handle.current().odoo.ports, [8069]);
+    assert_eq!(handle.current().policy.mode, config::Mode::Observe);
+}
+
+#[test]
+fn socket_is_private_and_removed_on_drop() {
+    let dir = scratch("mode");
+    let path = dir.join("odoogate.toml");
+    write_config(&path, r#"{ models = ["crm.lead"], methods = ["read"] }"#);
+    let handle = handle(&path);
+    let socket = dir.join("control.sock");
+
+    let server = server(&socket, &handle);
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    drop(server);
+    assert!(!socket.exists());
+}
+
+#[test]
+fn send_without_daemon_says_not_running() {
+    let dir = scratch("absent");
+    let error = send(&dir.join("control.sock"), ControlRequest::Status).unwrap_err();
+    assert!(matches!(error, ControlError::NotRunning { .. }), "{error}");
+    assert!(error.to_string().contains("not running"), "{error}");
+}
+
+#[test]
+fn invalid_request_gets_error_response() {
+    let dir = scratch("bad");
+    let path = dir.join("odoogate.toml");
+    write_config(&path, r#"{ models = ["crm.lead"], methods = ["read"] }"#);
+    let handle = handle(&path);
+    let socket = dir.join("control.sock");
+    let _server = server(&socket, &handle);
+
+    let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    std::io::Write::write_all(&mut stream, b"{\"command\": \"shutdown\"}\n").unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(&stream), &mut line).unwrap();
+    let response: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(response["ok"], false);
+    assert!(response["error"].as_str().unwrap().starts_with("invalid request"), "{response}");
+}
