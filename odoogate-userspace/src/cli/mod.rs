@@ -3,11 +3,10 @@
 mod audit;
 mod check;
 mod grant;
+mod install;
 mod explain;
 mod logging;
-mod reload;
 mod run;
-mod status;
 mod suggest;
 mod token;
 mod uninstall;
@@ -55,12 +54,11 @@ enum Command {
     Explain(explain::ExplainArgs),
     /// Suggest least-privilege allow rules from the audit records.
     Suggest(suggest::SuggestArgs),
-    /// Print the running daemon's state (from its control socket).
-    Status(status::StatusArgs),
-    /// Ask the running daemon to re-read its configuration.
-    Reload(reload::ReloadArgs),
     /// Create, list, revoke and rotate scoped tokens.
     Token(token::TokenArgs),
+    /// Install the systemd unit, a default configuration (never replacing
+    /// one) and the state directory, for hosts without the package.
+    Install(install::InstallArgs),
     /// Enable a disabled integration or rule for a while; list grants.
     Grant(grant::GrantArgs),
     /// End a temporary grant before it expires.
@@ -94,9 +92,8 @@ pub fn main() -> ExitCode {
         Command::Audit(args) => audit::audit(&args),
         Command::Explain(args) => explain::explain(&args),
         Command::Suggest(args) => suggest::suggest(&args),
-        Command::Status(args) => status::status(&args),
-        Command::Reload(args) => reload::reload(&args),
         Command::Token(args) => token::token(&args),
+        Command::Install(args) => install::install(&args),
         Command::Grant(args) => grant::grant(&args),
         Command::RevokeGrant(args) => grant::revoke_grant(&args),
         Command::Uninstall { pin_dir } => uninstall::uninstall(&pin_dir),
