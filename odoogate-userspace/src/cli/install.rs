@@ -38,7 +38,7 @@ pub struct InstallError {
     source: io::Error,
 }
 
-/// What happened to one path.
+/// The result of installing one path.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
     Wrote(PathBuf),
