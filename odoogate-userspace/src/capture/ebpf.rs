@@ -50,6 +50,8 @@ const PRIVILEGE_FIX: &str = "run odoogate as root, or grant it CAP_BPF, CAP_NET_
 pub struct CaptureOptions {
     /// Interfaces to attach the TC program to. On `lo` only ingress is
     /// attached, because every packet of both directions passes it once.
+    /// May be empty with `cgroup_programs` (enforce mode), which then
+    /// reports flow origins and guard refusals but no segments.
     pub interfaces: Vec<String>,
     /// TCP ports to capture (1 to 8 distinct non-zero ports).
     pub ports: Vec<u16>,
@@ -189,7 +191,7 @@ impl Capture {
         if options.connect_guard.is_some() && !options.cgroup_programs {
             return Err(CaptureError::GuardWithoutCgroupPrograms);
         }
-        if options.interfaces.is_empty() {
+        if options.interfaces.is_empty() && !options.cgroup_programs {
             return Err(CaptureError::NoInterfaces);
         }
         for interface in &options.interfaces {
@@ -206,7 +208,10 @@ impl Capture {
             Some(guard) => Some(seed_guard(&mut ebpf, &guard.allowed_cgroups)?),
             None => None,
         };
-        let mut attachments = attach_tc(&mut ebpf, &options.interfaces)?;
+        let mut attachments = match options.interfaces.is_empty() {
+            true => Vec::new(),
+            false => attach_tc(&mut ebpf, &options.interfaces)?,
+        };
         if let Some(root) = &cgroup_root {
             attachments.extend(attach_cgroup_programs(&mut ebpf, root)?);
         }

@@ -34,11 +34,13 @@
 
 mod connector;
 pub mod deny;
+pub mod origin;
 mod read;
 mod recorder;
 mod relay;
 mod session;
 mod stream;
+mod tokens;
 mod wire;
 
 use std::future::Future;
@@ -53,6 +55,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 pub use connector::{DirectConnector, SteeredConnector, UpstreamConnector};
+pub use origin::{LocalOrigin, Origins};
 pub use recorder::{ProxyStats, Recorder};
 pub use session::Tokens;
 
@@ -61,6 +64,7 @@ use crate::config::Config;
 use crate::identity::{SessionTable, Source};
 use session::{Session, Shared};
 use stream::Peer;
+use tokens::LiveTokens;
 
 /// Client connections served at once. Each may hold one RPC body of up to
 /// `proxy.max_request_bytes`, so this bounds memory too; further clients
@@ -75,6 +79,12 @@ const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
 /// path; Odoo's own session cookie lives 7 days.
 const SESSION_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// How long an accepted connection from a local process waits for its
+/// origin (cgroup, pid, command) from the capture reader. The origin is
+/// reported from the client's SYN, before the accept, so the wait covers
+/// only the reader's lag.
+const ORIGIN_WAIT: Duration = Duration::from_millis(250);
+
 /// How long requests in flight may finish after the listener stops.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -86,6 +96,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 pub struct Proxy<C> {
     shared: Arc<Shared<C>>,
     next_conn_id: AtomicU64,
+    origins: Option<Origins>,
 }
 
 impl<C: UpstreamConnector> Proxy<C> {
@@ -94,18 +105,27 @@ impl<C: UpstreamConnector> Proxy<C> {
     pub fn new(config: Arc<Config>, connector: C, sink: Box<dyn AuditSink>) -> Self {
         let recorder = Recorder::new(sink, config.audit.error_records_per_minute);
         let shared = Shared { config, connector, sessions: Mutex::new(SessionTable::default()), recorder, tokens: None };
-        Self { shared: Arc::new(shared), next_conn_id: AtomicU64::new(1) }
+        Self { shared: Arc::new(shared), next_conn_id: AtomicU64::new(1), origins: None }
     }
 
     /// Builds a proxy that also accepts scoped tokens, forwarding calls made
     /// with a valid one under the integration's service credential.
-    // NOTE: the store is read once; a token revoked while the proxy runs
-    // keeps working until a restart.
+    ///
+    /// The store is loaded again within a second of its file changing, and
+    /// token uses are written back to it every minute and at shutdown.
     pub fn with_tokens(config: Arc<Config>, connector: C, sink: Box<dyn AuditSink>, tokens: Tokens) -> Self {
         let recorder = Recorder::new(sink, config.audit.error_records_per_minute);
         let sessions = Mutex::new(SessionTable::default());
-        let shared = Shared { config, connector, sessions, recorder, tokens: Some(tokens) };
-        Self { shared: Arc::new(shared), next_conn_id: AtomicU64::new(1) }
+        let shared = Shared { config, connector, sessions, recorder, tokens: Some(LiveTokens::new(tokens)) };
+        Self { shared: Arc::new(shared), next_conn_id: AtomicU64::new(1), origins: None }
+    }
+
+    /// Ties connections from local processes to their cgroup, pid and
+    /// command from `origins`, which the capture reader fills, so
+    /// `match.cgroup` holds for proxied calls.
+    pub fn with_origins(mut self, origins: Origins) -> Self {
+        self.origins = Some(origins);
+        self
     }
 
     pub fn stats(&self) -> ProxyStats {
@@ -141,9 +161,10 @@ impl<C: UpstreamConnector> Proxy<C> {
                         continue;
                     };
                     let shared = self.shared.clone();
+                    let origins = self.origins.clone();
                     let conn_id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
                     connections.spawn(async move {
-                        serve_connection(&shared, stream, peer, conn_id).await;
+                        serve_connection(&shared, stream, peer, conn_id, origins.as_ref()).await;
                         drop(permit);
                     });
                 }
@@ -161,24 +182,43 @@ impl<C: UpstreamConnector> Proxy<C> {
             connections.shutdown().await;
         }
         self.shared.recorder.flush(std::time::Instant::now() + Duration::from_secs(3600));
+        if let Some(tokens) = &self.shared.tokens {
+            tokens.flush();
+        }
         Ok(())
     }
 
     fn maintain(&self) {
-        self.shared.recorder.flush(std::time::Instant::now());
+        let now = std::time::Instant::now();
+        self.shared.recorder.flush(now);
+        if let Some(tokens) = &self.shared.tokens {
+            tokens.refresh(now);
+        }
         if let Some(cutoff) = SystemTime::now().checked_sub(SESSION_LIFETIME) {
             self.shared.sessions().expire_before(cutoff);
         }
     }
 }
 
-async fn serve_connection<C: UpstreamConnector>(shared: &Shared<C>, stream: TcpStream, peer: SocketAddr, conn_id: u64) {
+async fn serve_connection<C: UpstreamConnector>(
+    shared: &Shared<C>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    conn_id: u64,
+    origins: Option<&Origins>,
+) {
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(conn_id, %error, "Failed to set TCP_NODELAY");
     }
-    // NOTE: the cgroup, pid and command of local clients are not known on
-    // this path yet, so `match.cgroup` never holds for proxied calls.
-    let source = Source { peer, cgroup: None, pid: None, comm: None, conn_id };
+    // The steering listener is dual-stack, so IPv4 clients arrive as
+    // IPv4-mapped IPv6 addresses; records and `match.ip` use the IPv4 form.
+    let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+    let origin = match (origins, stream.local_addr()) {
+        (Some(origins), Ok(local)) => origins.wait_for(peer, local, ORIGIN_WAIT).await,
+        _ => None,
+    };
+    let LocalOrigin { cgroup, pid, comm } = origin.unwrap_or_default();
+    let source = Source { peer, cgroup, pid, comm, conn_id };
     let session = Session::new(shared, Peer::new(stream), source);
     match session.run().await {
         Ok(()) => tracing::debug!(conn_id, client = %peer, "Connection closed"),

@@ -14,6 +14,7 @@ use super::deny::{self, Denial, Refusal, Shape};
 use super::read::{BodyRead, RequestStart};
 use super::recorder::Recorder;
 use super::stream::{Peer, StreamError};
+use super::tokens::LiveTokens;
 use super::wire::{self, OwnResponse};
 use crate::audit::{AuditEvent, AuditRecord, Decision};
 use crate::config::Config;
@@ -44,7 +45,7 @@ pub(super) struct Shared<C> {
     pub recorder: Recorder,
     /// Scoped tokens and the service credentials that replace them; `None`
     /// when no token store is loaded, so every presented token is unknown.
-    pub tokens: Option<Tokens>,
+    pub tokens: Option<LiveTokens>,
 }
 
 /// The token store and the credentials forwarded in place of tokens.
@@ -235,7 +236,8 @@ impl<'s, C: UpstreamConnector> Session<'s, C> {
         let sessions = self.shared.sessions();
         if let Some(tokens) = &self.shared.tokens {
             let now = std::time::SystemTime::now();
-            return identity::resolve_with_tokens(config, &tokens.store, Some(call), &request.headers, &self.source, &sessions, now);
+            let store = tokens.store();
+            return identity::resolve_with_tokens(config, &store, Some(call), &request.headers, &self.source, &sessions, now);
         }
         let resolution = identity::resolve(config, Some(call), &request.headers, &self.source, &sessions);
         let invalid_token = identity::presented_token(Some(call), &request.headers).map(|presented| InvalidToken {

@@ -241,6 +241,11 @@ impl TokenStore {
         }
     }
 
+    /// Returns the store file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Returns the tokens, in the order they were created.
     pub fn records(&self) -> impl Iterator<Item = &TokenRecord> {
         self.entries.iter().map(|entry| &entry.record)

@@ -1,7 +1,9 @@
 //! A small Odoo site for end-to-end tests: an "odoo" network namespace
 //! with the Odoo-like upstream and `odoogate run`, a "clients" namespace
 //! joined by a veth pair, cgroups for local clients, and a private journald.
-//! Every piece is torn down when the [`Site`] drops, also on panic.
+//! An enforce site ([`Site::start_enforce`]) also has a token store, a
+//! service credentials file and its own bpffs pin directory. Every piece is
+//! torn down when the [`Site`] drops, also on panic.
 
 #![allow(dead_code)]
 
@@ -38,7 +40,7 @@ fn binary() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target/release/odoogate"))
 }
 
-fn python() -> PathBuf {
+pub fn python() -> PathBuf {
     std::env::var_os("ODOOGATE_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("tests/.venv/bin/python"))
@@ -112,10 +114,47 @@ impl Journal {
     }
 }
 
+/// What `odoogate run` does on a site.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SiteMode {
+    Observe,
+    /// Enforce mode steered by sk_lookup, with scoped tokens. `guard` lists
+    /// the site cgroups put in `[guard] allow_cgroups`; `None` leaves the
+    /// guard off.
+    Enforce { guard: Option<Vec<String>> },
+}
+
+/// A bpffs directory of steering pins, removed on drop (after the daemon,
+/// which is declared before it in [`Site`]).
+pub struct PinDir {
+    pub path: PathBuf,
+}
+
+impl PinDir {
+    fn new(tag: &str) -> Self {
+        let path = PathBuf::from(format!("/sys/fs/bpf/odoogate-e2e-{tag}"));
+        let _ = odoogate::steer::uninstall(&path);
+        Self { path }
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        if let Err(error) = odoogate::steer::uninstall(&self.path) {
+            eprintln!("failed to remove the pins in {}: {error}", self.path.display());
+        }
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
 /// The whole test site. Fields drop in declaration order: processes first,
-/// then cgroups and namespaces.
+/// then pins, cgroups and namespaces.
 pub struct Site {
     pub daemon: Option<ChildGuard>,
+    pub pins: Option<PinDir>,
+    pub mode: SiteMode,
+    /// Daemons started so far; each writes its own log.
+    pub daemon_starts: u32,
     pub upstream: ChildGuard,
     pub journal: Journal,
     pub workdir: PathBuf,
@@ -132,6 +171,25 @@ impl Site {
     /// `cgroups` are created under a per-site parent and may be referenced
     /// in the TOML as `{cgroup:NAME}`.
     pub fn start(name: &str, cgroups: &[&str], integrations: &str, unidentified: &str) -> anyhow::Result<Self> {
+        Self::start_in(SiteMode::Observe, name, cgroups, integrations, unidentified)
+    }
+
+    /// Builds the site and starts `odoogate run` in enforce mode, steered
+    /// by sk_lookup in the odoo namespace, with a token store (empty until
+    /// [`Site::create_token`]) and a service credentials file holding
+    /// [`API_KEY`]. `guard` names site cgroups for `[guard] allow_cgroups`.
+    pub fn start_enforce(
+        name: &str,
+        cgroups: &[&str],
+        integrations: &str,
+        unidentified: &str,
+        guard: Option<&[&str]>,
+    ) -> anyhow::Result<Self> {
+        let guard = guard.map(|names| names.iter().map(|name| (*name).to_owned()).collect());
+        Self::start_in(SiteMode::Enforce { guard }, name, cgroups, integrations, unidentified)
+    }
+
+    fn start_in(mode: SiteMode, name: &str, cgroups: &[&str], integrations: &str, unidentified: &str) -> anyhow::Result<Self> {
         let index = SITE_COUNTER.fetch_add(1, Ordering::SeqCst);
         let tag = format!("{}-{index}", std::process::id());
         let port = 18100 + (std::process::id() % 500) as u16 * 10 + index as u16;
@@ -167,14 +225,25 @@ impl Site {
         let upstream = ChildGuard::spawn("odoo-like upstream", command, &in_odoo, &workdir.join("upstream.log"))?;
         lab::wait_for("the upstream", Duration::from_secs(10), || ready.exists())?;
 
+        let (mode_name, enforce_sections, pins) = match &mode {
+            SiteMode::Observe => ("observe", String::new(), None),
+            SiteMode::Enforce { guard } => {
+                let pins = PinDir::new(&tag);
+                let sections = enforce_sections(&workdir, &pins, guard.as_deref(), &created)?;
+                ("enforce", sections, Some(pins))
+            }
+        };
         let config = format!(
-            "[odoo]\nports = [{port}]\ninterfaces = [\"lo\", \"og-odoo\"]\n\n[policy]\nmode = \"observe\"\nunidentified = \"{unidentified}\"\n\n[audit]\noutput = \"journald\"\n\n{integrations}"
+            "[odoo]\nports = [{port}]\ninterfaces = [\"lo\", \"og-odoo\"]\n\n[policy]\nmode = \"{mode_name}\"\nunidentified = \"{unidentified}\"\n\n[audit]\noutput = \"journald\"\n\n{enforce_sections}{integrations}"
         );
         let config_path = workdir.join("odoogate.toml");
         std::fs::write(&config_path, config)?;
 
         let mut site = Self {
             daemon: None,
+            pins,
+            mode,
+            daemon_starts: 0,
             upstream,
             journal,
             workdir,
@@ -188,24 +257,101 @@ impl Site {
         Ok(site)
     }
 
-    fn start_daemon(&mut self) -> anyhow::Result<()> {
-        let log = self.workdir.join("odoogate.log");
+    /// Starts `odoogate run` and waits until it serves. Each start logs to
+    /// its own file, `odoogate.log` for the first and `odoogate-N.log`
+    /// after it.
+    pub fn start_daemon(&mut self) -> anyhow::Result<()> {
+        let log = self.daemon_log_path(self.daemon_starts);
+        self.daemon_starts += 1;
         let mut command = Command::new(binary());
-        command.arg("run").arg("--config").arg(self.workdir.join("odoogate.toml")).env("RUST_LOG", "info");
+        command.arg("run").arg("--config").arg(self.config_path()).env("RUST_LOG", "info");
         let placement = Placement {
             netns: Some(self.odoo.path()),
             mount_ns: Some(self.journal.mount_ns()),
             cgroup: None,
         };
+        let ready = match self.mode {
+            SiteMode::Observe => "Observing Odoo traffic",
+            SiteMode::Enforce { .. } => "Proxying Odoo traffic steered by sk_lookup",
+        };
         let mut daemon = ChildGuard::spawn("odoogate run", command, &placement, &log)?;
         let waited = lab::wait_for("odoogate run to attach", Duration::from_secs(30), || {
-            lab::file_contains(&log, "Observing Odoo traffic") || matches!(daemon.try_wait(), Ok(Some(_)))
+            lab::file_contains(&log, ready) || matches!(daemon.try_wait(), Ok(Some(_)))
         });
-        if waited.is_err() || !lab::file_contains(&log, "Observing Odoo traffic") {
+        if waited.is_err() || !lab::file_contains(&log, ready) {
             bail!("odoogate run did not start:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
         }
         self.daemon = Some(daemon);
         Ok(())
+    }
+
+    /// Kills the daemon with SIGKILL and waits for it to exit, as a crash
+    /// would end it.
+    pub fn kill_daemon(&mut self) -> anyhow::Result<()> {
+        let Some(mut daemon) = self.daemon.take() else { bail!("no daemon is running") };
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon.pid() as i32), nix::sys::signal::Signal::SIGKILL)?;
+        lab::wait_for("odoogate run to die", Duration::from_secs(10), || matches!(daemon.try_wait(), Ok(Some(_))))?;
+        Ok(())
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.workdir.join("odoogate.toml")
+    }
+
+    fn daemon_log_path(&self, start: u32) -> PathBuf {
+        match start {
+            0 => self.workdir.join("odoogate.log"),
+            n => self.workdir.join(format!("odoogate-{n}.log")),
+        }
+    }
+
+    /// Runs `odoogate token create INTEGRATION` with the site's config,
+    /// waits until the running daemon has loaded the changed store, and
+    /// returns the token it printed.
+    pub fn create_token(&self, integration: &str) -> anyhow::Result<String> {
+        let config = self.config_path();
+        let output = self.change_tokens(&["token", "create", integration, "--config", &config.to_string_lossy()])?;
+        let token = output.trim();
+        if !token.starts_with("odg_") {
+            bail!("odoogate token create printed no token: {output}");
+        }
+        Ok(token.to_owned())
+    }
+
+    /// Runs an `odoogate token` command that changes the store and waits
+    /// until the running daemon has loaded the changed store.
+    pub fn change_tokens(&self, args: &[&str]) -> anyhow::Result<String> {
+        const LOADED: &str = "Loaded the changed token store";
+        let loads = || self.daemon_log().matches(LOADED).count();
+        let before = loads();
+        let output = self.odoogate(args)?;
+        if self.daemon.is_some() {
+            lab::wait_for("the daemon to load the changed token store", Duration::from_secs(10), || loads() > before)?;
+        }
+        Ok(output)
+    }
+
+    /// Runs `odoogate ARGS` on the host and returns its standard output;
+    /// fails with its standard error.
+    pub fn odoogate(&self, args: &[&str]) -> anyhow::Result<String> {
+        let output = Command::new(binary())
+            .args(args)
+            .output()
+            .with_context(|| format!("failed to run odoogate {args:?}"))?;
+        if !output.status.success() {
+            bail!("odoogate {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// The calls the upstream received, from its `--request-log`, one JSON
+    /// object each (no credential, only `credential_sha256_prefix`).
+    pub fn upstream_requests(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.workdir.join("upstream-requests.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
     }
 
     /// Runs a client script from tests/clients with the test Python and
@@ -272,8 +418,12 @@ impl Site {
         Ok(records)
     }
 
+    /// The logs of every daemon started, in order.
     pub fn daemon_log(&self) -> String {
-        std::fs::read_to_string(self.workdir.join("odoogate.log")).unwrap_or_default()
+        (0..self.daemon_starts.max(1))
+            .map(|start| std::fs::read_to_string(self.daemon_log_path(start)).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("--- restarted ---\n")
     }
 
     pub fn daemon_is_running(&mut self) -> bool {
@@ -292,6 +442,34 @@ impl Drop for Site {
             let _ = std::fs::remove_dir_all(&self.workdir);
         }
     }
+}
+
+/// Writes the service credentials file (0600) and returns the config
+/// sections of an enforce site.
+fn enforce_sections(workdir: &Path, pins: &PinDir, guard: Option<&[String]>, cgroups: &[Cgroup]) -> anyhow::Result<String> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    use std::io::Write as _;
+
+    let credentials = workdir.join("credentials.toml");
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&credentials)?;
+    writeln!(file, "default = \"{API_KEY}\"")?;
+    let mut sections = format!(
+        "[tokens]\nstore = \"{}\"\ncredentials_file = \"{}\"\n\n[steering]\npin_dir = \"{}\"\n\n",
+        workdir.join("tokens.json").display(),
+        credentials.display(),
+        pins.path.display()
+    );
+    if let Some(names) = guard {
+        let allowed: Vec<String> = names
+            .iter()
+            .map(|name| {
+                let cgroup = cgroups.iter().find(|c| c.relative().ends_with(&format!("/{name}"))).context("unknown guard cgroup")?;
+                Ok(format!("\"{}\"", cgroup.relative()))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        sections.push_str(&format!("[guard]\nallow_cgroups = [{}]\n\n", allowed.join(", ")));
+    }
+    Ok(sections)
 }
 
 /// Returns the call records (ODOOGATE_EVENT=call).

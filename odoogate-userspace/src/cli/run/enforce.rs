@@ -1,25 +1,32 @@
 //! `odoogate run` with `policy.mode = "enforce"`: the inline proxy.
 //!
 //! With `proxy.listen`, odoogate listens there and forwards to
-//! `proxy.upstream` (listen mode, no eBPF). Without it, odoogate binds its
-//! own listener on an ephemeral port and the `sk_lookup` steering hands it
-//! every new connection to Odoo's ports, while Odoo keeps its address.
+//! `proxy.upstream` (listen mode, no eBPF unless `[guard]` is set). Without
+//! it, odoogate binds its own listener on an ephemeral port and the
+//! `sk_lookup` steering hands it every new connection to Odoo's ports,
+//! while Odoo keeps its address; the capture's cgroup programs then report
+//! the cgroup and process of each local client (see `capture`).
+//!
+//! `[guard]` attaches the cgroup guard in both modes.
+
+mod capture;
 
 use std::net::{Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::audit::AuditSink;
+use crate::audit::{AuditRecord, AuditSink};
 use crate::config::Config;
 use crate::notify::{self, Notifier};
-use crate::proxy::{DirectConnector, Proxy, ProxyStats, SteeredConnector, Tokens, UpstreamConnector};
+use crate::proxy::{DirectConnector, Origins, Proxy, ProxyStats, SteeredConnector, Tokens, UpstreamConnector};
 use crate::steer::{Steering, SteeringOptions};
-use crate::token::{ServiceCredentials, TokenStore};
+use crate::token::{CredentialsError, ServiceCredentials, TokenStore};
+use capture::LocalCapture;
 
 /// Worker threads of the proxy's runtime: proxying is I/O bound, and the
 /// host's cores belong to Odoo first.
@@ -41,15 +48,25 @@ pub fn run(config: Arc<Config>, sink: Box<dyn AuditSink>) -> anyhow::Result<Exit
 
 async fn serve(config: Arc<Config>, sink: Box<dyn AuditSink>, tokens: Option<Tokens>) -> anyhow::Result<ProxyStats> {
     let upstream = config.proxy.upstream;
+    let sink = SharedSink::new(sink);
     match config.proxy.listen {
         Some(address) => {
+            // NOTE: in listen mode clients connect to proxy.listen, which
+            // the cgroup programs do not watch, so proxied calls carry no
+            // cgroup and `match.cgroup` never holds.
+            let _guard = match config.guard.is_some() {
+                true => Some(LocalCapture::start(&config, Origins::for_this_host(), Box::new(sink.clone()))?),
+                false => None,
+            };
             let listener = TcpListener::bind(address)
                 .await
                 .with_context(|| format!("failed to listen on {address} (proxy.listen)"))?;
             tracing::info!(listen = %address, %upstream, mode = "enforce", "Proxying Odoo traffic in listen mode");
-            serve_with(config, DirectConnector::new(upstream), sink, tokens, listener).await
+            serve_with(config, DirectConnector::new(upstream), Box::new(sink), tokens, listener, None).await
         }
         None => {
+            let origins = Origins::for_this_host();
+            let _local_capture = LocalCapture::start(&config, origins.clone(), Box::new(sink.clone()))?;
             // Dual-stack, so steered IPv4 and IPv6 connections both land here.
             let listener = std::net::TcpListener::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)))
                 .context("failed to bind the steering listener")?;
@@ -61,7 +78,7 @@ async fn serve(config: Arc<Config>, sink: Box<dyn AuditSink>, tokens: Option<Tok
             listener.set_nonblocking(true).context("failed to make the steering listener non-blocking")?;
             let listener = TcpListener::from_std(listener).context("failed to register the steering listener")?;
             tracing::info!(ports = ?config.odoo.ports, %upstream, mode = "enforce", "Proxying Odoo traffic steered by sk_lookup");
-            serve_with(config, SteeredConnector::new(steering, upstream), sink, tokens, listener).await
+            serve_with(config, SteeredConnector::new(steering, upstream), Box::new(sink), tokens, listener, Some(origins)).await
         }
     }
 }
@@ -72,11 +89,15 @@ async fn serve_with<C: UpstreamConnector>(
     sink: Box<dyn AuditSink>,
     tokens: Option<Tokens>,
     listener: TcpListener,
+    origins: Option<Origins>,
 ) -> anyhow::Result<ProxyStats> {
-    let proxy = match tokens {
+    let mut proxy = match tokens {
         Some(tokens) => Proxy::with_tokens(config, connector, sink, tokens),
         None => Proxy::new(config, connector, sink),
     };
+    if let Some(origins) = origins {
+        proxy = proxy.with_origins(origins);
+    }
     let mut interrupt = signal(SignalKind::interrupt()).context("failed to watch SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("failed to watch SIGTERM")?;
     let notifier = Arc::new(Notifier::from_env().context("invalid systemd notify environment")?);
@@ -111,17 +132,40 @@ fn spawn_watchdog(notifier: &Arc<Notifier>) -> Option<tokio::task::JoinHandle<()
     }))
 }
 
-/// Loads the token store and the service credentials when the store
-/// exists. Without a store, scoped tokens are off and every presented token
-/// gets AccessDenied.
+/// Loads the token store and the service credentials. Scoped tokens are
+/// on when either is configured: a store that does not exist yet is empty,
+/// and tokens created later are loaded while the proxy runs. With neither,
+/// scoped tokens are off and every presented token gets AccessDenied.
 fn load_tokens(config: &Config) -> anyhow::Result<Option<Tokens>> {
     let path: &Path = &config.tokens.store;
-    if !path.exists() {
-        tracing::info!(store = %path.display(), "No token store: scoped tokens are off");
-        return Ok(None);
-    }
+    let credentials = match ServiceCredentials::load(config) {
+        Err(CredentialsError::NotConfigured) if !path.exists() => {
+            tracing::info!(store = %path.display(), "No token store and no service credential: scoped tokens are off");
+            return Ok(None);
+        }
+        result => result.context("failed to load the service credentials for scoped tokens")?,
+    };
     let store = TokenStore::load(path).with_context(|| format!("failed to load the token store {}", path.display()))?;
-    let credentials = ServiceCredentials::load(config).context("failed to load the service credentials for scoped tokens")?;
-    tracing::info!(store = %path.display(), "Scoped tokens are on");
+    tracing::info!(store = %path.display(), tokens = store.records().count(), "Scoped tokens are on");
     Ok(Some(Tokens { store, credentials }))
+}
+
+/// One audit sink written by the proxy and by the origin thread (guard
+/// refusals). Each write is one journald datagram or one line, so the lock
+/// is held only for that write.
+#[derive(Clone)]
+struct SharedSink(Arc<Mutex<Box<dyn AuditSink>>>);
+
+impl SharedSink {
+    fn new(sink: Box<dyn AuditSink>) -> Self {
+        Self(Arc::new(Mutex::new(sink)))
+    }
+}
+
+impl AuditSink for SharedSink {
+    fn write(&mut self, record: &AuditRecord) {
+        // A writer that panicked mid-write leaves a sink that can still
+        // take the next record.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).write(record);
+    }
 }

@@ -1,0 +1,130 @@
+//! The capture's cgroup programs in enforce mode: flow origins for the
+//! proxy (the cgroup, pid and command of local clients) and, with
+//! `[guard]`, the cgroup guard, whose refusals become audit records.
+//!
+//! No TC program is attached: the proxy reads the traffic itself, so only
+//! the connect and cgroup_skb programs run, and the ring buffer carries
+//! origin and refusal records only.
+
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+use crate::audit::AuditSink;
+use crate::capture::cgroup::{self, CgroupResolver};
+use crate::capture::ebpf::{Capture, CaptureOptions};
+use crate::capture::{CaptureEvent, FlowOrigin};
+use crate::config::Config;
+use crate::proxy::{LocalOrigin, Origins, Recorder};
+use crate::steer::guard::{self, AllowedCgroups, GuardAllowList, GuardRefresher};
+
+/// Ring buffer size: origin and refusal records are about 100 bytes each,
+/// so 1 MiB holds thousands of connects that the reader has not drained.
+const RING_BUFFER_BYTES: u32 = 1 << 20;
+
+/// Events queued between the ring buffer reader and the origin thread.
+const EVENT_CHANNEL_CAPACITY: usize = 4096;
+
+/// How often held-back refusal records are summarised.
+const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The running cgroup programs, the thread that files their records and,
+/// with the guard, the thread that keeps its allow list current. Dropping
+/// it detaches the programs and stops both threads.
+pub struct LocalCapture {
+    // Field order matters: the refresher stops before the capture (which
+    // owns the programs) is dropped, and the capture before the origin
+    // thread is joined, since dropping the capture ends the thread's input.
+    refresher: Option<GuardRefresher>,
+    capture: Option<Capture>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl LocalCapture {
+    /// Attaches the cgroup programs (with the guard when `config.guard` is
+    /// set) and starts filing origins into `origins` and refusals into
+    /// `sink`.
+    pub fn start(config: &Config, origins: Origins, sink: Box<dyn AuditSink>) -> anyhow::Result<Self> {
+        let root = cgroup::find_cgroup2_mount().context("enforce mode needs cgroup v2")?;
+        let allowed = config
+            .guard
+            .as_ref()
+            .map(|guard| AllowedCgroups::new(root.clone(), guard.allow_cgroups.clone(), config.odoo.ports.clone()));
+        let connect_guard = match &allowed {
+            Some(allowed) => Some(allowed.connect_guard().context("failed to prepare the cgroup guard")?),
+            None => None,
+        };
+        let seeded = connect_guard.as_ref().map(|guard| guard.allowed_cgroups.clone());
+        let options = CaptureOptions {
+            interfaces: Vec::new(),
+            ports: config.odoo.ports.clone(),
+            ring_buffer_bytes: RING_BUFFER_BYTES,
+            cgroup_root: Some(root.clone()),
+            cgroup_programs: true,
+            connect_guard,
+        };
+
+        let (sender, receiver) = mpsc::sync_channel(EVENT_CHANNEL_CAPACITY);
+        let mut capture = Capture::start(&options, sender).context("failed to attach the cgroup programs")?;
+        let resolver = match CgroupResolver::new(root) {
+            Ok(resolver) => Some(resolver),
+            Err(error) => {
+                tracing::warn!(%error, "cgroup paths cannot be resolved: calls will carry no cgroup");
+                None
+            }
+        };
+        let recorder = Recorder::new(sink, config.audit.error_records_per_minute);
+        let thread = std::thread::Builder::new()
+            .name("odoogate-origins".into())
+            .spawn(move || file_events(&receiver, resolver, &origins, &recorder))
+            .context("failed to start the origin thread")?;
+
+        let refresher = match (allowed, seeded, capture.take_guard_allow_map()) {
+            (Some(allowed), Some(seeded), Some(map)) => {
+                tracing::info!(allowed = seeded.len(), "The cgroup guard is on");
+                let list = GuardAllowList::new(map, seeded);
+                Some(GuardRefresher::spawn(list, allowed, guard::REFRESH_INTERVAL).context("failed to start the guard")?)
+            }
+            _ => None,
+        };
+        tracing::info!(attachments = ?capture.attachments(), "Reporting the origins of local connections");
+        Ok(Self { refresher, capture: Some(capture), thread: Some(thread) })
+    }
+}
+
+impl Drop for LocalCapture {
+    fn drop(&mut self) {
+        drop(self.refresher.take());
+        drop(self.capture.take());
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("The origin thread panicked");
+        }
+    }
+}
+
+/// Files each event until the capture stops: origins into the table,
+/// refusals as `guard_refusal` records. Segments do not arrive, as no TC
+/// program is attached.
+fn file_events(events: &Receiver<CaptureEvent>, mut resolver: Option<CgroupResolver>, origins: &Origins, recorder: &Recorder) {
+    let mut cgroup_path = |id: u64| resolver.as_mut().and_then(|resolver| resolver.path(id));
+    loop {
+        match events.recv_timeout(FLUSH_INTERVAL) {
+            Ok(CaptureEvent::Origin(origin)) => {
+                let FlowOrigin { client, server, cgroup_id, pid, comm, .. } = origin;
+                origins.insert(client, server, LocalOrigin { cgroup: cgroup_path(cgroup_id), pid, comm });
+            }
+            Ok(CaptureEvent::GuardRefusal(refusal)) => {
+                let cgroup = cgroup_path(refusal.cgroup_id);
+                recorder.write(guard::refusal_record(&refusal, cgroup));
+            }
+            Ok(CaptureEvent::Segment(_)) | Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        recorder.flush(Instant::now());
+    }
+    recorder.flush(Instant::now() + Duration::from_secs(3600));
+}
