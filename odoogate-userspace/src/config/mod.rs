@@ -95,11 +95,8 @@ pub enum Mode {
     /// `observe`: record every call with its decision (`would_deny` for
     /// denials) and leave the traffic untouched.
     Observe,
-    /// `enforce`: odoogate sits in the path and rejects denied calls.
-    ///
-    /// NOTE: the parser accepts it so configurations can be written ahead,
-    /// but the enforce path is not built yet and the daemon must refuse to
-    /// start with it.
+    /// `enforce`: odoogate sits in the path (steered by sk_lookup, or on
+    /// `proxy.listen`), and denied calls never reach Odoo.
     Enforce,
 }
 
