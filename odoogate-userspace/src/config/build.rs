@@ -13,12 +13,13 @@ use toml::Spanned;
 
 use super::error::{Problem, line_and_column};
 use super::raw::{
-    OneOrMany, RawAudit, RawCapture, RawConfig, RawIntegration, RawMatch, RawOdoo, RawPolicy, RawRule, RawTokens,
+    OneOrMany, RawAudit, RawCapture, RawConfig, RawControl, RawIntegration, RawMatch, RawOdoo, RawPolicy, RawRule, RawTokens,
     SpannedStrings,
 };
 use super::{
-    AuditConfig, AuditOutput, CaptureConfig, Config, Integration, Match, OdooConfig, PolicyConfig, Rule, TokensConfig,
+    AuditConfig, AuditOutput, CaptureConfig, Config, ControlConfig, Integration, Match, OdooConfig, PolicyConfig, Rule, TokensConfig,
 };
+use crate::grant::store::DEFAULT_GRANT_FILE;
 use crate::identity::{Fingerprint, FingerprintError};
 use crate::policy::glob::Glob;
 use crate::policy::rate::{MAX_COUNT, RateLimit};
@@ -38,20 +39,22 @@ type Checked<T> = Result<T, Problem>;
 
 /// Checks `raw`, parsed from `text`, and builds the configuration.
 pub(super) fn build(raw: RawConfig, text: &str) -> Checked<Config> {
-    let RawConfig { odoo, policy, capture, audit, tokens, proxy, steering, guard, integration } = raw;
-    let RawPolicy { mode, unidentified } = policy;
+    let RawConfig { odoo, policy, capture, audit, tokens, proxy, steering, guard, control, integration } = raw;
+    let RawPolicy { mode, unidentified, grants_file } = policy;
+    let grants_file = grants_file.map_or_else(|| Ok(PathBuf::from(DEFAULT_GRANT_FILE)), absolute_path)?;
 
     let odoo = odoo_config(odoo)?;
     let proxy = super::proxy::build(proxy, odoo.ports[0])?;
     Ok(Config {
         odoo,
         proxy,
-        policy: PolicyConfig { mode, unidentified },
+        policy: PolicyConfig { mode, unidentified, grants_file },
         capture: capture_config(capture)?,
         audit: audit_config(audit)?,
         tokens: tokens_config(tokens)?,
         steering: super::steer::build_steering(steering)?,
         guard: super::steer::build_guard(guard)?,
+        control: control_config(control)?,
         integrations: integrations(integration, text)?,
     })
 }
@@ -211,6 +214,13 @@ fn tokens_config(raw: RawTokens) -> Checked<TokensConfig> {
         credentials_file: credentials_file.map(absolute_path).transpose()?,
         inject_context: inject_context.unwrap_or(defaults.inject_context),
     })
+}
+
+// === [control] ===
+
+fn control_config(raw: RawControl) -> Checked<ControlConfig> {
+    let defaults = ControlConfig::default();
+    Ok(ControlConfig { socket: raw.socket.map_or(Ok(defaults.socket), absolute_path)? })
 }
 
 fn absolute_path(path: Spanned<PathBuf>) -> Checked<PathBuf> {

@@ -18,7 +18,7 @@
 //! ```
 //!
 //! `[odoo]` and `[policy]` are required; `[capture]`, `[audit]`, `[tokens]`,
-//! `[steering]`, `[guard]` and the integrations are optional. Unknown keys are errors. Every error names
+//! `[steering]`, `[guard]`, `[control]` and the integrations are optional. Unknown keys are errors. Every error names
 //! `FILE:LINE:COLUMN`, the key path (`integration[2].match.ip[0]`), what was
 //! expected and what was found. The types below document each key.
 
@@ -62,6 +62,8 @@ pub struct Config {
     pub steering: SteeringConfig,
     /// `[guard]`: the cgroup guard, enforce mode only; `None` when absent.
     pub guard: Option<GuardConfig>,
+    /// `[control]`.
+    pub control: ControlConfig,
     /// The `[[integration]]` tables, in file order: the first whose match
     /// holds takes a call.
     pub integrations: Vec<Integration>,
@@ -82,10 +84,27 @@ pub struct OdooConfig {
 }
 
 /// `[policy]`: what to do with calls.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PolicyConfig {
     pub mode: Mode,
     pub unidentified: Unidentified,
+    /// `grants_file`: the state file of `odoogate grant`, an absolute path.
+    /// Default `/var/lib/odoogate/grants.json`.
+    pub grants_file: PathBuf,
+}
+
+/// `[control]`: the daemon's control socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControlConfig {
+    /// `socket`: the unix socket `odoogate status` and `odoogate reload`
+    /// connect to, an absolute path. Default `/run/odoogate/control.sock`.
+    pub socket: PathBuf,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self { socket: PathBuf::from(crate::control::DEFAULT_SOCKET) }
+    }
 }
 
 /// `policy.mode`.

@@ -32,6 +32,8 @@ pub(super) struct RawConfig {
     pub steering: super::steer::RawSteering,
     pub guard: Option<super::steer::RawGuard>,
     #[serde(default)]
+    pub control: RawControl,
+    #[serde(default)]
     pub integration: Vec<Spanned<RawIntegration>>,
 }
 
@@ -49,6 +51,13 @@ pub(super) struct RawOdoo {
 pub(super) struct RawPolicy {
     pub mode: Mode,
     pub unidentified: Unidentified,
+    pub grants_file: Option<Spanned<PathBuf>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawControl {
+    pub socket: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

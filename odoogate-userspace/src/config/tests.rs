@@ -499,3 +499,34 @@ fn rule_limit_errors_name_key() {
         assert!(error.to_string().contains(fragment), "{body}: {error}");
     }
 }
+
+// === [policy] grants_file and [control] ===
+
+#[test]
+fn grants_file_and_socket_defaults() {
+    let config = parse(HEAD, "gate.toml").unwrap();
+    assert_eq!(config.policy.grants_file, PathBuf::from("/var/lib/odoogate/grants.json"));
+    assert_eq!(config.control.socket, PathBuf::from("/run/odoogate/control.sock"));
+}
+
+#[test]
+fn grants_file_and_socket_are_read() {
+    let text = HEAD.replace("unidentified = \"allow\"\n", "unidentified = \"allow\"\ngrants_file = \"/srv/grants.json\"\n")
+        + "\n[control]\nsocket = \"/srv/odoogate.sock\"\n";
+    let config = parse(&text, "gate.toml").unwrap();
+    assert_eq!(config.policy.grants_file, PathBuf::from("/srv/grants.json"));
+    assert_eq!(config.control.socket, PathBuf::from("/srv/odoogate.sock"));
+}
+
+#[test]
+fn grants_file_must_be_absolute() {
+    let text = HEAD.replace("unidentified = \"allow\"\n", "unidentified = \"allow\"\ngrants_file = \"grants.json\"\n");
+    let error = invalid(&text);
+    assert_at(&error, HEAD_LINES + 1, "policy.grants_file", "expected an absolute path");
+}
+
+#[test]
+fn control_socket_must_be_absolute() {
+    let error = invalid(&with_head("\n[control]\nsocket = \"control.sock\"\n"));
+    assert_at(&error, HEAD_LINES + 3, "control.socket", "expected an absolute path");
+}
