@@ -104,6 +104,9 @@ pub struct AuditRecord {
     pub record_count: Option<usize>,
     pub fields: Vec<String>,
     pub rule: Option<String>,
+    /// The id of the temporary grant (`odoogate grant`) that the allow
+    /// relied on.
+    pub grant: Option<String>,
     pub reason: Option<String>,
     pub src_ip: Option<IpAddr>,
     pub src_port: Option<u16>,
@@ -145,6 +148,7 @@ impl AuditRecord {
             record_count: None,
             fields: Vec::new(),
             rule: None,
+            grant: None,
             reason: None,
             src_ip: None,
             src_port: None,
@@ -181,6 +185,7 @@ impl AuditRecord {
             record_count,
             fields,
             rule,
+            grant,
             reason,
             src_ip,
             src_port,
@@ -215,6 +220,7 @@ impl AuditRecord {
         push("ODOOGATE_RECORD_IDS", format_record_ids(record_ids, *record_count));
         push("ODOOGATE_FIELDS", (!fields.is_empty()).then(|| fields.join(",")));
         push("ODOOGATE_RULE", rule.clone());
+        push("ODOOGATE_GRANT", grant.clone());
         push("ODOOGATE_REASON", reason.clone());
         push("ODOOGATE_SRC_IP", src_ip.map(|ip| ip.to_string()));
         push("ODOOGATE_SRC_PORT", src_port.map(|p| p.to_string()));
@@ -267,6 +273,16 @@ mod tests {
     fn unknown_values_are_left_out() {
         let record = AuditRecord::new(AuditEvent::Call, "m");
         assert_eq!(record.fields(), vec![("ODOOGATE_EVENT", "call".to_owned())]);
+    }
+
+    #[test]
+    fn grant_follows_rule() {
+        let mut record = AuditRecord::new(AuditEvent::Call, "m");
+        record.rule = Some("erp.allow[1]".to_owned());
+        record.grant = Some("g-0123456789abcdef".to_owned());
+        let names: Vec<&str> = record.fields().iter().map(|(name, _)| *name).collect();
+        assert_eq!(names, ["ODOOGATE_EVENT", "ODOOGATE_RULE", "ODOOGATE_GRANT"]);
+        assert_eq!(record.fields()[2].1, "g-0123456789abcdef");
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod fields;
 pub mod glob;
 pub mod guarded;
 pub mod rate;
+pub mod runtime;
 pub mod window;
 
 use std::time::SystemTime;

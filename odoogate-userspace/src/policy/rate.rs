@@ -159,6 +159,17 @@ impl Bucket {
     }
 }
 
+/// A bucket's fill level, as `odoogate status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BucketLevel {
+    /// The limit, named as in [`RateLimited::limit`].
+    pub limit: String,
+    /// Calls the bucket lets through now.
+    pub available: u32,
+    /// Calls the bucket holds when full.
+    pub burst: u32,
+}
+
 /// Which bucket: an integration's own (`rule` = `None`) or one rule's.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct BucketKey {
@@ -224,6 +235,27 @@ impl RateLimiter {
     /// a configuration reload.
     pub fn retain(&mut self, integrations: &[Integration]) {
         self.buckets.retain(|key, _| integrations.iter().any(|integration| integration.name == key.integration));
+    }
+
+    /// Returns every bucket with the whole calls it holds at `now`, sorted
+    /// by limit name, for `odoogate status`.
+    pub fn buckets(&self, now: Instant) -> Vec<BucketLevel> {
+        let mut levels: Vec<BucketLevel> = self
+            .buckets
+            .iter()
+            .map(|(key, bucket)| {
+                let mut bucket = bucket.clone();
+                bucket.refill(now);
+                let available = bucket.level / bucket.limit.period_nanos();
+                BucketLevel {
+                    limit: limit_name(&key.integration, key.rule, bucket.limit),
+                    available: u32::try_from(available).unwrap_or(u32::MAX),
+                    burst: bucket.limit.burst,
+                }
+            })
+            .collect();
+        levels.sort_by(|a, b| a.limit.cmp(&b.limit));
+        levels
     }
 
     fn bucket(&mut self, integration: &str, rule: Option<usize>, limit: RateLimit, now: Instant) -> &mut Bucket {

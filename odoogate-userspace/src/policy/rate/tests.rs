@@ -116,3 +116,20 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn buckets_report_their_levels() {
+    let limit = RateLimit::parse("1/min", Some(3)).unwrap();
+    let erp = integration(Some(limit), None);
+    let mut limiter = RateLimiter::new();
+    let start = Instant::now();
+    assert!(limiter.buckets(start).is_empty());
+
+    limiter.check_and_take(&erp, Some(0), start).unwrap();
+    let levels = limiter.buckets(start);
+    assert_eq!(levels.len(), 1);
+    assert_eq!(levels[0].limit, "erp.rate = 1/min, burst 3");
+    assert_eq!(levels[0].available, 2);
+    assert_eq!(levels[0].burst, 3);
+    assert_eq!(limiter.buckets(start + Duration::from_secs(60))[0].available, 3);
+}
