@@ -6,12 +6,13 @@ mod grant;
 mod install;
 mod explain;
 mod logging;
+mod manual;
 mod run;
 mod suggest;
 mod token;
 mod uninstall;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -74,6 +75,9 @@ enum Command {
     /// Run a self-contained demonstration in private network namespaces
     /// (needs root and python3).
     Demo(crate::demo::DemoArgs),
+    /// Write the man pages and the shell completions.
+    #[command(hide = true)]
+    GenerateManual(manual::ManualArgs),
     /// Run the Odoo-like upstream server used by the demo and the tests.
     #[command(hide = true)]
     OdooLike {
@@ -81,6 +85,12 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+/// Returns the command-line definition, for the man pages and the shell
+/// completions.
+pub fn command() -> clap::Command {
+    Cli::command()
 }
 
 pub fn main() -> ExitCode {
@@ -98,6 +108,7 @@ pub fn main() -> ExitCode {
         Command::RevokeGrant(args) => grant::revoke_grant(&args),
         Command::Uninstall { pin_dir } => uninstall::uninstall(&pin_dir),
         Command::Demo(args) => crate::demo::run(&args),
+        Command::GenerateManual(args) => manual::generate(&args),
         Command::OdooLike { args } => crate::upstream::run_foreground(&args),
     };
     match result {

@@ -39,7 +39,7 @@ type Checked<T> = Result<T, Problem>;
 
 /// Checks `raw`, parsed from `text`, and builds the configuration.
 pub(super) fn build(raw: RawConfig, text: &str) -> Checked<Config> {
-    let RawConfig { odoo, policy, capture, audit, tokens, proxy, steering, guard, control, integration } = raw;
+    let RawConfig { odoo, policy, capture, audit, tokens, proxy, steering, guard, metrics, control, integration } = raw;
     let RawPolicy { mode, unidentified, grants_file } = policy;
     let grants_file = grants_file.map_or_else(|| Ok(PathBuf::from(DEFAULT_GRANT_FILE)), absolute_path)?;
 
@@ -54,6 +54,7 @@ pub(super) fn build(raw: RawConfig, text: &str) -> Checked<Config> {
         tokens: tokens_config(tokens)?,
         steering: super::steer::build_steering(steering)?,
         guard: super::steer::build_guard(guard)?,
+        metrics: super::metrics::build(metrics)?,
         control: control_config(control)?,
         integrations: integrations(integration, text)?,
     })

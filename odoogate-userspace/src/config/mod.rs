@@ -24,6 +24,7 @@
 
 mod build;
 mod error;
+mod metrics;
 mod proxy;
 mod raw;
 mod steer;
@@ -42,6 +43,7 @@ use crate::policy::rate::RateLimit;
 use crate::policy::window::Schedule;
 
 pub use error::{ConfigError, InvalidConfig};
+pub use metrics::MetricsConfig;
 pub use steer::{GuardConfig, SteeringConfig};
 pub use proxy::{DEFAULT_MAX_REQUEST_BYTES, MIN_MAX_REQUEST_BYTES, ProxyConfig};
 
@@ -62,6 +64,8 @@ pub struct Config {
     pub steering: SteeringConfig,
     /// `[guard]`: the cgroup guard, enforce mode only; `None` when absent.
     pub guard: Option<GuardConfig>,
+    /// `[metrics]`: the Prometheus endpoint, off by default.
+    pub metrics: MetricsConfig,
     /// `[control]`.
     pub control: ControlConfig,
     /// The `[[integration]]` tables, in file order: the first whose match

@@ -106,7 +106,7 @@ pub(super) fn build(raw: RawProxy, odoo_port: u16) -> Result<ProxyConfig, Proble
     })
 }
 
-fn socket_address(text: &Spanned<String>) -> Result<SocketAddr, Problem> {
+pub(super) fn socket_address(text: &Spanned<String>) -> Result<SocketAddr, Problem> {
     let parsed = text.get_ref().trim().parse::<SocketAddr>().ok().filter(|address| address.port() != 0);
     parsed.ok_or_else(|| {
         let message = format!(

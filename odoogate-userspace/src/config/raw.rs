@@ -32,6 +32,8 @@ pub(super) struct RawConfig {
     pub steering: super::steer::RawSteering,
     pub guard: Option<super::steer::RawGuard>,
     #[serde(default)]
+    pub metrics: super::metrics::RawMetrics,
+    #[serde(default)]
     pub control: RawControl,
     #[serde(default)]
     pub integration: Vec<Spanned<RawIntegration>>,
