@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::http::framer::{FramerEvent, FramerLimits, RequestFramer, ResponseFramer};
 use crate::http::{HttpRequest, HttpResponse};
 use crate::identity::{self, SessionTable, Source};
+use crate::policy::runtime::PolicyRuntime;
 use crate::rpc::{self, Call, CallKind, DecodeLimits, Protocol};
 use std::collections::VecDeque;
 
@@ -62,6 +63,14 @@ fn undecodable_call(request: &HttpRequest, error: &rpc::DecodeError) -> Option<C
     }
     call.mismatches.push(format!("the body could not be decoded ({error})"));
     Some(call)
+}
+
+/// What deciding on a call needs besides the connection: the configuration
+/// in force, the web sessions and the policy's grants and rate limits.
+pub struct CallContext<'a> {
+    pub config: &'a Config,
+    pub sessions: &'a mut SessionTable,
+    pub policy: &'a mut PolicyRuntime,
 }
 
 /// A request that was framed and is waiting for its response.
@@ -128,8 +137,7 @@ impl Connection {
         direction: Direction,
         bytes: &[u8],
         timestamp_ns: u64,
-        config: &Config,
-        sessions: &mut SessionTable,
+        context: &mut CallContext<'_>,
     ) -> Vec<AuditRecord> {
         if self.upgraded {
             return Vec::new();
@@ -139,7 +147,7 @@ impl Connection {
             Direction::ToServer => self.requests.push(bytes, timestamp_ns, &mut events),
             Direction::ToClient => self.responses.push(bytes, timestamp_ns, &mut events),
         }
-        let output = self.handle_framer_events(direction, &mut events, config, sessions);
+        let output = self.handle_framer_events(direction, &mut events, context);
         self.events = events;
         output
     }
@@ -167,12 +175,12 @@ impl Connection {
 
     /// Ends the connection: a response delimited by the close is completed,
     /// and calls still waiting are recorded without an outcome.
-    pub fn finish(&mut self, why: &str, config: &Config, sessions: &mut SessionTable) -> Vec<AuditRecord> {
+    pub fn finish(&mut self, why: &str, context: &mut CallContext<'_>) -> Vec<AuditRecord> {
         let mut events = std::mem::take(&mut self.events);
         self.requests.finish(&mut events);
-        let mut output = self.handle_framer_events(Direction::ToServer, &mut events, config, sessions);
+        let mut output = self.handle_framer_events(Direction::ToServer, &mut events, context);
         self.responses.finish(&mut events);
-        output.extend(self.handle_framer_events(Direction::ToClient, &mut events, config, sessions));
+        output.extend(self.handle_framer_events(Direction::ToClient, &mut events, context));
         while let Some(pending) = self.pending.pop_front() {
             output.extend(self.complete(pending, None, why));
         }
@@ -183,14 +191,13 @@ impl Connection {
         &mut self,
         direction: Direction,
         events: &mut Vec<FramerEvent>,
-        config: &Config,
-        sessions: &mut SessionTable,
+        context: &mut CallContext<'_>,
     ) -> Vec<AuditRecord> {
         let mut output = Vec::new();
         for event in events.drain(..) {
             match event {
-                FramerEvent::Request(request) => output.extend(self.on_request(request, config, sessions)),
-                FramerEvent::Response(response) => output.extend(self.on_response(response, sessions)),
+                FramerEvent::Request(request) => output.extend(self.on_request(request, context)),
+                FramerEvent::Response(response) => output.extend(self.on_response(response, context.sessions)),
                 FramerEvent::Interim { .. } => {}
                 FramerEvent::Upgraded => {
                     self.upgraded = true;
@@ -217,7 +224,9 @@ impl Connection {
         }
     }
 
-    fn on_request(&mut self, request: HttpRequest, config: &Config, sessions: &mut SessionTable) -> Vec<AuditRecord> {
+    fn on_request(&mut self, request: HttpRequest, context: &mut CallContext<'_>) -> Vec<AuditRecord> {
+        let CallContext { config, sessions, policy } = context;
+        let config: &Config = config;
         let mut output = Vec::new();
         self.responses.expect_response(&request.method);
         let source = self.source();
@@ -259,7 +268,8 @@ impl Connection {
         let pending = match call {
             Some(call) => {
                 let resolution = identity::resolve(config, Some(&call), &request.headers, &source, sessions);
-                let mut record = records::call_record(&call, &request, &resolution, &source, config);
+                let decided = records::decide_call(&call, &request, &resolution, config, policy);
+                let mut record = records::call_record(&call, &request, &resolution, &source, config, &decided.verdict);
                 record.error_code = decode_failure.map(str::to_owned);
                 PendingCall {
                     record: Some(record),

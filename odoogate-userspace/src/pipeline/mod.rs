@@ -20,9 +20,10 @@ use crate::capture::flow::{FlowEvent, FlowLimits, FlowTable};
 use crate::capture::{CaptureEvent, CaptureStats, Endpoint, FlowOrigin};
 use crate::config::Config;
 use crate::identity::SessionTable;
-use connection::{Connection, Origin};
+use crate::policy::runtime::{CallCounts, PolicyRuntime};
+use connection::{CallContext, Connection, Origin};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Origins older than this without a matching flow are dropped: the SYN they
@@ -54,6 +55,10 @@ pub struct Pipeline {
     pending_origins: HashMap<(Endpoint, Endpoint), (Origin, Instant)>,
     cgroups: Option<CgroupResolver>,
     sessions: SessionTable,
+    /// Grants and rate-limit buckets, shared with the control socket's
+    /// status response.
+    policy: Arc<Mutex<PolicyRuntime>>,
+    counts: Arc<CallCounts>,
     sink: Box<dyn AuditSink>,
     limiter: ErrorRateLimiter,
     last_capture_stats: CaptureStats,
@@ -75,7 +80,10 @@ impl Pipeline {
         };
         let flows = FlowTable::new(limits, config.odoo.ports.clone());
         let limiter = ErrorRateLimiter::new(config.audit.error_records_per_minute);
+        let policy = Arc::new(Mutex::new(PolicyRuntime::new(&config.policy.grants_file)));
         Self {
+            policy,
+            counts: Arc::new(CallCounts::new()),
             config,
             flows,
             connections: HashMap::new(),
@@ -93,6 +101,28 @@ impl Pipeline {
 
     pub fn stats(&self) -> PipelineStats {
         self.stats
+    }
+
+    /// Returns the grants and rate-limit buckets the pipeline decides with.
+    pub fn policy(&self) -> Arc<Mutex<PolicyRuntime>> {
+        self.policy.clone()
+    }
+
+    /// Returns the calls per integration and decision since start.
+    pub fn counts(&self) -> Arc<CallCounts> {
+        self.counts.clone()
+    }
+
+    /// Puts a reloaded configuration in force for the next event. Calls
+    /// already decided keep their records; flows and their bounds keep the
+    /// values they were created with, since `odoo.ports` and the capture
+    /// bounds need a restart.
+    pub fn set_config(&mut self, config: Arc<Config>) {
+        if Arc::ptr_eq(&self.config, &config) {
+            return;
+        }
+        lock(&self.policy).set_config(&config);
+        self.config = config;
     }
 
     /// Processes one capture event.
@@ -180,7 +210,10 @@ impl Pipeline {
             }
             FlowEvent::Data { conn_id, direction, bytes, timestamp_ns } => {
                 let Some(connection) = self.connections.get_mut(&conn_id) else { return };
-                let output = connection.push(direction, &bytes, timestamp_ns, &self.config, &mut self.sessions);
+                let mut policy = lock(&self.policy);
+                let mut context = CallContext { config: &self.config, sessions: &mut self.sessions, policy: &mut policy };
+                let output = connection.push(direction, &bytes, timestamp_ns, &mut context);
+                drop(policy);
                 self.write_output(output);
             }
             FlowEvent::Gap { conn_id, direction, missing_bytes } => {
@@ -198,7 +231,10 @@ impl Pipeline {
             if self.by_endpoints.get(&endpoints) == Some(&conn_id) {
                 self.by_endpoints.remove(&endpoints);
             }
-            let output = connection.finish(why, &self.config, &mut self.sessions);
+            let mut policy = lock(&self.policy);
+            let mut context = CallContext { config: &self.config, sessions: &mut self.sessions, policy: &mut policy };
+            let output = connection.finish(why, &mut context);
+            drop(policy);
             self.write_output(output);
         }
     }
@@ -208,6 +244,7 @@ impl Pipeline {
             match record.event {
                 AuditEvent::Call => {
                     self.stats.calls += 1;
+                    self.counts.count(&record);
                     records::trace_decision(&record);
                     self.sink.write(&record);
                 }
@@ -233,6 +270,12 @@ impl Pipeline {
             self.sink.write(&record);
         }
     }
+}
+
+/// Locks the policy state. Its buckets and grants stay valid whatever a
+/// panicking holder left, so a poisoned lock is taken over.
+fn lock(policy: &Mutex<PolicyRuntime>) -> std::sync::MutexGuard<'_, PolicyRuntime> {
+    policy.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]

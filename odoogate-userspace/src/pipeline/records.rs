@@ -6,10 +6,11 @@ use crate::capture::{CaptureStats, FlowKey};
 use crate::config::Config;
 use crate::http::{FramingAnomaly, HttpRequest};
 use crate::identity::{Resolution, Source};
-use crate::policy;
+use crate::policy::runtime::{Decided, PolicyRuntime};
+use crate::policy::{self, Verdict};
 use crate::rpc::call::MAX_RECORD_IDS;
 use crate::rpc::{Call, CallKind, DecodeError};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 fn direction_name(direction: Direction) -> &'static str {
     match direction {
@@ -52,23 +53,35 @@ pub fn call_target(call: &Call) -> String {
     }
 }
 
-/// Builds the record of one call, with the decision and its reason; the
-/// outcome and latency are added when the response arrives.
+/// Decides on a call. A request with ambiguous HTTP framing is denied
+/// without consulting the policy, so it uses up no rate-limit token.
+pub fn decide_call(
+    call: &Call,
+    request: &HttpRequest,
+    resolution: &Resolution,
+    config: &Config,
+    policy: &mut PolicyRuntime,
+) -> Decided {
+    if let Some(anomaly) = request.anomalies.first() {
+        // Odoo could read this request differently from odoogate, so its
+        // decoded content cannot justify an allow.
+        let reason = format!("ambiguous HTTP framing ({}): Odoo may read another call", anomaly.code());
+        let verdict = policy::Verdict { allowed: false, rule: None, reason, rule_index: None, grant: None, narrowing: None };
+        return Decided { verdict, rate_limited: None };
+    }
+    policy.decide(call, resolution, config, SystemTime::now(), Instant::now())
+}
+
+/// Builds the record of one call with its `verdict`; the outcome and
+/// latency are added when the response arrives.
 pub fn call_record(
     call: &Call,
     request: &HttpRequest,
     resolution: &Resolution,
     source: &Source,
     config: &Config,
+    verdict: &Verdict,
 ) -> AuditRecord {
-    let mut verdict = policy::decide(call, resolution, config, SystemTime::now());
-    if let Some(anomaly) = request.anomalies.first() {
-        // Odoo could read this request differently from odoogate, so its
-        // decoded content cannot justify an allow.
-        verdict.allowed = false;
-        verdict.rule = None;
-        verdict.reason = format!("ambiguous HTTP framing ({}): Odoo may read another call", anomaly.code());
-    }
     let decision = policy::decision(&verdict, config.policy.mode);
 
     let integration = resolution.integration.as_deref().unwrap_or("unidentified");
@@ -85,6 +98,7 @@ pub fn call_record(
     set_resolution(&mut record, resolution);
     record.decision = Some(decision);
     record.rule = verdict.rule.clone();
+    record.grant = verdict.grant.clone();
     record.reason = Some(verdict.reason.clone());
     record.protocol = Some(call.protocol.as_str());
     record.db = call.db.clone();

@@ -335,3 +335,116 @@ fn web_logout_ends_session_identity() {
     assert_eq!(creates[0].integration.as_deref(), Some("website-form"));
     assert_eq!(creates[1].identity, Some(Identity::None), "the logout ended the session");
 }
+
+// === grants, rate limits and reload ===
+
+/// A configuration whose grant file lives in a fresh directory; `rule`
+/// is the allow list of the integration `erp` at 10.0.0.3.
+fn policy_config(name: &str, rule: &str) -> (Arc<Config>, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("odoogate-pipeline-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let grants_file = dir.join("grants.json");
+    let text = format!(
+        r#"
+[odoo]
+ports = [8069]
+interfaces = ["lo"]
+
+[policy]
+mode = "observe"
+unidentified = "deny"
+grants_file = "{}"
+
+[[integration]]
+name = "erp"
+match = {{ ip = ["10.0.0.3/32"] }}
+allow = {rule}
+
+[[integration]]
+name = "night-import"
+enabled = false
+match = {{ ip = ["10.0.0.4/32"] }}
+allow = [{{ models = ["crm.lead"], methods = ["create"] }}]
+"#,
+        grants_file.display()
+    );
+    (Arc::new(crate::config::parse(&text, "test.toml").expect("valid test config")), grants_file)
+}
+
+/// Sends one call on a fresh connection and answers it.
+fn one_call(pipeline: &mut Pipeline, client: &str, model: &str, method: &str) {
+    let mut conn = Conn::new(client);
+    conn.open(pipeline);
+    conn.send(pipeline, &jsonrpc_request(model, method));
+    conn.answer(pipeline, &jsonrpc_response("42"));
+    conn.close(pipeline);
+}
+
+#[test]
+fn rate_limit_turns_allow_into_would_deny() {
+    let rule = r#"[{ models = ["crm.lead"], methods = ["create"], rate = "1/h", burst = 2 }]"#;
+    let (config, _) = policy_config("rate", rule);
+    let sink = MemorySink::default();
+    let mut pipeline = Pipeline::new(config, None, Box::new(sink.clone()));
+
+    for port in 41000..41003 {
+        one_call(&mut pipeline, &format!("10.0.0.3:{port}"), "crm.lead", "create");
+    }
+
+    let records = calls(&sink);
+    assert_eq!(records.len(), 3);
+    assert_eq!(records[0].decision, Some(Decision::Allow));
+    assert_eq!(records[1].decision, Some(Decision::Allow));
+    assert_eq!(records[2].decision, Some(Decision::WouldDeny));
+    assert_eq!(records[2].rule.as_deref(), Some("erp.allow[0]"));
+    let reason = records[2].reason.as_deref().unwrap();
+    assert!(reason.contains("rate limit erp.allow[0].rate = 1/h, burst 2 exceeded"), "{reason}");
+
+    let counts = pipeline.counts().snapshot();
+    assert_eq!(counts["erp"].allow, 2);
+    assert_eq!(counts["erp"].would_deny, 1);
+}
+
+#[test]
+fn grant_enables_disabled_integration() {
+    let (config, grants_file) = policy_config("grant", r#"[{ models = ["crm.lead"], methods = ["read"] }]"#);
+    let sink = MemorySink::default();
+    let mut pipeline = Pipeline::new(config, None, Box::new(sink.clone()));
+
+    one_call(&mut pipeline, "10.0.0.4:42000", "crm.lead", "create");
+    let request = crate::grant::store::GrantRequest {
+        integration: "night-import".to_owned(),
+        rule: None,
+        duration: Duration::from_secs(3600),
+        reason: Some("monthly import".to_owned()),
+    };
+    let grant = crate::grant::store::add(&grants_file, request, std::time::SystemTime::now()).unwrap();
+    one_call(&mut pipeline, "10.0.0.4:42001", "crm.lead", "create");
+
+    let records = calls(&sink);
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[0].decision, Some(Decision::WouldDeny));
+    assert_eq!(records[0].grant, None);
+    assert_eq!(records[1].decision, Some(Decision::Allow));
+    assert_eq!(records[1].grant.as_deref(), Some(grant.id.as_str()));
+    let active = lock(&pipeline.policy()).active_grants(std::time::SystemTime::now());
+    assert_eq!(active, vec![grant]);
+}
+
+#[test]
+fn set_config_changes_next_decision() {
+    let (config, _) = policy_config("reload", r#"[{ models = ["crm.lead"], methods = ["read"] }]"#);
+    let sink = MemorySink::default();
+    let mut pipeline = Pipeline::new(config, None, Box::new(sink.clone()));
+
+    one_call(&mut pipeline, "10.0.0.3:43000", "crm.lead", "create");
+    let (reloaded, _) = policy_config("reload", r#"[{ models = ["crm.lead"], methods = ["create"] }]"#);
+    pipeline.set_config(reloaded);
+    one_call(&mut pipeline, "10.0.0.3:43001", "crm.lead", "create");
+
+    let records = calls(&sink);
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[0].decision, Some(Decision::WouldDeny));
+    assert_eq!(records[1].decision, Some(Decision::Allow));
+}

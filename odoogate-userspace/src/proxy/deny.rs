@@ -8,10 +8,17 @@
 //! | `/jsonrpc`, `/web/*` | JSON-RPC error, `data.name` `odoo.exceptions.AccessError` | `odoo.exceptions.AccessDenied` | HTTP 400 |
 //! | `/json/2/*` | HTTP 403, five-key body | HTTP 401 with `WWW-Authenticate` | HTTP 400, five-key body |
 //!
+//! Odoo has no rate limits of its own, so a call over a `rate` limit gets
+//! the AccessError shape with a message naming the limit, except on JSON-2,
+//! whose clients read HTTP statuses: there it is HTTP 429 with the five-key
+//! body and `Retry-After` in whole seconds.
+//!
 //! XML-RPC and JSON-RPC errors travel in an HTTP 200 response, as Odoo
 //! sends them. Odoo 19's JSON-RPC dispatcher gives every error code 0
 //! except not-found (404) and session expiry (100); older releases used
 //! 200. The `debug` member, where Odoo puts its traceback, stays empty.
+
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
@@ -67,6 +74,9 @@ pub enum Refusal<'a> {
     AccessDenied,
     /// The body could not be decoded, so there is no call to decide on.
     BadRequest { message: &'a str },
+    /// A `rate` limit refused the call. The message names the limit, and
+    /// `retry_after` is how long until it lets a call through.
+    RateLimited { message: &'a str, retry_after: Duration },
 }
 
 /// A complete answer to send to the client.
@@ -76,7 +86,7 @@ pub struct Denial {
     /// The reason phrase, upper case as werkzeug writes it.
     pub reason: &'static str,
     pub content_type: &'static str,
-    pub extra_headers: Vec<(&'static str, &'static str)>,
+    pub extra_headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
     /// What the client sees, for the audit record.
     pub outcome: Outcome,
@@ -103,7 +113,7 @@ const JSON_CONTENT_TYPE: &str = "application/json; charset=utf-8";
 
 fn xmlrpc(refusal: Refusal<'_>) -> Denial {
     let (code, message) = match refusal {
-        Refusal::AccessError { message } => (4, message),
+        Refusal::AccessError { message } | Refusal::RateLimited { message, .. } => (4, message),
         Refusal::AccessDenied => (3, ACCESS_DENIED_MESSAGE),
         Refusal::BadRequest { message } => (1, message),
     };
@@ -113,7 +123,9 @@ fn xmlrpc(refusal: Refusal<'_>) -> Denial {
 
 fn xmlrpc_legacy(refusal: Refusal<'_>) -> Denial {
     let (code, string) = match refusal {
-        Refusal::AccessError { message } => (format!("warning -- AccessError\n\n{message}"), ""),
+        Refusal::AccessError { message } | Refusal::RateLimited { message, .. } => {
+            (format!("warning -- AccessError\n\n{message}"), "")
+        }
         Refusal::AccessDenied => ("AccessDenied".to_owned(), ACCESS_DENIED_MESSAGE),
         Refusal::BadRequest { message } => (message.to_owned(), ""),
     };
@@ -177,7 +189,7 @@ fn request_id(body: &[u8]) -> Json {
 
 fn jsonrpc(refusal: Refusal<'_>, id: Json) -> Denial {
     let (name, message) = match refusal {
-        Refusal::AccessError { message } => (ACCESS_ERROR, message),
+        Refusal::AccessError { message } | Refusal::RateLimited { message, .. } => (ACCESS_ERROR, message),
         Refusal::AccessDenied => (ACCESS_DENIED, ACCESS_DENIED_MESSAGE),
         Refusal::BadRequest { message } => return bad_request_page(message),
     };
@@ -227,14 +239,23 @@ fn json2(refusal: Refusal<'_>) -> Denial {
             "UNAUTHORIZED",
             "werkzeug.exceptions.Unauthorized",
             json!(["Invalid apikey", 401]),
-            vec![("WWW-Authenticate", "Bearer")],
+            vec![("WWW-Authenticate", "Bearer".to_owned())],
+        ),
+        Refusal::RateLimited { message, retry_after } => (
+            429,
+            "TOO MANY REQUESTS",
+            "werkzeug.exceptions.TooManyRequests",
+            json!([message, 429]),
+            vec![("Retry-After", retry_after_seconds(retry_after).to_string())],
         ),
         Refusal::BadRequest { message } => {
             (400, "BAD REQUEST", "werkzeug.exceptions.BadRequest", json!([message, 400]), Vec::new())
         }
     };
     let message = match refusal {
-        Refusal::AccessError { message } | Refusal::BadRequest { message } => message,
+        Refusal::AccessError { message } | Refusal::BadRequest { message } | Refusal::RateLimited { message, .. } => {
+            message
+        }
         Refusal::AccessDenied => "Invalid apikey",
     };
     let body = json!({"name": name, "message": message, "arguments": arguments, "context": {}, "debug": ""});
@@ -246,6 +267,13 @@ fn json2(refusal: Refusal<'_>) -> Denial {
         body: body.to_string().into_bytes(),
         outcome: Outcome::Error(name.to_owned()),
     }
+}
+
+/// Rounds a wait up to whole seconds, at least 1, since `Retry-After`
+/// counts whole seconds and 0 would invite an immediate retry.
+fn retry_after_seconds(wait: Duration) -> u64 {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    seconds.max(1)
 }
 
 #[cfg(test)]

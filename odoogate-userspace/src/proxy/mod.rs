@@ -6,7 +6,8 @@
 //!    path uses, bounded in size and time.
 //! 2. A request to an RPC surface ([`rpc::is_rpc_surface`]) is read whole
 //!    (up to `proxy.max_request_bytes`), decoded, tied to its integration and
-//!    decided on with [`policy::decide`]. A denied call is answered in the
+//!    decided on with the grants and rate limits of [`LivePolicy`]. A denied
+//!    call is answered in the
 //!    shape its protocol expects ([`deny`]) and never reaches Odoo; an
 //!    allowed one is sent to Odoo with a fresh `Content-Length`.
 //! 3. Any other request (pages, assets, reports, uploads) streams through
@@ -29,11 +30,11 @@
 //!
 //! [`RequestFramer`]: crate::http::framer::RequestFramer
 //! [`rpc::is_rpc_surface`]: crate::rpc::is_rpc_surface
-//! [`policy::decide`]: crate::policy::decide
 //! [`FramingAnomaly`]: crate::http::FramingAnomaly
 
 mod connector;
 pub mod deny;
+mod live;
 pub mod origin;
 mod read;
 mod recorder;
@@ -55,6 +56,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 pub use connector::{DirectConnector, SteeredConnector, UpstreamConnector};
+pub use live::LivePolicy;
 pub use origin::{LocalOrigin, Origins};
 pub use recorder::{ProxyStats, Recorder};
 pub use session::Tokens;
@@ -103,8 +105,9 @@ impl<C: UpstreamConnector> Proxy<C> {
     /// Builds a proxy that decides by `config` and writes its audit records
     /// to `sink`.
     pub fn new(config: Arc<Config>, connector: C, sink: Box<dyn AuditSink>) -> Self {
-        let recorder = Recorder::new(sink, config.audit.error_records_per_minute);
-        let shared = Shared { config, connector, sessions: Mutex::new(SessionTable::default()), recorder, tokens: None };
+        let live = Arc::new(LivePolicy::new(config));
+        let recorder = Recorder::with_counts(sink, live.config().audit.error_records_per_minute, live.counts());
+        let shared = Shared { live, connector, sessions: Mutex::new(SessionTable::default()), recorder, tokens: None };
         Self { shared: Arc::new(shared), next_conn_id: AtomicU64::new(1), origins: None }
     }
 
@@ -114,9 +117,10 @@ impl<C: UpstreamConnector> Proxy<C> {
     /// The store is loaded again within a second of its file changing, and
     /// token uses are written back to it every minute and at shutdown.
     pub fn with_tokens(config: Arc<Config>, connector: C, sink: Box<dyn AuditSink>, tokens: Tokens) -> Self {
-        let recorder = Recorder::new(sink, config.audit.error_records_per_minute);
+        let live = Arc::new(LivePolicy::new(config));
+        let recorder = Recorder::with_counts(sink, live.config().audit.error_records_per_minute, live.counts());
         let sessions = Mutex::new(SessionTable::default());
-        let shared = Shared { config, connector, sessions, recorder, tokens: Some(LiveTokens::new(tokens)) };
+        let shared = Shared { live, connector, sessions, recorder, tokens: Some(LiveTokens::new(tokens)) };
         Self { shared: Arc::new(shared), next_conn_id: AtomicU64::new(1), origins: None }
     }
 
@@ -130,6 +134,12 @@ impl<C: UpstreamConnector> Proxy<C> {
 
     pub fn stats(&self) -> ProxyStats {
         self.shared.recorder.stats()
+    }
+
+    /// Returns the configuration and policy state, through which a reload
+    /// puts a new configuration in force while the proxy serves.
+    pub fn live(&self) -> Arc<LivePolicy> {
+        self.shared.live.clone()
     }
 
     /// Accepts and serves connections on `listener` until `shutdown`

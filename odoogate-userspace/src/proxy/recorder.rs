@@ -1,12 +1,13 @@
 //! Where the proxy's audit records go: one sink shared by every connection,
 //! with the same rate limit on error records as the observe path.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::audit::ratelimit::ErrorRateLimiter;
 use crate::audit::{AuditEvent, AuditRecord, AuditSink, Decision};
 use crate::pipeline::records;
+use crate::policy::runtime::CallCounts;
 
 /// Counters of what the proxy did, for the log at shutdown and for tests.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -31,6 +32,7 @@ pub struct Recorder {
 
 struct State {
     sink: Box<dyn AuditSink>,
+    counts: Arc<CallCounts>,
     limiter: ErrorRateLimiter,
     stats: ProxyStats,
 }
@@ -39,7 +41,13 @@ impl Recorder {
     /// Builds a recorder that writes to `sink`, letting through at most
     /// `error_records_per_minute` error records of each kind.
     pub fn new(sink: Box<dyn AuditSink>, error_records_per_minute: u32) -> Self {
-        let state = State { sink, limiter: ErrorRateLimiter::new(error_records_per_minute), stats: ProxyStats::default() };
+        Self::with_counts(sink, error_records_per_minute, Arc::new(CallCounts::new()))
+    }
+
+    /// Builds a recorder like [`Recorder::new`] that also counts call
+    /// records by integration and decision in `counts`.
+    pub fn with_counts(sink: Box<dyn AuditSink>, error_records_per_minute: u32, counts: Arc<CallCounts>) -> Self {
+        let state = State { sink, counts, limiter: ErrorRateLimiter::new(error_records_per_minute), stats: ProxyStats::default() };
         Self { state: Mutex::new(state) }
     }
 
@@ -49,6 +57,7 @@ impl Recorder {
         let mut state = self.lock();
         if record.event == AuditEvent::Call {
             state.stats.calls += 1;
+            state.counts.count(&record);
             if record.decision == Some(Decision::Deny) {
                 state.stats.denied += 1;
             }

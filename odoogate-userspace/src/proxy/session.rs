@@ -14,6 +14,7 @@ use super::deny::{self, Denial, Refusal, Shape};
 use super::read::{BodyRead, RequestStart};
 use super::recorder::Recorder;
 use super::stream::{Peer, StreamError};
+use super::live::LivePolicy;
 use super::tokens::LiveTokens;
 use super::wire::{self, OwnResponse};
 use crate::audit::{AuditEvent, AuditRecord, Decision};
@@ -39,7 +40,8 @@ const MAX_DECODE_DEPTH: usize = 64;
 
 /// The state the proxy's connections share.
 pub(super) struct Shared<C> {
-    pub config: Arc<Config>,
+    /// The configuration in force, the grants and the rate limits.
+    pub live: Arc<LivePolicy>,
     pub connector: C,
     pub sessions: Mutex<SessionTable>,
     pub recorder: Recorder,
@@ -89,15 +91,19 @@ pub(super) struct Session<'s, C> {
     pub framer: RequestFramer,
     pub events: Vec<FramerEvent>,
     pub source: Source,
+    /// The configuration the current request is served under, taken from
+    /// [`LivePolicy::config`] when the request starts.
+    pub config: Arc<Config>,
     /// When the request being read must be complete.
     pub deadline: Instant,
 }
 
 impl<'s, C: UpstreamConnector> Session<'s, C> {
     pub fn new(shared: &'s Shared<C>, client: Peer, source: Source) -> Self {
+        let config = shared.live.config();
         let limits = FramerLimits {
             max_header_bytes: MAX_HEAD_BYTES,
-            max_body_bytes: shared.config.proxy.max_request_bytes,
+            max_body_bytes: config.proxy.max_request_bytes,
         };
         Self {
             shared,
@@ -105,12 +111,13 @@ impl<'s, C: UpstreamConnector> Session<'s, C> {
             framer: RequestFramer::new(limits),
             events: Vec::new(),
             source,
+            config,
             deadline: Instant::now(),
         }
     }
 
     pub fn config(&self) -> &Config {
-        &self.shared.config
+        &self.config
     }
 
     /// Serves requests until the connection ends.
@@ -120,6 +127,7 @@ impl<'s, C: UpstreamConnector> Session<'s, C> {
     }
 
     async fn handle_next(&mut self) -> Result<Next, SessionError> {
+        self.config = self.shared.live.config();
         let request = match self.read_start().await? {
             RequestStart::Closed | RequestStart::TimedOut { started: false } => return Ok(Next::Close),
             RequestStart::TimedOut { started: true } => return self.request_timed_out().await,
@@ -176,16 +184,25 @@ impl<'s, C: UpstreamConnector> Session<'s, C> {
     /// Decides on a call and either answers it with an Odoo-shaped denial
     /// or forwards it and records Odoo's outcome.
     async fn on_call(&mut self, request: &HttpRequest, call: &Call, keep_alive: bool) -> Result<Next, SessionError> {
-        let config = self.shared.config.clone();
+        let config = self.config.clone();
         let TokenResolution { resolution, invalid_token } = self.resolve(request, call);
-        let mut record = records::call_record(call, request, &resolution, &self.source, &config);
 
         if let Some(invalid) = invalid_token {
+            // The call is refused whatever the policy says, so it is decided
+            // without grants or rate limits and uses up no token.
+            let verdict = crate::policy::decide(call, &resolution, &config, std::time::SystemTime::now());
+            let record = records::call_record(call, request, &resolution, &self.source, &config, &verdict);
             return self.deny_token(request, call, record, &invalid, keep_alive).await;
         }
+        let decided = self.shared.live.decide(call, request, &resolution, &config);
+        let mut record = records::call_record(call, request, &resolution, &self.source, &config, &decided.verdict);
         if record.decision == Some(Decision::Deny) {
             let message = access_error_message(&record);
-            let denial = deny::denial(Shape::of_protocol(call.protocol), Refusal::AccessError { message: &message }, &request.body);
+            let refusal = match &decided.rate_limited {
+                Some(limited) => Refusal::RateLimited { message: &message, retry_after: limited.retry_after },
+                None => Refusal::AccessError { message: &message },
+            };
+            let denial = deny::denial(Shape::of_protocol(call.protocol), refusal, &request.body);
             record.outcome = Some(denial.outcome.to_field());
             record.http_status = Some(denial.status);
             self.shared.recorder.write(record);
@@ -232,7 +249,7 @@ impl<'s, C: UpstreamConnector> Session<'s, C> {
     /// Resolves the integration of a call, its scoped token first. Without
     /// a token store, a presented token cannot be valid.
     fn resolve(&self, request: &HttpRequest, call: &Call) -> TokenResolution {
-        let config = &self.shared.config;
+        let config = &self.config;
         let sessions = self.shared.sessions();
         if let Some(tokens) = &self.shared.tokens {
             let now = std::time::SystemTime::now();
@@ -318,9 +335,10 @@ impl<'s, C: UpstreamConnector> Session<'s, C> {
             self.shared.recorder.write(records::framing_anomaly(conn_id, &self.source, request, *anomaly));
         }
         if let Some(call) = call {
-            let config = self.shared.config.clone();
+            let config = self.config.clone();
             let resolution = identity::resolve(&config, Some(call), &request.headers, &self.source, &self.shared.sessions());
-            let mut record = records::call_record(call, request, &resolution, &self.source, &config);
+            let decided = self.shared.live.decide(call, request, &resolution, &config);
+            let mut record = records::call_record(call, request, &resolution, &self.source, &config, &decided.verdict);
             record.outcome = Some(rpc::Outcome::HttpStatus(400).to_field());
             record.http_status = Some(400);
             self.shared.recorder.write(record);
@@ -333,7 +351,7 @@ impl<'s, C: UpstreamConnector> Session<'s, C> {
     /// Answers a request to an RPC surface whose body does not decode the
     /// way Odoo answers a body it cannot parse.
     async fn reject_undecodable(&mut self, request: &HttpRequest, error: &DecodeError, keep_alive: bool) -> Result<Next, SessionError> {
-        let config = self.shared.config.clone();
+        let config = self.config.clone();
         let resolution = identity::resolve(&config, None, &request.headers, &self.source, &self.shared.sessions());
         self.shared.recorder.write(records::decode_error(&self.source, request, error, &resolution));
 
@@ -345,7 +363,7 @@ impl<'s, C: UpstreamConnector> Session<'s, C> {
     async fn reject_oversized(&mut self, request: &HttpRequest) -> Result<Next, SessionError> {
         let limit = self.config().proxy.max_request_bytes;
         let error = DecodeError::Truncated(limit);
-        let config = self.shared.config.clone();
+        let config = self.config.clone();
         let resolution = identity::resolve(&config, None, &request.headers, &self.source, &self.shared.sessions());
         self.shared.recorder.write(records::decode_error(&self.source, request, &error, &resolution));
         let message = format!("odoogate rejected the request: its body exceeds proxy.max_request_bytes ({limit} bytes)");
@@ -380,11 +398,12 @@ impl<'s, C: UpstreamConnector> Session<'s, C> {
     }
 
     async fn send_denial(&mut self, denial: &Denial, keep_alive: bool) -> Result<Next, SessionError> {
+        let extra_headers: Vec<(&str, &str)> = denial.extra_headers.iter().map(|(name, value)| (*name, value.as_str())).collect();
         let response = OwnResponse {
             status: denial.status,
             reason: denial.reason,
             content_type: denial.content_type,
-            extra_headers: &denial.extra_headers,
+            extra_headers: &extra_headers,
             body: &denial.body,
         };
         self.send(&wire::own_response(response, keep_alive)).await?;

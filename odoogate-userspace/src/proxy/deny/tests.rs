@@ -199,7 +199,7 @@ fn json2_access_denied_matches_401() {
         assert_eq!(ours_json[key], real_json[key], "{key}");
     }
     let www_authenticate = ours.extra_headers.iter().find(|(name, _)| *name == "WWW-Authenticate");
-    assert_eq!(www_authenticate.map(|(_, value)| *value), real.header("WWW-Authenticate"));
+    assert_eq!(www_authenticate.map(|(_, value)| value.as_str()), real.header("WWW-Authenticate"));
 }
 
 #[test]
@@ -222,4 +222,46 @@ fn shape_of_path_follows_surfaces() {
     assert_eq!(Shape::of_path("/json/2/res.partner/read"), Shape::Json2);
     assert_eq!(Shape::of_path("/web/dataset/call_kw"), Shape::JsonRpc);
     assert_eq!(Shape::of_path("/jsonrpc"), Shape::JsonRpc);
+}
+
+#[test]
+fn rate_limited_json2_is_429() {
+    let message = "rate limit erp.rate = 10/s, burst 10 exceeded; retry after 0.250 s";
+    let refusal = Refusal::RateLimited { message, retry_after: std::time::Duration::from_millis(250) };
+    let ours = denial(Shape::Json2, refusal, b"{}");
+    let body = json_body(&ours);
+
+    assert_eq!(ours.status, 429);
+    assert_eq!(ours.reason, "TOO MANY REQUESTS");
+    assert_eq!(ours.extra_headers, vec![("Retry-After", "1".to_owned())]);
+    let mut body_keys = keys(&body);
+    body_keys.sort_unstable();
+    assert_eq!(body_keys, ["arguments", "context", "debug", "message", "name"]);
+    assert_eq!(body["name"], "werkzeug.exceptions.TooManyRequests");
+    assert_eq!(body["message"], message);
+    assert_eq!(body["arguments"], serde_json::json!([message, 429]));
+}
+
+#[test]
+fn rate_limited_rpc_names_limit() {
+    let message = "rate limit erp.rate = 1/h, burst 1 exceeded; retry after 3600.000 s";
+    let refusal = Refusal::RateLimited { message, retry_after: std::time::Duration::from_secs(3600) };
+
+    let xml = denial(Shape::XmlRpc, refusal, b"");
+    assert_eq!(xml.status, 200);
+    assert_eq!(xml.outcome, Outcome::Fault("4".to_owned()));
+    assert!(String::from_utf8_lossy(&xml.body).contains("rate limit erp.rate = 1/h"));
+
+    let json = denial(Shape::JsonRpc, refusal, br#"{"id": 9}"#);
+    let body = json_body(&json);
+    assert_eq!(body["id"], 9);
+    assert_eq!(body["error"]["data"]["name"], "odoo.exceptions.AccessError");
+    assert_eq!(body["error"]["data"]["message"], message);
+}
+
+#[test]
+fn retry_after_rounds_up() {
+    assert_eq!(retry_after_seconds(std::time::Duration::ZERO), 1);
+    assert_eq!(retry_after_seconds(std::time::Duration::from_millis(1500)), 2);
+    assert_eq!(retry_after_seconds(std::time::Duration::from_secs(60)), 60);
 }
