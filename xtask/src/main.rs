@@ -1,6 +1,8 @@
 //! `cargo xtask`: installs what odoogate needs to build and test, and runs
 //! the demo and the test suite. Every step is idempotent.
 
+mod bench;
+mod fuzz;
 mod setup;
 
 use anyhow::{Context as _, Result, bail};
@@ -29,6 +31,18 @@ enum Task {
         /// Extra arguments for `cargo test`, such as a test name filter.
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
+    },
+    /// Benchmark the RPC decoders against Python's and write
+    /// docs/benchmarks.md (needs python3).
+    Bench,
+    /// Run the cargo-fuzz targets in fuzz/ on nightly, installing
+    /// cargo-fuzz if missing. Not part of `test`.
+    Fuzz {
+        /// One target (see `cargo +nightly fuzz list` in fuzz/); all when omitted.
+        target: Option<String>,
+        /// Seconds to run each target.
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
     },
 }
 
@@ -59,6 +73,8 @@ fn main() -> Result<()> {
                 .env("ODOOGATE_PYTHON", setup::venv_python(&root));
             run_command(&mut command)
         }
+        Task::Bench => bench::run(&root),
+        Task::Fuzz { target, seconds } => fuzz::run(&root, target.as_deref(), seconds),
     }
 }
 
