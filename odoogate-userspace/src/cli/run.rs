@@ -15,6 +15,7 @@ use crate::capture::cgroup::CgroupResolver;
 use crate::capture::ebpf::{Capture, CaptureOptions};
 use crate::capture::CaptureEvent;
 use crate::config::{self, AuditOutput, Config, Mode};
+use crate::metrics::{MeteredSink, Metrics, MetricsServer};
 use crate::notify::{self, Heartbeat, Notifier};
 use crate::pipeline::Pipeline;
 use anyhow::Context as _;
@@ -37,14 +38,15 @@ const TICK_INTERVAL: Duration = Duration::from_secs(1);
 pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let config = Arc::new(config::load(path).map_err(|error| anyhow::anyhow!("{error}"))?);
     crate::preflight::run(&config)?;
+    let metrics = start_metrics(&config)?;
     if config.policy.mode == Mode::Enforce {
-        let sink = open_sink(&config)?;
+        let sink = metered(open_sink(&config)?, metrics.as_ref());
         return enforce::run(config, sink);
     }
     let notifier = Arc::new(Notifier::from_env().context("invalid systemd notify environment")?);
 
     let signals = block_signals()?;
-    let sink = open_sink(&config)?;
+    let sink = metered(open_sink(&config)?, metrics.as_ref());
     let options = CaptureOptions {
         interfaces: config.odoo.interfaces.clone(),
         ports: config.odoo.ports.clone(),
@@ -70,6 +72,17 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         mode = "observe",
         "Observing Odoo traffic"
     );
+    if let Some(metrics) = &metrics {
+        metrics.set_attached(&capture.attachments());
+        // A weak reference, so the programs still detach when `run` drops
+        // the capture at shutdown.
+        let capture = Arc::downgrade(&capture);
+        metrics.refresh_with(move |metrics| {
+            if let Some(capture) = capture.upgrade() {
+                metrics.set_capture_stats(&capture.stats());
+            }
+        });
+    }
     notify::log_failure(notifier.ready(&format!("observing ports {:?}", config.odoo.ports)));
 
     let stopping = Arc::new(AtomicBool::new(false));
@@ -107,6 +120,24 @@ fn block_signals() -> anyhow::Result<SigSet> {
     set.add(Signal::SIGTERM);
     set.thread_block().context("failed to block SIGINT and SIGTERM")?;
     Ok(set)
+}
+
+/// Serves the metrics on `metrics.listen` when it is set.
+fn start_metrics(config: &Config) -> anyhow::Result<Option<Arc<Metrics>>> {
+    let Some(address) = config.metrics.listen else {
+        return Ok(None);
+    };
+    let metrics = Arc::new(Metrics::new());
+    MetricsServer::start(address, metrics.clone())?;
+    Ok(Some(metrics))
+}
+
+/// Wraps `sink` so that `metrics`, when on, count every record written.
+fn metered(sink: Box<dyn AuditSink>, metrics: Option<&Arc<Metrics>>) -> Box<dyn AuditSink> {
+    match metrics {
+        Some(metrics) => Box::new(MeteredSink::new(sink, metrics.clone())),
+        None => sink,
+    }
 }
 
 fn open_sink(config: &Config) -> anyhow::Result<Box<dyn AuditSink>> {

@@ -1,9 +1,9 @@
 //! Prometheus metrics, served on `[metrics] listen` when it is set.
 //!
-//! [`Metrics`] is shared by the pipeline (observe mode) and the proxy's
-//! recorder (enforce mode), which both call [`Metrics::observe`] for each
-//! audit record they write. The capture reader's kernel counters and the
-//! attached eBPF programs are copied in by the run paths. Every label value
+//! One [`Metrics`] is shared by every thread of the daemon. The audit sink
+//! of both paths is wrapped in a [`MeteredSink`], which calls
+//! [`Metrics::observe`] for each record written. The run paths copy in the
+//! capture's kernel counters and the attached eBPF programs. Every label value
 //! comes from a bounded set: integration names from the configuration,
 //! protocols, decisions, error codes and reasons from the code.
 //!
@@ -25,8 +25,13 @@
 //! | `ebpf_program_attached` | gauge | `attachment` |
 
 pub mod server;
+mod sink;
+
+pub use server::{MetricsServer, ServerError};
+pub use sink::MeteredSink;
 
 use std::sync::atomic::Ordering;
+use std::sync::{Mutex, PoisonError};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -70,11 +75,13 @@ struct AttachmentLabels {
     attachment: String,
 }
 
+/// A function that updates metrics from their source just before a scrape.
+type Refresh = Box<dyn Fn(&Metrics) + Send + Sync>;
+
 /// The daemon's metrics and the registry that encodes them.
 ///
 /// Every method takes `&self` (the metric types are atomics), so one
 /// `Arc<Metrics>` is shared between threads.
-#[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     calls: Family<CallLabels, Counter>,
@@ -89,6 +96,13 @@ pub struct Metrics {
     connects: Counter,
     guard_refusals: Counter,
     attached: Family<AttachmentLabels, Gauge>,
+    refresh: Mutex<Option<Refresh>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").field("registry", &self.registry).finish_non_exhaustive()
+    }
 }
 
 impl Default for Metrics {
@@ -116,6 +130,7 @@ impl Metrics {
             connects: Counter::default(),
             guard_refusals: Counter::default(),
             attached: Family::default(),
+            refresh: Mutex::new(None),
         };
         metrics.register()
     }
@@ -149,20 +164,21 @@ impl Metrics {
         self
     }
 
-    /// Counts what one audit record reports. Called for every record before
-    /// the error-record rate limit, so the counters include the records that
-    /// the limit holds back.
+    /// Counts what one written audit record reports. An error record counts
+    /// as its `count` (the events it stands for, rate-limited ones included)
+    /// or 1.
     pub fn observe(&self, record: &AuditRecord) {
+        let events = record.count.unwrap_or(1);
         match record.event {
             AuditEvent::Call => self.observe_call(record),
             AuditEvent::DecodeError => {
-                self.decode_errors.get_or_create(&code_labels(record)).inc();
+                self.decode_errors.get_or_create(&code_labels(record)).inc_by(events);
             }
             AuditEvent::FramingAnomaly => {
-                self.framing_anomalies.get_or_create(&code_labels(record)).inc();
+                self.framing_anomalies.get_or_create(&code_labels(record)).inc_by(events);
             }
             AuditEvent::CaptureGap => {
-                self.capture_gaps.inc();
+                self.capture_gaps.inc_by(events);
             }
             // Capture losses come from the kernel counters, and guard
             // refusals from `ebpf_guard_refusals_total`.
@@ -214,8 +230,18 @@ impl Metrics {
         }
     }
 
+    /// Sets the function that [`Metrics::encode`] runs first, such as one
+    /// that reads the capture's kernel counters, so a scrape sees current
+    /// values.
+    pub fn refresh_with(&self, refresh: impl Fn(&Metrics) + Send + Sync + 'static) {
+        *self.refresh.lock().unwrap_or_else(PoisonError::into_inner) = Some(Box::new(refresh));
+    }
+
     /// Encodes every metric in the OpenMetrics text format.
     pub fn encode(&self) -> String {
+        if let Some(refresh) = self.refresh.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
+            refresh(self);
+        }
         let mut text = String::new();
         // Writing to a String cannot fail, and every label value is
         // encodable, so an error here is a bug in the encoder.

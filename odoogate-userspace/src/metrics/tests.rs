@@ -58,13 +58,15 @@ fn errors_counted_by_code() {
     metrics.observe(&error(AuditEvent::DecodeError, "invalid_xml"));
     metrics.observe(&error(AuditEvent::DecodeError, "invalid_xml"));
     metrics.observe(&error(AuditEvent::FramingAnomaly, "duplicate_content_length"));
-    metrics.observe(&AuditRecord::new(AuditEvent::CaptureGap, "gap"));
+    let mut gaps = AuditRecord::new(AuditEvent::CaptureGap, "gap");
+    gaps.count = Some(3);
+    metrics.observe(&gaps);
     let text = metrics.encode();
 
     assert_eq!(sample(&text, r#"odoogate_decode_errors_total{code="invalid_xml"}"#), Some(2.0), "{text}");
     let anomaly = r#"odoogate_framing_anomalies_total{code="duplicate_content_length"}"#;
     assert_eq!(sample(&text, anomaly), Some(1.0), "{text}");
-    assert_eq!(sample(&text, "odoogate_capture_gaps_total"), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "odoogate_capture_gaps_total"), Some(3.0), "{text}");
     assert_eq!(sample(&text, "odoogate_calls_total"), None, "an error record is no call: {text}");
 }
 
@@ -93,4 +95,13 @@ fn attached_programs_replace() {
     let attached = r#"odoogate_ebpf_program_attached{attachment="tc ingress on eth0"}"#;
     assert_eq!(sample(&text, attached), Some(1.0), "{text}");
     assert!(!text.contains("on lo"), "{text}");
+}
+
+#[test]
+fn refresh_runs_before_encode() {
+    let metrics = Metrics::new();
+    metrics.refresh_with(|metrics| metrics.set_capture_stats(&CaptureStats { packets: 42, ..CaptureStats::default() }));
+    let text = metrics.encode();
+
+    assert_eq!(sample(&text, "odoogate_ebpf_packets_total"), Some(42.0), "{text}");
 }
