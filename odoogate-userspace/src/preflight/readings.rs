@@ -64,7 +64,7 @@ pub struct HostReadings {
     pub mounts: Result<String, ReadingError>,
     /// `/proc/self/status`.
     pub status: Result<String, ReadingError>,
-    /// Entries of `/sys/class/net`.
+    /// The network interfaces of this process's network namespace.
     pub interfaces: Result<Vec<String>, ReadingError>,
 }
 
@@ -148,13 +148,17 @@ fn read(path: &'static str) -> Result<String, ReadingError> {
     Ok(contents)
 }
 
+/// Lists the interfaces with `if_nameindex(3)`, which asks the kernel over a
+/// socket in this process's network namespace. `/sys/class/net` would show
+/// the namespace sysfs was mounted in instead, which differs for a daemon
+/// started with `nsenter --net`.
 fn list_interfaces() -> Result<Vec<String>, ReadingError> {
-    const SOURCE: &str = "/sys/class/net";
-    let unreadable = |error: std::io::Error| ReadingError::Unreadable { source_name: SOURCE, message: error.to_string() };
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir(SOURCE).map_err(unreadable)? {
-        names.push(entry.map_err(unreadable)?.file_name().to_string_lossy().into_owned());
-    }
+    let interfaces = nix::net::if_::if_nameindex().map_err(|error| ReadingError::Unreadable {
+        source_name: "if_nameindex",
+        message: error.to_string(),
+    })?;
+    let mut names: Vec<String> =
+        interfaces.iter().map(|interface| interface.name().to_string_lossy().into_owned()).collect();
     names.sort();
     Ok(names)
 }
