@@ -478,3 +478,32 @@ async fn token_is_swapped_for_credential() {
     assert_eq!(calls[1].decision, Some(Decision::Deny));
     assert_eq!(calls[1].outcome.as_deref(), Some("fault:3"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrade_is_spliced() {
+    let site = Site::start("websocket").await;
+    let mut stream = TcpStream::connect(("127.0.0.1", site.port)).await.unwrap();
+    let request = "GET /websocket HTTP/1.1\r\nHost: odoo\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    stream.write_all(request.as_bytes()).await.unwrap();
+
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut byte)).await.unwrap().unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    // RFC 6455's example key gives this accept value.
+    assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{head}");
+
+    // After the 101 both directions are spliced byte for byte.
+    for message in [&b"first frame"[..], &[0x81, 0x85, 1, 2, 3, 4, 0, 0, 0, 0, 0][..]] {
+        stream.write_all(message).await.unwrap();
+        let mut echoed = vec![0u8; message.len()];
+        tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut echoed)).await.unwrap().unwrap();
+        assert_eq!(echoed, message);
+    }
+    assert!(site.records.calls().is_empty(), "a WebSocket is no RPC call");
+}

@@ -16,6 +16,7 @@ import argparse
 import base64
 import datetime
 import fnmatch
+import hashlib
 import json
 import re
 import secrets
@@ -34,6 +35,8 @@ VERSION = {
     "protocol_version": 1,
 }
 ADMIN_UID = 2
+# RFC 6455 section 1.3: the GUID appended to Sec-WebSocket-Key.
+WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 # Models the in-memory database knows, with the fields fields_get reports.
 MODELS = {
@@ -383,10 +386,30 @@ class Handler(BaseHTTPRequestHandler):
                 log.write(json.dumps(entry) + "\n")
                 log.flush()
 
+    def websocket(self):
+        """Accepts the upgrade like Odoo's /websocket route, then echoes raw
+        bytes until the client closes (enough to test a proxy's splice)."""
+        key = self.headers.get("Sec-WebSocket-Key") or ""
+        accept = base64.b64encode(hashlib.sha1((key + WEBSOCKET_GUID).encode()).digest()).decode()
+        self.send_response(101)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept)
+        self.end_headers()
+        self.wfile.flush()
+        while True:
+            data = self.connection.recv(65536)
+            if not data:
+                break
+            self.connection.sendall(data)
+        self.close_connection = True
+
     def do_GET(self):
         self.read_body()
         path = self.path.split("?")[0]
         self.record({"path": path, "http_method": "GET"})
+        if path == "/websocket" and (self.headers.get("Upgrade") or "").lower() == "websocket":
+            return self.websocket()
         if path == "/web/version" or path == "/json/version":
             return self.send_json(200, {"version_info": SERVER_VERSION_INFO, "version": "19.0"})
         if path in ("/", "/odoo", "/web"):
