@@ -9,7 +9,7 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 
 use crate::config;
-use crate::grant::store::{self, DEFAULT_GRANT_FILE, GrantRequest};
+use crate::grant::store::{self, GrantRequest};
 
 #[derive(Args)]
 pub struct GrantArgs {
@@ -54,15 +54,29 @@ struct GrantFiles {
     #[arg(long, short, default_value = super::DEFAULT_CONFIG)]
     config: PathBuf,
 
-    /// Grant state file.
-    #[arg(long, default_value = DEFAULT_GRANT_FILE)]
-    grants_file: PathBuf,
+    /// Grant state file [default: `policy.grants_file` of the
+    /// configuration, which defaults to /var/lib/odoogate/grants.json].
+    #[arg(long)]
+    grants_file: Option<PathBuf>,
+}
+
+impl GrantFiles {
+    /// Returns `--grants-file`, or else the configuration's
+    /// `policy.grants_file`, so the CLI writes the file the daemon reads.
+    fn grants_file(&self) -> anyhow::Result<PathBuf> {
+        if let Some(path) = &self.grants_file {
+            return Ok(path.clone());
+        }
+        let config = config::load(&self.config)
+            .with_context(|| format!("failed to find the grant file (pass --grants-file or fix {})", self.config.display()))?;
+        Ok(config.policy.grants_file)
+    }
 }
 
 /// Runs `odoogate grant`.
 pub fn grant(args: &GrantArgs) -> anyhow::Result<ExitCode> {
     let now = SystemTime::now();
-    let path = &args.files.grants_file;
+    let path = &args.files.grants_file()?;
     if args.list {
         return list(path, now);
     }
@@ -90,7 +104,7 @@ pub fn grant(args: &GrantArgs) -> anyhow::Result<ExitCode> {
 
 /// Runs `odoogate revoke-grant`.
 pub fn revoke_grant(args: &RevokeGrantArgs) -> anyhow::Result<ExitCode> {
-    let path = &args.files.grants_file;
+    let path = &args.files.grants_file()?;
     let grant = store::revoke(path, &args.id, SystemTime::now())?;
     eprintln!("revoked grant {} for {}", grant.id, grant.target());
     Ok(ExitCode::SUCCESS)

@@ -3,9 +3,12 @@
 //!
 //! Threads: the capture reader (inside [`Capture`]) drains the ring buffer
 //! into a bounded channel, and the pipeline thread consumes it. The main
-//! thread waits for SIGINT/SIGTERM with `sigwait`, so no signal handler
-//! interrupts the other threads' work.
+//! thread waits for SIGINT/SIGTERM/SIGHUP with `sigwait`, so no signal
+//! handler interrupts the other threads' work. SIGHUP and `odoogate reload`
+//! (on the control socket's thread) reload the configuration into a
+//! [`ConfigHandle`], which the pipeline thread reads between events.
 
+mod control;
 mod enforce;
 
 use crate::audit::AuditSink;
@@ -16,6 +19,7 @@ use crate::capture::ebpf::{Capture, CaptureOptions};
 use crate::capture::CaptureEvent;
 use crate::config::{self, AuditOutput, Config, Mode};
 use crate::metrics::{MeteredSink, Metrics, MetricsServer};
+use crate::control::ConfigHandle;
 use crate::notify::{self, Heartbeat, Notifier};
 use crate::pipeline::Pipeline;
 use anyhow::Context as _;
@@ -25,7 +29,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// Capacity of the channel between the ring buffer reader and the pipeline,
 /// in events. When it is full the reader stops draining and the kernel ring
@@ -39,9 +43,10 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let config = Arc::new(config::load(path).map_err(|error| anyhow::anyhow!("{error}"))?);
     crate::preflight::run(&config)?;
     let metrics = start_metrics(&config)?;
+    let handle = Arc::new(ConfigHandle::new(path, config.clone(), SystemTime::now()));
     if config.policy.mode == Mode::Enforce {
         let sink = metered(open_sink(&config)?, metrics.as_ref());
-        return enforce::run(config, sink);
+        return enforce::run(handle, sink);
     }
     let notifier = Arc::new(Notifier::from_env().context("invalid systemd notify environment")?);
 
@@ -85,19 +90,21 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     }
     notify::log_failure(notifier.ready(&format!("observing ports {:?}", config.odoo.ports)));
 
+    let pipeline = Pipeline::new(config.clone(), cgroups, sink);
+    let _control = control::start_server(status_sources(&handle, &pipeline, &capture), |_| {});
     let stopping = Arc::new(AtomicBool::new(false));
     let pipeline_thread = {
-        let config = config.clone();
+        let handle = handle.clone();
         let capture = capture.clone();
         let stopping = stopping.clone();
         let heartbeat = Heartbeat::new(notifier.clone());
         std::thread::Builder::new()
             .name("odoogate-pipeline".into())
-            .spawn(move || run_pipeline(config, cgroups, sink, receiver, &capture, &stopping, heartbeat))
+            .spawn(move || run_pipeline(pipeline, &handle, receiver, &capture, &stopping, heartbeat))
             .context("failed to start the pipeline thread")?
     };
 
-    let signal = signals.wait().context("sigwait failed")?;
+    let signal = wait_for_stop(&signals, &handle)?;
     tracing::info!(signal = %signal, "Stopping");
     notify::log_failure(notifier.stopping());
     stopping.store(true, Ordering::SeqCst);
@@ -112,14 +119,45 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Blocks the termination signals in every thread (threads inherit the
-/// mask), so the main thread can take them with `sigwait`.
+/// Blocks the termination signals and SIGHUP in every thread (threads
+/// inherit the mask), so the main thread can take them with `sigwait`.
 fn block_signals() -> anyhow::Result<SigSet> {
     let mut set = SigSet::empty();
     set.add(Signal::SIGINT);
     set.add(Signal::SIGTERM);
-    set.thread_block().context("failed to block SIGINT and SIGTERM")?;
+    set.add(Signal::SIGHUP);
+    set.thread_block().context("failed to block SIGINT, SIGTERM and SIGHUP")?;
     Ok(set)
+}
+
+/// Waits for SIGINT or SIGTERM and returns it, reloading the configuration
+/// on each SIGHUP meanwhile. The pipeline thread picks the new
+/// configuration up from `handle`.
+fn wait_for_stop(signals: &SigSet, handle: &ConfigHandle) -> anyhow::Result<Signal> {
+    loop {
+        let signal = signals.wait().context("sigwait failed")?;
+        if signal != Signal::SIGHUP {
+            return Ok(signal);
+        }
+        tracing::info!(config = %handle.path().display(), "Reloading the configuration on SIGHUP");
+        control::reload(handle, &|_| {});
+    }
+}
+
+fn status_sources(handle: &Arc<ConfigHandle>, pipeline: &Pipeline, capture: &Arc<Capture>) -> control::StatusSources {
+    let stats = {
+        let capture = capture.clone();
+        Box::new(move || capture.stats()) as control::CaptureStatsSource
+    };
+    control::StatusSources {
+        handle: handle.clone(),
+        started: SystemTime::now(),
+        capture: capture.attachments(),
+        steering: None,
+        counts: pipeline.counts(),
+        policy: pipeline.policy(),
+        capture_stats: Some(stats),
+    }
 }
 
 /// Serves the metrics on `metrics.listen` when it is set.
@@ -163,17 +201,18 @@ fn open_sink(config: &Config) -> anyhow::Result<Box<dyn AuditSink>> {
 }
 
 fn run_pipeline(
-    config: Arc<Config>,
-    cgroups: Option<CgroupResolver>,
-    sink: Box<dyn AuditSink>,
+    mut pipeline: Pipeline,
+    handle: &ConfigHandle,
     events: mpsc::Receiver<CaptureEvent>,
     capture: &Capture,
     stopping: &AtomicBool,
     mut heartbeat: Heartbeat,
 ) -> crate::pipeline::PipelineStats {
-    let mut pipeline = Pipeline::new(config, cgroups, sink);
     let mut last_tick = std::time::Instant::now();
     loop {
+        // A reload replaces the configuration whole; calls from here on are
+        // decided under the new one.
+        pipeline.set_config(handle.current());
         match events.recv_timeout(TICK_INTERVAL) {
             Ok(event) => {
                 pipeline.handle(event);

@@ -15,6 +15,7 @@ use std::net::{Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::SystemTime;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
@@ -22,10 +23,12 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::audit::{AuditRecord, AuditSink};
 use crate::config::Config;
+use crate::control::ConfigHandle;
 use crate::notify::{self, Notifier};
 use crate::proxy::{DirectConnector, Origins, Proxy, ProxyStats, SteeredConnector, Tokens, UpstreamConnector};
 use crate::steer::{Steering, SteeringOptions};
 use crate::token::{CredentialsError, ServiceCredentials, TokenStore};
+use super::control::StatusSources;
 use capture::LocalCapture;
 
 /// Worker threads of the proxy's runtime: proxying is I/O bound, and the
@@ -33,20 +36,21 @@ use capture::LocalCapture;
 const WORKER_THREADS: usize = 2;
 
 /// Runs the proxy until SIGINT or SIGTERM.
-pub fn run(config: Arc<Config>, sink: Box<dyn AuditSink>) -> anyhow::Result<ExitCode> {
-    let tokens = load_tokens(&config)?;
+pub fn run(handle: Arc<ConfigHandle>, sink: Box<dyn AuditSink>) -> anyhow::Result<ExitCode> {
+    let tokens = load_tokens(&handle.current())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKER_THREADS)
         .thread_name("odoogate-proxy")
         .enable_all()
         .build()
         .context("failed to start the async runtime")?;
-    let stats = runtime.block_on(serve(config, sink, tokens))?;
+    let stats = runtime.block_on(serve(handle, sink, tokens))?;
     tracing::info!(calls = stats.calls, denied = stats.denied, decode_errors = stats.decode_errors, "Stopped");
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(config: Arc<Config>, sink: Box<dyn AuditSink>, tokens: Option<Tokens>) -> anyhow::Result<ProxyStats> {
+async fn serve(handle: Arc<ConfigHandle>, sink: Box<dyn AuditSink>, tokens: Option<Tokens>) -> anyhow::Result<ProxyStats> {
+    let config = handle.current();
     let upstream = config.proxy.upstream;
     let sink = SharedSink::new(sink);
     match config.proxy.listen {
@@ -54,7 +58,7 @@ async fn serve(config: Arc<Config>, sink: Box<dyn AuditSink>, tokens: Option<Tok
             // NOTE: in listen mode clients connect to proxy.listen, which
             // the cgroup programs do not watch, so proxied calls carry no
             // cgroup and `match.cgroup` never holds.
-            let _guard = match config.guard.is_some() {
+            let guard = match config.guard.is_some() {
                 true => Some(LocalCapture::start(&config, Origins::for_this_host(), Box::new(sink.clone()))?),
                 false => None,
             };
@@ -62,11 +66,16 @@ async fn serve(config: Arc<Config>, sink: Box<dyn AuditSink>, tokens: Option<Tok
                 .await
                 .with_context(|| format!("failed to listen on {address} (proxy.listen)"))?;
             tracing::info!(listen = %address, %upstream, mode = "enforce", "Proxying Odoo traffic in listen mode");
-            serve_with(config, DirectConnector::new(upstream), Box::new(sink), tokens, listener, None).await
+            let daemon = Daemon {
+                handle,
+                steering: format!("listen {address}"),
+                capture: guard.as_ref().map(LocalCapture::attachments).unwrap_or_default(),
+            };
+            serve_with(config, DirectConnector::new(upstream), Box::new(sink), tokens, listener, None, daemon).await
         }
         None => {
             let origins = Origins::for_this_host();
-            let _local_capture = LocalCapture::start(&config, origins.clone(), Box::new(sink.clone()))?;
+            let local_capture = LocalCapture::start(&config, origins.clone(), Box::new(sink.clone()))?;
             // Dual-stack, so steered IPv4 and IPv6 connections both land here.
             let listener = std::net::TcpListener::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)))
                 .context("failed to bind the steering listener")?;
@@ -78,7 +87,13 @@ async fn serve(config: Arc<Config>, sink: Box<dyn AuditSink>, tokens: Option<Tok
             listener.set_nonblocking(true).context("failed to make the steering listener non-blocking")?;
             let listener = TcpListener::from_std(listener).context("failed to register the steering listener")?;
             tracing::info!(ports = ?config.odoo.ports, %upstream, mode = "enforce", "Proxying Odoo traffic steered by sk_lookup");
-            serve_with(config, SteeredConnector::new(steering, upstream), Box::new(sink), tokens, listener, Some(origins)).await
+            let daemon = Daemon {
+                handle,
+                steering: format!("sk_lookup on ports {:?}", config.odoo.ports),
+                capture: local_capture.attachments(),
+            };
+            let connector = SteeredConnector::new(steering, upstream);
+            serve_with(config, connector, Box::new(sink), tokens, listener, Some(origins), daemon).await
         }
     }
 }
@@ -90,6 +105,7 @@ async fn serve_with<C: UpstreamConnector>(
     tokens: Option<Tokens>,
     listener: TcpListener,
     origins: Option<Origins>,
+    daemon: Daemon,
 ) -> anyhow::Result<ProxyStats> {
     let mut proxy = match tokens {
         Some(tokens) => Proxy::with_tokens(config, connector, sink, tokens),
@@ -98,14 +114,26 @@ async fn serve_with<C: UpstreamConnector>(
     if let Some(origins) = origins {
         proxy = proxy.with_origins(origins);
     }
+    let live = proxy.live();
+    let apply = move |config: Arc<Config>| live.set_config(config);
+    let _control = super::control::start_server(daemon.status_sources(&proxy), apply.clone());
     let mut interrupt = signal(SignalKind::interrupt()).context("failed to watch SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("failed to watch SIGTERM")?;
+    let mut hangup = signal(SignalKind::hangup()).context("failed to watch SIGHUP")?;
     let notifier = Arc::new(Notifier::from_env().context("invalid systemd notify environment")?);
     let watchdog = spawn_watchdog(&notifier);
     let shutdown = async {
-        tokio::select! {
-            _ = interrupt.recv() => tracing::info!(signal = "SIGINT", "Stopping"),
-            _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "Stopping"),
+        loop {
+            tokio::select! {
+                _ = interrupt.recv() => break tracing::info!(signal = "SIGINT", "Stopping"),
+                _ = terminate.recv() => break tracing::info!(signal = "SIGTERM", "Stopping"),
+                _ = hangup.recv() => {
+                    tracing::info!(config = %daemon.handle.path().display(), "Reloading the configuration on SIGHUP");
+                    // Reading and checking the file takes well under a
+                    // millisecond, so it runs on the runtime's thread.
+                    super::control::reload(&daemon.handle, &apply);
+                }
+            }
         }
         notify::log_failure(notifier.stopping());
     };
@@ -116,6 +144,30 @@ async fn serve_with<C: UpstreamConnector>(
     }
     served.context("the proxy failed")?;
     Ok(proxy.stats())
+}
+
+/// What `odoogate status` reports about the proxy besides its policy state.
+struct Daemon {
+    handle: Arc<ConfigHandle>,
+    /// How clients reach the proxy.
+    steering: String,
+    /// The attached cgroup programs.
+    capture: Vec<String>,
+}
+
+impl Daemon {
+    fn status_sources<C: UpstreamConnector>(&self, proxy: &Proxy<C>) -> StatusSources {
+        let live = proxy.live();
+        StatusSources {
+            handle: self.handle.clone(),
+            started: SystemTime::now(),
+            capture: self.capture.clone(),
+            steering: Some(self.steering.clone()),
+            counts: live.counts(),
+            policy: live,
+            capture_stats: None,
+        }
+    }
 }
 
 /// Sends `WATCHDOG=1` from the proxy's runtime at half the watchdog

@@ -43,6 +43,11 @@ pub struct LocalCapture {
 }
 
 impl LocalCapture {
+    /// Returns the attached eBPF programs, for `odoogate status`.
+    pub fn attachments(&self) -> Vec<String> {
+        self.capture.as_ref().map(Capture::attachments).unwrap_or_default()
+    }
+
     /// Attaches the cgroup programs (with the guard when `config.guard` is
     /// set) and starts filing origins into `origins` and refusals into
     /// `sink`.

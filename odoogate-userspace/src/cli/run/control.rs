@@ -1,0 +1,158 @@
+//! The running daemon's side of the control socket: the `status` response
+//! and the `reload` that puts a new configuration in force.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Instant, SystemTime};
+
+use serde_json::{Value, json};
+
+use crate::capture::CaptureStats;
+use crate::config::Config;
+use crate::control::{self, ConfigHandle, ControlRequest, ControlServer, Handler};
+use crate::grant::Grant;
+use crate::policy::rate::BucketLevel;
+use crate::policy::runtime::{CallCounts, PolicyRuntime};
+use crate::proxy::LivePolicy;
+
+/// The grants and rate-limit buckets of a daemon, as status shows them.
+pub trait PolicyView: Send + Sync {
+    fn active_grants(&self, now: SystemTime) -> Vec<Grant>;
+    fn buckets(&self, now: Instant) -> Vec<BucketLevel>;
+}
+
+impl PolicyView for Mutex<PolicyRuntime> {
+    fn active_grants(&self, now: SystemTime) -> Vec<Grant> {
+        self.lock().unwrap_or_else(PoisonError::into_inner).active_grants(now)
+    }
+
+    fn buckets(&self, now: Instant) -> Vec<BucketLevel> {
+        self.lock().unwrap_or_else(PoisonError::into_inner).buckets(now)
+    }
+}
+
+impl PolicyView for LivePolicy {
+    fn active_grants(&self, now: SystemTime) -> Vec<Grant> {
+        LivePolicy::active_grants(self, now)
+    }
+
+    fn buckets(&self, now: Instant) -> Vec<BucketLevel> {
+        LivePolicy::buckets(self, now)
+    }
+}
+
+/// Returns the kernel capture counters, when a capture runs.
+pub type CaptureStatsSource = Box<dyn Fn() -> CaptureStats + Send + Sync>;
+
+/// What the `status` response is built from.
+pub struct StatusSources {
+    pub handle: Arc<ConfigHandle>,
+    pub started: SystemTime,
+    /// The eBPF programs of the capture, as `tcx ingress lo`.
+    pub capture: Vec<String>,
+    /// How calls reach the proxy: `sk_lookup on ports 8069` or
+    /// `listen 127.0.0.1:8070`; `None` in observe mode.
+    pub steering: Option<String>,
+    pub counts: Arc<CallCounts>,
+    pub policy: Arc<dyn PolicyView>,
+    pub capture_stats: Option<CaptureStatsSource>,
+}
+
+impl StatusSources {
+    /// Builds the `status` response object.
+    pub fn status(&self) -> Value {
+        let config = self.handle.current();
+        let now = SystemTime::now();
+        let grants: Vec<Value> = self.policy.active_grants(now).iter().map(grant_json).collect();
+        let buckets: Vec<Value> = self
+            .policy
+            .buckets(Instant::now())
+            .into_iter()
+            .map(|bucket| json!({ "limit": bucket.limit, "available": bucket.available, "burst": bucket.burst }))
+            .collect();
+        let mut status = json!({
+            "ok": true,
+            "mode": config.policy.mode.as_str(),
+            "config": self.handle.path().display().to_string(),
+            "config_loaded": timestamp(self.handle.loaded_at()),
+            "started": timestamp(self.started),
+            "capture": self.capture,
+            "steering": self.steering.as_deref().unwrap_or("none"),
+            "calls": self.counts.snapshot(),
+            "grants": grants,
+            "rate_limits": buckets,
+        });
+        if let Some(stats) = &self.capture_stats {
+            status["capture_stats"] = capture_stats_json(&stats());
+        }
+        status
+    }
+}
+
+/// Starts the control socket at `control.socket`, answering `status` from
+/// `sources` and handling `reload` with [`reload`]. A socket that cannot be
+/// created is logged and the daemon runs without it, since SIGHUP still
+/// reloads.
+pub fn start_server(
+    sources: StatusSources,
+    apply: impl Fn(Arc<Config>) + Send + Sync + 'static,
+) -> Option<ControlServer> {
+    let path = sources.handle.current().control.socket.clone();
+    let sources = Arc::new(sources);
+    let handler: Handler = {
+        let sources = sources.clone();
+        Arc::new(move |request| match request {
+            ControlRequest::Status => sources.status(),
+            ControlRequest::Reload => reload(&sources.handle, &apply),
+        })
+    };
+    match ControlServer::start(&path, handler) {
+        Ok(server) => {
+            tracing::info!(socket = %path.display(), "Listening on the control socket");
+            Some(server)
+        }
+        Err(error) => {
+            tracing::warn!(
+                socket = %path.display(),
+                %error,
+                "Failed to create the control socket; odoogate status and odoogate reload are unavailable, SIGHUP still reloads"
+            );
+            None
+        }
+    }
+}
+
+/// Reloads the configuration file, hands the new configuration to `apply`
+/// when it is valid, and returns the `reload` response. An invalid file
+/// keeps the old configuration; the error is logged and returned.
+pub fn reload(handle: &ConfigHandle, apply: &dyn Fn(Arc<Config>)) -> Value {
+    let response = control::reload_response(handle);
+    if response["ok"] == true {
+        apply(handle.current());
+    }
+    response
+}
+
+fn grant_json(grant: &Grant) -> Value {
+    json!({
+        "id": grant.id,
+        "target": grant.target(),
+        "expires": grant.expires.to_string(),
+        "reason": grant.reason,
+    })
+}
+
+fn capture_stats_json(stats: &CaptureStats) -> Value {
+    json!({
+        "packets": stats.packets,
+        "records": stats.records,
+        "ring_buffer_full": stats.ring_full,
+        "payload_truncated": stats.truncated,
+        "load_errors": stats.load_errors,
+        "malformed_records": stats.malformed_records,
+    })
+}
+
+fn timestamp(time: SystemTime) -> Value {
+    let rounded = jiff::Timestamp::try_from(time).ok().and_then(|time| time.round(jiff::Unit::Second).ok());
+    rounded.map_or(Value::Null, |time| Value::String(time.to_string()))
+}
