@@ -2,6 +2,7 @@
 //! the demo and the test suite. Every step is idempotent.
 
 mod bench;
+mod deb;
 mod fuzz;
 mod setup;
 
@@ -31,6 +32,16 @@ enum Task {
         /// Extra arguments for `cargo test`, such as a test name filter.
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
+    },
+    /// Write the man pages to target/man and the bash, zsh and fish
+    /// completions to target/completions.
+    Man,
+    /// Build the Debian package target/debian/odoogate_*.deb, installing
+    /// cargo-deb from crates.io if missing.
+    Deb {
+        /// Package version instead of the crate's (for upgrade tests).
+        #[arg(long)]
+        deb_version: Option<String>,
     },
     /// Benchmark the RPC decoders against Python's and write
     /// docs/benchmarks.md (needs python3).
@@ -72,6 +83,12 @@ fn main() -> Result<()> {
                 .env("ODOOGATE_BIN", root.join("target/release/odoogate"))
                 .env("ODOOGATE_PYTHON", setup::venv_python(&root));
             run_command(&mut command)
+        }
+        Task::Man => deb::man(&root, None),
+        Task::Deb { deb_version } => {
+            setup::run(&root)?;
+            build(&root)?;
+            deb::deb(&root, deb_version.as_deref())
         }
         Task::Bench => bench::run(&root),
         Task::Fuzz { target, seconds } => fuzz::run(&root, target.as_deref(), seconds),
