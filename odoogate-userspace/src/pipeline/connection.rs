@@ -11,6 +11,7 @@ use crate::http::{HttpRequest, HttpResponse};
 use crate::identity::{self, SessionTable, Source};
 use crate::policy::runtime::PolicyRuntime;
 use crate::rpc::{self, Call, CallKind, DecodeLimits, Protocol};
+use crate::token::TokenStore;
 use std::collections::VecDeque;
 
 /// The web client's logout route (`GET`, answered with a redirect).
@@ -71,6 +72,8 @@ pub struct CallContext<'a> {
     pub config: &'a Config,
     pub sessions: &'a mut SessionTable,
     pub policy: &'a mut PolicyRuntime,
+    /// The scoped tokens, when the store could be loaded.
+    pub tokens: Option<&'a TokenStore>,
 }
 
 /// A request that was framed and is waiting for its response.
@@ -225,7 +228,8 @@ impl Connection {
     }
 
     fn on_request(&mut self, request: HttpRequest, context: &mut CallContext<'_>) -> Vec<AuditRecord> {
-        let CallContext { config, sessions, policy } = context;
+        let CallContext { config, sessions, policy, tokens } = context;
+        let tokens: Option<&TokenStore> = *tokens;
         let config: &Config = config;
         let mut output = Vec::new();
         self.responses.expect_response(&request.method);
@@ -267,10 +271,29 @@ impl Connection {
 
         let pending = match call {
             Some(call) => {
-                let resolution = identity::resolve(config, Some(&call), &request.headers, &source, sessions);
-                let decided = records::decide_call(&call, &request, &resolution, config, policy);
+                let (resolution, invalid_token) = match tokens {
+                    Some(store) => {
+                        let now = std::time::SystemTime::now();
+                        let resolved = identity::resolve_with_tokens(config, store, Some(&call), &request.headers, &source, sessions, now);
+                        (resolved.resolution, resolved.invalid_token)
+                    }
+                    None => (identity::resolve(config, Some(&call), &request.headers, &source, sessions), None),
+                };
+                let mut decided = records::decide_call(&call, &request, &resolution, config, policy);
+                if let Some(invalid) = &invalid_token {
+                    // Enforce mode answers AccessDenied whatever the other
+                    // match kinds say, so observe mode records would_deny.
+                    decided.verdict.allowed = false;
+                    decided.verdict.rule = None;
+                    decided.verdict.reason = invalid.reason_text();
+                }
                 let mut record = records::call_record(&call, &request, &resolution, &source, config, &decided.verdict);
-                record.error_code = decode_failure.map(str::to_owned);
+                if let Some(invalid) = &invalid_token {
+                    record.error_code = Some(invalid.reason.code().to_owned());
+                }
+                if let Some(code) = decode_failure {
+                    record.error_code = Some(code.to_owned());
+                }
                 PendingCall {
                     record: Some(record),
                     integration: resolution.integration.clone(),

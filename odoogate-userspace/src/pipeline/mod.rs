@@ -10,6 +10,7 @@
 
 mod connection;
 pub(crate) mod records;
+mod tokens;
 
 pub(crate) use connection::track_session;
 
@@ -22,6 +23,7 @@ use crate::config::Config;
 use crate::identity::SessionTable;
 use crate::policy::runtime::{CallCounts, PolicyRuntime};
 use connection::{CallContext, Connection, Origin};
+use tokens::ObservedTokens;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -55,6 +57,7 @@ pub struct Pipeline {
     pending_origins: HashMap<(Endpoint, Endpoint), (Origin, Instant)>,
     cgroups: Option<CgroupResolver>,
     sessions: SessionTable,
+    tokens: ObservedTokens,
     /// Grants and rate-limit buckets, shared with the control socket's
     /// status response.
     policy: Arc<Mutex<PolicyRuntime>>,
@@ -81,6 +84,7 @@ impl Pipeline {
         let flows = FlowTable::new(limits, config.odoo.ports.clone());
         let limiter = ErrorRateLimiter::new(config.audit.error_records_per_minute);
         let policy = Arc::new(Mutex::new(PolicyRuntime::new(&config.policy.grants_file)));
+        let tokens = ObservedTokens::new(&config.tokens.store);
         Self {
             policy,
             counts: Arc::new(CallCounts::new()),
@@ -91,6 +95,7 @@ impl Pipeline {
             pending_origins: HashMap::new(),
             cgroups,
             sessions: SessionTable::default(),
+            tokens,
             sink,
             limiter,
             last_capture_stats: CaptureStats::default(),
@@ -156,6 +161,7 @@ impl Pipeline {
         self.flow_events = events;
 
         let now = Instant::now();
+        self.tokens.refresh(now);
         self.pending_origins.retain(|_, (_, seen)| now.duration_since(*seen) < ORIGIN_TTL);
         if let Some(cutoff) = std::time::SystemTime::now().checked_sub(SESSION_LIFETIME) {
             self.sessions.expire_before(cutoff);
@@ -182,6 +188,7 @@ impl Pipeline {
         for record in self.limiter.flush(Instant::now() + Duration::from_secs(3600)) {
             self.sink.write(&record);
         }
+        self.tokens.flush();
     }
 
     fn handle_origin(&mut self, origin: FlowOrigin) {
@@ -211,7 +218,12 @@ impl Pipeline {
             FlowEvent::Data { conn_id, direction, bytes, timestamp_ns } => {
                 let Some(connection) = self.connections.get_mut(&conn_id) else { return };
                 let mut policy = lock(&self.policy);
-                let mut context = CallContext { config: &self.config, sessions: &mut self.sessions, policy: &mut policy };
+                let mut context = CallContext {
+                    config: &self.config,
+                    sessions: &mut self.sessions,
+                    policy: &mut policy,
+                    tokens: self.tokens.store(),
+                };
                 let output = connection.push(direction, &bytes, timestamp_ns, &mut context);
                 drop(policy);
                 self.write_output(output);
@@ -232,7 +244,12 @@ impl Pipeline {
                 self.by_endpoints.remove(&endpoints);
             }
             let mut policy = lock(&self.policy);
-            let mut context = CallContext { config: &self.config, sessions: &mut self.sessions, policy: &mut policy };
+            let mut context = CallContext {
+                config: &self.config,
+                sessions: &mut self.sessions,
+                policy: &mut policy,
+                tokens: self.tokens.store(),
+            };
             let output = connection.finish(why, &mut context);
             drop(policy);
             self.write_output(output);

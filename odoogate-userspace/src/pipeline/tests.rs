@@ -448,3 +448,46 @@ fn set_config_changes_next_decision() {
     assert_eq!(records[0].decision, Some(Decision::WouldDeny));
     assert_eq!(records[1].decision, Some(Decision::Allow));
 }
+
+#[test]
+fn observe_mode_identifies_scoped_tokens() {
+    let dir = std::env::temp_dir().join(format!("odoogate-pipeline-tokens-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = dir.join("tokens.json");
+    let (_, token) = crate::token::TokenStore::create(&store, "website-form", None, std::time::SystemTime::now()).unwrap();
+    let text = format!("{CONFIG}\n[tokens]\nstore = \"{}\"\n", store.display());
+    let config = Arc::new(crate::config::parse(&text, "test.toml").expect("test config is valid"));
+    let sink = MemorySink::default();
+    let mut pipeline = Pipeline::new(config, None, Box::new(sink.clone()));
+
+    // From an address no integration matches, with the token in the header
+    // Odoo ignores, and then with a token that was never issued.
+    let mut conn = Conn::new("10.0.0.9:40020");
+    conn.open(&mut pipeline);
+    // Changing one character of the random part breaks the checksum.
+    let mut tampered: Vec<char> = token.expose().chars().collect();
+    tampered[10] = if tampered[10] == 'a' { 'b' } else { 'a' };
+    let tampered: String = tampered.into_iter().collect();
+    for presented in [token.expose().to_owned(), tampered] {
+        let request = String::from_utf8(jsonrpc_request("crm.lead", "create")).unwrap();
+        let request = request.replacen("Host: odoo\r\n", &format!("Host: odoo\r\nX-Odoogate-Token: {presented}\r\n"), 1);
+        conn.send(&mut pipeline, request.as_bytes());
+        conn.answer(&mut pipeline, &jsonrpc_response("42"));
+    }
+    conn.close(&mut pipeline);
+    pipeline.finish();
+
+    let records = calls(&sink);
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert_eq!(records[0].identity, Some(Identity::Token));
+    assert_eq!(records[0].integration.as_deref(), Some("website-form"));
+    assert_eq!(records[0].decision, Some(Decision::Allow));
+    assert_eq!(records[1].identity, Some(Identity::None), "{:?}", records[1]);
+    assert_eq!(records[1].decision, Some(Decision::WouldDeny));
+    assert!(records[1].error_code.as_deref().is_some_and(|code| code.ends_with("token")), "{:?}", records[1]);
+    for record in &records {
+        assert!(!format!("{record:?}").contains(token.expose()), "no record holds the token");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
