@@ -113,6 +113,7 @@ allow = [
   {{ models = ["res.partner"], methods = ["search"], rate = "1/h", burst = 2 }},
   {{ models = ["res.partner"], methods = ["write"], fields = ["name"] }},
   {{ models = ["res.partner"], methods = {reader_methods} }},
+  {{ models = ["res.partner"], methods = ["search_read"], read_fields = ["id", "name"], narrow_reads = true }},
 ]
 
 [[integration]]
@@ -218,6 +219,17 @@ fn run_applies_limits_grants_and_reloads() {
     assert!(refused.contains("<fault>"), "{refused}");
     assert!(refused.contains("field email is not in fields"), "{refused}");
 
+    // Read limit with narrow_reads: the read goes through with only the
+    // allowed fields.
+    let (status, _, body) = json2(listen_port, READER_KEY, "res.partner", "search_read", json!({"domain": [], "fields": ["name", "email"]}));
+    assert_eq!(status, 200, "{body}");
+    let rows = body.as_array().expect("a list of records");
+    assert!(!rows.is_empty(), "{body}");
+    for row in rows {
+        assert!(row.get("name").is_some(), "{body}");
+        assert!(row.get("email").is_none(), "{body}");
+    }
+
     // A disabled integration passes only under a grant.
     let (status, body) = nightly_count(listen_port);
     assert_eq!(status, 403, "{body}");
@@ -235,7 +247,7 @@ fn run_applies_limits_grants_and_reloads() {
     assert!(shown.contains("mode: enforce"), "{shown}");
     assert!(shown.contains(&grant_id), "{shown}");
     assert!(shown.contains("  nightly:\n    allow: 1\n    deny: 1\n"), "{shown}");
-    assert!(shown.contains("  reader:\n    allow: 2\n    deny: 3\n"), "{shown}");
+    assert!(shown.contains("  reader:\n    allow: 3\n    deny: 3\n"), "{shown}");
     assert!(shown.contains("limit: reader.allow[0].rate = 1/h, burst 2"), "{shown}");
 
     let revoked = odoogate(&["revoke-grant", &grant_id], &config);
@@ -276,4 +288,10 @@ fn run_applies_limits_grants_and_reloads() {
     assert_eq!(granted.len(), 1, "{records:?}");
     assert_eq!(granted[0]["ODOOGATE_DECISION"], "allow");
     assert_eq!(granted[0]["ODOOGATE_INTEGRATION"], "nightly");
+    let narrowed: Vec<&Json> = records.iter().filter(|record| record["ODOOGATE_METHOD"] == "search_read").collect();
+    assert_eq!(narrowed.len(), 1, "{records:?}");
+    assert_eq!(narrowed[0]["ODOOGATE_DECISION"], "allow");
+    assert_eq!(narrowed[0]["ODOOGATE_FIELDS"], "name");
+    let reason = narrowed[0]["ODOOGATE_REASON"].as_str().unwrap();
+    assert!(reason.contains("with the read narrowed to fields name"), "{reason}");
 }

@@ -82,7 +82,7 @@ pub fn call_record(
     config: &Config,
     verdict: &Verdict,
 ) -> AuditRecord {
-    let decision = policy::decision(&verdict, config.policy.mode);
+    let decision = policy::decision(verdict, config.policy.mode);
 
     let integration = resolution.integration.as_deref().unwrap_or("unidentified");
     let message = format!(

@@ -35,6 +35,7 @@
 mod connector;
 pub mod deny;
 mod live;
+mod narrow;
 pub mod origin;
 mod read;
 mod recorder;

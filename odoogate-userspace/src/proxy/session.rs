@@ -15,6 +15,7 @@ use super::read::{BodyRead, RequestStart};
 use super::recorder::Recorder;
 use super::stream::{Peer, StreamError};
 use super::live::LivePolicy;
+use super::narrow::{self, Narrowed};
 use super::tokens::LiveTokens;
 use super::wire::{self, OwnResponse};
 use crate::audit::{AuditEvent, AuditRecord, Decision};
@@ -25,6 +26,7 @@ use crate::audit::Identity;
 use crate::identity::{self, InvalidToken, Resolution, SessionTable, Source, TokenResolution};
 use crate::token::{ServiceCredentials, TokenStore, rewrite_request};
 use crate::pipeline::records;
+use crate::policy::runtime::Decided;
 use crate::rpc::{self, Call, CallKind, DecodeError, DecodeLimits};
 
 /// Largest request or response head odoogate reads.
@@ -195,6 +197,11 @@ impl<'s, C: UpstreamConnector> Session<'s, C> {
             return self.deny_token(request, call, record, &invalid, keep_alive).await;
         }
         let decided = self.shared.live.decide(call, request, &resolution, &config);
+        let narrowed = self.narrow(request, call, &decided, &resolution);
+        let (request, call, decided) = match &narrowed {
+            Some((narrowed, decided)) => (&narrowed.request, &narrowed.call, decided.clone()),
+            None => (request, call, decided),
+        };
         let mut record = records::call_record(call, request, &resolution, &self.source, &config, &decided.verdict);
         if record.decision == Some(Decision::Deny) {
             let message = access_error_message(&record);
@@ -244,6 +251,27 @@ impl<'s, C: UpstreamConnector> Session<'s, C> {
                 Err(error)
             }
         }
+    }
+
+    /// Rewrites a read that `decided` denies for its fields, when the rule
+    /// says `narrow_reads`, and decides on the rewritten call. Returns it
+    /// only when that decision allows it.
+    fn narrow(&self, request: &HttpRequest, call: &Call, decided: &Decided, resolution: &Resolution) -> Option<(Narrowed, Decided)> {
+        let fields = crate::policy::narrowing(call, &decided.verdict)?;
+        let limits = DecodeLimits { max_depth: MAX_DECODE_DEPTH, max_body_bytes: self.config.proxy.max_request_bytes };
+        let narrowed = match narrow::narrow(request, call, &fields, &limits) {
+            Ok(narrowed) => narrowed,
+            Err(error) => {
+                tracing::debug!(conn_id = self.source.conn_id, %error, "Failed to narrow a read; it stays denied");
+                return None;
+            }
+        };
+        let mut decided = self.shared.live.decide(&narrowed.call, &narrowed.request, resolution, &self.config);
+        if !decided.verdict.allowed {
+            return None;
+        }
+        decided.verdict.reason = format!("{}, with the read narrowed to fields {}", decided.verdict.reason, fields.join(","));
+        Some((narrowed, decided))
     }
 
     /// Resolves the integration of a call, its scoped token first. Without

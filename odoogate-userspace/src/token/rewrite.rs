@@ -144,6 +144,13 @@ fn rewrite_body(
 
 /// Parses a JSON body, lets `edit` change it and serializes it again.
 /// `edit` returns whether it wrote the credential and the context.
+/// Applies `edit` to a JSON request body and serializes it again, with the
+/// same depth and integer-size checks as the credential rewrite, so numbers
+/// keep their values.
+pub fn edit_json_body(body: &[u8], edit: impl FnOnce(&mut Json) -> Result<(), RewriteError>) -> Result<Bytes, RewriteError> {
+    edit_json(body, |value| edit(value).map(|()| (false, false))).map(|body| body.bytes)
+}
+
 fn edit_json(body: &[u8], edit: impl FnOnce(&mut Json) -> Result<(bool, bool), RewriteError>) -> Result<Body, RewriteError> {
     rpc::jsonrpc::check_depth(body, DecodeLimits::default().max_depth).map_err(RewriteError::Redecode)?;
     check_integer_sizes(body)?;

@@ -43,14 +43,14 @@ impl PolicyView for LivePolicy {
 /// Returns the kernel capture counters, when a capture runs.
 pub type CaptureStatsSource = Box<dyn Fn() -> CaptureStats + Send + Sync>;
 
-/// What the `status` response is built from.
+/// The sources of the `status` response.
 pub struct StatusSources {
     pub handle: Arc<ConfigHandle>,
     pub started: SystemTime,
     /// The eBPF programs of the capture, as `tcx ingress lo`.
     pub capture: Vec<String>,
-    /// How calls reach the proxy: `sk_lookup on ports 8069` or
-    /// `listen 127.0.0.1:8070`; `None` in observe mode.
+    /// The way calls reach the proxy, as `sk_lookup on ports [8069]` or
+    /// `listen 127.0.0.1:8070`. `None` in observe mode.
     pub steering: Option<String>,
     pub counts: Arc<CallCounts>,
     pub policy: Arc<dyn PolicyView>,
@@ -88,8 +88,8 @@ impl StatusSources {
     }
 }
 
-/// Starts the control socket at `control.socket`, answering `status` from
-/// `sources` and handling `reload` with [`reload`]. A socket that cannot be
+/// Starts the control socket at `control.socket`, which serves `status`
+/// from `sources` and handles `reload` with [`reload`]. A socket that cannot be
 /// created is logged and the daemon runs without it, since SIGHUP still
 /// reloads.
 pub fn start_server(

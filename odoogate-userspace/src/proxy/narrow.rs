@@ -1,0 +1,148 @@
+//! Narrowing a read instead of denying it: a `read` or `search_read` that
+//! requests fields outside the rule's `read_fields`, under
+//! `narrow_reads = true`, is sent to Odoo with its field list cut down to
+//! the allowed fields ([`crate::policy::narrowing`]).
+//!
+//! The rewritten request is decoded again and must name the same model,
+//! method and records with only allowed fields; the caller then decides on
+//! it again, and that decision, not the rewrite, lets it through.
+//!
+//! Where the field list goes:
+//!
+//! | surface | `fields` |
+//! |---|---|
+//! | `/jsonrpc` `execute_kw` | `args[5][1]` when given there, else `args[6].fields` |
+//! | `/web/dataset/call_kw` | `params.args[1]` when given there, else `params.kwargs.fields` |
+//! | `/json/2/<model>/<method>` | the body's `fields` |
+//!
+//! NOTE: XML-RPC reads are not narrowed; they stay denied.
+
+use serde_json::{Map, Value as Json};
+
+use crate::http::HttpRequest;
+use crate::rpc::{self, Call, DecodeLimits, Protocol};
+use crate::token::{RewriteError, edit_json_body};
+
+/// The reason a read could not be narrowed. The call then stays denied.
+#[derive(Debug, thiserror::Error)]
+pub enum NarrowError {
+    #[error("reads over {0} are not narrowed")]
+    Unsupported(&'static str),
+    #[error("cannot rewrite the field list: {0}")]
+    Rewrite(#[from] RewriteError),
+    #[error("the narrowed request does not decode: {0}")]
+    Redecode(String),
+    #[error("the narrowed request decodes to a different call: {0}")]
+    Changed(&'static str),
+}
+
+/// A read with its field list cut down.
+#[derive(Debug)]
+pub struct Narrowed {
+    pub request: HttpRequest,
+    pub call: Call,
+}
+
+/// Rewrites `request` (decoded as `call`) to read only `fields`.
+pub fn narrow(request: &HttpRequest, call: &Call, fields: &[String], limits: &DecodeLimits) -> Result<Narrowed, NarrowError> {
+    let list = Json::Array(fields.iter().cloned().map(Json::String).collect());
+    let body = match call.protocol {
+        Protocol::JsonRpc => edit_json_body(&request.body, |envelope| set_in_execute_kw(envelope, list))?,
+        Protocol::Web => edit_json_body(&request.body, |envelope| set_in_call_kw(envelope, list))?,
+        Protocol::Json2 => edit_json_body(&request.body, |body| {
+            object_mut(body, "the body")?.insert("fields".to_owned(), list);
+            Ok(())
+        })?,
+        Protocol::XmlRpc => return Err(NarrowError::Unsupported("/xmlrpc/2")),
+        Protocol::XmlRpcLegacy => return Err(NarrowError::Unsupported("/xmlrpc")),
+    };
+    let narrowed = HttpRequest { body, body_truncated: false, ..request.clone() };
+    let decoded = match rpc::decode_request(&narrowed, limits) {
+        Ok(Some(decoded)) => decoded,
+        Ok(None) => return Err(NarrowError::Redecode("not an RPC call".to_owned())),
+        Err(error) => return Err(NarrowError::Redecode(error.to_string())),
+    };
+    confirm(call, &decoded, fields)?;
+    Ok(Narrowed { request: narrowed, call: decoded })
+}
+
+/// Checks that the narrowed call is the original one reading only `fields`.
+fn confirm(original: &Call, narrowed: &Call, fields: &[String]) -> Result<(), NarrowError> {
+    if narrowed.model != original.model || narrowed.method != original.method {
+        return Err(NarrowError::Changed("model or method"));
+    }
+    if narrowed.record_ids != original.record_ids || narrowed.uid != original.uid || narrowed.db != original.db {
+        return Err(NarrowError::Changed("records, user or database"));
+    }
+    if narrowed.reads_all_fields || narrowed.fields.iter().any(|field| !fields.contains(field)) {
+        return Err(NarrowError::Changed("fields"));
+    }
+    if !narrowed.mismatches.is_empty() {
+        return Err(NarrowError::Changed("mismatches"));
+    }
+    Ok(())
+}
+
+/// `/jsonrpc` `object.execute_kw`: `args[5]` is the positional list and
+/// `args[6]` the keyword arguments.
+fn set_in_execute_kw(envelope: &mut Json, fields: Json) -> Result<(), RewriteError> {
+    let params = object_mut(envelope, "the request")?.get_mut("params");
+    let params = params.and_then(Json::as_object_mut).ok_or_else(|| invalid("params is not an object"))?;
+    let is_execute_kw = params.get("service").and_then(Json::as_str) == Some("object")
+        && params.get("method").and_then(Json::as_str) == Some("execute_kw");
+    if !is_execute_kw {
+        return Err(invalid("only object.execute_kw is narrowed"));
+    }
+    let args = params.get_mut("args").and_then(Json::as_array_mut).ok_or_else(|| invalid("params.args is not a list"))?;
+    if args.len() < 6 {
+        return Err(invalid("execute_kw with fewer than 6 arguments"));
+    }
+    if args.len() == 6 {
+        args.push(Json::Object(Map::new()));
+    }
+    let (positional, keywords) = args.split_at_mut(6);
+    set_fields(&mut positional[5], &mut keywords[0], fields)
+}
+
+/// `/web/dataset/call_kw`: `params.args` and `params.kwargs`.
+fn set_in_call_kw(envelope: &mut Json, fields: Json) -> Result<(), RewriteError> {
+    let params = object_mut(envelope, "the request")?.get_mut("params");
+    let params = params.and_then(Json::as_object_mut).ok_or_else(|| invalid("params is not an object"))?;
+    let mut args = params.remove("args").unwrap_or_else(|| Json::Array(Vec::new()));
+    let mut kwargs = params.remove("kwargs").unwrap_or_else(|| Json::Object(Map::new()));
+    let result = set_fields(&mut args, &mut kwargs, fields);
+    params.insert("args".to_owned(), args);
+    params.insert("kwargs".to_owned(), kwargs);
+    result
+}
+
+/// Sets the field list of `read(ids, fields)` or `search_read(domain,
+/// fields)`: both take it second, so it is replaced at position 1 when the
+/// call gives it there, and set as the keyword `fields` otherwise (or as
+/// well, when the call gives both).
+fn set_fields(positional: &mut Json, keywords: &mut Json, fields: Json) -> Result<(), RewriteError> {
+    let positional = positional.as_array_mut().ok_or_else(|| invalid("the positional arguments are not a list"))?;
+    if !keywords.is_object() {
+        *keywords = Json::Object(Map::new());
+    }
+    let keywords = keywords.as_object_mut().expect("made an object above");
+    let in_positional = positional.len() > 1;
+    if in_positional {
+        positional[1] = fields.clone();
+    }
+    if !in_positional || keywords.contains_key("fields") {
+        keywords.insert("fields".to_owned(), fields);
+    }
+    Ok(())
+}
+
+fn object_mut<'j>(value: &'j mut Json, name: &str) -> Result<&'j mut Map<String, Json>, RewriteError> {
+    value.as_object_mut().ok_or_else(|| RewriteError::Json(format!("{name} is not an object")))
+}
+
+fn invalid(message: &str) -> RewriteError {
+    RewriteError::Json(message.to_owned())
+}
+
+#[cfg(test)]
+mod tests;

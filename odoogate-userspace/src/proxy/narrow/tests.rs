@@ -1,0 +1,116 @@
+use bytes::Bytes;
+use serde_json::json;
+
+use super::*;
+use crate::http::message::{Headers, HttpVersion};
+
+fn request(target: &str, headers: &[(&str, &str)], body: &Json) -> HttpRequest {
+    HttpRequest {
+        method: "POST".to_owned(),
+        target: target.to_owned(),
+        version: HttpVersion::Http11,
+        headers: Headers(headers.iter().map(|(n, v)| ((*n).to_owned(), Bytes::from(v.to_string()))).collect()),
+        body: Bytes::from(body.to_string()),
+        body_truncated: false,
+        anomalies: Vec::new(),
+        first_byte_ns: 0,
+        last_byte_ns: 0,
+    }
+}
+
+fn decode(request: &HttpRequest) -> Call {
+    rpc::decode_request(request, &DecodeLimits::default()).unwrap().unwrap()
+}
+
+fn body(narrowed: &Narrowed) -> Json {
+    serde_json::from_slice(&narrowed.request.body).unwrap()
+}
+
+fn allowed() -> Vec<String> {
+    vec!["name".to_owned()]
+}
+
+const JSON: &[(&str, &str)] = &[("Content-Type", "application/json")];
+
+#[test]
+fn jsonrpc_positional_fields_replaced() {
+    let original = request(
+        "/jsonrpc",
+        JSON,
+        &json!({"jsonrpc": "2.0", "method": "call", "id": 1, "params": {"service": "object", "method": "execute_kw",
+            "args": ["odoo19", 2, "pw", "res.partner", "read", [[7], ["name", "email"]]]}}),
+    );
+    let narrowed = narrow(&original, &decode(&original), &allowed(), &DecodeLimits::default()).unwrap();
+
+    assert_eq!(narrowed.call.fields, ["name"]);
+    assert_eq!(narrowed.call.record_ids, [7]);
+    assert_eq!(body(&narrowed)["params"]["args"][5], json!([[7], ["name"]]));
+}
+
+#[test]
+fn jsonrpc_all_fields_gets_keyword() {
+    let original = request(
+        "/jsonrpc",
+        JSON,
+        &json!({"jsonrpc": "2.0", "method": "call", "id": 1, "params": {"service": "object", "method": "execute_kw",
+            "args": ["odoo19", 2, "pw", "res.partner", "search_read", [[]]]}}),
+    );
+    let call = decode(&original);
+    assert!(call.reads_all_fields);
+    let narrowed = narrow(&original, &call, &allowed(), &DecodeLimits::default()).unwrap();
+
+    assert!(!narrowed.call.reads_all_fields);
+    assert_eq!(narrowed.call.fields, ["name"]);
+    assert_eq!(body(&narrowed)["params"]["args"][6], json!({"fields": ["name"]}));
+}
+
+#[test]
+fn web_call_kw_keyword_fields_replaced() {
+    let original = request(
+        "/web/dataset/call_kw/res.partner/search_read",
+        JSON,
+        &json!({"jsonrpc": "2.0", "method": "call", "id": 1, "params": {"model": "res.partner", "method": "search_read",
+            "args": [[]], "kwargs": {"fields": ["name", "phone"], "limit": 5}}}),
+    );
+    let narrowed = narrow(&original, &decode(&original), &allowed(), &DecodeLimits::default()).unwrap();
+
+    assert_eq!(narrowed.call.fields, ["name"]);
+    assert_eq!(body(&narrowed)["params"]["kwargs"], json!({"fields": ["name"], "limit": 5}));
+}
+
+#[test]
+fn json2_body_fields_replaced() {
+    let headers = [("Content-Type", "application/json"), ("Authorization", "bearer 0123456789abcdef0123456789abcdef01234567")];
+    let original = request("/json/2/res.partner/read", &headers, &json!({"ids": [3], "fields": ["name", "email"]}));
+    let narrowed = narrow(&original, &decode(&original), &allowed(), &DecodeLimits::default()).unwrap();
+
+    assert_eq!(narrowed.call.fields, ["name"]);
+    assert_eq!(narrowed.call.record_ids, [3]);
+    assert_eq!(body(&narrowed), json!({"ids": [3], "fields": ["name"]}));
+}
+
+#[test]
+fn xmlrpc_is_not_narrowed() {
+    let mut original = request("/xmlrpc/2/object", &[("Content-Type", "text/xml")], &json!(null));
+    original.body = Bytes::from_static(b"<?xml version=\"1.0\"?><methodCall><methodName>execute_kw</methodName><params><param><value><string>odoo19</string></value></param><param><value><int>2</int></value></param><param><value><string>pw</string></value></param><param><value><string>res.partner</string></value></param><param><value><string>read</string></value></param><param><value><array><data><value><array><data><value><int>1</int></value></data></array></value></data></array></value></param></params></methodCall>");
+    let error = narrow(&original, &decode(&original), &allowed(), &DecodeLimits::default()).unwrap_err();
+    assert!(matches!(error, NarrowError::Unsupported("/xmlrpc/2")), "{error}");
+}
+
+#[test]
+fn confirm_rejects_other_records() {
+    let original = request(
+        "/jsonrpc",
+        JSON,
+        &json!({"jsonrpc": "2.0", "method": "call", "id": 1, "params": {"service": "object", "method": "execute_kw",
+            "args": ["odoo19", 2, "pw", "res.partner", "read", [[7], ["name"]]]}}),
+    );
+    let call = decode(&original);
+    let mut other = call.clone();
+    other.record_ids = vec![8];
+    assert!(matches!(confirm(&call, &other, &allowed()), Err(NarrowError::Changed(_))));
+    other = call.clone();
+    other.fields = vec!["email".to_owned()];
+    assert!(matches!(confirm(&call, &other, &allowed()), Err(NarrowError::Changed("fields"))));
+    assert!(confirm(&call, &call, &allowed()).is_ok());
+}
