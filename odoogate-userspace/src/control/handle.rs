@@ -20,6 +20,8 @@ pub enum RestartSetting {
     RingBufferBytes,
     Mode,
     ProxyListen,
+    ProxyUpstream,
+    ControlSocket,
 }
 
 impl RestartSetting {
@@ -30,6 +32,8 @@ impl RestartSetting {
             Self::RingBufferBytes => "capture.ring_buffer_bytes",
             Self::Mode => "policy.mode",
             Self::ProxyListen => "proxy.listen",
+            Self::ProxyUpstream => "proxy.upstream",
+            Self::ControlSocket => "control.socket",
         }
     }
 }
@@ -119,6 +123,15 @@ fn keep_restart_settings(old: &Config, fresh: &mut Config) -> Vec<RestartSetting
     if fresh.proxy.listen != old.proxy.listen {
         fresh.proxy.listen = old.proxy.listen;
         changed.push(RestartSetting::ProxyListen);
+    }
+    // The proxy's connector and the control socket are set up at start.
+    if fresh.proxy.upstream != old.proxy.upstream {
+        fresh.proxy.upstream = old.proxy.upstream;
+        changed.push(RestartSetting::ProxyUpstream);
+    }
+    if fresh.control.socket != old.control.socket {
+        fresh.control.socket = old.control.socket.clone();
+        changed.push(RestartSetting::ControlSocket);
     }
     changed
 }

@@ -90,7 +90,8 @@ fn reload_reports_restart_settings() {
     let text = std::fs::read_to_string(&path).unwrap().replace("ports = [8069]", "ports = [8070]").replace("\"observe\"", "\"enforce\"");
     std::fs::write(&path, text).unwrap();
     let report = handle.reload().unwrap();
-    assert_eq!(report.needs_restart, [RestartSetting::Ports, RestartSetting::Mode]);
+    // The default proxy.upstream follows the first Odoo port, so it changed too.
+    assert_eq!(report.needs_restart, [RestartSetting::Ports, RestartSetting::Mode, RestartSetting::ProxyUpstream]);
     assert_eq!(handle.current().odoo.ports, [8069]);
     assert_eq!(handle.current().policy.mode, config::Mode::Observe);
 }
@@ -134,4 +135,19 @@ fn invalid_request_gets_error_response() {
     let response: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(response["ok"], false);
     assert!(response["error"].as_str().unwrap().starts_with("invalid request"), "{response}");
+}
+
+#[test]
+fn reload_keeps_control_socket() {
+    let dir = scratch("socket");
+    let path = dir.join("odoogate.toml");
+    write_config(&path, r#"{ models = ["crm.lead"], methods = ["read"] }"#);
+    let handle = handle(&path);
+    let before = handle.current().control.socket.clone();
+
+    let text = std::fs::read_to_string(&path).unwrap() + "\n[control]\nsocket = \"/run/elsewhere.sock\"\n";
+    std::fs::write(&path, text).unwrap();
+    let report = handle.reload().unwrap();
+    assert_eq!(report.needs_restart, [RestartSetting::ControlSocket]);
+    assert_eq!(handle.current().control.socket, before);
 }
