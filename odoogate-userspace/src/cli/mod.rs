@@ -7,7 +7,9 @@ mod install;
 mod explain;
 mod logging;
 mod manual;
+mod reload;
 mod run;
+mod status;
 mod suggest;
 mod token;
 mod uninstall;
@@ -55,6 +57,10 @@ enum Command {
     Explain(explain::ExplainArgs),
     /// Suggest least-privilege allow rules from the audit records.
     Suggest(suggest::SuggestArgs),
+    /// Print the running daemon's state (from its control socket).
+    Status(status::StatusArgs),
+    /// Ask the running daemon to re-read its configuration.
+    Reload(reload::ReloadArgs),
     /// Create, list, revoke and rotate scoped tokens.
     Token(token::TokenArgs),
     /// Install the systemd unit, a default configuration (never replacing
@@ -102,6 +108,8 @@ pub fn main() -> ExitCode {
         Command::Audit(args) => audit::audit(&args),
         Command::Explain(args) => explain::explain(&args),
         Command::Suggest(args) => suggest::suggest(&args),
+        Command::Status(args) => status::status(&args),
+        Command::Reload(args) => reload::reload(&args),
         Command::Token(args) => token::token(&args),
         Command::Install(args) => install::install(&args),
         Command::Grant(args) => grant::grant(&args),
