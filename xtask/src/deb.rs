@@ -1,10 +1,10 @@
 //! `cargo xtask man` and `cargo xtask deb`: the man pages, the shell
 //! completions and the Debian package.
 
-use crate::run_command;
-use anyhow::{Context as _, Result};
-use std::path::Path;
-use std::process::Command;
+use crate::{build, release_binary, run_command, setup};
+use anyhow::{Context as _, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 /// cargo-deb release that `deb` installs when `cargo deb` is missing.
 const CARGO_DEB_VERSION: &str = "3.8.0";
@@ -31,24 +31,47 @@ pub fn man(root: &Path, binary: Option<&Path>) -> Result<()> {
     run_command(&mut command)
 }
 
-/// Builds target/debian/odoogate_VERSION_ARCH.deb from the release binary,
-/// with `version` replacing the crate version when given.
-///
-/// NOTE: not yet run end to end here (cargo-deb was not installed), and no
-/// test installs the package with dpkg yet. Like `demo`, it expects the
-/// release binary under the workspace's target/, not $CARGO_TARGET_DIR.
-pub fn deb(root: &Path, version: Option<&str>) -> Result<()> {
-    man(root, Some(&root.join("target/release/odoogate")))?;
+/// Builds target/debian/odoogate_VERSION_ARCH.deb and returns its path:
+/// installs cargo-deb when missing, builds the release binary with its eBPF
+/// programs, writes the man pages and completions it ships, then packages.
+/// `version` replaces the crate version when given (the upgrade test builds
+/// a second package this way).
+pub fn build_package(root: &Path, version: Option<&str>) -> Result<PathBuf> {
     install_cargo_deb()?;
+    setup::run(root)?;
+    build(root)?;
+    man(root, Some(&release_binary(root)))?;
+
+    let output_dir = root.join("target/debian");
+    std::fs::create_dir_all(&output_dir).with_context(|| format!("failed to create {}", output_dir.display()))?;
+    // cargo-deb finds target/release/odoogate under $CARGO_TARGET_DIR
+    // itself (through `cargo metadata`), like `build` does.
     let mut command = Command::new("cargo");
     command
         .current_dir(root)
         .args(["deb", "--no-build", "--package", "odoogate-userspace", "--output"])
-        .arg(root.join("target/debian"));
+        .arg(&output_dir);
     if let Some(version) = version {
         command.args(["--deb-version", version]);
     }
-    run_command(&mut command)
+    let output = command
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("failed to start {command:?}"))?;
+    if !output.status.success() {
+        bail!("{command:?} failed: {}", output.status);
+    }
+    // cargo-deb prints the path of the package it wrote as its last line.
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let package = stdout
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|line| line.ends_with(".deb"))
+        .map(PathBuf::from)
+        .with_context(|| format!("cargo deb printed no .deb path; its output was: {stdout}"))?;
+    eprintln!("xtask: wrote {}", package.display());
+    Ok(package)
 }
 
 fn install_cargo_deb() -> Result<()> {
@@ -57,6 +80,10 @@ fn install_cargo_deb() -> Result<()> {
         return Ok(());
     }
     eprintln!("xtask: installing cargo-deb {CARGO_DEB_VERSION} from crates.io");
-    run_command(Command::new("cargo").args(["install", "--locked", "cargo-deb", "--version", CARGO_DEB_VERSION]))
-        .context("failed to install cargo-deb")
+    // Without $CARGO_TARGET_DIR, cargo install builds in a temporary
+    // directory and does not wait for the lock of a build running there.
+    run_command(Command::new("cargo")
+        .args(["install", "--locked", "cargo-deb", "--version", CARGO_DEB_VERSION])
+        .env_remove("CARGO_TARGET_DIR"))
+    .context("failed to install cargo-deb")
 }

@@ -4,6 +4,7 @@
 mod bench;
 mod deb;
 mod fuzz;
+mod packaging_test;
 mod setup;
 
 use anyhow::{Context as _, Result, bail};
@@ -29,6 +30,10 @@ enum Task {
     Demo,
     /// Run every test: unit, property, decoder and end-to-end (needs root).
     Test {
+        /// Run only the Debian package test instead: install, upgrade,
+        /// remove and purge the .deb in a Debian 12 chroot (needs root).
+        #[arg(long, conflicts_with = "args")]
+        packaging: bool,
         /// Extra arguments for `cargo test`, such as a test name filter.
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
@@ -69,10 +74,10 @@ fn main() -> Result<()> {
         Task::Demo => {
             setup::run(&root)?;
             build(&root)?;
-            let binary = root.join("target/release/odoogate");
-            run_command(Command::new(binary).arg("demo"))
+            run_command(Command::new(release_binary(&root)).arg("demo"))
         }
-        Task::Test { args } => {
+        Task::Test { packaging: true, .. } => packaging_test::run(&root),
+        Task::Test { packaging: false, args } => {
             setup::run(&root)?;
             build(&root)?;
             let mut command = Command::new("cargo");
@@ -80,25 +85,36 @@ fn main() -> Result<()> {
                 .current_dir(&root)
                 .args(["test", "--release"])
                 .args(&args)
-                .env("ODOOGATE_BIN", root.join("target/release/odoogate"))
+                .env("ODOOGATE_BIN", release_binary(&root))
                 .env("ODOOGATE_PYTHON", setup::venv_python(&root));
             run_command(&mut command)
         }
         Task::Man => deb::man(&root, None),
-        Task::Deb { deb_version } => {
-            setup::run(&root)?;
-            build(&root)?;
-            deb::deb(&root, deb_version.as_deref())
-        }
+        Task::Deb { deb_version } => deb::build_package(&root, deb_version.as_deref()).map(drop),
         Task::Bench => bench::run(&root),
         Task::Fuzz { target, seconds } => fuzz::run(&root, target.as_deref(), seconds),
     }
 }
 
-fn build(root: &Path) -> Result<()> {
+/// Builds the release binary with its eBPF programs, also when the caller's
+/// environment sets ODOOGATE_SKIP_EBPF_BUILD for its own debug builds: the
+/// demo, the tests and the package all need the programs.
+pub(crate) fn build(root: &Path) -> Result<()> {
     run_command(Command::new("cargo")
         .current_dir(root)
-        .args(["build", "--release", "--package", "odoogate-userspace"]))
+        .args(["build", "--release", "--package", "odoogate-userspace"])
+        .env_remove("ODOOGATE_SKIP_EBPF_BUILD"))
+}
+
+/// Returns the release build of the daemon: under $CARGO_TARGET_DIR when it
+/// is set (a relative one is taken from the workspace root, where `build`
+/// runs cargo), else under the workspace's target/.
+pub(crate) fn release_binary(root: &Path) -> PathBuf {
+    let target_dir = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => root.join(dir),
+        _ => root.join("target"),
+    };
+    target_dir.join("release/odoogate")
 }
 
 fn workspace_root() -> PathBuf {
