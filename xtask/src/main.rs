@@ -83,7 +83,7 @@ fn main() -> Result<()> {
             let mut command = Command::new("cargo");
             command
                 .current_dir(&root)
-                .args(["test", "--release"])
+                .args(["test", "--release", "--no-fail-fast"])
                 .args(&args)
                 .env("ODOOGATE_BIN", release_binary(&root))
                 .env("ODOOGATE_PYTHON", setup::venv_python(&root));
