@@ -7,15 +7,20 @@ use crate::control::{self, ControlRequest};
 
 #[derive(clap::Args)]
 pub struct ReloadArgs {
-    /// The control socket of the running daemon.
-    #[arg(long, default_value = control::DEFAULT_SOCKET)]
-    socket: PathBuf,
+    /// The control socket of the running daemon [default: `control.socket`
+    /// of the configuration file, else /run/odoogate/control.sock].
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// The daemon's configuration file, read for `control.socket`.
+    #[arg(long, short, default_value = super::DEFAULT_CONFIG)]
+    config: PathBuf,
 }
 
 /// Exits 0 when the new configuration is in force, 1 when the daemon kept
 /// the old one (the error is printed) or is not running.
 pub fn reload(args: &ReloadArgs) -> anyhow::Result<ExitCode> {
-    let response = control::send(&args.socket, ControlRequest::Reload)?;
+    let socket = super::status::control_socket(args.socket.as_deref(), &args.config);
+    let response = control::send(&socket, ControlRequest::Reload)?;
     if response["ok"] != true {
         let error = response["error"].as_str().unwrap_or("no error message");
         anyhow::bail!("the daemon kept its old configuration: {error}");
