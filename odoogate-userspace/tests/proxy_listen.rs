@@ -339,6 +339,7 @@ async fn ambiguous_framings_are_rejected() {
         ),
         ("bare LF", format!("POST /jsonrpc HTTP/1.1\nHost: odoo\nContent-Length: {len}\n\n{body}").into_bytes()),
         ("underscore header", post("/jsonrpc", &body, "X_Odoo_Db: odoo19\r\n")),
+        ("bare CR hiding a header", post("/jsonrpc", &body, "X-A: a\rTransfer-Encoding: chunked\r\n")),
         (
             "chunk line without CRLF",
             format!("POST /jsonrpc HTTP/1.1\r\nHost: odoo\r\nTransfer-Encoding: chunked\r\n\r\n{len:x}\n{body}\r\n0\r\n\r\n").into_bytes(),
@@ -357,7 +358,15 @@ async fn ambiguous_framings_are_rejected() {
     assert!(site.upstream.requests().is_empty(), "nothing reached Odoo: {:?}", site.upstream.requests());
 
     let anomalies: Vec<String> = site.records.of_event(AuditEvent::FramingAnomaly).iter().filter_map(|r| r.error_code.clone()).collect();
-    for code in ["duplicate_content_length", "content_length_with_transfer_encoding", "obs_fold", "bare_lf", "underscore_in_header_name", "chunk_line_not_crlf"] {
+    for code in [
+        "duplicate_content_length",
+        "content_length_with_transfer_encoding",
+        "obs_fold",
+        "bare_lf",
+        "bare_cr",
+        "underscore_in_header_name",
+        "chunk_line_not_crlf",
+    ] {
         assert!(anomalies.iter().any(|found| found == code), "{code} recorded: {anomalies:?}");
     }
     let denied = site.records.calls().into_iter().filter(|r| r.decision == Some(Decision::Deny)).count();

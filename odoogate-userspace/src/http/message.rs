@@ -44,6 +44,10 @@ pub enum FramingAnomaly {
     UnsupportedTransferCoding,
     /// A line ended by LF without CR.
     BareLf,
+    /// A CR not followed by LF inside the head. Python's header parser,
+    /// which Odoo's server uses, may end a line there, so the fields after
+    /// it could be read as separate headers.
+    BareCr,
     /// A header line continued on the next line (obs-fold).
     ObsFold,
     /// A header name containing `_`, which werkzeug drops.
@@ -64,6 +68,7 @@ impl FramingAnomaly {
             Self::ContentLengthWithTransferEncoding => "content_length_with_transfer_encoding",
             Self::UnsupportedTransferCoding => "unsupported_transfer_coding",
             Self::BareLf => "bare_lf",
+            Self::BareCr => "bare_cr",
             Self::ObsFold => "obs_fold",
             Self::UnderscoreInHeaderName => "underscore_in_header_name",
             Self::ChunkLineNotCrlf => "chunk_line_not_crlf",

@@ -103,7 +103,7 @@ pub fn call_record(
     record.protocol = Some(call.protocol.as_str());
     record.db = call.db.clone();
     record.uid = call.uid;
-    record.login = call.login.clone();
+    record.login = call.login.as_deref().map(redact_login);
     record.model = call.model.clone();
     record.method = match call.kind {
         CallKind::Model => call.method.clone(),
@@ -117,6 +117,15 @@ pub fn call_record(
     record.fields = call.fields.clone();
     record.path = Some(request.path().to_owned());
     record
+}
+
+/// Returns the login for the audit record, or a placeholder when the value
+/// is a secret sent in the wrong field: a scoped token or an Odoo API key.
+fn redact_login(login: &str) -> String {
+    if crate::token::TokenStore::looks_like_token(login) || crate::secret::Secret::new(login).looks_like_odoo_api_key() {
+        return "(secret in the login field, not recorded)".to_owned();
+    }
+    login.to_owned()
 }
 
 /// Logs the decision through tracing: denials at INFO, allows at DEBUG.

@@ -6,10 +6,15 @@
 //!
 //! - Group membership fields (`groups_id`, `group_ids`, `sel_groups_*`,
 //!   `in_group_*`) written by `create`, `write` or `web_save` on any model,
-//!   nested ones (`user_ids.groups_id`) included: groups decide every access
-//!   right and record rule, so this is privilege escalation.
-//! - `password` and `new_password` on `res.users`: setting another user's
-//!   password takes over that account.
+//!   nested ones (`user_ids.groups_id`) included, and by `copy` (its
+//!   `default` values) and `load` (its column names, such as
+//!   `groups_id/id`): groups decide every access right and record rule, so
+//!   this is privilege escalation.
+//! - `module_*` and `group_*` fields of `res.config.settings`, written or
+//!   applied with `execute`/`set_values`: they install modules and change
+//!   the groups of every user.
+//! - `password` and `new_password` on `res.users` (also through `copy` and
+//!   `load`): setting another user's password takes over that account.
 //! - Record changes (`create`, `write`, `unlink`, `copy`, `web_save`,
 //!   `load`, `name_create`) on:
 //!   `res.groups` and `res.users.apikeys` (access rights and credentials);
@@ -60,14 +65,20 @@ const RECORD_CHANGES: &[&str] = &["create", "write", "unlink", "copy", "web_save
 /// The guarded calls; the module documentation gives the reason of each.
 pub const GUARDS: &[Guard] = &[
     Guard {
+        models: &["res.config.settings"],
+        methods: &["create", "write", "web_save", "execute", "set_values"],
+        fields: &["module_*", "group_*"],
+        why: "its module_* fields install modules and its group_* fields change group membership",
+    },
+    Guard {
         models: &["*"],
-        methods: &["create", "write", "web_save"],
+        methods: &["create", "write", "web_save", "copy", "load"],
         fields: &["groups_id", "group_ids", "sel_groups_*", "in_group_*"],
         why: "it changes group membership, which grants access rights",
     },
     Guard {
         models: &["res.users"],
-        methods: &["create", "write", "web_save"],
+        methods: &["create", "write", "web_save", "copy", "load"],
         fields: &["password", "new_password"],
         why: "it sets a user's password",
     },
@@ -154,7 +165,9 @@ fn covers(guard: &Guard, call: &Call, model: &str, method: &str) -> bool {
     let method_matches = guard.methods.iter().any(|pattern| pattern_matches(pattern, method));
     let fields_match = guard.fields.is_empty()
         || call.fields.iter().any(|field| {
-            field.split('.').any(|part| guard.fields.iter().any(|pattern| pattern_matches(pattern, part)))
+            // `.` separates nested x2many fields, `/` the parts of a `load`
+            // column such as `groups_id/id`.
+            field.split(['.', '/']).any(|part| guard.fields.iter().any(|pattern| pattern_matches(pattern, part)))
         });
     model_matches && method_matches && fields_match
 }
@@ -191,6 +204,22 @@ mod tests {
         assert!(guarded("res.partner", "write", &["user_ids", "user_ids.group_ids"]));
         assert!(!guarded("res.users", "write", &["name", "email"]));
         assert!(!guarded("res.users", "read", &["groups_id"]));
+    }
+
+    #[test]
+    fn copy_and_load_cannot_set_groups_or_passwords() {
+        assert!(guarded("res.users", "copy", &["groups_id"]));
+        assert!(guarded("res.users", "copy", &["password"]));
+        assert!(guarded("res.users", "load", &["login", "groups_id/id"]));
+        assert!(guarded("res.users", "load", &["login", "password"]));
+        assert!(!guarded("res.users", "copy", &["name"]));
+    }
+
+    #[test]
+    fn settings_that_install_modules_are_guarded() {
+        assert!(guarded("res.config.settings", "create", &["module_crm"]));
+        assert!(guarded("res.config.settings", "execute", &["group_multi_currency"]));
+        assert!(!guarded("res.config.settings", "create", &["company_name"]));
     }
 
     #[test]

@@ -88,6 +88,13 @@ pub fn decide_with_grants(
         return Verdict::deny(format!("request mismatch: {}", call.mismatches.join("; ")));
     }
 
+    // Clients ask for the server version before they log in, without a
+    // credential (OdooRPC's first call is /web/webclient/version_info), so
+    // metadata is allowed even when unidentified calls are denied.
+    if call.kind == CallKind::Meta {
+        return Verdict::allow("metadata calls need no rule");
+    }
+
     let Some(name) = resolution.integration.as_deref() else {
         return match config.policy.unidentified {
             Unidentified::Allow => Verdict::allow("no integration matches the call; policy.unidentified = \"allow\""),

@@ -462,12 +462,14 @@ pub(super) fn ambiguous(anomalies: &[FramingAnomaly], is_rpc: bool) -> Vec<Frami
 /// The message of the AccessError a denied client sees: the integration,
 /// the call and the reason, never a credential.
 fn access_error_message(record: &AuditRecord) -> String {
-    let integration = record.integration.as_deref().unwrap_or("unidentified");
     let target = match (&record.model, &record.method) {
         (Some(model), Some(method)) => format!("{model}.{method}"),
         (None, Some(method)) => method.clone(),
         _ => "this call".to_owned(),
     };
     let reason = record.reason.as_deref().unwrap_or("not allowed");
-    format!("odoogate denied {target} to integration {integration}: {reason}")
+    match record.integration.as_deref() {
+        Some(integration) => format!("odoogate denied {target} to integration {integration}: {reason}"),
+        None => format!("odoogate denied {target}: {reason}"),
+    }
 }

@@ -152,6 +152,8 @@ fn collect_method_fields<V: ArgValue>(method: &str, args: &Arguments<'_, V>, fie
         "read" => fields.add_names_of(args.get(0, "fields")),
         "search_read" | "read_group" => fields.add_names_of(args.get(1, "fields")),
         "export_data" => fields.add_names_of(args.get(0, "fields_to_export")),
+        // load(fields, data): the column names it imports, such as `groups_id/id`.
+        "load" => fields.add_names_of(args.get(0, "fields")),
         "web_read" => add_specification(fields, args.get(0, "specification")),
         "web_search_read" => add_specification(fields, args.get(1, "specification")),
         _ => false,

@@ -101,7 +101,7 @@ pub(super) fn parse_head(head: &[u8], role: Role) -> Result<Head, HeadError> {
 }
 
 /// Splits a head into its lines without their line ends, leaving out the
-/// empty last line, and flags LF line ends without CR.
+/// empty last line, and flags LF line ends without CR and CRs without LF.
 fn split_lines<'a>(
     head: &'a [u8],
     anomalies: &mut Vec<FramingAnomaly>,
@@ -112,6 +112,10 @@ fn split_lines<'a>(
         .any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r'));
     if bare_lf {
         push_once(anomalies, FramingAnomaly::BareLf);
+    }
+    let bare_cr = head.iter().enumerate().any(|(i, &b)| b == b'\r' && head.get(i + 1) != Some(&b'\n'));
+    if bare_cr {
+        push_once(anomalies, FramingAnomaly::BareCr);
     }
     let body = head.strip_suffix(b"\n").unwrap_or(head);
     let body = body.strip_suffix(b"\r").unwrap_or(body);

@@ -254,6 +254,13 @@ fn bare_lf_head_is_flagged() {
 }
 
 #[test]
+fn bare_cr_in_header_is_flagged() {
+    let events = frame_requests(&[b"POST /a HTTP/1.1\r\nX-A: a\rTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\nab"]);
+    let request = only_request(&events);
+    assert!(request.anomalies.contains(&FramingAnomaly::BareCr), "{:?}", request.anomalies);
+}
+
+#[test]
 fn obs_fold_is_joined_and_flagged() {
     let events = frame_requests(&[b"GET /a HTTP/1.1\r\nX-Long: one\r\n\t two\r\n\r\n"]);
     let request = only_request(&events);
