@@ -14,20 +14,20 @@
 //! | `/jsonrpc` `execute_kw` | `args[5][1]` when given there, else `args[6].fields` |
 //! | `/web/dataset/call_kw` | `params.args[1]` when given there, else `params.kwargs.fields` |
 //! | `/json/2/<model>/<method>` | the body's `fields` |
+//! | `/xmlrpc/2/object`, `/xmlrpc/object` `execute_kw` | `params[5][1]` when given there, else `params[6].fields` |
 //!
-//! NOTE: XML-RPC reads are not narrowed; they stay denied.
+//! XML-RPC bodies are edited in place: only the `<array>` of the field list
+//! changes, and every other byte stays as the client sent it.
 
 use serde_json::{Map, Value as Json};
 
 use crate::http::HttpRequest;
 use crate::rpc::{self, Call, DecodeLimits, Protocol};
-use crate::token::{RewriteError, edit_json_body};
+use crate::token::{RewriteError, edit_json_body, edit_xml_fields};
 
 /// The reason a read could not be narrowed. The call then stays denied.
 #[derive(Debug, thiserror::Error)]
 pub enum NarrowError {
-    #[error("reads over {0} are not narrowed")]
-    Unsupported(&'static str),
     #[error("cannot rewrite the field list: {0}")]
     Rewrite(#[from] RewriteError),
     #[error("the narrowed request does not decode: {0}")]
@@ -53,8 +53,7 @@ pub fn narrow(request: &HttpRequest, call: &Call, fields: &[String], limits: &De
             object_mut(body, "the body")?.insert("fields".to_owned(), list);
             Ok(())
         })?,
-        Protocol::XmlRpc => return Err(NarrowError::Unsupported("/xmlrpc/2")),
-        Protocol::XmlRpcLegacy => return Err(NarrowError::Unsupported("/xmlrpc")),
+        Protocol::XmlRpc | Protocol::XmlRpcLegacy => edit_xml_fields(&request.body, fields)?,
     };
     let narrowed = HttpRequest { body, body_truncated: false, ..request.clone() };
     let decoded = match rpc::decode_request(&narrowed, limits) {

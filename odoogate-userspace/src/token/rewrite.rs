@@ -151,6 +151,13 @@ pub fn edit_json_body(body: &[u8], edit: impl FnOnce(&mut Json) -> Result<(), Re
     edit_json(body, |value| edit(value).map(|()| (false, false))).map(|body| body.bytes)
 }
 
+/// Sets the field list of an XML-RPC `execute_kw` `read` or `search_read`
+/// to `fields`, editing only those bytes of the body. The caller decodes the
+/// result again to confirm it.
+pub fn edit_xml_fields(body: &[u8], fields: &[String]) -> Result<Bytes, RewriteError> {
+    xml::set_fields(body, fields).map(Bytes::from).map_err(RewriteError::XmlRpc)
+}
+
 fn edit_json(body: &[u8], edit: impl FnOnce(&mut Json) -> Result<(bool, bool), RewriteError>) -> Result<Body, RewriteError> {
     rpc::jsonrpc::check_depth(body, DecodeLimits::default().max_depth).map_err(RewriteError::Redecode)?;
     check_integer_sizes(body)?;

@@ -636,11 +636,21 @@ class Handler(BaseHTTPRequestHandler):
 def describe_params(service, method, params):
     """Returns what the request log keeps of a call, without credentials."""
     if service == "object" and len(params) >= 5:
-        return {"db": params[0], "uid": params[1], "model": params[3], "model_method": params[4],
-                "credential_sha256_prefix": sha_prefix(params[2])}
+        described = {"db": params[0], "uid": params[1], "model": params[3], "model_method": params[4],
+                     "credential_sha256_prefix": sha_prefix(params[2])}
+        if method == "execute_kw" and params[4] in ("read", "search_read"):
+            described["fields"] = requested_fields(params)
+        return described
     if service == "common" and method in ("login", "authenticate") and len(params) >= 3:
         return {"db": params[0], "login": params[1], "credential_sha256_prefix": sha_prefix(params[2])}
     return {}
+
+
+def requested_fields(params):
+    """Returns the field list of an execute_kw read: args[1], else kwargs["fields"]."""
+    positional = params[5] if len(params) > 5 and isinstance(params[5], list) else []
+    keywords = params[6] if len(params) > 6 and isinstance(params[6], dict) else {}
+    return positional[1] if len(positional) > 1 else keywords.get("fields")
 
 
 def sha_prefix(value):

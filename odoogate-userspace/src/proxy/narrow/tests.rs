@@ -89,12 +89,84 @@ fn json2_body_fields_replaced() {
     assert_eq!(body(&narrowed), json!({"ids": [3], "fields": ["name"]}));
 }
 
+fn xml_request(target: &str, params: &[&str]) -> HttpRequest {
+    let params: String = params.iter().map(|param| format!("<param><value>{param}</value></param>")).collect();
+    let mut original = request(target, &[("Content-Type", "text/xml")], &json!(null));
+    original.body = Bytes::from(format!(
+        "<?xml version=\"1.0\"?>\n<methodCall><methodName>execute_kw</methodName><params>{params}</params></methodCall>"
+    ));
+    original
+}
+
+fn xml_body(narrowed: &Narrowed) -> String {
+    String::from_utf8(narrowed.request.body.to_vec()).unwrap()
+}
+
+const XML_HEAD: [&str; 5] =
+    ["<string>odoo19</string>", "<int>2</int>", "<string>pw</string>", "<string>res.partner</string>", "<string>read</string>"];
+
+const IDS_AND_FIELDS: &str = "<array><data><value><array><data><value><int>1</int></value></data></array></value>\
+    <value><array><data><value><string>name</string></value><value><string>email</string></value></data></array></value></data></array>";
+
 #[test]
-fn xmlrpc_is_not_narrowed() {
-    let mut original = request("/xmlrpc/2/object", &[("Content-Type", "text/xml")], &json!(null));
-    original.body = Bytes::from_static(b"<?xml version=\"1.0\"?><methodCall><methodName>execute_kw</methodName><params><param><value><string>odoo19</string></value></param><param><value><int>2</int></value></param><param><value><string>pw</string></value></param><param><value><string>res.partner</string></value></param><param><value><string>read</string></value></param><param><value><array><data><value><array><data><value><int>1</int></value></data></array></value></data></array></value></param></params></methodCall>");
+fn xmlrpc_positional_fields_replaced() {
+    let params: Vec<&str> = XML_HEAD.iter().copied().chain([IDS_AND_FIELDS]).collect();
+    let original = xml_request("/xmlrpc/2/object", &params);
+    let narrowed = narrow(&original, &decode(&original), &allowed(), &DecodeLimits::default()).unwrap();
+
+    assert_eq!(narrowed.call.fields, ["name"]);
+    assert_eq!(narrowed.call.record_ids, [1]);
+    let expected = String::from_utf8(original.body.to_vec())
+        .unwrap()
+        .replace("<value><string>name</string></value><value><string>email</string></value>", "<value><string>name</string></value>");
+    assert_eq!(xml_body(&narrowed), expected);
+}
+
+#[test]
+fn xmlrpc_legacy_keyword_fields_replaced() {
+    let mut params: Vec<&str> = XML_HEAD.to_vec();
+    params[4] = "<string>search_read</string>";
+    params.push("<array><data><value><array><data></data></array></value></data></array>");
+    params.push(
+        "<struct><member><name>fields</name><value><array><data><value><string>email</string></value></data></array></value></member>\
+         <member><name>limit</name><value><int>5</int></value></member></struct>",
+    );
+    let original = xml_request("/xmlrpc/object", &params);
+    let narrowed = narrow(&original, &decode(&original), &allowed(), &DecodeLimits::default()).unwrap();
+
+    assert_eq!(narrowed.call.fields, ["name"]);
+    let body = xml_body(&narrowed);
+    assert!(!body.contains("email"), "{body}");
+    assert!(body.contains("<member><name>limit</name><value><int>5</int></value></member>"), "{body}");
+}
+
+#[test]
+fn xmlrpc_all_fields_gets_keyword() {
+    let params: Vec<&str> = XML_HEAD
+        .iter()
+        .copied()
+        .chain(["<array><data><value><array><data><value><int>1</int></value></data></array></value></data></array>"])
+        .collect();
+    let original = xml_request("/xmlrpc/2/object", &params);
+    let call = decode(&original);
+    assert!(call.reads_all_fields);
+    let narrowed = narrow(&original, &call, &["a<b".to_owned()], &DecodeLimits::default()).unwrap();
+
+    assert_eq!(narrowed.call.fields, ["a<b"]);
+    let body = xml_body(&narrowed);
+    assert!(
+        body.contains("<param><value><struct><member><name>fields</name><value><array><data><value><string>a&lt;b</string>"),
+        "{body}"
+    );
+}
+
+#[test]
+fn xmlrpc_unusual_layout_stays_denied() {
+    let args = IDS_AND_FIELDS.replacen("<array><data>", "<array><data><extra/>", 1);
+    let params: Vec<&str> = XML_HEAD.iter().copied().chain([args.as_str()]).collect();
+    let original = xml_request("/xmlrpc/2/object", &params);
     let error = narrow(&original, &decode(&original), &allowed(), &DecodeLimits::default()).unwrap_err();
-    assert!(matches!(error, NarrowError::Unsupported("/xmlrpc/2")), "{error}");
+    assert!(matches!(error, NarrowError::Rewrite(RewriteError::XmlRpc(_))), "{error}");
 }
 
 #[test]

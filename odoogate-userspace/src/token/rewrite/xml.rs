@@ -1,5 +1,6 @@
-//! Surgical edits of XML-RPC request bodies: the password parameter and
-//! `kwargs.context`, with every other byte kept as the client sent it.
+//! Surgical edits of XML-RPC request bodies: the password parameter,
+//! `kwargs.context` and the field list of a narrowed read, with every other
+//! byte kept as the client sent it.
 //!
 //! The body is read once into a flat list of elements with their byte
 //! ranges. Only the layout that XML-RPC clients write is accepted:
@@ -93,6 +94,57 @@ pub fn rewrite(body: &[u8], service: &str, edits: &Edits<'_>) -> Result<Rewritte
         wrote_credential: credential.is_some(),
         wrote_context: integration.is_some(),
     })
+}
+
+/// Sets the field list of an `object.execute_kw` `read` or `search_read`
+/// body to `fields`, as the JSON narrowing does: `args[1]` is replaced when
+/// the call gives it there, and every `kwargs.fields` member is replaced
+/// (or one is added, when `args` has no second item). The caller must
+/// decode the result again and check it reads the same records.
+pub fn set_fields(body: &[u8], fields: &[String]) -> Result<Vec<u8>, String> {
+    let text = std::str::from_utf8(body).map_err(|_| "body is not UTF-8".to_owned())?;
+    let tree = Tree::parse(text)?;
+    if tree.method_name()? != "execute_kw" {
+        return Err("only execute_kw is narrowed".to_owned());
+    }
+    let params = tree.only_child(tree.root, "params")?;
+    let values = tree.param_values(params)?;
+    let Some(&args) = values.get(5) else {
+        return Err("execute_kw with fewer than 6 parameters".to_owned());
+    };
+    let items = tree.array_items(args)?.ok_or("the positional arguments are not a list")?;
+
+    let list = fields_array(fields);
+    let mut splices = Vec::new();
+    let in_positional = items.len() > 1;
+    if in_positional {
+        splices.push(tree.replace_inner(items[1], &list));
+    }
+    let member = format!("<member><name>fields</name><value>{list}</value></member>");
+    match values.get(6) {
+        None if !in_positional => {
+            splices.push(tree.append_inside(params, &format!("<param><value><struct>{member}</struct></value></param>")));
+        }
+        None => {}
+        Some(&kwargs) => match tree.struct_in(kwargs)? {
+            None if !in_positional => splices.push(tree.replace_inner(kwargs, &format!("<struct>{member}</struct>"))),
+            None => {}
+            Some(keywords) => {
+                let keyword_lists: Vec<usize> = tree.members(keywords)?.into_iter().filter(|(key, _)| key == "fields").map(|(_, value)| value).collect();
+                if keyword_lists.is_empty() && !in_positional {
+                    splices.push(tree.append_inside(keywords, &member));
+                }
+                splices.extend(keyword_lists.into_iter().map(|value| tree.replace_inner(value, &list)));
+            }
+        },
+    }
+    Ok(apply(text, splices)?.into_bytes())
+}
+
+/// Writes field names as an XML-RPC array of strings, XML-escaped.
+fn fields_array(fields: &[String]) -> String {
+    let items: String = fields.iter().map(|field| format!("<value><string>{}</string></value>", escape(field.as_str()))).collect();
+    format!("<array><data>{items}</data></array>")
 }
 
 /// A replacement of a byte range of the body.
@@ -305,6 +357,26 @@ impl<'b> Tree<'b> {
     /// is something else (`<nil/>`, `<boolean>0</boolean>`).
     fn struct_in(&self, value: usize) -> Result<Option<usize>, String> {
         Ok(self.typed_content(value)?.filter(|&content| self.elements[content].name == "struct"))
+    }
+
+    /// Returns the `<value>` items of the `<array>` inside a `<value>`, or
+    /// `None` when the value is something else.
+    fn array_items(&self, value: usize) -> Result<Option<Vec<usize>>, String> {
+        let Some(array) = self.typed_content(value)?.filter(|&content| self.elements[content].name == "array") else {
+            return Ok(None);
+        };
+        if self.elements[array].has_text {
+            return Err("text directly inside <array>".to_owned());
+        }
+        let data = self.only_child(array, "data")?;
+        if self.elements[array].children.len() != 1 {
+            return Err("<array> holds something other than one <data>".to_owned());
+        }
+        let element = &self.elements[data];
+        if element.has_text || element.children.len() != self.children_named(data, "value").count() {
+            return Err("<data> holds something other than <value> elements".to_owned());
+        }
+        Ok(Some(element.children.clone()))
     }
 
     /// Returns the members of a struct as (name, `<value>` element).
