@@ -22,6 +22,13 @@ pub enum RestartSetting {
     ProxyListen,
     ProxyUpstream,
     ControlSocket,
+    /// Every `capture.*` setting other than `ring_buffer_bytes`.
+    Capture,
+    AuditOutput,
+    AuditFile,
+    Steering,
+    Guard,
+    Metrics,
 }
 
 impl RestartSetting {
@@ -34,6 +41,12 @@ impl RestartSetting {
             Self::ProxyListen => "proxy.listen",
             Self::ProxyUpstream => "proxy.upstream",
             Self::ControlSocket => "control.socket",
+            Self::Capture => "capture",
+            Self::AuditOutput => "audit.output",
+            Self::AuditFile => "audit.file",
+            Self::Steering => "steering",
+            Self::Guard => "guard",
+            Self::Metrics => "metrics",
         }
     }
 }
@@ -101,37 +114,55 @@ impl ConfigHandle {
 }
 
 /// Copies into `fresh` the settings of `old` that need a restart, and
-/// returns those that differed.
+/// returns those that differed. The capture, the audit sink, steering, the
+/// cgroup guard, the metrics endpoint, the proxy's connector and the
+/// control socket are all set up once at start.
 fn keep_restart_settings(old: &Config, fresh: &mut Config) -> Vec<RestartSetting> {
     let mut changed = Vec::new();
-    if fresh.odoo.ports != old.odoo.ports {
+    let mut keep = |setting: RestartSetting, differs: bool| {
+        if differs {
+            changed.push(setting);
+        }
+        differs
+    };
+    if keep(RestartSetting::Ports, fresh.odoo.ports != old.odoo.ports) {
         fresh.odoo.ports = old.odoo.ports.clone();
-        changed.push(RestartSetting::Ports);
     }
-    if fresh.odoo.interfaces != old.odoo.interfaces {
+    if keep(RestartSetting::Interfaces, fresh.odoo.interfaces != old.odoo.interfaces) {
         fresh.odoo.interfaces = old.odoo.interfaces.clone();
-        changed.push(RestartSetting::Interfaces);
     }
-    if fresh.capture.ring_buffer_bytes != old.capture.ring_buffer_bytes {
+    if keep(RestartSetting::RingBufferBytes, fresh.capture.ring_buffer_bytes != old.capture.ring_buffer_bytes) {
         fresh.capture.ring_buffer_bytes = old.capture.ring_buffer_bytes;
-        changed.push(RestartSetting::RingBufferBytes);
     }
-    if fresh.policy.mode != old.policy.mode {
+    if keep(RestartSetting::Capture, fresh.capture != old.capture) {
+        fresh.capture = old.capture.clone();
+    }
+    if keep(RestartSetting::Mode, fresh.policy.mode != old.policy.mode) {
         fresh.policy.mode = old.policy.mode;
-        changed.push(RestartSetting::Mode);
     }
-    if fresh.proxy.listen != old.proxy.listen {
+    if keep(RestartSetting::ProxyListen, fresh.proxy.listen != old.proxy.listen) {
         fresh.proxy.listen = old.proxy.listen;
-        changed.push(RestartSetting::ProxyListen);
     }
-    // The proxy's connector and the control socket are set up at start.
-    if fresh.proxy.upstream != old.proxy.upstream {
+    if keep(RestartSetting::ProxyUpstream, fresh.proxy.upstream != old.proxy.upstream) {
         fresh.proxy.upstream = old.proxy.upstream;
-        changed.push(RestartSetting::ProxyUpstream);
     }
-    if fresh.control.socket != old.control.socket {
+    if keep(RestartSetting::ControlSocket, fresh.control.socket != old.control.socket) {
         fresh.control.socket = old.control.socket.clone();
-        changed.push(RestartSetting::ControlSocket);
+    }
+    if keep(RestartSetting::AuditOutput, fresh.audit.output != old.audit.output) {
+        fresh.audit.output = old.audit.output;
+    }
+    if keep(RestartSetting::AuditFile, fresh.audit.file != old.audit.file) {
+        fresh.audit.file = old.audit.file.clone();
+    }
+    if keep(RestartSetting::Steering, fresh.steering != old.steering) {
+        fresh.steering = old.steering.clone();
+    }
+    if keep(RestartSetting::Guard, fresh.guard != old.guard) {
+        fresh.guard = old.guard.clone();
+    }
+    if keep(RestartSetting::Metrics, fresh.metrics != old.metrics) {
+        fresh.metrics = old.metrics.clone();
     }
     changed
 }

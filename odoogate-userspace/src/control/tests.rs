@@ -151,3 +151,31 @@ fn reload_keeps_control_socket() {
     assert_eq!(report.needs_restart, [RestartSetting::ControlSocket]);
     assert_eq!(handle.current().control.socket, before);
 }
+
+#[test]
+fn reload_keeps_start_time_settings() {
+    let dir = scratch("start-time");
+    let path = dir.join("odoogate.toml");
+    write_config(&path, r#"{ models = ["crm.lead"], methods = ["read"] }"#);
+    let handle = handle(&path);
+    let before = handle.current();
+
+    let text = std::fs::read_to_string(&path).unwrap()
+        + "\n[capture]\nmax_flows = 10\n\n[audit]\noutput = \"file\"\nfile = \"/var/log/elsewhere.jsonl\"\n\
+           \n[steering]\npin_dir = \"/sys/fs/bpf/elsewhere\"\n\n[metrics]\nlisten = \"127.0.0.1:9100\"\n";
+    std::fs::write(&path, text).unwrap();
+    let report = handle.reload().unwrap();
+    let expected = [
+        RestartSetting::Capture,
+        RestartSetting::AuditOutput,
+        RestartSetting::AuditFile,
+        RestartSetting::Steering,
+        RestartSetting::Metrics,
+    ];
+    assert_eq!(report.needs_restart, expected);
+    let current = handle.current();
+    assert_eq!(current.capture, before.capture);
+    assert_eq!(current.audit, before.audit);
+    assert_eq!(current.steering, before.steering);
+    assert_eq!(current.metrics, before.metrics);
+}
