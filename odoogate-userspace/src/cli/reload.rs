@@ -17,7 +17,8 @@ pub struct ReloadArgs {
 }
 
 /// Exits 0 when the new configuration is in force, 1 when the daemon kept
-/// the old one (the error is printed) or is not running.
+/// the old one (the error is printed), could not apply part of the new one
+/// (the service credentials; printed too) or is not running.
 pub fn reload(args: &ReloadArgs) -> anyhow::Result<ExitCode> {
     let socket = super::status::control_socket(args.socket.as_deref(), &args.config);
     let response = control::send(&socket, ControlRequest::Reload)?;
@@ -29,6 +30,10 @@ pub fn reload(args: &ReloadArgs) -> anyhow::Result<ExitCode> {
     let needs_restart: Vec<&str> = response["needs_restart"].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect();
     if !needs_restart.is_empty() {
         println!("Not applied until a restart: {}", needs_restart.join(", "));
+    }
+    if let Some(error) = response["not_applied"].as_str() {
+        eprintln!("odoogate: not applied: {error}");
+        return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -91,7 +91,7 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     notify::log_failure(notifier.ready(&format!("observing ports {:?}", config.odoo.ports)));
 
     let pipeline = Pipeline::new(config.clone(), cgroups, sink);
-    let _control = control::start_server(status_sources(&handle, &pipeline, &capture), |_| {});
+    let _control = control::start_server(status_sources(&handle, &pipeline, &capture), |_| Ok(()));
     let stopping = Arc::new(AtomicBool::new(false));
     let pipeline_thread = {
         let handle = handle.clone();
@@ -140,7 +140,7 @@ fn wait_for_stop(signals: &SigSet, handle: &ConfigHandle) -> anyhow::Result<Sign
             return Ok(signal);
         }
         tracing::info!(config = %handle.path().display(), "Reloading the configuration on SIGHUP");
-        control::reload(handle, &|_| {});
+        control::reload(handle, &|_| Ok(()));
     }
 }
 

@@ -61,6 +61,7 @@ pub use live::LivePolicy;
 pub use origin::{LocalOrigin, Origins};
 pub use recorder::{ProxyStats, Recorder};
 pub use session::Tokens;
+pub use tokens::CredentialsReloader;
 
 use crate::audit::AuditSink;
 use crate::config::Config;
@@ -121,7 +122,7 @@ impl<C: UpstreamConnector> Proxy<C> {
         let live = Arc::new(LivePolicy::new(config));
         let recorder = Recorder::with_counts(sink, live.config().audit.error_records_per_minute, live.counts());
         let sessions = Mutex::new(SessionTable::default());
-        let shared = Shared { live, connector, sessions, recorder, tokens: Some(LiveTokens::new(tokens)) };
+        let shared = Shared { live, connector, sessions, recorder, tokens: Some(Arc::new(LiveTokens::new(tokens))) };
         Self { shared: Arc::new(shared), next_conn_id: AtomicU64::new(1), origins: None }
     }
 
@@ -141,6 +142,12 @@ impl<C: UpstreamConnector> Proxy<C> {
     /// puts a new configuration in force while the proxy serves.
     pub fn live(&self) -> Arc<LivePolicy> {
         self.shared.live.clone()
+    }
+
+    /// Returns the handle that reads the service credentials again on a
+    /// configuration reload, or `None` when scoped tokens are off.
+    pub fn credentials_reloader(&self) -> Option<CredentialsReloader> {
+        self.shared.tokens.clone().map(CredentialsReloader)
     }
 
     /// Accepts and serves connections on `listener` until `shutdown`

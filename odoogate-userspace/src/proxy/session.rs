@@ -49,7 +49,7 @@ pub(super) struct Shared<C> {
     pub recorder: Recorder,
     /// Scoped tokens and the service credentials that replace them; `None`
     /// when no token store is loaded, so every presented token is unknown.
-    pub tokens: Option<LiveTokens>,
+    pub tokens: Option<Arc<LiveTokens>>,
 }
 
 /// The token store and the credentials forwarded in place of tokens.
@@ -325,8 +325,8 @@ impl<'s, C: UpstreamConnector> Session<'s, C> {
         let (Some(tokens), Some(integration)) = (&self.shared.tokens, resolution.integration.as_deref()) else {
             return Err("no service credential is loaded".to_owned());
         };
-        let credential = tokens
-            .credentials
+        let credentials = tokens.credentials();
+        let credential = credentials
             .for_integration(integration)
             .ok_or_else(|| format!("no service credential for integration {integration}"))?;
         let headers = wire::forwarded_headers(&request.headers, self.source.peer.ip(), wire::ForwardedBody::Whole(request.body.len()));

@@ -94,7 +94,7 @@ impl StatusSources {
 /// reloads.
 pub fn start_server(
     sources: StatusSources,
-    apply: impl Fn(Arc<Config>) + Send + Sync + 'static,
+    apply: impl Fn(Arc<Config>) -> Result<(), String> + Send + Sync + 'static,
 ) -> Option<ControlServer> {
     let path = sources.handle.current().control.socket.clone();
     let sources = Arc::new(sources);
@@ -123,11 +123,17 @@ pub fn start_server(
 
 /// Reloads the configuration file, hands the new configuration to `apply`
 /// when it is valid, and returns the `reload` response. An invalid file
-/// keeps the old configuration; the error is logged and returned.
-pub fn reload(handle: &ConfigHandle, apply: &dyn Fn(Arc<Config>)) -> Value {
-    let response = control::reload_response(handle);
-    if response["ok"] == true {
-        apply(handle.current());
+/// keeps the old configuration; the error is logged and returned. An error
+/// from `apply` (service credentials that cannot be read) leaves the new
+/// configuration in force, and the response carries it as `not_applied`.
+pub fn reload(handle: &ConfigHandle, apply: &dyn Fn(Arc<Config>) -> Result<(), String>) -> Value {
+    let mut response = control::reload_response(handle);
+    if response["ok"] != true {
+        return response;
+    }
+    if let Err(error) = apply(handle.current()) {
+        tracing::error!(config = %handle.path().display(), %error, "Reloaded the configuration, but part of it is not applied");
+        response["not_applied"] = Value::String(error);
     }
     response
 }

@@ -25,7 +25,9 @@ use crate::audit::{AuditRecord, AuditSink};
 use crate::config::Config;
 use crate::control::ConfigHandle;
 use crate::notify::{self, Notifier};
-use crate::proxy::{DirectConnector, Origins, Proxy, ProxyStats, SteeredConnector, Tokens, UpstreamConnector};
+use crate::proxy::{
+    CredentialsReloader, DirectConnector, LivePolicy, Origins, Proxy, ProxyStats, SteeredConnector, Tokens, UpstreamConnector,
+};
 use crate::steer::{Steering, SteeringOptions};
 use crate::token::{CredentialsError, ServiceCredentials, TokenStore};
 use super::control::StatusSources;
@@ -115,7 +117,8 @@ async fn serve_with<C: UpstreamConnector>(
         proxy = proxy.with_origins(origins);
     }
     let live = proxy.live();
-    let apply = move |config: Arc<Config>| live.set_config(config);
+    let credentials = proxy.credentials_reloader();
+    let apply = move |config: Arc<Config>| reload_into(&live, credentials.as_ref(), config);
     let _control = super::control::start_server(daemon.status_sources(&proxy), apply.clone());
     let mut interrupt = signal(SignalKind::interrupt()).context("failed to watch SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("failed to watch SIGTERM")?;
@@ -144,6 +147,21 @@ async fn serve_with<C: UpstreamConnector>(
     }
     served.context("the proxy failed")?;
     Ok(proxy.stats())
+}
+
+/// Puts a reloaded configuration in force and reads the service
+/// credentials it points to again. Credentials that cannot be read leave
+/// the old ones in force, and the error is returned for the reload response.
+fn reload_into(live: &LivePolicy, credentials: Option<&CredentialsReloader>, config: Arc<Config>) -> Result<(), String> {
+    let reloaded = match credentials {
+        Some(credentials) => credentials.reload(&config).map_err(|error| format!("{error}; the service credentials loaded before stay in use")),
+        None => Ok(()),
+    };
+    live.set_config(config);
+    if reloaded.is_ok() && credentials.is_some() {
+        tracing::info!("Loaded the service credentials again");
+    }
+    reloaded
 }
 
 /// What `odoogate status` reports about the proxy besides its policy state.
