@@ -234,3 +234,61 @@ fn explain_missing_file_exits_2() {
     assert_eq!(out, "");
     assert_eq!(status, 2);
 }
+
+/// Writes a JSON-2 `search_read` request that presents `token`.
+fn token_request(dir: &Path, token: &str) -> PathBuf {
+    let body = r#"{"domain": [], "fields": ["name"]}"#;
+    let text = format!(
+        "POST /json/2/res.partner/search_read HTTP/1.1\r\nHost: odoo\r\nAuthorization: bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let path = dir.join("token-req.http");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn explain_valid_token_one_answer() {
+    let (dir, config) = setup("token");
+    let text = std::fs::read_to_string(&config).unwrap()
+        + "\n[[integration]]\nname = \"assistant\"\nmatch = { token = true }\n\
+           allow = [{ models = [\"res.partner\"], methods = [\"search_read\"] }]\n";
+    std::fs::write(&config, text).unwrap();
+    let store = dir.join("tokens.json");
+    let (_, token) = odoogate::token::TokenStore::create(&store, "assistant", None, std::time::SystemTime::now()).unwrap();
+    let request = token_request(&dir, token.expose());
+
+    let (status, out) = explain(&config, &request, &["--tokens", &store.to_string_lossy()]);
+    let out = lines(&out);
+    assert!(out.contains(&"integration: assistant (identity token)"), "{out:#?}");
+    assert!(!out.iter().any(|line| line.contains("unidentified")), "{out:#?}");
+    assert!(!out.iter().any(|line| line.starts_with("integration in")), "{out:#?}");
+    assert!(out.contains(&"observe: allow: assistant.allow[0] allows res.partner.search_read"), "{out:#?}");
+    assert_eq!(out.last(), Some(&"enforce: allow: assistant.allow[0] allows res.partner.search_read"));
+    assert_eq!(status, 0);
+
+    // The configuration's tokens.store gives the same answer.
+    std::fs::copy(&store, dir.join("no-tokens.json")).unwrap();
+    let (status, from_config) = explain(&config, &request, &[]);
+    assert_eq!(lines(&from_config), out);
+    assert_eq!(status, 0);
+
+    // A store without the token: both modes deny it.
+    let other = dir.join("other-tokens.json");
+    odoogate::token::TokenStore::create(&other, "assistant", None, std::time::SystemTime::now()).unwrap();
+    let (status, out) = explain(&config, &request, &["--tokens", &other.to_string_lossy()]);
+    let out = lines(&out);
+    assert!(out.iter().any(|line| line.starts_with("observe: would_deny: ")), "{out:#?}");
+    assert!(out.last().unwrap().starts_with("enforce: deny: "), "{out:#?}");
+    assert_eq!(status, 1);
+}
+
+#[test]
+fn explain_missing_tokens_file_exits_2() {
+    let (dir, config) = setup("no-token-store");
+    let request = token_request(&dir, "odg_0000");
+    let (status, out) = explain(&config, &request, &["--tokens", &dir.join("absent.json").to_string_lossy()]);
+    assert_eq!(out, "");
+    assert_eq!(status, 2);
+}

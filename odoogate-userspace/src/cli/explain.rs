@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::SystemTime;
 
+use anyhow::Context as _;
+
 use crate::config::{self, Config};
 use crate::http::HttpRequest;
 use crate::identity::{self, Resolution, Source};
@@ -50,6 +52,10 @@ pub struct ExplainArgs {
     /// `system.slice/n8n.service`.
     #[arg(long)]
     cgroup: Option<String>,
+    /// Token store to verify a presented scoped token against [default:
+    /// `tokens.store` of the configuration file, when it exists].
+    #[arg(long, value_name = "FILE")]
+    tokens: Option<PathBuf>,
     /// A raw HTTP request, as saved in `NNN-req.http` captures (CRLF or
     /// LF-only line ends; `Content-Length` must match the body).
     request: PathBuf,
@@ -83,8 +89,21 @@ fn run(args: &ExplainArgs) -> anyhow::Result<Explanation> {
     let request = request::read_request(&args.request)?;
     let peer = args.from.unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0));
     let source = Source { peer, cgroup: args.cgroup.clone(), pid: None, comm: None, conn_id: 0 };
-    let tokens = load_tokens(&config);
+    let tokens = match &args.tokens {
+        Some(path) => Some(load_given_tokens(path)?),
+        None => load_tokens(&config),
+    };
     Ok(explain_request(&config, &request, &source, tokens.as_ref(), SystemTime::now()))
+}
+
+/// Loads the store `--tokens` names. Unlike `tokens.store`, which the
+/// daemon reads as empty until it exists, a missing file here is an error,
+/// because it is most likely a mistyped path.
+fn load_given_tokens(path: &Path) -> anyhow::Result<TokenStore> {
+    if !path.exists() {
+        anyhow::bail!("the token store {} does not exist (--tokens)", path.display());
+    }
+    TokenStore::load(path).with_context(|| format!("failed to load the token store {}", path.display()))
 }
 
 /// Loads the token store when it exists. A store that cannot be read is
@@ -138,27 +157,32 @@ pub fn explain_request(
     };
     write_call(&mut out, &call);
 
-    let observe = matching::Request { call: Some(&call), headers: &request.headers, source, tokens: None, now };
+    // Both modes verify a presented token against the store, so one
+    // resolution holds for both.
     let presents_token = identity::presented_token(Some(&call), &request.headers).is_some();
-    let enforce = matching::Request { tokens: if presents_token { tokens } else { None }, ..observe };
-    let observed = observe.resolve(config);
-    let enforced = enforce.resolve(config);
+    let tokens = tokens.filter(|_| presents_token);
+    let identify = matching::Request { call: Some(&call), headers: &request.headers, source, tokens, now };
+    let resolution = identify.resolve(config);
+    let invalid_token = invalid_token(&identify, config);
 
-    let _ = writeln!(out, "client: {} (peer {}), cgroup {}", observed.client_ip, source.peer, source.cgroup.as_deref().unwrap_or("unknown"));
-    write_integrations(&mut out, &matching::check_integrations(config, &enforce));
-    write_resolution(&mut out, "integration", &observed, config);
-    if enforced != observed {
-        write_resolution(&mut out, "integration in enforce mode (with the token store)", &enforced, config);
-    }
+    let _ = writeln!(out, "client: {} (peer {}), cgroup {}", resolution.client_ip, source.peer, source.cgroup.as_deref().unwrap_or("unknown"));
+    write_integrations(&mut out, &matching::check_integrations(config, &identify));
+    write_resolution(&mut out, &resolution, config);
     // Only model and database calls are decided by rules.
     if matches!(call.kind, CallKind::Model | CallKind::Database) {
-        write_rules(&mut out, &rules::check_rules(&call, &enforced, config, now));
+        write_rules(&mut out, &rules::check_rules(&call, &resolution, config, now));
     }
 
-    let observe_verdict = policy::decide(&call, &observed, config, now);
-    let enforce_verdict = policy::decide(&call, &enforced, config, now);
-    let observe_denied = write_observe(&mut out, &observe_verdict);
-    let enforce_denied = write_enforce(&mut out, &enforce_verdict, &anomalies, presents_token && tokens.is_none(), &enforce, config);
+    let mut verdict = policy::decide(&call, &resolution, config, now);
+    if let Some(reason) = &invalid_token {
+        // As in the daemon: an invalid token is AccessDenied in enforce
+        // mode and would_deny in observe mode, whatever the rules say.
+        verdict.allowed = false;
+        verdict.rule = None;
+        verdict.reason = reason.clone();
+    }
+    let observe_denied = write_observe(&mut out, &verdict);
+    let enforce_denied = write_enforce(&mut out, &verdict, &anomalies, presents_token && tokens.is_none());
     Explanation { text: out, denied: observe_denied || enforce_denied }
 }
 
@@ -226,16 +250,25 @@ fn write_integrations(out: &mut String, checks: &[IntegrationCheck]) {
     }
 }
 
-fn write_resolution(out: &mut String, label: &str, resolution: &Resolution, config: &Config) {
+fn write_resolution(out: &mut String, resolution: &Resolution, config: &Config) {
     match &resolution.integration {
         Some(name) => {
-            let _ = writeln!(out, "{label}: {name} (identity {})", resolution.identity.as_str());
+            let _ = writeln!(out, "integration: {name} (identity {})", resolution.identity.as_str());
         }
         None => {
             let policy = config.policy.unidentified.as_str();
-            let _ = writeln!(out, "{label}: none (unidentified, policy.unidentified = \"{policy}\")");
+            let _ = writeln!(out, "integration: none (unidentified, policy.unidentified = \"{policy}\")");
         }
     }
+}
+
+/// Returns why a presented token does not verify against the store, or
+/// `None` when no token or no store is involved or the token is valid.
+fn invalid_token(request: &matching::Request<'_>, config: &Config) -> Option<String> {
+    let store = request.tokens?;
+    let sessions = identity::SessionTable::default();
+    let resolved = identity::resolve_with_tokens(config, store, request.call, request.headers, request.source, &sessions, request.now);
+    resolved.invalid_token.map(|invalid| invalid.reason_text())
 }
 
 fn write_rules(out: &mut String, checks: &[RuleCheck]) {
@@ -252,15 +285,8 @@ fn write_observe(out: &mut String, verdict: &Verdict) -> bool {
 }
 
 /// Writes the enforce-mode line: the proxy rejects ambiguous framing and
-/// invalid tokens before the policy's verdict counts.
-fn write_enforce(
-    out: &mut String,
-    verdict: &Verdict,
-    anomalies: &[&str],
-    token_without_store: bool,
-    request: &matching::Request<'_>,
-    config: &Config,
-) -> bool {
+/// tokens it cannot verify before the policy's verdict counts.
+fn write_enforce(out: &mut String, verdict: &Verdict, anomalies: &[&str], token_without_store: bool) -> bool {
     if !anomalies.is_empty() {
         let _ = writeln!(out, "enforce: rejected with HTTP 400 (ambiguous framing: {})", anomalies.join(", "));
         return true;
@@ -268,14 +294,6 @@ fn write_enforce(
     if token_without_store {
         let _ = writeln!(out, "enforce: deny: the call presents a scoped token and no token store could be read");
         return true;
-    }
-    if let Some(store) = request.tokens {
-        let sessions = identity::SessionTable::default();
-        let resolved = identity::resolve_with_tokens(config, store, request.call, request.headers, request.source, &sessions, request.now);
-        if let Some(invalid) = resolved.invalid_token {
-            let _ = writeln!(out, "enforce: deny: {}", invalid.reason_text());
-            return true;
-        }
     }
     let decision = policy::decision(verdict, config::Mode::Enforce);
     let _ = writeln!(out, "enforce: {}: {}", decision.as_str(), verdict.reason);
