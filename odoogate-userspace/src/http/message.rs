@@ -57,6 +57,11 @@ pub enum FramingAnomaly {
     /// A `Content-Encoding` (such as gzip) on a request body, which the
     /// decoders cannot read.
     EncodedBody,
+    /// A request that follows, on the same connection, a request with
+    /// ambiguous framing or one that could not be parsed. Where it starts
+    /// depends on how that earlier request was read, so it may be a request
+    /// smuggled inside the earlier one's body.
+    FollowsAmbiguousRequest,
 }
 
 impl FramingAnomaly {
@@ -73,6 +78,7 @@ impl FramingAnomaly {
             Self::UnderscoreInHeaderName => "underscore_in_header_name",
             Self::ChunkLineNotCrlf => "chunk_line_not_crlf",
             Self::EncodedBody => "encoded_body",
+            Self::FollowsAmbiguousRequest => "follows_ambiguous_request",
         }
     }
 }

@@ -5,7 +5,7 @@ use super::head::{push_once, trim};
 use crate::http::{FramingAnomaly, Headers};
 use bytes::{Bytes, BytesMut};
 
-/// Longest chunk-size line accepted, extensions included.
+/// Maximum length of a chunk-size line.
 const MAX_CHUNK_LINE: usize = 4096;
 
 /// How the body of a message is delimited.
@@ -185,6 +185,10 @@ pub(super) enum ChunkError {
     MissingDataEnd,
     #[error("trailer section too large")]
     TrailerTooLarge,
+    #[error("chunk extension")]
+    Extension,
+    #[error("trailer field after the last chunk")]
+    TrailerField,
 }
 
 impl ChunkError {
@@ -194,6 +198,8 @@ impl ChunkError {
             Self::InvalidSize => "invalid chunk size",
             Self::MissingDataEnd => "missing line end after chunk data",
             Self::TrailerTooLarge => "trailer section too large",
+            Self::Extension => "chunk extension",
+            Self::TrailerField => "trailer field after the last chunk",
         }
     }
 }
@@ -207,15 +213,21 @@ enum ChunkState {
     Done,
 }
 
-/// Decodes a chunked body (RFC 9112 §7.1) incrementally. Chunk extensions
-/// are ignored and trailer fields are read past and discarded, so a trailer
-/// cannot change the headers the decoders see. Lines may end in LF alone,
-/// as werkzeug accepts; that is flagged.
+/// Decodes a chunked body (RFC 9112 §7.1) incrementally, as werkzeug's
+/// `DechunkedInput` reads it. Lines may end in LF alone, which werkzeug
+/// accepts and odoogate flags.
+///
+/// Chunk extensions and trailer fields are errors. RFC 9112 allows both,
+/// but werkzeug (2.x and 3.x) parses the whole size line with
+/// `int(line.strip(), 16)` and, after the last chunk, reads exactly one
+/// more line that must be empty. With either, werkzeug stops reading the
+/// body at that line, and Odoo's server then reads the bytes after it as
+/// the next request, which odoogate would have read as part of this body.
 #[derive(Debug)]
 pub(super) struct ChunkedDecoder {
     state: ChunkState,
     line: Vec<u8>,
-    trailer_bytes: usize,
+    /// Bound of the line read after the last chunk, which must be empty.
     max_trailer_bytes: usize,
 }
 
@@ -224,7 +236,6 @@ impl ChunkedDecoder {
         Self {
             state: ChunkState::Size,
             line: Vec::new(),
-            trailer_bytes: 0,
             max_trailer_bytes,
         }
     }
@@ -277,7 +288,7 @@ impl ChunkedDecoder {
         anomalies: &mut Vec<FramingAnomaly>,
     ) -> (usize, Result<(), ChunkError>) {
         let limit = match self.state {
-            ChunkState::Trailers => self.max_trailer_bytes.saturating_sub(self.trailer_bytes),
+            ChunkState::Trailers => self.max_trailer_bytes,
             _ => MAX_CHUNK_LINE,
         };
         let lf = input.iter().position(|&b| b == b'\n');
@@ -316,24 +327,21 @@ impl ChunkedDecoder {
             ChunkState::DataEnd if line.is_empty() => ChunkState::Size,
             ChunkState::DataEnd => return Err(ChunkError::MissingDataEnd),
             ChunkState::Trailers if line.is_empty() => ChunkState::Done,
-            ChunkState::Trailers => {
-                self.trailer_bytes += line.len() + 2;
-                ChunkState::Trailers
-            }
+            ChunkState::Trailers => return Err(ChunkError::TrailerField),
             state @ (ChunkState::Data { .. } | ChunkState::Done) => state,
         };
         Ok(())
     }
 }
 
-/// Parses `chunk-size [ chunk-ext ]`: hex digits, then optionally `;` and
-/// extensions, with spaces or tabs allowed before the `;`.
-// NOTE: werkzeug 3 rejects chunk extensions (its `DechunkedInput` parses the
-// whole line as a hex number), so a body with extensions decodes here while
-// Odoo fails to read it.
+/// Parses a chunk-size line: hex digits, with spaces or tabs around them.
+/// The forms Python's `int(text, 16)` also accepts (`0x`, a sign, `_`) are
+/// rejected, which only makes odoogate stricter than werkzeug.
 fn parse_chunk_size(line: &[u8]) -> Result<u64, ChunkError> {
-    let size = line.split(|&b| b == b';').next().unwrap_or_default();
-    let size = trim(size);
+    if line.contains(&b';') {
+        return Err(ChunkError::Extension);
+    }
+    let size = trim(line);
     if size.is_empty() || size.len() > 16 || !size.iter().all(u8::is_ascii_hexdigit) {
         return Err(ChunkError::InvalidSize);
     }

@@ -139,8 +139,10 @@ fn parse_request_line(line: &[u8]) -> Result<(StartLine, HttpVersion), HeadError
         return Err(HeadError::InvalidRequestLine);
     }
     let version = parse_version(version).ok_or(HeadError::UnsupportedVersion)?;
+    // werkzeug's `Request.method` and its router upper-case the method, so
+    // Odoo runs `post` as `POST`.
     let start = StartLine::Request {
-        method: String::from_utf8_lossy(method).into_owned(),
+        method: String::from_utf8_lossy(method).to_ascii_uppercase(),
         target: String::from_utf8_lossy(target).into_owned(),
     };
     Ok((start, version))

@@ -31,8 +31,8 @@ const MAX_EXPECTED_RESPONSES: usize = 1024;
 /// Bounds of one framer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FramerLimits {
-    /// Maximum size of a head (start line and header fields), and of a
-    /// chunked body's trailer section.
+    /// Maximum size of a head (start line and header fields), and of the
+    /// line after a chunked body's last chunk.
     pub max_header_bytes: usize,
     /// Maximum body bytes kept per message. Longer bodies are cut and
     /// marked `body_truncated`, and framing goes on past the cut.
@@ -293,6 +293,10 @@ struct Framer {
     /// Methods of the requests whose responses are still to come
     /// (response side only).
     expected: VecDeque<String>,
+    /// Set once a request had ambiguous framing or could not be parsed:
+    /// every later request is flagged
+    /// [`FramingAnomaly::FollowsAmbiguousRequest`] (request side only).
+    after_ambiguous: bool,
 }
 
 impl Framer {
@@ -308,6 +312,7 @@ impl Framer {
             message_bytes: 0,
             skipped: 0,
             expected: VecDeque::new(),
+            after_ambiguous: false,
         }
     }
 
@@ -454,6 +459,7 @@ impl Framer {
                 out.push(FramerEvent::Malformed {
                     reason: "header section too large",
                 });
+                self.after_ambiguous = true;
                 let skipped = self.drop_message();
                 self.start_resync(skipped, false);
                 newlines + take
@@ -469,6 +475,7 @@ impl Framer {
                 out.push(FramerEvent::Malformed {
                     reason: error.reason(),
                 });
+                self.after_ambiguous = true;
                 self.start_resync(bytes.len() as u64, true);
                 return;
             }
@@ -476,10 +483,12 @@ impl Framer {
         self.message_bytes = bytes.len() as u64;
 
         let (framing, upgrades) = match head.start {
-            StartLine::Request { .. } => (
-                body::request_framing(&head.headers, &mut head.anomalies),
-                false,
-            ),
+            StartLine::Request { .. } => {
+                if self.after_ambiguous {
+                    head::push_once(&mut head.anomalies, FramingAnomaly::FollowsAmbiguousRequest);
+                }
+                (body::request_framing(&head.headers, &mut head.anomalies), false)
+            }
             StartLine::Response { status, .. } if (100..200).contains(&status) && status != 101 => {
                 out.push(FramerEvent::Interim { status });
                 self.message_bytes = 0;
@@ -548,6 +557,7 @@ impl Framer {
             out.push(FramerEvent::Malformed {
                 reason: error.reason(),
             });
+            self.after_ambiguous = true;
             let skipped = self.drop_message();
             self.start_resync(skipped, input[..used].ends_with(b"\n"));
         } else if done {
@@ -639,6 +649,11 @@ impl Framer {
             anomalies,
         } = head;
         let (body, body_truncated) = body.finish();
+
+        // A `Content-Encoding` changes how the body reads, never where it
+        // ends, so it leaves later requests where they are.
+        let ambiguous = anomalies.iter().any(|anomaly| *anomaly != FramingAnomaly::EncodedBody);
+        self.after_ambiguous |= self.role == Role::Request && ambiguous;
 
         out.push(match start {
             StartLine::Request { method, target } => FramerEvent::Request(HttpRequest {

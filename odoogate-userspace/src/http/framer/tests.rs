@@ -100,14 +100,47 @@ fn request_without_length_has_no_body() {
 }
 
 #[test]
-fn chunked_body_with_trailers() {
+fn chunk_extension_is_malformed() {
+    // werkzeug fails on `5;ext=1` and reads the chunk data as the next
+    // request, so the request inside it must not go unflagged.
     let wire = b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\
-        5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: 1\r\nContent-Type: evil\r\n\r\n";
+        18;ext=1\r\nGET /hidden HTTP/1.1\r\n\r\n0\r\n\r\n";
     let events = frame_requests(&[wire]);
-    let request = only_request(&events);
-    assert_eq!(&request.body[..], b"hello world");
-    assert!(request.anomalies.is_empty());
-    assert_eq!(request.headers.get("content-type"), None);
+    // The last chunk, read as a request line after the hidden request, is
+    // no request either.
+    assert_eq!(malformed(&events), vec!["chunk extension", "invalid request line"]);
+    let hidden = only_request(&events);
+    assert_eq!(hidden.target, "/hidden");
+    assert_eq!(hidden.anomalies, vec![FramingAnomaly::FollowsAmbiguousRequest]);
+}
+
+#[test]
+fn trailer_field_is_malformed() {
+    // werkzeug reads one line after the last chunk and fails unless it is
+    // empty, so a trailer field never reaches Odoo as a header.
+    let wire = b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\
+        5\r\nhello\r\n0\r\nContent-Type: evil\r\n\r\n";
+    let events = frame_requests(&[wire]);
+    assert_eq!(malformed(&events), vec!["trailer field after the last chunk"]);
+    assert!(requests(&events).is_empty(), "{events:?}");
+}
+
+#[test]
+fn request_after_ambiguous_one_is_flagged() {
+    let wire = b"POST /a HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx\
+        GET /b HTTP/1.1\r\n\r\nGET /c HTTP/1.1\r\n\r\n";
+    let events = frame_requests(&[wire]);
+    let all = requests(&events);
+    assert_eq!(all.len(), 3);
+    assert_eq!(all[0].anomalies, vec![FramingAnomaly::DuplicateContentLength]);
+    assert_eq!(all[1].anomalies, vec![FramingAnomaly::FollowsAmbiguousRequest]);
+    assert_eq!(all[2].anomalies, vec![FramingAnomaly::FollowsAmbiguousRequest]);
+}
+
+#[test]
+fn lowercase_method_reads_as_uppercase() {
+    let events = frame_requests(&[b"post /x HTTP/1.1\r\n\r\n"]);
+    assert_eq!(only_request(&events).method, "POST");
 }
 
 #[test]
