@@ -136,18 +136,21 @@ impl<'s, C: UpstreamConnector> Session<'s, C> {
             RequestStart::Malformed(reason) => return self.reject_malformed(reason).await,
             RequestStart::Complete(request) => request,
             RequestStart::Open(head) => {
+                let is_rpc = rpc::is_rpc_surface(&head.method, &head.target);
+                // A body whose framing is in doubt is not waited for: with
+                // a head such as Content-Length plus chunked, the client
+                // may never send what the lenient reading expects. The
+                // check runs before `100 Continue`, so such a client gets
+                // the 400 and no invitation to send its body.
+                let anomalies = ambiguous(&head.anomalies, true);
+                if is_rpc && !anomalies.is_empty() {
+                    return self.reject_framing(&head.as_request(), &anomalies, None).await;
+                }
                 if wire::expects_continue(&head.headers) {
                     self.send(wire::CONTINUE).await?;
                 }
-                if !rpc::is_rpc_surface(&head.method, &head.target) {
+                if !is_rpc {
                     return self.pass_through(head).await;
-                }
-                // A body whose framing is in doubt is not waited for: with
-                // a head such as Content-Length plus chunked, the client
-                // may never send what the lenient reading expects.
-                let anomalies = ambiguous(&head.anomalies, true);
-                if !anomalies.is_empty() {
-                    return self.reject_framing(&head.as_request(), &anomalies, None).await;
                 }
                 match self.read_rest(&head).await? {
                     BodyRead::Complete(request) => request,
