@@ -61,8 +61,9 @@ pub fn parse_cgroup2_mount(mounts: &str) -> Option<PathBuf> {
 }
 
 /// Decodes the octal escapes (`\040` for a space) the kernel writes for
-/// white space and backslashes in `/proc/mounts` fields.
-fn unescape_mount_field(field: &str) -> String {
+/// white space and backslashes in `/proc/mounts` fields. An escape above
+/// `\377`, which the kernel never writes, becomes `?`.
+pub(crate) fn unescape_mount_field(field: &str) -> String {
     let bytes = field.as_bytes();
     let mut decoded = Vec::with_capacity(bytes.len());
     let mut index = 0;
@@ -75,7 +76,7 @@ fn unescape_mount_field(field: &str) -> String {
                 let value = digits
                     .iter()
                     .fold(0u32, |value, digit| value * 8 + u32::from(digit - b'0'));
-                decoded.push(value as u8);
+                decoded.push(u8::try_from(value).unwrap_or(b'?'));
                 index += 4;
             }
             None => {

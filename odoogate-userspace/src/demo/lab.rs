@@ -77,20 +77,6 @@ pub fn connect_veth(
     Ok(())
 }
 
-/// Returns the cgroup v2 mount point from /proc/mounts.
-pub fn cgroup2_mount() -> anyhow::Result<PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/mounts").context("failed to read /proc/mounts")?;
-    mounts
-        .lines()
-        .filter_map(|line| {
-            let mut parts = line.split_whitespace();
-            let (_, target, kind) = (parts.next()?, parts.next()?, parts.next()?);
-            (kind == "cgroup2").then(|| PathBuf::from(target))
-        })
-        .next()
-        .context("no cgroup v2 mount in /proc/mounts")
-}
-
 /// A cgroup v2 directory, removed on drop (after its processes are gone).
 pub struct Cgroup {
     path: PathBuf,
@@ -101,7 +87,7 @@ impl Cgroup {
     /// Creates `relative` (such as `odoogate-demo/stats-sync`) under the
     /// cgroup v2 mount, with its parents.
     pub fn create(relative: &str) -> anyhow::Result<Self> {
-        let path = cgroup2_mount()?.join(relative);
+        let path = crate::capture::cgroup::find_cgroup2_mount()?.join(relative);
         std::fs::create_dir_all(&path).with_context(|| format!("failed to create cgroup {}", path.display()))?;
         Ok(Self { path, relative: relative.to_owned() })
     }

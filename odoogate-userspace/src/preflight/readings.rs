@@ -4,6 +4,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::capture::cgroup::unescape_mount_field;
+
 /// Largest file read from `/proc` or `/sys`: a mount table with thousands
 /// of container mounts stays far below it.
 const MAX_READING_BYTES: u64 = 4 * 1024 * 1024;
@@ -111,32 +113,7 @@ fn parse_mount_line(line: &str) -> Result<MountEntry, ReadingError> {
     let (Some(_device), Some(mount_point), Some(fs_type)) = (fields.next(), fields.next(), fields.next()) else {
         return Err(ReadingError::MountLine(line.to_owned()));
     };
-    Ok(MountEntry { mount_point: PathBuf::from(unescape_octal(mount_point)), fs_type: fs_type.to_owned() })
-}
-
-/// Decodes the `\NNN` octal escapes the kernel writes for spaces, tabs,
-/// newlines and backslashes in mount points.
-fn unescape_octal(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        let escape = bytes.get(index + 1..index + 4).filter(|digits| {
-            bytes[index] == b'\\' && digits.iter().all(|digit| (b'0'..=b'7').contains(digit))
-        });
-        match escape {
-            Some(digits) => {
-                let value = digits.iter().fold(0u32, |acc, digit| acc * 8 + u32::from(digit - b'0'));
-                out.push(u8::try_from(value).unwrap_or(b'?'));
-                index += 4;
-            }
-            None => {
-                out.push(bytes[index]);
-                index += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    Ok(MountEntry { mount_point: PathBuf::from(unescape_mount_field(mount_point)), fs_type: fs_type.to_owned() })
 }
 
 fn read(path: &'static str) -> Result<String, ReadingError> {
