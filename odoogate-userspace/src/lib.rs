@@ -28,6 +28,7 @@ pub mod preflight;
 pub mod proxy;
 pub mod rpc;
 pub mod secret;
+pub mod state_file;
 pub mod steer;
 pub mod token;
 pub mod upstream;

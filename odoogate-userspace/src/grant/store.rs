@@ -8,15 +8,17 @@
 //! daemon rereads the file when its size, inode or modification time
 //! changes ([`GrantFile::refresh`]).
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read as _, Write as _};
-use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _};
+use std::fs::{self, File};
+use std::io::{self, Read as _};
+use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use jiff::Timestamp;
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 use serde::{Deserialize, Serialize};
+
+use crate::state_file;
 
 use super::{Grant, Grants};
 
@@ -220,42 +222,14 @@ fn update<T>(
 
 /// Takes an exclusive lock on `<file>.lock`, released when dropped.
 fn lock(path: &Path) -> Result<Flock<File>, GrantError> {
-    let mut lock_path = path.as_os_str().to_owned();
-    lock_path.push(".lock");
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&lock_path)
-        .map_err(|source| GrantError::Io { action: "open the lock of", path: path.to_owned(), source })?;
-    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| GrantError::Io {
-        action: "lock",
-        path: path.to_owned(),
-        source: io::Error::from(errno),
-    })
+    state_file::lock(path).map_err(|error| GrantError::Io { action: error.action, path: path.to_owned(), source: error.source })
 }
 
 fn write_atomically(path: &Path, directory: &Path, contents: &GrantFileContents) -> Result<(), GrantError> {
-    let io_error = |action| move |source| GrantError::Io { action, path: path.to_owned(), source };
     let mut text = serde_json::to_vec_pretty(contents).map_err(|error| GrantError::Request(error.to_string()))?;
     text.push(b'\n');
-
-    let file_name = path.file_name().map_or_else(|| "grants.json".into(), |name| name.to_string_lossy());
-    let temporary = directory.join(format!(".{file_name}.tmp-{}", std::process::id()));
-    let _ = fs::remove_file(&temporary);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&temporary)
-        .map_err(io_error("create a temporary file for"))?;
-    let written = file.write_all(&text).and_then(|()| file.sync_all());
-    if let Err(error) = written.and_then(|()| fs::rename(&temporary, path)) {
-        let _ = fs::remove_file(&temporary);
-        return Err(io_error("write")(error));
-    }
-    File::open(directory).and_then(|dir| dir.sync_all()).map_err(io_error("sync the directory of"))
+    state_file::write_atomically(path, directory, &text)
+        .map_err(|error| GrantError::Io { action: error.action, path: path.to_owned(), source: error.source })
 }
 
 fn new_id(path: &Path) -> Result<String, GrantError> {
