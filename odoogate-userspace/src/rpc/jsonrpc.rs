@@ -60,20 +60,8 @@ fn invalid_json(error: &serde_json::Error) -> DecodeError {
 /// than `max_depth`. Brackets inside strings do not count.
 pub fn check_depth(body: &[u8], max_depth: usize) -> Result<(), DecodeError> {
     let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for &byte in body {
-        if in_string {
-            match byte {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
+    for byte in bytes_outside_strings(body) {
         match byte {
-            b'"' => in_string = true,
             b'[' | b'{' => {
                 depth += 1;
                 if depth > max_depth {
@@ -85,6 +73,26 @@ pub fn check_depth(body: &[u8], max_depth: usize) -> Result<(), DecodeError> {
         }
     }
     Ok(())
+}
+
+/// Yields the bytes of a JSON text that are not inside a string. A string's
+/// opening quote is yielded; its contents and closing quote are not.
+pub(crate) fn bytes_outside_strings(body: &[u8]) -> impl Iterator<Item = u8> + '_ {
+    let mut in_string = false;
+    let mut escaped = false;
+    body.iter().copied().filter(move |&byte| {
+        if !in_string {
+            in_string = byte == b'"';
+            return true;
+        }
+        match byte {
+            _ if escaped => escaped = false,
+            b'\\' => escaped = true,
+            b'"' => in_string = false,
+            _ => {}
+        }
+        false
+    })
 }
 
 /// Returns the first top-level key of a JSON object body that is one of
@@ -143,6 +151,12 @@ fn string_end(body: &[u8], start: usize) -> Option<usize> {
 mod tests {
     use super::*;
     use crate::rpc::call::CallKind;
+
+    #[test]
+    fn bytes_outside_strings_skip_string_contents() {
+        let outside: Vec<u8> = bytes_outside_strings(br#"{"a\"[": ["x\\", 1]}"#).collect();
+        assert_eq!(outside, br#"{": [", 1]}"#.to_vec());
+    }
 
     #[test]
     fn depth_counts_only_structure() {

@@ -234,20 +234,9 @@ fn set_context_key(context: &mut Json, name: &str) {
 /// Rejects integers that serde_json would read as floats, which would
 /// reach Odoo as `1.2e21` instead of the client's integer.
 fn check_integer_sizes(body: &[u8]) -> Result<(), RewriteError> {
-    let mut in_string = false;
-    let mut escaped = false;
     let mut digits = 0usize;
     let mut fraction = false;
-    for &byte in body {
-        if in_string {
-            match byte {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
+    for byte in crate::rpc::jsonrpc::bytes_outside_strings(body) {
         match byte {
             b'0'..=b'9' => digits += 1,
             b'.' | b'e' | b'E' => fraction = true,
@@ -257,7 +246,6 @@ fn check_integer_sizes(body: &[u8]) -> Result<(), RewriteError> {
                 }
                 digits = 0;
                 fraction = false;
-                in_string = byte == b'"';
             }
         }
     }
