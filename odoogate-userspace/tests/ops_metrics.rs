@@ -2,38 +2,18 @@
 //! eBPF) serves Prometheus metrics that count the calls it proxied. Needs
 //! python3.
 
+mod support;
+
+use support::{Guard, fingerprint, free_port, start_upstream, temp_dir, wait_for_port};
+
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value as Json;
 
 const API_KEY: &str = "5f1a6b2c3d4e5f60718293a4b5c6d7e8f9012345";
-
-/// A child process killed on drop.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn wait_for_port(port: u16) {
-    for _ in 0..400 {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("nothing listens on port {port}");
-}
 
 fn call(port: u16, method: &str) -> Json {
     let body = serde_json::json!({
@@ -73,24 +53,13 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 
 #[test]
 fn metrics_count_proxied_calls() {
-    let dir = std::env::temp_dir().join(format!("odoogate-ops-metrics-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-
-    let script = odoogate::upstream::write_script(&dir).unwrap();
+    let dir = temp_dir("ops-metrics");
     let upstream_port = free_port();
-    let upstream = Command::new("python3")
-        .arg(&script)
-        .args(["--listen", &format!("127.0.0.1:{upstream_port}"), "--api-key", API_KEY])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("python3 starts");
-    let _upstream = Guard(upstream);
-    wait_for_port(upstream_port);
+    let _upstream = start_upstream(&dir, upstream_port, &["--api-key", API_KEY]);
 
     let listen_port = free_port();
     let metrics_port = free_port();
-    let fingerprint = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(API_KEY.as_bytes()));
+    let fingerprint = fingerprint(API_KEY);
     let config = dir.join("odoogate.toml");
     std::fs::write(
         &config,

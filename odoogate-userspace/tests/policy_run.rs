@@ -3,9 +3,13 @@
 //! through the real binary, the Odoo-like upstream and the CLI. Needs
 //! python3.
 
+mod support;
+
+use support::{Guard, fingerprint, free_port, start_upstream, temp_dir, wait_until};
+
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
@@ -13,34 +17,6 @@ use serde_json::{Value as Json, json};
 
 const READER_KEY: &str = "5f1a6b2c3d4e5f60718293a4b5c6d7e8f9012345";
 const NIGHTLY_KEY: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f901234567";
-
-/// A child process killed on drop.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
-    for _ in 0..400 {
-        if ready() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("timed out waiting for {what}");
-}
-
-fn fingerprint(key: &str) -> String {
-    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(key.as_bytes()))
-}
 
 /// Sends one HTTP request and returns the status, the head and the body.
 fn exchange(port: u16, path: &str, extra_headers: &str, content_type: &str, body: &str) -> (u16, String, String) {
@@ -158,30 +134,11 @@ fn reader_read(port: u16) -> String {
     xmlrpc(port, READER_KEY, "res.partner", "read", "<array><data><value><array><data><value><int>1</int></value></data></array></value></data></array>")
 }
 
-fn start_upstream(dir: &Path, port: u16) -> Guard {
-    let script = odoogate::upstream::write_script(dir).unwrap();
-    let upstream = Command::new("python3")
-        .arg(&script)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--api-key", READER_KEY, "--api-key", NIGHTLY_KEY])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("python3 starts");
-    wait_until("the upstream", || TcpStream::connect(("127.0.0.1", port)).is_ok());
-    Guard(upstream)
-}
-
-fn temp_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("odoogate-policy-run-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 #[test]
 fn run_applies_limits_grants_and_reloads() {
-    let dir = temp_dir();
+    let dir = temp_dir("policy-run");
     let upstream_port = free_port();
-    let _upstream = start_upstream(&dir, upstream_port);
+    let _upstream = start_upstream(&dir, upstream_port, &["--api-key", READER_KEY, "--api-key", NIGHTLY_KEY]);
     let listen_port = free_port();
     let config = dir.join("odoogate.toml");
     let socket = dir.join("control.sock");

@@ -2,43 +2,19 @@
 //! XML-RPC reads under `narrow_reads` reach the Odoo-like upstream with
 //! only the allowed fields, and the client gets only those. Needs python3.
 
+mod support;
+
+use support::{Guard, fingerprint, free_port, read_lines, start_upstream, temp_dir, wait_until};
+
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value as Json;
 
 const READER_KEY: &str = "5f1a6b2c3d4e5f60718293a4b5c6d7e8f9012345";
-
-/// A child process killed on drop.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
-    for _ in 0..400 {
-        if ready() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("timed out waiting for {what}");
-}
-
-fn fingerprint(key: &str) -> String {
-    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(key.as_bytes()))
-}
 
 /// Sends `execute_kw` with `params` after the credential to `path` and
 /// returns the response body.
@@ -103,35 +79,12 @@ allow = [
     )
 }
 
-fn start_upstream(dir: &Path, port: u16) -> Guard {
-    let script = odoogate::upstream::write_script(dir).unwrap();
-    let upstream = Command::new("python3")
-        .arg(&script)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--api-key", READER_KEY, "--request-log"])
-        .arg(dir.join("requests.jsonl"))
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("python3 starts");
-    wait_until("the upstream", || TcpStream::connect(("127.0.0.1", port)).is_ok());
-    Guard(upstream)
-}
-
-fn temp_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("odoogate-policy-xmlrpc-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn read_lines(path: &Path) -> Vec<Json> {
-    std::fs::read_to_string(path).unwrap_or_default().lines().map(|line| serde_json::from_str(line).unwrap()).collect()
-}
-
 #[test]
 fn xmlrpc_reads_are_narrowed() {
-    let dir = temp_dir();
+    let dir = temp_dir("policy-xmlrpc");
     let upstream_port = free_port();
-    let _upstream = start_upstream(&dir, upstream_port);
+    let log = dir.join("requests.jsonl").display().to_string();
+    let _upstream = start_upstream(&dir, upstream_port, &["--api-key", READER_KEY, "--request-log", &log]);
     let listen_port = free_port();
     let config = dir.join("odoogate.toml");
     std::fs::write(&config, config_text(upstream_port, listen_port, &dir)).unwrap();

@@ -3,11 +3,15 @@
 //! credentials file that cannot be read keeps the old ones and fails the
 //! reload. Needs python3.
 
+mod support;
+
+use support::{Guard, free_port, start_upstream, temp_dir, wait_until};
+
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
 use odoogate::token::TokenStore;
@@ -15,30 +19,6 @@ use serde_json::Value as Json;
 
 const FIRST_KEY: &str = "5f1a6b2c3d4e5f60718293a4b5c6d7e8f9012345";
 const SECOND_KEY: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f901234567";
-
-/// A child process killed on drop.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
-    for _ in 0..400 {
-        if ready() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("timed out waiting for {what}");
-}
 
 fn sha_prefix(text: &str) -> String {
     hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()))[..12].to_owned()
@@ -109,13 +89,6 @@ allow = [{{ models = ["res.partner"], methods = ["search_count"] }}]
     )
 }
 
-fn temp_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("odoogate-reload-credentials-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// The credential prefixes of the calls the upstream received, in order.
 fn forwarded_credentials(log: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -132,21 +105,12 @@ fn reload(socket: &Path) -> std::process::Output {
 
 #[test]
 fn reload_reads_credentials_again() {
-    let dir = temp_dir();
+    let dir = temp_dir("reload-credentials");
     let upstream_port = free_port();
     let listen_port = free_port();
     let log = dir.join("requests.jsonl");
-    let script = odoogate::upstream::write_script(&dir).unwrap();
-    let upstream = Command::new("python3")
-        .arg(&script)
-        .args(["--listen", &format!("127.0.0.1:{upstream_port}"), "--api-key", FIRST_KEY, "--api-key", SECOND_KEY])
-        .arg("--request-log")
-        .arg(&log)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("python3 starts");
-    let _upstream = Guard(upstream);
-    wait_until("the upstream", || TcpStream::connect(("127.0.0.1", upstream_port)).is_ok());
+    let log_arg = log.display().to_string();
+    let _upstream = start_upstream(&dir, upstream_port, &["--api-key", FIRST_KEY, "--api-key", SECOND_KEY, "--request-log", &log_arg]);
 
     let credentials = dir.join("credentials.toml");
     write_credentials(&credentials, FIRST_KEY);

@@ -1,0 +1,75 @@
+//! Helpers shared by the integration tests that run the `odoogate` binary
+//! and the Odoo-like upstream without root.
+
+#![allow(dead_code)]
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A child process killed on drop.
+pub struct Guard(pub Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Returns a loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls `ready` every 25 ms and panics, naming `what`, after 10 s.
+pub fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    for _ in 0..400 {
+        if ready() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// Waits until something accepts connections on loopback `port`.
+pub fn wait_for_port(port: u16) {
+    wait_until(&format!("a listener on port {port}"), || TcpStream::connect(("127.0.0.1", port)).is_ok());
+}
+
+/// Returns the lowercase hex SHA-256 of `key`, as `api_key_sha256` takes it.
+pub fn fingerprint(key: &str) -> String {
+    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(key.as_bytes()))
+}
+
+/// Returns an empty directory named after `name` and this process.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("odoogate-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Starts the Odoo-like upstream on 127.0.0.1:`port` with `args` (API
+/// keys, a request log), its script written into `dir`, and waits until it
+/// accepts connections.
+pub fn start_upstream(dir: &Path, port: u16, args: &[&str]) -> Guard {
+    let script = odoogate::upstream::write_script(dir).unwrap();
+    let upstream = Command::new("python3")
+        .arg(&script)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(args)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("python3 starts");
+    let guard = Guard(upstream);
+    wait_for_port(port);
+    guard
+}
+
+/// Reads a JSON lines file, an empty list when it does not exist yet.
+pub fn read_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path).unwrap_or_default().lines().map(|line| serde_json::from_str(line).unwrap()).collect()
+}
