@@ -6,12 +6,16 @@
 //! denied calls and ambiguous framings must not, and clients must see the
 //! errors their libraries expect.
 
+mod support;
+
+use support::{Records, Upstream, temp_dir};
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
-use odoogate::audit::{AuditEvent, AuditRecord, AuditSink, Decision};
+use odoogate::audit::{AuditEvent, AuditRecord, Decision};
 use odoogate::proxy::{DirectConnector, Proxy, Tokens};
 use odoogate::secret::Secret;
 use odoogate::token::{ServiceCredentials, TokenStore};
@@ -23,16 +27,6 @@ use tokio::net::{TcpListener, TcpStream};
 const API_KEY: &str = "5f1a6b2c3d4e5f60718293a4b5c6d7e8f9012345";
 const DB: &str = "odoo19";
 
-/// Collects the records the proxy writes.
-#[derive(Clone, Default)]
-struct Records(Arc<Mutex<Vec<AuditRecord>>>);
-
-impl AuditSink for Records {
-    fn write(&mut self, record: &AuditRecord) {
-        self.0.lock().unwrap().push(record.clone());
-    }
-}
-
 impl Records {
     fn calls(&self) -> Vec<AuditRecord> {
         self.0.lock().unwrap().iter().filter(|r| r.event == AuditEvent::Call).cloned().collect()
@@ -43,68 +37,12 @@ impl Records {
     }
 }
 
-/// The Odoo-like upstream, stopped on drop.
-struct Upstream {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Upstream {
-    fn start(dir: &Path) -> Upstream {
-        let script = odoogate::upstream::write_script(dir).unwrap();
-        let port = free_port();
-        let log = dir.join("requests.jsonl");
-        let ready = dir.join("ready");
-        let child = Command::new("python3")
-            .arg(&script)
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--db", DB, "--api-key", API_KEY])
-            .arg("--request-log")
-            .arg(&log)
-            .arg("--ready-file")
-            .arg(&ready)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("python3 starts");
-        let upstream = Upstream { child, port, log };
-        for _ in 0..200 {
-            if ready.exists() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return upstream;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("the Odoo-like upstream did not start");
-    }
-
-    /// The calls the upstream received, one JSON object each.
-    fn requests(&self) -> Vec<Json> {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        text.lines().map(|line| serde_json::from_str(line).unwrap()).collect()
-    }
-
     fn received(&self, model_method: &str) -> bool {
         self.requests().iter().any(|entry| {
             entry["params"]["model_method"] == model_method || entry["method"] == model_method
         })
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("odoogate-proxy-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn config(upstream_port: u16) -> odoogate::config::Config {
@@ -175,8 +113,8 @@ impl Site {
     }
 
     async fn start_with(name: &str, tokens: impl FnOnce(&Path) -> Option<(Tokens, Secret)>) -> (Site, Option<Secret>) {
-        let dir = temp_dir(name);
-        let upstream = Upstream::start(&dir);
+        let dir = temp_dir(&format!("proxy-{name}"));
+        let upstream = Upstream::start(&dir, API_KEY);
         let config = Arc::new(config(upstream.port));
         let records = Records::default();
         let connector = DirectConnector::new(config.proxy.upstream);

@@ -31,13 +31,15 @@
 //!   itself and forwards the request framed by `Content-Length`, which
 //!   werkzeug reads the same way.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+mod support;
+
+use support::{Records, Upstream};
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use odoogate::audit::{AuditEvent, AuditRecord, AuditSink, Decision};
+use odoogate::audit::{AuditEvent, AuditRecord, Decision};
 use odoogate::capture::{CaptureEvent, Segment, TcpFlags};
 use odoogate::pipeline::Pipeline;
 use odoogate::proxy::{DirectConnector, Proxy};
@@ -296,62 +298,13 @@ fn cases() -> Vec<Case> {
 
 // === enforce mode ===
 
-#[derive(Clone, Default)]
-struct Records(Arc<Mutex<Vec<AuditRecord>>>);
-
-impl AuditSink for Records {
-    fn write(&mut self, record: &AuditRecord) {
-        self.0.lock().unwrap().push(record.clone());
-    }
-}
-
 impl Records {
     fn take(&self) -> Vec<AuditRecord> {
         std::mem::take(&mut *self.0.lock().unwrap())
     }
 }
 
-/// The Odoo-like upstream, stopped on drop.
-struct Upstream {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Upstream {
-    fn start(dir: &Path) -> Upstream {
-        let script = odoogate::upstream::write_script(dir).unwrap();
-        let port = free_port();
-        let log = dir.join("requests.jsonl");
-        let ready = dir.join("ready");
-        let child = Command::new("python3")
-            .arg(&script)
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--db", DB, "--api-key", API_KEY])
-            .arg("--request-log")
-            .arg(&log)
-            .arg("--ready-file")
-            .arg(&ready)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 starts");
-        let upstream = Upstream { child, port, log };
-        for _ in 0..200 {
-            if ready.exists() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return upstream;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("the Odoo-like upstream did not start");
-    }
-
     /// The requests the upstream logged to routes that carry calls: all
     /// but [`UPLOAD`], whose head odoogate streams to Odoo before it has
     /// seen the body that it then rejects.
@@ -359,10 +312,6 @@ impl Upstream {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         text.lines().filter(|line| !line.contains(&format!("\"path\": \"{UPLOAD}\""))).map(str::to_owned).collect()
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn config(mode: &str, upstream_port: u16) -> odoogate::config::Config {
@@ -410,7 +359,7 @@ async fn enforce_rejects_every_case() {
     let dir = std::env::temp_dir().join(format!("odoogate-smuggling-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let upstream = Upstream::start(&dir);
+    let upstream = Upstream::start(&dir, API_KEY);
     let config = Arc::new(config("enforce", upstream.port));
     let records = Records::default();
     let connector = DirectConnector::new(config.proxy.upstream);

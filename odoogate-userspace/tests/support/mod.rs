@@ -73,3 +73,37 @@ pub fn start_upstream(dir: &Path, port: u16, args: &[&str]) -> Guard {
 pub fn read_lines(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path).unwrap_or_default().lines().map(|line| serde_json::from_str(line).unwrap()).collect()
 }
+
+/// The Odoo-like upstream with its request log, stopped on drop.
+pub struct Upstream {
+    _process: Guard,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+impl Upstream {
+    /// Starts the upstream for database `odoo19` with `api_key`, logging
+    /// every received call to `dir/requests.jsonl`.
+    pub fn start(dir: &Path, api_key: &str) -> Upstream {
+        let port = free_port();
+        let log = dir.join("requests.jsonl");
+        let log_arg = log.display().to_string();
+        let process = start_upstream(dir, port, &["--db", "odoo19", "--api-key", api_key, "--request-log", &log_arg]);
+        Upstream { _process: process, port, log }
+    }
+
+    /// Returns the calls the upstream received, one JSON object each.
+    pub fn requests(&self) -> Vec<serde_json::Value> {
+        read_lines(&self.log)
+    }
+}
+
+/// An audit sink that keeps the records the proxy or pipeline writes.
+#[derive(Clone, Default)]
+pub struct Records(pub std::sync::Arc<std::sync::Mutex<Vec<odoogate::audit::AuditRecord>>>);
+
+impl odoogate::audit::AuditSink for Records {
+    fn write(&mut self, record: &odoogate::audit::AuditRecord) {
+        self.0.lock().unwrap().push(record.clone());
+    }
+}
