@@ -104,15 +104,7 @@ fn decode_packet(record: &[u8]) -> Result<Segment, RecordError> {
 }
 
 fn decode_origin(record: &[u8]) -> Result<FlowOrigin, RecordError> {
-    let expected = size_of::<FlowOriginRecord>();
-    if record.len() != expected {
-        return Err(RecordError::Length {
-            kind: RECORD_FLOW_ORIGIN,
-            len: record.len(),
-            expected,
-        });
-    }
-    let origin: FlowOriginRecord = read_pod(record, RECORD_FLOW_ORIGIN)?;
+    let origin: FlowOriginRecord = read_exact_pod(record, RECORD_FLOW_ORIGIN)?;
     let FlowOriginRecord {
         family,
         process_known,
@@ -140,15 +132,7 @@ fn decode_origin(record: &[u8]) -> Result<FlowOrigin, RecordError> {
 }
 
 fn decode_refusal(record: &[u8]) -> Result<GuardRefusal, RecordError> {
-    let expected = size_of::<GuardRefusalRecord>();
-    if record.len() != expected {
-        return Err(RecordError::Length {
-            kind: RECORD_GUARD_REFUSAL,
-            len: record.len(),
-            expected,
-        });
-    }
-    let refusal: GuardRefusalRecord = read_pod(record, RECORD_GUARD_REFUSAL)?;
+    let refusal: GuardRefusalRecord = read_exact_pod(record, RECORD_GUARD_REFUSAL)?;
     let GuardRefusalRecord {
         family,
         pid,
@@ -171,6 +155,15 @@ fn decode_refusal(record: &[u8]) -> Result<GuardRefusal, RecordError> {
 }
 
 /// Reads a `T` from the start of `record`, which must be at least as long.
+/// Reads a record that must be exactly one `T`, with no payload after it.
+fn read_exact_pod<T: aya::Pod>(record: &[u8], kind: u8) -> Result<T, RecordError> {
+    let expected = size_of::<T>();
+    if record.len() != expected {
+        return Err(RecordError::Length { kind, len: record.len(), expected });
+    }
+    read_pod(record, kind)
+}
+
 fn read_pod<T: aya::Pod>(record: &[u8], kind: u8) -> Result<T, RecordError> {
     let expected = size_of::<T>();
     if record.len() < expected {
