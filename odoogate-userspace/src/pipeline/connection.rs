@@ -76,6 +76,26 @@ pub struct CallContext<'a> {
     pub tokens: Option<&'a TokenStore>,
 }
 
+/// Ties a request to its integration, with the scoped tokens when their
+/// store is loaded. The second value is set for a token that did not verify.
+fn resolve(
+    config: &Config,
+    tokens: Option<&TokenStore>,
+    call: Option<&Call>,
+    request: &HttpRequest,
+    source: &Source,
+    sessions: &SessionTable,
+) -> (identity::Resolution, Option<identity::InvalidToken>) {
+    match tokens {
+        Some(store) => {
+            let now = std::time::SystemTime::now();
+            let resolved = identity::resolve_with_tokens(config, store, call, &request.headers, source, sessions, now);
+            (resolved.resolution, resolved.invalid_token)
+        }
+        None => (identity::resolve(config, call, &request.headers, source, sessions), None),
+    }
+}
+
 /// A request that was framed and is waiting for its response.
 struct PendingCall {
     /// The record to write, without outcome and latency. It is `None` for
@@ -246,6 +266,9 @@ impl Connection {
             rpc::decode_request(&request, &limits)
         };
         let mut decode_failure = None;
+        // Resolved once per request: a body that does not decode gets a
+        // decode-error record and a call record for the same caller.
+        let mut resolved = None;
         let call = match decoded {
             Ok(Some(call)) => Some(call),
             Ok(None) => {
@@ -259,8 +282,9 @@ impl Connection {
                 None
             }
             Err(error) => {
-                let resolution = identity::resolve(config, None, &request.headers, &source, sessions);
+                let (resolution, invalid_token) = resolve(config, tokens, None, &request, &source, sessions);
                 output.push(records::decode_error(&source, &request, &error, &resolution));
+                resolved = Some((resolution, invalid_token));
                 decode_failure = Some(error.code());
                 // Odoo's own parsers may still read this body (a DOCTYPE,
                 // another encoding, NaN), so it also gets a call record,
@@ -271,13 +295,9 @@ impl Connection {
 
         let pending = match call {
             Some(call) => {
-                let (resolution, invalid_token) = match tokens {
-                    Some(store) => {
-                        let now = std::time::SystemTime::now();
-                        let resolved = identity::resolve_with_tokens(config, store, Some(&call), &request.headers, &source, sessions, now);
-                        (resolved.resolution, resolved.invalid_token)
-                    }
-                    None => (identity::resolve(config, Some(&call), &request.headers, &source, sessions), None),
+                let (resolution, invalid_token) = match resolved.take() {
+                    Some(resolved) => resolved,
+                    None => resolve(config, tokens, Some(&call), &request, &source, sessions),
                 };
                 let mut decided = records::decide_call(&call, &request, &resolution, config, policy);
                 if let Some(invalid) = &invalid_token {
