@@ -12,9 +12,11 @@
 //! | surface | `fields` |
 //! |---|---|
 //! | `/jsonrpc` `execute_kw` | `args[5][1]` when given there, else `args[6].fields` |
+//! | `/jsonrpc` `execute` | `args[6]`, added when the call ends after `args[5]` |
 //! | `/web/dataset/call_kw` | `params.args[1]` when given there, else `params.kwargs.fields` |
 //! | `/json/2/<model>/<method>` | the body's `fields` |
 //! | `/xmlrpc/2/object`, `/xmlrpc/object` `execute_kw` | `params[5][1]` when given there, else `params[6].fields` |
+//! | `/xmlrpc/2/object`, `/xmlrpc/object` `execute` | `params[6]`, added when the call ends after `params[5]` |
 //!
 //! XML-RPC bodies are edited in place: only the `<array>` of the field list
 //! changes, and every other byte stays as the client sent it.
@@ -47,7 +49,7 @@ pub struct Narrowed {
 pub fn narrow(request: &HttpRequest, call: &Call, fields: &[String], limits: &DecodeLimits) -> Result<Narrowed, NarrowError> {
     let list = Json::Array(fields.iter().cloned().map(Json::String).collect());
     let body = match call.protocol {
-        Protocol::JsonRpc => edit_json_body(&request.body, |envelope| set_in_execute_kw(envelope, list))?,
+        Protocol::JsonRpc => edit_json_body(&request.body, |envelope| set_in_object_call(envelope, list))?,
         Protocol::Web => edit_json_body(&request.body, |envelope| set_in_call_kw(envelope, list))?,
         Protocol::Json2 => edit_json_body(&request.body, |body| {
             object_mut(body, "the body")?.insert("fields".to_owned(), list);
@@ -82,25 +84,44 @@ fn confirm(original: &Call, narrowed: &Call, fields: &[String]) -> Result<(), Na
     Ok(())
 }
 
-/// `/jsonrpc` `object.execute_kw`: `args[5]` is the positional list and
-/// `args[6]` the keyword arguments.
-fn set_in_execute_kw(envelope: &mut Json, fields: Json) -> Result<(), RewriteError> {
+/// `/jsonrpc` `object.execute_kw` and `object.execute`.
+///
+/// `execute_kw` takes the method's positional arguments as a list in
+/// `args[5]` and its keyword arguments in `args[6]`. `execute` takes them
+/// spread after the method name, so `read(ids, fields)` and
+/// `search_read(domain, fields, ...)` have their field list in `args[6]`.
+fn set_in_object_call(envelope: &mut Json, fields: Json) -> Result<(), RewriteError> {
     let params = object_mut(envelope, "the request")?.get_mut("params");
     let params = params.and_then(Json::as_object_mut).ok_or_else(|| invalid("params is not an object"))?;
-    let is_execute_kw = params.get("service").and_then(Json::as_str) == Some("object")
-        && params.get("method").and_then(Json::as_str) == Some("execute_kw");
-    if !is_execute_kw {
-        return Err(invalid("only object.execute_kw is narrowed"));
+    if params.get("service").and_then(Json::as_str) != Some("object") {
+        return Err(invalid("only the object service is narrowed"));
     }
+    let method = params.get("method").and_then(Json::as_str).map(str::to_owned);
     let args = params.get_mut("args").and_then(Json::as_array_mut).ok_or_else(|| invalid("params.args is not a list"))?;
-    if args.len() < 6 {
-        return Err(invalid("execute_kw with fewer than 6 arguments"));
+    match method.as_deref() {
+        Some("execute_kw") => {
+            if args.len() < 6 {
+                return Err(invalid("execute_kw with fewer than 6 arguments"));
+            }
+            if args.len() == 6 {
+                args.push(Json::Object(Map::new()));
+            }
+            let (positional, keywords) = args.split_at_mut(6);
+            set_fields(&mut positional[5], &mut keywords[0], fields)
+        }
+        Some("execute") => match args.len() {
+            0..=5 => Err(invalid("execute with fewer than 6 arguments")),
+            6 => {
+                args.push(fields);
+                Ok(())
+            }
+            _ => {
+                args[6] = fields;
+                Ok(())
+            }
+        },
+        _ => Err(invalid("only object.execute_kw and object.execute are narrowed")),
     }
-    if args.len() == 6 {
-        args.push(Json::Object(Map::new()));
-    }
-    let (positional, keywords) = args.split_at_mut(6);
-    set_fields(&mut positional[5], &mut keywords[0], fields)
 }
 
 /// `/web/dataset/call_kw`: `params.args` and `params.kwargs`.

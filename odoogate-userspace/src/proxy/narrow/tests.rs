@@ -65,6 +65,54 @@ fn jsonrpc_all_fields_gets_keyword() {
 }
 
 #[test]
+fn jsonrpc_execute_positional_fields_replaced() {
+    let original = request(
+        "/jsonrpc",
+        JSON,
+        &json!({"jsonrpc": "2.0", "method": "call", "id": 1, "params": {"service": "object", "method": "execute",
+            "args": ["odoo19", 2, "pw", "res.partner", "search_read", [["is_company", "=", true]], ["name", "email"], 0, 5]}}),
+    );
+    let narrowed = narrow(&original, &decode(&original), &allowed(), &DecodeLimits::default()).unwrap();
+
+    assert_eq!(narrowed.call.fields, ["name"]);
+    assert_eq!(
+        body(&narrowed)["params"]["args"],
+        json!(["odoo19", 2, "pw", "res.partner", "search_read", [["is_company", "=", true]], ["name"], 0, 5])
+    );
+}
+
+#[test]
+fn jsonrpc_execute_all_fields_gets_list() {
+    let original = request(
+        "/jsonrpc",
+        JSON,
+        &json!({"jsonrpc": "2.0", "method": "call", "id": 1, "params": {"service": "object", "method": "execute",
+            "args": ["odoo19", 2, "pw", "res.partner", "read", [7]]}}),
+    );
+    let call = decode(&original);
+    assert!(call.reads_all_fields);
+    let narrowed = narrow(&original, &call, &allowed(), &DecodeLimits::default()).unwrap();
+
+    assert!(!narrowed.call.reads_all_fields);
+    assert_eq!(narrowed.call.record_ids, [7]);
+    assert_eq!(body(&narrowed)["params"]["args"], json!(["odoo19", 2, "pw", "res.partner", "read", [7], ["name"]]));
+}
+
+#[test]
+fn jsonrpc_other_service_stays_denied() {
+    let original = request(
+        "/jsonrpc",
+        JSON,
+        &json!({"jsonrpc": "2.0", "method": "call", "id": 1, "params": {"service": "object", "method": "execute_kw",
+            "args": ["odoo19", 2, "pw", "res.partner", "read", [[7], ["name", "email"]]]}}),
+    );
+    let call = decode(&original);
+    let mut other = original.clone();
+    other.body = Bytes::from(String::from_utf8(original.body.to_vec()).unwrap().replace("execute_kw", "execute_whatever"));
+    assert!(matches!(narrow(&other, &call, &allowed(), &DecodeLimits::default()), Err(NarrowError::Rewrite(_))));
+}
+
+#[test]
 fn web_call_kw_keyword_fields_replaced() {
     let original = request(
         "/web/dataset/call_kw/res.partner/search_read",
@@ -90,10 +138,14 @@ fn json2_body_fields_replaced() {
 }
 
 fn xml_request(target: &str, params: &[&str]) -> HttpRequest {
+    xml_call(target, "execute_kw", params)
+}
+
+fn xml_call(target: &str, method: &str, params: &[&str]) -> HttpRequest {
     let params: String = params.iter().map(|param| format!("<param><value>{param}</value></param>")).collect();
     let mut original = request(target, &[("Content-Type", "text/xml")], &json!(null));
     original.body = Bytes::from(format!(
-        "<?xml version=\"1.0\"?>\n<methodCall><methodName>execute_kw</methodName><params>{params}</params></methodCall>"
+        "<?xml version=\"1.0\"?>\n<methodCall><methodName>{method}</methodName><params>{params}</params></methodCall>"
     ));
     original
 }
@@ -158,6 +210,51 @@ fn xmlrpc_all_fields_gets_keyword() {
         body.contains("<param><value><struct><member><name>fields</name><value><array><data><value><string>a&lt;b</string>"),
         "{body}"
     );
+}
+
+const READ_IDS: &str = "<array><data><value><int>1</int></value><value><int>2</int></value></data></array>";
+
+const NAME_AND_EMAIL: &str =
+    "<array><data><value><string>name</string></value><value><string>email</string></value></data></array>";
+
+#[test]
+fn xmlrpc_execute_positional_fields_replaced() {
+    let params: Vec<&str> = XML_HEAD.iter().copied().chain([READ_IDS, NAME_AND_EMAIL]).collect();
+    let original = xml_call("/xmlrpc/2/object", "execute", &params);
+    let narrowed = narrow(&original, &decode(&original), &allowed(), &DecodeLimits::default()).unwrap();
+
+    assert_eq!(narrowed.call.fields, ["name"]);
+    assert_eq!(narrowed.call.record_ids, [1, 2]);
+    let expected = String::from_utf8(original.body.to_vec()).unwrap().replace(NAME_AND_EMAIL, &fields_array_of(&["name"]));
+    assert_eq!(xml_body(&narrowed), expected);
+}
+
+#[test]
+fn xmlrpc_legacy_execute_all_fields_gets_param() {
+    let params: Vec<&str> = XML_HEAD.iter().copied().chain([READ_IDS]).collect();
+    let original = xml_call("/xmlrpc/object", "execute", &params);
+    let call = decode(&original);
+    assert!(call.reads_all_fields);
+    let narrowed = narrow(&original, &call, &allowed(), &DecodeLimits::default()).unwrap();
+
+    assert!(!narrowed.call.reads_all_fields);
+    assert_eq!(narrowed.call.fields, ["name"]);
+    let expected = String::from_utf8(original.body.to_vec())
+        .unwrap()
+        .replace("</params>", &format!("<param><value>{}</value></param></params>", fields_array_of(&["name"])));
+    assert_eq!(xml_body(&narrowed), expected);
+}
+
+#[test]
+fn xmlrpc_execute_without_arguments_stays_denied() {
+    let original = xml_call("/xmlrpc/2/object", "execute", &XML_HEAD);
+    let error = narrow(&original, &decode(&original), &allowed(), &DecodeLimits::default()).unwrap_err();
+    assert!(matches!(error, NarrowError::Rewrite(RewriteError::XmlRpc(_))), "{error}");
+}
+
+fn fields_array_of(fields: &[&str]) -> String {
+    let items: String = fields.iter().map(|field| format!("<value><string>{field}</string></value>")).collect();
+    format!("<array><data>{items}</data></array>")
 }
 
 #[test]

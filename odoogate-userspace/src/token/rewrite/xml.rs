@@ -96,48 +96,29 @@ pub fn rewrite(body: &[u8], service: &str, edits: &Edits<'_>) -> Result<Rewritte
     })
 }
 
-/// Sets the field list of an `object.execute_kw` `read` or `search_read`
-/// body to `fields`, as the JSON narrowing does: `args[1]` is replaced when
-/// the call gives it there, and every `kwargs.fields` member is replaced
-/// (or one is added, when `args` has no second item). The caller must
-/// decode the result again and check it reads the same records.
+/// Sets the field list of an `object.execute_kw` or `object.execute`
+/// `read` or `search_read` body to `fields`, as the JSON narrowing does.
+///
+/// - `execute_kw`: `args[1]` is replaced when the call gives it there, and
+///   every `kwargs.fields` member is replaced (or one is added, when `args`
+///   has no second item).
+/// - `execute`: the method's arguments follow the method name, so the field
+///   list is the seventh parameter; it is replaced, or added when the call
+///   ends after the ids or domain.
+///
+/// The caller must decode the result again and check it reads the same
+/// records.
 pub fn set_fields(body: &[u8], fields: &[String]) -> Result<Vec<u8>, String> {
     let text = std::str::from_utf8(body).map_err(|_| "body is not UTF-8".to_owned())?;
     let tree = Tree::parse(text)?;
-    if tree.method_name()? != "execute_kw" {
-        return Err("only execute_kw is narrowed".to_owned());
-    }
     let params = tree.only_child(tree.root, "params")?;
     let values = tree.param_values(params)?;
-    let Some(&args) = values.get(5) else {
-        return Err("execute_kw with fewer than 6 parameters".to_owned());
-    };
-    let items = tree.array_items(args)?.ok_or("the positional arguments are not a list")?;
-
     let list = fields_array(fields);
-    let mut splices = Vec::new();
-    let in_positional = items.len() > 1;
-    if in_positional {
-        splices.push(tree.replace_inner(items[1], &list));
-    }
-    let member = format!("<member><name>fields</name><value>{list}</value></member>");
-    match values.get(6) {
-        None if !in_positional => {
-            splices.push(tree.append_inside(params, &format!("<param><value><struct>{member}</struct></value></param>")));
-        }
-        None => {}
-        Some(&kwargs) => match tree.struct_in(kwargs)? {
-            None if !in_positional => splices.push(tree.replace_inner(kwargs, &format!("<struct>{member}</struct>"))),
-            None => {}
-            Some(keywords) => {
-                let keyword_lists: Vec<usize> = tree.members(keywords)?.into_iter().filter(|(key, _)| key == "fields").map(|(_, value)| value).collect();
-                if keyword_lists.is_empty() && !in_positional {
-                    splices.push(tree.append_inside(keywords, &member));
-                }
-                splices.extend(keyword_lists.into_iter().map(|value| tree.replace_inner(value, &list)));
-            }
-        },
-    }
+    let splices = match tree.method_name()?.as_str() {
+        "execute_kw" => tree.fields_in_execute_kw(params, &values, &list)?,
+        "execute" => tree.fields_in_execute(params, &values, &list)?,
+        _ => return Err("only execute_kw and execute are narrowed".to_owned()),
+    };
     Ok(apply(text, splices)?.into_bytes())
 }
 
@@ -296,6 +277,49 @@ impl<'b> Tree<'b> {
             [] => Ok(None),
             [child] if !self.elements[value].has_text => Ok(Some(child)),
             _ => Err("a <value> holds more than one value".to_owned()),
+        }
+    }
+
+    /// The edits that set the field list of an `execute_kw` call.
+    fn fields_in_execute_kw(&self, params: usize, values: &[usize], list: &str) -> Result<Vec<Splice>, String> {
+        let Some(&args) = values.get(5) else {
+            return Err("execute_kw with fewer than 6 parameters".to_owned());
+        };
+        let items = self.array_items(args)?.ok_or("the positional arguments are not a list")?;
+        let mut splices = Vec::new();
+        let in_positional = items.len() > 1;
+        if in_positional {
+            splices.push(self.replace_inner(items[1], list));
+        }
+        let member = format!("<member><name>fields</name><value>{list}</value></member>");
+        match values.get(6) {
+            None if !in_positional => {
+                splices.push(self.append_inside(params, &format!("<param><value><struct>{member}</struct></value></param>")));
+            }
+            None => {}
+            Some(&kwargs) => match self.struct_in(kwargs)? {
+                None if !in_positional => splices.push(self.replace_inner(kwargs, &format!("<struct>{member}</struct>"))),
+                None => {}
+                Some(keywords) => {
+                    let keyword_lists: Vec<usize> =
+                        self.members(keywords)?.into_iter().filter(|(key, _)| key == "fields").map(|(_, value)| value).collect();
+                    if keyword_lists.is_empty() && !in_positional {
+                        splices.push(self.append_inside(keywords, &member));
+                    }
+                    splices.extend(keyword_lists.into_iter().map(|value| self.replace_inner(value, list)));
+                }
+            },
+        }
+        Ok(splices)
+    }
+
+    /// The edit that sets the field list of an `execute` call:
+    /// `execute(db, uid, password, model, method, ids_or_domain, fields, ...)`.
+    fn fields_in_execute(&self, params: usize, values: &[usize], list: &str) -> Result<Vec<Splice>, String> {
+        match values.len() {
+            0..=5 => Err("execute with fewer than 6 parameters".to_owned()),
+            6 => Ok(vec![self.append_inside(params, &format!("<param><value>{list}</value></param>"))]),
+            _ => Ok(vec![self.replace_inner(values[6], list)]),
         }
     }
 
