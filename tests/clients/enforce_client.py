@@ -1,13 +1,17 @@
 """Calls Odoo through one client library with a credential that may be a
 scoped odoogate token, as an integration in enforce mode does.
 
-Usage: enforce_client.py LIBRARY HOST PORT CREDENTIAL
+Usage: enforce_client.py LIBRARY HOST PORT CREDENTIAL [SCENARIO]
 LIBRARY is xmlrpc (Python's xmlrpc.client), odoorpc, or odoolib-xmlrpc,
 odoolib-jsonrpc, odoolib-json2 (odoo-client-lib in that mode).
 
-Prints one JSON line per step: login (with the uid Odoo answered), an
-allowed call (res.partner.search_read) and a denied one
-(res.partner.unlink), each with the exception type the library raised.
+Prints one JSON line per step, each with the result or the exception type
+the library raised. SCENARIO is one of:
+- basic (the default): login (with the uid Odoo answered), an allowed call
+  (res.partner.search_read) and a denied one (res.partner.unlink);
+- policy: the steps in POLICY_STEPS, which a test's rules allow or refuse
+  by time window, record count, guarded call and field narrowing; xmlrpc
+  and odoorpc also read through the positional object.execute.
 
 Three more modes test the connection itself rather than a library:
 - connect: open one TCP connection and print the errno on failure;
@@ -26,7 +30,52 @@ import time
 import xmlrpc.client
 
 library, host, port, credential = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+scenario = sys.argv[5] if len(sys.argv) > 5 else "basic"
 DB = "odoo19"
+
+# (step, model, method, positional args, keyword args). JSON-2 has no
+# positional arguments: it sends the keyword arguments, with the first
+# positional one under its parameter name.
+POLICY_STEPS = [
+    ("in_hours", "res.partner", "search_read", [[]], {"fields": ["name"]}),
+    ("out_of_hours", "res.partner", "search_count", [[]], {}),
+    ("write_two", "res.partner", "write", [[1, 2], {"phone": "+32 2 555 01 01"}], {}),
+    ("write_three", "res.partner", "write", [[1, 2, 3], {"phone": "+32 2 555 01 02"}], {}),
+    ("write_groups", "res.users", "write", [[2], {"groups_id": [[4, 1]]}], {}),
+    ("narrowed", "res.partner", "read", [[1]], {"fields": ["name", "email"]}),
+]
+JSON2_FIRST_PARAMETER = {"search_read": "domain", "search_count": "domain", "write": "ids", "read": "ids"}
+
+
+def json2_kwargs(method, args, kwargs):
+    """The JSON-2 body of a call given as positional and keyword arguments."""
+    named = dict(kwargs)
+    named[JSON2_FIRST_PARAMETER[method]] = args[0]
+    if method == "write":
+        named["vals"] = args[1]
+    return named
+
+
+def run_policy(call, execute=None):
+    """Runs POLICY_STEPS through call(model, method, args, kwargs), and
+    execute(model, method, *args), the positional object.execute, when the
+    library has it."""
+    for step, model, method, args, kwargs in POLICY_STEPS:
+        report(step, lambda: shape(call(model, method, args, kwargs)))
+    if execute is not None:
+        report("narrowed_execute", lambda: shape(execute("res.partner", "read", [1, 2], ["name", "email"])))
+
+
+def shape(result):
+    """Keeps what the test checks of a result: numbers and booleans as
+    they are, and the field names of read rows."""
+    if isinstance(result, list) and result and isinstance(result[0], dict):
+        return {"rows": len(result), "fields": sorted(result[0])}
+    if isinstance(result, dict):  # odoo-client-lib's JSON-2 read of one record
+        return {"rows": 1, "fields": sorted(result)}
+    if isinstance(result, list):
+        return len(result)
+    return result
 URL = f"http://{host}:{port}"
 
 
@@ -55,6 +104,10 @@ def xmlrpc_stdlib():
     uid = report("login", lambda: common.login(DB, "admin", credential))
     if not uid:
         return
+    if scenario == "policy":
+        run_policy(lambda model, method, args, kwargs: models.execute_kw(DB, uid, credential, model, method, args, kwargs),
+                   lambda model, method, *args: models.execute(DB, uid, credential, model, method, *args))
+        return
     report("allowed", lambda: len(models.execute_kw(
         DB, uid, credential, "res.partner", "search_read", [[]], {"fields": ["name"]})))
     report("denied", lambda: models.execute_kw(DB, uid, credential, "res.partner", "unlink", [[1]]))
@@ -65,6 +118,9 @@ def odoorpc_client():
 
     odoo = odoorpc.ODOO(host, port=port)
     if report("login", lambda: odoo.login(DB, "admin", credential) or odoo.env.uid) is None:
+        return
+    if scenario == "policy":
+        run_policy(odoo.execute_kw, odoo.execute)
         return
     partners = odoo.env["res.partner"]
     report("allowed", lambda: len(partners.search_read([], ["name"])))
@@ -77,11 +133,24 @@ def odoolib_client(protocol):
     connection = odoolib.get_connection(hostname=host, port=port, protocol=protocol, database=DB,
                                         login="admin", password=credential)
     partners = connection.get_model("res.partner")
+
+    def call(model, method, args, kwargs):
+        proxy = getattr(connection.get_model(model), method)
+        if protocol == "json2":
+            return proxy(**json2_kwargs(method, args, kwargs))
+        return proxy(*args, **kwargs)
+
     if protocol == "json2":
+        if scenario == "policy":
+            run_policy(call)
+            return
         report("allowed", lambda: len(partners.search_read(domain=[], fields=["name"])))
         report("denied", lambda: partners.unlink(ids=[1]))
         return
     if report("login", lambda: connection.check_login() or connection.user_id) is None:
+        return
+    if scenario == "policy":
+        run_policy(call)
         return
     report("allowed", lambda: len(partners.search_read([], ["name"])))
     report("denied", lambda: partners.unlink([1]))

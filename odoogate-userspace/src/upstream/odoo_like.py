@@ -640,6 +640,8 @@ def describe_params(service, method, params):
                      "credential_sha256_prefix": sha_prefix(params[2])}
         if method == "execute_kw" and params[4] in ("read", "search_read"):
             described["fields"] = requested_fields(params)
+        if method == "execute" and params[4] in ("read", "search_read"):
+            described["fields"] = params[6] if len(params) > 6 else None
         return described
     if service == "common" and method in ("login", "authenticate") and len(params) >= 3:
         return {"db": params[0], "login": params[1], "credential_sha256_prefix": sha_prefix(params[2])}
