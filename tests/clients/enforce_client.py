@@ -10,8 +10,9 @@ the library raised. SCENARIO is one of:
 - basic (the default): login (with the uid Odoo answered), an allowed call
   (res.partner.search_read) and a denied one (res.partner.unlink);
 - policy: the steps in POLICY_STEPS, which a test's rules allow or refuse
-  by time window, record count, guarded call and field narrowing; xmlrpc
-  and odoorpc also read through the positional object.execute.
+  by time window, record count, written field, guarded call, rate limit
+  and field narrowing; xmlrpc and odoorpc also read through the positional
+  object.execute.
 
 Three more modes test the connection itself rather than a library:
 - connect: open one TCP connection and print the errno on failure;
@@ -41,10 +42,15 @@ POLICY_STEPS = [
     ("out_of_hours", "res.partner", "search_count", [[]], {}),
     ("write_two", "res.partner", "write", [[1, 2], {"phone": "+32 2 555 01 01"}], {}),
     ("write_three", "res.partner", "write", [[1, 2, 3], {"phone": "+32 2 555 01 02"}], {}),
+    ("write_email", "res.partner", "write", [[1], {"email": "office@example.com"}], {}),
     ("write_groups", "res.users", "write", [[2], {"groups_id": [[4, 1]]}], {}),
+    ("rate_1", "res.partner", "name_search", ["Admin"], {}),
+    ("rate_2", "res.partner", "name_search", ["Admin"], {}),
+    ("rate_3", "res.partner", "name_search", ["Admin"], {}),
     ("narrowed", "res.partner", "read", [[1]], {"fields": ["name", "email"]}),
 ]
-JSON2_FIRST_PARAMETER = {"search_read": "domain", "search_count": "domain", "write": "ids", "read": "ids"}
+JSON2_FIRST_PARAMETER = {"search_read": "domain", "search_count": "domain", "write": "ids", "read": "ids",
+                         "name_search": "name"}
 
 
 def json2_kwargs(method, args, kwargs):

@@ -1,6 +1,6 @@
 //! Rule limits end to end, through the PyPI clients: time windows,
-//! `max_records`, guarded calls and read narrowing (also of the positional
-//! `object.execute`). Enforce mode denies with each protocol's error, and
+//! `max_records`, written fields, guarded calls, rule rate limits and read
+//! narrowing (also of the positional `object.execute`). Enforce mode denies with each protocol's error, and
 //! the call never reaches Odoo. Observe mode lets it through and records
 //! `would_deny` with the same rule and reason.
 
@@ -38,7 +38,8 @@ fn integrations(identity: &str) -> String {
             r#"allow = [
   {{ models = ["res.partner"], methods = ["search_read", "search"], hours = ["{open}"], timezone = "{ZONE}" }},
   {{ models = ["res.partner"], methods = ["search_count"], hours = ["{closed}", "{later}"], timezone = "{ZONE}" }},
-  {{ models = ["res.partner"], methods = ["write"], max_records = 2 }},
+  {{ models = ["res.partner"], methods = ["write"], fields = ["phone"], max_records = 2 }},
+  {{ models = ["res.partner"], methods = ["name_search"], rate = "1/h", burst = 2 }},
   {{ models = ["res.partner"], methods = ["read"], read_fields = ["name"], narrow_reads = true }},
   {{ models = ["res.users", "ir.model"], methods = ["context_get", "search", "read", "search_read"] }},
   {extra},
@@ -68,6 +69,12 @@ fn step<'a>(lines: &'a [Json], step: &str) -> &'a Json {
 
 /// Asserts that `step` failed with the refusal of its protocol.
 fn assert_refused(library: &str, lines: &[Json], name: &str) {
+    assert_refused_with(library, lines, name, "403");
+}
+
+/// Asserts that `step` failed with the refusal of its protocol, and for
+/// JSON-2 with `status`.
+fn assert_refused_with(library: &str, lines: &[Json], name: &str, status: &str) {
     let line = step(lines, name);
     assert_eq!(line["ok"], false, "{library} {name} is refused: {line}");
     let message = line["message"].as_str().unwrap_or_default();
@@ -76,7 +83,7 @@ fn assert_refused(library: &str, lines: &[Json], name: &str) {
         "odoolib-xmlrpc" => assert!(line["fault_code"].as_str().is_some_and(|code| code.contains("AccessError")), "{line}"),
         "odoorpc" => assert_eq!(line["odoo_error"], "odoo.exceptions.AccessError", "{library} {name}: {line}"),
         "odoolib-jsonrpc" => assert!(message.contains("odoo.exceptions.AccessError"), "{library} {name}: {line}"),
-        "odoolib-json2" => assert!(message.contains("403"), "{library} {name}: {line}"),
+        "odoolib-json2" => assert!(message.contains(status), "{library} {name}: {line}"),
         other => panic!("unknown library {other}"),
     }
 }
@@ -102,7 +109,7 @@ fn rule_limits_through_real_clients() -> anyhow::Result<()> {
     let admin = site.create_token("admin-sync")?;
     let port = site.port.to_string();
 
-    for library in LIBRARIES {
+    for (run, library) in LIBRARIES.into_iter().enumerate() {
         let lines = site.run_client("enforce_client.py", &[library, "127.0.0.1", &port, &assistant, "policy"], None, false)?;
         let ok = |name: &str| {
             let line = step(&lines, name);
@@ -113,7 +120,17 @@ fn rule_limits_through_real_clients() -> anyhow::Result<()> {
         assert_refused(library, &lines, "out_of_hours");
         assert_eq!(ok("write_two"), true, "{library}");
         assert_refused(library, &lines, "write_three");
+        assert_refused(library, &lines, "write_email");
         assert_refused(library, &lines, "write_groups");
+        // The rule's bucket holds two calls and refills one an hour: the
+        // first client spends it, and every later call is over the limit.
+        for name in ["rate_1", "rate_2", "rate_3"] {
+            if run == 0 && name != "rate_3" {
+                ok(name);
+            } else {
+                assert_refused_with(library, &lines, name, "429");
+            }
+        }
         assert_eq!(ok("narrowed")["fields"], serde_json::json!(["id", "name"]), "{library}: only the allowed field comes back");
         if matches!(library, "xmlrpc" | "odoorpc") {
             let narrowed = ok("narrowed_execute");
@@ -147,12 +164,15 @@ fn rule_limits_through_real_clients() -> anyhow::Result<()> {
     }
 
     let records = site.stop_and_read(40)?;
-    for (method, reason, index) in [
-        ("search_count", "the call is outside", 1),
-        ("write", "the call targets 3 records, above max_records = 2", 2),
+    for (method, reason, index, per_client) in [
+        ("search_count", "the call is outside", 1, 1),
+        ("write", "the call targets 3 records, above max_records = 2", 2, 1),
+        ("write", "field email is not in fields", 2, 1),
+        ("name_search", "rate", 3, 3),
     ] {
         let refused = refusals(&records, "res.partner", method, reason);
-        assert_eq!(refused.len(), 2 * LIBRARIES.len(), "one refusal per client and token: {refused:?}");
+        let expected = 2 * (LIBRARIES.len() * per_client - if per_client == 3 { 2 } else { 0 });
+        assert_eq!(refused.len(), expected, "{method} refused for {reason:?} by each client and token: {refused:?}");
         for record in refused {
             assert_field(record, "ODOOGATE_DECISION", "deny");
             let integration = &record["ODOOGATE_INTEGRATION"];
@@ -163,7 +183,7 @@ fn rule_limits_through_real_clients() -> anyhow::Result<()> {
     assert_eq!(guarded.len(), LIBRARIES.len(), "assistant's groups writes: {guarded:?}");
     for record in &guarded {
         assert_field(record, "ODOOGATE_INTEGRATION", "assistant");
-        assert_field(record, "ODOOGATE_RULE", "assistant.allow[5]");
+        assert_field(record, "ODOOGATE_RULE", "assistant.allow[6]");
     }
     let narrowed = refusals(&records, "res.partner", "read", "with the read narrowed to fields name");
     assert!(narrowed.len() >= 2 * LIBRARIES.len(), "{narrowed:?}");
@@ -180,7 +200,7 @@ fn rule_limits_observed_as_would_deny() -> anyhow::Result<()> {
     let port = site.port.to_string();
     for library in ["xmlrpc", "odoolib-json2"] {
         let lines = site.run_client("enforce_client.py", &[library, "127.0.0.1", &port, API_KEY, "policy"], None, false)?;
-        for name in ["in_hours", "out_of_hours", "write_two", "write_three", "write_groups", "narrowed"] {
+        for name in ["in_hours", "out_of_hours", "write_two", "write_three", "write_email", "write_groups", "rate_3", "narrowed"] {
             assert_eq!(step(&lines, name)["ok"], true, "{library} {name}: observe mode changes nothing: {lines:?}");
         }
         assert_eq!(
@@ -192,9 +212,13 @@ fn rule_limits_observed_as_would_deny() -> anyhow::Result<()> {
 
     let records = site.stop_and_read(14)?;
     // xmlrpc.client also reads through object.execute: three reads in all.
+    // The first client spends the rate bucket, and a call over the limit
+    // uses up nothing, so the second client's three calls are all over it.
     for (model, method, reason, count) in [
         ("res.partner", "search_count", "the call is outside", 2),
         ("res.partner", "write", "the call targets 3 records, above max_records = 2", 2),
+        ("res.partner", "write", "field email is not in fields", 2),
+        ("res.partner", "name_search", "rate", 4),
         ("res.users", "write", "is a guarded call because", 2),
         ("res.partner", "read", "field email is not in read_fields", 3),
     ] {
