@@ -628,6 +628,10 @@ class Handler(BaseHTTPRequestHandler):
             if method == "execute_kw":
                 positional = args[5] if len(args) > 5 else []
                 keywords = args[6] if len(args) > 6 else {}
+                if isinstance(keywords, dict) and "ids" in keywords:
+                    # Odoo's call_kw takes record ids from args[0] only and
+                    # passes keywords on to the method, which has no `ids`.
+                    raise ServerError(f"TypeError: {model_method}() got an unexpected keyword argument 'ids'")
                 return db.execute(model, model_method, positional, keywords)
             return db.execute(model, model_method, args[5:], {})
         raise ServerError(f"Unknown service {service}")
