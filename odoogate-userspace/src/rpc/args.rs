@@ -23,7 +23,7 @@ pub const MAX_FIELDS: usize = 1000;
 
 /// Methods Odoo declares `@api.model` (or that take no ids), whose first
 /// argument is never a list of record ids.
-const MODEL_LEVEL_METHODS: &[&str] = &[
+pub(super) const MODEL_LEVEL_METHODS: &[&str] = &[
     "check_access_rights",
     "context_get",
     "create",
@@ -47,10 +47,10 @@ const MODEL_LEVEL_METHODS: &[&str] = &[
 
 /// Record methods whose first argument is the ids slot whatever it holds,
 /// so that their other arguments keep their positions.
-const RECORD_METHODS: &[&str] = &["copy", "export_data", "read", "unlink", "web_read", "web_save", "write"];
+pub(super) const RECORD_METHODS: &[&str] = &["copy", "export_data", "read", "unlink", "web_read", "web_save", "write"];
 
 /// Methods that read every field when no field list is given.
-const READS_ALL_WITHOUT_FIELDS: &[&str] = &["read", "search_read", "export_data"];
+pub(super) const READS_ALL_WITHOUT_FIELDS: &[&str] = &["read", "search_read", "export_data"];
 
 /// Extracts ids, fields and context from `call_kw`-style arguments:
 /// positional `args` and an optional `kwargs` map.
@@ -242,10 +242,17 @@ fn record_id<V: ArgValue>(item: &V) -> RecordId {
 
 /// Field names in first-seen order, without repeats, bounded by
 /// [`MAX_FIELDS`].
-#[derive(Default)]
-struct FieldSet {
+#[derive(Debug, Default)]
+pub(super) struct FieldSet {
     names: Vec<String>,
     seen: HashSet<String>,
+    overflowed: bool,
+}
+
+/// A point in a [`FieldSet`]'s history that [`FieldSet::rollback`] returns to.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct FieldMark {
+    len: usize,
     overflowed: bool,
 }
 
@@ -254,7 +261,7 @@ struct FieldSet {
 impl FieldSet {
     /// Adds `prefix` + `key`. A top-level name already seen costs no
     /// allocation, because a `create` of many records repeats its keys.
-    fn add(&mut self, prefix: &str, key: &str) {
+    pub(super) fn add(&mut self, prefix: &str, key: &str) {
         if prefix.is_empty() && self.seen.contains(key) {
             return;
         }
@@ -273,20 +280,54 @@ impl FieldSet {
     }
 
     /// Adds the strings of a list of field names (`fields=[...]`).
-    fn add_names<V: ArgValue>(&mut self, names: &V) {
+    pub(super) fn add_names<V: ArgValue>(&mut self, names: &V) {
         for name in names.as_list().unwrap_or(&[]).iter().filter_map(ArgValue::as_text) {
             self.add("", name);
         }
     }
 
     /// Adds a field list when present. Returns true when it named a field.
-    fn add_names_of<V: ArgValue>(&mut self, names: Option<&V>) -> bool {
+    pub(super) fn add_names_of<V: ArgValue>(&mut self, names: Option<&V>) -> bool {
         let Some(names) = names else {
             return false;
         };
         let before = self.names.len();
         self.add_names(names);
         self.names.len() > before || names.as_list().is_some_and(|list| !list.is_empty())
+    }
+
+    /// Returns the current state, for a later [`FieldSet::rollback`].
+    pub(super) fn mark(&self) -> FieldMark {
+        FieldMark { len: self.names.len(), overflowed: self.overflowed }
+    }
+
+    /// Forgets every name added since `mark`, as if they had never been seen.
+    pub(super) fn rollback(&mut self, mark: FieldMark) {
+        for name in self.names.drain(mark.len..) {
+            self.seen.remove(&name);
+        }
+        self.overflowed = mark.overflowed;
+    }
+
+    /// Adds the names of `other` in its order. Deduplicating and bounding
+    /// each part first gives the same names and overflow flag as adding
+    /// every name of both parts to one set in sequence.
+    pub(super) fn merge(&mut self, other: &Self) {
+        for name in &other.names {
+            self.add("", name);
+        }
+        self.overflowed |= other.overflowed;
+    }
+
+    /// Returns the names in first-seen order and whether some were dropped
+    /// at [`MAX_FIELDS`].
+    pub(super) fn into_names(self) -> (Vec<String>, bool) {
+        (self.names, self.overflowed)
+    }
+
+    /// Returns how many names the set holds.
+    pub(super) fn len(&self) -> usize {
+        self.names.len()
     }
 
     /// Adds the keys of one values map or of each map in a list.
@@ -314,7 +355,7 @@ impl FieldSet {
 
     /// Adds the keys of a `web_read` specification and of its nested
     /// `fields` specifications.
-    fn add_specification<V: ArgValue>(&mut self, prefix: &str, specification: &V) {
+    pub(super) fn add_specification<V: ArgValue>(&mut self, prefix: &str, specification: &V) {
         for (key, value) in specification.entries().unwrap_or_default() {
             self.add(prefix, key);
             if let Some(nested) = value.get("fields") {

@@ -6,6 +6,7 @@
 
 use super::args;
 use super::call::{Call, CallKind, Credential, CredentialSlot, DecodeError, Protocol};
+use super::json_stream;
 use super::jsonrpc;
 use crate::http::HttpRequest;
 use crate::secret::Secret;
@@ -25,21 +26,46 @@ pub fn route(path: &str) -> Option<(&str, &str)> {
 
 /// Decodes a JSON-2 request to `model`.`method`.
 pub fn decode_request(model: &str, method: &str, request: &HttpRequest, max_depth: usize) -> Result<Call, DecodeError> {
-    let body = jsonrpc::parse_object(&request.body, max_depth)?;
+    let Some(extraction) = json_stream::read_json2_body(method, &request.body, max_depth) else {
+        return decode_request_tree(model, method, request, max_depth);
+    };
+    let mut call = new_call(model, method, request);
+    for key in PATH_ARGUMENT_KEYS {
+        if extraction.saw_key(key) {
+            call.mismatches.push(path_override_mismatch(key));
+        }
+    }
+    extraction.finish(&mut call);
+    Ok(call)
+}
 
+/// Decodes a JSON-2 request through a `serde_json::Value` tree. The
+/// one-pass reader falls back to it for the bodies it does not read.
+pub(crate) fn decode_request_tree(model: &str, method: &str, request: &HttpRequest, max_depth: usize) -> Result<Call, DecodeError> {
+    let body = jsonrpc::parse_object(&request.body, max_depth)?;
+    let mut call = new_call(model, method, request);
+    for key in PATH_ARGUMENT_KEYS {
+        if body.get(key).is_some() {
+            call.mismatches.push(path_override_mismatch(key));
+        }
+    }
+    args::extract_named_arguments(&mut call, &body);
+    Ok(call)
+}
+
+/// Returns a call to `model`.`method` with the database and API key of
+/// the request's headers.
+fn new_call(model: &str, method: &str, request: &HttpRequest) -> Call {
     let mut call = Call::new(Protocol::Json2, CallKind::Model);
     call.model = Some(model.to_owned());
     call.method = Some(method.to_owned());
     call.db = request.headers.get_str("X-Odoo-Database").map(str::trim).filter(|db| !db.is_empty()).map(str::to_owned);
     call.credential = bearer_credential(request);
+    call
+}
 
-    for key in PATH_ARGUMENT_KEYS {
-        if body.get(key).is_some() {
-            call.mismatches.push(format!("JSON-2 body carries a `{key}` key, which may override the path"));
-        }
-    }
-    args::extract_named_arguments(&mut call, &body);
-    Ok(call)
+fn path_override_mismatch(key: &str) -> String {
+    format!("JSON-2 body carries a `{key}` key, which may override the path")
 }
 
 /// Reads `Authorization: Bearer <key>`; the scheme is case-insensitive,

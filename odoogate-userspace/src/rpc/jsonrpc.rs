@@ -12,6 +12,15 @@ use super::service;
 
 /// Decodes a `/jsonrpc` request body.
 pub fn decode_request(body: &[u8], max_depth: usize) -> Result<Call, DecodeError> {
+    if let Some(call) = super::json_stream::decode_jsonrpc(body, max_depth) {
+        return Ok(call);
+    }
+    decode_request_tree(body, max_depth)
+}
+
+/// Decodes a `/jsonrpc` request body through a `serde_json::Value` tree.
+/// The one-pass decoder falls back to it for the bodies it does not read.
+pub(crate) fn decode_request_tree(body: &[u8], max_depth: usize) -> Result<Call, DecodeError> {
     let envelope = parse_object(body, max_depth)?;
     let params = params_of(&envelope)?;
 

@@ -21,6 +21,7 @@
 pub mod args;
 pub mod call;
 pub mod json2;
+mod json_stream;
 pub mod jsonrpc;
 pub mod response;
 pub mod service;

@@ -69,6 +69,14 @@ pub fn decode_request(route: Route, path: &str, request: &HttpRequest, max_depth
 
 /// `/web/session/authenticate` with params `db`, `login`, `password`.
 fn decode_authenticate(body: &[u8], max_depth: usize) -> Result<Call, DecodeError> {
+    if let Some(call) = super::json_stream::decode_web_authenticate(body, max_depth) {
+        return Ok(call);
+    }
+    decode_authenticate_tree(body, max_depth)
+}
+
+/// Reads `/web/session/authenticate` through a `serde_json::Value` tree.
+pub(crate) fn decode_authenticate_tree(body: &[u8], max_depth: usize) -> Result<Call, DecodeError> {
     let envelope = jsonrpc::parse_object(body, max_depth)?;
     let params = jsonrpc::params_of(&envelope)?;
 
@@ -86,6 +94,14 @@ fn decode_authenticate(body: &[u8], max_depth: usize) -> Result<Call, DecodeErro
 /// `call_kw` and `call_button` with params `model`, `method`, `args`,
 /// `kwargs`, all of which Odoo requires.
 fn decode_call(route: Route, body: &[u8], max_depth: usize) -> Result<Call, DecodeError> {
+    if let Some(call) = super::json_stream::decode_web_call(route, body, max_depth) {
+        return Ok(call);
+    }
+    decode_call_tree(route, body, max_depth)
+}
+
+/// Reads `call_kw` and `call_button` through a `serde_json::Value` tree.
+pub(crate) fn decode_call_tree(route: Route, body: &[u8], max_depth: usize) -> Result<Call, DecodeError> {
     let envelope = jsonrpc::parse_object(body, max_depth)?;
     let params = jsonrpc::params_of(&envelope)?;
 

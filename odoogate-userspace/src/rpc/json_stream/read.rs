@@ -1,0 +1,183 @@
+//! serde building blocks for reading JSON from a borrowed body without a
+//! value tree: [`Skip`] validates a value and keeps nothing, [`Key`] reads
+//! an object key, and [`KeyStack`] detects keys repeated in one object.
+//!
+//! Every reader here calls `deserialize_any`, so serde_json checks what it
+//! checks when it builds a `serde_json::Value`: numbers that overflow `f64`,
+//! lone surrogates in `\u` escapes and invalid escapes are errors here too.
+//! `serde::de::IgnoredAny` would skip those checks.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::fmt;
+
+use serde::de::{Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+
+/// Implements the scalar `visit_*` methods of a visitor so that each one
+/// returns `$value`, for visitors that only care about arrays or objects.
+macro_rules! ignore_scalars {
+    ($value:expr) => {
+        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok($value)
+        }
+    };
+}
+pub(super) use ignore_scalars;
+
+/// A JSON value that was read, checked and dropped.
+pub(super) struct Skip;
+
+impl<'de> Deserialize<'de> for Skip {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(SkipVisitor)
+    }
+}
+
+struct SkipVisitor;
+
+impl<'de> Visitor<'de> for SkipVisitor {
+    type Value = Skip;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("any JSON value")
+    }
+
+    ignore_scalars!(Skip);
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
+        while seq.next_element::<Skip>()?.is_some() {}
+        Ok(Skip)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
+        while map.next_key::<Skip>()?.is_some() {
+            map.next_value::<Skip>()?;
+        }
+        Ok(Skip)
+    }
+}
+
+/// Skips the rest of a sequence.
+pub(super) fn skip_rest_of_seq<'de, A: SeqAccess<'de>>(seq: &mut A) -> Result<(), A::Error> {
+    while seq.next_element::<Skip>()?.is_some() {}
+    Ok(())
+}
+
+/// Skips the rest of a map.
+pub(super) fn skip_rest_of_map<'de, A: MapAccess<'de>>(map: &mut A) -> Result<(), A::Error> {
+    while map.next_key::<Skip>()?.is_some() {
+        map.next_value::<Skip>()?;
+    }
+    Ok(())
+}
+
+/// An object key, borrowed from the body unless it contained escapes.
+pub(super) struct Key<'de>(pub(super) Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl<'de> Visitor<'de> for KeyVisitor {
+    type Value = Key<'de>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("an object key")
+    }
+
+    fn visit_borrowed_str<E: serde::de::Error>(self, key: &'de str) -> Result<Key<'de>, E> {
+        Ok(Key(Cow::Borrowed(key)))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Key<'de>, E> {
+        Ok(Key(Cow::Owned(key.to_owned())))
+    }
+}
+
+/// Keys of the objects being read, innermost last, so that a key repeated
+/// in one object can be found without an allocation per object.
+#[derive(Default)]
+pub(super) struct KeyStack<'de> {
+    keys: Vec<Cow<'de, str>>,
+}
+
+/// Objects with more keys than this are checked for repeats with a hash
+/// set, so a hostile object costs linear time.
+const LINEAR_SCAN_KEYS: usize = 32;
+
+/// The keys of one object being read.
+pub(super) struct ObjectKeys {
+    start: usize,
+    many: Option<HashSet<String>>,
+}
+
+// === impl KeyStack ===
+
+impl<'de> KeyStack<'de> {
+    /// Starts an object.
+    pub(super) fn open(&self) -> ObjectKeys {
+        ObjectKeys { start: self.keys.len(), many: None }
+    }
+
+    /// Records `key` in `object`. Fails when the object already had it,
+    /// because Python keeps the last value at the first key's position and
+    /// the streaming readers cannot reorder what they have read.
+    pub(super) fn insert<E: serde::de::Error>(&mut self, object: &mut ObjectKeys, key: Cow<'de, str>) -> Result<(), E> {
+        let repeated = || E::custom("repeated object key");
+        if let Some(many) = &mut object.many {
+            return if many.insert(key.into_owned()) { Ok(()) } else { Err(repeated()) };
+        }
+        if self.keys[object.start..].contains(&key) {
+            return Err(repeated());
+        }
+        if self.keys.len() - object.start >= LINEAR_SCAN_KEYS {
+            let mut many: HashSet<String> = self.keys.drain(object.start..).map(Cow::into_owned).collect();
+            many.insert(key.into_owned());
+            object.many = Some(many);
+            return Ok(());
+        }
+        self.keys.push(key);
+        Ok(())
+    }
+
+    /// Ends an object, forgetting its keys.
+    pub(super) fn close(&mut self, object: ObjectKeys) {
+        self.keys.truncate(object.start);
+    }
+}
+
+/// Reads a value as a `serde_json::Value`, for the small parts of a call
+/// that the extraction reads whole (context, field lists, scalars).
+pub(super) fn json<'de, D: Deserializer<'de>>(deserializer: D) -> Result<serde_json::Value, D::Error> {
+    serde_json::Value::deserialize(deserializer)
+}
+
+/// A seed that reads a `serde_json::Value`.
+pub(super) struct JsonSeed;
+
+impl<'de> DeserializeSeed<'de> for JsonSeed {
+    type Value = serde_json::Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        json(deserializer)
+    }
+}

@@ -1,0 +1,324 @@
+//! The one-pass JSON decoders against the value-tree decoders they replace:
+//! on every body where the one-pass decoder returns a call, the tree
+//! decoder must return the same call.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::rpc::web::Route;
+use crate::rpc::{json2, jsonrpc, web};
+
+/// A JSON value whose objects may repeat keys, written by hand because
+/// `serde_json::Value` cannot hold a repeated key.
+#[derive(Clone, Debug)]
+enum Doc {
+    Raw(&'static str),
+    Int(i64),
+    Str(String),
+    List(Vec<Doc>),
+    Object(Vec<(String, Doc)>),
+}
+
+impl Doc {
+    fn write(&self, out: &mut String) {
+        match self {
+            Self::Raw(raw) => out.push_str(raw),
+            Self::Int(value) => {
+                let _ = write!(out, "{value}");
+            }
+            Self::Str(text) => out.push_str(&serde_json::to_string(text).unwrap()),
+            Self::List(items) => {
+                out.push('[');
+                for (index, item) in items.iter().enumerate() {
+                    if index > 0 {
+                        out.push_str(", ");
+                    }
+                    item.write(out);
+                }
+                out.push(']');
+            }
+            Self::Object(members) => {
+                out.push('{');
+                for (index, (key, value)) in members.iter().enumerate() {
+                    if index > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&serde_json::to_string(key).unwrap());
+                    out.push(':');
+                    value.write(out);
+                }
+                out.push('}');
+            }
+        }
+    }
+
+    fn text(&self) -> String {
+        let mut out = String::new();
+        self.write(&mut out);
+        out
+    }
+}
+
+const KEYS: &[&str] = &[
+    "name", "email", "line_ids", "child_ids", "fields", "vals", "vals_list", "default", "specification",
+    "fields_to_export", "context", "ids", "model", "method", "lang", "n\u{e4}me", "esc\"aped",
+];
+const SCALARS: &[&str] = &[
+    "null", "true", "false", "0", "1", "7", "-3", "5.0", "1.5", "1e3", "9223372036854775807", "9223372036854775808",
+    "18446744073709551616", "-9223372036854775809", "\"x\"", "\"\\u00e9\\n\"", "\"\\ud83d\\ude80\"", "[]", "{}",
+];
+const METHODS: &[&str] = &[
+    "create", "write", "copy", "web_save", "read", "load", "search_read", "read_group", "export_data", "web_read",
+    "web_search_read", "unlink", "action_confirm", "search", "name_search",
+];
+
+fn doc() -> impl Strategy<Value = Doc> {
+    let leaf = prop_oneof![
+        proptest::sample::select(SCALARS).prop_map(Doc::Raw),
+        (-5i64..600).prop_map(Doc::Int),
+        proptest::sample::select(KEYS).prop_map(|key| Doc::Str(key.to_owned())),
+    ];
+    leaf.prop_recursive(5, 48, 5, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..5).prop_map(Doc::List),
+            // An x2many command with values.
+            (0i64..3, inner.clone(), inner.clone()).prop_map(|(code, id, values)| Doc::List(vec![Doc::Int(code), id, values])),
+            proptest::collection::vec((proptest::sample::select(KEYS).prop_map(str::to_owned), inner), 0..5).prop_map(Doc::Object),
+        ]
+    })
+}
+
+/// Generates a keyword arguments object of named slots, sometimes with a repeat.
+fn kwargs() -> impl Strategy<Value = Doc> {
+    proptest::collection::vec((proptest::sample::select(KEYS).prop_map(str::to_owned), doc()), 0..5).prop_map(Doc::Object)
+}
+
+/// Members in a random order, sometimes with a shadowed earlier copy.
+fn shuffled(members: Vec<(String, Doc)>, order: Vec<usize>, shadow: Option<usize>) -> Doc {
+    let mut ordered: Vec<(String, Doc)> = order.iter().filter_map(|index| members.get(*index).cloned()).collect();
+    for (index, member) in members.iter().enumerate() {
+        if !order.contains(&index) {
+            ordered.push(member.clone());
+        }
+    }
+    if let Some(shadow) = shadow
+        && let Some((key, _)) = members.get(shadow % members.len().max(1))
+    {
+        ordered.insert(0, (key.clone(), Doc::Str("shadowed".to_owned())));
+    }
+    Doc::Object(ordered)
+}
+
+fn order() -> impl Strategy<Value = Vec<usize>> {
+    Just(vec![0usize, 1, 2, 3]).prop_shuffle()
+}
+
+fn jsonrpc_body() -> impl Strategy<Value = String> {
+    (
+        prop_oneof![Just("object"), Just("common"), Just("db"), Just("report")],
+        prop_oneof![Just("execute_kw"), Just("execute"), Just("login"), Just("drop"), Just("version")],
+        proptest::sample::select(METHODS),
+        proptest::collection::vec(doc(), 0..4),
+        proptest::option::of(kwargs()),
+        (order(), proptest::option::weighted(0.1, 0usize..3)),
+        doc(),
+    )
+        .prop_map(|(service, method, model_method, args, kwargs, (order, shadow), uid)| {
+            let mut params =
+                vec![Doc::Str("odoo19".to_owned()), uid, Doc::Str("pw".to_owned()), Doc::Str("res.partner".to_owned()), Doc::Str(model_method.to_owned())];
+            if method == "execute_kw" {
+                params.push(Doc::List(args));
+                params.extend(kwargs);
+            } else {
+                params.extend(args);
+            }
+            let members = vec![
+                ("service".to_owned(), Doc::Str(service.to_owned())),
+                ("method".to_owned(), Doc::Str(method.to_owned())),
+                ("args".to_owned(), Doc::List(params)),
+            ];
+            let envelope = Doc::Object(vec![
+                ("jsonrpc".to_owned(), Doc::Str("2.0".to_owned())),
+                ("params".to_owned(), shuffled(members, order, shadow)),
+                ("id".to_owned(), Doc::Int(1)),
+            ]);
+            envelope.text()
+        })
+}
+
+fn web_body() -> impl Strategy<Value = String> {
+    (proptest::sample::select(METHODS), proptest::collection::vec(doc(), 0..4), kwargs(), order(), proptest::option::weighted(0.1, 0usize..4))
+        .prop_map(|(method, args, kwargs, order, shadow)| {
+            let members = vec![
+                ("model".to_owned(), Doc::Str("res.partner".to_owned())),
+                ("method".to_owned(), Doc::Str(method.to_owned())),
+                ("args".to_owned(), Doc::List(args)),
+                ("kwargs".to_owned(), kwargs),
+            ];
+            Doc::Object(vec![("params".to_owned(), shuffled(members, order, shadow))]).text()
+        })
+}
+
+/// Compares the one-pass and tree decoders on a `/jsonrpc` body.
+fn assert_jsonrpc_agrees(body: &str) {
+    let tree = jsonrpc::decode_request_tree(body.as_bytes(), 64);
+    if let Some(call) = decode_jsonrpc(body.as_bytes(), 64) {
+        assert_eq!(tree.as_ref(), Ok(&call), "body: {body}");
+    }
+}
+
+fn assert_web_agrees(route: Route, body: &str) {
+    let tree = web::decode_call_tree(route, body.as_bytes(), 64);
+    if let Some(call) = decode_web_call(route, body.as_bytes(), 64) {
+        assert_eq!(tree.as_ref(), Ok(&call), "body: {body}");
+    }
+}
+
+fn json2_request(method: &str, body: &str) -> crate::http::HttpRequest {
+    use crate::http::message::{Headers, HttpVersion};
+    crate::http::HttpRequest {
+        method: "POST".to_owned(),
+        target: format!("/json/2/res.partner/{method}"),
+        version: HttpVersion::Http11,
+        headers: Headers(vec![("Authorization".to_owned(), bytes::Bytes::from_static(b"bearer k"))]),
+        body: bytes::Bytes::from(body.to_owned()),
+        body_truncated: false,
+        anomalies: Vec::new(),
+        first_byte_ns: 0,
+        last_byte_ns: 0,
+    }
+}
+
+fn assert_json2_agrees(method: &str, body: &str) {
+    let request = json2_request(method, body);
+    let tree = json2::decode_request_tree("res.partner", method, &request, 64);
+    let streamed = json2::decode_request("res.partner", method, &request, 64);
+    assert_eq!(tree, streamed, "body: {body}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn jsonrpc_matches_tree_decoder(body in jsonrpc_body()) {
+        assert_jsonrpc_agrees(&body);
+    }
+
+    #[test]
+    fn web_call_matches_tree_decoder(body in web_body(), button in any::<bool>()) {
+        assert_web_agrees(if button { Route::CallButton } else { Route::CallKw }, &body);
+    }
+
+    #[test]
+    fn json2_matches_tree_decoder(method in proptest::sample::select(METHODS), body in kwargs()) {
+        assert_json2_agrees(method, &body.text());
+    }
+
+    #[test]
+    fn json2_any_value_matches_tree_decoder(method in proptest::sample::select(METHODS), body in doc()) {
+        assert_json2_agrees(method, &body.text());
+    }
+}
+
+#[test]
+fn canonical_bodies_take_the_one_pass_path() {
+    let body = r#"{"jsonrpc":"2.0","method":"call","params":{"service":"object","method":"execute_kw","args":["db",2,"pw","res.partner","create",[[{"name":"a","line_ids":[[0,0,{"qty":1}]]}]],{"context":{"lang":"en_US"}}]},"id":1}"#;
+    let call = decode_jsonrpc(body.as_bytes(), 64).expect("the one-pass decoder reads a canonical body");
+    assert_eq!(call.fields, vec!["name", "line_ids", "line_ids.qty"]);
+    assert_jsonrpc_agrees(body);
+
+    let body = r#"{"params":{"model":"res.partner","method":"read","args":[[4]],"kwargs":{"fields":["name"]}}}"#;
+    let call = decode_web_call(Route::CallKw, body.as_bytes(), 64).expect("the one-pass decoder reads call_kw");
+    assert_eq!(call.record_ids, vec![4]);
+    assert_web_agrees(Route::CallKw, body);
+
+    let body = r#"{"ids":[3],"vals":{"name":"x"},"context":{"lang":"en_US"}}"#;
+    assert!(read_json2_body("write", body.as_bytes(), 64).is_some());
+    assert_json2_agrees("write", body);
+}
+
+#[test]
+fn args_before_method_is_read_again() {
+    let body = r#"{"params":{"args":["db",2,"pw","res.partner","write",[7],{"name":"x"}],"service":"object","method":"execute"}}"#;
+    let call = decode_jsonrpc(body.as_bytes(), 64).expect("a second pass reads the args");
+    assert_eq!(call.record_ids, vec![7]);
+    assert_eq!(call.fields, vec!["name"]);
+    assert_jsonrpc_agrees(body);
+
+    let body = r#"{"params":{"kwargs":{},"args":[[4],{"name":"x"}],"method":"write","model":"res.partner"}}"#;
+    assert!(decode_web_call(Route::CallKw, body.as_bytes(), 64).is_some());
+    assert_web_agrees(Route::CallKw, body);
+}
+
+#[test]
+fn repeated_record_key_falls_back_to_tree() {
+    let body = r#"{"params":{"service":"object","method":"execute_kw","args":["db",2,"pw","res.partner","create",[{"a":[[0,0,{"x":1}]],"b":1,"a":2}]]}}"#;
+    assert!(decode_jsonrpc(body.as_bytes(), 64).is_none());
+    let call = jsonrpc::decode_request(body.as_bytes(), 64).unwrap();
+    assert_eq!(call.fields, vec!["a", "b"]);
+}
+
+#[test]
+fn invalid_bodies_fall_back_to_tree_errors() {
+    for body in [
+        r#"{"params":{"service":"object","method":"execute","args":["db",2,"pw","m","read",1e400]}}"#,
+        r#"{"params":{"service":"object","method":"execute","args":["db",2,"pw","m","read","\ud800"]}}"#,
+        r#"{"params":{"service":"object","method":"execute","args":["db",2,"pw","m","read"]} x"#,
+        r#"{"params":{"service":"object","method":"execute_kw","args":["db",2,"pw","m","read"]}}"#,
+    ] {
+        assert!(decode_jsonrpc(body.as_bytes(), 64).is_none(), "{body}");
+        assert!(jsonrpc::decode_request(body.as_bytes(), 64).is_err(), "{body}");
+    }
+}
+
+/// Every JSON request body of the Odoo 19 captures decodes the same both ways.
+#[test]
+fn captures_match_tree_decoder() {
+    let captures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/odoo19-captures");
+    let mut compared = 0;
+    for folder in std::fs::read_dir(&captures).unwrap().filter_map(Result::ok) {
+        for file in std::fs::read_dir(folder.path()).into_iter().flatten().filter_map(Result::ok) {
+            let name = file.file_name().to_string_lossy().into_owned();
+            if !name.ends_with("-req.http") {
+                continue;
+            }
+            let raw = std::fs::read(file.path()).unwrap();
+            let Some(split) = raw.windows(4).position(|window| window == b"\r\n\r\n") else {
+                continue;
+            };
+            let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+            let body = String::from_utf8_lossy(&raw[split + 4..]).into_owned();
+            let target = head.split_whitespace().nth(1).unwrap_or("");
+            if target == "/jsonrpc" {
+                assert_jsonrpc_agrees(&body);
+                compared += 1;
+            } else if let Some(route @ (Route::CallKw | Route::CallButton)) = web::route(target) {
+                assert_web_agrees(route, &body);
+                compared += 1;
+            } else if let Some((_, method)) = json2::route(target) {
+                assert_json2_agrees(method, &body);
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared > 50, "only {compared} captured JSON bodies were compared");
+}
+
+#[test]
+fn repeated_key_in_large_object_is_found() {
+    let object = |keys: &[usize]| keys.iter().map(|key| format!("\"k{key}\":1")).collect::<Vec<_>>().join(",");
+    let body = |values: String| {
+        format!(r#"{{"params":{{"service":"object","method":"execute","args":["db",2,"pw","m","write",[1],{{{values}}}]}}}}"#)
+    };
+    let distinct: Vec<usize> = (0..40).collect();
+    let call = decode_jsonrpc(body(object(&distinct)).as_bytes(), 64).expect("distinct keys stream");
+    assert_eq!(call.fields.len(), 40);
+
+    let mut repeated = distinct.clone();
+    repeated.push(3);
+    assert!(decode_jsonrpc(body(object(&repeated)).as_bytes(), 64).is_none());
+    assert_jsonrpc_agrees(&body(object(&repeated)));
+}
