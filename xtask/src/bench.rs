@@ -71,9 +71,8 @@ pub fn run(root: &Path) -> Result<()> {
     let rows = rows(&inputs, &criterion_home, &python)?;
     let report = report(&rows, bench_command)?;
     let path = root.join("docs/benchmarks.md");
-    std::fs::create_dir_all(root.join("docs"))?;
-    std::fs::write(&path, report).with_context(|| format!("failed to write {}", path.display()))?;
-    eprintln!("xtask: wrote {}", path.display());
+    crate::bench_doc::write_section(&path, "decode", &report)?;
+    eprintln!("xtask: wrote the decode section of {}", path.display());
     Ok(())
 }
 
@@ -164,7 +163,7 @@ fn command_output(program: &str, args: &[&str]) -> String {
         .unwrap_or_else(|| format!("unknown ({program} failed)"))
 }
 
-fn load_average() -> String {
+pub(crate) fn load_average() -> String {
     let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     loadavg.split_whitespace().take(3).collect::<Vec<_>>().join(", ")
 }

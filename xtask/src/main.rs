@@ -2,6 +2,8 @@
 //! the demo and the test suite. Every step is idempotent.
 
 mod bench;
+mod bench_daemon;
+mod bench_doc;
 mod deb;
 mod fuzz;
 mod packaging_test;
@@ -48,9 +50,19 @@ enum Task {
         #[arg(long)]
         deb_version: Option<String>,
     },
-    /// Benchmark the RPC decoders against Python's and write
-    /// docs/benchmarks.md (needs python3).
-    Bench,
+    /// Run the benchmarks and write their sections of docs/benchmarks.md.
+    /// The decoder benchmark compares with Python's decoders (needs python3).
+    /// The enforce, observe and memory benchmarks need root and install wrk
+    /// and nginx.
+    Bench {
+        /// One benchmark; all of them when omitted.
+        #[arg(value_enum)]
+        suite: Option<BenchSuite>,
+        /// Seconds of each measured load run of the enforce and observe
+        /// benchmarks.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// Run the cargo-fuzz targets in fuzz/ on nightly, installing
     /// cargo-fuzz if missing. Not part of `test`.
     Fuzz {
@@ -60,6 +72,23 @@ enum Task {
         #[arg(long, default_value_t = 600)]
         seconds: u64,
     },
+}
+
+/// The benchmarks of `cargo xtask bench`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum BenchSuite {
+    /// RPC decoder throughput against Python's decoders.
+    Decode,
+    /// Enforce-mode latency and throughput against a direct connection and nginx.
+    Enforce,
+    /// Observe-mode CPU time, lost calls and client latency.
+    Observe,
+    /// Resident memory idle, with many idle connections and with many partial flows.
+    Memory,
+}
+
+impl BenchSuite {
+    const ALL: [BenchSuite; 4] = [BenchSuite::Decode, BenchSuite::Enforce, BenchSuite::Observe, BenchSuite::Memory];
 }
 
 fn main() -> Result<()> {
@@ -91,7 +120,18 @@ fn main() -> Result<()> {
         }
         Task::Man => deb::man(&root, None),
         Task::Deb { deb_version } => deb::build_package(&root, deb_version.as_deref()).map(drop),
-        Task::Bench => bench::run(&root),
+        Task::Bench { suite, seconds } => {
+            let suites = suite.map_or_else(|| BenchSuite::ALL.to_vec(), |suite| vec![suite]);
+            for suite in suites {
+                match suite {
+                    BenchSuite::Decode => bench::run(&root)?,
+                    BenchSuite::Enforce => bench_daemon::run(&root, "enforce", seconds)?,
+                    BenchSuite::Observe => bench_daemon::run(&root, "observe", seconds)?,
+                    BenchSuite::Memory => bench_daemon::run(&root, "memory", seconds)?,
+                }
+            }
+            Ok(())
+        }
         Task::Fuzz { target, seconds } => fuzz::run(&root, target.as_deref(), seconds),
     }
 }

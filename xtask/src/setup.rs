@@ -19,7 +19,7 @@ const PYTHON_PACKAGES: &[&str] = &["odoorpc==0.10.1", "odoo-client-lib==2.0.1"];
 pub fn run(root: &Path) -> Result<()> {
     install_rust_src()?;
     install_bpf_linker()?;
-    install_debian_packages()?;
+    install_debian_packages(DEBIAN_PACKAGES)?;
     install_python_clients(root)?;
     Ok(())
 }
@@ -101,8 +101,9 @@ fn nightly_sysroot() -> Result<PathBuf> {
     Ok(PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()))
 }
 
-fn install_debian_packages() -> Result<()> {
-    let missing: Vec<&str> = DEBIAN_PACKAGES
+/// Installs the Debian `packages` that are not installed yet.
+pub fn install_debian_packages(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .copied()
         .filter(|package| {

@@ -1,0 +1,233 @@
+//! Enforce mode: latency at a paced rate and the maximum rate through
+//! odoogate (listen mode and sk_lookup steering), against a direct
+//! connection to the upstream and nginx `proxy_pass` to the same upstream.
+
+use anyhow::{Context as _, bail};
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::lab::{self, DaemonMode, Lab};
+use crate::load::{self, Load, Outcome, Request};
+use crate::report::{Machine, signed_us, us};
+use crate::{Case, Settings};
+
+/// Target of the paced runs, in calls/s.
+const PACED_RATE: u32 = 1000;
+/// Connections of the maximum-rate runs, one request in flight each.
+const MAX_CONNECTIONS: u32 = 32;
+
+/// Targets set for enforce mode: odoogate adds at most this much latency to
+/// the direct connection, in microseconds.
+const P50_ADDED_TARGET_US: f64 = 100.0;
+const P99_ADDED_TARGET_US: f64 = 500.0;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    Direct,
+    Nginx,
+    OdoogateListen,
+    OdoogateSteered,
+}
+
+impl Route {
+    const ALL: [Route; 4] = [Route::Direct, Route::Nginx, Route::OdoogateListen, Route::OdoogateSteered];
+
+    fn label(self) -> &'static str {
+        match self {
+            Route::Direct => "direct",
+            Route::Nginx => "nginx proxy_pass",
+            Route::OdoogateListen => "odoogate, listen mode",
+            Route::OdoogateSteered => "odoogate, sk_lookup steering",
+        }
+    }
+}
+
+struct Measured {
+    case: &'static str,
+    body_bytes: usize,
+    path: Route,
+    paced: Outcome,
+    max: Outcome,
+}
+
+pub fn run(lab: &Lab, cases: &[Case], settings: &Settings) -> anyhow::Result<String> {
+    let machine = Machine::read();
+    let mut measured = Vec::new();
+    for case in cases {
+        eprintln!("bench: enforce, {}", case.name);
+        let _upstream = lab.start_upstream(&case.response)?;
+        let (steered_config, steered_token) = lab.write_config("enforce-steered", DaemonMode::Steered)?;
+        let (listen_config, listen_token) = lab.write_config("enforce-listen", DaemonMode::Listen)?;
+        let steered_request = Request::from_capture(case.name, &case.request, steered_token.as_deref().context("no token")?)?;
+        let listen_request = Request::from_capture(case.name, &case.request, listen_token.as_deref().context("no token")?)?;
+
+        for path in Route::ALL {
+            eprintln!("bench: enforce, {}, {}", case.name, path.label());
+            let (paced, max) = match path {
+                Route::Direct => measure(lab, &steered_request, lab::UPSTREAM_PORT, settings)?,
+                Route::Nginx => {
+                    let _nginx = lab.start_nginx()?;
+                    measure(lab, &steered_request, lab::NGINX_PORT, settings)?
+                }
+                Route::OdoogateListen => {
+                    let mut daemon = lab.start_odoogate(&listen_config, DaemonMode::Listen)?;
+                    let result = measure(lab, &listen_request, lab::LISTEN_PORT, settings)?;
+                    daemon.stop(Duration::from_secs(15))?;
+                    check_allowed(&listen_config, &result)?;
+                    result
+                }
+                Route::OdoogateSteered => {
+                    let daemon = lab.start_odoogate(&steered_config, DaemonMode::Steered)?;
+                    let result = measure(lab, &steered_request, lab::UPSTREAM_PORT, settings)?;
+                    lab.stop_steered(daemon)?;
+                    check_allowed(&steered_config, &result)?;
+                    result
+                }
+            };
+            measured.push(Measured { case: case.name, body_bytes: steered_request.body.len(), path, paced, max });
+        }
+    }
+    report(&measured, &machine, settings)
+}
+
+/// Runs a short warm-up, then the paced run and the maximum-rate run.
+fn measure(lab: &Lab, request: &Request, port: u16, settings: &Settings) -> anyhow::Result<(Outcome, Outcome)> {
+    load::run(&lab.workdir, request, port, Load::Max { connections: 8 }, Duration::from_secs(2))?;
+    let paced = load::run(&lab.workdir, request, port, Load::Paced { rate: PACED_RATE }, settings.duration)?;
+    let max = load::run(&lab.workdir, request, port, Load::Max { connections: MAX_CONNECTIONS }, settings.duration)?;
+    for outcome in [&paced, &max] {
+        if outcome.errors > 0 {
+            bail!("wrk counted {} failed requests on port {port}", outcome.errors);
+        }
+    }
+    Ok((paced, max))
+}
+
+/// Checks that odoogate allowed and recorded every call of the runs, so the
+/// numbers are those of forwarded calls and not of denials.
+fn check_allowed(config: &Path, (paced, max): &(Outcome, Outcome)) -> anyhow::Result<()> {
+    let audit = std::fs::read_to_string(config.with_file_name("audit.jsonl")).unwrap_or_default();
+    let allowed = audit.lines().filter(|line| line.contains("\"ODOOGATE_DECISION\":\"allow\"")).count() as u64;
+    let denied = audit.lines().filter(|line| line.contains("\"ODOOGATE_DECISION\":\"deny\"")).count();
+    if denied > 0 {
+        bail!("odoogate denied {denied} benchmark calls; see {}", config.with_file_name("odoogate.log").display());
+    }
+    // The warm-up's calls are recorded too, and calls still in flight when
+    // wrk stops are recorded but not counted by wrk.
+    let completed = paced.requests + max.requests;
+    if allowed < completed {
+        bail!("odoogate recorded {allowed} allowed calls, but wrk completed {completed}");
+    }
+    Ok(())
+}
+
+fn body_bytes(measured: &[Measured], case: &str) -> usize {
+    measured.iter().find(|m| m.case == case).map_or(0, |m| m.body_bytes)
+}
+
+fn report(measured: &[Measured], machine: &Machine, settings: &Settings) -> anyhow::Result<String> {
+    let mut text = String::new();
+    writeln!(text, "# Enforce mode\n")?;
+    writeln!(
+        text,
+        "Latency and throughput of one XML-RPC call from the captures (`search_read`: \
+         `xmlrpc_stdlib/003`, a {}-byte body; `create`: `xmlrpc_stdlib/006`, {} bytes), with a scoped token in the \
+         password slot, sent by wrk over kept-alive connections to a fast Rust upstream that answers with the \
+         captured Odoo 19 response. The same upstream is reached directly, through nginx `proxy_pass` (upstream \
+         keep-alive) and through `odoogate run` in enforce mode, which decodes the call, checks the token, decides, \
+         swaps the token for the service credential, writes an audit record to a JSON Lines file and forwards \
+         the call on a new upstream connection.\n",
+        body_bytes(measured, "search_read"),
+        body_bytes(measured, "create"),
+    )?;
+    writeln!(
+        text,
+        "Targets: p50 added at most {P50_ADDED_TARGET_US:.0} µs, p99 added at most {P99_ADDED_TARGET_US:.0} µs, \
+         maximum rate at least nginx's.\n"
+    )?;
+
+    writeln!(text, "## Latency at about {PACED_RATE} calls/s\n")?;
+    writeln!(text, "| call | path | calls/s | p50 µs | p90 µs | p99 µs | max µs | p50 added µs | p99 added µs | target met |")?;
+    writeln!(text, "|---|---|---:|---:|---:|---:|---:|---:|---:|---|")?;
+    for row in measured {
+        let direct = measured.iter().find(|m| m.case == row.case && m.path == Route::Direct).context("no direct run")?;
+        let added_p50 = row.paced.p50_us - direct.paced.p50_us;
+        let added_p99 = row.paced.p99_us - direct.paced.p99_us;
+        let (added_p50_cell, added_p99_cell, met) = if row.path == Route::Direct {
+            ("".to_owned(), "".to_owned(), "")
+        } else {
+            let met = added_p50 <= P50_ADDED_TARGET_US && added_p99 <= P99_ADDED_TARGET_US;
+            let met = match (row.path, met) {
+                (Route::Nginx, _) => "",
+                (_, true) => "yes",
+                (_, false) => "no",
+            };
+            (signed_us(added_p50), signed_us(added_p99), met)
+        };
+        writeln!(
+            text,
+            "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} |",
+            row.case,
+            row.path.label(),
+            row.paced.rate(),
+            us(row.paced.p50_us),
+            us(row.paced.p90_us),
+            us(row.paced.p99_us),
+            us(row.paced.max_us),
+            added_p50_cell,
+            added_p99_cell,
+            met,
+        )?;
+    }
+
+    writeln!(text, "\n## Maximum rate, {MAX_CONNECTIONS} connections\n")?;
+    writeln!(text, "| call | path | calls/s | p50 µs | p99 µs | of nginx's rate | target met |")?;
+    writeln!(text, "|---|---|---:|---:|---:|---:|---|")?;
+    for row in measured {
+        let nginx = measured.iter().find(|m| m.case == row.case && m.path == Route::Nginx).context("no nginx run")?;
+        let share = row.max.rate() / nginx.max.rate();
+        let met = match row.path {
+            Route::OdoogateListen | Route::OdoogateSteered => {
+                if share >= 1.0 {
+                    "yes"
+                } else {
+                    "no"
+                }
+            }
+            _ => "",
+        };
+        writeln!(
+            text,
+            "| {} | {} | {:.0} | {} | {} | {:.2}x | {} |",
+            row.case,
+            row.path.label(),
+            row.max.rate(),
+            us(row.max.p50_us),
+            us(row.max.p99_us),
+            share,
+            met,
+        )?;
+    }
+
+    writeln!(text, "\n## How this was measured\n")?;
+    write!(text, "{}", machine.describe("cargo xtask bench enforce"))?;
+    writeln!(
+        text,
+        "- Everything runs in one network namespace made by the benchmark, on its loopback, so wrk, the upstream \
+         and the proxy share the machine's {} cores; the maximum rates are those of this whole set-up, not of the \
+         proxy alone.\n\
+         - wrk {}: the paced runs use {} connections that each wait 10 ms after every response; the maximum-rate \
+         runs use {MAX_CONNECTIONS} connections on 2 threads. Each run lasts {} s, after a 2 s warm-up on the same path. \
+         Latency is wrk's, from writing the request to reading the whole response.\n\
+         - nginx {}: `worker_processes auto`, `proxy_http_version 1.1` and `keepalive 64` to the upstream, no access log.\n\
+         - odoogate: release build, `RUST_LOG=info`, audit records to a file; every call was checked to be \
+         recorded as allowed.\n",
+        machine.cores,
+        settings.wrk_version,
+        PACED_RATE / 100,
+        settings.duration.as_secs(),
+        settings.nginx_version,
+    )?;
+    Ok(text)
+}
