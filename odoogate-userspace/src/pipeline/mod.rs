@@ -17,7 +17,7 @@ pub(crate) use connection::track_session;
 use crate::audit::ratelimit::ErrorRateLimiter;
 use crate::audit::{AuditEvent, AuditRecord, AuditSink};
 use crate::capture::cgroup::CgroupResolver;
-use crate::capture::flow::{FlowEvent, FlowLimits, FlowTable};
+use crate::capture::flow::{CloseReason, FlowEvent, FlowLimits, FlowTable};
 use crate::capture::{CaptureEvent, CaptureStats, Endpoint, FlowOrigin};
 use crate::config::Config;
 use crate::identity::SessionTable;
@@ -25,6 +25,7 @@ use crate::policy::runtime::{CallCounts, PolicyRuntime};
 use connection::{CallContext, Connection, Origin};
 use tokens::ObservedTokens;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -46,6 +47,8 @@ pub struct PipelineStats {
     pub decode_errors: u64,
     pub framing_anomalies: u64,
     pub capture_gaps: u64,
+    /// Connections dropped from the flow table because it was full.
+    pub flows_evicted: u64,
 }
 
 pub struct Pipeline {
@@ -62,6 +65,8 @@ pub struct Pipeline {
     /// status response.
     policy: Arc<Mutex<PolicyRuntime>>,
     counts: Arc<CallCounts>,
+    /// [`PipelineStats::flows_evicted`], shared with the status response.
+    flows_evicted: Arc<AtomicU64>,
     sink: Box<dyn AuditSink>,
     limiter: ErrorRateLimiter,
     last_capture_stats: CaptureStats,
@@ -88,6 +93,7 @@ impl Pipeline {
         Self {
             policy,
             counts: Arc::new(CallCounts::new()),
+            flows_evicted: Arc::new(AtomicU64::new(0)),
             config,
             flows,
             connections: HashMap::new(),
@@ -116,6 +122,12 @@ impl Pipeline {
     /// Returns the calls per integration and decision since start.
     pub fn counts(&self) -> Arc<CallCounts> {
         self.counts.clone()
+    }
+
+    /// Returns the count of connections dropped from the full flow table
+    /// since start, which the pipeline keeps current.
+    pub fn flows_evicted(&self) -> Arc<AtomicU64> {
+        self.flows_evicted.clone()
     }
 
     /// Puts a reloaded configuration in force for the next event. Calls
@@ -232,6 +244,15 @@ impl Pipeline {
                 let Some(connection) = self.connections.get_mut(&conn_id) else { return };
                 let output = connection.gap(direction, missing_bytes);
                 self.write_output(output);
+            }
+            FlowEvent::Closed { conn_id, reason: CloseReason::Evicted } => {
+                self.stats.flows_evicted += 1;
+                self.flows_evicted.store(self.stats.flows_evicted, Ordering::Relaxed);
+                if let Some(connection) = self.connections.get(&conn_id) {
+                    let (client, _) = connection.endpoints();
+                    self.write_error_record(records::flow_evicted(conn_id, client, self.config.capture.max_flows));
+                }
+                self.close_connection(conn_id, "dropped from the full flow table");
             }
             FlowEvent::Closed { conn_id, .. } => self.close_connection(conn_id, "connection closed"),
         }

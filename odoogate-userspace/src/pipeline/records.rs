@@ -2,7 +2,7 @@
 
 use crate::audit::{AuditEvent, AuditRecord, Decision};
 use crate::capture::flow::Direction;
-use crate::capture::{CaptureStats, FlowKey};
+use crate::capture::{CaptureStats, Endpoint, FlowKey};
 use crate::config::Config;
 use crate::http::{FramingAnomaly, HttpRequest};
 use crate::identity::{Resolution, Source};
@@ -215,6 +215,27 @@ pub fn malformed(conn_id: u64, key: &FlowKey, direction: Direction, reason: &'st
     record.src_port = Some(key.client.port());
     record.error_code = Some("malformed_http".to_owned());
     record.reason = Some(reason.to_owned());
+    record
+}
+
+/// `ODOOGATE_ERROR_CODE` of a connection dropped from the full flow table.
+pub const FLOW_TABLE_FULL: &str = "flow_table_full";
+
+/// Builds the record for a connection dropped from the flow table because
+/// `capture.max_flows` connections were tracked. Its calls still waiting
+/// for a response are recorded without an outcome, and its later segments
+/// start a new flow mid-stream.
+pub fn flow_evicted(conn_id: u64, client: Endpoint, max_flows: usize) -> AuditRecord {
+    let message = format!(
+        "capture loss: connection {conn_id} from {client} was dropped because the flow table held capture.max_flows \
+         ({max_flows}) connections; raise capture.max_flows"
+    );
+    let mut record = AuditRecord::new(AuditEvent::CaptureLoss, message);
+    record.conn_id = Some(conn_id);
+    record.src_ip = Some(client.ip());
+    record.src_port = Some(client.port());
+    record.error_code = Some(FLOW_TABLE_FULL.to_owned());
+    record.count = Some(1);
     record
 }
 
