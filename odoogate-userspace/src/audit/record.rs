@@ -18,6 +18,9 @@ pub enum AuditEvent {
     /// A local process whose cgroup the guard does not allow tried to
     /// connect to Odoo's port, and its connect() failed with EPERM.
     GuardRefusal,
+    /// Enforce mode: a client connection closed unserved because
+    /// `proxy.max_connections` connections were open and none was idle.
+    ConnectionRefused,
 }
 
 impl AuditEvent {
@@ -30,6 +33,7 @@ impl AuditEvent {
             Self::CaptureGap => "capture_gap",
             Self::CaptureLoss => "capture_loss",
             Self::GuardRefusal => "guard_refusal",
+            Self::ConnectionRefused => "connection_refused",
         }
     }
 }
@@ -246,7 +250,7 @@ impl AuditRecord {
             (AuditEvent::Call, _) => 6,
             (AuditEvent::CaptureLoss | AuditEvent::CaptureGap, _) => 4,
             (AuditEvent::DecodeError | AuditEvent::FramingAnomaly, _) => 4,
-            (AuditEvent::GuardRefusal, _) => 4,
+            (AuditEvent::GuardRefusal | AuditEvent::ConnectionRefused, _) => 4,
         }
     }
 }

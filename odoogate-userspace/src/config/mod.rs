@@ -45,7 +45,7 @@ use crate::policy::window::Schedule;
 pub use error::{ConfigError, InvalidConfig};
 pub use metrics::MetricsConfig;
 pub use steer::{GuardConfig, SteeringConfig};
-pub use proxy::{DEFAULT_MAX_REQUEST_BYTES, MIN_MAX_REQUEST_BYTES, ProxyConfig};
+pub use proxy::{DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_REQUEST_BYTES, MIN_MAX_REQUEST_BYTES, ProxyConfig};
 
 /// Largest configuration file read, far above any real one.
 pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;

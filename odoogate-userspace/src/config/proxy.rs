@@ -7,6 +7,7 @@
 //! max_request_bytes = 67108864
 //! request_timeout_secs = 60
 //! upstream_timeout_secs = 300
+//! max_connections = 1024
 //! ```
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -22,6 +23,9 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
 
 /// Smallest `proxy.max_request_bytes`, so that any real RPC call fits.
 pub const MIN_MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// Default of `proxy.max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
 /// `[proxy]`: how enforce mode sits between clients and Odoo. Every key is
 /// optional, and the section is ignored in observe mode.
@@ -53,6 +57,11 @@ pub struct ProxyConfig {
     /// response body. Default 300 seconds, above Odoo's default
     /// `limit_time_real` of 120 seconds, so Odoo's own limit acts first.
     pub upstream_timeout: Duration,
+    /// `max_connections`: client connections open at once. At the limit a
+    /// new connection closes the longest-idle keep-alive connection, or gets
+    /// 503 when none is idle. Each connection may hold one RPC body of up to
+    /// `max_request_bytes` and two file descriptors. Default 1024.
+    pub max_connections: usize,
 }
 
 impl ProxyConfig {
@@ -64,6 +73,7 @@ impl ProxyConfig {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             request_timeout: Duration::from_secs(60),
             upstream_timeout: Duration::from_secs(300),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -77,11 +87,12 @@ pub(super) struct RawProxy {
     pub max_request_bytes: Option<Spanned<usize>>,
     pub request_timeout_secs: Option<Spanned<u64>>,
     pub upstream_timeout_secs: Option<Spanned<u64>>,
+    pub max_connections: Option<Spanned<usize>>,
 }
 
 /// Checks `[proxy]`; `odoo_port` is the first of `odoo.ports`.
 pub(super) fn build(raw: RawProxy, odoo_port: u16) -> Result<ProxyConfig, Problem> {
-    let RawProxy { listen, upstream, max_request_bytes, request_timeout_secs, upstream_timeout_secs } = raw;
+    let RawProxy { listen, upstream, max_request_bytes, request_timeout_secs, upstream_timeout_secs, max_connections } = raw;
     let defaults = ProxyConfig::defaults(odoo_port);
 
     let listen_span = listen.as_ref().map(Spanned::span);
@@ -103,6 +114,7 @@ pub(super) fn build(raw: RawProxy, odoo_port: u16) -> Result<ProxyConfig, Proble
         max_request_bytes: max_request_bytes.map_or(Ok(defaults.max_request_bytes), request_size)?,
         request_timeout: request_timeout_secs.map_or(Ok(defaults.request_timeout), seconds)?,
         upstream_timeout: upstream_timeout_secs.map_or(Ok(defaults.upstream_timeout), seconds)?,
+        max_connections: max_connections.map_or(Ok(defaults.max_connections), connection_count)?,
     })
 }
 
@@ -124,6 +136,13 @@ fn request_size(value: Spanned<usize>) -> Result<usize, Problem> {
         return Err(Problem::new(value.span(), message));
     }
     Ok(bytes)
+}
+
+fn connection_count(value: Spanned<usize>) -> Result<usize, Problem> {
+    match *value.get_ref() {
+        0 => Err(Problem::new(value.span(), "expected at least 1 (connections), found 0")),
+        count => Ok(count),
+    }
 }
 
 fn seconds(value: Spanned<u64>) -> Result<Duration, Problem> {
@@ -162,7 +181,7 @@ mod tests {
     fn full_section_parses() {
         let text = format!(
             "{HEAD}\n[proxy]\nlisten = \"[::1]:8070\"\nupstream = \"127.0.0.1:18069\"\nmax_request_bytes = 1048576\n\
-             request_timeout_secs = 5\nupstream_timeout_secs = 9\n"
+             request_timeout_secs = 5\nupstream_timeout_secs = 9\nmax_connections = 3000\n"
         );
         let proxy = parse(&text, "gate.toml").unwrap().proxy;
         assert_eq!(proxy.listen, Some("[::1]:8070".parse().unwrap()));
@@ -170,6 +189,7 @@ mod tests {
         assert_eq!(proxy.max_request_bytes, 1_048_576);
         assert_eq!(proxy.request_timeout, Duration::from_secs(5));
         assert_eq!(proxy.upstream_timeout, Duration::from_secs(9));
+        assert_eq!(proxy.max_connections, 3000);
     }
 
     #[test]
@@ -200,6 +220,13 @@ mod tests {
     fn zero_timeout_is_rejected() {
         let error = invalid(&format!("{HEAD}\n[proxy]\nupstream_timeout_secs = 0\n"));
         assert_eq!(error.key, "proxy.upstream_timeout_secs");
+    }
+
+    #[test]
+    fn zero_connections_rejected() {
+        let error = invalid(&format!("{HEAD}\n[proxy]\nmax_connections = 0\n"));
+        assert_eq!((error.line, error.key.as_str()), (10, "proxy.max_connections"));
+        assert!(error.message.contains("at least 1"), "{error}");
     }
 
     #[test]

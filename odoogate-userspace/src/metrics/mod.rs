@@ -17,6 +17,8 @@
 //! | `framing_anomalies_total` | counter | `code` |
 //! | `capture_gaps_total` | counter | |
 //! | `capture_losses_total` | counter | `reason` |
+//! | `flows_evicted_total` | counter | |
+//! | `connections_refused_total` | counter | `code` |
 //! | `ebpf_packets_total` | counter | |
 //! | `ebpf_ring_records_total` | counter | |
 //! | `ebpf_unparsed_packets_total` | counter | `reason` |
@@ -42,6 +44,7 @@ use prometheus_client::registry::Registry;
 
 use crate::audit::{AuditEvent, AuditRecord};
 use crate::capture::CaptureStats;
+use crate::pipeline::records::FLOW_TABLE_FULL;
 
 /// Bucket upper bounds of `odoogate_call_duration_seconds`, from 1 ms to
 /// Odoo's default `limit_time_real` of 120 seconds.
@@ -90,6 +93,9 @@ pub struct Metrics {
     framing_anomalies: Family<CodeLabels, Counter>,
     capture_gaps: Counter,
     capture_losses: Family<ReasonLabels, Counter>,
+    /// Counted from the pipeline's records, not from a kernel counter.
+    flows_evicted: Counter,
+    connections_refused: Family<CodeLabels, Counter>,
     packets: Counter,
     ring_records: Counter,
     unparsed_packets: Family<ReasonLabels, Counter>,
@@ -124,6 +130,8 @@ impl Metrics {
             framing_anomalies: Family::default(),
             capture_gaps: Counter::default(),
             capture_losses: Family::default(),
+            flows_evicted: Counter::default(),
+            connections_refused: Family::default(),
             packets: Counter::default(),
             ring_records: Counter::default(),
             unparsed_packets: Family::default(),
@@ -151,6 +159,12 @@ impl Metrics {
         );
         registry.register("capture_gaps", "Captured flows with bytes missing", self.capture_gaps.clone());
         registry.register("capture_losses", "Capture records lost or cut in the kernel, by reason", self.capture_losses.clone());
+        registry.register("flows_evicted", "Connections dropped from the full flow table of the observe path", self.flows_evicted.clone());
+        registry.register(
+            "connections_refused",
+            "Client connections enforce mode closed unserved, by reason",
+            self.connections_refused.clone(),
+        );
         registry.register("ebpf_packets", "Packets to or from Odoo's ports that the TC programs saw", self.packets.clone());
         registry.register("ebpf_ring_records", "Records the eBPF programs wrote to the ring buffer", self.ring_records.clone());
         registry.register(
@@ -180,8 +194,14 @@ impl Metrics {
             AuditEvent::CaptureGap => {
                 self.capture_gaps.inc_by(events);
             }
-            // Capture losses come from the kernel counters, and guard
+            AuditEvent::ConnectionRefused => {
+                self.connections_refused.get_or_create(&code_labels(record)).inc_by(events);
+            }
+            // Losses in the kernel come from its counters, and guard
             // refusals from `ebpf_guard_refusals_total`.
+            AuditEvent::CaptureLoss if record.error_code.as_deref() == Some(FLOW_TABLE_FULL) => {
+                self.flows_evicted.inc_by(events);
+            }
             AuditEvent::CaptureLoss | AuditEvent::GuardRefusal => {}
         }
     }

@@ -298,7 +298,9 @@ impl Pipeline {
                     self.stats.capture_gaps += 1;
                     self.write_error_record(record);
                 }
-                AuditEvent::CaptureLoss | AuditEvent::GuardRefusal => self.write_error_record(record),
+                AuditEvent::CaptureLoss | AuditEvent::GuardRefusal | AuditEvent::ConnectionRefused => {
+                    self.write_error_record(record)
+                }
             }
         }
     }

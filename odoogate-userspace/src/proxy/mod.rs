@@ -41,6 +41,7 @@ mod read;
 mod recorder;
 mod relay;
 mod session;
+mod slots;
 mod stream;
 mod tokens;
 mod wire;
@@ -53,7 +54,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 pub use connector::{DirectConnector, SteeredConnector, UpstreamConnector};
@@ -67,13 +67,9 @@ use crate::audit::AuditSink;
 use crate::config::Config;
 use crate::identity::{SessionTable, Source};
 use session::{Session, Shared};
+use slots::{Admission, Slot, Slots};
 use stream::Peer;
 use tokens::LiveTokens;
-
-/// Client connections served at once. Each may hold one RPC body of up to
-/// `proxy.max_request_bytes`, so this bounds memory too; further clients
-/// wait in the listen backlog.
-const MAX_CONNECTIONS: usize = 1024;
 
 /// How often rate-limited error summaries are written and old sessions
 /// forgotten.
@@ -101,6 +97,9 @@ pub struct Proxy<C> {
     shared: Arc<Shared<C>>,
     next_conn_id: AtomicU64,
     origins: Option<Origins>,
+    slots: Arc<Slots>,
+    /// Connections refused since the last maintenance tick, for the log.
+    refused_since_tick: AtomicU64,
 }
 
 impl<C: UpstreamConnector> Proxy<C> {
@@ -110,7 +109,7 @@ impl<C: UpstreamConnector> Proxy<C> {
         let live = Arc::new(LivePolicy::new(config));
         let recorder = Recorder::with_counts(sink, live.config().audit.error_records_per_minute, live.counts());
         let shared = Shared { live, connector, sessions: Mutex::new(SessionTable::default()), recorder, tokens: None };
-        Self { shared: Arc::new(shared), next_conn_id: AtomicU64::new(1), origins: None }
+        Self::from_shared(shared)
     }
 
     /// Builds a proxy that also accepts scoped tokens, forwarding calls made
@@ -123,7 +122,17 @@ impl<C: UpstreamConnector> Proxy<C> {
         let recorder = Recorder::with_counts(sink, live.config().audit.error_records_per_minute, live.counts());
         let sessions = Mutex::new(SessionTable::default());
         let shared = Shared { live, connector, sessions, recorder, tokens: Some(Arc::new(LiveTokens::new(tokens))) };
-        Self { shared: Arc::new(shared), next_conn_id: AtomicU64::new(1), origins: None }
+        Self::from_shared(shared)
+    }
+
+    fn from_shared(shared: Shared<C>) -> Self {
+        Self {
+            shared: Arc::new(shared),
+            next_conn_id: AtomicU64::new(1),
+            origins: None,
+            slots: Arc::new(Slots::default()),
+            refused_since_tick: AtomicU64::new(0),
+        }
     }
 
     /// Ties connections from local processes to their cgroup, pid and
@@ -136,6 +145,11 @@ impl<C: UpstreamConnector> Proxy<C> {
 
     pub fn stats(&self) -> ProxyStats {
         self.shared.recorder.stats()
+    }
+
+    /// Returns the client connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.slots.open()
     }
 
     /// Returns the configuration and policy state, through which a reload
@@ -154,15 +168,11 @@ impl<C: UpstreamConnector> Proxy<C> {
     /// completes, then gives requests in flight a grace period to finish
     /// and stops the rest.
     pub async fn serve(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> io::Result<()> {
-        let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         let mut connections = JoinSet::new();
         let mut maintenance = tokio::time::interval(MAINTENANCE_INTERVAL);
         tokio::pin!(shutdown);
 
         loop {
-            // At the connection limit, accepting pauses; the next
-            // maintenance tick looks again.
-            let room = permits.available_permits() > 0;
             let accepted = tokio::select! {
                 () = &mut shutdown => break,
                 _ = maintenance.tick() => {
@@ -170,20 +180,19 @@ impl<C: UpstreamConnector> Proxy<C> {
                     while connections.try_join_next().is_some() {}
                     continue;
                 }
-                accepted = listener.accept(), if room => accepted,
+                accepted = listener.accept() => accepted,
             };
 
             match accepted {
                 Ok((stream, peer)) => {
-                    let Ok(permit) = permits.clone().try_acquire_owned() else {
+                    let conn_id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
+                    let Some(slot) = self.admit(&stream, peer, conn_id) else {
                         continue;
                     };
                     let shared = self.shared.clone();
                     let origins = self.origins.clone();
-                    let conn_id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
                     connections.spawn(async move {
-                        serve_connection(&shared, stream, peer, conn_id, origins.as_ref()).await;
-                        drop(permit);
+                        serve_connection(&shared, stream, peer, conn_id, origins.as_ref(), slot).await;
                     });
                 }
                 Err(error) => {
@@ -199,6 +208,7 @@ impl<C: UpstreamConnector> Proxy<C> {
             tracing::info!(connections = connections.len(), "Closing connections still open after the grace period");
             connections.shutdown().await;
         }
+        self.log_refusals();
         self.shared.recorder.flush(std::time::Instant::now() + Duration::from_secs(3600));
         if let Some(tokens) = &self.shared.tokens {
             tokens.flush();
@@ -206,8 +216,44 @@ impl<C: UpstreamConnector> Proxy<C> {
         Ok(())
     }
 
+    /// Logs the connections refused since the last call, once for all of
+    /// them, so a flood of refusals makes one line a second.
+    fn log_refusals(&self) {
+        let refused = self.refused_since_tick.swap(0, Ordering::Relaxed);
+        if refused > 0 {
+            let max_connections = self.shared.live.config().proxy.max_connections;
+            tracing::warn!(refused, max_connections, "Refused connections: proxy.max_connections were open and none was idle");
+        }
+    }
+
+    /// Gives a new connection its slot under `proxy.max_connections`,
+    /// closing the longest-idle connection at the limit. With no idle
+    /// connection, the new one gets 503 and is closed at once, so the excess
+    /// keeps no file descriptor and no task.
+    fn admit(&self, stream: &TcpStream, peer: SocketAddr, conn_id: u64) -> Option<Slot> {
+        let limit = self.shared.live.config().proxy.max_connections;
+        match self.slots.admit(conn_id, limit) {
+            Admission::Admitted(slot) => Some(slot),
+            Admission::Evicted { slot, evicted_conn_id } => {
+                self.shared.recorder.count_idle_closed();
+                tracing::debug!(conn_id, evicted_conn_id, max_connections = limit, "Closing the longest-idle connection for a new one");
+                Some(slot)
+            }
+            Admission::Refused => {
+                // A best-effort write that never waits: a client that does
+                // not read it gets the close alone.
+                let _ = stream.try_write(&wire::service_unavailable(limit));
+                let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+                self.shared.recorder.write(connection_refused(conn_id, peer, limit));
+                self.refused_since_tick.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
     fn maintain(&self) {
         let now = std::time::Instant::now();
+        self.log_refusals();
         self.shared.recorder.flush(now);
         if let Some(tokens) = &self.shared.tokens {
             tokens.refresh(now);
@@ -224,6 +270,7 @@ async fn serve_connection<C: UpstreamConnector>(
     peer: SocketAddr,
     conn_id: u64,
     origins: Option<&Origins>,
+    slot: Slot,
 ) {
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(conn_id, %error, "Failed to set TCP_NODELAY");
@@ -237,9 +284,23 @@ async fn serve_connection<C: UpstreamConnector>(
     };
     let LocalOrigin { cgroup, pid, comm } = origin.unwrap_or_default();
     let source = Source { peer, cgroup, pid, comm, conn_id };
-    let session = Session::new(shared, Peer::new(stream), source);
+    let session = Session::new(shared, Peer::new(stream), source, slot);
     match session.run().await {
         Ok(()) => tracing::debug!(conn_id, client = %peer, "Connection closed"),
         Err(error) => tracing::debug!(conn_id, client = %peer, %error, "Connection ended early"),
     }
+}
+
+/// Builds the record of a connection refused at `proxy.max_connections`.
+fn connection_refused(conn_id: u64, peer: SocketAddr, max_connections: usize) -> crate::audit::AuditRecord {
+    let message = format!(
+        "refused connection {conn_id} from {peer}: proxy.max_connections ({max_connections}) connections were open and none was idle"
+    );
+    let mut record = crate::audit::AuditRecord::new(crate::audit::AuditEvent::ConnectionRefused, message);
+    record.conn_id = Some(conn_id);
+    record.src_ip = Some(peer.ip());
+    record.src_port = Some(peer.port());
+    record.error_code = Some("max_connections".to_owned());
+    record.count = Some(1);
+    record
 }

@@ -53,6 +53,9 @@ impl OpenHead {
 pub(super) enum RequestStart {
     /// The client closed the connection between requests.
     Closed,
+    /// A new connection took this idle connection's slot at
+    /// `proxy.max_connections`.
+    Evicted,
     /// The request timeout passed; `started` tells whether part of a
     /// request had arrived.
     TimedOut { started: bool },
@@ -107,13 +110,44 @@ impl<C: UpstreamConnector> Session<'_, C> {
                     return Ok(start);
                 }
             }
-            match self.fill_until_deadline().await? {
+            let filled = match started {
+                true => self.fill_until_deadline().await?,
+                false => match self.fill_while_idle().await? {
+                    Some(filled) => filled,
+                    None => return Ok(RequestStart::Evicted),
+                },
+            };
+            match filled {
                 Some(0) if started => return Ok(RequestStart::Malformed("message incomplete at connection close")),
                 Some(0) => return Ok(RequestStart::Closed),
                 Some(_) => {}
                 None => return Ok(RequestStart::TimedOut { started }),
             }
         }
+    }
+
+    /// Waits for the first bytes of a request with the connection's slot
+    /// marked idle, so that a new connection may take the slot at
+    /// `proxy.max_connections`. Returns `None` when that happened: the
+    /// connection must close, and any bytes that arrived meanwhile are
+    /// never forwarded.
+    async fn fill_while_idle(&mut self) -> Result<Option<Option<usize>>, SessionError> {
+        if !self.slot.set_idle() {
+            return Ok(None);
+        }
+        let remaining = self.deadline.saturating_duration_since(Instant::now());
+        let filled = tokio::select! {
+            filled = self.client.fill(remaining) => match filled {
+                Ok(read) => Some(read),
+                Err(StreamError::TimedOut(_)) => None,
+                Err(error) => return Err(SessionError::Client(error)),
+            },
+            () = self.slot.evicted() => return Ok(None),
+        };
+        if !self.slot.set_busy() {
+            return Ok(None);
+        }
+        Ok(Some(filled))
     }
 
     /// Reads the rest of an RPC request whose head is `head`, bounded by

@@ -20,6 +20,11 @@ pub struct ProxyStats {
     pub framing_rejections: u64,
     /// Requests to an RPC surface whose body did not decode.
     pub decode_errors: u64,
+    /// Client connections closed unserved at `proxy.max_connections`.
+    pub connections_refused: u64,
+    /// Idle client connections closed to make room at
+    /// `proxy.max_connections`.
+    pub idle_connections_closed: u64,
 }
 
 /// Writes audit records for every connection of the proxy.
@@ -69,6 +74,7 @@ impl Recorder {
         match record.event {
             AuditEvent::DecodeError => state.stats.decode_errors += 1,
             AuditEvent::FramingAnomaly => state.stats.framing_rejections += 1,
+            AuditEvent::ConnectionRefused => state.stats.connections_refused += 1,
             _ => {}
         }
         if let Some(record) = state.limiter.admit(record, Instant::now()) {
@@ -86,6 +92,11 @@ impl Recorder {
 
     pub fn stats(&self) -> ProxyStats {
         self.lock().stats
+    }
+
+    /// Counts an idle connection closed to make room for a new one.
+    pub fn count_idle_closed(&self) {
+        self.lock().stats.idle_connections_closed += 1;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

@@ -13,6 +13,7 @@ use super::connector::UpstreamConnector;
 use super::deny::{self, Denial, Refusal, Shape};
 use super::read::{BodyRead, RequestStart};
 use super::recorder::Recorder;
+use super::slots::Slot;
 use super::stream::{Peer, StreamError};
 use super::live::LivePolicy;
 use super::narrow::{self, Narrowed};
@@ -98,10 +99,12 @@ pub(super) struct Session<'s, C> {
     pub config: Arc<Config>,
     /// When the request being read must be complete.
     pub deadline: Instant,
+    /// The connection's place under `proxy.max_connections`.
+    pub slot: Slot,
 }
 
 impl<'s, C: UpstreamConnector> Session<'s, C> {
-    pub fn new(shared: &'s Shared<C>, client: Peer, source: Source) -> Self {
+    pub fn new(shared: &'s Shared<C>, client: Peer, source: Source, slot: Slot) -> Self {
         let config = shared.live.config();
         let limits = FramerLimits {
             max_header_bytes: MAX_HEAD_BYTES,
@@ -115,6 +118,7 @@ impl<'s, C: UpstreamConnector> Session<'s, C> {
             source,
             config,
             deadline: Instant::now(),
+            slot,
         }
     }
 
@@ -132,6 +136,10 @@ impl<'s, C: UpstreamConnector> Session<'s, C> {
         self.config = self.shared.live.config();
         let request = match self.read_start().await? {
             RequestStart::Closed | RequestStart::TimedOut { started: false } => return Ok(Next::Close),
+            RequestStart::Evicted => {
+                tracing::debug!(conn_id = self.source.conn_id, "Closing an idle connection to make room for a new one");
+                return Ok(Next::Close);
+            }
             RequestStart::TimedOut { started: true } => return self.request_timed_out().await,
             RequestStart::Malformed(reason) => return self.reject_malformed(reason).await,
             RequestStart::Complete(request) => request,

@@ -192,6 +192,21 @@ pub(super) fn plain_error(status: u16, reason: &str, message: &str) -> Vec<u8> {
     own_response(response, false)
 }
 
+/// Returns the `503` a connection gets when `max_connections` client
+/// connections are open and none is idle.
+pub(super) fn service_unavailable(max_connections: usize) -> Vec<u8> {
+    let message = format!("odoogate is serving its maximum of {max_connections} connections (proxy.max_connections); try again");
+    let body = format!("{message}\n");
+    let response = OwnResponse {
+        status: 503,
+        reason: "SERVICE UNAVAILABLE",
+        content_type: "text/plain; charset=utf-8",
+        extra_headers: &[("Retry-After", "1")],
+        body: body.as_bytes(),
+    };
+    own_response(response, false)
+}
+
 /// `100 Continue`, sent by odoogate to a client that waits for it before
 /// sending its body; odoogate does not pass `Expect` to Odoo.
 pub(super) const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";

@@ -43,6 +43,10 @@ impl PolicyView for LivePolicy {
 /// Returns the kernel capture counters, when a capture runs.
 pub type CaptureStatsSource = Box<dyn Fn() -> CaptureStats + Send + Sync>;
 
+/// Returns the counters of what the daemon dropped at its limits, as a JSON
+/// object.
+pub type OverloadSource = Box<dyn Fn() -> Value + Send + Sync>;
+
 /// The sources of the `status` response.
 pub struct StatusSources {
     pub handle: Arc<ConfigHandle>,
@@ -55,6 +59,7 @@ pub struct StatusSources {
     pub counts: Arc<CallCounts>,
     pub policy: Arc<dyn PolicyView>,
     pub capture_stats: Option<CaptureStatsSource>,
+    pub overload: OverloadSource,
 }
 
 impl StatusSources {
@@ -80,6 +85,7 @@ impl StatusSources {
             "calls": self.counts.snapshot(),
             "grants": grants,
             "rate_limits": buckets,
+            "overload": (self.overload)(),
         });
         if let Some(stats) = &self.capture_stats {
             status["capture_stats"] = capture_stats_json(&stats());

@@ -116,6 +116,7 @@ async fn serve_with<C: UpstreamConnector>(
     if let Some(origins) = origins {
         proxy = proxy.with_origins(origins);
     }
+    let proxy = Arc::new(proxy);
     let live = proxy.live();
     let credentials = proxy.credentials_reloader();
     let apply = move |config: Arc<Config>| reload_into(&live, credentials.as_ref(), config);
@@ -174,8 +175,24 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn status_sources<C: UpstreamConnector>(&self, proxy: &Proxy<C>) -> StatusSources {
+    fn status_sources<C: UpstreamConnector>(&self, proxy: &Arc<Proxy<C>>) -> StatusSources {
         let live = proxy.live();
+        let overload = {
+            let proxy = Arc::downgrade(proxy);
+            let live = live.clone();
+            Box::new(move || match proxy.upgrade() {
+                Some(proxy) => {
+                    let stats = proxy.stats();
+                    serde_json::json!({
+                        "connections_open": proxy.open_connections(),
+                        "max_connections": live.config().proxy.max_connections,
+                        "connections_refused": stats.connections_refused,
+                        "idle_connections_closed": stats.idle_connections_closed,
+                    })
+                }
+                None => serde_json::json!({}),
+            }) as super::control::OverloadSource
+        };
         StatusSources {
             handle: self.handle.clone(),
             started: SystemTime::now(),
@@ -184,6 +201,7 @@ impl Daemon {
             counts: live.counts(),
             policy: live,
             capture_stats: None,
+            overload,
         }
     }
 }
