@@ -38,6 +38,11 @@ pub(super) const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// outcome decoders handle.
 const MAX_KEPT_RESPONSE_BYTES: usize = 1024 * 1024;
 
+/// How long a connection closed after odoogate's own error response (400,
+/// 408, 413) still reads and discards what the client sends, so the client
+/// can read the response before the close.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+
 /// Nesting bound for decoding request bodies, as on the observe path.
 const MAX_DECODE_DEPTH: usize = 64;
 
@@ -432,7 +437,9 @@ impl<'s, C: UpstreamConnector> Session<'s, C> {
     pub async fn fail(&mut self, status: u16, reason: &str, message: &str) -> Result<Next, SessionError> {
         // The connection closes either way, so a client that stopped
         // reading does not matter here.
-        let _ = self.client.write_all(&wire::plain_error(status, reason, message), self.client_timeout()).await;
+        if self.client.write_all(&wire::plain_error(status, reason, message), self.client_timeout()).await.is_ok() {
+            self.client.linger(LINGER_TIME).await;
+        }
         Ok(Next::Close)
     }
 

@@ -13,6 +13,9 @@ use tokio::net::TcpStream;
 /// the next one.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// Bytes read at a time while lingering; they are discarded.
+const LINGER_READ_BYTES: usize = 16 * 1024;
+
 /// An error on one side of an exchange.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum StreamError {
@@ -59,6 +62,25 @@ impl Peer {
         match tokio::time::timeout(timeout, self.stream.write_all(bytes)).await {
             Ok(result) => Ok(result?),
             Err(_) => Err(StreamError::TimedOut(timeout)),
+        }
+    }
+
+    /// Ends the connection after odoogate's own error response: closes the
+    /// sending side, then reads and discards what the peer still sends for
+    /// at most `time`. Closing a socket with unread bytes makes the kernel
+    /// send RST, which can destroy the response before the peer reads it,
+    /// and a client sending a body over the limit has such bytes in flight.
+    pub async fn linger(&mut self, time: Duration) {
+        if self.stream.shutdown().await.is_err() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + time;
+        let mut scratch = vec![0; LINGER_READ_BYTES];
+        loop {
+            let read = tokio::time::timeout_at(deadline, self.stream.read(&mut scratch)).await;
+            if !matches!(read, Ok(Ok(read)) if read > 0) {
+                return;
+            }
         }
     }
 
