@@ -49,8 +49,22 @@ impl Peer {
     /// Reads more bytes into the buffer, waiting at most `timeout`. Returns
     /// how many arrived; 0 means the peer closed its side.
     pub async fn fill(&mut self, timeout: Duration) -> Result<usize, StreamError> {
-        self.buffer.reserve(READ_CHUNK);
-        let read = self.stream.read_buf(&mut self.buffer);
+        if self.buffer.is_empty() {
+            // Idle connections (thousands of them, at worst) hold no read
+            // buffer while they wait: the buffer is allocated once bytes
+            // are there to read.
+            self.buffer = BytesMut::new();
+        }
+        let read = async {
+            loop {
+                self.stream.readable().await?;
+                self.buffer.reserve(READ_CHUNK);
+                match self.stream.try_read_buf(&mut self.buffer) {
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+                    result => return result,
+                }
+            }
+        };
         match tokio::time::timeout(timeout, read).await {
             Ok(result) => Ok(result?),
             Err(_) => Err(StreamError::TimedOut(timeout)),
