@@ -78,9 +78,7 @@ async fn serve(handle: Arc<ConfigHandle>, sink: Box<dyn AuditSink>, tokens: Opti
         None => {
             let origins = Origins::for_this_host();
             let local_capture = LocalCapture::start(&config, origins.clone(), Box::new(sink.clone()))?;
-            // Dual-stack, so steered IPv4 and IPv6 connections both land here.
-            let listener = std::net::TcpListener::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)))
-                .context("failed to bind the steering listener")?;
+            let listener = bind_steering_listener()?;
             let options = SteeringOptions {
                 pin_dir: config.steering.pin_dir.clone(),
                 ..SteeringOptions::new(config.odoo.ports.clone())
@@ -148,6 +146,23 @@ async fn serve_with<C: UpstreamConnector>(
     }
     served.context("the proxy failed")?;
     Ok(proxy.stats())
+}
+
+/// Length of the steering listener's accept queue, as tokio uses for
+/// `proxy.listen`: a burst of new connections waits there instead of having
+/// its SYNs dropped and retried a second later.
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// Binds the listener that the steering hands connections to: dual-stack
+/// (the kernel's default for `::`), so steered IPv4 and IPv6 connections
+/// both land here, on an ephemeral port.
+fn bind_steering_listener() -> anyhow::Result<std::net::TcpListener> {
+    let socket = tokio::net::TcpSocket::new_v6().context("failed to create the steering listener")?;
+    socket
+        .bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)))
+        .context("failed to bind the steering listener")?;
+    let listener = socket.listen(LISTEN_BACKLOG).context("failed to listen on the steering listener")?;
+    listener.into_std().context("failed to take the steering listener out of the runtime")
 }
 
 /// Puts a reloaded configuration in force and reads the service
