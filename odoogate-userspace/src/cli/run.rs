@@ -10,6 +10,7 @@
 
 mod control;
 mod enforce;
+mod fd_limit;
 
 use crate::audit::AuditSink;
 use crate::audit::journald::JournaldSink;
@@ -42,6 +43,7 @@ const TICK_INTERVAL: Duration = Duration::from_secs(1);
 pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let config = Arc::new(config::load(path).map_err(|error| anyhow::anyhow!("{error}"))?);
     crate::preflight::run(&config)?;
+    fd_limit::raise(&config);
     let metrics = start_metrics(&config)?;
     let handle = Arc::new(ConfigHandle::new(path, config.clone(), SystemTime::now()));
     if config.policy.mode == Mode::Enforce {
