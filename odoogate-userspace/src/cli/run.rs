@@ -35,6 +35,9 @@ use std::time::{Duration, SystemTime};
 /// Capacity of the channel between the ring buffer reader and the pipeline,
 /// in events. When it is full the reader stops draining and the kernel ring
 /// buffer absorbs the burst (and counts what it cannot).
+// NOTE: the bound is in events, not bytes. A segment carries up to 256 KiB
+// (`MAX_PAYLOAD_BYTES`), so a pipeline that falls behind could queue far
+// more here than `capture.ring_buffer_bytes`.
 const EVENT_CHANNEL_CAPACITY: usize = 16_384;
 
 /// How often the pipeline expires idle flows and reports capture losses.

@@ -171,7 +171,14 @@ impl Site {
     /// `cgroups` are created under a per-site parent and may be referenced
     /// in the TOML as `{cgroup:NAME}`.
     pub fn start(name: &str, cgroups: &[&str], integrations: &str, unidentified: &str) -> anyhow::Result<Self> {
-        Self::start_in(SiteMode::Observe, name, cgroups, integrations, unidentified)
+        Self::start_in(SiteMode::Observe, name, cgroups, integrations, unidentified, "")
+    }
+
+    /// Builds a site like [`Site::start`] or [`Site::start_enforce`] (no
+    /// guard, no cgroups) whose configuration also has `sections`, such as
+    /// `[capture]` or `[proxy]` tables.
+    pub fn start_with_sections(mode: SiteMode, name: &str, integrations: &str, unidentified: &str, sections: &str) -> anyhow::Result<Self> {
+        Self::start_in(mode, name, &[], integrations, unidentified, sections)
     }
 
     /// Builds the site and starts `odoogate run` in enforce mode, steered
@@ -186,10 +193,17 @@ impl Site {
         guard: Option<&[&str]>,
     ) -> anyhow::Result<Self> {
         let guard = guard.map(|names| names.iter().map(|name| (*name).to_owned()).collect());
-        Self::start_in(SiteMode::Enforce { guard }, name, cgroups, integrations, unidentified)
+        Self::start_in(SiteMode::Enforce { guard }, name, cgroups, integrations, unidentified, "")
     }
 
-    fn start_in(mode: SiteMode, name: &str, cgroups: &[&str], integrations: &str, unidentified: &str) -> anyhow::Result<Self> {
+    fn start_in(
+        mode: SiteMode,
+        name: &str,
+        cgroups: &[&str],
+        integrations: &str,
+        unidentified: &str,
+        sections: &str,
+    ) -> anyhow::Result<Self> {
         let index = SITE_COUNTER.fetch_add(1, Ordering::SeqCst);
         let tag = format!("{}-{index}", std::process::id());
         let port = 18100 + (std::process::id() % 500) as u16 * 10 + index as u16;
@@ -233,8 +247,9 @@ impl Site {
                 ("enforce", sections, Some(pins))
             }
         };
+        let control = format!("[control]\nsocket = \"{}\"\n\n", workdir.join("control.sock").display());
         let config = format!(
-            "[odoo]\nports = [{port}]\ninterfaces = [\"lo\", \"og-odoo\"]\n\n[policy]\nmode = \"{mode_name}\"\nunidentified = \"{unidentified}\"\n\n[audit]\noutput = \"journald\"\n\n{enforce_sections}{integrations}"
+            "[odoo]\nports = [{port}]\ninterfaces = [\"lo\", \"og-odoo\"]\n\n[policy]\nmode = \"{mode_name}\"\nunidentified = \"{unidentified}\"\n\n[audit]\noutput = \"journald\"\n\n{control}{enforce_sections}{sections}\n{integrations}"
         );
         let config_path = workdir.join("odoogate.toml");
         std::fs::write(&config_path, config)?;
@@ -292,6 +307,19 @@ impl Site {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon.pid() as i32), nix::sys::signal::Signal::SIGKILL)?;
         lab::wait_for("odoogate run to die", Duration::from_secs(10), || matches!(daemon.try_wait(), Ok(Some(_))))?;
         Ok(())
+    }
+
+    /// Returns `odoogate status --json` of the running daemon, read from
+    /// the control socket in the work directory.
+    pub fn status(&self) -> anyhow::Result<serde_json::Value> {
+        let socket = self.workdir.join("control.sock");
+        let output = self.odoogate(&["status", "--json", "--socket", &socket.to_string_lossy()])?;
+        serde_json::from_str(&output).context("odoogate status printed invalid JSON")
+    }
+
+    /// Returns the daemon's process id, 0 when none runs.
+    pub fn daemon_pid(&self) -> u32 {
+        self.daemon.as_ref().map_or(0, ChildGuard::pid)
     }
 
     pub fn config_path(&self) -> PathBuf {
