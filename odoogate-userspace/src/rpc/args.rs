@@ -247,7 +247,12 @@ pub(super) struct FieldSet {
     names: Vec<String>,
     seen: HashSet<String>,
     overflowed: bool,
+    /// Buffer for building `prefix` + `key` without an allocation.
+    scratch: String,
 }
+
+/// Sets of at most this many names are searched without hashing.
+const LINEAR_SCAN_NAMES: usize = 16;
 
 /// A point in a [`FieldSet`]'s history that [`FieldSet::rollback`] returns to.
 #[derive(Clone, Copy, Debug)]
@@ -259,18 +264,35 @@ pub(super) struct FieldMark {
 // === impl FieldSet ===
 
 impl FieldSet {
-    /// Adds `prefix` + `key`. A top-level name already seen costs no
-    /// allocation, because a `create` of many records repeats its keys.
+    /// Adds `prefix` + `key`. A name already seen costs no allocation,
+    /// because a `create` of many records repeats its keys.
     pub(super) fn add(&mut self, prefix: &str, key: &str) {
-        if prefix.is_empty() && self.seen.contains(key) {
+        if prefix.is_empty() {
+            if !self.contains(key) {
+                self.insert_new(key.to_owned());
+            }
             return;
         }
-        let mut name = String::with_capacity(prefix.len() + key.len());
-        name.push_str(prefix);
-        name.push_str(key);
-        if self.seen.contains(&name) {
-            return;
+        self.scratch.clear();
+        self.scratch.push_str(prefix);
+        self.scratch.push_str(key);
+        if !self.contains(&self.scratch) {
+            self.insert_new(self.scratch.clone());
         }
+    }
+
+    /// Tells whether `name` was added. A short list is scanned, because
+    /// that is cheaper than hashing the name.
+    fn contains(&self, name: &str) -> bool {
+        if self.names.len() <= LINEAR_SCAN_NAMES {
+            self.names.iter().any(|seen| seen == name)
+        } else {
+            self.seen.contains(name)
+        }
+    }
+
+    /// Adds a name not seen before, unless the set is full.
+    fn insert_new(&mut self, name: String) {
         if self.names.len() >= MAX_FIELDS {
             self.overflowed = true;
             return;
@@ -325,7 +347,7 @@ impl FieldSet {
         (self.names, self.overflowed)
     }
 
-    /// Returns how many names the set holds.
+    /// Returns how many names the set contains.
     pub(super) fn len(&self) -> usize {
         self.names.len()
     }

@@ -69,8 +69,13 @@ fn invalid_json(error: &serde_json::Error) -> DecodeError {
 /// than `max_depth`. Brackets inside strings do not count.
 pub fn check_depth(body: &[u8], max_depth: usize) -> Result<(), DecodeError> {
     let mut depth = 0usize;
-    for byte in bytes_outside_strings(body) {
+    let mut index = 0;
+    while let Some(&byte) = body.get(index) {
         match byte {
+            b'"' => {
+                index = after_string(body, index + 1);
+                continue;
+            }
             b'[' | b'{' => {
                 depth += 1;
                 if depth > max_depth {
@@ -80,8 +85,24 @@ pub fn check_depth(body: &[u8], max_depth: usize) -> Result<(), DecodeError> {
             b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
+        index += 1;
     }
     Ok(())
+}
+
+/// Returns the index after the quote that closes a string whose contents
+/// start at `start`, or the body's length when the string is not closed.
+/// A backslash escapes the byte after it, as in [`bytes_outside_strings`].
+fn after_string(body: &[u8], start: usize) -> usize {
+    let mut index = start;
+    while let Some(offset) = body.get(index..).and_then(|rest| memchr::memchr2(b'"', b'\\', rest)) {
+        let found = index + offset;
+        if body[found] == b'"' {
+            return found + 1;
+        }
+        index = found + 2;
+    }
+    body.len()
 }
 
 /// Yields the bytes of a JSON text that are not inside a string. A string's
