@@ -136,19 +136,19 @@ impl<'a> Unmarshaller<'a> {
             let event = reader.read_event().map_err(|error| invalid_xml(&error, reader.error_position()))?;
             match event {
                 Event::Start(start) => {
-                    if self.start(local_name(start.name().as_ref())?)? {
+                    if self.start(local_name(start.name().as_ref()))? {
                         return Ok(self.stopped_at_params());
                     }
                 }
                 Event::Empty(start) => {
                     let name = start.name();
-                    let tag = local_name(name.as_ref())?;
+                    let tag = local_name(name.as_ref());
                     if self.start(tag)? {
                         return Ok(self.stopped_at_params());
                     }
                     self.end(tag)?;
                 }
-                Event::End(end) => self.end(local_name(end.name().as_ref())?)?,
+                Event::End(end) => self.end(local_name(end.name().as_ref()))?,
                 Event::Text(text) => {
                     let content = text.xml10_content().map_err(|_| DecodeError::NotUtf8)?;
                     self.characters(content)?;
@@ -168,14 +168,14 @@ impl<'a> Unmarshaller<'a> {
     }
 
     /// Handles a start tag. Returns true when the reader should stop.
-    fn start(&mut self, tag: &str) -> Result<bool, DecodeError> {
+    fn start(&mut self, tag: &[u8]) -> Result<bool, DecodeError> {
         if self.root_closed {
             return Err(DecodeError::InvalidXml("element after the root element".to_owned()));
         }
-        if self.stop == Stop::AtParams && tag == "params" {
+        if self.stop == Stop::AtParams && tag == b"params" {
             return Ok(true);
         }
-        if tag == "array" || tag == "struct" {
+        if tag == b"array" || tag == b"struct" {
             if self.marks.len() >= self.max_depth {
                 return Err(DecodeError::TooDeep(self.max_depth));
             }
@@ -183,14 +183,14 @@ impl<'a> Unmarshaller<'a> {
         }
         self.text = Text::default();
         if self.in_bare_value && !is_known_tag(tag) {
-            return Err(DecodeError::InvalidXmlRpc(format!("unknown element <{}> inside <value>", bounded(tag))));
+            return Err(DecodeError::InvalidXmlRpc(format!("unknown element <{}> inside <value>", bounded(&String::from_utf8_lossy(tag)))));
         }
-        self.in_bare_value = tag == "value";
+        self.in_bare_value = tag == b"value";
         self.open_elements += 1;
         Ok(false)
     }
 
-    fn end(&mut self, tag: &str) -> Result<(), DecodeError> {
+    fn end(&mut self, tag: &[u8]) -> Result<(), DecodeError> {
         self.open_elements = self.open_elements.saturating_sub(1);
         if self.open_elements == 0 {
             self.root_closed = true;
@@ -199,26 +199,26 @@ impl<'a> Unmarshaller<'a> {
         // joined text is copied on each read and `</member>`, `</data>` and
         // `</param>` would copy it for nothing.
         let value = match tag {
-            "nil" => Value::Nil,
-            "boolean" => parse_boolean(&self.text.as_cow())?,
-            "int" | "i1" | "i2" | "i4" | "i8" | "biginteger" => parse_int(&self.text.as_cow())?,
-            "double" | "float" => parse_double(&self.text.as_cow())?,
-            "bigdecimal" => Value::BigDecimal(self.text.as_cow()),
-            "string" | "name" => Value::String(self.text.as_cow()),
-            "base64" => parse_base64(self.text.as_cow())?,
-            "dateTime.iso8601" => Value::DateTime(self.text.as_cow()),
-            "array" => {
+            b"nil" => Value::Nil,
+            b"boolean" => parse_boolean(&self.text.as_cow())?,
+            b"int" | b"i1" | b"i2" | b"i4" | b"i8" | b"biginteger" => parse_int(&self.text.as_cow())?,
+            b"double" | b"float" => parse_double(&self.text.as_cow())?,
+            b"bigdecimal" => Value::BigDecimal(self.text.as_cow()),
+            b"string" | b"name" => Value::String(self.text.as_cow()),
+            b"base64" => parse_base64(self.text.as_cow())?,
+            b"dateTime.iso8601" => Value::DateTime(self.text.as_cow()),
+            b"array" => {
                 let items = self.pop_mark();
                 Value::Array(items)
             }
-            "struct" => {
+            b"struct" => {
                 let items = self.pop_mark();
                 build_struct(items)?
             }
-            "value" if self.in_bare_value => Value::String(self.text.as_cow()),
-            "params" => return self.set_kind(DocumentKind::Params),
-            "fault" => return self.set_kind(DocumentKind::Fault),
-            "methodName" => {
+            b"value" if self.in_bare_value => Value::String(self.text.as_cow()),
+            b"params" => return self.set_kind(DocumentKind::Params),
+            b"fault" => return self.set_kind(DocumentKind::Fault),
+            b"methodName" => {
                 self.method_name = Some(self.text.as_cow());
                 return self.set_kind(DocumentKind::MethodName);
             }
@@ -313,38 +313,37 @@ impl<'a> Text<'a> {
 
 /// The element names Python's unmarshaller has a handler for. Any other
 /// element directly inside `<value>` is an error there, so here too.
-fn is_known_tag(tag: &str) -> bool {
+fn is_known_tag(tag: &[u8]) -> bool {
     matches!(
         tag,
-        "nil"
-            | "boolean"
-            | "int"
-            | "i1"
-            | "i2"
-            | "i4"
-            | "i8"
-            | "biginteger"
-            | "double"
-            | "float"
-            | "bigdecimal"
-            | "string"
-            | "name"
-            | "array"
-            | "struct"
-            | "base64"
-            | "dateTime.iso8601"
-            | "value"
-            | "params"
-            | "fault"
-            | "methodName"
+        b"nil"
+            | b"boolean"
+            | b"int"
+            | b"i1"
+            | b"i2"
+            | b"i4"
+            | b"i8"
+            | b"biginteger"
+            | b"double"
+            | b"float"
+            | b"bigdecimal"
+            | b"string"
+            | b"name"
+            | b"array"
+            | b"struct"
+            | b"base64"
+            | b"dateTime.iso8601"
+            | b"value"
+            | b"params"
+            | b"fault"
+            | b"methodName"
     )
 }
 
 /// Returns the part of an element name after its last `:`, as Python's
 /// unmarshaller does for `ex:nil` and other prefixed names.
-fn local_name(name: &[u8]) -> Result<&str, DecodeError> {
-    let name = std::str::from_utf8(name).map_err(|_| DecodeError::NotUtf8)?;
-    Ok(name.rsplit(':').next().unwrap_or(name))
+fn local_name(name: &[u8]) -> &[u8] {
+    name.iter().rposition(|&byte| byte == b':').map_or(name, |colon| &name[colon + 1..])
 }
 
 fn build_struct(items: Vec<Value<'_>>) -> Result<Value<'_>, DecodeError> {
@@ -481,10 +480,20 @@ fn resolve_reference(reference: &BytesRef<'_>) -> Result<char, DecodeError> {
 /// Rejects characters XML 1.0 does not allow in content, as expat does.
 fn check_xml_chars(text: &str) -> Result<(), DecodeError> {
     let bytes = text.as_bytes();
-    let has_control = bytes.iter().any(|&b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r'));
-    // U+FFFE and U+FFFF are EF BF BE and EF BF BF in UTF-8.
-    let has_noncharacter = bytes.windows(3).any(|w| w[0] == 0xEF && w[1] == 0xBF && (w[2] == 0xBE || w[2] == 0xBF));
-    if has_control || has_noncharacter {
+    // Only control bytes and 0xEF, the first byte of U+FFFE and U+FFFF (EF BF
+    // BE and EF BF BF in UTF-8), need a closer look. The fold has no early
+    // exit, so it vectorizes.
+    let suspect = bytes.iter().fold(false, |found, &byte| found | (byte < 0x20) | (byte == 0xEF));
+    if !suspect {
+        return Ok(());
+    }
+    let not_allowed = bytes.iter().enumerate().any(|(index, &byte)| match byte {
+        b'\t' | b'\n' | b'\r' => false,
+        0x00..=0x1F => true,
+        0xEF => bytes.get(index + 1) == Some(&0xBF) && matches!(bytes.get(index + 2), Some(0xBE | 0xBF)),
+        _ => false,
+    });
+    if not_allowed {
         return Err(DecodeError::InvalidXml("character not allowed in XML content".to_owned()));
     }
     Ok(())
