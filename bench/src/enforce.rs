@@ -43,70 +43,116 @@ impl Route {
     }
 }
 
+/// Whether the upstream keeps connections open between calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Upstream {
+    /// Keep-alive, so nginx reuses its upstream connections.
+    KeepAlive,
+    /// One response per connection, as Odoo 19's server behaves.
+    ClosesAfterResponse,
+}
+
+impl Upstream {
+    const ALL: [Upstream; 2] = [Upstream::KeepAlive, Upstream::ClosesAfterResponse];
+
+    fn label(self) -> &'static str {
+        match self {
+            Upstream::KeepAlive => "keep-alive",
+            Upstream::ClosesAfterResponse => "closes",
+        }
+    }
+}
+
 struct Measured {
+    upstream: Upstream,
     case: &'static str,
     body_bytes: usize,
     path: Route,
-    paced: Outcome,
-    max: Outcome,
+    paced: Run,
+    max: Run,
+}
+
+/// One wrk run and the CPU time the proxy used during it.
+struct Run {
+    load: Outcome,
+    /// CPU seconds of the proxy's processes; `None` for the direct path.
+    proxy_cpu_seconds: Option<f64>,
+}
+
+impl Run {
+    /// Returns the proxy's CPU time per call, in microseconds.
+    fn cpu_us_per_call(&self) -> Option<f64> {
+        self.proxy_cpu_seconds.map(|seconds| seconds * 1e6 / self.load.requests as f64)
+    }
+
+    fn cpu_cell(&self) -> String {
+        self.cpu_us_per_call().map_or_else(String::new, us)
+    }
 }
 
 pub fn run(lab: &Lab, cases: &[Case], settings: &Settings) -> anyhow::Result<String> {
     let machine = Machine::read();
     let mut measured = Vec::new();
-    for case in cases {
-        eprintln!("bench: enforce, {}", case.name);
-        let _upstream = lab.start_upstream(&case.response)?;
+    for (upstream, case) in Upstream::ALL.into_iter().flat_map(|upstream| cases.iter().map(move |case| (upstream, case))) {
+        eprintln!("bench: enforce, {} upstream, {}", upstream.label(), case.name);
+        let _upstream = lab.start_upstream(&case.response, upstream == Upstream::ClosesAfterResponse)?;
         let (steered_config, steered_token) = lab.write_config("enforce-steered", DaemonMode::Steered)?;
         let (listen_config, listen_token) = lab.write_config("enforce-listen", DaemonMode::Listen)?;
         let steered_request = Request::from_capture(case.name, &case.request, steered_token.as_deref().context("no token")?)?;
         let listen_request = Request::from_capture(case.name, &case.request, listen_token.as_deref().context("no token")?)?;
 
         for path in Route::ALL {
-            eprintln!("bench: enforce, {}, {}", case.name, path.label());
+            eprintln!("bench: enforce, {} upstream, {}, {}", upstream.label(), case.name, path.label());
             let (paced, max) = match path {
-                Route::Direct => measure(lab, &steered_request, lab::UPSTREAM_PORT, settings)?,
+                Route::Direct => measure(lab, &steered_request, lab::UPSTREAM_PORT, None, settings)?,
                 Route::Nginx => {
-                    let _nginx = lab.start_nginx()?;
-                    measure(lab, &steered_request, lab::NGINX_PORT, settings)?
+                    let nginx = lab.start_nginx()?;
+                    measure(lab, &steered_request, lab::NGINX_PORT, Some(nginx.pid()), settings)?
                 }
                 Route::OdoogateListen => {
                     let mut daemon = lab.start_odoogate(&listen_config, DaemonMode::Listen)?;
-                    let result = measure(lab, &listen_request, lab::LISTEN_PORT, settings)?;
+                    let result = measure(lab, &listen_request, lab::LISTEN_PORT, Some(daemon.pid()), settings)?;
                     daemon.stop(Duration::from_secs(15))?;
                     check_allowed(&listen_config, &result)?;
                     result
                 }
                 Route::OdoogateSteered => {
                     let daemon = lab.start_odoogate(&steered_config, DaemonMode::Steered)?;
-                    let result = measure(lab, &steered_request, lab::UPSTREAM_PORT, settings)?;
+                    let result = measure(lab, &steered_request, lab::UPSTREAM_PORT, Some(daemon.pid()), settings)?;
                     lab.stop_steered(daemon)?;
                     check_allowed(&steered_config, &result)?;
                     result
                 }
             };
-            measured.push(Measured { case: case.name, body_bytes: steered_request.body.len(), path, paced, max });
+            measured.push(Measured { upstream, case: case.name, body_bytes: steered_request.body.len(), path, paced, max });
         }
     }
     report(&measured, &machine, settings)
 }
 
-/// Runs a short warm-up, then the paced run and the maximum-rate run.
-fn measure(lab: &Lab, request: &Request, port: u16, settings: &Settings) -> anyhow::Result<(Outcome, Outcome)> {
+/// Runs a short warm-up, then the paced run and the maximum-rate run, and
+/// reads the CPU time of `proxy` (with its child processes) around each.
+fn measure(lab: &Lab, request: &Request, port: u16, proxy: Option<u32>, settings: &Settings) -> anyhow::Result<(Run, Run)> {
     load::run(&lab.workdir, request, port, Load::Max { connections: 8 }, Duration::from_secs(2))?;
-    let paced = load::run(&lab.workdir, request, port, Load::Paced { rate: PACED_RATE }, settings.duration)?;
-    let max = load::run(&lab.workdir, request, port, Load::Max { connections: MAX_CONNECTIONS }, settings.duration)?;
-    for outcome in [&paced, &max] {
+    let mut runs = Vec::new();
+    for load in [Load::Paced { rate: PACED_RATE }, Load::Max { connections: MAX_CONNECTIONS }] {
+        let cpu_before = proxy.map(lab::process_tree_cpu_seconds).transpose()?;
+        let outcome = load::run(&lab.workdir, request, port, load, settings.duration)?;
+        let cpu_after = proxy.map(lab::process_tree_cpu_seconds).transpose()?;
         if outcome.errors > 0 {
             bail!("wrk counted {} failed requests on port {port}", outcome.errors);
         }
+        let proxy_cpu_seconds = cpu_before.zip(cpu_after).map(|(before, after)| after - before);
+        runs.push(Run { load: outcome, proxy_cpu_seconds });
     }
+    let max = runs.pop().context("no maximum-rate run")?;
+    let paced = runs.pop().context("no paced run")?;
     Ok((paced, max))
 }
 
 /// Checks that odoogate allowed and recorded every call of the runs, so the
 /// numbers are those of forwarded calls and not of denials.
-fn check_allowed(config: &Path, (paced, max): &(Outcome, Outcome)) -> anyhow::Result<()> {
+fn check_allowed(config: &Path, (paced, max): &(Run, Run)) -> anyhow::Result<()> {
     let audit = std::fs::read_to_string(config.with_file_name("audit.jsonl")).unwrap_or_default();
     let allowed = audit.lines().filter(|line| line.contains("\"ODOOGATE_DECISION\":\"allow\"")).count() as u64;
     let denied = audit.lines().filter(|line| line.contains("\"ODOOGATE_DECISION\":\"deny\"")).count();
@@ -115,11 +161,18 @@ fn check_allowed(config: &Path, (paced, max): &(Outcome, Outcome)) -> anyhow::Re
     }
     // The warm-up's calls are recorded too, and calls still in flight when
     // wrk stops are recorded but not counted by wrk.
-    let completed = paced.requests + max.requests;
+    let completed = paced.load.requests + max.load.requests;
     if allowed < completed {
         bail!("odoogate recorded {allowed} allowed calls, but wrk completed {completed}");
     }
     Ok(())
+}
+
+impl Measured {
+    /// Tells whether `other` sent the same call to the same kind of upstream.
+    fn same_run(&self, other: &Measured) -> bool {
+        self.upstream == other.upstream && self.case == other.case
+    }
 }
 
 fn body_bytes(measured: &[Measured], case: &str) -> usize {
@@ -134,10 +187,11 @@ fn report(measured: &[Measured], machine: &Machine, settings: &Settings) -> anyh
         "Latency and throughput of one XML-RPC call from the captures (`search_read`: \
          `xmlrpc_stdlib/003`, a {}-byte body; `create`: `xmlrpc_stdlib/006`, {} bytes), with a scoped token in the \
          password slot, sent by wrk over kept-alive connections to a fast Rust upstream that answers with the \
-         captured Odoo 19 response. The same upstream is reached directly, through nginx `proxy_pass` (upstream \
+         captured Odoo 19 response. The upstream either keeps its connections open (`keep-alive`) or closes each \
+         after one response (`closes`), as Odoo 19's werkzeug server does. The same upstream is reached directly, through nginx `proxy_pass` (upstream \
          keep-alive) and through `odoogate run` in enforce mode, which decodes the call, checks the token, decides, \
          swaps the token for the service credential, writes an audit record to a JSON Lines file and forwards \
-         the call on a new upstream connection.\n",
+         the call on a new upstream connection, since Odoo closes it after every response anyway.\n",
         body_bytes(measured, "search_read"),
         body_bytes(measured, "create"),
     )?;
@@ -148,12 +202,12 @@ fn report(measured: &[Measured], machine: &Machine, settings: &Settings) -> anyh
     )?;
 
     writeln!(text, "## Latency at about {PACED_RATE} calls/s\n")?;
-    writeln!(text, "| call | path | calls/s | p50 µs | p90 µs | p99 µs | max µs | p50 added µs | p99 added µs | target met |")?;
-    writeln!(text, "|---|---|---:|---:|---:|---:|---:|---:|---:|---|")?;
+    writeln!(text, "| upstream | call | path | calls/s | p50 µs | p90 µs | p99 µs | max µs | p50 added µs | p99 added µs | target met | proxy CPU µs per call |")?;
+    writeln!(text, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|")?;
     for row in measured {
-        let direct = measured.iter().find(|m| m.case == row.case && m.path == Route::Direct).context("no direct run")?;
-        let added_p50 = row.paced.p50_us - direct.paced.p50_us;
-        let added_p99 = row.paced.p99_us - direct.paced.p99_us;
+        let direct = measured.iter().find(|m| m.same_run(row) && m.path == Route::Direct).context("no direct run")?;
+        let added_p50 = row.paced.load.p50_us - direct.paced.load.p50_us;
+        let added_p99 = row.paced.load.p99_us - direct.paced.load.p99_us;
         let (added_p50_cell, added_p99_cell, met) = if row.path == Route::Direct {
             ("".to_owned(), "".to_owned(), "")
         } else {
@@ -167,26 +221,28 @@ fn report(measured: &[Measured], machine: &Machine, settings: &Settings) -> anyh
         };
         writeln!(
             text,
-            "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            row.upstream.label(),
             row.case,
             row.path.label(),
-            row.paced.rate(),
-            us(row.paced.p50_us),
-            us(row.paced.p90_us),
-            us(row.paced.p99_us),
-            us(row.paced.max_us),
+            row.paced.load.rate(),
+            us(row.paced.load.p50_us),
+            us(row.paced.load.p90_us),
+            us(row.paced.load.p99_us),
+            us(row.paced.load.max_us),
             added_p50_cell,
             added_p99_cell,
             met,
+            row.paced.cpu_cell(),
         )?;
     }
 
     writeln!(text, "\n## Maximum rate, {MAX_CONNECTIONS} connections\n")?;
-    writeln!(text, "| call | path | calls/s | p50 µs | p99 µs | of nginx's rate | target met |")?;
-    writeln!(text, "|---|---|---:|---:|---:|---:|---|")?;
+    writeln!(text, "| upstream | call | path | calls/s | p50 µs | p99 µs | of nginx's rate | target met | proxy CPU µs per call |")?;
+    writeln!(text, "|---|---|---|---:|---:|---:|---:|---|---:|")?;
     for row in measured {
-        let nginx = measured.iter().find(|m| m.case == row.case && m.path == Route::Nginx).context("no nginx run")?;
-        let share = row.max.rate() / nginx.max.rate();
+        let nginx = measured.iter().find(|m| m.same_run(row) && m.path == Route::Nginx).context("no nginx run")?;
+        let share = row.max.load.rate() / nginx.max.load.rate();
         let met = match row.path {
             Route::OdoogateListen | Route::OdoogateSteered => {
                 if share >= 1.0 {
@@ -199,14 +255,16 @@ fn report(measured: &[Measured], machine: &Machine, settings: &Settings) -> anyh
         };
         writeln!(
             text,
-            "| {} | {} | {:.0} | {} | {} | {:.2}x | {} |",
+            "| {} | {} | {} | {:.0} | {} | {} | {:.2}x | {} | {} |",
+            row.upstream.label(),
             row.case,
             row.path.label(),
-            row.max.rate(),
-            us(row.max.p50_us),
-            us(row.max.p99_us),
+            row.max.load.rate(),
+            us(row.max.load.p50_us),
+            us(row.max.load.p99_us),
             share,
             met,
+            row.max.cpu_cell(),
         )?;
     }
 
@@ -220,6 +278,10 @@ fn report(measured: &[Measured], machine: &Machine, settings: &Settings) -> anyh
          - wrk {}: the paced runs use {} connections that each wait 10 ms after every response; the maximum-rate \
          runs use {MAX_CONNECTIONS} connections on 2 threads. Each run lasts {} s, after a 2 s warm-up on the same path. \
          Latency is wrk's, from writing the request to reading the whole response.\n\
+         - Proxy CPU per call: utime + stime from /proc/PID/stat of the proxy's processes (nginx's master and \
+         workers, or the daemon) over the run, divided by the calls wrk completed. It does not count the kernel's \
+         work in softirq context that is charged to other processes, but it depends much less on the other \
+         load on the machine than the rates and latencies do.\n\
          - nginx {}: `worker_processes auto`, `proxy_http_version 1.1` and `keepalive 64` to the upstream, no access log.\n\
          - odoogate: release build, `RUST_LOG=info`, audit records to a file; every call was checked to be \
          recorded as allowed.\n",

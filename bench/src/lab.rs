@@ -60,8 +60,9 @@ impl Lab {
     }
 
     /// Starts the fast upstream on [`UPSTREAM_PORT`], which responds to every
-    /// request with the captured response `response`.
-    pub fn start_upstream(&self, response: &Path) -> anyhow::Result<ChildGuard> {
+    /// request with the captured response `response` and closes each
+    /// connection after one response when `close_after_response` is set.
+    pub fn start_upstream(&self, response: &Path, close_after_response: bool) -> anyhow::Result<ChildGuard> {
         let ready = self.workdir.join("upstream.ready");
         let _ = std::fs::remove_file(&ready);
         let mut command = Command::new(&self.bench);
@@ -72,6 +73,9 @@ impl Lab {
             .arg(response)
             .arg("--ready-file")
             .arg(&ready);
+        if close_after_response {
+            command.arg("--close-after-response");
+        }
         let child = ChildGuard::spawn("the fast upstream", command, &Placement::default(), &self.workdir.join("upstream.log"))?;
         lab::wait_for("the fast upstream", Duration::from_secs(10), || ready.exists())?;
         Ok(child)
@@ -313,6 +317,22 @@ pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     let stime: u64 = fields.get(12).context("no stime")?.parse()?;
     let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.context("no CLK_TCK")? as f64;
     Ok((utime + stime) as f64 / ticks)
+}
+
+/// CPU time used so far by `pid` and its child processes (nginx's
+/// workers), in seconds.
+pub fn process_tree_cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let mut total = cpu_seconds(pid)?;
+    for entry in std::fs::read_dir("/proc")?.filter_map(Result::ok) {
+        let Some(child) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
+        let parent = stat.rfind(')').and_then(|end| stat[end + 2..].split_whitespace().nth(1)).and_then(|ppid| ppid.parse::<u32>().ok());
+        if parent == Some(pid) {
+            // A child that exits between the two reads is skipped.
+            total += cpu_seconds(child).unwrap_or(0.0);
+        }
+    }
+    Ok(total)
 }
 
 /// Counts the open sockets of `pid`.

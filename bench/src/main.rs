@@ -38,6 +38,9 @@ enum Task {
         /// File written once the socket listens.
         #[arg(long)]
         ready_file: PathBuf,
+        /// Close every connection after its first response, as Odoo does.
+        #[arg(long)]
+        close_after_response: bool,
     },
     /// Run a benchmark in a network namespace of its own (needs root) and
     /// write its Markdown section to `--out`.
@@ -83,7 +86,9 @@ pub struct Settings {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Task::Upstream { listen, response, ready_file } => upstream::serve(listen, &response, &ready_file),
+        Task::Upstream { listen, response, ready_file, close_after_response } => {
+            upstream::serve(listen, &response, &ready_file, close_after_response)
+        }
         Task::Run { suite, odoogate, workspace, out, seconds } => {
             let cases = cases(&workspace);
             let settings = Settings {

@@ -41,7 +41,7 @@ impl Row {
 pub fn run(lab: &Lab, cases: &[Case], _settings: &Settings) -> anyhow::Result<String> {
     let machine = Machine::read();
     let case = cases.first().context("no benchmark case")?;
-    let _upstream = lab.start_upstream(&case.response)?;
+    let _upstream = lab.start_upstream(&case.response, false)?;
     let mut rows = Vec::new();
     let upstream = SocketAddr::from(([127, 0, 0, 1], lab::UPSTREAM_PORT));
 

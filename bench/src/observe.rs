@@ -43,7 +43,7 @@ pub fn run(lab: &Lab, cases: &[Case], settings: &Settings) -> anyhow::Result<Str
     let mut measured = Vec::new();
     for case in cases {
         eprintln!("bench: observe, {}", case.name);
-        let _upstream = lab.start_upstream(&case.response)?;
+        let _upstream = lab.start_upstream(&case.response, false)?;
         let request = Request::from_capture(case.name, &case.request, "bench-password")?;
 
         let mut baselines = Vec::new();

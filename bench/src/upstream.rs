@@ -3,9 +3,13 @@
 //! the proxy in front of it rather than the upstream itself.
 //!
 //! The request head is parsed with httparse and the body is skipped by its
-//! `Content-Length`; chunked bodies are not supported (the benchmark clients
-//! never send them). A request with `Connection: close` gets its response and
+//! `Content-Length`. Chunked bodies are rejected, because the benchmark
+//! clients never send them. A request with `Connection: close` gets its response and
 //! then the connection is closed.
+//!
+//! With `close_after_response`, every response carries `Connection: close`
+//! and the connection is closed after it, as Odoo 19's werkzeug server does,
+//! so every proxy in front of it opens one upstream connection per call.
 
 use anyhow::{Context as _, bail};
 use std::net::SocketAddr;
@@ -18,9 +22,9 @@ use tokio::net::{TcpListener, TcpStream};
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// Builds the response to send from a captured response (`NNN-resp.http`):
-/// its status, `Content-Type` and body, with a fresh `Content-Length` and no
-/// `Connection: close`, so clients may keep the connection.
-pub fn canned_response(captured: &[u8]) -> anyhow::Result<Vec<u8>> {
+/// its status, `Content-Type` and body, with a fresh `Content-Length`, and
+/// `Connection: close` only when `close` is set.
+pub fn canned_response(captured: &[u8], close: bool) -> anyhow::Result<Vec<u8>> {
     let split = captured.windows(4).position(|window| window == b"\r\n\r\n").context("the captured response has no end of head")?;
     let (head, body) = (&captured[..split], &captured[split + 4..]);
     let head = std::str::from_utf8(head).context("the captured response head is not UTF-8")?;
@@ -31,16 +35,21 @@ pub fn canned_response(captured: &[u8]) -> anyhow::Result<Vec<u8>> {
         .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
         .map(|(_, value)| value.trim())
         .context("the captured response has no Content-Type")?;
-    let mut response = format!("{status_line}\r\nServer: odoogate-bench\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+    let connection = if close { "Connection: close\r\n" } else { "" };
+    let mut response = format!(
+        "{status_line}\r\nServer: odoogate-bench\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{connection}\r\n",
+        body.len()
+    )
+    .into_bytes();
     response.extend_from_slice(body);
     Ok(response)
 }
 
 /// Serves `response` on `listen` until the process is killed. Writes
 /// `ready_file` once the socket listens.
-pub fn serve(listen: SocketAddr, response_file: &Path, ready_file: &Path) -> anyhow::Result<()> {
+pub fn serve(listen: SocketAddr, response_file: &Path, ready_file: &Path, close_after_response: bool) -> anyhow::Result<()> {
     let captured = std::fs::read(response_file).with_context(|| format!("failed to read {}", response_file.display()))?;
-    let response: Arc<[u8]> = canned_response(&captured)?.into();
+    let response: Arc<[u8]> = canned_response(&captured, close_after_response)?.into();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     runtime.block_on(async move {
         let listener = TcpListener::bind(listen).await.with_context(|| format!("failed to listen on {listen}"))?;
@@ -56,7 +65,7 @@ pub fn serve(listen: SocketAddr, response_file: &Path, ready_file: &Path) -> any
             };
             let response = response.clone();
             tokio::spawn(async move {
-                if let Err(error) = serve_connection(stream, &response).await {
+                if let Err(error) = serve_connection(stream, &response, close_after_response).await {
                     eprintln!("upstream: connection ended with an error: {error:#}");
                 }
             });
@@ -65,8 +74,9 @@ pub fn serve(listen: SocketAddr, response_file: &Path, ready_file: &Path) -> any
 }
 
 /// Sends `response` to each request on `stream` until the client closes the
-/// connection or requests its close.
-async fn serve_connection(mut stream: TcpStream, response: &[u8]) -> anyhow::Result<()> {
+/// connection or requests its close, or after the first response when
+/// `close_after_response` is set.
+async fn serve_connection(mut stream: TcpStream, response: &[u8], close_after_response: bool) -> anyhow::Result<()> {
     stream.set_nodelay(true)?;
     let mut buffer: Vec<u8> = Vec::with_capacity(8192);
     loop {
@@ -75,7 +85,7 @@ async fn serve_connection(mut stream: TcpStream, response: &[u8]) -> anyhow::Res
         };
         skip_body(&mut stream, &mut buffer, head_len, body_len).await?;
         stream.write_all(response).await?;
-        if close {
+        if close || close_after_response {
             return Ok(());
         }
     }
