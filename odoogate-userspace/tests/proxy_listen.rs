@@ -75,6 +75,7 @@ allow = [
 name = "assistant"
 match = {{ token = true }}
 allow = [{{ models = ["res.partner"], methods = ["search_read"] }}]
+web_routes = ["/web/image/res.partner/*/avatar_128"]
 
 [[integration]]
 name = "local"
@@ -424,6 +425,50 @@ async fn token_is_swapped_for_credential() {
     assert_eq!(calls[0].identity, Some(odoogate::audit::Identity::Token));
     assert_eq!(calls[1].decision, Some(Decision::Deny));
     assert_eq!(calls[1].outcome.as_deref(), Some("fault:3"));
+}
+
+/// Returns the value of the `session_id` cookie a response sets.
+fn session_cookie(response: &str) -> &str {
+    let header = response.lines().find_map(|line| line.strip_prefix("Set-Cookie: session_id=")).expect("a session cookie");
+    header.split(';').next().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_session_opens_listed_routes_only() {
+    let (site, token) = Site::start_with_token("web-routes").await;
+    let login = serde_json::json!({"jsonrpc": "2.0", "method": "call", "id": 1,
+        "params": {"db": DB, "login": "admin", "password": token.expose()}});
+    let response = site.raw(&post("/web/session/authenticate", &login.to_string(), "Connection: close\r\n")).await;
+    assert!(response.contains("\"uid\": 2"), "the token logs in: {response}");
+    let cookie = session_cookie(&response).to_owned();
+
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: odoo\r\nCookie: session_id={cookie}\r\nConnection: close\r\n\r\n");
+    let denied = site.raw(get("/web/content/ir.attachment/5/datas").as_bytes()).await;
+    assert!(denied.starts_with("HTTP/1.1 403 "), "{denied}");
+    assert!(denied.contains("odoogate denied /web/content/ir.attachment/5/datas to integration assistant"), "{denied}");
+    let escaped = site.raw(get("/web/image/res.partner/3/%61vatar_128").as_bytes()).await;
+    assert!(escaped.starts_with("HTTP/1.1 403 "), "{escaped}");
+    for allowed in ["/web/image/res.partner/3/avatar_128", "/web/static/img/logo.png"] {
+        let response = site.raw(get(allowed).as_bytes()).await;
+        assert!(response.starts_with("HTTP/1.1 404 "), "the upstream answered {allowed}: {response}");
+    }
+    let anonymous = site.raw(b"GET /web/content/ir.attachment/5/datas HTTP/1.1\r\nHost: odoo\r\nConnection: close\r\n\r\n").await;
+    assert!(anonymous.starts_with("HTTP/1.1 404 "), "a request without a session is Odoo's to check: {anonymous}");
+
+    let paths: Vec<Json> = site.upstream.requests().iter().map(|request| request["path"].clone()).collect();
+    assert_eq!(
+        paths,
+        ["/web/session/authenticate", "/web/image/res.partner/3/avatar_128", "/web/static/img/logo.png", "/web/content/ir.attachment/5/datas"],
+        "only the listed and static routes, and the request without a session, reached Odoo"
+    );
+    let refusals = site.records.of_event(AuditEvent::WebRoute);
+    assert_eq!(refusals.len(), 2, "{refusals:?}");
+    assert_eq!(refusals[0].decision, Some(Decision::Deny));
+    assert_eq!(refusals[0].integration.as_deref(), Some("assistant"));
+    assert_eq!(refusals[0].http_status, Some(403));
+    assert_eq!(refusals[0].path.as_deref(), Some("/web/content/ir.attachment/5/datas"));
+    assert!(refusals[0].reason.as_deref().unwrap().contains("is not in assistant.web_routes"), "{refusals:?}");
+    assert!(refusals[1].reason.as_deref().unwrap().contains("percent-escapes"), "{refusals:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

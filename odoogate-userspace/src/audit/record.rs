@@ -21,6 +21,9 @@ pub enum AuditEvent {
     /// Enforce mode: a client connection closed unserved because
     /// `proxy.max_connections` connections were open and none was idle.
     ConnectionRefused,
+    /// A request outside the RPC routes, carrying an integration's web
+    /// session, to a path its `web_routes` do not list.
+    WebRoute,
 }
 
 impl AuditEvent {
@@ -34,6 +37,7 @@ impl AuditEvent {
             Self::CaptureLoss => "capture_loss",
             Self::GuardRefusal => "guard_refusal",
             Self::ConnectionRefused => "connection_refused",
+            Self::WebRoute => "web_route",
         }
     }
 }
@@ -250,7 +254,7 @@ impl AuditRecord {
             (AuditEvent::Call, _) => 6,
             (AuditEvent::CaptureLoss | AuditEvent::CaptureGap, _) => 4,
             (AuditEvent::DecodeError | AuditEvent::FramingAnomaly, _) => 4,
-            (AuditEvent::GuardRefusal | AuditEvent::ConnectionRefused, _) => 4,
+            (AuditEvent::GuardRefusal | AuditEvent::ConnectionRefused | AuditEvent::WebRoute, _) => 4,
         }
     }
 }

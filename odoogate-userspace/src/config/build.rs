@@ -240,7 +240,7 @@ fn integrations(raw: Vec<Spanned<RawIntegration>>, text: &str) -> Checked<Vec<In
     let mut out = Vec::with_capacity(raw.len());
 
     for entry in raw {
-        let RawIntegration { name, matcher, allow, enabled, rate, burst } = entry.into_inner();
+        let RawIntegration { name, matcher, allow, enabled, rate, burst, web_routes } = entry.into_inner();
         check_name(&name)?;
         if let Some(&first) = first_seen.get(name.get_ref()) {
             let (line, _) = line_and_column(text, first);
@@ -255,9 +255,20 @@ fn integrations(raw: Vec<Spanned<RawIntegration>>, text: &str) -> Checked<Vec<In
             rules: allow.into_iter().map(rule).collect::<Checked<_>>()?,
             enabled: enabled.unwrap_or(true),
             rate: rate_limit(rate, burst)?,
+            web_routes: web_routes.map(|list| non_empty_list(list, "path glob", |item| route_glob(&item))).transpose()?.unwrap_or_default(),
         });
     }
     Ok(out)
+}
+
+/// Checks a `web_routes` entry: a URL path glob starting with `/`.
+fn route_glob(pattern: &Spanned<String>) -> Checked<Glob> {
+    let value = pattern.get_ref();
+    if !value.starts_with('/') || value.contains('%') {
+        let message = format!("invalid web route {value:?}: expected a URL path glob such as \"/web/content/**\", without escapes");
+        return Err(Problem::new(pattern.span(), message));
+    }
+    Glob::path(value).map_err(|error| Problem::new(pattern.span(), format!("invalid web route {value:?}: {error}")))
 }
 
 fn check_name(name: &Spanned<String>) -> Checked<()> {

@@ -267,6 +267,10 @@ pub struct Integration {
     /// `rate` and `burst`: a limit on all the integration's allowed calls
     /// together, such as `rate = "600/min"`; see [`RateLimit`].
     pub rate: Option<RateLimit>,
+    /// `web_routes`: path globs of the web routes other than RPC calls that
+    /// the integration's web session may open (`/web/content/**`); see
+    /// [`crate::policy::web_routes`]. Empty by default.
+    pub web_routes: Vec<Glob>,
 }
 
 /// `match`: a conjunction, so every key present must hold. At least one key

@@ -106,6 +106,7 @@ pub(super) struct RawIntegration {
     pub enabled: Option<bool>,
     pub rate: Option<Spanned<String>>,
     pub burst: Option<Spanned<u32>>,
+    pub web_routes: Option<SpannedStrings>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -202,7 +202,8 @@ impl Metrics {
             AuditEvent::CaptureLoss if record.error_code.as_deref() == Some(FLOW_TABLE_FULL) => {
                 self.flows_evicted.inc_by(events);
             }
-            AuditEvent::CaptureLoss | AuditEvent::GuardRefusal => {}
+            // Web route denials are in the audit records only.
+            AuditEvent::CaptureLoss | AuditEvent::GuardRefusal | AuditEvent::WebRoute => {}
         }
     }
 

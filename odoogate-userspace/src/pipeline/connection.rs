@@ -2,7 +2,7 @@
 //! calls waiting for their response.
 
 use super::records;
-use crate::audit::{AuditEvent, AuditRecord};
+use crate::audit::{AuditEvent, AuditRecord, Decision};
 use crate::capture::flow::Direction;
 use crate::capture::{Endpoint, FlowKey};
 use crate::config::Config;
@@ -48,6 +48,20 @@ pub(crate) fn track_session(call: &Call, integration: Option<&str>, response: &H
     if let (Some(integration), Some(session)) = (integration, rpc::session_cookie(response)) {
         sessions.bind(&session, integration, std::time::SystemTime::now());
     }
+}
+
+/// Returns the integration whose web session `request` carries, with the
+/// reason its `web_routes` deny the request, when they do. For requests
+/// outside the RPC routes only. A session of an integration that the
+/// configuration no longer has is denied too.
+pub(crate) fn web_route_refusal(config: &Config, sessions: &SessionTable, request: &HttpRequest) -> Option<(String, String)> {
+    let session = rpc::web::request_session_id(request)?;
+    let name = sessions.lookup(&session)?;
+    let verdict = match config.integrations.iter().find(|integration| integration.name == name) {
+        Some(integration) => crate::policy::web_routes::check(integration, request.path()),
+        None => Err(format!("the session belongs to integration {name}, which the configuration no longer has")),
+    };
+    verdict.err().map(|reason| (name.to_owned(), reason))
 }
 
 /// Builds the placeholder call for a request on an RPC surface whose body
@@ -278,6 +292,10 @@ impl Connection {
                     if let Some(session) = rpc::web::request_session_id(&request) {
                         sessions.unbind(&session);
                     }
+                } else if !rpc::is_rpc_surface(&request.method, &request.target)
+                    && let Some((integration, reason)) = web_route_refusal(config, sessions, &request)
+                {
+                    output.push(records::web_route(&source, &request, &integration, reason, Decision::WouldDeny));
                 }
                 None
             }

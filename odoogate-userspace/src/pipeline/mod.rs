@@ -12,7 +12,7 @@ mod connection;
 pub(crate) mod records;
 mod tokens;
 
-pub(crate) use connection::track_session;
+pub(crate) use connection::{track_session, web_route_refusal};
 
 use crate::audit::ratelimit::ErrorRateLimiter;
 use crate::audit::{AuditEvent, AuditRecord, AuditSink};
@@ -300,6 +300,15 @@ impl Pipeline {
                 }
                 AuditEvent::CaptureLoss | AuditEvent::GuardRefusal | AuditEvent::ConnectionRefused => {
                     self.write_error_record(record)
+                }
+                AuditEvent::WebRoute => {
+                    tracing::info!(
+                        integration = record.integration.as_deref().unwrap_or_default(),
+                        path = record.path.as_deref().unwrap_or_default(),
+                        reason = record.reason.as_deref().unwrap_or_default(),
+                        "Web route would be denied"
+                    );
+                    self.sink.write(&record);
                 }
             }
         }

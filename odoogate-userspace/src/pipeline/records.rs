@@ -1,6 +1,6 @@
 //! Builders for the audit records the pipeline writes.
 
-use crate::audit::{AuditEvent, AuditRecord, Decision};
+use crate::audit::{AuditEvent, AuditRecord, Decision, Identity};
 use crate::capture::flow::Direction;
 use crate::capture::{CaptureStats, Endpoint, FlowKey};
 use crate::config::Config;
@@ -172,6 +172,28 @@ pub fn framing_anomaly(conn_id: u64, source: &Source, request: &HttpRequest, ano
     record.error_code = Some(anomaly.code().to_owned());
     record.path = Some(request.path().to_owned());
     record
+}
+
+/// Builds the record of a request outside the RPC routes that carries
+/// `integration`'s web session to a path its `web_routes` do not list.
+pub fn web_route(source: &Source, request: &HttpRequest, integration: &str, reason: String, decision: Decision) -> AuditRecord {
+    let message = format!("odoogate {} {} {} to integration {integration}: {reason}", verb(decision), request.method, request.path());
+    let mut record = AuditRecord::new(AuditEvent::WebRoute, message);
+    set_source(&mut record, source);
+    record.decision = Some(decision);
+    record.integration = Some(integration.to_owned());
+    record.identity = Some(Identity::Session);
+    record.path = Some(request.path().to_owned());
+    record.reason = Some(reason);
+    record
+}
+
+fn verb(decision: Decision) -> &'static str {
+    match decision {
+        Decision::Allow => "allowed",
+        Decision::Deny => "denied",
+        Decision::WouldDeny => "would deny",
+    }
 }
 
 pub fn capture_gap(conn_id: u64, key: &FlowKey, direction: Direction, missing_bytes: u64) -> AuditRecord {

@@ -336,6 +336,41 @@ fn web_logout_ends_session_identity() {
     assert_eq!(creates[1].identity, Some(Identity::None), "the logout ended the session");
 }
 
+#[test]
+fn session_web_route_would_deny() {
+    let (mut pipeline, sink) = pipeline();
+    let authenticate = br#"{"jsonrpc":"2.0","method":"call","id":1,"params":{"db":"odoo19","login":"admin","password":"pw"}}"#;
+    let mut login = format!(
+        "POST /web/session/authenticate HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        authenticate.len()
+    )
+    .into_bytes();
+    login.extend_from_slice(authenticate);
+    let answer = r#"{"jsonrpc":"2.0","id":1,"result":{"uid":2}}"#;
+    let logged_in = format!("HTTP/1.1 200 OK\r\nSet-Cookie: session_id=s3ss10n; Path=/\r\nContent-Length: {}\r\n\r\n{answer}", answer.len());
+    let not_found = b"HTTP/1.1 404 NOT FOUND\r\nContent-Length: 0\r\n\r\n";
+
+    let mut form = Conn::new("10.0.0.2:40013");
+    form.open(&mut pipeline);
+    form.send(&mut pipeline, &login);
+    form.answer(&mut pipeline, logged_in.as_bytes());
+    form.send(&mut pipeline, b"GET /web/content/ir.attachment/5/datas HTTP/1.1\r\nCookie: session_id=s3ss10n\r\n\r\n");
+    form.answer(&mut pipeline, not_found);
+    form.send(&mut pipeline, b"GET /web/static/img/logo.png HTTP/1.1\r\nCookie: session_id=s3ss10n\r\n\r\n");
+    form.answer(&mut pipeline, not_found);
+    form.send(&mut pipeline, b"GET /web/content/ir.attachment/5/datas HTTP/1.1\r\n\r\n");
+    form.answer(&mut pipeline, not_found);
+    form.close(&mut pipeline);
+
+    let records = sink.0.lock().unwrap().clone();
+    let routes: Vec<_> = records.iter().filter(|r| r.event == AuditEvent::WebRoute).collect();
+    assert_eq!(routes.len(), 1, "only the session's unlisted route: {records:?}");
+    assert_eq!(routes[0].decision, Some(Decision::WouldDeny));
+    assert_eq!(routes[0].integration.as_deref(), Some("website-form"));
+    assert_eq!(routes[0].identity, Some(Identity::Session));
+    assert_eq!(routes[0].path.as_deref(), Some("/web/content/ir.attachment/5/datas"));
+}
+
 // === grants, rate limits and reload ===
 
 /// A configuration whose grant file lives in a fresh directory; `rule`

@@ -11,6 +11,7 @@ pub mod glob;
 pub mod guarded;
 pub mod rate;
 pub mod runtime;
+pub mod web_routes;
 pub mod window;
 
 use std::time::SystemTime;

@@ -194,7 +194,7 @@ fn rule_strategy() -> impl Strategy<Value = Rule> {
 
 fn integration_named(name: String, rules: Vec<Rule>) -> Integration {
     let matcher = Match { ip: vec!["10.0.0.0/8".parse().unwrap()], ..Match::default() };
-    Integration { name, matcher, rules, enabled: true, rate: None }
+    Integration { name, matcher, rules, enabled: true, rate: None, web_routes: Vec::new() }
 }
 
 fn config_strategy() -> impl Strategy<Value = Config> {
@@ -322,6 +322,7 @@ proptest! {
                 rules: Vec::new(),
                 enabled: true,
                 rate: None,
+                web_routes: Vec::new(),
             })
             .collect();
         let source = Source { peer: SocketAddr::new(peer.parse().unwrap(), 1234), cgroup: None, pid: None, comm: None, conn_id: 7 };

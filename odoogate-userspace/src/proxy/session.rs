@@ -163,6 +163,9 @@ impl<'s, C: UpstreamConnector> Session<'s, C> {
                     self.send(wire::CONTINUE).await?;
                 }
                 if !is_rpc {
+                    if let Some(denied) = self.reject_web_route(&head.as_request()).await? {
+                        return Ok(denied);
+                    }
                     return self.pass_through(head).await;
                 }
                 match self.read_rest(&head).await? {
@@ -192,6 +195,7 @@ impl<'s, C: UpstreamConnector> Session<'s, C> {
         match decoded {
             Some(Err(error)) => self.reject_undecodable(&request, &error, keep_alive).await,
             Some(Ok(Some(call))) => self.on_call(&request, &call, keep_alive).await,
+            None if let Some(denied) = self.reject_web_route(&request).await? => Ok(denied),
             Some(Ok(None)) | None => {
                 let bytes = self.plain_upstream_request(&request);
                 Ok(self.forward_whole(&request, bytes, keep_alive, 0).await?.0)
@@ -424,6 +428,29 @@ impl<'s, C: UpstreamConnector> Session<'s, C> {
         record.reason = Some(reason.to_owned());
         self.shared.recorder.write(record);
         self.fail(400, "BAD REQUEST", &format!("odoogate rejected the request: {reason}")).await
+    }
+
+    /// Denies a request outside the RPC routes that carries an
+    /// integration's web session to a path its `web_routes` do not list,
+    /// with 403 and a `web_route` record. Returns `None` when the request
+    /// may go on.
+    async fn reject_web_route(&mut self, request: &HttpRequest) -> Result<Option<Next>, SessionError> {
+        let refusal = crate::pipeline::web_route_refusal(&self.config, &self.shared.sessions(), request);
+        let Some((integration, reason)) = refusal else {
+            return Ok(None);
+        };
+        let mut record = records::web_route(&self.source, request, &integration, reason, Decision::Deny);
+        record.http_status = Some(403);
+        tracing::info!(
+            conn_id = self.source.conn_id,
+            integration = %integration,
+            path = %request.path(),
+            reason = record.reason.as_deref().unwrap_or_default(),
+            "Web route denied"
+        );
+        let message = format!("odoogate denied {} to integration {integration}: see the web_routes of the integration", request.path());
+        self.shared.recorder.write(record);
+        self.fail(403, "FORBIDDEN", &message).await.map(Some)
     }
 
     pub async fn request_timed_out(&mut self) -> Result<Next, SessionError> {

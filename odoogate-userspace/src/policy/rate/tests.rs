@@ -14,6 +14,7 @@ fn integration(rate: Option<RateLimit>, rule_rate: Option<RateLimit>) -> Integra
         rules: vec![rule],
         enabled: true,
         rate,
+        web_routes: Vec::new(),
     }
 }
 
