@@ -15,7 +15,7 @@ use std::sync::LazyLock;
 use crate::config::Integration;
 use crate::policy::glob::Glob;
 
-/// Paths of a session that are allowed whatever `web_routes` says:
+/// Paths of a session that are allowed whatever `web_routes` lists:
 /// static files of any module, asset bundles, and logging out.
 static ALWAYS_ALLOWED: LazyLock<[Glob; 3]> = LazyLock::new(|| {
     ["/*/static/**", "/web/assets/**", "/web/session/logout"].map(|pattern| Glob::path(pattern).expect("a valid glob"))
