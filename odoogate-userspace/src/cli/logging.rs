@@ -16,10 +16,19 @@ pub enum LogFormat {
     Json,
 }
 
-/// Sets up tracing. `RUST_LOG` overrides the default level (info).
-pub fn init(format: LogFormat) {
+/// Where the daemon's own messages go, and in which form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogTarget {
+    StderrText,
+    StderrJson,
+    Journald,
+}
+
+/// Sets up tracing and returns where messages go. `RUST_LOG` overrides the
+/// default level (info).
+pub fn init(format: LogFormat) -> LogTarget {
     if stderr_is_journal() && init_journald() {
-        return;
+        return LogTarget::Journald;
     }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Colours only on a terminal, never in a log file or a pipe.
@@ -28,10 +37,28 @@ pub fn init(format: LogFormat) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(ansi);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
+    match format {
+        LogFormat::Text => {
+            let _ = builder.try_init();
+            LogTarget::StderrText
+        }
+        LogFormat::Json => {
+            let _ = builder.json().try_init();
+            LogTarget::StderrJson
+        }
+    }
+}
+
+/// Reports the error that ends the command: a plain `odoogate: ...` line
+/// for text on stderr, else an ERROR event. Under journald that event is
+/// one entry at priority 3 (err), even when the message spans several lines
+/// (the startup checks list one failure a line), where the stderr stream
+/// would store one entry per line at its default priority 6 (info).
+pub fn report_fatal(target: LogTarget, error: &anyhow::Error) {
+    match target {
+        LogTarget::StderrText => eprintln!("odoogate: {error:#}"),
+        LogTarget::StderrJson | LogTarget::Journald => tracing::error!("{error:#}"),
+    }
 }
 
 /// Sends messages to journald. Returns false when the journald socket

@@ -101,7 +101,7 @@ pub fn command() -> clap::Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.log_format);
+    let log_target = logging::init(cli.log_format);
     let result = match cli.command {
         Command::Run { config } => run::run(&config),
         Command::Check { config } => check::check(&config),
@@ -122,7 +122,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("odoogate: {error:#}");
+            logging::report_fatal(log_target, &error);
             ExitCode::FAILURE
         }
     }
