@@ -51,7 +51,7 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let handle = Arc::new(ConfigHandle::new(path, config.clone(), SystemTime::now()));
     if config.policy.mode == Mode::Enforce {
         let sink = metered(open_sink(&config)?, metrics.as_ref());
-        return enforce::run(handle, sink);
+        return enforce::run(handle, sink, metrics);
     }
     let notifier = Arc::new(Notifier::from_env().context("invalid systemd notify environment")?);
 

@@ -25,6 +25,7 @@
 //! | `ebpf_connects_total` | counter | |
 //! | `ebpf_guard_refusals_total` | counter | |
 //! | `ebpf_program_attached` | gauge | `attachment` |
+//! | `steering_connections_total` | counter | `outcome` |
 
 pub mod server;
 mod sink;
@@ -42,6 +43,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::steer::SteerStats;
 use crate::audit::{AuditEvent, AuditRecord};
 use crate::capture::CaptureStats;
 use crate::pipeline::records::FLOW_TABLE_FULL;
@@ -78,6 +80,11 @@ struct AttachmentLabels {
     attachment: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
 /// A function that updates metrics from their source just before a scrape.
 type Refresh = Box<dyn Fn(&Metrics) + Send + Sync>;
 
@@ -102,6 +109,7 @@ pub struct Metrics {
     connects: Counter,
     guard_refusals: Counter,
     attached: Family<AttachmentLabels, Gauge>,
+    steering: Family<OutcomeLabels, Counter>,
     refresh: Mutex<Option<Refresh>>,
 }
 
@@ -138,6 +146,7 @@ impl Metrics {
             connects: Counter::default(),
             guard_refusals: Counter::default(),
             attached: Family::default(),
+            steering: Family::default(),
             refresh: Mutex::new(None),
         };
         metrics.register()
@@ -175,6 +184,11 @@ impl Metrics {
         registry.register("ebpf_connects", "Connects to Odoo's ports that the cgroup programs saw", self.connects.clone());
         registry.register("ebpf_guard_refusals", "Connects to Odoo's ports that the cgroup guard refused", self.guard_refusals.clone());
         registry.register("ebpf_program_attached", "1 for each attached eBPF program", self.attached.clone());
+        registry.register(
+            "steering_connections",
+            "New connections to Odoo's ports the sk_lookup program saw (enforce mode), by outcome",
+            self.steering.clone(),
+        );
         self
     }
 
@@ -248,6 +262,16 @@ impl Metrics {
         self.attached.clear();
         for attachment in attachments {
             self.attached.get_or_create(&AttachmentLabels { attachment: attachment.clone() }).set(1);
+        }
+    }
+
+    /// Copies the steering program's counters, which count from the moment
+    /// its pinned maps were created, so they carry over a restart that
+    /// reuses the pins.
+    pub fn set_steer_stats(&self, stats: &SteerStats) {
+        let outcomes = [("steered", stats.steered), ("bypassed", stats.bypassed), ("dropped", stats.dropped)];
+        for (outcome, value) in outcomes {
+            store(&self.steering.get_or_create(&OutcomeLabels { outcome }), value);
         }
     }
 

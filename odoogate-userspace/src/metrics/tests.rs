@@ -105,3 +105,22 @@ fn refresh_runs_before_encode() {
 
     assert_eq!(sample(&text, "odoogate_ebpf_packets_total"), Some(42.0), "{text}");
 }
+
+#[test]
+fn steer_stats_copied_by_outcome() {
+    let metrics = Metrics::new();
+    metrics.set_steer_stats(&SteerStats { steered: 12, bypassed: 12, dropped: 0 });
+    metrics.set_steer_stats(&SteerStats { steered: 15, bypassed: 14, dropped: 1 });
+    let text = metrics.encode();
+
+    assert_eq!(sample(&text, r#"odoogate_steering_connections_total{outcome="steered"}"#), Some(15.0), "{text}");
+    assert_eq!(sample(&text, r#"odoogate_steering_connections_total{outcome="bypassed"}"#), Some(14.0), "{text}");
+    assert_eq!(sample(&text, r#"odoogate_steering_connections_total{outcome="dropped"}"#), Some(1.0), "{text}");
+}
+
+#[test]
+fn steering_absent_until_set() {
+    let text = Metrics::new().encode();
+
+    assert_eq!(sample(&text, r#"odoogate_steering_connections_total{outcome="steered"}"#), None, "{text}");
+}

@@ -14,7 +14,7 @@ mod capture;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::SystemTime;
 
 use anyhow::Context as _;
@@ -24,6 +24,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::audit::{AuditRecord, AuditSink};
 use crate::config::Config;
 use crate::control::ConfigHandle;
+use crate::metrics::Metrics;
 use crate::notify::{self, Notifier};
 use crate::proxy::{
     CredentialsReloader, DirectConnector, LivePolicy, Origins, Proxy, ProxyStats, SteeredConnector, Tokens, UpstreamConnector,
@@ -37,8 +38,9 @@ use capture::LocalCapture;
 /// host's cores belong to Odoo first.
 const WORKER_THREADS: usize = 2;
 
-/// Runs the proxy until SIGINT or SIGTERM.
-pub fn run(handle: Arc<ConfigHandle>, sink: Box<dyn AuditSink>) -> anyhow::Result<ExitCode> {
+/// Runs the proxy until SIGINT or SIGTERM. `metrics`, when on, report the
+/// attached programs and their counters.
+pub fn run(handle: Arc<ConfigHandle>, sink: Box<dyn AuditSink>, metrics: Option<Arc<Metrics>>) -> anyhow::Result<ExitCode> {
     let tokens = load_tokens(&handle.current())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKER_THREADS)
@@ -46,12 +48,17 @@ pub fn run(handle: Arc<ConfigHandle>, sink: Box<dyn AuditSink>) -> anyhow::Resul
         .enable_all()
         .build()
         .context("failed to start the async runtime")?;
-    let stats = runtime.block_on(serve(handle, sink, tokens))?;
+    let stats = runtime.block_on(serve(handle, sink, tokens, metrics.as_deref()))?;
     tracing::info!(calls = stats.calls, denied = stats.denied, decode_errors = stats.decode_errors, "Stopped");
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(handle: Arc<ConfigHandle>, sink: Box<dyn AuditSink>, tokens: Option<Tokens>) -> anyhow::Result<ProxyStats> {
+async fn serve(
+    handle: Arc<ConfigHandle>,
+    sink: Box<dyn AuditSink>,
+    tokens: Option<Tokens>,
+    metrics: Option<&Metrics>,
+) -> anyhow::Result<ProxyStats> {
     let config = handle.current();
     let upstream = config.proxy.upstream;
     let sink = SharedSink::new(sink);
@@ -64,6 +71,9 @@ async fn serve(handle: Arc<ConfigHandle>, sink: Box<dyn AuditSink>, tokens: Opti
                 true => Some(LocalCapture::start(&config, Origins::for_this_host(), Box::new(sink.clone()))?),
                 false => None,
             };
+            if let Some(metrics) = metrics {
+                report_programs(metrics, guard.as_ref(), None);
+            }
             let listener = TcpListener::bind(address)
                 .await
                 .with_context(|| format!("failed to listen on {address} (proxy.listen)"))?;
@@ -84,12 +94,16 @@ async fn serve(handle: Arc<ConfigHandle>, sink: Box<dyn AuditSink>, tokens: Opti
                 ..SteeringOptions::new(config.odoo.ports.clone())
             };
             let steering = Arc::new(Steering::install(&options, &listener).context("failed to install the steering")?);
+            let steering_description = format!("sk_lookup on ports {:?}", config.odoo.ports);
+            if let Some(metrics) = metrics {
+                report_programs(metrics, Some(&local_capture), Some((&steering, steering_description.clone())));
+            }
             listener.set_nonblocking(true).context("failed to make the steering listener non-blocking")?;
             let listener = TcpListener::from_std(listener).context("failed to register the steering listener")?;
             tracing::info!(ports = ?config.odoo.ports, %upstream, mode = "enforce", "Proxying Odoo traffic steered by sk_lookup");
             let daemon = Daemon {
                 handle,
-                steering: format!("sk_lookup on ports {:?}", config.odoo.ports),
+                steering: steering_description,
                 capture: local_capture.attachments(),
             };
             let connector = SteeredConnector::new(steering, upstream);
@@ -146,6 +160,32 @@ async fn serve_with<C: UpstreamConnector>(
     }
     served.context("the proxy failed")?;
     Ok(proxy.stats())
+}
+
+/// Marks the attached programs in `metrics`: the cgroup programs of
+/// `capture` (origins, and the guard when it is on) and the `steering`
+/// program with its description. Each scrape then reads the capture's ring
+/// buffer and connect counters and the steering counters. Weak references
+/// let the programs detach when their owners drop at shutdown.
+fn report_programs(metrics: &Metrics, capture: Option<&LocalCapture>, steering: Option<(&Arc<Steering>, String)>) {
+    let mut attachments = capture.map(LocalCapture::attachments).unwrap_or_default();
+    if let Some((_, description)) = &steering {
+        attachments.push(description.clone());
+    }
+    metrics.set_attached(&attachments);
+    let capture = capture.map(LocalCapture::capture);
+    let steering = steering.map(|(steering, _)| Arc::downgrade(steering));
+    metrics.refresh_with(move |metrics| {
+        if let Some(capture) = capture.as_ref().and_then(Weak::upgrade) {
+            metrics.set_capture_stats(&capture.stats());
+        }
+        if let Some(steering) = steering.as_ref().and_then(Weak::upgrade) {
+            match steering.stats() {
+                Ok(stats) => metrics.set_steer_stats(&stats),
+                Err(error) => tracing::warn!(%error, "Failed to read the steering counters"),
+            }
+        }
+    });
 }
 
 /// Length of the steering listener's accept queue, as tokio uses for

@@ -7,6 +7,7 @@
 //! origin and refusal records only.
 
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -38,14 +39,20 @@ pub struct LocalCapture {
     // owns the programs) is dropped, and the capture before the origin
     // thread is joined, since dropping the capture ends the thread's input.
     refresher: Option<GuardRefresher>,
-    capture: Option<Capture>,
+    capture: Option<Arc<Capture>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl LocalCapture {
     /// Returns the attached eBPF programs, for `odoogate status`.
     pub fn attachments(&self) -> Vec<String> {
-        self.capture.as_ref().map(Capture::attachments).unwrap_or_default()
+        self.capture.as_deref().map(Capture::attachments).unwrap_or_default()
+    }
+
+    /// Returns a weak reference to the capture, for the metrics to read its
+    /// counters without keeping the programs attached after a drop.
+    pub fn capture(&self) -> Weak<Capture> {
+        self.capture.as_ref().map(Arc::downgrade).unwrap_or_default()
     }
 
     /// Attaches the cgroup programs (with the guard when `config.guard` is
@@ -95,7 +102,7 @@ impl LocalCapture {
             _ => None,
         };
         tracing::info!(attachments = ?capture.attachments(), "Reporting the origins of local connections");
-        Ok(Self { refresher, capture: Some(capture), thread: Some(thread) })
+        Ok(Self { refresher, capture: Some(Arc::new(capture)), thread: Some(thread) })
     }
 }
 
