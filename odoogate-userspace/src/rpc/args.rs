@@ -291,14 +291,23 @@ impl FieldSet {
         }
     }
 
-    /// Adds a name not seen before, unless the set is full.
+    /// Adds a name not seen before, unless the set is full. `seen` is kept
+    /// only while the set has more than [`LINEAR_SCAN_NAMES`] names, and
+    /// then contains every name.
     fn insert_new(&mut self, name: String) {
         if self.names.len() >= MAX_FIELDS {
             self.overflowed = true;
             return;
         }
-        self.seen.insert(name.clone());
         self.names.push(name);
+        if self.names.len() <= LINEAR_SCAN_NAMES {
+            return;
+        }
+        if self.seen.len() + 1 == self.names.len() {
+            self.seen.insert(self.names[self.names.len() - 1].clone());
+        } else {
+            self.seen = self.names.iter().cloned().collect();
+        }
     }
 
     /// Adds the strings of a list of field names (`fields=[...]`).
@@ -328,13 +337,20 @@ impl FieldSet {
         for name in self.names.drain(mark.len..) {
             self.seen.remove(&name);
         }
+        if self.names.len() <= LINEAR_SCAN_NAMES {
+            self.seen.clear();
+        }
         self.overflowed = mark.overflowed;
     }
 
     /// Adds the names of `other` in its order. Deduplicating and bounding
     /// each part first gives the same names and overflow flag as adding
     /// every name of both parts to one set in sequence.
-    pub(super) fn merge(&mut self, other: &Self) {
+    pub(super) fn merge(&mut self, other: Self) {
+        if self.names.is_empty() && !self.overflowed {
+            *self = other;
+            return;
+        }
         for name in &other.names {
             self.add("", name);
         }

@@ -202,15 +202,46 @@ impl Extraction {
         self.slots.iter().position(|slot| slot.index == after_ids)
     }
 
-    /// Returns what slot `slot` received: its position when present, else
-    /// its keyword names in order, as `Arguments::get` chooses.
+    /// Returns where slot `slot` takes its value from, as `Arguments::get`
+    /// chooses for each keyword name in order: the position when the call
+    /// has it, else the keyword, and nothing when that value is `false` or
+    /// `null`. `Some(None)` is the position, `Some(Some(name))` a keyword.
+    fn chosen_source(&self, slot: usize) -> Option<Option<usize>> {
+        (0..self.slots[slot].names.len()).find_map(|name| {
+            let (source, reading) = match &self.positional[slot] {
+                Some(reading) => (None, Some(reading)),
+                None => (Some(name), self.named[slot][name].as_ref()),
+            };
+            reading.is_some_and(Reading::present).then_some(source)
+        })
+    }
+
+    fn reading_mut(&mut self, slot: usize, source: Option<usize>) -> Option<&mut Reading> {
+        match source {
+            None => self.positional[slot].as_mut(),
+            Some(name) => self.named[slot][name].as_mut(),
+        }
+    }
+
+    /// Returns what slot `slot` received, or `None` when it is absent.
     fn chosen(&self, slot: usize) -> Option<&Reading> {
-        let positional = self.positional[slot].as_ref().filter(|reading| reading.present());
-        positional.or_else(|| self.named[slot].iter().flatten().find(|reading| reading.present()))
+        match self.chosen_source(slot)? {
+            None => self.positional[slot].as_ref(),
+            Some(name) => self.named[slot][name].as_ref(),
+        }
+    }
+
+    /// Takes the values slot `slot` received, chosen as [`Extraction::chosen`] does.
+    fn take_chosen_fields(&mut self, slot: usize) -> Option<FieldSet> {
+        let source = self.chosen_source(slot)?;
+        match std::mem::replace(self.reading_mut(slot, source)?, Reading::Absent) {
+            Reading::Fields(fields) => Some(fields),
+            _ => None,
+        }
     }
 
     /// Writes the ids, fields and context into `call`, as `args::extract` does.
-    pub(crate) fn finish(self, call: &mut Call) {
+    pub(crate) fn finish(mut self, call: &mut Call) {
         let ids = match self.ids_mode {
             IdsMode::First => self.positional_ids.as_ref(),
             IdsMode::FirstIfIds => self.positional_ids.as_ref().filter(|ids| ids.is_id_list),
@@ -227,17 +258,20 @@ impl Extraction {
         let mut fields = FieldSet::default();
         let mut read_fields = false;
         for (index, slot) in self.slots.iter().enumerate() {
-            match (slot.role, self.chosen(index)) {
-                (Role::Values | Role::ValuesOrList, Some(Reading::Fields(slot_fields))) => fields.merge(slot_fields),
-                (Role::Names, chosen) => read_fields = fields.add_names_of(json_of(chosen)),
-                (Role::Specification, chosen) => {
+            match slot.role {
+                Role::Values | Role::ValuesOrList => {
+                    if let Some(slot_fields) = self.take_chosen_fields(index) {
+                        fields.merge(slot_fields);
+                    }
+                }
+                Role::Names => read_fields = fields.add_names_of(json_of(self.chosen(index))),
+                Role::Specification => {
                     let before = fields.len();
-                    if let Some(specification) = json_of(chosen) {
+                    if let Some(specification) = json_of(self.chosen(index)) {
                         fields.add_specification("", specification);
                     }
                     read_fields = fields.len() > before;
                 }
-                _ => {}
             }
         }
         if let Some(names) = &self.named_fields {

@@ -258,7 +258,7 @@ impl<'de> Visitor<'de> for ServiceArgsSeed<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut keys = KeyStack::default();
-        let mut args = ServiceArgs { heads: Vec::new(), count: 0, extraction: None, args_not_a_list: false, kwargs: None };
+        let mut args = ServiceArgs { heads: Vec::with_capacity(HEAD_PARAMS), count: 0, extraction: None, args_not_a_list: false, kwargs: None };
         let object = self.service == "object";
         loop {
             let index = args.count;

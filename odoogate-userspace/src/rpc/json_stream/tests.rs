@@ -322,3 +322,12 @@ fn repeated_key_in_large_object_is_found() {
     assert!(decode_jsonrpc(body(object(&repeated)).as_bytes(), 64).is_none());
     assert_jsonrpc_agrees(&body(object(&repeated)));
 }
+
+#[test]
+fn false_position_hides_keyword() {
+    let body = r#"{"params":{"model":"res.partner","method":"export_data","args":[null, false],"kwargs":{"fields_to_export":["name"]}}}"#;
+    let call = decode_web_call(Route::CallKw, body.as_bytes(), 64).expect("the one-pass decoder reads the body");
+    assert!(call.fields.is_empty());
+    assert!(call.reads_all_fields);
+    assert_web_agrees(Route::CallKw, body);
+}
