@@ -37,8 +37,8 @@ fn unit_runs_the_documented_commands() {
     assert_eq!(directive("Type="), ["notify"]);
     assert_eq!(directive("ExecStart="), ["/usr/bin/odoogate run --config /etc/odoogate/odoogate.toml"]);
     assert_eq!(directive("ExecReload="), ["/bin/kill -HUP $MAINPID"]);
-    assert_eq!(directive("CapabilityBoundingSet="), ["CAP_BPF CAP_NET_ADMIN CAP_SYS_ADMIN CAP_PERFMON"]);
-    assert_eq!(directive("AmbientCapabilities="), ["CAP_BPF CAP_NET_ADMIN CAP_SYS_ADMIN CAP_PERFMON"]);
+    assert_eq!(directive("CapabilityBoundingSet="), ["CAP_BPF CAP_NET_ADMIN CAP_PERFMON"]);
+    assert_eq!(directive("AmbientCapabilities="), ["CAP_BPF CAP_NET_ADMIN CAP_PERFMON"]);
     assert_eq!(directive("ReadWritePaths="), ["/sys/fs/bpf"]);
     assert_eq!(directive("StateDirectoryMode="), ["0700"]);
     assert!(Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/odoogate.service").exists());

@@ -26,7 +26,6 @@ pub const MIN_KERNEL: KernelVersion = KernelVersion { major: 6, minor: 6 };
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Capability {
     NetAdmin,
-    SysAdmin,
     Perfmon,
     Bpf,
 }
@@ -35,7 +34,6 @@ impl Capability {
     pub fn number(self) -> u32 {
         match self {
             Self::NetAdmin => 12,
-            Self::SysAdmin => 21,
             Self::Perfmon => 38,
             Self::Bpf => 39,
         }
@@ -44,7 +42,6 @@ impl Capability {
     pub fn name(self) -> &'static str {
         match self {
             Self::NetAdmin => "CAP_NET_ADMIN",
-            Self::SysAdmin => "CAP_SYS_ADMIN",
             Self::Perfmon => "CAP_PERFMON",
             Self::Bpf => "CAP_BPF",
         }
@@ -52,10 +49,12 @@ impl Capability {
 }
 
 /// Capabilities of the eBPF paths: loading TC and cgroup programs (CAP_BPF,
-/// CAP_NET_ADMIN), reading maps of pointers and stack data (CAP_PERFMON),
-/// and the cgroup attachments (CAP_SYS_ADMIN).
-pub const EBPF_CAPABILITIES: [Capability; 4] =
-    [Capability::Bpf, Capability::NetAdmin, Capability::Perfmon, Capability::SysAdmin];
+/// CAP_NET_ADMIN) and reading maps of pointers and stack data
+/// (CAP_PERFMON). Attaching to the cgroup v2 root, to the network namespace
+/// and pinning in bpffs need no CAP_SYS_ADMIN (tests/tests/capabilities.rs
+/// runs the daemon without it).
+pub const EBPF_CAPABILITIES: [Capability; 3] =
+    [Capability::Bpf, Capability::NetAdmin, Capability::Perfmon];
 
 /// One failed check: the problem with the value found, and the fix.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -274,7 +273,7 @@ fn check_capabilities(readings: &HostReadings) -> Option<Failure> {
         check: Check::Capabilities,
         problem: format!("the effective capability set lacks {}", missing.join(", ")),
         fix: "run as root, or under the packaged systemd unit (AmbientCapabilities), or grant them with \
-              `setpriv --inh-caps=+bpf,+net_admin,+perfmon,+sys_admin --ambient-caps=+bpf,+net_admin,+perfmon,+sys_admin`"
+              `setpriv --inh-caps=+bpf,+net_admin,+perfmon --ambient-caps=+bpf,+net_admin,+perfmon`"
             .to_owned(),
     })
 }

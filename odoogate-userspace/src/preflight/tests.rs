@@ -137,7 +137,8 @@ fn missing_interface_fails() {
 
 #[test]
 fn missing_capabilities_are_named() {
-    // CAP_NET_ADMIN (12) and CAP_SYS_ADMIN (21) only.
+    // CAP_NET_ADMIN (12) and CAP_SYS_ADMIN (21) only: CAP_SYS_ADMIN does not
+    // stand in for CAP_BPF or CAP_PERFMON in the check.
     let mask = (1u64 << 12) | (1u64 << 21);
     let readings = HostReadings { status: Ok(status(&format!("{mask:016x}"))), ..healthy() };
     let failures = failures(&observe_config(), &readings);
