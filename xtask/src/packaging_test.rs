@@ -1,11 +1,15 @@
 //! `cargo xtask test --packaging`: installs the Debian package in a Debian 12
 //! (bookworm) chroot, upgrades it, removes it and purges it, checking what
-//! dpkg leaves behind after each step.
+//! dpkg leaves behind after each step. Then it does the same in a container
+//! booted with systemd, where the unit runs for real (see `boot`).
 //!
-//! The minbase root filesystem comes from debootstrap once and is cached as
-//! target/packaging/bookworm-minbase.tar.gz. Every run unpacks a fresh copy
-//! into target/packaging/rootfs, so a run never sees an earlier run's
-//! leftovers. Needs root (debootstrap, mount, chroot).
+//! The minbase root filesystem, with systemd added, comes from debootstrap
+//! once and is cached as target/packaging/bookworm-systemd.tar.gz. Every run
+//! unpacks fresh copies into target/packaging/rootfs and boot-rootfs, so a
+//! run never sees an earlier run's leftovers. Needs root (debootstrap,
+//! mount, chroot, systemd-nspawn).
+
+mod boot;
 
 use crate::{deb, run_command};
 use anyhow::{Context as _, Result, bail, ensure};
@@ -58,6 +62,7 @@ pub fn run(root: &Path) -> Result<()> {
     let chroot = Chroot::mount(&rootfs)?;
     timed("install, upgrade, remove, purge", || exercise(&chroot, &first, &second))?;
     drop(chroot);
+    boot::run(root, &work_dir, &cache, &first, &second)?;
 
     println!("packaging test passed in {:.0?}", started.elapsed());
     Ok(())
@@ -186,10 +191,14 @@ fn control_field(package: &Path, field: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&output).trim().to_owned())
 }
 
-/// Returns the cached minbase tarball, running debootstrap first when there
-/// is none, or None (after printing why) when the mirror cannot be reached.
+/// Packages debootstrap adds to minbase: systemd as PID 1 for `boot`.
+const INCLUDED_PACKAGES: &str = "systemd,systemd-sysv,dbus";
+
+/// Returns the cached root filesystem tarball, running debootstrap first
+/// when there is none, or None (after printing why) when the mirror cannot
+/// be reached.
 fn rootfs_cache(work_dir: &Path) -> Result<Option<PathBuf>> {
-    let cache = work_dir.join(format!("{SUITE}-minbase.tar.gz"));
+    let cache = work_dir.join(format!("{SUITE}-systemd.tar.gz"));
     if cache.exists() {
         return Ok(Some(cache));
     }
@@ -202,9 +211,9 @@ fn rootfs_cache(work_dir: &Path) -> Result<Option<PathBuf>> {
 
     let staging = work_dir.join("debootstrap");
     remove_dir_if_exists(&staging)?;
-    eprintln!("xtask: debootstrap {SUITE} (minbase) from {mirror}, once; later runs reuse {}", cache.display());
+    eprintln!("xtask: debootstrap {SUITE} (minbase and {INCLUDED_PACKAGES}) from {mirror}, once; later runs reuse {}", cache.display());
     run_command(Command::new("debootstrap")
-        .args(["--variant=minbase", SUITE])
+        .args(["--variant=minbase", &format!("--include={INCLUDED_PACKAGES}"), SUITE])
         .arg(&staging)
         .arg(&mirror))?;
 
