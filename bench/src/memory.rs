@@ -12,6 +12,9 @@ use crate::lab::{self, DaemonMode, Lab};
 use crate::report::{Machine, mib};
 use crate::{Case, Settings};
 
+/// Idle connections opened first: fewer than the default
+/// `proxy.max_connections` (1,024), so the daemon holds all of them.
+const FEW_IDLE_CONNECTIONS: usize = 1_000;
 const IDLE_CONNECTIONS: usize = 10_000;
 const PARTIAL_FLOWS: usize = 1_000;
 /// The `Content-Length` each partial request announces.
@@ -51,7 +54,10 @@ pub fn run(lab: &Lab, cases: &[Case], _settings: &Settings) -> anyhow::Result<St
     let pid = daemon.pid();
     std::thread::sleep(SETTLE);
     rows.push(Row::read("enforce", "idle", 0, pid)?);
-    let connections = open_idle(upstream, IDLE_CONNECTIONS);
+    let mut connections = open_idle(upstream, FEW_IDLE_CONNECTIONS);
+    std::thread::sleep(SETTLE);
+    rows.push(Row::read("enforce", FEW_IDLE_STATE, connections.len(), pid)?);
+    connections.extend(open_idle(upstream, IDLE_CONNECTIONS - connections.len()));
     std::thread::sleep(SETTLE);
     rows.push(Row::read("enforce", IDLE_STATE, connections.len(), pid)?);
     drop(connections);
@@ -76,7 +82,8 @@ pub fn run(lab: &Lab, cases: &[Case], _settings: &Settings) -> anyhow::Result<St
     report(&rows, &machine, lab.open_file_limit)
 }
 
-const IDLE_STATE: &str = "10,000 idle client connections attempted";
+const FEW_IDLE_STATE: &str = "1,000 idle client connections";
+const IDLE_STATE: &str = "10,000 idle client connections";
 const PARTIAL_STATE: &str = "1,000 flows, each 64 KiB into a 1 MiB request body";
 
 /// Opens up to `count` connections that send nothing. Stops early after
@@ -131,7 +138,8 @@ fn report(rows: &[Row], machine: &Machine, open_file_limit: u64) -> anyhow::Resu
          steering and its clients connect and send nothing. In observe mode each flow sends a request head that \
          announces a {} KiB body and then {} KiB of it, so the daemon holds every flow's partial body \
          while it waits for the rest. `connections open` counts the client side's connections that were \
-         established (opening stops after {MAX_CONSECUTIVE_FAILURES} failed connects in a row, each with a 2 s \
+         established, including those the daemon has closed since at `proxy.max_connections` (its \
+         longest-idle connections make room for new ones) (opening stops after {MAX_CONSECUTIVE_FAILURES} failed connects in a row, each with a 2 s \
          timeout); `daemon sockets` counts the daemon's open sockets (the client connections it has accepted \
          in enforce mode, plus its own listeners and control socket). Anonymous memory is the heap; file and \
          shared memory includes the eBPF ring buffer and maps the daemon has mapped.\n",
