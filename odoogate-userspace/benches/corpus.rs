@@ -79,18 +79,28 @@ pub const GENERATED_SIZES: [(&str, usize); 3] = [("1KiB", 1024), ("100KiB", 100 
 /// Returns every case: per surface, the captured requests, then for
 /// XML-RPC, JSON-RPC and JSON-2 one generated request of each size.
 pub fn cases() -> Vec<Case> {
+    cases_where(|_, _| true)
+}
+
+/// Returns the cases for which `keep(surface, label)` is true, generating
+/// only their bodies.
+pub fn cases_where(keep: impl Fn(Surface, &str) -> bool) -> Vec<Case> {
     let captured = captured_requests();
     let mut cases = Vec::new();
     for surface in [Surface::XmlRpc, Surface::JsonRpc, Surface::Json2, Surface::Web] {
-        let requests: Vec<HttpRequest> =
-            captured.iter().filter(|(s, _)| *s == surface).map(|(_, request)| request.clone()).collect();
-        cases.push(Case { surface, label: "captures".to_owned(), requests });
+        if keep(surface, "captures") {
+            let requests: Vec<HttpRequest> =
+                captured.iter().filter(|(s, _)| *s == surface).map(|(_, request)| request.clone()).collect();
+            cases.push(Case { surface, label: "captures".to_owned(), requests });
+        }
         if surface == Surface::Web {
             continue;
         }
         for (label, size) in GENERATED_SIZES {
-            let request = generated_request(surface, size);
-            cases.push(Case { surface, label: label.to_owned(), requests: vec![request] });
+            if keep(surface, label) {
+                let request = generated_request(surface, size);
+                cases.push(Case { surface, label: label.to_owned(), requests: vec![request] });
+            }
         }
     }
     cases

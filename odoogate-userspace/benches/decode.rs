@@ -6,6 +6,10 @@
 //! `manifest.json`, so that `benches/python_decode.py` times Python's
 //! decoders on the same bytes. Criterion's estimates land under
 //! `$CRITERION_HOME/<surface>/<case>/new/estimates.json`.
+//!
+//! With `ODOOGATE_BENCH_CASE=<surface>/<case>` and `ODOOGATE_BENCH_PASSES=N`
+//! set, the bench only decodes that case's bodies N times and exits, so
+//! that `cargo xtask bench` can count its instructions under callgrind.
 
 mod corpus;
 
@@ -13,7 +17,7 @@ use std::hint::black_box;
 use std::path::Path;
 use std::time::Duration;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use odoogate::rpc::{DecodeLimits, decode_request};
 
 use corpus::Case;
@@ -80,5 +84,30 @@ fn write_inputs(cases: &[Case], directory: &Path) -> std::io::Result<()> {
     std::fs::write(directory.join("manifest.json"), serde_json::to_vec_pretty(&manifest)?)
 }
 
+/// Decodes one case's bodies `passes` times, for instruction counts.
+fn decode_passes(case_key: &str, passes: usize) {
+    let (surface, label) = case_key.split_once('/').expect("ODOOGATE_BENCH_CASE is <surface>/<case>");
+    let cases = corpus::cases_where(|s, l| s.name() == surface && l == label);
+    let [case] = cases.as_slice() else {
+        panic!("ODOOGATE_BENCH_CASE {case_key} names no case");
+    };
+    let limits = DecodeLimits::default();
+    for _ in 0..passes {
+        for request in &case.requests {
+            let _ = black_box(decode_request(black_box(request), &limits));
+        }
+    }
+}
+
 criterion_group!(benches, decode);
-criterion_main!(benches);
+
+fn main() {
+    let case = std::env::var("ODOOGATE_BENCH_CASE").ok();
+    let passes = std::env::var("ODOOGATE_BENCH_PASSES").ok().and_then(|passes| passes.parse().ok());
+    if let (Some(case), Some(passes)) = (case, passes) {
+        decode_passes(&case, passes);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

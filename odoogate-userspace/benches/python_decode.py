@@ -7,6 +7,10 @@ and JSON bodies with ``json.loads``. This script times those calls with
 JSON object: case key -> seconds per pass over the case's bodies.
 
 Usage: python3 python_decode.py INPUTS_DIR
+       python3 python_decode.py INPUTS_DIR --passes N CASE
+
+The second form only decodes the bodies of CASE (``surface/case``) N times,
+so that ``cargo xtask bench`` can count its instructions under callgrind.
 """
 
 import json
@@ -40,11 +44,27 @@ def seconds_per_pass(decode, bodies):
     return min(timer.repeat(repeat=REPEATS, number=number)) / number
 
 
+def decode_passes(inputs, manifest, passes, key):
+    """Decode the bodies of case ``key`` ``passes`` times, timing nothing."""
+    for case in manifest:
+        if f"{case['surface']}/{case['case']}" == key:
+            bodies = [(inputs / name).read_bytes() for name in case["bodies"]]
+            decode = decoder(case["python"])
+            for _ in range(passes):
+                for body in bodies:
+                    decode(body)
+            return
+    sys.exit(f"no case {key!r} in manifest.json")
+
+
 def main():
-    if len(sys.argv) != 2:
-        sys.exit("usage: python_decode.py INPUTS_DIR")
+    if len(sys.argv) not in (2, 5) or (len(sys.argv) == 5 and sys.argv[2] != "--passes"):
+        sys.exit("usage: python_decode.py INPUTS_DIR [--passes N CASE]")
     inputs = Path(sys.argv[1])
     manifest = json.loads((inputs / "manifest.json").read_text())
+    if len(sys.argv) == 5:
+        decode_passes(inputs, manifest, int(sys.argv[3]), sys.argv[4])
+        return
     results = {}
     for case in manifest:
         bodies = [(inputs / name).read_bytes() for name in case["bodies"]]

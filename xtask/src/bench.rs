@@ -12,6 +12,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::bench_instructions::{self, PassInstructions};
 use crate::run_command;
 
 /// Targets set by the product owner: odoogate's decoding must be this many
@@ -28,6 +29,8 @@ struct Row {
     calls: u64,
     odoogate_seconds: f64,
     python_seconds: f64,
+    /// Per pass, when counted.
+    instructions: Option<PassInstructions>,
 }
 
 impl Row {
@@ -68,7 +71,13 @@ pub fn run(root: &Path) -> Result<()> {
     }
     let python: Json = serde_json::from_slice(&output.stdout).context("python_decode.py printed invalid JSON")?;
 
-    let rows = rows(&inputs, &criterion_home, &python)?;
+    let mut rows = rows(&inputs, &criterion_home, &python)?;
+    bench_instructions::install_valgrind()?;
+    for row in rows.iter_mut().filter(|row| bench_instructions::is_counted(&row.case)) {
+        let key = format!("{}/{}", row.surface, row.case);
+        eprintln!("xtask: counting the instructions of {key} under callgrind");
+        row.instructions = Some(bench_instructions::count(root, &inputs, &key, row.bytes)?);
+    }
     let report = report(&rows, bench_command)?;
     let path = root.join("docs/benchmarks.md");
     crate::bench_doc::write_section(&path, "decode", &report)?;
@@ -101,6 +110,7 @@ fn rows(inputs: &Path, criterion_home: &Path, python: &Json) -> Result<Vec<Row>>
             case: name,
             odoogate_seconds: nanoseconds / 1e9,
             python_seconds,
+            instructions: None,
         });
     }
     Ok(rows)
@@ -140,6 +150,26 @@ fn report(rows: &[Row], bench_command: &str) -> Result<String> {
         )?;
     }
     writeln!(text, "\nMB is 10^6 bytes. The ratio is Python's time divided by odoogate's.\n")?;
+
+    writeln!(text, "Instructions per byte, counted with valgrind's callgrind (one pass, start-up excluded), do not depend on the machine's load. The 10MiB cases are not counted, because they take minutes under callgrind.\n")?;
+    writeln!(text, "| surface | case | odoogate instructions/byte | Python instructions/byte | instruction ratio |")?;
+    writeln!(text, "|---|---|---:|---:|---:|")?;
+    for row in rows {
+        let Some(instructions) = row.instructions else {
+            continue;
+        };
+        let bytes = row.bytes.max(1) as f64;
+        writeln!(
+            text,
+            "| {} | {} | {:.1} | {:.1} | {:.2}x |",
+            row.surface,
+            row.case,
+            instructions.odoogate as f64 / bytes,
+            instructions.python as f64 / bytes,
+            instructions.python as f64 / instructions.odoogate.max(1) as f64,
+        )?;
+    }
+    writeln!(text)?;
 
     writeln!(text, "## How this was measured\n")?;
     writeln!(text, "- Command: `cargo xtask bench` (runs `{bench_command}`, then `python3 odoogate-userspace/benches/python_decode.py`).")?;

@@ -2,6 +2,7 @@
 //! the demo and the test suite. Every step is idempotent.
 
 mod bench;
+mod bench_instructions;
 mod bench_daemon;
 mod bench_doc;
 mod deb;
