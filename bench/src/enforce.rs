@@ -184,14 +184,15 @@ fn report(measured: &[Measured], machine: &Machine, settings: &Settings) -> anyh
     writeln!(text, "# Enforce mode\n")?;
     writeln!(
         text,
-        "Latency and throughput of one XML-RPC call from the captures (`search_read`: \
-         `xmlrpc_stdlib/003`, a {}-byte body; `create`: `xmlrpc_stdlib/006`, {} bytes), with a scoped token in the \
-         password slot, sent by wrk over kept-alive connections to a fast Rust upstream that answers with the \
-         captured Odoo 19 response. The upstream either keeps its connections open (`keep-alive`) or closes each \
-         after one response (`closes`), as Odoo 19's werkzeug server does. The same upstream is reached directly, through nginx `proxy_pass` (upstream \
-         keep-alive) and through `odoogate run` in enforce mode, which decodes the call, checks the token, decides, \
-         swaps the token for the service credential, writes an audit record to a JSON Lines file and forwards \
-         the call on a new upstream connection, since Odoo closes it after every response anyway.\n",
+        "Latency and throughput of one XML-RPC call from the captures: `search_read` (`xmlrpc_stdlib/003`, a \
+         {}-byte body) or `create` (`xmlrpc_stdlib/006`, {} bytes), with a scoped token in the password slot. \
+         wrk sends it over kept-alive connections to a fast Rust upstream that responds with the captured Odoo 19 \
+         response. The upstream either keeps its connections open (`keep-alive`) or closes each after one \
+         response (`closes`), as Odoo 19's werkzeug server does. wrk reaches the upstream directly, through nginx \
+         `proxy_pass` (with upstream keep-alive), or through `odoogate run` in enforce mode. odoogate decodes \
+         the call, checks the token, decides, swaps the token for the service credential and writes an audit \
+         record to a JSON Lines file. It forwards each call on a new upstream connection, because Odoo closes \
+         its connection after every response anyway.\n",
         body_bytes(measured, "search_read"),
         body_bytes(measured, "create"),
     )?;

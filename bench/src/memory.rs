@@ -13,7 +13,7 @@ use crate::report::{Machine, mib};
 use crate::{Case, Settings};
 
 /// Idle connections opened first: fewer than the default
-/// `proxy.max_connections` (1,024), so the daemon holds all of them.
+/// `proxy.max_connections` (1,024), so the daemon keeps all of them open.
 const FEW_IDLE_CONNECTIONS: usize = 1_000;
 const IDLE_CONNECTIONS: usize = 10_000;
 const PARTIAL_FLOWS: usize = 1_000;
@@ -137,12 +137,13 @@ fn report(rows: &[Row], machine: &Machine, open_file_limit: u64) -> anyhow::Resu
         "VmRSS of `odoogate run` from /proc/PID/status, {} s after each change. Enforce mode runs with sk_lookup \
          steering and its clients connect and send nothing. In observe mode each flow sends a request head that \
          announces a {} KiB body and then {} KiB of it, so the daemon holds every flow's partial body \
-         while it waits for the rest. `connections open` counts the client side's connections that were \
-         established, including those the daemon has closed since at `proxy.max_connections` (its \
-         longest-idle connections make room for new ones) (opening stops after {MAX_CONSECUTIVE_FAILURES} failed connects in a row, each with a 2 s \
-         timeout); `daemon sockets` counts the daemon's open sockets (the client connections it has accepted \
-         in enforce mode, plus its own listeners and control socket). Anonymous memory is the heap; file and \
-         shared memory includes the eBPF ring buffer and maps the daemon has mapped.\n",
+         while it waits for the rest. `connections open` counts the client side's established connections. \
+         It includes those the daemon has closed since, because at `proxy.max_connections` the daemon closes \
+         its longest-idle connection to make room for a new one. Opening stops after \
+         {MAX_CONSECUTIVE_FAILURES} failed connects in a row, each with a 2 s timeout. `daemon sockets` counts \
+         the daemon's open sockets: the client connections it has accepted in enforce mode, plus its own \
+         listeners and control socket. Anonymous memory is the heap. File and shared memory includes the eBPF \
+         ring buffer and maps the daemon has mapped.\n",
         SETTLE.as_secs(),
         PARTIAL_BODY_BYTES / 1024,
         PARTIAL_SENT_BYTES / 1024,
