@@ -56,6 +56,10 @@ impl Capability {
 pub const EBPF_CAPABILITIES: [Capability; 3] =
     [Capability::Bpf, Capability::NetAdmin, Capability::Perfmon];
 
+/// The number of CAP_SYS_ADMIN, which the kernel takes for CAP_BPF and
+/// CAP_PERFMON.
+const CAP_SYS_ADMIN: u32 = 21;
+
 /// One failed check: the problem with the value found, and the fix.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failure {
@@ -264,9 +268,16 @@ fn check_capabilities(readings: &HostReadings) -> Option<Failure> {
         Ok(effective) => effective,
         Err(error) => return Some(reading_failure(&error)),
     };
+    let has = |number: u32| effective & (1u64 << number) != 0;
+    // The kernel accepts CAP_SYS_ADMIN in place of CAP_BPF and CAP_PERFMON
+    // (`bpf_capable()` and `perfmon_capable()`), so an older unit or
+    // container that grants it works too.
     let missing: Vec<&str> = EBPF_CAPABILITIES
         .iter()
-        .filter(|capability| effective & (1u64 << capability.number()) == 0)
+        .filter(|capability| {
+            let stands_in = matches!(capability, Capability::Bpf | Capability::Perfmon) && has(CAP_SYS_ADMIN);
+            !has(capability.number()) && !stands_in
+        })
         .map(|capability| capability.name())
         .collect();
     (!missing.is_empty()).then(|| Failure {

@@ -137,9 +137,8 @@ fn missing_interface_fails() {
 
 #[test]
 fn missing_capabilities_are_named() {
-    // CAP_NET_ADMIN (12) and CAP_SYS_ADMIN (21) only: CAP_SYS_ADMIN does not
-    // stand in for CAP_BPF or CAP_PERFMON in the check.
-    let mask = (1u64 << 12) | (1u64 << 21);
+    // CAP_NET_ADMIN (12) only.
+    let mask = 1u64 << 12;
     let readings = HostReadings { status: Ok(status(&format!("{mask:016x}"))), ..healthy() };
     let failures = failures(&observe_config(), &readings);
     assert_eq!(failures.len(), 1);
@@ -147,6 +146,21 @@ fn missing_capabilities_are_named() {
     assert!(failures[0].problem.contains("CAP_BPF"), "{}", failures[0].problem);
     assert!(failures[0].problem.contains("CAP_PERFMON"), "{}", failures[0].problem);
     assert!(!failures[0].problem.contains("CAP_NET_ADMIN"), "{}", failures[0].problem);
+}
+
+#[test]
+fn sys_admin_stands_in_for_bpf_and_perfmon() {
+    // CAP_NET_ADMIN (12) and CAP_SYS_ADMIN (21), as the kernel accepts.
+    let mask = (1u64 << 12) | (1u64 << 21);
+    let readings = HostReadings { status: Ok(status(&format!("{mask:016x}"))), ..healthy() };
+    assert!(failures(&observe_config(), &readings).is_empty());
+
+    // CAP_SYS_ADMIN alone: CAP_NET_ADMIN is still missing.
+    let mask = 1u64 << 21;
+    let readings = HostReadings { status: Ok(status(&format!("{mask:016x}"))), ..healthy() };
+    let failures = failures(&observe_config(), &readings);
+    assert_eq!(failures.len(), 1);
+    assert!(failures[0].problem.ends_with("lacks CAP_NET_ADMIN"), "{}", failures[0].problem);
 }
 
 #[test]
