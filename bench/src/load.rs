@@ -161,3 +161,35 @@ end
     std::fs::write(&script_path, script)?;
     Ok(script_path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capture_credential_is_replaced() {
+        let directory = std::env::temp_dir().join(format!("odoogate-bench-load-{}", std::process::id()));
+        std::fs::create_dir_all(&directory).unwrap();
+        let capture = directory.join("001-req.http");
+        std::fs::write(
+            &capture,
+            "POST /xmlrpc/2/object HTTP/1.1\r\nContent-Type: text/xml\r\nContent-Length: 54\r\n\r\n<value><string>PASSWORD_PLACEHOLDER</string></value>",
+        )
+        .unwrap();
+
+        let request = Request::from_capture("case", &capture, "odg_token").unwrap();
+        std::fs::remove_dir_all(&directory).unwrap();
+
+        assert_eq!(request.path, "/xmlrpc/2/object");
+        assert_eq!(request.content_type, "text/xml");
+        assert_eq!(request.body, b"<value><string>odg_token</string></value>");
+    }
+
+    #[test]
+    fn paced_load_spreads_connections() {
+        assert_eq!(Load::Paced { rate: 1000 }.connections(), 10);
+        assert_eq!(Load::Paced { rate: 5500 }.connections(), 55);
+        assert_eq!(Load::Paced { rate: 1000 }.delay_ms(), 10);
+        assert_eq!(Load::Max { connections: 32 }.delay_ms(), 0);
+    }
+}

@@ -156,3 +156,60 @@ async fn read_more(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> anyhow::Resu
     buffer.extend_from_slice(&chunk[..read]);
     Ok(read > 0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CAPTURED: &[u8] = b"HTTP/1.1 200 OK\r\nServer: Werkzeug/2.2.2\r\nContent-Type: text/xml; charset=utf-8\r\nContent-Length: 5\r\nConnection: close\r\n\r\n<ok/>";
+
+    #[test]
+    fn canned_response_keeps_alive() {
+        let response = String::from_utf8(canned_response(CAPTURED, false).unwrap()).unwrap();
+        assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+        assert!(response.contains("Content-Type: text/xml; charset=utf-8\r\n"), "{response}");
+        assert!(response.contains("Content-Length: 5\r\n"), "{response}");
+        assert!(!response.to_ascii_lowercase().contains("connection:"), "{response}");
+        assert!(response.ends_with("\r\n\r\n<ok/>"), "{response}");
+    }
+
+    #[test]
+    fn canned_response_can_close() {
+        let response = String::from_utf8(canned_response(CAPTURED, true).unwrap()).unwrap();
+        assert!(response.contains("Connection: close\r\n"), "{response}");
+    }
+
+    #[test]
+    fn upstream_serves_kept_alive_requests() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        // A response that never comes fails the test instead of hanging it.
+        let exchange = async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let address = listener.local_addr().unwrap();
+            let response: Vec<u8> = canned_response(CAPTURED, false).unwrap();
+            let expected = response.clone();
+            let server = tokio::spawn(async move {
+                let (stream, _) = listener.accept().await.unwrap();
+                serve_connection(stream, &response, false).await
+            });
+
+            let mut client = TcpStream::connect(address).await.unwrap();
+            // The first request and the start of the second in one write, so
+            // the upstream must keep the second's head and read the rest of
+            // its body later.
+            let head = "POST /xmlrpc/2/object HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n";
+            client.write_all(format!("{head}abc{head}a").as_bytes()).await.unwrap();
+            let mut received = vec![0; expected.len()];
+            client.read_exact(&mut received).await.unwrap();
+            client.write_all(b"bc").await.unwrap();
+            received.resize(expected.len() * 2, 0);
+            client.read_exact(&mut received[expected.len()..]).await.unwrap();
+            assert_eq!(&received[..expected.len()], expected.as_slice());
+            assert_eq!(&received[expected.len()..], expected.as_slice());
+
+            drop(client);
+            assert!(server.await.unwrap().is_ok());
+        };
+        runtime.block_on(async { tokio::time::timeout(std::time::Duration::from_secs(10), exchange).await.expect("the upstream did not respond") });
+    }
+}
