@@ -452,17 +452,41 @@ async fn token_session_opens_listed_routes_only() {
         let response = site.raw(get(allowed).as_bytes()).await;
         assert!(response.starts_with("HTTP/1.1 404 "), "the upstream answered {allowed}: {response}");
     }
+    // The session wherever Odoo may read it, and a logout of another one.
+    let octal_first = format!("\\{:03o}{}", cookie.as_bytes()[0], &cookie[1..]);
+    let content = "/web/content/ir.attachment/5/datas";
+    let destroy = serde_json::json!({"jsonrpc": "2.0", "method": "call", "id": 2, "params": {}}).to_string();
+    let extra = format!("Cookie: session_id={cookie}\r\nConnection: close\r\n");
+    let bogus_logout = site.raw(&post("/web/session/destroy?session_id=bogus", &destroy, &extra)).await;
+    assert!(bogus_logout.contains("\"error\""), "a logout naming two sessions is denied: {bogus_logout}");
+    for (target, headers) in [
+        (format!("{content}?session_id={cookie}"), String::new()),
+        (content.to_owned(), format!("Cookie: session_id=bogus\r\nX-Openerp-Session-Id: {cookie}\r\n")),
+        (content.to_owned(), format!("Cookie: session_id = {cookie}\r\n")),
+        (content.to_owned(), format!("Cookie: session_id=\"{octal_first}\"\r\n")),
+        (content.to_owned(), format!("Cookie: session_id={cookie}\r\n")),
+    ] {
+        let request = format!("GET {target} HTTP/1.1\r\nHost: odoo\r\n{headers}Connection: close\r\n\r\n");
+        let response = site.raw(request.as_bytes()).await;
+        assert!(response.starts_with("HTTP/1.1 403 "), "{request}\n{response}");
+    }
+
     let anonymous = site.raw(b"GET /web/content/ir.attachment/5/datas HTTP/1.1\r\nHost: odoo\r\nConnection: close\r\n\r\n").await;
     assert!(anonymous.starts_with("HTTP/1.1 404 "), "a request without a session is Odoo's to check: {anonymous}");
 
     let paths: Vec<Json> = site.upstream.requests().iter().map(|request| request["path"].clone()).collect();
     assert_eq!(
         paths,
-        ["/web/session/authenticate", "/web/image/res.partner/3/avatar_128", "/web/static/img/logo.png", "/web/content/ir.attachment/5/datas"],
+        [
+            "/web/session/authenticate",
+            "/web/image/res.partner/3/avatar_128",
+            "/web/static/img/logo.png",
+            "/web/content/ir.attachment/5/datas"
+        ],
         "only the listed and static routes, and the request without a session, reached Odoo"
     );
     let refusals = site.records.of_event(AuditEvent::WebRoute);
-    assert_eq!(refusals.len(), 2, "{refusals:?}");
+    assert_eq!(refusals.len(), 7, "{refusals:?}");
     assert_eq!(refusals[0].decision, Some(Decision::Deny));
     assert_eq!(refusals[0].integration.as_deref(), Some("assistant"));
     assert_eq!(refusals[0].http_status, Some(403));

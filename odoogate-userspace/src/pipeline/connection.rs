@@ -11,6 +11,7 @@ use crate::http::{HttpRequest, HttpResponse};
 use crate::identity::{self, SessionTable, Source};
 use crate::policy::runtime::PolicyRuntime;
 use crate::rpc::{self, Call, CallKind, DecodeLimits, Protocol};
+use crate::secret::Secret;
 use crate::token::TokenStore;
 use std::collections::VecDeque;
 
@@ -35,7 +36,10 @@ pub struct Origin {
 pub(crate) fn track_session(call: &Call, integration: Option<&str>, response: &HttpResponse, sessions: &mut SessionTable) {
     let is_logout = call.protocol == Protocol::Web && call.method.as_deref() == Some("destroy");
     if is_logout {
-        if let Some(session) = &call.session_id {
+        // Only a logout that Odoo accepted, of a session named in one way,
+        // ends the binding; otherwise Odoo may have ended another session.
+        let accepted = rpc::decode_response(call, response) == rpc::Outcome::Ok;
+        if let Some(session) = call.session_id.as_ref().filter(|_| accepted && call.mismatches.is_empty()) {
             sessions.unbind(session);
         }
         return;
@@ -52,16 +56,37 @@ pub(crate) fn track_session(call: &Call, integration: Option<&str>, response: &H
 
 /// Returns the integration whose web session `request` carries, with the
 /// reason its `web_routes` deny the request, when they do. For requests
-/// outside the RPC routes only. A session of an integration that the
-/// configuration no longer has is denied too.
+/// outside the RPC routes only. Every session id the request carries
+/// counts, wherever it is, since Odoo versions differ in which one they
+/// read. Sessions of two integrations, or of an integration that the
+/// configuration no longer has, are denied too.
 pub(crate) fn web_route_refusal(config: &Config, sessions: &SessionTable, request: &HttpRequest) -> Option<(String, String)> {
-    let session = rpc::web::request_session_id(request)?;
-    let name = sessions.lookup(&session)?;
+    let mut owners: Vec<&str> = rpc::web::session_ids(request)
+        .iter()
+        .filter_map(|id| sessions.lookup(&Secret::new(id.as_str())))
+        .collect();
+    owners.dedup();
+    let name = match owners[..] {
+        [] => return None,
+        [name] => name,
+        [first, second, ..] => {
+            return Some((first.to_owned(), format!("the request carries web sessions of integrations {first} and {second}")));
+        }
+    };
     let verdict = match config.integrations.iter().find(|integration| integration.name == name) {
         Some(integration) => crate::policy::web_routes::check(integration, request.path()),
         None => Err(format!("the session belongs to integration {name}, which the configuration no longer has")),
     };
     verdict.err().map(|reason| (name.to_owned(), reason))
+}
+
+/// Returns the one session id a request carries, or `None` when it carries
+/// none or several that differ, so that a logout ends a session only when
+/// it is certain which one Odoo ends.
+pub(crate) fn single_session_id(request: &HttpRequest) -> Option<Secret> {
+    let ids = rpc::web::session_ids(request);
+    let first = ids.first()?;
+    ids.iter().all(|id| id == first).then(|| Secret::new(first.as_str()))
 }
 
 /// Builds the placeholder call for a request on an RPC surface whose body
@@ -289,7 +314,7 @@ impl Connection {
                 // The web client logs out with a plain GET, which is no RPC
                 // call but still ends the session.
                 if request.path() == WEB_LOGOUT_PATH {
-                    if let Some(session) = rpc::web::request_session_id(&request) {
+                    if let Some(session) = single_session_id(&request) {
                         sessions.unbind(&session);
                     }
                 } else if !rpc::is_rpc_surface(&request.method, &request.target)

@@ -125,42 +125,80 @@ pub(crate) fn decode_call_tree(route: Route, body: &[u8], max_depth: usize) -> R
     Ok(call)
 }
 
-/// Sets the session id from the `session_id` cookie, or else from the
-/// `X-Openerp-Session-Id` header. Differing values are flagged, because
-/// odoogate cannot tell which one Odoo will use.
+/// Sets the session id Odoo uses: the first of [`session_ids`]. Differing
+/// values are flagged, because odoogate cannot tell which one a given Odoo
+/// version reads.
 fn add_session(call: &mut Call, request: &HttpRequest) {
-    let cookies = session_cookies(request);
-    let header = request.headers.get_str("X-Openerp-Session-Id").map(str::trim).filter(|id| !id.is_empty());
-
-    let mut candidates = cookies.iter().copied().chain(header);
-    let Some(first) = candidates.next() else {
+    let candidates = session_ids(request);
+    let Some(first) = candidates.first() else {
         return;
     };
-    if candidates.any(|other| other != first) {
-        call.mismatches.push("session id differs between cookie and header".to_owned());
+    if candidates.iter().any(|other| other != first) {
+        call.mismatches.push("session id differs between query, header and cookie".to_owned());
     }
-    call.session_id = Some(Secret::new(first));
+    call.session_id = Some(Secret::new(first.as_str()));
 }
 
-/// Returns the session id a request carries (the first `session_id` cookie,
-/// else `X-Openerp-Session-Id`), for routes that are not RPC calls, such as
-/// the web client's `GET /web/session/logout`.
-pub fn request_session_id(request: &HttpRequest) -> Option<Secret> {
-    let header = request.headers.get_str("X-Openerp-Session-Id").map(str::trim).filter(|id| !id.is_empty());
-    session_cookies(request).into_iter().next().or(header).map(Secret::new)
-}
-
-/// Returns the values of every `session_id` cookie, in wire order.
-fn session_cookies(request: &HttpRequest) -> Vec<&str> {
-    request
+/// Returns every session id a request carries, in the order Odoo 16 and
+/// later prefer them: `session_id` query parameters, `X-Openerp-Session-Id`
+/// headers, then `session_id` cookies. Cookies are read as leniently as
+/// werkzeug reads them: spaces around the name and the `=`, and quoted
+/// values with backslash escapes.
+pub fn session_ids(request: &HttpRequest) -> Vec<String> {
+    let query = request.target.split_once('?').map_or("", |(_, query)| query);
+    let from_query = query.split('&').filter_map(|pair| {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (form_decode(name) == "session_id").then(|| form_decode(value))
+    });
+    let from_headers = request
+        .headers
+        .get_all("X-Openerp-Session-Id")
+        .filter_map(|value| std::str::from_utf8(value).ok())
+        .map(|value| value.trim().to_owned());
+    let from_cookies = request
         .headers
         .get_all("Cookie")
         .filter_map(|value| std::str::from_utf8(value).ok())
         .flat_map(|value| value.split(';'))
-        .filter_map(|pair| pair.trim().strip_prefix("session_id="))
-        .map(|id| id.trim_matches('"'))
-        .filter(|id| !id.is_empty())
-        .collect()
+        .filter_map(|pair| pair.split_once('='))
+        .filter(|(name, _)| name.trim() == "session_id")
+        .map(|(_, value)| cookie_unquote(value.trim()));
+    from_query.chain(from_headers).chain(from_cookies).filter(|id| !id.is_empty()).collect()
+}
+
+/// Decodes a query string part: `+` is a space, then `%XX` escapes.
+fn form_decode(text: &str) -> String {
+    String::from_utf8_lossy(&super::percent_decode(text.replace('+', " ").as_bytes())).into_owned()
+}
+
+/// Reads a cookie value as werkzeug does: a value in double quotes loses
+/// them, and inside, `\NNN` is an octal byte and `\X` is `X`.
+fn cookie_unquote(value: &str) -> String {
+    let Some(inner) = value.strip_prefix('"').and_then(|rest| rest.strip_suffix('"')) else {
+        return value.to_owned();
+    };
+    let bytes = inner.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] != b'\\' || index + 1 == bytes.len() {
+            out.push(bytes[index]);
+            index += 1;
+            continue;
+        }
+        let octal = bytes.get(index + 1..index + 4).filter(|digits| digits.iter().all(|digit| (b'0'..=b'7').contains(digit)));
+        match octal.and_then(|digits| u8::from_str_radix(std::str::from_utf8(digits).ok()?, 8).ok()) {
+            Some(byte) => {
+                out.push(byte);
+                index += 4;
+            }
+            None => {
+                out.push(bytes[index + 1]);
+                index += 2;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -226,10 +264,32 @@ mod tests {
 
     #[test]
     fn differing_session_ids_are_flagged() {
+        // Odoo 16 and later prefer the header to the cookie.
         let req = request("/web/version", &[("Cookie", "session_id=abc"), ("X-Openerp-Session-Id", "xyz")], "");
         let call = decode_request(Route::Meta, req.path(), &req, 64).unwrap();
-        assert_eq!(call.session_id.as_ref().map(Secret::expose), Some("abc"));
+        assert_eq!(call.session_id.as_ref().map(Secret::expose), Some("xyz"));
         assert_eq!(call.mismatches.len(), 1);
         assert!(!call.mismatches[0].contains("abc"));
+    }
+
+    #[test]
+    fn session_ids_found_where_odoo_reads_them() {
+        let headers = [
+            ("X-Openerp-Session-Id", " hdr "),
+            ("Cookie", "a=b; session_id = \"c\\157\\157kie\""),
+            ("Cookie", "session_id\t=plain"),
+        ];
+        let req = request("/web/content/1?x=1&session%5Fid=qu%65ry&session_id=", &headers, "");
+        assert_eq!(session_ids(&req), ["query", "hdr", "cookie", "plain"]);
+
+        let req = request("/web/version?session_id=query", &[("Cookie", "session_id=query")], "");
+        let call = decode_request(Route::Meta, req.path(), &req, 64).unwrap();
+        assert_eq!(call.session_id.as_ref().map(Secret::expose), Some("query"));
+        assert!(call.mismatches.is_empty());
+
+        let req = request("/web/version?session_id=query", &[("Cookie", "session_id=other")], "");
+        let call = decode_request(Route::Meta, req.path(), &req, 64).unwrap();
+        assert_eq!(call.session_id.as_ref().map(Secret::expose), Some("query"));
+        assert_eq!(call.mismatches.len(), 1);
     }
 }
