@@ -45,8 +45,10 @@ impl Upstream {
     }
 }
 
-fn config(upstream_port: u16) -> odoogate::config::Config {
+/// The proxy's configuration, with its sessions file in `dir`.
+fn config(upstream_port: u16, dir: &Path) -> odoogate::config::Config {
     let fingerprint = hex::encode(Sha256::digest(API_KEY.as_bytes()));
+    let sessions_file = dir.join("sessions.json").display().to_string();
     let text = format!(
         r#"
 [odoo]
@@ -56,6 +58,7 @@ interfaces = ["lo"]
 [policy]
 mode = "enforce"
 unidentified = "deny"
+sessions_file = "{sessions_file}"
 
 [proxy]
 upstream = "127.0.0.1:{upstream_port}"
@@ -116,7 +119,7 @@ impl Site {
     async fn start_with(name: &str, tokens: impl FnOnce(&Path) -> Option<(Tokens, Secret)>) -> (Site, Option<Secret>) {
         let dir = temp_dir(&format!("proxy-{name}"));
         let upstream = Upstream::start(&dir, API_KEY);
-        let config = Arc::new(config(upstream.port));
+        let config = Arc::new(config(upstream.port, &dir));
         let records = Records::default();
         let connector = DirectConnector::new(config.proxy.upstream);
         let (proxy, token) = match tokens(&dir) {
@@ -493,6 +496,25 @@ async fn token_session_opens_listed_routes_only() {
     assert_eq!(refusals[0].path.as_deref(), Some("/web/content/ir.attachment/5/datas"));
     assert!(refusals[0].reason.as_deref().unwrap().contains("is not in assistant.web_routes"), "{refusals:?}");
     assert!(refusals[1].reason.as_deref().unwrap().contains("percent-escapes"), "{refusals:?}");
+
+    // A restarted proxy reads the binding back from policy.sessions_file.
+    let config = Arc::new(config(site.upstream.port, &site._dir));
+    let records = Records::default();
+    let restarted = Proxy::new(config.clone(), DirectConnector::new(config.proxy.upstream), Box::new(records.clone()));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        restarted.serve(listener, async { stopped.await.unwrap_or(()) }).await.unwrap();
+    });
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    stream.write_all(get(content).as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await.unwrap().unwrap();
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 403 "), "the session is still assistant's after a restart: {response}");
+    assert_eq!(records.of_event(AuditEvent::WebRoute).len(), 1);
+    let _ = stop.send(());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

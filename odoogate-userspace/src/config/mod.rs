@@ -95,6 +95,9 @@ pub struct PolicyConfig {
     /// `grants_file`: the state file of `odoogate grant`, an absolute path.
     /// Default `/var/lib/odoogate/grants.json`.
     pub grants_file: PathBuf,
+    /// `sessions_file`: where web session bindings outlive a restart, an
+    /// absolute path; in memory only when absent (the default).
+    pub sessions_file: Option<PathBuf>,
 }
 
 /// `[control]`: the daemon's control socket.

@@ -54,6 +54,7 @@ pub(super) struct RawPolicy {
     pub mode: Mode,
     pub unidentified: Unidentified,
     pub grants_file: Option<Spanned<PathBuf>>,
+    pub sessions_file: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -9,6 +9,7 @@
 
 mod client;
 mod fingerprint;
+pub mod session_file;
 mod sessions;
 mod token;
 

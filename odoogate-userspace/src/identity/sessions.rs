@@ -6,10 +6,12 @@
 //! cookie belong to it too.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::time::SystemTime;
 
 use sha2::{Digest as _, Sha256};
 
+use super::session_file::{SessionFileError, SessionLog};
 use crate::secret::Secret;
 
 /// Default capacity of a [`SessionTable`].
@@ -28,6 +30,8 @@ pub struct SessionTable {
     /// Binding sequence number -> key, oldest first, for eviction.
     order: BTreeMap<u64, [u8; 32]>,
     next_sequence: u64,
+    /// `policy.sessions_file`, when bindings outlive the process.
+    log: Option<SessionLog>,
 }
 
 #[derive(Debug)]
@@ -40,13 +44,54 @@ struct Binding {
 impl SessionTable {
     /// Creates a table holding at most `capacity` sessions (at least one).
     pub fn new(capacity: usize) -> Self {
-        Self { capacity: capacity.max(1), entries: HashMap::new(), order: BTreeMap::new(), next_sequence: 0 }
+        Self { capacity: capacity.max(1), entries: HashMap::new(), order: BTreeMap::new(), next_sequence: 0, log: None }
+    }
+
+    /// Opens a table kept in `path` (see [`super::session_file`]) with the
+    /// bindings made at or after `cutoff`. Lines that cannot be read are
+    /// logged and skipped.
+    pub fn open(path: &Path, capacity: usize, cutoff: SystemTime) -> Result<Self, SessionFileError> {
+        let (log, bindings, unreadable) = SessionLog::open(path, cutoff)?;
+        if unreadable > 0 {
+            tracing::warn!(file = %path.display(), lines = unreadable, "Skipped unreadable lines of the sessions file");
+        }
+        let mut table = Self::new(capacity);
+        for binding in bindings {
+            table.insert(binding.key, binding.integration, binding.bound_at);
+        }
+        table.log = Some(log);
+        Ok(table)
+    }
+
+    /// Opens the table kept in `path`, or an in-memory one without `path`
+    /// or when the file cannot be used (logged: bindings then end with the
+    /// process).
+    pub fn open_or_in_memory(path: Option<&Path>, cutoff: SystemTime) -> Self {
+        let Some(path) = path else {
+            return Self::default();
+        };
+        match Self::open(path, DEFAULT_MAX_SESSIONS, cutoff) {
+            Ok(table) => {
+                tracing::info!(file = %path.display(), sessions = table.len(), "Loaded the web session bindings");
+                table
+            }
+            Err(error) => {
+                tracing::warn!(%error, "Keeping web session bindings in memory only");
+                Self::default()
+            }
+        }
     }
 
     /// Ties `session` to `integration`, replacing any earlier binding of the
     /// same session.
     pub fn bind(&mut self, session: &Secret, integration: &str, now: SystemTime) {
         let key = session_key(session);
+        self.insert(key, integration.to_owned(), now);
+        let written = self.log.as_mut().map(|log| log.bind(&key, integration, now));
+        self.after_write(written);
+    }
+
+    fn insert(&mut self, key: [u8; 32], integration: String, bound_at: SystemTime) {
         self.remove_key(&key);
         while self.entries.len() >= self.capacity {
             self.evict_oldest();
@@ -55,7 +100,16 @@ impl SessionTable {
         let sequence = self.next_sequence;
         self.next_sequence += 1;
         self.order.insert(sequence, key);
-        self.entries.insert(key, Binding { integration: integration.to_owned(), bound_at: now, sequence });
+        self.entries.insert(key, Binding { integration, bound_at, sequence });
+    }
+
+    /// Stops writing the file after a failed write, with one warning: the
+    /// bindings then end with the process.
+    fn after_write(&mut self, written: Option<std::io::Result<()>>) {
+        if let Some(Err(error)) = written {
+            let file = self.log.take().map(|log| log.path().display().to_string()).unwrap_or_default();
+            tracing::warn!(%file, %error, "Failed to write the sessions file; keeping web session bindings in memory only");
+        }
     }
 
     /// Returns the integration `session` is bound to.
@@ -65,7 +119,13 @@ impl SessionTable {
 
     /// Forgets `session`, after a logout. Returns whether it was bound.
     pub fn unbind(&mut self, session: &Secret) -> bool {
-        self.remove_key(&session_key(session))
+        let key = session_key(session);
+        let removed = self.remove_key(&key);
+        if removed {
+            let written = self.log.as_mut().map(|log| log.unbind(&key));
+            self.after_write(written);
+        }
+        removed
     }
 
     /// Forgets every binding made before `cutoff`, which the caller sets
@@ -164,6 +224,27 @@ mod tests {
         assert_eq!(table.lookup(&Secret::new("s1")), None);
         assert_eq!(table.lookup(&Secret::new("s2")), Some("b"));
         assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn opened_table_keeps_bindings_across_reopen() {
+        let dir = std::env::temp_dir().join(format!("odoogate-sessions-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("sessions.json");
+
+        let mut table = SessionTable::open(&path, 8, at(0)).unwrap();
+        table.bind(&Secret::new("s1"), "n8n", at(100));
+        table.bind(&Secret::new("s2"), "erp", at(100));
+        table.unbind(&Secret::new("s2"));
+        table.bind(&Secret::new("s3"), "old", at(5));
+        drop(table);
+
+        let table = SessionTable::open(&path, 8, at(50)).unwrap();
+        assert_eq!(table.lookup(&Secret::new("s1")), Some("n8n"));
+        assert_eq!(table.lookup(&Secret::new("s2")), None, "the logout is kept");
+        assert_eq!(table.lookup(&Secret::new("s3")), None, "bindings before the cutoff expire");
+        assert!(!std::fs::read_to_string(&path).unwrap().contains("s1"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

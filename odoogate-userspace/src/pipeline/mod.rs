@@ -37,6 +37,11 @@ const ORIGIN_TTL: Duration = Duration::from_secs(60);
 /// cookie lives 7 days (`Max-Age=604800`).
 const SESSION_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// Bindings made before this are older than Odoo's session lifetime.
+fn session_cutoff() -> std::time::SystemTime {
+    std::time::SystemTime::now().checked_sub(SESSION_LIFETIME).unwrap_or(std::time::UNIX_EPOCH)
+}
+
 /// Upper bound on origins waiting for their flow.
 const MAX_PENDING_ORIGINS: usize = 65_536;
 
@@ -90,6 +95,7 @@ impl Pipeline {
         let limiter = ErrorRateLimiter::new(config.audit.error_records_per_minute);
         let policy = Arc::new(Mutex::new(PolicyRuntime::new(&config.policy.grants_file)));
         let tokens = ObservedTokens::new(&config.tokens.store);
+        let sessions = SessionTable::open_or_in_memory(config.policy.sessions_file.as_deref(), session_cutoff());
         Self {
             policy,
             counts: Arc::new(CallCounts::new()),
@@ -100,7 +106,7 @@ impl Pipeline {
             by_endpoints: HashMap::new(),
             pending_origins: HashMap::new(),
             cgroups,
-            sessions: SessionTable::default(),
+            sessions,
             tokens,
             sink,
             limiter,

@@ -1,0 +1,187 @@
+//! The file that keeps web session bindings across restarts
+//! (`policy.sessions_file`), so that a session an integration opened stays
+//! its session after odoogate restarts, as it does in Odoo.
+//!
+//! One JSON object per line, appended as bindings change:
+//! `{"bind":"<sha256 hex>","integration":"erp","at":1733300000}` and
+//! `{"unbind":"<sha256 hex>"}`. Only the SHA-256 of a session id is
+//! written, never the id. At start the lines are replayed, bindings older
+//! than Odoo's session lifetime are dropped, and the file is rewritten with
+//! the bindings left.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufReader, Write as _};
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::state_file;
+
+/// A binding read back from the file.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SavedBinding {
+    pub key: [u8; 32],
+    pub integration: String,
+    pub bound_at: SystemTime,
+}
+
+/// Why the file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionFileError {
+    #[error("failed to {action} {path}: {source}")]
+    Io { action: &'static str, path: PathBuf, source: io::Error },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+enum Line {
+    Bind { bind: String, integration: String, at: u64 },
+    Unbind { unbind: String },
+}
+
+/// The open file, appended to on each change.
+#[derive(Debug)]
+pub struct SessionLog {
+    path: PathBuf,
+    file: File,
+}
+
+impl SessionLog {
+    /// Reads the bindings in `path` made at or after `cutoff`, in the order
+    /// they were made, rewrites the file with only those, and opens it for
+    /// appending. A missing file is an empty one. Returns the bindings and
+    /// how many lines could not be read.
+    pub fn open(path: &Path, cutoff: SystemTime) -> Result<(Self, Vec<SavedBinding>, usize), SessionFileError> {
+        let failed = |action| move |source| SessionFileError::Io { action, path: path.to_owned(), source };
+        let (bindings, unreadable) = match File::open(path) {
+            Ok(file) => replay(BufReader::new(file), cutoff).map_err(failed("read"))?,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => (Vec::new(), 0),
+            Err(error) => return Err(failed("open")(error)),
+        };
+
+        let mut compacted = Vec::new();
+        for binding in &bindings {
+            compacted.extend_from_slice(&bind_line(&binding.key, &binding.integration, binding.bound_at));
+        }
+        let directory = path.parent().unwrap_or(Path::new("/"));
+        std::fs::create_dir_all(directory).map_err(failed("create the directory of"))?;
+        state_file::write_atomically(path, directory, &compacted)
+            .map_err(|error| SessionFileError::Io { action: error.action, path: path.to_owned(), source: error.source })?;
+        let file = OpenOptions::new().append(true).mode(0o600).open(path).map_err(failed("open"))?;
+        Ok((Self { path: path.to_owned(), file }, bindings, unreadable))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn bind(&mut self, key: &[u8; 32], integration: &str, at: SystemTime) -> io::Result<()> {
+        self.file.write_all(&bind_line(key, integration, at))
+    }
+
+    pub fn unbind(&mut self, key: &[u8; 32]) -> io::Result<()> {
+        let mut line = serde_json::to_vec(&Line::Unbind { unbind: hex::encode(key) }).map_err(io::Error::other)?;
+        line.push(b'\n');
+        self.file.write_all(&line)
+    }
+}
+
+fn bind_line(key: &[u8; 32], integration: &str, at: SystemTime) -> Vec<u8> {
+    let at = at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs();
+    let line = Line::Bind { bind: hex::encode(key), integration: integration.to_owned(), at };
+    let mut bytes = serde_json::to_vec(&line).expect("a binding serializes");
+    bytes.push(b'\n');
+    bytes
+}
+
+/// Replays the lines of a session file: later lines replace or remove
+/// earlier bindings of the same key.
+fn replay(reader: impl io::BufRead, cutoff: SystemTime) -> io::Result<(Vec<SavedBinding>, usize)> {
+    let mut bindings: Vec<SavedBinding> = Vec::new();
+    let mut unreadable = 0;
+    for line in reader.lines() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Line>(&line).ok().and_then(parse_line) {
+            Some(Parsed::Bind(binding)) => {
+                bindings.retain(|earlier| earlier.key != binding.key);
+                bindings.push(binding);
+            }
+            Some(Parsed::Unbind(key)) => bindings.retain(|earlier| earlier.key != key),
+            None => unreadable += 1,
+        }
+    }
+    bindings.retain(|binding| binding.bound_at >= cutoff);
+    Ok((bindings, unreadable))
+}
+
+enum Parsed {
+    Bind(SavedBinding),
+    Unbind([u8; 32]),
+}
+
+fn parse_line(line: Line) -> Option<Parsed> {
+    let key = |text: &str| -> Option<[u8; 32]> { hex::decode(text).ok()?.try_into().ok() };
+    match line {
+        Line::Bind { bind, integration, at } => Some(Parsed::Bind(SavedBinding {
+            key: key(&bind)?,
+            integration,
+            bound_at: SystemTime::UNIX_EPOCH + Duration::from_secs(at),
+        })),
+        Line::Unbind { unbind } => key(&unbind).map(Parsed::Unbind),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn replay_applies_lines_in_order() {
+        let a = hex::encode([1u8; 32]);
+        let b = hex::encode([2u8; 32]);
+        let c = hex::encode([3u8; 32]);
+        let text = format!(
+            "{{\"bind\":\"{a}\",\"integration\":\"erp\",\"at\":100}}\n\
+             {{\"bind\":\"{b}\",\"integration\":\"n8n\",\"at\":200}}\n\
+             not json\n\
+             {{\"bind\":\"{c}\",\"integration\":\"old\",\"at\":10}}\n\
+             {{\"unbind\":\"{b}\"}}\n\
+             {{\"bind\":\"{a}\",\"integration\":\"stats\",\"at\":300}}\n\
+             {{\"bind\":\"abc\",\"integration\":\"short\",\"at\":300}}\n"
+        );
+        let (bindings, unreadable) = replay(text.as_bytes(), at(50)).unwrap();
+        assert_eq!(bindings, [SavedBinding { key: [1u8; 32], integration: "stats".to_owned(), bound_at: at(300) }]);
+        assert_eq!(unreadable, 2);
+    }
+
+    #[test]
+    fn open_compacts_and_appends() {
+        let dir = std::env::temp_dir().join(format!("odoogate-session-file-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("sessions.json");
+
+        let (mut log, bindings, _) = SessionLog::open(&path, at(0)).unwrap();
+        assert!(bindings.is_empty());
+        log.bind(&[7u8; 32], "erp", at(100)).unwrap();
+        log.bind(&[8u8; 32], "n8n", at(100)).unwrap();
+        log.unbind(&[8u8; 32]).unwrap();
+        drop(log);
+
+        let (_, bindings, unreadable) = SessionLog::open(&path, at(0)).unwrap();
+        assert_eq!(bindings, [SavedBinding { key: [7u8; 32], integration: "erp".to_owned(), bound_at: at(100) }]);
+        assert_eq!(unreadable, 0);
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1, "the reopened file is compacted");
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
