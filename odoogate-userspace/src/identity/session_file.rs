@@ -27,7 +27,7 @@ pub struct SavedBinding {
     pub bound_at: SystemTime,
 }
 
-/// Why the file could not be read or written.
+/// A failure to read or write the sessions file.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionFileError {
     #[error("failed to {action} {path}: {source}")]
