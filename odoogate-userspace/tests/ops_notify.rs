@@ -37,10 +37,12 @@ fn write_config(dir: &Path, listen_port: u16) -> PathBuf {
          [policy]\nmode = \"enforce\"\nunidentified = \"deny\"\n\n\
          [proxy]\nlisten = \"127.0.0.1:{listen_port}\"\nupstream = \"127.0.0.1:{}\"\n\n\
          [audit]\noutput = \"file\"\nfile = \"{}\"\n\n\
-         [tokens]\nstore = \"{}\"\n",
+         [tokens]\nstore = \"{}\"\n\n\
+         [control]\nsocket = \"{}\"\n",
         free_port(),
         dir.join("audit.jsonl").display(),
         dir.join("tokens.json").display(),
+        dir.join("control.sock").display(),
     );
     std::fs::write(&config, text).unwrap();
     config

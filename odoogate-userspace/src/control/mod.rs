@@ -12,7 +12,8 @@ mod handle;
 pub use handle::{ConfigHandle, ReloadReport, RestartSetting};
 
 use std::io::{self, BufRead as _, BufReader, Read as _, Write as _};
-use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::os::fd::AsRawFd as _;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -60,6 +61,11 @@ pub enum ControlError {
 /// The listening control socket and its accept thread.
 pub struct ControlServer {
     path: PathBuf,
+    /// The socket file's inode, so that stopping removes this daemon's
+    /// file and never one another daemon bound at the same path since.
+    inode: u64,
+    /// A handle on the listening socket, shut down to wake the accept.
+    waker: UnixListener,
     stopping: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -77,6 +83,8 @@ impl ControlServer {
         remove_stale(path)?;
         let listener = UnixListener::bind(path)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        let inode = std::fs::symlink_metadata(path)?.ino();
+        let waker = listener.try_clone()?;
 
         let stopping = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -85,7 +93,7 @@ impl ControlServer {
                 .name("odoogate-control".into())
                 .spawn(move || accept_loop(&listener, &handler, &stopping))?
         };
-        Ok(Self { path: path.to_owned(), stopping, thread: Some(thread) })
+        Ok(Self { path: path.to_owned(), inode, waker, stopping, thread: Some(thread) })
     }
 
     pub fn path(&self) -> &Path {
@@ -96,12 +104,21 @@ impl ControlServer {
 impl Drop for ControlServer {
     fn drop(&mut self) {
         self.stopping.store(true, Ordering::SeqCst);
-        // Wake the blocked accept so the thread reads the flag.
-        let _ = UnixStream::connect(&self.path);
+        // Wake the blocked accept so the thread reads the flag: a listening
+        // socket that is shut down fails accept() with EINVAL. Connecting to
+        // the path would not do, since the file may be gone or another
+        // daemon's by now.
+        if let Err(error) = nix::sys::socket::shutdown(self.waker.as_raw_fd(), nix::sys::socket::Shutdown::Both) {
+            tracing::warn!(%error, "Failed to shut down the control socket; waking it by connecting");
+            let _ = UnixStream::connect(&self.path);
+        }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
-        let _ = std::fs::remove_file(&self.path);
+        let ours = std::fs::symlink_metadata(&self.path).is_ok_and(|metadata| metadata.ino() == self.inode);
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 

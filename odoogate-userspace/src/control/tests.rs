@@ -112,6 +112,29 @@ fn socket_is_private_and_removed_on_drop() {
 }
 
 #[test]
+fn stops_when_socket_file_was_replaced() {
+    let dir = scratch("replaced");
+    let path = dir.join("odoogate.toml");
+    write_config(&path, r#"{ models = ["crm.lead"], methods = ["read"] }"#);
+    let handle = handle(&path);
+    let socket = dir.join("control.sock");
+
+    // Another process removed the file and bound its own socket there:
+    // stopping must neither wait for a connection nor remove that file.
+    let server = server(&socket, &handle);
+    std::fs::remove_file(&socket).unwrap();
+    let other = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let (done, stopped) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(server);
+        let _ = done.send(());
+    });
+    assert!(stopped.recv_timeout(std::time::Duration::from_secs(10)).is_ok(), "the server stopped");
+    assert!(socket.exists(), "the other socket stays");
+    drop(other);
+}
+
+#[test]
 fn send_without_daemon_says_not_running() {
     let dir = scratch("absent");
     let error = send(&dir.join("control.sock"), ControlRequest::Status).unwrap_err();
