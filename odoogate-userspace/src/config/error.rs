@@ -70,13 +70,12 @@ impl Problem {
     pub fn locate(self, text: &str, origin: &str) -> ConfigError {
         let offset = self.span.start.min(text.len());
         let (line, column) = line_and_column(text, offset);
-        ConfigError::Invalid(Box::new(InvalidConfig {
-            origin: origin.to_owned(),
-            line,
-            column,
-            key: key_path_at(text, offset),
-            message: self.message,
-        }))
+        // toml reports a field missing from the document itself, such as
+        // `[odoo]`, at the empty span 0..0: that is about no table, not
+        // about the one that happens to come first.
+        let whole_document = self.span == (0..0);
+        let key = if whole_document { String::new() } else { key_path_at(text, offset) };
+        ConfigError::Invalid(Box::new(InvalidConfig { origin: origin.to_owned(), line, column, key, message: self.message }))
     }
 }
 

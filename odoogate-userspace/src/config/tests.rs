@@ -166,6 +166,11 @@ fn missing_section_is_rejected() {
     let error = invalid("[odoo]\nports = [8069]\ninterfaces = [\"lo\"]\n");
     assert!(error.message.contains("missing field `policy`"), "{error}");
     assert_eq!(error.line, 1);
+    assert_eq!(error.key, "", "the document lacks the section, not the first table: {error}");
+
+    let error = invalid("[policy]\nmode = \"observe\"\nunidentified = \"allow\"\n");
+    assert!(error.message.contains("missing field `odoo`"), "{error}");
+    assert_eq!(error.key, "", "{error}");
 }
 
 #[test]
