@@ -147,7 +147,13 @@ struct Package {
 /// version whose shipped conffile differs (as when a release changes the
 /// default configuration), for the upgrade.
 fn build_packages(root: &Path, work_dir: &Path) -> Result<(Package, Package)> {
-    let first = deb::build_package(root, None)?;
+    // cargo-deb 3 deletes the package's other .deb files in its output
+    // directory, so the first one is kept in `work_dir` before the second
+    // is built.
+    let built = deb::build_package(root, None)?;
+    let first = work_dir.join(built.file_name().context("package path has no file name")?);
+    fs::create_dir_all(work_dir).with_context(|| format!("failed to create {}", work_dir.display()))?;
+    fs::copy(&built, &first).with_context(|| format!("failed to copy {} to {}", built.display(), first.display()))?;
     let first_version = control_field(&first, "Version")?;
     let second_version = format!("{first_version}+upgrade1");
     let second = deb::build_package(root, Some(&second_version))?;
