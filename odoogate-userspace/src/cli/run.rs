@@ -219,18 +219,20 @@ fn run_pipeline(
 ) -> crate::pipeline::PipelineStats {
     let mut last_tick = std::time::Instant::now();
     loop {
-        // A reload replaces the configuration whole; calls from here on are
-        // decided under the new one.
-        pipeline.set_config(handle.current());
         match events.recv_timeout(TICK_INTERVAL) {
             Ok(event) => {
+                // A reload replaces the configuration whole. It is taken up
+                // after the wait, so that a call arriving just after a
+                // reload (which may have come during the wait) is decided
+                // under the new configuration.
+                pipeline.set_config(handle.current());
                 pipeline.handle(event);
                 // Drain what is queued before looking at the clock again.
                 while let Ok(event) = events.try_recv() {
                     pipeline.handle(event);
                 }
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Timeout) => pipeline.set_config(handle.current()),
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
         if last_tick.elapsed() >= TICK_INTERVAL {
