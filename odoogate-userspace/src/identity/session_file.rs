@@ -82,16 +82,18 @@ impl SessionLog {
     }
 
     pub fn unbind(&mut self, key: &[u8; 32]) -> io::Result<()> {
-        let mut line = serde_json::to_vec(&Line::Unbind { unbind: hex::encode(key) }).map_err(io::Error::other)?;
-        line.push(b'\n');
-        self.file.write_all(&line)
+        self.file.write_all(&line_bytes(&Line::Unbind { unbind: hex::encode(key) }))
     }
 }
 
 fn bind_line(key: &[u8; 32], integration: &str, at: SystemTime) -> Vec<u8> {
     let at = at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs();
-    let line = Line::Bind { bind: hex::encode(key), integration: integration.to_owned(), at };
-    let mut bytes = serde_json::to_vec(&line).expect("a binding serializes");
+    line_bytes(&Line::Bind { bind: hex::encode(key), integration: integration.to_owned(), at })
+}
+
+/// Serializes one line of the file, newline included.
+fn line_bytes(line: &Line) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec(line).expect("strings and numbers always serialize");
     bytes.push(b'\n');
     bytes
 }

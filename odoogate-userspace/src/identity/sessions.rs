@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use sha2::{Digest as _, Sha256};
 
@@ -16,6 +16,10 @@ use crate::secret::Secret;
 
 /// Default capacity of a [`SessionTable`].
 pub const DEFAULT_MAX_SESSIONS: usize = 100_000;
+
+/// Bindings older than this are forgotten. Odoo's own session cookie
+/// lives 7 days (`Max-Age=604800`).
+pub const SESSION_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Session bindings, keyed by the SHA-256 of the session id so the table
 /// never stores a usable session id.
@@ -63,14 +67,14 @@ impl SessionTable {
         Ok(table)
     }
 
-    /// Opens the table kept in `path`, or an in-memory one without `path`
-    /// or when the file cannot be used (logged: bindings then end with the
-    /// process).
-    pub fn open_or_in_memory(path: Option<&Path>, cutoff: SystemTime) -> Self {
+    /// Opens the table kept in `path` without the bindings older than
+    /// [`SESSION_LIFETIME`], or an in-memory one without `path` or when the
+    /// file cannot be used (logged: bindings then end with the process).
+    pub fn open_or_in_memory(path: Option<&Path>) -> Self {
         let Some(path) = path else {
             return Self::default();
         };
-        match Self::open(path, DEFAULT_MAX_SESSIONS, cutoff) {
+        match Self::open(path, DEFAULT_MAX_SESSIONS, lifetime_cutoff(SystemTime::now())) {
             Ok(table) => {
                 tracing::info!(file = %path.display(), sessions = table.len(), "Loaded the web session bindings");
                 table
@@ -139,6 +143,11 @@ impl SessionTable {
         expired.len()
     }
 
+    /// Forgets every binding older than [`SESSION_LIFETIME`] at `now`.
+    pub fn expire_old(&mut self, now: SystemTime) -> usize {
+        self.expire_before(lifetime_cutoff(now))
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -166,6 +175,12 @@ impl Default for SessionTable {
     fn default() -> Self {
         Self::new(DEFAULT_MAX_SESSIONS)
     }
+}
+
+/// Returns the instant before which a binding is older than
+/// [`SESSION_LIFETIME`].
+fn lifetime_cutoff(now: SystemTime) -> SystemTime {
+    now.checked_sub(SESSION_LIFETIME).unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
 fn session_key(session: &Secret) -> [u8; 32] {

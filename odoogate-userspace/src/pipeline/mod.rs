@@ -33,15 +33,6 @@ use std::time::{Duration, Instant};
 /// describe was never captured (another interface, or a refused connect).
 const ORIGIN_TTL: Duration = Duration::from_secs(60);
 
-/// Sessions not re-bound for this long are forgotten; Odoo's own session
-/// cookie lives 7 days (`Max-Age=604800`).
-const SESSION_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
-
-/// Bindings made before this are older than Odoo's session lifetime.
-fn session_cutoff() -> std::time::SystemTime {
-    std::time::SystemTime::now().checked_sub(SESSION_LIFETIME).unwrap_or(std::time::UNIX_EPOCH)
-}
-
 /// Upper bound on origins waiting for their flow.
 const MAX_PENDING_ORIGINS: usize = 65_536;
 
@@ -95,7 +86,7 @@ impl Pipeline {
         let limiter = ErrorRateLimiter::new(config.audit.error_records_per_minute);
         let policy = Arc::new(Mutex::new(PolicyRuntime::new(&config.policy.grants_file)));
         let tokens = ObservedTokens::new(&config.tokens.store);
-        let sessions = SessionTable::open_or_in_memory(config.policy.sessions_file.as_deref(), session_cutoff());
+        let sessions = SessionTable::open_or_in_memory(config.policy.sessions_file.as_deref());
         Self {
             policy,
             counts: Arc::new(CallCounts::new()),
@@ -181,9 +172,7 @@ impl Pipeline {
         let now = Instant::now();
         self.tokens.refresh(now);
         self.pending_origins.retain(|_, (_, seen)| now.duration_since(*seen) < ORIGIN_TTL);
-        if let Some(cutoff) = std::time::SystemTime::now().checked_sub(SESSION_LIFETIME) {
-            self.sessions.expire_before(cutoff);
-        }
+        self.sessions.expire_old(std::time::SystemTime::now());
 
         if let Some(stats) = capture_stats {
             for record in records::capture_loss(&self.last_capture_stats, &stats) {

@@ -75,17 +75,6 @@ use tokens::LiveTokens;
 /// forgotten.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Sessions not re-bound for this long are forgotten, as on the observe
-/// path; Odoo's own session cookie lives 7 days.
-const SESSION_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
-
-/// Opens the web session bindings of `config`, dropping those older than
-/// Odoo's session lifetime.
-fn sessions_of(config: &Config) -> SessionTable {
-    let cutoff = SystemTime::now().checked_sub(SESSION_LIFETIME).unwrap_or(SystemTime::UNIX_EPOCH);
-    SessionTable::open_or_in_memory(config.policy.sessions_file.as_deref(), cutoff)
-}
-
 /// How long an accepted connection from a local process waits for its
 /// origin (cgroup, pid, command) from the capture reader. The origin is
 /// reported from the client's SYN, before the accept, so the wait covers
@@ -115,7 +104,7 @@ impl<C: UpstreamConnector> Proxy<C> {
     pub fn new(config: Arc<Config>, connector: C, sink: Box<dyn AuditSink>) -> Self {
         let live = Arc::new(LivePolicy::new(config));
         let recorder = Recorder::with_counts(sink, live.config().audit.error_records_per_minute, live.counts());
-        let sessions = Mutex::new(sessions_of(&live.config()));
+        let sessions = Mutex::new(SessionTable::open_or_in_memory(live.config().policy.sessions_file.as_deref()));
         let shared = Shared { live, connector, sessions, recorder, tokens: None };
         Self::from_shared(shared)
     }
@@ -128,7 +117,7 @@ impl<C: UpstreamConnector> Proxy<C> {
     pub fn with_tokens(config: Arc<Config>, connector: C, sink: Box<dyn AuditSink>, tokens: Tokens) -> Self {
         let live = Arc::new(LivePolicy::new(config));
         let recorder = Recorder::with_counts(sink, live.config().audit.error_records_per_minute, live.counts());
-        let sessions = Mutex::new(sessions_of(&live.config()));
+        let sessions = Mutex::new(SessionTable::open_or_in_memory(live.config().policy.sessions_file.as_deref()));
         let shared = Shared { live, connector, sessions, recorder, tokens: Some(Arc::new(LiveTokens::new(tokens))) };
         Self::from_shared(shared)
     }
@@ -266,9 +255,7 @@ impl<C: UpstreamConnector> Proxy<C> {
         if let Some(tokens) = &self.shared.tokens {
             tokens.refresh(now);
         }
-        if let Some(cutoff) = SystemTime::now().checked_sub(SESSION_LIFETIME) {
-            self.shared.sessions().expire_before(cutoff);
-        }
+        self.shared.sessions().expire_old(SystemTime::now());
     }
 }
 
