@@ -45,7 +45,7 @@ impl Upstream {
     }
 }
 
-/// The proxy's configuration, with its sessions file in `dir`.
+/// Builds the proxy's configuration, with its sessions file in `dir`.
 fn config(upstream_port: u16, dir: &Path) -> odoogate::config::Config {
     let fingerprint = hex::encode(Sha256::digest(API_KEY.as_bytes()));
     let sessions_file = dir.join("sessions.json").display().to_string();

@@ -122,8 +122,9 @@ fn rule_limits_through_real_clients() -> anyhow::Result<()> {
         assert_refused(library, &lines, "write_three");
         assert_refused(library, &lines, "write_email");
         assert_refused(library, &lines, "write_groups");
-        // The rule's bucket holds two calls and refills one an hour: the
-        // first client spends it, and every later call is over the limit.
+        // The rule's bucket has room for two calls and refills one an hour,
+        // so the first client spends it and every later call is over the
+        // limit.
         for name in ["rate_1", "rate_2", "rate_3"] {
             if run == 0 && name != "rate_3" {
                 ok(name);

@@ -84,7 +84,8 @@ fn confirm(original: &Call, narrowed: &Call, fields: &[String]) -> Result<(), Na
     Ok(())
 }
 
-/// `/jsonrpc` `object.execute_kw` and `object.execute`.
+/// Sets the field list of a `/jsonrpc` `object.execute_kw` or
+/// `object.execute` call.
 ///
 /// `execute_kw` takes the method's positional arguments as a list in
 /// `args[5]` and its keyword arguments in `args[6]`. `execute` takes them

@@ -125,7 +125,7 @@ pub(crate) fn decode_call_tree(route: Route, body: &[u8], max_depth: usize) -> R
     Ok(call)
 }
 
-/// Sets the session id Odoo uses: the first of [`session_ids`]. Differing
+/// Sets the session id Odoo 16 uses: the first of [`session_ids`]. Differing
 /// values are flagged, because odoogate cannot tell which one a given Odoo
 /// version reads.
 fn add_session(call: &mut Call, request: &HttpRequest) {
@@ -139,9 +139,11 @@ fn add_session(call: &mut Call, request: &HttpRequest) {
     call.session_id = Some(Secret::new(first.as_str()));
 }
 
-/// Returns every session id a request carries, in the order Odoo 16 and
-/// later prefer them: `session_id` query parameters, `X-Openerp-Session-Id`
-/// headers, then `session_id` cookies. Cookies are read as leniently as
+/// Returns every session id a request carries, in the order Odoo 16
+/// prefers them: `session_id` query parameters, `X-Openerp-Session-Id`
+/// headers, then `session_id` cookies. NOTE: the order was read in Odoo
+/// 16's `http.py` only; callers treat differing ids as ambiguous, so
+/// another order in a later version cannot slip a session past them. Cookies are read as leniently as
 /// werkzeug reads them: spaces around the name and the `=`, and quoted
 /// values with backslash escapes.
 pub fn session_ids(request: &HttpRequest) -> Vec<String> {

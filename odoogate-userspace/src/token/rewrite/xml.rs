@@ -103,7 +103,7 @@ pub fn rewrite(body: &[u8], service: &str, edits: &Edits<'_>) -> Result<Rewritte
 ///   every `kwargs.fields` member is replaced (or one is added, when `args`
 ///   has no second item).
 /// - `execute`: the method's arguments follow the method name, so the field
-///   list is the seventh parameter; it is replaced, or added when the call
+///   list is the seventh parameter. It is replaced, or added when the call
 ///   ends after the ids or domain.
 ///
 /// The caller must decode the result again and check it reads the same
@@ -280,7 +280,7 @@ impl<'b> Tree<'b> {
         }
     }
 
-    /// The edits that set the field list of an `execute_kw` call.
+    /// Returns the edits that set the field list of an `execute_kw` call.
     fn fields_in_execute_kw(&self, params: usize, values: &[usize], list: &str) -> Result<Vec<Splice>, String> {
         let Some(&args) = values.get(5) else {
             return Err("execute_kw with fewer than 6 parameters".to_owned());
@@ -313,7 +313,7 @@ impl<'b> Tree<'b> {
         Ok(splices)
     }
 
-    /// The edit that sets the field list of an `execute` call:
+    /// Returns the edit that sets the field list of an `execute` call:
     /// `execute(db, uid, password, model, method, ids_or_domain, fields, ...)`.
     fn fields_in_execute(&self, params: usize, values: &[usize], list: &str) -> Result<Vec<Splice>, String> {
         match values.len() {
