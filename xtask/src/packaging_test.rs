@@ -44,7 +44,7 @@ const PACKAGED_FILES: &[&str] = &[
 ];
 
 pub fn run(root: &Path) -> Result<()> {
-    if !is_root()? {
+    if !crate::setup::is_root()? {
         println!("packaging test skipped: needs root (debootstrap, mount and chroot)");
         return Ok(());
     }
@@ -415,16 +415,6 @@ fn run_checked(command: &mut Command) -> Result<Vec<u8>> {
         );
     }
     Ok(output.stdout)
-}
-
-fn is_root() -> Result<bool> {
-    let status = fs::read_to_string("/proc/self/status").context("failed to read /proc/self/status")?;
-    let effective_uid = status
-        .lines()
-        .find_map(|line| line.strip_prefix("Uid:"))
-        .and_then(|uids| uids.split_whitespace().nth(1))
-        .context("no Uid line in /proc/self/status")?;
-    Ok(effective_uid == "0")
 }
 
 /// Runs `step`, printing how long it took.

@@ -21,7 +21,42 @@ pub fn run(root: &Path) -> Result<()> {
     install_bpf_linker()?;
     install_debian_packages(DEBIAN_PACKAGES)?;
     install_python_clients(root)?;
+    mount_bpffs()?;
     Ok(())
+}
+
+/// The bpffs mount point systemd creates at boot, under which the tests pin their maps.
+const BPFFS_MOUNT: &str = "/sys/fs/bpf";
+
+/// Mounts bpffs at [`BPFFS_MOUNT`] when running as root and nothing is
+/// mounted there yet, as systemd does on a booted host. Some minimal
+/// machines and containers boot without it, and the steering tests run the
+/// daemon without CAP_SYS_ADMIN, so the daemon cannot mount it itself.
+fn mount_bpffs() -> Result<()> {
+    if !is_root()? {
+        return Ok(());
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mounts").context("failed to read /proc/self/mounts")?;
+    let mounted = mounts.lines().any(|line| {
+        let mut fields = line.split_whitespace();
+        fields.nth(1) == Some(BPFFS_MOUNT) && fields.next() == Some("bpf")
+    });
+    if mounted {
+        return Ok(());
+    }
+    eprintln!("xtask: mounting bpffs at {BPFFS_MOUNT}");
+    run_command(Command::new("mount").args(["-t", "bpf", "bpf", BPFFS_MOUNT]))
+}
+
+/// Tells whether this process runs with effective user id 0.
+pub fn is_root() -> Result<bool> {
+    let status = std::fs::read_to_string("/proc/self/status").context("failed to read /proc/self/status")?;
+    let effective_uid = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))
+        .and_then(|uids| uids.split_whitespace().nth(1))
+        .context("no Uid line in /proc/self/status")?;
+    Ok(effective_uid == "0")
 }
 
 fn install_rust_src() -> Result<()> {
