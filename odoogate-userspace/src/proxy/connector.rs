@@ -14,8 +14,8 @@ use tokio::net::TcpStream;
 
 use crate::steer::Steering;
 
-/// Opens one connection to Odoo per forwarded request (Odoo's server
-/// closes the connection after every response anyway).
+/// Opens new connections to Odoo. Connections that Odoo keeps open go
+/// back to the proxy's pool, so this runs only when the pool has none.
 pub trait UpstreamConnector: Send + Sync + 'static {
     /// Connects to Odoo. The caller bounds the wait with its own timeout.
     fn connect(&self) -> impl Future<Output = io::Result<TcpStream>> + Send;

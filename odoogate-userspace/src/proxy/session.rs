@@ -17,6 +17,7 @@ use super::slots::Slot;
 use super::stream::{Peer, StreamError};
 use super::live::LivePolicy;
 use super::narrow::{self, Narrowed};
+use super::pool::UpstreamPool;
 use super::tokens::LiveTokens;
 use super::wire::{self, OwnResponse};
 use crate::audit::{AuditEvent, AuditRecord, Decision};
@@ -51,6 +52,8 @@ pub(super) struct Shared<C> {
     /// The configuration in force, the grants and the rate limits.
     pub live: Arc<LivePolicy>,
     pub connector: C,
+    /// Idle upstream connections for the next request.
+    pub pool: UpstreamPool,
     pub sessions: Mutex<SessionTable>,
     pub recorder: Recorder,
     /// Scoped tokens and the service credentials that replace them; `None`
@@ -349,7 +352,8 @@ impl<'s, C: UpstreamConnector> Session<'s, C> {
         let credential = credentials
             .for_integration(integration)
             .ok_or_else(|| format!("no service credential for integration {integration}"))?;
-        let headers = wire::forwarded_headers(&request.headers, self.source.peer.ip(), wire::ForwardedBody::Whole(request.body.len()));
+        let body = wire::ForwardedBody::Whole(request.body.len());
+        let headers = wire::forwarded_headers(&request.headers, self.source.peer.ip(), request.version, body);
         let forwarded = HttpRequest { headers, ..request.clone() };
         let inject = self.config().tokens.inject_context.then_some(integration);
         rewrite_request(&forwarded, call, credential, inject).map(|bytes| bytes.to_vec()).map_err(|error| error.to_string())
@@ -358,7 +362,7 @@ impl<'s, C: UpstreamConnector> Session<'s, C> {
     /// Returns the request as the client sent it, re-framed, for Odoo.
     pub fn plain_upstream_request(&self, request: &HttpRequest) -> Vec<u8> {
         let body = wire::ForwardedBody::Whole(request.body.len());
-        let headers = wire::forwarded_headers(&request.headers, self.source.peer.ip(), body);
+        let headers = wire::forwarded_headers(&request.headers, self.source.peer.ip(), request.version, body);
         let line = wire::RequestLine { method: &request.method, target: &request.target, version: request.version };
         let mut bytes = wire::request_head(line, &headers);
         bytes.extend_from_slice(&request.body);

@@ -36,6 +36,12 @@ impl Peer {
         Self { stream, buffer: BytesMut::new() }
     }
 
+    /// Returns the stream, dropping the read buffer. The caller checks
+    /// that no buffered byte is lost.
+    pub fn into_stream(self) -> TcpStream {
+        self.stream
+    }
+
     /// Bytes read and not yet consumed.
     pub fn buffered(&self) -> &[u8] {
         &self.buffer

@@ -47,11 +47,12 @@ pub(super) struct RequestLine<'a> {
 }
 
 /// Returns the header fields of a request to Odoo: hop-by-hop fields
-/// dropped, `X-Forwarded-For` extended with `client`, and
-/// `Connection: close`, since every upstream connection carries one
-/// request. An upgrade request keeps its `Upgrade` field and asks for
-/// `Connection: Upgrade` instead.
-pub(super) fn forwarded_headers(headers: &Headers, client: IpAddr, body: ForwardedBody) -> Headers {
+/// dropped, `X-Forwarded-For` extended with `client`, and a `Connection`
+/// field of odoogate's own. An HTTP/1.1 request asks for `keep-alive`, so
+/// the connection can go back to the pool (see [`super::pool`]), and an
+/// HTTP/1.0 request for `close`. An upgrade request keeps its `Upgrade`
+/// field and asks for `Connection: Upgrade` instead.
+pub(super) fn forwarded_headers(headers: &Headers, client: IpAddr, version: HttpVersion, body: ForwardedBody) -> Headers {
     let upgrade = upgrade_protocol(headers).map(Bytes::copy_from_slice);
     let connection_named = connection_options(headers);
     let mut had_framing = false;
@@ -82,9 +83,16 @@ pub(super) fn forwarded_headers(headers: &Headers, client: IpAddr, body: Forward
             fields.push(("Upgrade".to_owned(), protocol));
             fields.push(("Connection".to_owned(), Bytes::from_static(b"Upgrade")));
         }
+        None if upstream_keeps_alive(version, None) => fields.push(("Connection".to_owned(), Bytes::from_static(b"keep-alive"))),
         None => fields.push(("Connection".to_owned(), Bytes::from_static(b"close"))),
     }
     Headers(fields)
+}
+
+/// Tells whether a request forwarded with [`forwarded_headers`] asks Odoo
+/// to keep the connection open: HTTP/1.1 without an upgrade.
+pub(super) fn upstream_keeps_alive(version: HttpVersion, upgrade: Option<&[u8]>) -> bool {
+    version == HttpVersion::Http11 && upgrade.is_none()
 }
 
 /// Tells whether an `Authorization` value is a bearer scoped token. Calls
@@ -297,11 +305,11 @@ mod tests {
             ("X-Odoogate-Token", "ogt_secret"),
             ("Expect", "100-continue"),
         ]);
-        let forwarded = forwarded_headers(&fields, "192.0.2.7".parse().unwrap(), ForwardedBody::Whole(12));
+        let forwarded = forwarded_headers(&fields, "192.0.2.7".parse().unwrap(), HttpVersion::Http11, ForwardedBody::Whole(12));
         let head = text(request_head(LINE, &forwarded));
         assert_eq!(
             head,
-            "POST /jsonrpc HTTP/1.1\r\nHost: odoo\r\nX-Forwarded-For: 192.0.2.7\r\nContent-Length: 12\r\nConnection: close\r\n\r\n"
+            "POST /jsonrpc HTTP/1.1\r\nHost: odoo\r\nX-Forwarded-For: 192.0.2.7\r\nContent-Length: 12\r\nConnection: keep-alive\r\n\r\n"
         );
     }
 
@@ -309,20 +317,20 @@ mod tests {
     fn scoped_bearer_token_never_reaches_odoo() {
         let token = format!("odg_{}", "a".repeat(49));
         let fields = headers(&[("Authorization", &format!("bearer {token}")), ("Cookie", "a=b")]);
-        let forwarded = forwarded_headers(&fields, "192.0.2.7".parse().unwrap(), ForwardedBody::AsSent);
+        let forwarded = forwarded_headers(&fields, "192.0.2.7".parse().unwrap(), HttpVersion::Http11, ForwardedBody::AsSent);
         let head = text(request_head(LINE, &forwarded));
         assert!(!head.contains(&token), "{head}");
         assert!(head.contains("Cookie: a=b\r\n"), "{head}");
 
         let key = headers(&[("Authorization", "Bearer 0123456789abcdef0123456789abcdef01234567")]);
-        let forwarded = forwarded_headers(&key, "192.0.2.7".parse().unwrap(), ForwardedBody::AsSent);
+        let forwarded = forwarded_headers(&key, "192.0.2.7".parse().unwrap(), HttpVersion::Http11, ForwardedBody::AsSent);
         assert!(text(request_head(LINE, &forwarded)).contains("Authorization: Bearer 0123"), "an API key is Odoo's to check");
     }
 
     #[test]
     fn streamed_body_keeps_its_framing() {
         let fields = headers(&[("Content-Length", "5"), ("X-Forwarded-For", "203.0.113.9")]);
-        let forwarded = forwarded_headers(&fields, "::ffff:192.0.2.7".parse().unwrap(), ForwardedBody::AsSent);
+        let forwarded = forwarded_headers(&fields, "::ffff:192.0.2.7".parse().unwrap(), HttpVersion::Http11, ForwardedBody::AsSent);
         let head = text(request_head(LINE, &forwarded));
         assert!(head.contains("Content-Length: 5\r\n"), "{head}");
         assert!(head.contains("X-Forwarded-For: 203.0.113.9, 192.0.2.7\r\n"), "{head}");
@@ -332,7 +340,7 @@ mod tests {
     fn upgrade_request_keeps_upgrade() {
         let fields = headers(&[("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Key", "k")]);
         let line = RequestLine { method: "GET", target: "/websocket", version: HttpVersion::Http11 };
-        let forwarded = forwarded_headers(&fields, "192.0.2.7".parse().unwrap(), ForwardedBody::AsSent);
+        let forwarded = forwarded_headers(&fields, "192.0.2.7".parse().unwrap(), HttpVersion::Http11, ForwardedBody::AsSent);
         let head = text(request_head(line, &forwarded));
         assert!(head.contains("Sec-WebSocket-Key: k\r\nX-Forwarded-For: 192.0.2.7\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"), "{head}");
     }
@@ -340,9 +348,21 @@ mod tests {
     #[test]
     fn bodiless_get_gets_no_length() {
         let line = RequestLine { method: "GET", target: "/web/login", version: HttpVersion::Http11 };
-        let forwarded = forwarded_headers(&headers(&[("Host", "odoo")]), "192.0.2.7".parse().unwrap(), ForwardedBody::Whole(0));
+        let forwarded = forwarded_headers(&headers(&[("Host", "odoo")]), "192.0.2.7".parse().unwrap(), HttpVersion::Http11, ForwardedBody::Whole(0));
         let head = text(request_head(line, &forwarded));
-        assert_eq!(head, "GET /web/login HTTP/1.1\r\nHost: odoo\r\nX-Forwarded-For: 192.0.2.7\r\nConnection: close\r\n\r\n");
+        assert_eq!(head, "GET /web/login HTTP/1.1\r\nHost: odoo\r\nX-Forwarded-For: 192.0.2.7\r\nConnection: keep-alive\r\n\r\n");
+    }
+
+    #[test]
+    fn http10_request_asks_for_close() {
+        let line = RequestLine { method: "GET", target: "/web/login", version: HttpVersion::Http10 };
+        let fields = headers(&[("Host", "odoo"), ("Connection", "keep-alive")]);
+        let forwarded = forwarded_headers(&fields, "192.0.2.7".parse().unwrap(), HttpVersion::Http10, ForwardedBody::Whole(0));
+        let head = text(request_head(line, &forwarded));
+        assert_eq!(head, "GET /web/login HTTP/1.0\r\nHost: odoo\r\nX-Forwarded-For: 192.0.2.7\r\nConnection: close\r\n\r\n");
+        assert!(!upstream_keeps_alive(HttpVersion::Http10, None));
+        assert!(!upstream_keeps_alive(HttpVersion::Http11, Some(b"websocket")));
+        assert!(upstream_keeps_alive(HttpVersion::Http11, None));
     }
 
     #[test]

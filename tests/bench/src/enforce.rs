@@ -191,8 +191,9 @@ fn report(measured: &[Measured], machine: &Machine, settings: &Settings) -> anyh
          response (`closes`), as Odoo 19's werkzeug server does. wrk reaches the upstream directly, through nginx \
          `proxy_pass` (with upstream keep-alive), or through `odoogate run` in enforce mode. odoogate decodes \
          the call, checks the token, decides, swaps the token for the service credential and writes an audit \
-         record to a JSON Lines file. It forwards each call on a new upstream connection, because Odoo closes \
-         its connection after every response anyway.\n",
+         record to a JSON Lines file. It keeps idle upstream connections for the next call when the upstream's \
+         response allows it (HTTP/1.1 without `Connection: close`, a framed body), so with the `closes` \
+         upstream every call opens a new connection.\n",
         body_bytes(measured, "search_read"),
         body_bytes(measured, "create"),
     )?;
