@@ -87,7 +87,11 @@ pub struct CaptureConfig {
     /// What connect4/connect6 do with connects to a configured port:
     /// [`CONNECT_POLICY_ALLOW_ALL`] or [`CONNECT_POLICY_GUARD`].
     pub connect_policy: u32,
-    pub reserved: u32,
+    /// Process id (thread group id, as `bpf_get_current_pid_tgid` returns
+    /// it) whose own connects get no flow origin record, or 0 for none.
+    /// Enforce mode sets the daemon's own id, because it never accepts its
+    /// connections to Odoo, so their origins would only be filed and expire.
+    pub ignored_tgid: u32,
     /// With [`CONNECT_POLICY_GUARD`]: the network namespace cookie
     /// (`SO_NETNS_COOKIE`) of Odoo's namespace. The guard applies only to
     /// sockets of that namespace, because the programs sit on the cgroup

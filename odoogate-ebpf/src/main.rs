@@ -36,7 +36,7 @@ use odoogate_common::{CaptureConfig, ProcessInfo, stat};
 static CONFIG: Global<CaptureConfig> = Global::new(CaptureConfig {
     ports: [0; odoogate_common::MAX_PORTS],
     connect_policy: odoogate_common::CONNECT_POLICY_ALLOW_ALL,
-    reserved: 0,
+    ignored_tgid: 0,
     guard_netns_cookie: 0,
 });
 

@@ -5,7 +5,8 @@
 //! (pid, uid, command name) in `PROCESSES` under the socket cookie. When the
 //! connection's SYN leaves the socket, `report_flow_origin` reads the
 //! socket's cgroup id, joins the stored process by the same cookie, and
-//! writes one [`FlowOriginRecord`]. The join happens in the kernel because
+//! writes one [`FlowOriginRecord`], unless the process is the one
+//! `CaptureConfig::ignored_tgid` names. The join happens in the kernel because
 //! the connect hook does not know the source port yet and the SYN hook does
 //! not run in the caller's context.
 //!
@@ -165,6 +166,10 @@ fn locate_client_syn(ctx: &SkBuffContext) -> Option<FlowOriginRecord> {
         // SAFETY: the pointer is a valid map value; a concurrent update of
         // the same cookie could only come from the same socket's connect.
         let process = unsafe { *process };
+        let ignored_tgid = CONFIG.load().ignored_tgid;
+        if ignored_tgid != 0 && process.pid == ignored_tgid {
+            return None;
+        }
         origin.process_known = 1;
         origin.pid = process.pid;
         origin.uid = process.uid;

@@ -284,6 +284,7 @@ fn check_payloads(address: &str, body_sizes: &[usize]) {
         cgroup_root: None,
         cgroup_programs: false,
         connect_guard: None,
+        ignore_own_connects: false,
     };
     let capture = Capture::start(&options, sender).expect("start the capture");
     assert_eq!(capture.attachments(), vec!["tc ingress on lo".to_owned()]);
@@ -397,6 +398,7 @@ fn flow_origin_names_cgroup_and_process() {
         cgroup_root: None,
         cgroup_programs: true,
         connect_guard: None,
+        ignore_own_connects: false,
     };
     let capture = Capture::start(&options, sender).expect("start the capture");
     assert_eq!(
@@ -444,6 +446,60 @@ fn flow_origin_names_cgroup_and_process() {
     assert_eq!(origin.client.ip(), server_addr.ip());
     assert!(stats.origins >= 1, "no origin counted: {stats:?}");
     assert!(stats.connects >= 1, "no connect counted: {stats:?}");
+}
+
+#[test]
+fn own_connects_get_no_origin() {
+    if skip_unless_root("own_connects_get_no_origin") {
+        return;
+    }
+    if Command::new("curl").arg("--version").stdout(Stdio::null()).status().is_err() {
+        eprintln!("skipping own_connects_get_no_origin: curl is not installed");
+        return;
+    }
+    let _netns = Netns::enter("own");
+    let port = 30_000 + (std::process::id() % 10_000) as u16;
+    let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind the test server");
+    let server_addr = listener.local_addr().unwrap();
+    let server = thread::spawn(move || {
+        for _ in 0..2 {
+            let (mut stream, _) = listener.accept().expect("accept");
+            let mut reader = BufReader::new(stream.try_clone().expect("clone the stream"));
+            read_head(&mut reader);
+            stream.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").expect("write the response");
+        }
+    });
+
+    let (sender, receiver) = mpsc::sync_channel(4096);
+    let options = CaptureOptions {
+        interfaces: Vec::new(),
+        ports: vec![port],
+        ring_buffer_bytes: 1 << 20,
+        cgroup_root: None,
+        cgroup_programs: true,
+        connect_guard: None,
+        ignore_own_connects: true,
+    };
+    let capture = Capture::start(&options, sender).expect("start the capture");
+
+    // This process connects first, then curl. Records arrive in order, so
+    // an origin for this process's connect would come before curl's.
+    let mut own = TcpStream::connect(server_addr).expect("connect from this process");
+    let own_client = own.local_addr().unwrap();
+    own.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").expect("send the request");
+    let mut response = [0u8; 64];
+    let _ = own.read(&mut response).expect("read the response");
+    let status = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "--max-time", "20", &format!("http://{server_addr}/")])
+        .status()
+        .expect("run curl");
+    assert!(status.success(), "curl failed: {status}");
+    server.join().expect("the test server panicked");
+
+    let origin = receive_origin(&receiver, server_addr);
+    drop(capture);
+    assert_ne!(origin.client, own_client, "this process's own connect got an origin");
+    assert_eq!(origin.comm.as_deref(), Some("curl"));
 }
 
 /// Returns the first flow origin for `server`, skipping other events.

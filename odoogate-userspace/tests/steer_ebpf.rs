@@ -328,6 +328,7 @@ fn guard_refuses_disallowed_cgroups_and_reports_them() {
         cgroup_root: None,
         cgroup_programs: true,
         connect_guard: Some(guard),
+        ignore_own_connects: false,
     };
     let mut capture = Capture::start(&options, sender).expect("start the capture with the guard");
     let mut list = GuardAllowList::new(capture.take_guard_allow_map().expect("the allow map"), seeded);

@@ -67,6 +67,13 @@ pub struct CaptureOptions {
     /// Turn the connect programs into the cgroup guard (enforce mode only;
     /// needs `cgroup_programs`). `None` lets every connect through.
     pub connect_guard: Option<ConnectGuard>,
+    /// Report no flow origin for this process's own connects (enforce
+    /// mode, whose connections to Odoo are never accepted by itself).
+    // NOTE: the programs compare the process id in the host's pid
+    // namespace with this process's own id, so in a pid namespace of its
+    // own the daemon's connects are still reported, and their origins
+    // expire unused as before.
+    pub ignore_own_connects: bool,
 }
 
 /// The cgroup guard's starting state: connects to the ports from other
@@ -187,7 +194,10 @@ impl Capture {
         options: &CaptureOptions,
         events: SyncSender<CaptureEvent>,
     ) -> Result<Capture, CaptureError> {
-        let config = capture_config(&options.ports, options.connect_guard.as_ref())?;
+        let mut config = capture_config(&options.ports, options.connect_guard.as_ref())?;
+        if options.ignore_own_connects {
+            config.ignored_tgid = std::process::id();
+        }
         if options.connect_guard.is_some() && !options.cgroup_programs {
             return Err(CaptureError::GuardWithoutCgroupPrograms);
         }

@@ -64,6 +64,7 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         cgroup_root: None,
         cgroup_programs: true,
         connect_guard: None,
+        ignore_own_connects: false,
     };
     let cgroups = match CgroupResolver::discover() {
         Ok(resolver) => Some(resolver),

@@ -22,8 +22,9 @@ use tokio::sync::Notify;
 pub const MAX_ORIGINS: usize = 65_536;
 
 /// How long an origin waits to be taken. Origins of connections that
-/// odoogate never accepts (its own upstream connections, connections
-/// refused before the accept) expire after it.
+/// odoogate never accepts (connections refused before the accept, and its
+/// own upstream connections when the kernel programs cannot tell them
+/// apart, see `CaptureOptions::ignore_own_connects`) expire after it.
 const ORIGIN_TTL: Duration = Duration::from_secs(30);
 
 /// The cgroup and process of a local client.

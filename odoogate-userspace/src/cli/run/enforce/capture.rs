@@ -76,6 +76,7 @@ impl LocalCapture {
             cgroup_root: Some(root.clone()),
             cgroup_programs: true,
             connect_guard,
+            ignore_own_connects: true,
         };
 
         let (sender, receiver) = mpsc::sync_channel(EVENT_CHANNEL_CAPACITY);
