@@ -13,6 +13,12 @@ use tokio::net::TcpStream;
 /// the next one.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// Bytes asked for by the first read into an empty buffer. A request or
+/// response that needs more gets [`READ_CHUNK`] from the next read on, so
+/// small RPC calls and their responses, the usual case, take a smaller
+/// allocation than large bodies.
+const FIRST_READ: usize = 8 * 1024;
+
 /// Bytes read at a time while lingering; they are discarded.
 const LINGER_READ_BYTES: usize = 16 * 1024;
 
@@ -64,7 +70,8 @@ impl Peer {
         let read = async {
             loop {
                 self.stream.readable().await?;
-                self.buffer.reserve(READ_CHUNK);
+                let reserved = if self.buffer.capacity() == 0 { FIRST_READ } else { READ_CHUNK };
+                self.buffer.reserve(reserved);
                 match self.stream.try_read_buf(&mut self.buffer) {
                     Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
                     result => return result,
