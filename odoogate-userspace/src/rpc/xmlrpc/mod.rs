@@ -5,15 +5,24 @@
 //! pushes a value when it ends. `<array>` and `<struct>` collect what was
 //! pushed since they started, unknown elements are skipped, and the last
 //! `<methodName>` wins. [`Unmarshaller`] reproduces that machine on
-//! quick-xml's streaming reader, so odoogate decides on the call Odoo
-//! executes rather than on a stricter reading of the document. The
-//! differences that remain fail closed: what expat would parse differently
-//! (a DOCTYPE, another encoding, non-ASCII digits) is an error here.
+//! two event sources, so odoogate decides on the call Odoo executes rather
+//! than on a stricter reading of the document. The differences that remain
+//! fail closed: what expat would parse differently (a DOCTYPE, another
+//! encoding, non-ASCII digits) is an error here.
+//!
+//! The event sources are [`scan`], a tokenizer for the subset of XML that
+//! XML-RPC clients write, and [`quick`], quick-xml's general reader. The
+//! scanner defers every body outside its subset to quick-xml, so both
+//! return the same document or error for every body.
+
+mod quick;
+mod scan;
+#[cfg(test)]
+mod tokenizer_tests;
 
 use std::borrow::Cow;
 
-use quick_xml::events::{BytesRef, Event};
-use quick_xml::Reader;
+use scan::Scanned;
 
 use super::call::{Call, DecodeError, Protocol};
 use super::service;
@@ -25,9 +34,7 @@ pub fn decode_request(protocol: Protocol, service: &str, body: &[u8], max_depth:
     if document.kind == DocumentKind::Fault {
         return Err(DecodeError::InvalidXmlRpc("request body is a fault".to_owned()));
     }
-    let method = document
-        .method_name
-        .ok_or_else(|| DecodeError::InvalidXmlRpc("missing methodName".to_owned()))?;
+    let method = document.method_name.ok_or_else(|| DecodeError::InvalidXmlRpc("missing methodName".to_owned()))?;
     service::decode_service_call(protocol, service, &method, &document.values)
 }
 
@@ -54,6 +61,40 @@ pub fn first_result(body: &[u8], max_depth: usize) -> Result<Option<Value<'_>>, 
         return Ok(None);
     }
     Ok(document.values.into_iter().next())
+}
+
+/// One body as each tokenizer reads it, for the differential tests and
+/// the fuzz target that check both agree. Each reading is the debug text of
+/// the unmarshalled document or of the error, because `f64::NAN` is not
+/// equal to itself.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct TokenizerReadings {
+    /// `None` when the scanner defers the body to quick-xml.
+    pub scanner: Option<String>,
+    pub quick_xml: String,
+}
+
+/// Unmarshals `body` with the scanner alone and with quick-xml alone,
+/// stopping at `<params>` as [`fault_code`] does when `stop_at_params` is
+/// set.
+#[doc(hidden)]
+pub fn read_with_each_tokenizer(body: &[u8], max_depth: usize, stop_at_params: bool) -> TokenizerReadings {
+    let stop = if stop_at_params { Stop::AtParams } else { Stop::Never };
+    let scanner = match document_text(body).and_then(|text| scan::unmarshal(Unmarshaller::new(max_depth, stop), text)) {
+        Ok(Scanned::Deferred) => None,
+        Ok(Scanned::Done(document)) => Some(format!("{:?}", Ok::<_, DecodeError>(document))),
+        Err(error) => Some(format!("{:?}", Err::<Document<'_>, _>(error))),
+    };
+    let quick_xml = document_text(body).and_then(|text| quick::unmarshal(Unmarshaller::new(max_depth, stop), text));
+    TokenizerReadings { scanner, quick_xml: format!("{quick_xml:?}") }
+}
+
+/// Returns the body as text without a leading byte order mark. Both
+/// tokenizers read only UTF-8.
+fn document_text(body: &[u8]) -> Result<&str, DecodeError> {
+    let text = std::str::from_utf8(body).map_err(|_| DecodeError::NotUtf8)?;
+    Ok(text.strip_prefix('\u{feff}').unwrap_or(text))
 }
 
 /// Formats a fault code: integers as decimal, legacy string codes cut to
@@ -91,7 +132,8 @@ struct Document<'a> {
     values: Vec<Value<'a>>,
 }
 
-/// Python's `xmlrpc.client.Unmarshaller`, driven by quick-xml events.
+/// Python's `xmlrpc.client.Unmarshaller`, driven by the events of either
+/// tokenizer.
 struct Unmarshaller<'a> {
     max_depth: usize,
     stop: Stop,
@@ -126,71 +168,46 @@ impl<'a> Unmarshaller<'a> {
         }
     }
 
-    fn run(mut self, body: &'a [u8]) -> Result<Document<'a>, DecodeError> {
-        let body = std::str::from_utf8(body).map_err(|_| DecodeError::NotUtf8)?;
-        let body = body.strip_prefix('\u{feff}').unwrap_or(body);
-        let mut reader = Reader::from_str(body);
-        reader.config_mut().trim_text(false);
-
-        loop {
-            let event = reader.read_event().map_err(|error| invalid_xml(&error, reader.error_position()))?;
-            match event {
-                Event::Start(start) => {
-                    if self.start(local_name(start.name().as_ref()))? {
-                        return Ok(self.stopped_at_params());
-                    }
-                }
-                Event::Empty(start) => {
-                    let name = start.name();
-                    let tag = local_name(name.as_ref());
-                    if self.start(tag)? {
-                        return Ok(self.stopped_at_params());
-                    }
-                    self.end(tag)?;
-                }
-                Event::End(end) => self.end(local_name(end.name().as_ref()))?,
-                Event::Text(text) => {
-                    let content = text.xml10_content().map_err(|_| DecodeError::NotUtf8)?;
-                    self.characters(content)?;
-                }
-                Event::CData(cdata) => {
-                    let content = cdata.xml10_content().map_err(|_| DecodeError::NotUtf8)?;
-                    self.characters(content)?;
-                }
-                Event::GeneralRef(reference) => self.reference(&reference)?,
-                Event::DocType(_) => return Err(DecodeError::XmlDoctype),
-                Event::Decl(declaration) => check_declared_encoding(&declaration)?,
-                Event::Comment(_) | Event::PI(_) => {}
-                Event::Eof => break,
-            }
+    /// Unmarshals `body`. The scanner reads the common shape of XML-RPC
+    /// bodies. It defers anything else to quick-xml, and quick-xml then
+    /// reads the whole body again with a fresh unmarshaller.
+    fn run(self, body: &'a [u8]) -> Result<Document<'a>, DecodeError> {
+        let body = document_text(body)?;
+        let fresh = Self::new(self.max_depth, self.stop);
+        match scan::unmarshal(self, body)? {
+            Scanned::Done(document) => Ok(document),
+            Scanned::Deferred => quick::unmarshal(fresh, body),
         }
-        self.finish()
     }
 
-    /// Handles a start tag. Returns true when the reader should stop.
-    fn start(&mut self, tag: &[u8]) -> Result<bool, DecodeError> {
+    /// Handles a start tag whose local name is `name`. Returns true when
+    /// the reader should stop.
+    fn start(&mut self, tag: Tag, name: &[u8]) -> Result<bool, DecodeError> {
         if self.root_closed {
             return Err(DecodeError::InvalidXml("element after the root element".to_owned()));
         }
-        if self.stop == Stop::AtParams && tag == b"params" {
+        if self.stop == Stop::AtParams && tag == Tag::Params {
             return Ok(true);
         }
-        if tag == b"array" || tag == b"struct" {
+        if matches!(tag, Tag::Array | Tag::Struct) {
             if self.marks.len() >= self.max_depth {
                 return Err(DecodeError::TooDeep(self.max_depth));
             }
             self.marks.push(self.stack.len());
         }
-        self.text = Text::default();
-        if self.in_bare_value && !is_known_tag(tag) {
-            return Err(DecodeError::InvalidXmlRpc(format!("unknown element <{}> inside <value>", bounded(&String::from_utf8_lossy(tag)))));
+        self.text.clear();
+        if self.in_bare_value && tag == Tag::Unknown {
+            return Err(DecodeError::InvalidXmlRpc(format!(
+                "unknown element <{}> inside <value>",
+                bounded(&String::from_utf8_lossy(name))
+            )));
         }
-        self.in_bare_value = tag == b"value";
+        self.in_bare_value = tag == Tag::Value;
         self.open_elements += 1;
         Ok(false)
     }
 
-    fn end(&mut self, tag: &[u8]) -> Result<(), DecodeError> {
+    fn end(&mut self, tag: Tag) -> Result<(), DecodeError> {
         self.open_elements = self.open_elements.saturating_sub(1);
         if self.open_elements == 0 {
             self.root_closed = true;
@@ -199,30 +216,30 @@ impl<'a> Unmarshaller<'a> {
         // joined text is copied on each read and `</member>`, `</data>` and
         // `</param>` would copy it for nothing.
         let value = match tag {
-            b"nil" => Value::Nil,
-            b"boolean" => parse_boolean(&self.text.as_cow())?,
-            b"int" | b"i1" | b"i2" | b"i4" | b"i8" | b"biginteger" => parse_int(&self.text.as_cow())?,
-            b"double" | b"float" => parse_double(&self.text.as_cow())?,
-            b"bigdecimal" => Value::BigDecimal(self.text.as_cow()),
-            b"string" | b"name" => Value::String(self.text.as_cow()),
-            b"base64" => parse_base64(self.text.as_cow())?,
-            b"dateTime.iso8601" => Value::DateTime(self.text.as_cow()),
-            b"array" => {
-                let items = self.pop_mark();
-                Value::Array(items)
+            Tag::Nil => Value::Nil,
+            Tag::Boolean => parse_boolean(&self.text.as_cow())?,
+            Tag::Int => parse_int(&self.text.as_cow())?,
+            Tag::Double => parse_double(&self.text.as_cow())?,
+            Tag::BigDecimal => Value::BigDecimal(self.text.as_cow()),
+            Tag::String => Value::String(self.text.as_cow()),
+            Tag::Base64 => parse_base64(self.text.as_cow())?,
+            Tag::DateTime => Value::DateTime(self.text.as_cow()),
+            Tag::Array => {
+                let mark = self.pop_mark();
+                Value::Array(self.stack.split_off(mark))
             }
-            b"struct" => {
-                let items = self.pop_mark();
-                build_struct(items)?
+            Tag::Struct => {
+                let mark = self.pop_mark();
+                build_struct(self.stack.drain(mark..))?
             }
-            b"value" if self.in_bare_value => Value::String(self.text.as_cow()),
-            b"params" => return self.set_kind(DocumentKind::Params),
-            b"fault" => return self.set_kind(DocumentKind::Fault),
-            b"methodName" => {
+            Tag::Value if self.in_bare_value => Value::String(self.text.as_cow()),
+            Tag::Params => return self.set_kind(DocumentKind::Params),
+            Tag::Fault => return self.set_kind(DocumentKind::Fault),
+            Tag::MethodName => {
                 self.method_name = Some(self.text.as_cow());
                 return self.set_kind(DocumentKind::MethodName);
             }
-            _ => return Ok(()),
+            Tag::Value | Tag::Unknown => return Ok(()),
         };
         self.stack.push(value);
         self.in_bare_value = false;
@@ -234,11 +251,12 @@ impl<'a> Unmarshaller<'a> {
         Ok(())
     }
 
-    fn pop_mark(&mut self) -> Vec<Value<'a>> {
-        // Marks and array/struct elements nest together because the reader
-        // checks that end tags match their start tags.
+    /// Returns the stack length at the innermost open array or struct.
+    fn pop_mark(&mut self) -> usize {
+        // Marks and array/struct elements nest together because both
+        // tokenizers check that end tags match their start tags.
         let mark = self.marks.pop().unwrap_or(self.stack.len());
-        self.stack.split_off(mark.min(self.stack.len()))
+        mark.min(self.stack.len())
     }
 
     fn characters(&mut self, content: Cow<'a, str>) -> Result<(), DecodeError> {
@@ -249,22 +267,21 @@ impl<'a> Unmarshaller<'a> {
             return Err(DecodeError::InvalidXml("text outside the root element".to_owned()));
         }
         check_xml_chars(&content)?;
-        self.text.push(content);
+        self.characters_checked(content);
         Ok(())
     }
 
-    fn reference(&mut self, reference: &BytesRef<'_>) -> Result<(), DecodeError> {
-        let resolved = resolve_reference(reference)?;
-        self.characters(Cow::Owned(resolved.to_string()))
+    /// Handles text inside the root element that the caller has checked
+    /// against XML 1.0's character rules, as [`check_xml_chars`] does.
+    fn characters_checked(&mut self, content: Cow<'a, str>) {
+        self.text.push(content);
     }
 
     fn finish(self) -> Result<Document<'a>, DecodeError> {
         if self.open_elements != 0 {
             return Err(DecodeError::InvalidXml("document ends inside an element".to_owned()));
         }
-        let kind = self
-            .kind
-            .ok_or_else(|| DecodeError::InvalidXmlRpc("no params, fault or methodName element".to_owned()))?;
+        let kind = self.kind.ok_or_else(|| DecodeError::InvalidXmlRpc("no params, fault or methodName element".to_owned()))?;
         Ok(Document { kind, method_name: self.method_name, values: self.stack })
     }
 
@@ -273,71 +290,115 @@ impl<'a> Unmarshaller<'a> {
     }
 }
 
-/// Text collected since the last start tag. A single text event stays
-/// borrowed from the body; only split text (entities, CDATA next to text)
-/// is copied.
+/// Pieces of text stored inline before [`Text`] appends to a string.
+const INLINE_TEXT_PIECES: usize = 4;
+
+/// Text collected since the last start tag, as the pieces the tokenizer
+/// passed on. The pieces are joined only when an end tag reads them, because
+/// the whitespace after `</value>` and `</member>` is collected as in Python
+/// but almost never read. A single piece stays borrowed from the body.
 #[derive(Debug, Default)]
-enum Text<'a> {
-    #[default]
-    Empty,
-    One(Cow<'a, str>),
-    Joined(String),
+struct Text<'a> {
+    /// The first `len` pieces. The others are empty.
+    pieces: [Cow<'a, str>; INLINE_TEXT_PIECES],
+    len: usize,
+    /// Every piece after the first [`INLINE_TEXT_PIECES`], appended.
+    overflow: String,
 }
 
 // === impl Text ===
 
 impl<'a> Text<'a> {
     fn push(&mut self, content: Cow<'a, str>) {
-        *self = match std::mem::take(self) {
-            Self::Empty => Self::One(content),
-            Self::One(first) => Self::Joined(first.into_owned() + &content),
-            Self::Joined(mut joined) => {
-                joined.push_str(&content);
-                Self::Joined(joined)
-            }
-        };
+        if self.len < INLINE_TEXT_PIECES {
+            self.pieces[self.len] = content;
+            self.len += 1;
+        } else {
+            self.overflow.push_str(&content);
+        }
+    }
+
+    fn clear(&mut self) {
+        // `overflow` is empty unless every inline piece is set.
+        if self.len == 0 {
+            return;
+        }
+        for piece in &mut self.pieces[..self.len] {
+            *piece = Cow::Borrowed("");
+        }
+        self.len = 0;
+        self.overflow.clear();
     }
 
     /// Returns the text collected so far without clearing it: Python keeps
     /// the text after an end tag, so an enclosing element's text includes
-    /// what its child saw (`<int><x>1</x>2</int>` is 12). Borrowed text is
-    /// not copied.
+    /// what its child saw (`<int><x>1</x>2</int>` is 12). A single borrowed
+    /// piece is not copied.
     fn as_cow(&self) -> Cow<'a, str> {
-        match self {
-            Self::Empty => Cow::Borrowed(""),
-            Self::One(text) => text.clone(),
-            Self::Joined(text) => Cow::Owned(text.clone()),
+        match &self.pieces[..self.len] {
+            [] => Cow::Borrowed(""),
+            [piece] => piece.clone(),
+            pieces => {
+                let length = pieces.iter().map(|piece| piece.len()).sum::<usize>() + self.overflow.len();
+                let mut joined = String::with_capacity(length);
+                pieces.iter().for_each(|piece| joined.push_str(piece));
+                joined.push_str(&self.overflow);
+                Cow::Owned(joined)
+            }
         }
     }
 }
 
-/// The element names Python's unmarshaller has a handler for. Any other
-/// element directly inside `<value>` is an error there, so here too.
-fn is_known_tag(tag: &[u8]) -> bool {
-    matches!(
-        tag,
-        b"nil"
-            | b"boolean"
-            | b"int"
-            | b"i1"
-            | b"i2"
-            | b"i4"
-            | b"i8"
-            | b"biginteger"
-            | b"double"
-            | b"float"
-            | b"bigdecimal"
-            | b"string"
-            | b"name"
-            | b"array"
-            | b"struct"
-            | b"base64"
-            | b"dateTime.iso8601"
-            | b"value"
-            | b"params"
-            | b"fault"
-            | b"methodName"
-    )
+/// An element name as Python's unmarshaller dispatches on it. Names with
+/// the same handler share a variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tag {
+    Nil,
+    Boolean,
+    /// `int`, `i1`, `i2`, `i4`, `i8` and `biginteger`.
+    Int,
+    /// `double` and `float`.
+    Double,
+    BigDecimal,
+    /// `string` and `name`.
+    String,
+    Base64,
+    /// `dateTime.iso8601`.
+    DateTime,
+    Array,
+    Struct,
+    Value,
+    Params,
+    Fault,
+    MethodName,
+    /// A name Python's unmarshaller has no handler for. Such an element
+    /// directly inside `<value>` is an error there, so here too.
+    Unknown,
+}
+
+// === impl Tag ===
+
+impl Tag {
+    /// Classifies a local element name.
+    fn of(name: &[u8]) -> Self {
+        match name {
+            b"nil" => Self::Nil,
+            b"boolean" => Self::Boolean,
+            b"int" | b"i1" | b"i2" | b"i4" | b"i8" | b"biginteger" => Self::Int,
+            b"double" | b"float" => Self::Double,
+            b"bigdecimal" => Self::BigDecimal,
+            b"string" | b"name" => Self::String,
+            b"base64" => Self::Base64,
+            b"dateTime.iso8601" => Self::DateTime,
+            b"array" => Self::Array,
+            b"struct" => Self::Struct,
+            b"value" => Self::Value,
+            b"params" => Self::Params,
+            b"fault" => Self::Fault,
+            b"methodName" => Self::MethodName,
+            _ => Self::Unknown,
+        }
+    }
 }
 
 /// Returns the part of an element name after its last `:`, as Python's
@@ -346,12 +407,12 @@ fn local_name(name: &[u8]) -> &[u8] {
     name.iter().rposition(|&byte| byte == b':').map_or(name, |colon| &name[colon + 1..])
 }
 
-fn build_struct(items: Vec<Value<'_>>) -> Result<Value<'_>, DecodeError> {
+/// Pairs the values pushed inside a struct into its members.
+fn build_struct<'a>(mut items: impl ExactSizeIterator<Item = Value<'a>>) -> Result<Value<'a>, DecodeError> {
     if !items.len().is_multiple_of(2) {
         return Err(DecodeError::InvalidXmlRpc("struct member without a value".to_owned()));
     }
     let mut members = Vec::with_capacity(items.len() / 2);
-    let mut items = items.into_iter();
     while let (Some(key), Some(value)) = (items.next(), items.next()) {
         let Value::String(key) = key else {
             return Err(DecodeError::InvalidXmlRpc("struct member name is not a string".to_owned()));
@@ -446,35 +507,9 @@ fn strip_digit_separators(text: &str) -> Option<String> {
 /// Removes `_` from a float literal when each one sits between two digits.
 fn remove_float_separators(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
-    let between_digits = |i: usize| {
-        i > 0 && i + 1 < bytes.len() && bytes[i - 1].is_ascii_digit() && bytes[i + 1].is_ascii_digit()
-    };
+    let between_digits = |i: usize| i > 0 && i + 1 < bytes.len() && bytes[i - 1].is_ascii_digit() && bytes[i + 1].is_ascii_digit();
     let all_valid = bytes.iter().enumerate().filter(|(_, b)| **b == b'_').all(|(i, _)| between_digits(i));
     all_valid.then(|| text.replace('_', ""))
-}
-
-/// Resolves a character or predefined entity reference. Any other entity
-/// is undefined without a DTD, which expat reports as an error.
-fn resolve_reference(reference: &BytesRef<'_>) -> Result<char, DecodeError> {
-    if reference.is_char_ref() {
-        let resolved = reference
-            .resolve_char_ref()
-            .ok()
-            .flatten()
-            .ok_or_else(|| DecodeError::InvalidXml("invalid character reference".to_owned()))?;
-        if !is_xml_char(resolved) {
-            return Err(DecodeError::InvalidXml("reference to a character XML does not allow".to_owned()));
-        }
-        return Ok(resolved);
-    }
-    match &**reference {
-        b"lt" => Ok('<'),
-        b"gt" => Ok('>'),
-        b"amp" => Ok('&'),
-        b"apos" => Ok('\''),
-        b"quot" => Ok('"'),
-        _ => Err(DecodeError::InvalidXml("undefined entity reference".to_owned())),
-    }
 }
 
 /// Rejects characters XML 1.0 does not allow in content, as expat does.
@@ -507,45 +542,10 @@ fn is_xml_whitespace(c: char) -> bool {
     matches!(c, ' ' | '\t' | '\n' | '\r')
 }
 
-/// Expat reads the declared encoding; odoogate reads UTF-8 only, so a
-/// document that declares anything else could mean another call to Odoo.
-fn check_declared_encoding(declaration: &quick_xml::events::BytesDecl<'_>) -> Result<(), DecodeError> {
-    let Some(encoding) = declaration.encoding() else {
-        return Ok(());
-    };
-    let encoding = encoding.map_err(|_| DecodeError::InvalidXml("invalid XML declaration".to_owned()))?;
-    let name = String::from_utf8_lossy(&encoding);
-    let is_utf8 = ["utf-8", "utf8", "us-ascii", "ascii"].iter().any(|known| name.eq_ignore_ascii_case(known));
-    if is_utf8 {
-        return Ok(());
-    }
-    Err(DecodeError::UnsupportedEncoding(bounded(&name)))
-}
-
-/// Describes a quick-xml error by its kind and byte offset, never by the
-/// document's content.
-fn invalid_xml(error: &quick_xml::Error, position: u64) -> DecodeError {
-    use quick_xml::errors::{Error, IllFormedError, SyntaxError};
-    let kind = match error {
-        Error::Syntax(SyntaxError::UnclosedCData) => "unclosed CDATA section",
-        Error::Syntax(SyntaxError::UnclosedTag) => "unclosed tag",
-        Error::Syntax(_) => "syntax error",
-        Error::IllFormed(IllFormedError::MissingEndTag(_)) => "missing end tag",
-        Error::IllFormed(IllFormedError::UnmatchedEndTag(_)) => "unmatched end tag",
-        Error::IllFormed(IllFormedError::MismatchedEndTag { .. }) => "mismatched end tag",
-        Error::IllFormed(_) => "ill-formed document",
-        Error::Escape(_) => "invalid reference",
-        Error::Encoding(_) => "invalid encoding",
-        _ => "unreadable document",
-    };
-    DecodeError::InvalidXml(format!("{kind} at byte {position}"))
-}
-
 /// Cuts a name taken from the document to 32 characters for error messages.
 fn bounded(text: &str) -> String {
     text.chars().take(32).collect()
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -589,7 +589,10 @@ mod tests {
         assert_eq!(value("<base64>aGk=</base64>"), Value::Base64(Cow::Borrowed("aGk=")));
         assert_eq!(value("<nil/>"), Value::Nil);
         assert_eq!(value("<ex:nil/>"), Value::Nil);
-        assert_eq!(value("<array><data><value><int>1</int></value><value>a</value></data></array>"), Value::Array(vec![Value::Int(1), string("a")]));
+        assert_eq!(
+            value("<array><data><value><int>1</int></value><value>a</value></data></array>"),
+            Value::Array(vec![Value::Int(1), string("a")])
+        );
         assert_eq!(value("<array><data/></array>"), Value::Array(vec![]));
         assert_eq!(
             value("<struct><member><name>k</name><value><struct></struct></value></member></struct>"),
@@ -682,7 +685,8 @@ mod tests {
 
     #[test]
     fn doctype_is_rejected() {
-        let body = b"<?xml version='1.0'?><!DOCTYPE x [<!ENTITY e \"execute_kw\">]><methodCall><methodName>&e;</methodName><params/></methodCall>";
+        let body =
+            b"<?xml version='1.0'?><!DOCTYPE x [<!ENTITY e \"execute_kw\">]><methodCall><methodName>&e;</methodName><params/></methodCall>";
         assert_eq!(decode_request(Protocol::XmlRpc, "object", body, 64).unwrap_err(), DecodeError::XmlDoctype);
     }
 

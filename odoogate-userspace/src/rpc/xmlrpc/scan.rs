@@ -1,0 +1,444 @@
+//! A tokenizer for the subset of XML that XML-RPC clients write, feeding
+//! the same [`Unmarshaller`] as quick-xml with the same events, and
+//! borrowing text from the body.
+//!
+//! The subset: an optional `<?xml version="1.0"?>` declaration at the very
+//! start, with or without `encoding="utf-8"` (single or double quotes, any
+//! case of `utf-8`). Then one root element of start, end and empty tags
+//! whose names are ASCII XML names without attributes, text, and the
+//! predefined entities, character references and CDATA sections (which the
+//! npm `xmlrpc` client writes). Whitespace is space, tab and line feed.
+//!
+//! Anything else is deferred, never guessed: comments, processing
+//! instructions, a DOCTYPE, attributes, carriage returns (which
+//! XML normalizes), non-ASCII names, control characters, U+FFFE and U+FFFF,
+//! `]]>` in text, mismatched or unclosed tags, and anything but whitespace
+//! outside the root element. The caller then reads the whole body with
+//! quick-xml, which returns today's document or error. Inside the subset
+//! the scanner emits exactly the events quick-xml emits, so an error the
+//! unmarshaller raises on them is the error quick-xml's run would return.
+
+use std::borrow::Cow;
+
+use super::{DecodeError, Document, Tag, Unmarshaller, is_xml_char};
+
+/// How the scanner ended.
+pub(super) enum Scanned<'a> {
+    /// The unmarshaller's document, read to its end or to the `<params>`
+    /// start tag where it stops.
+    Done(Document<'a>),
+    /// The body is outside the scanner's subset of XML.
+    Deferred,
+}
+
+/// Why the scanner gave up on a body. It carries no detail, because the
+/// caller reads the body again with quick-xml, which names the problem.
+struct Defer;
+
+/// Feeds `body` to `unmarshaller`. Errors are the unmarshaller's own, on
+/// events that quick-xml emits in the same order.
+pub(super) fn unmarshal<'a>(unmarshaller: Unmarshaller<'a>, body: &'a str) -> Result<Scanned<'a>, DecodeError> {
+    let mut scanner =
+        Scanner { body, bytes: body.as_bytes(), position: 0, open: Vec::with_capacity(16), unmarshaller, encoded_reference: [0; 4] };
+    match scanner.run() {
+        Ok(Flow::Finished) => scanner.unmarshaller.finish().map(Scanned::Done),
+        Ok(Flow::StoppedAtParams) => Ok(Scanned::Done(scanner.unmarshaller.stopped_at_params())),
+        Err(Step::Invalid(error)) => Err(error),
+        Err(Step::Defer(Defer)) => Ok(Scanned::Deferred),
+    }
+}
+
+/// How the scan of the body ended without an error or a deferral.
+enum Flow {
+    /// The root element closed, and only whitespace follows it.
+    Finished,
+    /// The unmarshaller stopped at the `<params>` start tag.
+    StoppedAtParams,
+}
+
+/// Why a scan step did not go on.
+enum Step {
+    Invalid(DecodeError),
+    Defer(Defer),
+}
+
+impl From<DecodeError> for Step {
+    fn from(error: DecodeError) -> Self {
+        Self::Invalid(error)
+    }
+}
+
+impl From<Defer> for Step {
+    fn from(defer: Defer) -> Self {
+        Self::Defer(defer)
+    }
+}
+
+/// An element whose end tag has not been read yet.
+struct OpenElement {
+    /// Byte range of the element's qualified name in the body.
+    name_start: usize,
+    name_end: usize,
+    tag: Tag,
+}
+
+struct Scanner<'a> {
+    body: &'a str,
+    bytes: &'a [u8],
+    /// Index of the next byte to read.
+    position: usize,
+    open: Vec<OpenElement>,
+    unmarshaller: Unmarshaller<'a>,
+    /// The UTF-8 encoding of the last character reference read.
+    encoded_reference: [u8; 4],
+}
+
+// === impl Scanner ===
+
+impl<'a> Scanner<'a> {
+    fn run(&mut self) -> Result<Flow, Step> {
+        self.skip_declaration();
+        self.skip_whitespace();
+        loop {
+            if self.bytes.get(self.position) != Some(&b'<') {
+                return Err(Defer.into());
+            }
+            self.position += 1;
+            let stop = match self.bytes.get(self.position) {
+                Some(b'/') => {
+                    self.end_tag()?;
+                    false
+                }
+                Some(&byte) if is_name_start(byte) => self.start_tag()?,
+                _ => return Err(Defer.into()),
+            };
+            if stop {
+                return Ok(Flow::StoppedAtParams);
+            }
+            if self.open.is_empty() {
+                break;
+            }
+            self.content()?;
+        }
+
+        // Only whitespace may follow the root element. quick-xml passes it
+        // to the unmarshaller, which ignores whitespace outside the root.
+        self.skip_whitespace();
+        if self.position != self.bytes.len() {
+            return Err(Defer.into());
+        }
+        Ok(Flow::Finished)
+    }
+
+    /// Skips an XML declaration at the start of the body when it has one of
+    /// the forms clients send. Any other declaration stays unread, and the
+    /// root element check after it defers the body.
+    fn skip_declaration(&mut self) {
+        let Some(rest) = self.bytes.strip_prefix(b"<?xml version=") else {
+            return;
+        };
+        let Some(rest) = strip_quoted(rest, b"1.0") else {
+            return;
+        };
+        let rest = match rest.strip_prefix(b" encoding=") {
+            Some(encoding) => match strip_quoted(encoding, b"utf-8") {
+                Some(rest) => rest,
+                None => return,
+            },
+            None => rest,
+        };
+        if let Some(rest) = rest.strip_prefix(b"?>") {
+            self.position = self.bytes.len() - rest.len();
+        }
+    }
+
+    fn skip_whitespace(&mut self) {
+        while self.bytes.get(self.position).is_some_and(|&byte| is_whitespace(byte)) {
+            self.position += 1;
+        }
+    }
+
+    /// Reads a start or empty-element tag from its name, one byte after
+    /// the `<`. Returns true when the unmarshaller stops.
+    fn start_tag(&mut self) -> Result<bool, Step> {
+        let name_start = self.position;
+        let mut local_start = name_start;
+        while let Some(&byte) = self.bytes.get(self.position) {
+            if !is_name_char(byte) {
+                break;
+            }
+            self.position += 1;
+            if byte == b':' {
+                local_start = self.position;
+            }
+        }
+        let name_end = self.position;
+        self.skip_whitespace();
+        let is_empty = match self.bytes.get(self.position) {
+            Some(b'>') => false,
+            Some(b'/') if self.bytes.get(self.position + 1) == Some(&b'>') => {
+                self.position += 1;
+                true
+            }
+            _ => return Err(Defer.into()),
+        };
+        self.position += 1;
+
+        let local_name = &self.bytes[local_start..name_end];
+        let tag = Tag::of(local_name);
+        if self.unmarshaller.start(tag, local_name)? {
+            return Ok(true);
+        }
+        if is_empty {
+            self.unmarshaller.end(tag)?;
+        } else {
+            self.open.push(OpenElement { name_start, name_end, tag });
+        }
+        Ok(false)
+    }
+
+    /// Reads an end tag from its `/`. The name must be the innermost open
+    /// element's, followed by optional whitespace.
+    fn end_tag(&mut self) -> Result<(), Step> {
+        let Some(element) = self.open.pop() else {
+            return Err(Defer.into());
+        };
+        let name = &self.bytes[element.name_start..element.name_end];
+        let after_slash = self.position + 1;
+        if !self.bytes[after_slash..].starts_with(name) {
+            return Err(Defer.into());
+        }
+        self.position = after_slash + name.len();
+        self.skip_whitespace();
+        if self.bytes.get(self.position) != Some(&b'>') {
+            return Err(Defer.into());
+        }
+        self.position += 1;
+        self.unmarshaller.end(element.tag)?;
+        Ok(())
+    }
+
+    /// Reads the content up to the next tag: text runs, references and
+    /// CDATA sections. quick-xml passes each as an event of its own, and the
+    /// unmarshaller appends them all to its text, so the scanner passes on
+    /// their concatenation as one piece. A single run or section stays
+    /// borrowed from the body, and an empty one is not passed on.
+    fn content(&mut self) -> Result<(), Defer> {
+        let mut joined: Option<String> = None;
+        loop {
+            let run_start = self.position;
+            let stop = self.skip_plain_text()?;
+            let body = self.body;
+            let run = &body[run_start..self.position];
+            let piece = if stop == b'&' {
+                Some(self.reference()?)
+            } else if self.bytes.get(self.position + 1) == Some(&b'!') && self.bytes[self.position + 1..].starts_with(CDATA_START) {
+                Some(self.cdata_section()?)
+            } else {
+                None
+            };
+            match (&mut joined, piece) {
+                (None, None) => {
+                    if !run.is_empty() {
+                        self.unmarshaller.characters_checked(Cow::Borrowed(run));
+                    }
+                    return Ok(());
+                }
+                (Some(joined), None) => {
+                    joined.push_str(run);
+                    break;
+                }
+                (None, Some(piece)) => {
+                    let mut text = String::with_capacity(run.len() + piece.len() + 32);
+                    text.push_str(run);
+                    text.push_str(piece);
+                    joined = Some(text);
+                }
+                (Some(joined), Some(piece)) => {
+                    joined.push_str(run);
+                    joined.push_str(piece);
+                }
+            }
+        }
+        if let Some(joined) = joined {
+            self.unmarshaller.characters_checked(Cow::Owned(joined));
+        }
+        Ok(())
+    }
+
+    /// Reads a CDATA section from its `<` and returns its content. Defers
+    /// on the end of the body and on the characters that plain text defers
+    /// on, but reads `<`, `&` and `]` as text.
+    fn cdata_section(&mut self) -> Result<&'a str, Defer> {
+        let bytes = self.bytes;
+        let content_start = self.position + 1 + CDATA_START.len();
+        let mut position = content_start;
+        loop {
+            while position < bytes.len() && !CDATA_SPECIAL[usize::from(bytes[position])] {
+                position += 1;
+            }
+            let Some(&byte) = bytes.get(position) else {
+                return Err(Defer);
+            };
+            match byte {
+                b']' if bytes[position + 1..].starts_with(b"]>") => {
+                    self.position = position + 3;
+                    return Ok(&self.body[content_start..position]);
+                }
+                0xEF if is_noncharacter_at(bytes, position) => return Err(Defer),
+                b']' | 0xEF => position += 1,
+                _ => return Err(Defer),
+            }
+        }
+    }
+
+    /// Advances over text up to the next `<` or `&` and returns that byte.
+    /// Defers on the end of the body, on `]]>`, and on the characters that
+    /// either need line-end normalization or that XML 1.0 does not allow.
+    fn skip_plain_text(&mut self) -> Result<u8, Defer> {
+        let bytes = self.bytes;
+        let mut position = self.position;
+        loop {
+            while position < bytes.len() && !TEXT_SPECIAL[usize::from(bytes[position])] {
+                position += 1;
+            }
+            let Some(&byte) = bytes.get(position) else {
+                return Err(Defer);
+            };
+            match byte {
+                b'<' | b'&' => {
+                    self.position = position;
+                    return Ok(byte);
+                }
+                b']' if bytes[position + 1..].starts_with(b"]>") => return Err(Defer),
+                0xEF if is_noncharacter_at(bytes, position) => return Err(Defer),
+                b']' | 0xEF => position += 1,
+                _ => return Err(Defer),
+            }
+        }
+    }
+
+    /// Reads a reference from its `&` and returns its text. Defers on any
+    /// entity but the five predefined ones, on character references that
+    /// are not plain decimal or `x` hexadecimal numbers, and on references
+    /// to characters XML does not allow.
+    fn reference(&mut self) -> Result<&str, Defer> {
+        let rest = &self.bytes[self.position + 1..];
+        let (text, length) = match rest {
+            [b'l', b't', b';', ..] => ("<", 3),
+            [b'g', b't', b';', ..] => (">", 3),
+            [b'a', b'm', b'p', b';', ..] => ("&", 4),
+            [b'q', b'u', b'o', b't', b';', ..] => ("\"", 5),
+            [b'a', b'p', b'o', b's', b';', ..] => ("'", 5),
+            [b'#', b'x', digits @ ..] => {
+                let (resolved, digit_count) = character_reference(digits, 16)?;
+                (&*resolved.encode_utf8(&mut self.encoded_reference), digit_count + 3)
+            }
+            [b'#', digits @ ..] => {
+                let (resolved, digit_count) = character_reference(digits, 10)?;
+                (&*resolved.encode_utf8(&mut self.encoded_reference), digit_count + 2)
+            }
+            _ => return Err(Defer),
+        };
+        // `length` counts the bytes after `&`, up to and including `;`.
+        self.position += 1 + length;
+        Ok(text)
+    }
+}
+
+/// Reads the digits of a character reference up to its `;`. Returns the
+/// character and the number of digits.
+fn character_reference(digits: &[u8], radix: u32) -> Result<(char, usize), Defer> {
+    let mut code: u32 = 0;
+    let mut count = 0;
+    for &byte in digits {
+        if byte == b';' {
+            break;
+        }
+        let digit = char::from(byte).to_digit(radix).ok_or(Defer)?;
+        code = code.checked_mul(radix).and_then(|code| code.checked_add(digit)).ok_or(Defer)?;
+        count += 1;
+    }
+    if count == 0 || digits.get(count) != Some(&b';') {
+        return Err(Defer);
+    }
+    let resolved = char::from_u32(code).filter(|&resolved| is_xml_char(resolved)).ok_or(Defer)?;
+    Ok((resolved, count))
+}
+
+/// Tells whether U+FFFE or U+FFFF (EF BF BE or EF BF BF in UTF-8) starts at
+/// `position`. XML 1.0 does not allow either.
+fn is_noncharacter_at(bytes: &[u8], position: usize) -> bool {
+    let rest = &bytes[position..];
+    rest.starts_with(b"\xEF\xBF\xBE") || rest.starts_with(b"\xEF\xBF\xBF")
+}
+
+/// Returns what follows `quote value quote`, for either quote character.
+fn strip_quoted<'b>(bytes: &'b [u8], value: &[u8]) -> Option<&'b [u8]> {
+    let (&quote, rest) = bytes.split_first()?;
+    if quote != b'"' && quote != b'\'' {
+        return None;
+    }
+    let (candidate, rest) = rest.split_at_checked(value.len())?;
+    if !candidate.eq_ignore_ascii_case(value) {
+        return None;
+    }
+    rest.strip_prefix(&[quote])
+}
+
+/// XML whitespace without the carriage return, which the scanner defers.
+fn is_whitespace(byte: u8) -> bool {
+    matches!(byte, b' ' | b'\t' | b'\n')
+}
+
+/// Tells whether XML 1.0 allows `byte` at the start of a name, for ASCII.
+fn is_name_start(byte: u8) -> bool {
+    byte.is_ascii_alphabetic() || byte == b'_' || byte == b':'
+}
+
+/// Tells whether XML 1.0 allows `byte` in a name, for ASCII.
+fn is_name_char(byte: u8) -> bool {
+    NAME_CHAR[usize::from(byte)]
+}
+
+/// The ASCII characters XML 1.0 allows in a name: letters, digits, `_`,
+/// `:`, `-` and `.`.
+const NAME_CHAR: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 128 {
+        table[byte] = (byte as u8).is_ascii_alphanumeric() || matches!(byte as u8, b'_' | b':' | b'-' | b'.');
+        byte += 1;
+    }
+    table
+};
+
+/// The bytes after `<` that start a CDATA section.
+const CDATA_START: &[u8] = b"![CDATA[";
+
+/// Bytes that end a run of plain text or need a closer look: `<`, `&`,
+/// `]` (for `]]>`), 0xEF (for U+FFFE and U+FFFF), and control characters
+/// other than tab and line feed.
+const TEXT_SPECIAL: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 0x20 {
+        table[byte] = byte != 0x09 && byte != 0x0A;
+        byte += 1;
+    }
+    table[b'<' as usize] = true;
+    table[b'&' as usize] = true;
+    table[b']' as usize] = true;
+    table[0xEF] = true;
+    table
+};
+
+/// Bytes that end the content of a CDATA section or need a closer look:
+/// `]` (for `]]>`), 0xEF, and control characters other than tab and line
+/// feed.
+const CDATA_SPECIAL: [bool; 256] = {
+    let mut table = TEXT_SPECIAL;
+    table[b'<' as usize] = false;
+    table[b'&' as usize] = false;
+    table
+};
