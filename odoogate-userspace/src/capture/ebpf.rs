@@ -19,6 +19,7 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::SyncSender;
+use std::time::Duration;
 
 use aya::maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf};
 use aya::programs::{
@@ -34,7 +35,7 @@ use odoogate_common::{
 
 use super::cgroup::{self, CgroupError};
 use super::event::{CaptureEvent, CaptureStats};
-use super::ring::RingReader;
+use super::ring::{PACKET_BATCH_WINDOW, RingReader};
 
 /// The eBPF object built by `build.rs` (empty when the build skipped it).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/odoogate"));
@@ -234,7 +235,14 @@ impl Capture {
             name: EVENTS_MAP,
             source,
         })?;
-        let reader = RingReader::spawn(ring, events).map_err(CaptureError::Reader)?;
+        // Only packet records come in bursts. Origins and guard refusals are
+        // read at once, because the enforce path waits for a connection's
+        // origin before it serves the connection.
+        let batch_window = match options.interfaces.is_empty() {
+            true => Duration::ZERO,
+            false => PACKET_BATCH_WINDOW,
+        };
+        let reader = RingReader::spawn(ring, events, batch_window).map_err(CaptureError::Reader)?;
         tracing::info!(
             attachments = ?attachments,
             ports = ?options.ports,

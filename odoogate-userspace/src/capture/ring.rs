@@ -31,6 +31,13 @@ const FULL_CHANNEL_RETRY: Duration = Duration::from_millis(1);
 /// Maximum wait in poll(), a safety net in case the wake-up byte is lost.
 const POLL_TIMEOUT_MS: libc::c_int = 1000;
 
+/// How long the reader lets records gather after the kernel wakes it, when
+/// it reads captured packets. The kernel wakes the reader only for a record
+/// written while the ring was empty, so with the window a burst of segments
+/// costs one wakeup of the reader and of the pipeline behind it, not one per
+/// segment. Records are then handled up to this much later.
+pub const PACKET_BATCH_WINDOW: Duration = Duration::from_millis(1);
+
 /// Reason a ring buffer record could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RecordError {
@@ -216,9 +223,14 @@ pub struct RingReader {
 
 impl RingReader {
     /// Starts a thread named `odoogate-ring` that waits on the ring buffer's
-    /// file descriptor, decodes each record and sends it into `events`.
-    /// Records that do not decode are counted and dropped.
-    pub fn spawn(ring: RingBuf<MapData>, events: SyncSender<CaptureEvent>) -> io::Result<Self> {
+    /// file descriptor, waits `batch_window` more after each wakeup, decodes
+    /// each record and sends it into `events`. Records that do not decode are
+    /// counted and dropped.
+    pub fn spawn(
+        ring: RingBuf<MapData>,
+        events: SyncSender<CaptureEvent>,
+        batch_window: Duration,
+    ) -> io::Result<Self> {
         let (wake, wake_peer) = UnixStream::pair()?;
         let stop = Arc::new(AtomicBool::new(false));
         let malformed = Arc::new(AtomicU64::new(0));
@@ -230,6 +242,7 @@ impl RingReader {
         let mut drain = Drain {
             ring,
             wake: wake_peer,
+            batch_window,
             sink,
         };
         let thread = thread::Builder::new()
@@ -275,6 +288,7 @@ impl Drop for RingReader {
 struct Drain {
     ring: RingBuf<MapData>,
     wake: UnixStream,
+    batch_window: Duration,
     sink: Sink,
 }
 
@@ -297,11 +311,18 @@ impl Drain {
     fn run(&mut self) {
         tracing::debug!("Ring buffer reader started");
         loop {
-            if let Err(error) = self.wait() {
-                tracing::error!(%error, "Failed to wait for ring buffer records; capture stops");
-                return;
+            let woken_by_ring = match self.wait() {
+                Ok(woken_by_ring) => woken_by_ring,
+                Err(error) => {
+                    tracing::error!(%error, "Failed to wait for ring buffer records; capture stops");
+                    return;
+                }
+            };
+            let mut stopping = self.sink.stop.load(Ordering::Acquire);
+            if woken_by_ring && !stopping && !self.batch_window.is_zero() {
+                thread::sleep(self.batch_window);
+                stopping = self.sink.stop.load(Ordering::Acquire);
             }
-            let stopping = self.sink.stop.load(Ordering::Acquire);
             if let Next::Exit = self.drain_once() {
                 return;
             }
@@ -313,8 +334,8 @@ impl Drain {
     }
 
     /// Blocks until the ring has records, the owner asks to stop, or the
-    /// poll timeout passes.
-    fn wait(&mut self) -> io::Result<()> {
+    /// poll timeout passes. Returns whether the ring was ready.
+    fn wait(&mut self) -> io::Result<bool> {
         let ring_fd: RawFd = self.ring.as_raw_fd();
         let mut fds = [
             libc::pollfd {
@@ -345,7 +366,7 @@ impl Drain {
             let mut byte = [0u8; 1];
             let _ = self.wake.read(&mut byte);
         }
-        Ok(())
+        Ok(fds[0].revents != 0)
     }
 
     /// Decodes and sends every record now in the ring.
