@@ -12,7 +12,7 @@
 //! many2many commands that carry values (`(0, 0, {...})`, `(1, id, {...})`)
 //! is recorded itself and its nested fields as `parent.child`.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use super::call::{Call, MAX_RECORD_IDS};
 use super::value::ArgValue;
@@ -245,10 +245,14 @@ fn record_id<V: ArgValue>(item: &V) -> RecordId {
 #[derive(Debug, Default)]
 pub(super) struct FieldSet {
     names: Vec<String>,
-    seen: HashSet<String>,
+    /// Index of each name in `names`.
+    seen: HashMap<String, usize>,
     overflowed: bool,
     /// Buffer for building `prefix` + `key` without an allocation.
     scratch: String,
+    /// Index in `names` of the name after the last one found, which
+    /// [`FieldSet::find`] compares first.
+    next: usize,
 }
 
 /// Sets of at most this many names are searched without hashing.
@@ -266,48 +270,62 @@ pub(super) struct FieldMark {
 impl FieldSet {
     /// Adds `prefix` + `key`. A name already seen costs no allocation,
     /// because a `create` of many records repeats its keys.
-    pub(super) fn add(&mut self, prefix: &str, key: &str) {
+    ///
+    /// Returns the name's index in the set, or `None` when the set is full
+    /// and did not have the name. A name keeps its index until a
+    /// [`FieldSet::rollback`] to before it.
+    pub(super) fn add(&mut self, prefix: &str, key: &str) -> Option<usize> {
         if prefix.is_empty() {
-            if !self.contains(key) {
-                self.insert_new(key.to_owned());
-            }
-            return;
+            return self.find(key).or_else(|| self.insert_new(key.to_owned()));
         }
-        self.scratch.clear();
-        self.scratch.push_str(prefix);
-        self.scratch.push_str(key);
-        if !self.contains(&self.scratch) {
-            self.insert_new(self.scratch.clone());
-        }
+        let mut name = std::mem::take(&mut self.scratch);
+        name.clear();
+        name.push_str(prefix);
+        name.push_str(key);
+        let index = self.find(&name).or_else(|| self.insert_new(name.clone()));
+        self.scratch = name;
+        index
     }
 
-    /// Tells whether `name` was added. A short list is scanned, because
-    /// that is cheaper than hashing the name.
-    fn contains(&self, name: &str) -> bool {
-        if self.names.len() <= LINEAR_SCAN_NAMES {
-            self.names.iter().any(|seen| seen == name)
-        } else {
-            self.seen.contains(name)
+    /// Looks `name` up. The name after the last one found is compared
+    /// first, because the records of a `create` repeat their keys in one
+    /// order. A short list is scanned, because that is cheaper than hashing
+    /// the name.
+    fn find(&mut self, name: &str) -> Option<usize> {
+        if self.names.get(self.next).is_some_and(|next| next == name) {
+            self.next += 1;
+            return Some(self.next - 1);
         }
+        let index = if self.names.len() > LINEAR_SCAN_NAMES {
+            self.seen.get(name).copied()
+        } else {
+            self.names.iter().position(|seen| seen == name)
+        }?;
+        self.next = index + 1;
+        Some(index)
     }
 
     /// Adds a name not seen before, unless the set is full. `seen` is kept
     /// only while the set has more than [`LINEAR_SCAN_NAMES`] names, and
     /// then contains every name.
-    fn insert_new(&mut self, name: String) {
+    /// Returns the index of the name, or `None` when the set is full.
+    fn insert_new(&mut self, name: String) -> Option<usize> {
         if self.names.len() >= MAX_FIELDS {
             self.overflowed = true;
-            return;
+            return None;
         }
         self.names.push(name);
+        self.next = self.names.len();
+        let index = self.names.len() - 1;
         if self.names.len() <= LINEAR_SCAN_NAMES {
-            return;
+            return Some(index);
         }
         if self.seen.len() + 1 == self.names.len() {
-            self.seen.insert(self.names[self.names.len() - 1].clone());
+            self.seen.insert(self.names[index].clone(), index);
         } else {
-            self.seen = self.names.iter().cloned().collect();
+            self.seen = self.names.iter().cloned().zip(0..).collect();
         }
+        Some(index)
     }
 
     /// Adds the strings of a list of field names (`fields=[...]`).

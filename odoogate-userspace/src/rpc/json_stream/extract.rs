@@ -325,7 +325,7 @@ impl<'de> DeserializeSeed<'de> for PositionalSeed<'_, '_, 'de> {
             return Ok(());
         }
         let Some(slot) = extraction.slot_at(index) else {
-            deserializer.deserialize_any(SkipAny)?;
+            deserializer.deserialize_ignored_any(SkipAny)?;
             return Ok(());
         };
         let reading = read_slot(extraction.slots[slot].role, deserializer, self.keys)?;
@@ -529,7 +529,7 @@ impl<'de> DeserializeSeed<'de> for RecordSeed<'_, '_, '_, 'de> {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_any(self)
+        deserializer.deserialize_map(self)
     }
 }
 
@@ -549,8 +549,8 @@ impl<'de> Visitor<'de> for RecordSeed<'_, '_, '_, 'de> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let mut object = self.keys.open();
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-            self.keys.insert(&mut object, key.clone())?;
-            self.fields.add(self.prefix, &key);
+            let field_index = self.fields.add(self.prefix, &key);
+            self.keys.insert_field(&mut object, key.clone(), field_index)?;
             map.next_value_seed(CommandsSeed { prefix: self.prefix, key: &key, fields: &mut *self.fields, keys: &mut *self.keys })?;
         }
         self.keys.close(object);
@@ -570,7 +570,7 @@ impl<'de> DeserializeSeed<'de> for CommandsSeed<'_, '_, '_, 'de> {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_any(self)
+        deserializer.deserialize_seq(self)
     }
 }
 
@@ -619,7 +619,7 @@ impl<'de> DeserializeSeed<'de> for CommandSeed<'_, '_, '_, '_, 'de> {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_any(self)
+        deserializer.deserialize_seq(self)
     }
 }
 
@@ -646,7 +646,7 @@ impl<'de> Visitor<'de> for CommandSeed<'_, '_, '_, '_, 'de> {
         let carries_values = matches!(code, Some(0 | 1));
         let mark = self.fields.mark();
         let third = if carries_values {
-            let prefix = self.nested_prefix.get_or_insert_with(|| format!("{}{}.", self.prefix, self.key));
+            let prefix = self.nested_prefix.get_or_insert_with(|| [self.prefix, self.key, "."].concat());
             seq.next_element_seed(RecordSeed { prefix, fields: &mut *self.fields, keys: &mut *self.keys })?
         } else {
             seq.next_element::<Skip>()?.map(|_| ())

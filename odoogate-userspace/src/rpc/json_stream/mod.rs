@@ -1,10 +1,11 @@
 //! One-pass decoders for the JSON surfaces (`/jsonrpc`, the web client's
 //! `call_kw`, `call_button` and `authenticate`, and JSON-2 bodies).
 //!
-//! They read the body with serde_json over borrowed text and keep only what
-//! a decision needs: service, method, database, uid, credential, model,
-//! record ids, field names and context. Everything else is checked as
-//! serde_json checks it when it builds a `serde_json::Value`, and dropped.
+//! They read the body with serde visitors over [`parser::Parser`], which
+//! borrows the text, and keep only what a decision needs: service, method,
+//! database, uid, credential, model, record ids, field names and context.
+//! Everything else is checked as serde_json checks it when it builds a
+//! `serde_json::Value`, and dropped.
 //!
 //! Each decoder returns `None` when it cannot decide on the body alone:
 //! invalid JSON, a wrong shape, or a key repeated where the stream cannot
@@ -13,6 +14,7 @@
 //! Those bodies are rare, so they cost the tree's speed and nothing else.
 
 mod extract;
+mod parser;
 mod read;
 
 use std::fmt;
@@ -21,6 +23,7 @@ use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value as Json;
 
 use extract::{Extraction, IdsMode, ValueKind};
+use parser::Parser;
 use read::{JsonSeed, Key, KeyStack, Skip, ignore_scalars, skip_rest_of_map, skip_rest_of_seq};
 
 use super::call::{Call, CallKind, Credential, CredentialSlot, Protocol};
@@ -28,18 +31,12 @@ use super::service;
 use super::web::Route;
 use crate::secret::Secret;
 
-/// Returns the body as text when the tree decoder would read it at all:
-/// valid UTF-8 and nested no deeper than `max_depth`.
-fn body_text(body: &[u8], max_depth: usize) -> Option<&str> {
-    super::jsonrpc::check_depth(body, max_depth).ok()?;
-    std::str::from_utf8(body).ok()
-}
-
-/// Runs `seed` over the whole body, which must hold one JSON value.
-fn read_body<'de, S: DeserializeSeed<'de>>(text: &'de str, seed: S) -> Option<S::Value> {
-    let mut deserializer = serde_json::Deserializer::from_str(text);
-    let value = seed.deserialize(&mut deserializer).ok()?;
-    deserializer.end().ok()?;
+/// Runs `seed` over the whole body, which must hold one JSON value nested
+/// no deeper than `max_depth`.
+fn read_body<'de, S: DeserializeSeed<'de>>(body: &'de [u8], max_depth: usize, seed: S) -> Option<S::Value> {
+    let mut parser = Parser::new(body, max_depth).ok()?;
+    let value = seed.deserialize(&mut parser).ok()?;
+    parser.end().ok()?;
     Some(value)
 }
 
@@ -51,15 +48,14 @@ fn text_of(value: Option<&Json>) -> Option<&str> {
 
 /// Decodes a `/jsonrpc` body, as `jsonrpc::decode_request` does.
 pub(crate) fn decode_jsonrpc(body: &[u8], max_depth: usize) -> Option<Call> {
-    let text = body_text(body, max_depth)?;
-    let mut params = read_body(text, Envelope(JsonRpcParamsSeed { fixed: None }))??;
+    let mut params = read_body(body, max_depth, Envelope(JsonRpcParamsSeed { fixed: None }))??;
     let service = text_of(params.service.as_ref())?.to_owned();
     let method = text_of(params.method.as_ref())?.to_owned();
     let read_with = (service.clone(), method.clone());
     if params.args_read_with.as_ref() != Some(&read_with) {
         // `args` came before the final `service` or `method`: read it again
         // knowing both.
-        params = read_body(text, Envelope(JsonRpcParamsSeed { fixed: Some(read_with.clone()) }))??;
+        params = read_body(body, max_depth, Envelope(JsonRpcParamsSeed { fixed: Some(read_with.clone()) }))??;
         if params.args_read_with.as_ref() != Some(&read_with) {
             return None;
         }
@@ -74,7 +70,7 @@ impl<'de, T, S: DeserializeSeed<'de, Value = Option<T>> + Clone> DeserializeSeed
     type Value = Option<T>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_any(self)
+        deserializer.deserialize_map(self)
     }
 }
 
@@ -127,7 +123,7 @@ impl<'de> DeserializeSeed<'de> for JsonRpcParamsSeed {
     type Value = Option<JsonRpcParams>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_any(self)
+        deserializer.deserialize_map(self)
     }
 }
 
@@ -238,7 +234,7 @@ impl<'de> DeserializeSeed<'de> for ServiceArgsSeed<'_> {
     type Value = Option<ServiceArgs>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_any(self)
+        deserializer.deserialize_seq(self)
     }
 }
 
@@ -310,7 +306,7 @@ impl<'de> DeserializeSeed<'de> for ArgsListSeed<'_, '_, 'de> {
     type Value = bool;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
-        deserializer.deserialize_any(self)
+        deserializer.deserialize_seq(self)
     }
 }
 
@@ -338,8 +334,7 @@ impl<'de> Visitor<'de> for ArgsListSeed<'_, '_, 'de> {
 
 /// Decodes `/web/session/authenticate`, as `web::decode_authenticate` does.
 pub(crate) fn decode_web_authenticate(body: &[u8], max_depth: usize) -> Option<Call> {
-    let text = body_text(body, max_depth)?;
-    let params = read_body(text, Envelope(AuthenticateSeed))??;
+    let params = read_body(body, max_depth, Envelope(AuthenticateSeed))??;
     let mut call = Call::new(Protocol::Web, CallKind::Auth);
     call.method = Some("authenticate".to_owned());
     call.db = text_of(params.db.as_ref()).map(str::to_owned);
@@ -362,7 +357,7 @@ impl<'de> DeserializeSeed<'de> for AuthenticateSeed {
     type Value = Option<AuthenticateParams>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_any(self)
+        deserializer.deserialize_map(self)
     }
 }
 
@@ -400,11 +395,10 @@ impl<'de> Visitor<'de> for AuthenticateSeed {
 
 /// Decodes `call_kw` or `call_button`, as `web::decode_call` does.
 pub(crate) fn decode_web_call(route: Route, body: &[u8], max_depth: usize) -> Option<Call> {
-    let text = body_text(body, max_depth)?;
-    let mut params = read_body(text, Envelope(WebCallSeed { route, fixed: None }))??;
+    let mut params = read_body(body, max_depth, Envelope(WebCallSeed { route, fixed: None }))??;
     let method = text_of(params.method.as_ref())?.to_owned();
     if params.stale || params.extraction.as_ref().is_some_and(|extraction| extraction.method() != method) {
-        params = read_body(text, Envelope(WebCallSeed { route, fixed: Some(method.clone()) }))??;
+        params = read_body(body, max_depth, Envelope(WebCallSeed { route, fixed: Some(method.clone()) }))??;
         if params.stale {
             return None;
         }
@@ -459,7 +453,7 @@ impl<'de> DeserializeSeed<'de> for WebCallSeed {
     type Value = Option<WebCallParams>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_any(self)
+        deserializer.deserialize_map(self)
     }
 }
 
@@ -515,12 +509,13 @@ impl<'de> Visitor<'de> for WebCallSeed {
 /// Reads a JSON-2 body for `method`. Returns the extraction of its named
 /// arguments, or `None` when the tree decoder must read the body.
 pub(crate) fn read_json2_body(method: &str, body: &[u8], max_depth: usize) -> Option<Extraction> {
-    let text = body_text(body, max_depth)?;
     let mut extraction = Extraction::new(method, IdsMode::Named);
     let mut keys = KeyStack::default();
-    let kind = read_body(text, extraction.named_seed(&mut keys))?;
+    let kind = read_body(body, max_depth, extraction.named_seed(&mut keys))?;
     (kind == ValueKind::Map).then_some(extraction)
 }
 
+#[cfg(test)]
+mod parser_tests;
 #[cfg(test)]
 mod tests;

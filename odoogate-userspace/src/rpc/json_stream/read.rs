@@ -2,10 +2,12 @@
 //! value tree: [`Skip`] validates a value and keeps nothing, [`Key`] reads
 //! an object key, and [`KeyStack`] detects keys repeated in one object.
 //!
-//! Every reader here calls `deserialize_any`, so serde_json checks what it
-//! checks when it builds a `serde_json::Value`: numbers that overflow `f64`,
-//! lone surrogates in `\u` escapes and invalid escapes are errors here too.
-//! `serde::de::IgnoredAny` would skip those checks.
+//! [`Skip`] calls `deserialize_ignored_any`, which [`super::parser::Parser`]
+//! implements with a validating scanner: numbers that overflow `f64`, lone
+//! surrogates in `\u` escapes and invalid escapes are errors there too, as
+//! they are when serde_json builds a `serde_json::Value`. serde_json's own
+//! `deserialize_ignored_any` skips those checks, so these readers must not
+//! run on serde_json's deserializer.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -44,7 +46,7 @@ pub(super) struct Skip;
 
 impl<'de> Deserialize<'de> for Skip {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(SkipVisitor)
+        deserializer.deserialize_ignored_any(SkipVisitor)
     }
 }
 
@@ -128,6 +130,23 @@ const LINEAR_SCAN_KEYS: usize = 32;
 pub(super) struct ObjectKeys {
     start: usize,
     many: Option<HashSet<String>>,
+    /// A one-word Bloom filter of the keys in `KeyStack::keys[start..]`: a
+    /// key whose bit is clear is not among them, so most distinct keys cost
+    /// no string comparison.
+    filter: u64,
+    /// Bit `n` is set when the object had the key whose field name is at
+    /// index `n` of the call's field set.
+    field_indexes: u64,
+}
+
+/// Returns the bit of `key` in [`ObjectKeys::filter`], from its length and
+/// its first and last bytes.
+fn filter_bit(key: &str) -> u64 {
+    let bytes = key.as_bytes();
+    let first = u32::from(bytes.first().copied().unwrap_or(0));
+    let last = u32::from(bytes.last().copied().unwrap_or(0));
+    let mixed = (bytes.len() as u32 ^ (first << 8) ^ (last << 16)).wrapping_mul(0x9E37_79B1);
+    1 << (mixed >> 26)
 }
 
 // === impl KeyStack ===
@@ -135,7 +154,7 @@ pub(super) struct ObjectKeys {
 impl<'de> KeyStack<'de> {
     /// Starts an object.
     pub(super) fn open(&self) -> ObjectKeys {
-        ObjectKeys { start: self.keys.len(), many: None }
+        ObjectKeys { start: self.keys.len(), many: None, filter: 0, field_indexes: 0 }
     }
 
     /// Records `key` in `object`. Fails when the object already had it,
@@ -146,9 +165,11 @@ impl<'de> KeyStack<'de> {
         if let Some(many) = &mut object.many {
             return if many.insert(key.into_owned()) { Ok(()) } else { Err(repeated()) };
         }
-        if self.keys[object.start..].contains(&key) {
+        let bit = filter_bit(&key);
+        if object.filter & bit != 0 && self.keys[object.start..].contains(&key) {
             return Err(repeated());
         }
+        object.filter |= bit;
         if self.keys.len() - object.start >= LINEAR_SCAN_KEYS {
             let mut many: HashSet<String> = self.keys.drain(object.start..).map(Cow::into_owned).collect();
             many.insert(key.into_owned());
@@ -157,6 +178,31 @@ impl<'de> KeyStack<'de> {
         }
         self.keys.push(key);
         Ok(())
+    }
+
+    /// Records `key` in `object`, as [`KeyStack::insert`] does, given the
+    /// index that [`crate::rpc::args::FieldSet::add`] returned for it. Keys
+    /// of one object share a prefix, so two keys are equal exactly when
+    /// their field names are, and a known index below 64 needs no string
+    /// comparison. Rolling the field set back never drops the name of a key
+    /// of an object still being read, so such an index stays valid.
+    pub(super) fn insert_field<E: serde::de::Error>(
+        &mut self,
+        object: &mut ObjectKeys,
+        key: Cow<'de, str>,
+        field_index: Option<usize>,
+    ) -> Result<(), E> {
+        match field_index {
+            Some(index) if index < 64 => {
+                let bit = 1u64 << index;
+                if object.field_indexes & bit != 0 {
+                    return Err(E::custom("repeated object key"));
+                }
+                object.field_indexes |= bit;
+                Ok(())
+            }
+            _ => self.insert(object, key),
+        }
     }
 
     /// Ends an object, forgetting its keys.

@@ -331,3 +331,30 @@ fn false_position_hides_keyword() {
     assert!(call.reads_all_fields);
     assert_web_agrees(Route::CallKw, body);
 }
+
+#[test]
+fn repeated_key_found_across_field_set_growth() {
+    // `k0` is first met while the field set is short and scanned, and again
+    // once it is hashed.
+    let keys: Vec<String> = (0..20).map(|key| format!("\"k{key}\":1")).collect();
+    let body = format!(
+        r#"{{"params":{{"service":"object","method":"execute","args":["db",2,"pw","m","write",[1],{{{},"k0":2}}]}}}}"#,
+        keys.join(",")
+    );
+    assert!(decode_jsonrpc(body.as_bytes(), 64).is_none());
+    assert_jsonrpc_agrees(&body);
+}
+
+#[test]
+fn rolled_back_nested_name_is_not_a_repeat() {
+    // The four-item list is not a command, so `a.b` is rolled back, and the
+    // key `a.b` that follows is new to its object.
+    let body = r#"{"params":{"service":"object","method":"execute","args":["db",2,"pw","m","write",[1],{"a":[[0,0,{"b":1},9]],"a.b":1,"c":[[1,5,{"b":2}]]}]}}"#;
+    let call = decode_jsonrpc(body.as_bytes(), 64).expect("no key repeats");
+    assert_eq!(call.fields, vec!["a", "a.b", "c", "c.b"]);
+    assert_jsonrpc_agrees(body);
+
+    let repeated = body.replace(r#""c":"#, r#""a.b":2,"c":"#);
+    assert!(decode_jsonrpc(repeated.as_bytes(), 64).is_none());
+    assert_jsonrpc_agrees(&repeated);
+}
