@@ -41,7 +41,7 @@ pub fn decode_request(model: &str, method: &str, request: &HttpRequest, max_dept
 
 /// Decodes a JSON-2 request through a `serde_json::Value` tree. The
 /// one-pass reader falls back to it for the bodies it does not read.
-pub(crate) fn decode_request_tree(model: &str, method: &str, request: &HttpRequest, max_depth: usize) -> Result<Call, DecodeError> {
+pub fn decode_request_tree(model: &str, method: &str, request: &HttpRequest, max_depth: usize) -> Result<Call, DecodeError> {
     let body = jsonrpc::parse_object(&request.body, max_depth)?;
     let mut call = new_call(model, method, request);
     for key in PATH_ARGUMENT_KEYS {

@@ -20,7 +20,7 @@ pub fn decode_request(body: &[u8], max_depth: usize) -> Result<Call, DecodeError
 
 /// Decodes a `/jsonrpc` request body through a `serde_json::Value` tree.
 /// The one-pass decoder falls back to it for the bodies it does not read.
-pub(crate) fn decode_request_tree(body: &[u8], max_depth: usize) -> Result<Call, DecodeError> {
+pub fn decode_request_tree(body: &[u8], max_depth: usize) -> Result<Call, DecodeError> {
     let envelope = parse_object(body, max_depth)?;
     let params = params_of(&envelope)?;
 

@@ -76,7 +76,7 @@ fn decode_authenticate(body: &[u8], max_depth: usize) -> Result<Call, DecodeErro
 }
 
 /// Reads `/web/session/authenticate` through a `serde_json::Value` tree.
-pub(crate) fn decode_authenticate_tree(body: &[u8], max_depth: usize) -> Result<Call, DecodeError> {
+pub fn decode_authenticate_tree(body: &[u8], max_depth: usize) -> Result<Call, DecodeError> {
     let envelope = jsonrpc::parse_object(body, max_depth)?;
     let params = jsonrpc::params_of(&envelope)?;
 
@@ -101,7 +101,7 @@ fn decode_call(route: Route, body: &[u8], max_depth: usize) -> Result<Call, Deco
 }
 
 /// Reads `call_kw` and `call_button` through a `serde_json::Value` tree.
-pub(crate) fn decode_call_tree(route: Route, body: &[u8], max_depth: usize) -> Result<Call, DecodeError> {
+pub fn decode_call_tree(route: Route, body: &[u8], max_depth: usize) -> Result<Call, DecodeError> {
     let envelope = jsonrpc::parse_object(body, max_depth)?;
     let params = jsonrpc::params_of(&envelope)?;
 
