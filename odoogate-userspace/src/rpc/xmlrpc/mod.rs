@@ -19,6 +19,7 @@ mod quick;
 mod scan;
 #[cfg(test)]
 mod tokenizer_tests;
+mod well_formed;
 
 use std::borrow::Cow;
 
@@ -269,6 +270,15 @@ impl<'a> Unmarshaller<'a> {
         check_xml_chars(&content)?;
         self.characters_checked(content);
         Ok(())
+    }
+
+    /// Handles the text of a reference or a CDATA section. XML allows
+    /// neither outside the root element, even where it stands for whitespace.
+    fn markup_characters(&mut self, content: Cow<'a, str>) -> Result<(), DecodeError> {
+        if self.open_elements == 0 {
+            return Err(DecodeError::InvalidXml("reference or CDATA section outside the root element".to_owned()));
+        }
+        self.characters(content)
     }
 
     /// Handles text inside the root element that the caller has checked

@@ -7,23 +7,32 @@ use std::borrow::Cow;
 use quick_xml::Reader;
 use quick_xml::events::{BytesRef, Event};
 
-use super::{DecodeError, Document, Tag, Unmarshaller, bounded, is_xml_char, local_name};
+use super::{DecodeError, Document, Tag, Unmarshaller, bounded, is_xml_char, local_name, well_formed};
 
 /// Feeds `body` to `unmarshaller` event by event.
 pub(super) fn unmarshal<'a>(mut unmarshaller: Unmarshaller<'a>, body: &'a str) -> Result<Document<'a>, DecodeError> {
+    // The caller strips one byte order mark. quick-xml would skip a second
+    // one, but expat reads it as a character before the root element.
+    if body.starts_with('\u{feff}') {
+        return Err(DecodeError::InvalidXml("second byte order mark".to_owned()));
+    }
     let mut reader = Reader::from_str(body);
     reader.config_mut().trim_text(false);
 
+    let mut is_first_event = true;
     loop {
         let event = reader.read_event().map_err(|error| invalid_xml(&error, reader.error_position()))?;
+        let is_declaration_allowed = std::mem::replace(&mut is_first_event, false);
         match event {
             Event::Start(start) => {
+                well_formed::check_start_tag(&start)?;
                 let name = local_name(start.name().into_inner());
                 if unmarshaller.start(Tag::of(name), name)? {
                     return Ok(unmarshaller.stopped_at_params());
                 }
             }
             Event::Empty(start) => {
+                well_formed::check_start_tag(&start)?;
                 let name = local_name(start.name().into_inner());
                 let tag = Tag::of(name);
                 if unmarshaller.start(tag, name)? {
@@ -33,20 +42,28 @@ pub(super) fn unmarshal<'a>(mut unmarshaller: Unmarshaller<'a>, body: &'a str) -
             }
             Event::End(end) => unmarshaller.end(Tag::of(local_name(end.name().into_inner())))?,
             Event::Text(text) => {
+                well_formed::check_text(&text)?;
                 let content = text.xml10_content().map_err(|_| DecodeError::NotUtf8)?;
                 unmarshaller.characters(content)?;
             }
             Event::CData(cdata) => {
                 let content = cdata.xml10_content().map_err(|_| DecodeError::NotUtf8)?;
-                unmarshaller.characters(content)?;
+                unmarshaller.markup_characters(content)?;
             }
             Event::GeneralRef(reference) => {
                 let resolved = resolve_reference(&reference)?;
-                unmarshaller.characters(Cow::Owned(resolved.to_string()))?;
+                unmarshaller.markup_characters(Cow::Owned(resolved.to_string()))?;
             }
             Event::DocType(_) => return Err(DecodeError::XmlDoctype),
-            Event::Decl(declaration) => check_declared_encoding(&declaration)?,
-            Event::Comment(_) | Event::PI(_) => {}
+            Event::Decl(declaration) => {
+                if !is_declaration_allowed {
+                    return Err(DecodeError::InvalidXml("XML declaration not at the start of the document".to_owned()));
+                }
+                well_formed::check_declaration(&declaration)?;
+                check_declared_encoding(&declaration)?;
+            }
+            Event::Comment(comment) => well_formed::check_comment(&comment)?,
+            Event::PI(instruction) => well_formed::check_processing_instruction(&instruction)?,
             Event::Eof => break,
         }
     }
