@@ -568,3 +568,141 @@ fn decoders_agree_with_python() {
     // Both sides must read most bodies as calls, or the test compares nothing.
     assert!(tally.agreed * 2 > count, "only {} of {count} bodies were compared: {tally:?}", tally.agreed);
 }
+
+// === XML well-formedness edge cases ===
+
+/// Writes an `execute_kw` call of `read` whose model parameter is
+/// `model_value`, between `declaration` and `trailer`.
+fn edge_case_body(declaration: &str, model_value: &str, trailer: &str) -> Body {
+    let xml = format!(
+        "{declaration}<methodCall><methodName>execute_kw</methodName><params>\n\
+         <param><value><string>odoo19</string></value></param>\n<param><value><int>2</int></value></param>\n\
+         <param><value><string>pw</string></value></param>\n<param><value>{model_value}</value></param>\n\
+         <param><value><string>read</string></value></param>\n\
+         <param><value><array><data><value><array><data><value><int>5</int></value></data></array></value></data></array></value></param>\n\
+         </params></methodCall>{trailer}"
+    );
+    Body { surface: "xmlrpc", service: "object".to_owned(), bytes: xml.into_bytes() }
+}
+
+/// Hand-picked bodies at the edges of XML 1.0 well-formedness, some inside
+/// the scanner's subset and some that it defers to quick-xml.
+fn edge_case_bodies() -> Vec<Body> {
+    const TEXT: &[&str] = &[
+        "a]]>b",
+        "]]&gt;",
+        "]]",
+        "&#x0000000041;",
+        "&#0000065;",
+        "&#x10FFFF;",
+        "&#xD800;",
+        "&#0;",
+        "&#X41;",
+        "&#x;",
+        "&nbsp;",
+        "&#13;",
+        "<![CDATA[x]]>]]>",
+        "<![CDATA[]]]]><![CDATA[>]]>",
+        "<![CDATA[<&]]>",
+        "<![CDATA[a\r\nb]]>",
+        "\r\n",
+        "\r",
+        "\u{7f}",
+        "\u{85}",
+        "\u{fffe}",
+        "\u{ffff}",
+        "\u{fffd}",
+        "\u{1fffe}",
+        "\u{1}",
+        "<!-- c -->",
+        "<!-- a -- b -->",
+        "<!-- a --->",
+        "<?pi x?>",
+        "<?xml version='1.0'?>",
+        "<? x?>",
+        "<?pi?x?>",
+    ];
+    const DECLARATIONS: &[&str] = &[
+        "",
+        "<?xml version='1.0'?>\n",
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>",
+        "\u{feff}<?xml version='1.0'?>",
+        "\u{feff}\u{feff}<?xml version='1.0'?>",
+        " <?xml version='1.0'?>",
+        "<!-- c --><?xml version='1.0'?>",
+        "<?xml version='1.0'?><?xml version='1.0'?>",
+        "<?XML version='1.0'?>",
+        "<?xml?>",
+        "<?xml encoding='utf-8'?>",
+        "<?xml version='1.0'encoding='utf-8'?>",
+        "<?xml version='1.0' standalone='maybe'?>",
+        "<?xml version='1.0' standalone='no'?>",
+        "<?xml version = '1.0'\tencoding='utf-8' ?>",
+        "<?xml version='1.0' encoding='utf-8' encoding='latin-1'?>",
+        "<?xml version='1.0' encoding='latin-1'?>",
+        "\r\n",
+    ];
+    const MODEL_VALUES: &[&str] = &[
+        "<string >res.partner</string\n>",
+        "<string\r\n>res.partner</string>",
+        "<x:string>res.partner</x:string>",
+        "<string a>res.partner</string>",
+        "<string a='1'b='2'>res.partner</string>",
+        "<string a='1' a='2'>res.partner</string>",
+        "<string a='<'>res.partner</string>",
+        "<string a='1'>res.partner</string>",
+        "<string>res.partner</string><a!b/>",
+        "<string>res.partner</string><a-b.c/>",
+        "<string>res.</string>partner",
+        "res.<x/>partner",
+        "<string>res.partner<nil/></string>",
+    ];
+    const TRAILERS: &[&str] = &["&#32;", "<![CDATA[]]>", "\n", "\r\n", "<!-- c -->", "<?pi?>", "x", "<a/>"];
+
+    let mut bodies = Vec::new();
+    for text in TEXT {
+        bodies.push(edge_case_body("", &format!("<string>res.{text}partner</string>"), ""));
+        bodies.push(edge_case_body("", &format!("res.partner{text}"), ""));
+    }
+    for declaration in DECLARATIONS {
+        bodies.push(edge_case_body(declaration, "<string>res.partner</string>", ""));
+    }
+    for model_value in MODEL_VALUES {
+        bodies.push(edge_case_body("", model_value, ""));
+    }
+    for trailer in TRAILERS {
+        bodies.push(edge_case_body("", "<string>res.partner</string>", trailer));
+    }
+    bodies
+}
+
+/// On each edge case odoogate rejects what expat rejects, and decodes the
+/// call Python reads or fails closed.
+#[test]
+fn xml_edge_cases_agree_with_python() {
+    let bodies = edge_case_bodies();
+    let answers = python_answers(&bodies);
+
+    let mut agreed = 0;
+    let mut failures = Vec::new();
+    for (body, answer) in bodies.iter().zip(&answers) {
+        let text = String::from_utf8_lossy(&body.bytes);
+        let decoded = decode_request(&http_request(body), &DecodeLimits::default());
+        let python_reads_a_call = answer["ok"] == Json::Bool(true);
+        match decoded {
+            Ok(Some(_)) if answer["error"] == "ExpatError" => failures.push(format!("expat rejects, odoogate decoded: {text:?}")),
+            Ok(Some(call)) if python_reads_a_call && call.mismatches.is_empty() => {
+                let differences = differences(&call, answer);
+                if differences.is_empty() {
+                    agreed += 1;
+                } else {
+                    failures.push(format!("{}: {text:?}", differences.join("; ")));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    assert!(failures.is_empty(), "{} of {} edge cases differ:\n{}", failures.len(), bodies.len(), failures.join("\n"));
+    assert!(agreed >= 40, "only {agreed} of {} edge cases were compared", bodies.len());
+}
