@@ -183,6 +183,7 @@ impl<'a> Unmarshaller<'a> {
 
     /// Handles a start tag whose local name is `name`. Returns true when
     /// the reader should stop.
+    #[inline]
     fn start(&mut self, tag: Tag, name: &[u8]) -> Result<bool, DecodeError> {
         if self.root_closed {
             return Err(DecodeError::InvalidXml("element after the root element".to_owned()));
@@ -198,10 +199,7 @@ impl<'a> Unmarshaller<'a> {
         }
         self.text.clear();
         if self.in_bare_value && tag == Tag::Unknown {
-            return Err(DecodeError::InvalidXmlRpc(format!(
-                "unknown element <{}> inside <value>",
-                bounded(&String::from_utf8_lossy(name))
-            )));
+            return Err(unknown_element_in_value(name));
         }
         self.in_bare_value = tag == Tag::Value;
         self.open_elements += 1;
@@ -283,6 +281,7 @@ impl<'a> Unmarshaller<'a> {
 
     /// Handles text inside the root element that the caller has checked
     /// against XML 1.0's character rules, as [`check_xml_chars`] does.
+    #[inline]
     fn characters_checked(&mut self, content: Cow<'a, str>) {
         self.text.push(content);
     }
@@ -298,6 +297,14 @@ impl<'a> Unmarshaller<'a> {
     fn stopped_at_params(self) -> Document<'a> {
         Document { kind: DocumentKind::Params, method_name: self.method_name, values: Vec::new() }
     }
+}
+
+/// Describes an element Python's unmarshaller has no handler for, directly
+/// inside `<value>`. Kept out of line because it is rare.
+#[cold]
+#[inline(never)]
+fn unknown_element_in_value(name: &[u8]) -> DecodeError {
+    DecodeError::InvalidXmlRpc(format!("unknown element <{}> inside <value>", bounded(&String::from_utf8_lossy(name))))
 }
 
 /// Pieces of text stored inline before [`Text`] appends to a string.
@@ -319,6 +326,7 @@ struct Text<'a> {
 // === impl Text ===
 
 impl<'a> Text<'a> {
+    #[inline(always)]
     fn push(&mut self, content: Cow<'a, str>) {
         if self.len < INLINE_TEXT_PIECES {
             self.pieces[self.len] = content;
@@ -328,6 +336,7 @@ impl<'a> Text<'a> {
         }
     }
 
+    #[inline]
     fn clear(&mut self) {
         // `overflow` is empty unless every inline piece is set.
         if self.len == 0 {

@@ -205,7 +205,7 @@ impl<'a> Scanner<'a> {
         };
         let name = &self.bytes[element.name_start..element.name_end];
         let after_slash = self.position + 1;
-        if !self.bytes[after_slash..].starts_with(name) {
+        if !has_prefix(&self.bytes[after_slash..], name) {
             return Err(Defer.into());
         }
         self.position = after_slash + name.len();
@@ -371,6 +371,13 @@ fn character_reference(digits: &[u8], radix: u32) -> Result<(char, usize), Defer
 fn is_noncharacter_at(bytes: &[u8], position: usize) -> bool {
     let rest = &bytes[position..];
     rest.starts_with(b"\xEF\xBF\xBE") || rest.starts_with(b"\xEF\xBF\xBF")
+}
+
+/// Tells whether `bytes` starts with `prefix`. A byte loop, because element
+/// names are short and a `memcmp` call costs more than comparing them.
+#[inline]
+fn has_prefix(bytes: &[u8], prefix: &[u8]) -> bool {
+    bytes.len() >= prefix.len() && bytes.iter().zip(prefix).all(|(byte, expected)| byte == expected)
 }
 
 /// Returns what follows `quote value quote`, for either quote character.
