@@ -60,7 +60,7 @@ pub(super) fn unmarshal<'a>(mut unmarshaller: Unmarshaller<'a>, body: &'a str) -
                     return Err(DecodeError::InvalidXml("XML declaration not at the start of the document".to_owned()));
                 }
                 well_formed::check_declaration(&declaration)?;
-                check_declared_encoding(&declaration)?;
+                check_declared_encoding(&declaration, body)?;
             }
             Event::Comment(comment) => well_formed::check_comment(&comment)?,
             Event::PI(instruction) => well_formed::check_processing_instruction(&instruction)?,
@@ -93,14 +93,24 @@ fn resolve_reference(reference: &BytesRef<'_>) -> Result<char, DecodeError> {
 
 /// Expat reads the declared encoding; odoogate reads UTF-8 only, so a
 /// document that declares anything else could mean another call to Odoo.
-fn check_declared_encoding(declaration: &quick_xml::events::BytesDecl<'_>) -> Result<(), DecodeError> {
+///
+/// Under Python 3.11, expat 2.5 rejects every non-ASCII byte in a document
+/// declared as `us-ascii`, `ascii` or `utf8`, because pyexpat decodes the
+/// encodings that expat does not know itself one byte at a time.
+fn check_declared_encoding(declaration: &quick_xml::events::BytesDecl<'_>, body: &str) -> Result<(), DecodeError> {
     let Some(encoding) = declaration.encoding() else {
         return Ok(());
     };
     let encoding = encoding.map_err(|_| DecodeError::InvalidXml("invalid XML declaration".to_owned()))?;
     let name = String::from_utf8_lossy(&encoding);
-    let is_utf8 = ["utf-8", "utf8", "us-ascii", "ascii"].iter().any(|known| name.eq_ignore_ascii_case(known));
-    if is_utf8 {
+    if name.eq_ignore_ascii_case("utf-8") {
+        return Ok(());
+    }
+    let is_ascii_only = ["utf8", "us-ascii", "ascii"].iter().any(|known| name.eq_ignore_ascii_case(known));
+    if is_ascii_only {
+        if !body.is_ascii() {
+            return Err(DecodeError::InvalidXml(format!("non-ASCII text in a document declared as {}", bounded(&name))));
+        }
         return Ok(());
     }
     Err(DecodeError::UnsupportedEncoding(bounded(&name)))
