@@ -245,8 +245,8 @@ impl<C: UpstreamConnector> Session<'_, C> {
 
     /// Passes Odoo's response, whose head is `started`, to the client: its
     /// head rewritten (see [`wire::client_response_head`]), its body copied
-    /// as it arrives. Interim responses are dropped, since odoogate
-    /// answered `Expect` itself.
+    /// as it arrives. Interim responses are dropped, because odoogate
+    /// handles `Expect` itself and does not pass it to Odoo.
     async fn relay_response(
         &mut self,
         upstream: &mut Peer,

@@ -48,7 +48,7 @@ pub(super) struct RequestLine<'a> {
 
 /// Returns the header fields of a request to Odoo: hop-by-hop fields
 /// dropped, `X-Forwarded-For` extended with `client`, and a `Connection`
-/// field of odoogate's own. An HTTP/1.1 request asks for `keep-alive`, so
+/// field of odoogate's own. An HTTP/1.1 request gets `keep-alive`, so
 /// the connection can go back to the pool (see [`super::pool`]), and an
 /// HTTP/1.0 request for `close`. An upgrade request keeps its `Upgrade`
 /// field and asks for `Connection: Upgrade` instead.
@@ -89,8 +89,8 @@ pub(super) fn forwarded_headers(headers: &Headers, client: IpAddr, version: Http
     Headers(fields)
 }
 
-/// Tells whether a request forwarded with [`forwarded_headers`] asks Odoo
-/// to keep the connection open: HTTP/1.1 without an upgrade.
+/// Tells whether a request forwarded with [`forwarded_headers`] requests
+/// that Odoo keep the connection open: HTTP/1.1 without an upgrade.
 pub(super) fn upstream_keeps_alive(version: HttpVersion, upgrade: Option<&[u8]>) -> bool {
     version == HttpVersion::Http11 && upgrade.is_none()
 }

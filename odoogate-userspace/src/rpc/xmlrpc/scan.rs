@@ -22,7 +22,7 @@ use std::borrow::Cow;
 
 use super::{DecodeError, Document, Tag, Unmarshaller, is_xml_char};
 
-/// How the scanner ended.
+/// The scanner's result when the body raised no error.
 pub(super) enum Scanned<'a> {
     /// The unmarshaller's document, read to its end or to the `<params>`
     /// start tag where it stops.
@@ -31,8 +31,9 @@ pub(super) enum Scanned<'a> {
     Deferred,
 }
 
-/// Why the scanner gave up on a body. It carries no detail, because the
-/// caller reads the body again with quick-xml, which names the problem.
+/// The marker of a body outside the scanner's subset. It carries no
+/// detail, because the caller reads the body again with quick-xml, which
+/// names the problem.
 struct Defer;
 
 /// Feeds `body` to `unmarshaller`. Errors are the unmarshaller's own, on
@@ -48,7 +49,7 @@ pub(super) fn unmarshal<'a>(unmarshaller: Unmarshaller<'a>, body: &'a str) -> Re
     }
 }
 
-/// How the scan of the body ended without an error or a deferral.
+/// The end of a scan without an error or a deferral.
 enum Flow {
     /// The root element closed, and only whitespace follows it.
     Finished,
@@ -56,7 +57,7 @@ enum Flow {
     StoppedAtParams,
 }
 
-/// Why a scan step did not go on.
+/// The reason a scan step stopped: an error, or a deferral to quick-xml.
 enum Step {
     Invalid(DecodeError),
     Defer(Defer),
