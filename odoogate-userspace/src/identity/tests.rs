@@ -35,7 +35,7 @@ fn source(peer: &str, cgroup: Option<&str>) -> Source {
 
 fn call_with(slot: CredentialSlot, secret: &str) -> Call {
     let mut call = Call::new(Protocol::XmlRpc, CallKind::Model);
-    call.credential = Some(Credential { slot, secret: Secret::new(secret) });
+    call.credential = Some(Credential::new(slot, Secret::new(secret)));
     call
 }
 

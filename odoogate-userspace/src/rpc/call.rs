@@ -1,5 +1,7 @@
 //! The decoded form of one RPC call, shared by every surface.
 
+use std::ops::Range;
+
 use crate::secret::Secret;
 
 /// The RPC surface a call came through.
@@ -61,10 +63,31 @@ pub enum CredentialSlot {
 }
 
 /// A credential carried by a call. The value is a [`Secret`] and never logged.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Two credentials are equal when their slot and secret are: where the
+/// secret sat in the body does not change which credential it is.
+#[derive(Clone, Debug, Eq)]
 pub struct Credential {
     pub slot: CredentialSlot,
     pub secret: Secret,
+    /// The byte range of the body that holds the secret, when the decoder
+    /// read it verbatim as the whole text of one XML-RPC element: no
+    /// entity, character reference or CDATA section, and `>` before it and
+    /// `<` after it. The token swap replaces exactly these bytes.
+    pub span: Option<Range<usize>>,
+}
+
+impl Credential {
+    /// A credential with no known place in the body.
+    pub fn new(slot: CredentialSlot, secret: Secret) -> Self {
+        Self { slot, secret, span: None }
+    }
+}
+
+impl PartialEq for Credential {
+    fn eq(&self, other: &Self) -> bool {
+        self.slot == other.slot && self.secret == other.secret
+    }
 }
 
 /// One decoded RPC call.

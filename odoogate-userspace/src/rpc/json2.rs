@@ -77,7 +77,7 @@ fn bearer_credential(request: &HttpRequest) -> Option<Credential> {
     if !scheme.eq_ignore_ascii_case("bearer") || key.is_empty() {
         return None;
     }
-    Some(Credential { slot: CredentialSlot::Bearer, secret: Secret::new(key) })
+    Some(Credential::new(CredentialSlot::Bearer, Secret::new(key)))
 }
 
 #[cfg(test)]

@@ -242,7 +242,7 @@ fn add_odoogate_token(call: &mut Call, request: &HttpRequest) {
     };
     match std::str::from_utf8(value).map(str::trim) {
         Ok(token) if !token.is_empty() => {
-            call.credential = Some(Credential { slot: CredentialSlot::OdoogateHeader, secret: Secret::new(token) });
+            call.credential = Some(Credential::new(CredentialSlot::OdoogateHeader, Secret::new(token)));
         }
         _ => call.mismatches.push("X-Odoogate-Token header is empty or not UTF-8".to_owned()),
     }

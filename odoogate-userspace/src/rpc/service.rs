@@ -14,6 +14,10 @@ use crate::secret::Secret;
 const DB_METHODS_NAMING_A_DATABASE: [&str; 6] =
     ["create_database", "duplicate_database", "drop", "dump", "restore", "rename"];
 
+/// Where `common.login`, `common.authenticate`, `object.execute` and
+/// `object.execute_kw` take the password or API key.
+pub const PASSWORD_PARAM: usize = 2;
+
 /// Decodes `service.method(*params)` into a call.
 pub fn decode_service_call<V: ArgValue>(
     protocol: Protocol,
@@ -50,7 +54,7 @@ fn decode_common<V: ArgValue>(protocol: Protocol, method: &str, params: &[V]) ->
         "login" | "authenticate" => {
             call.db = text_at(params, 0);
             call.login = text_at(params, 1);
-            call.credential = password_at(params, 2);
+            call.credential = password_at(params, PASSWORD_PARAM);
         }
         "version" | "about" => {}
         _ => call.mismatches.push("common method unknown to odoogate".to_owned()),
@@ -84,7 +88,7 @@ fn decode_object<V: ArgValue>(protocol: Protocol, method: &str, params: &[V]) ->
     let mut call = new_call(protocol, CallKind::Model, "object", model_method);
     call.db = text_at(params, 0);
     call.uid = params.get(1).and_then(uid_of);
-    call.credential = password_at(params, 2);
+    call.credential = password_at(params, PASSWORD_PARAM);
     call.model = Some(model.to_owned());
     args::extract_model_arguments(&mut call, args, kwargs);
     Ok(call)
@@ -118,7 +122,7 @@ fn text_at<V: ArgValue>(params: &[V], index: usize) -> Option<String> {
 
 fn password_at<V: ArgValue>(params: &[V], index: usize) -> Option<Credential> {
     let password = params.get(index)?.as_text()?;
-    Some(Credential { slot: CredentialSlot::Password, secret: Secret::new(password) })
+    Some(Credential::new(CredentialSlot::Password, Secret::new(password)))
 }
 
 /// Reads a uid as Odoo's `int(params[1])` does: an integer, a boolean

@@ -87,7 +87,7 @@ pub fn decode_authenticate_tree(body: &[u8], max_depth: usize) -> Result<Call, D
     call.credential = params
         .get("password")
         .and_then(Json::as_str)
-        .map(|password| Credential { slot: CredentialSlot::Password, secret: Secret::new(password) });
+        .map(|password| Credential::new(CredentialSlot::Password, Secret::new(password)));
     Ok(call)
 }
 

@@ -20,6 +20,11 @@
 //! again and must give the same call with only the credential (and the
 //! injected context key) changed; otherwise the rewrite fails, so odoogate
 //! never forwards a call other than the one it decided on.
+//!
+//! The common XML-RPC case takes a shorter way: when the decoder found the
+//! token as the plain text of its element, only those bytes are replaced,
+//! and the body is neither parsed nor decoded again ([`splice_credential`]
+//! says why that is safe).
 
 mod xml;
 
@@ -76,6 +81,11 @@ pub fn rewrite_request(
         return Err(RewriteError::InvalidCredential);
     }
     let integration = inject_integration.filter(|_| call.kind == CallKind::Model);
+    if integration.is_none()
+        && let Some(bytes) = splice_credential(request, call, credential.expose())
+    {
+        return Ok(bytes);
+    }
 
     let body = rewrite_body(request, call, credential.expose(), integration)?;
     let authorization = (call.protocol == Protocol::Json2).then(|| format!("bearer {}", credential.expose()));
@@ -95,6 +105,38 @@ pub fn rewrite_request(
     };
     confirm(&upstream, call, credential, slot, body.wrote_context.then_some(integration).flatten())?;
     Ok(serialize(&upstream))
+}
+
+/// Writes the credential over the bytes of an XML-RPC password that the
+/// decoder read verbatim ([`Credential::span`]), and keeps every other byte
+/// of the body. Returns `None` when the call has no such span, or when the
+/// credential is not ASCII (the body may be in another ASCII-compatible
+/// encoding).
+///
+/// The rewritten body is not decoded again as the other edits are: the
+/// span is the whole text of one element, between its `>` and the next
+/// `<`, and the credential is XML-escaped and free of control characters,
+/// so every tag and every other text of the document stays as it was and
+/// the password is the only value that changes. The tests check that this
+/// gives the same call, and the same bytes where the password sits in a
+/// `<string>` element, as the full rewrite.
+fn splice_credential(request: &HttpRequest, call: &Call, credential: &str) -> Option<Bytes> {
+    if !matches!(call.protocol, Protocol::XmlRpc | Protocol::XmlRpcLegacy) || !credential.is_ascii() {
+        return None;
+    }
+    let presented = call.credential.as_ref().filter(|presented| presented.slot == CredentialSlot::Password)?;
+    let span = presented.span.clone()?;
+    let body = &request.body;
+    if body.get(span.clone())? != presented.secret.expose().as_bytes() {
+        return None;
+    }
+    let escaped = quick_xml::escape::escape(credential);
+    let mut spliced = Vec::with_capacity(body.len() - span.len() + escaped.len());
+    spliced.extend_from_slice(&body[..span.start]);
+    spliced.extend_from_slice(escaped.as_bytes());
+    spliced.extend_from_slice(&body[span.end..]);
+    let headers = upstream_headers(&request.headers, None);
+    Some(serialize_parts(&request.method, &request.target, request.version, &headers, &spliced))
 }
 
 /// A body after the edits, with what was written.
@@ -295,7 +337,7 @@ fn confirm(
 
     let mut expected = call.clone();
     expected.credential = match slot {
-        Some(slot) => Some(Credential { slot, secret: credential.clone() }),
+        Some(slot) => Some(Credential::new(slot, credential.clone())),
         None => call.credential.clone().filter(|credential| credential.slot != CredentialSlot::OdoogateHeader),
     };
     if let Some(name) = injected {
@@ -322,22 +364,30 @@ fn confirm(
 
 /// Writes the request line, the headers, `Content-Length` and the body.
 fn serialize(request: &HttpRequest) -> Bytes {
-    let version = match request.version {
-        HttpVersion::Http10 => "HTTP/1.0",
-        HttpVersion::Http11 => "HTTP/1.1",
+    serialize_parts(&request.method, &request.target, request.version, &request.headers, &request.body)
+}
+
+fn serialize_parts(method: &str, target: &str, version: HttpVersion, headers: &Headers, body: &[u8]) -> Bytes {
+    let version: &[u8] = match version {
+        HttpVersion::Http10 => b"HTTP/1.0",
+        HttpVersion::Http11 => b"HTTP/1.1",
     };
-    let mut head = String::new();
-    let _ = write!(head, "{} {} {version}\r\n", request.method, request.target);
-    let mut out = BytesMut::with_capacity(head.len() + request.body.len() + 256);
-    out.put_slice(head.as_bytes());
-    for (name, value) in &request.headers.0 {
+    let head_bytes: usize = headers.0.iter().map(|(name, value)| name.len() + value.len() + 4).sum();
+    let mut out = BytesMut::with_capacity(method.len() + target.len() + head_bytes + body.len() + 64);
+    out.put_slice(method.as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(target.as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(version);
+    out.put_slice(b"\r\n");
+    for (name, value) in &headers.0 {
         out.put_slice(name.as_bytes());
         out.put_slice(b": ");
         out.put_slice(value);
         out.put_slice(b"\r\n");
     }
-    out.put_slice(format!("Content-Length: {}\r\n\r\n", request.body.len()).as_bytes());
-    out.put_slice(&request.body);
+    let _ = write!(out, "Content-Length: {}\r\n\r\n", body.len());
+    out.put_slice(body);
     out.freeze()
 }
 

@@ -221,7 +221,7 @@ impl ServiceArgs {
 
 fn password(value: Option<&Json>) -> Option<Credential> {
     let password = text_of(value)?;
-    Some(Credential { slot: CredentialSlot::Password, secret: Secret::new(password) })
+    Some(Credential::new(CredentialSlot::Password, Secret::new(password)))
 }
 
 /// Reads the `args` list of a service call.

@@ -36,7 +36,28 @@ pub fn decode_request(protocol: Protocol, service: &str, body: &[u8], max_depth:
         return Err(DecodeError::InvalidXmlRpc("request body is a fault".to_owned()));
     }
     let method = document.method_name.ok_or_else(|| DecodeError::InvalidXmlRpc("missing methodName".to_owned()))?;
-    service::decode_service_call(protocol, service, &method, &document.values)
+    let mut call = service::decode_service_call(protocol, service, &method, &document.values)?;
+    if let Some(credential) = &mut call.credential {
+        // The services that take a password take it third.
+        credential.span = match document.values.get(service::PASSWORD_PARAM) {
+            Some(Value::String(Cow::Borrowed(text))) => verbatim_text_span(body, text),
+            _ => None,
+        };
+    }
+    Ok(call)
+}
+
+/// Returns where `text` sits in `body` when it is borrowed from it and is
+/// the whole text between a start tag's `>` and the next `<`. Text joined
+/// from several pieces, decoded from an entity or read from CDATA is not.
+fn verbatim_text_span(body: &[u8], text: &str) -> Option<std::ops::Range<usize>> {
+    if text.is_empty() {
+        return None;
+    }
+    let start = (text.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
+    let end = start.checked_add(text.len())?;
+    let before = start.checked_sub(1).and_then(|index| body.get(index));
+    (end < body.len() && before == Some(&b'>') && body[end] == b'<').then_some(start..end)
 }
 
 /// Reads a method response: `Ok(None)` for a result, `Ok(Some(code))` for a
@@ -792,5 +813,15 @@ mod tests {
     fn result_is_recognized_before_the_cut() {
         let cut = b"<?xml version=\"1.0\"?>\n<methodResponse>\n<params>\n<param><value><array><data><value><str";
         assert_eq!(fault_code(cut, 64).unwrap(), None);
+    }
+
+    #[test]
+    fn verbatim_span_needs_the_whole_text_of_an_element() {
+        let body = "<a>token</a><b><![CDATA[token]]></b><c>x token</c>";
+        let at = |start: usize| verbatim_text_span(body.as_bytes(), &body[start..start + 5]);
+        assert_eq!(at(3), Some(3..8));
+        assert_eq!(at(24), None, "CDATA content");
+        assert_eq!(at(41), None, "part of a text");
+        assert_eq!(verbatim_text_span(body.as_bytes(), "token"), None, "text outside the body");
     }
 }

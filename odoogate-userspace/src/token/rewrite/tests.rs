@@ -164,3 +164,132 @@ fn errors_never_echo_secrets() {
     let error = rewrite_request(&req, &call, &Secret::new(KEY), None).unwrap_err().to_string();
     assert!(!error.contains(TOKEN) && !error.contains(KEY), "{error}");
 }
+
+/// Rewrites `request` twice: as the proxy does, and with the credential's
+/// span forgotten, which forces the full rewrite. Returns both bodies.
+fn spliced_and_full(request: &HttpRequest) -> (Bytes, Bytes) {
+    let call = decode(request);
+    let spliced = rewrite_request(request, &call, &Secret::new(KEY), None).unwrap();
+    let mut without_span = call.clone();
+    without_span.credential.as_mut().unwrap().span = None;
+    let full = rewrite_request(request, &without_span, &Secret::new(KEY), None).unwrap();
+    (spliced, full)
+}
+
+/// Parses rewritten bytes back into a request.
+fn reparse(bytes: &Bytes) -> HttpRequest {
+    let (head, body) = split(bytes);
+    let mut lines = head.split("\r\n");
+    let mut request_line = lines.next().unwrap().split(' ');
+    let (method, target) = (request_line.next().unwrap(), request_line.next().unwrap());
+    let headers: Vec<(&str, &str)> = lines.map(|line| line.split_once(": ").unwrap()).collect();
+    let mut parsed = request(target, &headers, &body);
+    parsed.method = method.to_owned();
+    parsed
+}
+
+#[test]
+fn xmlrpc_password_span_is_the_verbatim_text() {
+    let body = |password: &str| {
+        format!(
+            "<?xml version=\"1.0\"?><methodCall><methodName>execute_kw</methodName><params>\
+             <param><value><string>odoo19</string></value></param><param><value><int>2</int></value></param>\
+             <param><value>{password}</value></param><param><value>res.partner</value></param>\
+             <param><value>read</value></param><param><value><array><data/></array></value></param>\
+             </params></methodCall>"
+        )
+    };
+    let span_of = |password: &str| {
+        let text = body(password);
+        let call = decode(&request("/xmlrpc/2/object", &[], &text));
+        let credential = call.credential.unwrap();
+        credential.span.map(|span| text[span].to_owned())
+    };
+    assert_eq!(span_of(TOKEN).as_deref(), Some(TOKEN));
+    assert_eq!(span_of(&format!("<string>{TOKEN}</string>")).as_deref(), Some(TOKEN));
+    // Text that is not one verbatim run of the body has no span.
+    assert_eq!(span_of(&format!("<string><![CDATA[{TOKEN}]]></string>")), None);
+    assert_eq!(span_of(&format!("<string>&#111;{}</string>", &TOKEN[1..])), None);
+    assert_eq!(span_of(&format!("<string>odg<!-- a comment -->{}</string>", &TOKEN[3..])), None);
+    assert_eq!(span_of("<string></string>"), None);
+}
+
+#[test]
+fn spliced_credential_matches_the_full_rewrite() {
+    let in_string = format!(
+        "<?xml version='1.0'?>\n<methodCall>\n<methodName>execute_kw</methodName>\n<params>\n\
+         <param>\n<value><string>odoo19</string></value>\n</param>\n<param>\n<value><int>2</int></value>\n</param>\n\
+         <param>\n<value><string>{TOKEN}</string></value>\n</param>\n\
+         <param>\n<value><string>res.partner</string></value>\n</param>\n\
+         <param>\n<value><string>search_read</string></value>\n</param>\n\
+         <param>\n<value><array><data><value><array><data></data></array></value></data></array></value>\n</param>\n\
+         </params>\n</methodCall>\n"
+    );
+    let req = request("/xmlrpc/2/object", &[("X-Forwarded-For", "10.0.0.1"), ("Content-Length", "1")], &in_string);
+    let (spliced, full) = spliced_and_full(&req);
+    assert_eq!(spliced, full);
+    assert!(!split(&spliced).1.contains(TOKEN));
+
+    // A bare `<value>` text becomes `<string>` in the full rewrite; both
+    // decode to the same call.
+    let bare = in_string.replace(&format!("<string>{TOKEN}</string>"), TOKEN);
+    let req = request("/xmlrpc/2/object", &[], &bare);
+    let (spliced, full) = spliced_and_full(&req);
+    assert_ne!(spliced, full);
+    assert_eq!(decode(&reparse(&spliced)), decode(&reparse(&full)));
+    assert_eq!(split(&spliced).1, bare.replace(TOKEN, KEY));
+}
+
+#[test]
+fn spliced_credential_is_escaped() {
+    let body = format!(
+        "<?xml version='1.0'?><methodCall><methodName>login</methodName><params>\
+         <param><value><string>odoo19</string></value></param><param><value><string>bot</string></value></param>\
+         <param><value><string>{TOKEN}</string></value></param></params></methodCall>"
+    );
+    let req = request("/xmlrpc/2/common", &[], &body);
+    let call = decode(&req);
+    let password = Secret::new("a<b&c>\"d'");
+    let out = rewrite_request(&req, &call, &password, None).unwrap();
+    let rewritten = decode(&reparse(&out));
+    assert_eq!(rewritten.credential.unwrap().secret.expose(), password.expose());
+    // A password outside ASCII takes the full rewrite.
+    let out = rewrite_request(&req, &call, &Secret::new("pässword"), None).unwrap();
+    assert_eq!(decode(&reparse(&out)).credential.unwrap().secret.expose(), "pässword");
+}
+
+/// Every XML-RPC request of the captures that takes a password, with the
+/// password replaced by a token: the token has a span, and splicing gives
+/// the full rewrite's call, which the full rewrite's own check accepts.
+#[test]
+fn captures_splice_like_the_full_rewrite() {
+    let captures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/odoo19-captures");
+    let mut spliced_calls = 0;
+    for folder in std::fs::read_dir(&captures).unwrap().filter_map(Result::ok) {
+        for file in std::fs::read_dir(folder.path()).into_iter().flatten().filter_map(Result::ok) {
+            let raw = std::fs::read(file.path()).unwrap();
+            if !file.file_name().to_string_lossy().ends_with("-req.http") || !raw.starts_with(b"POST /xmlrpc/") {
+                continue;
+            }
+            let split_at = raw.windows(4).position(|window| window == b"\r\n\r\n").unwrap();
+            let target = std::str::from_utf8(&raw[..split_at]).unwrap().split(' ').nth(1).unwrap().to_owned();
+            let body = String::from_utf8(raw[split_at + 4..].to_vec()).unwrap();
+            if !body.contains("PASSWORD_PLACEHOLDER") {
+                continue;
+            }
+            let req = request(&target, &[], &body.replace("PASSWORD_PLACEHOLDER", TOKEN));
+            let call = decode(&req);
+            if call.credential.as_ref().map(|credential| credential.slot) != Some(CredentialSlot::Password) {
+                continue;
+            }
+            assert!(call.credential.as_ref().unwrap().span.is_some(), "no span in {}", file.path().display());
+            let (spliced, full) = spliced_and_full(&req);
+            let upstream = reparse(&spliced);
+            assert_eq!(decode(&upstream), decode(&reparse(&full)), "{}", file.path().display());
+            let slot = Some(CredentialSlot::Password);
+            confirm(&upstream, &call, &Secret::new(KEY), slot, None).unwrap();
+            spliced_calls += 1;
+        }
+    }
+    assert!(spliced_calls >= 10, "only {spliced_calls} captured calls were spliced");
+}
