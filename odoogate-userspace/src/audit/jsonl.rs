@@ -9,6 +9,7 @@
 use super::journald::entry_fields;
 use super::ratelimit::FailureReportThrottle;
 use super::{AuditRecord, AuditSink};
+use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -116,28 +117,48 @@ impl<W: Write + Send> AuditSink for JsonLinesSink<W> {
 /// Keys keep journald's order: the timestamp, then the fields as
 /// [`entry_fields`] lists them.
 pub fn encode_line(record: &AuditRecord, realtime: SystemTime) -> String {
-    let mut line = String::from("{");
-    push_member(
-        &mut line,
-        "__REALTIME_TIMESTAMP",
-        &realtime_micros(realtime).to_string(),
-    );
-    for (name, value) in entry_fields(record) {
+    let fields = entry_fields(record);
+    let capacity = 48 + fields.iter().map(|(name, value)| name.len() + value.len() + 6).sum::<usize>();
+    let mut line = String::with_capacity(capacity);
+    line.push('{');
+    push_member(&mut line, "__REALTIME_TIMESTAMP", &realtime_micros(realtime).to_string());
+    for (name, value) in &fields {
         line.push(',');
-        push_member(&mut line, name, &value);
+        push_member(&mut line, name, value);
     }
     line.push_str("}\n");
     line
 }
 
 fn push_member(line: &mut String, name: &str, value: &str) {
-    line.push_str(&json_string(name));
+    push_json_string(line, name);
     line.push(':');
-    line.push_str(&json_string(value));
+    push_json_string(line, value);
 }
 
-fn json_string(text: &str) -> String {
-    serde_json::Value::from(text).to_string()
+/// Appends `text` as a JSON string, escaped as serde_json escapes it:
+/// `"`, `\` and the control characters below U+0020, nothing else.
+fn push_json_string(line: &mut String, text: &str) {
+    line.push('"');
+    let mut rest = text;
+    while let Some(at) = rest.bytes().position(|byte| byte < 0x20 || byte == b'"' || byte == b'\\') {
+        line.push_str(&rest[..at]);
+        match rest.as_bytes()[at] {
+            b'"' => line.push_str("\\\""),
+            b'\\' => line.push_str("\\\\"),
+            b'\n' => line.push_str("\\n"),
+            b'\r' => line.push_str("\\r"),
+            b'\t' => line.push_str("\\t"),
+            0x08 => line.push_str("\\b"),
+            0x0c => line.push_str("\\f"),
+            control => {
+                let _ = write!(line, "\\u{control:04x}");
+            }
+        }
+        rest = &rest[at + 1..];
+    }
+    line.push_str(rest);
+    line.push('"');
 }
 
 /// Returns microseconds since the Unix epoch, 0 for a clock set before it.
@@ -296,5 +317,16 @@ mod tests {
                 .to_string()
                 .contains("/nonexistent/odoogate/audit.jsonl")
         );
+    }
+
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them() {
+        let mut texts: Vec<String> = (0u8..128).map(|byte| format!("a{}b", char::from(byte))).collect();
+        texts.extend(["", "plain", "\"quoted\" \\ path", "caf\u{e9} \u{1f600} \u{2028}", "\u{7f}\n\n"].map(str::to_owned));
+        for text in texts {
+            let mut line = String::new();
+            push_json_string(&mut line, &text);
+            assert_eq!(line, serde_json::to_string(&text).unwrap(), "{text:?}");
+        }
     }
 }
