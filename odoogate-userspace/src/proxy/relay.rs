@@ -270,8 +270,8 @@ impl<C: UpstreamConnector> Session<'_, C> {
             ResponseStart::Open { status, reason, headers, delimited_by_close } => {
                 let connection =
                     if client_keep_alive && !delimited_by_close { ClientConnection::KeepAlive } else { ClientConnection::Close };
-                self.send(&wire::client_response_head(StatusLine { status, reason: &reason }, &headers, connection)).await?;
-                let response = self.relay_body(upstream, framer).await?;
+                let head = wire::client_response_head(StatusLine { status, reason: &reason }, &headers, connection);
+                let response = self.relay_body(upstream, framer, head).await?;
                 (response, connection, delimited_by_close)
             }
         };
@@ -341,19 +341,33 @@ impl<C: UpstreamConnector> Session<'_, C> {
         }
     }
 
-    /// Copies the response body to the client until the framer finds its
-    /// end, and returns the framed response.
-    async fn relay_body(&mut self, upstream: &mut Peer, framer: &mut ResponseFramer) -> Result<HttpResponse, SessionError> {
+    /// Sends the client `head`, then copies the response body to the client
+    /// until the framer finds its end, and returns the framed response.
+    ///
+    /// Body bytes that arrived with the head go out in the same write as the
+    /// head, so a small response costs the client one segment and one
+    /// wakeup. Without them the head is sent before waiting for the body.
+    async fn relay_body(&mut self, upstream: &mut Peer, framer: &mut ResponseFramer, head: Vec<u8>) -> Result<HttpResponse, SessionError> {
         let timeout = self.config().proxy.upstream_timeout;
         let mut events = Vec::new();
+        let mut head = Some(head);
         loop {
             if !upstream.buffered().is_empty() {
                 let used = framer.push_to_boundary(upstream.buffered(), 0, &mut events);
                 let piece = upstream.consume(used);
-                self.send(&piece).await?;
+                match head.take() {
+                    Some(mut head) => {
+                        head.extend_from_slice(&piece);
+                        self.send(&head).await?;
+                    }
+                    None => self.send(&piece).await?,
+                }
                 if let Some(response) = take_response(&mut events)? {
                     return Ok(response);
                 }
+            }
+            if let Some(head) = head.take() {
+                self.send(&head).await?;
             }
             if upstream.fill(timeout).await.map_err(SessionError::Upstream)? == 0 {
                 // The close ends a body delimited by it; any other body is cut.
