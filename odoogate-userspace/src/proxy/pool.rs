@@ -237,18 +237,21 @@ mod tests {
         let pool = UpstreamPool::default();
         let now = Instant::now();
         let mut servers = Vec::new();
+        // Each pair has its own listener, whose port the kept server side
+        // holds, so the peer port names a connection. The local port does
+        // not: connects to different listeners may share one.
         let mut first_port = 0;
         for index in 0..=MAX_IDLE {
             let (stream, server) = pair().await;
             if index == 0 {
-                first_port = stream.local_addr().unwrap().port();
+                first_port = stream.peer_addr().unwrap().port();
             }
             servers.push(server);
             pool.put(stream, now);
         }
         assert_eq!(pool.idle(), MAX_IDLE);
         while let Some(stream) = pool.take(now) {
-            assert_ne!(stream.local_addr().unwrap().port(), first_port, "the longest-idle connection was closed");
+            assert_ne!(stream.peer_addr().unwrap().port(), first_port, "the longest-idle connection was closed");
         }
     }
 }
