@@ -320,7 +320,7 @@ mod tests {
     }
 
     #[test]
-    fn strings_are_escaped_as_serde_json_escapes_them() {
+    fn escapes_match_serde_json() {
         let mut texts: Vec<String> = (0u8..128).map(|byte| format!("a{}b", char::from(byte))).collect();
         texts.extend(["", "plain", "\"quoted\" \\ path", "caf\u{e9} \u{1f600} \u{2028}", "\u{7f}\n\n"].map(str::to_owned));
         for text in texts {

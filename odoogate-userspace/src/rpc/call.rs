@@ -78,7 +78,7 @@ pub struct Credential {
 }
 
 impl Credential {
-    /// A credential with no known place in the body.
+    /// Creates a credential with no known place in the body.
     pub fn new(slot: CredentialSlot, secret: Secret) -> Self {
         Self { slot, secret, span: None }
     }

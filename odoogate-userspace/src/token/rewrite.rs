@@ -24,7 +24,7 @@
 //! The common XML-RPC case takes a shorter way: when the decoder found the
 //! token as the plain text of its element, only those bytes are replaced,
 //! and the body is neither parsed nor decoded again ([`splice_credential`]
-//! says why that is safe).
+//! explains why that is safe).
 
 mod xml;
 
@@ -113,10 +113,10 @@ pub fn rewrite_request(
 /// credential is not ASCII (the body may be in another ASCII-compatible
 /// encoding).
 ///
-/// The rewritten body is not decoded again as the other edits are: the
+/// The rewritten body is not decoded again as the other edits are. The
 /// span is the whole text of one element, between its `>` and the next
-/// `<`, and the credential is XML-escaped and free of control characters,
-/// so every tag and every other text of the document stays as it was and
+/// `<`, and the credential is XML-escaped and free of control characters.
+/// So every tag and every other text of the document stays as it was, and
 /// the password is the only value that changes. The tests check that this
 /// gives the same call, and the same bytes where the password sits in a
 /// `<string>` element, as the full rewrite.

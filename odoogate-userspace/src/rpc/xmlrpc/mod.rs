@@ -816,7 +816,7 @@ mod tests {
     }
 
     #[test]
-    fn verbatim_span_needs_the_whole_text_of_an_element() {
+    fn span_needs_whole_element_text() {
         let body = "<a>token</a><b><![CDATA[token]]></b><c>x token</c>";
         let at = |start: usize| verbatim_text_span(body.as_bytes(), &body[start..start + 5]);
         assert_eq!(at(3), Some(3..8));

@@ -166,7 +166,7 @@ fn errors_never_echo_secrets() {
 }
 
 /// Rewrites `request` twice: as the proxy does, and with the credential's
-/// span forgotten, which forces the full rewrite. Returns both bodies.
+/// span forgotten, which forces the full rewrite. Returns both results.
 fn spliced_and_full(request: &HttpRequest) -> (Bytes, Bytes) {
     let call = decode(request);
     let spliced = rewrite_request(request, &call, &Secret::new(KEY), None).unwrap();
@@ -189,7 +189,7 @@ fn reparse(bytes: &Bytes) -> HttpRequest {
 }
 
 #[test]
-fn xmlrpc_password_span_is_the_verbatim_text() {
+fn xmlrpc_password_span_is_verbatim() {
     let body = |password: &str| {
         format!(
             "<?xml version=\"1.0\"?><methodCall><methodName>execute_kw</methodName><params>\
@@ -215,7 +215,7 @@ fn xmlrpc_password_span_is_the_verbatim_text() {
 }
 
 #[test]
-fn spliced_credential_matches_the_full_rewrite() {
+fn splice_matches_full_rewrite() {
     let in_string = format!(
         "<?xml version='1.0'?>\n<methodCall>\n<methodName>execute_kw</methodName>\n<params>\n\
          <param>\n<value><string>odoo19</string></value>\n</param>\n<param>\n<value><int>2</int></value>\n</param>\n\
@@ -262,7 +262,7 @@ fn spliced_credential_is_escaped() {
 /// password replaced by a token: the token has a span, and splicing gives
 /// the full rewrite's call, which the full rewrite's own check accepts.
 #[test]
-fn captures_splice_like_the_full_rewrite() {
+fn captures_splice_like_full_rewrite() {
     let captures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/odoo19-captures");
     let mut spliced_calls = 0;
     for folder in std::fs::read_dir(&captures).unwrap().filter_map(Result::ok) {
