@@ -26,6 +26,8 @@ use std::process::{Command, Stdio};
 use bytes::Bytes;
 use odoogate::http::message::{Headers, HttpRequest, HttpVersion};
 use odoogate::rpc::{Call, DecodeLimits, decode_request};
+use odoogate::secret::Secret;
+use odoogate::token::rewrite_request;
 use proptest::prelude::RngExt;
 use proptest::test_runner::{RngAlgorithm, TestRng};
 use serde_json::Value as Json;
@@ -705,4 +707,161 @@ fn xml_edge_cases_agree_with_python() {
 
     assert!(failures.is_empty(), "{} of {} edge cases differ:\n{}", failures.len(), bodies.len(), failures.join("\n"));
     assert!(agreed >= 40, "only {agreed} of {} edge cases were compared", bodies.len());
+}
+
+// === The token swap, read back by Python ===
+
+/// The service credential the swap writes in the tests below.
+const SERVICE_KEY: &str = "0123456789abcdef0123456789abcdef01234567";
+
+/// A token-shaped password: 53 letters and digits after `odg_`.
+const TOKEN: &str = "odg_0000000000000000000000000000000000000000000000000";
+
+/// Writes a `login` and an `execute_kw` body whose third parameter is
+/// `password_value`, the inside of its `<value>`.
+fn password_bodies(password_value: &str) -> Vec<Body> {
+    let login = format!(
+        "<?xml version='1.0'?>\n<methodCall><methodName>login</methodName><params>\n\
+         <param><value><string>odoo19</string></value></param>\n<param><value><string>bot</string></value></param>\n\
+         <param><value>{password_value}</value></param>\n</params></methodCall>\n"
+    );
+    let execute_kw = format!(
+        "<?xml version='1.0'?>\n<methodCall><methodName>execute_kw</methodName><params>\n\
+         <param><value><string>odoo19</string></value></param>\n<param><value><int>2</int></value></param>\n\
+         <param><value>{password_value}</value></param>\n<param><value><string>res.partner</string></value></param>\n\
+         <param><value><string>read</string></value></param>\n\
+         <param><value><array><data><value><int>1</int></value></data></array></value></param>\n\
+         </params></methodCall>\n"
+    );
+    vec![
+        Body { surface: "xmlrpc", service: "common".to_owned(), bytes: login.into_bytes() },
+        Body { surface: "xmlrpc", service: "object".to_owned(), bytes: execute_kw.into_bytes() },
+    ]
+}
+
+/// Bodies that carry the token in the usual and in odd places: wrapped in
+/// elements whose end tags read the same text again, next to comments and
+/// processing instructions, and as the text of the uid too.
+fn token_bodies() -> Vec<Body> {
+    let wrappings = [
+        format!("{TOKEN}"),
+        format!("<string>{TOKEN}</string>"),
+        format!("<name>{TOKEN}</name>"),
+        format!("<value>{TOKEN}</value>"),
+        format!("<string><!-- > -->{TOKEN}<?pi <?></string>"),
+        format!("<dateTime.iso8601><string>{TOKEN}</string></dateTime.iso8601>"),
+        format!("<string><string>{TOKEN}</string></string>"),
+        format!("<base64><string>{TOKEN}</string></base64>"),
+        format!("<string><value><string>{TOKEN}</string></value></string>"),
+        format!("<string>{}&#95;{}</string>", &TOKEN[..3], &TOKEN[4..]),
+        format!("<string><![CDATA[{TOKEN}]]></string>"),
+    ];
+    let mut bodies: Vec<Body> = wrappings.iter().flat_map(|wrapping| password_bodies(wrapping)).collect();
+    // The uid's text read again as the password (Python reads four
+    // parameters out of three `<param>` elements here).
+    let shared = format!(
+        "<?xml version='1.0'?><methodCall><methodName>execute_kw</methodName><params>\
+         <param><value><string>odoo19</string></value></param>\
+         <param><value><string><string>{TOKEN}</string></string></value></param>\
+         <param><value><string>res.partner</string></value></param><param><value><string>read</string></value></param>\
+         <param><value><array><data><value><int>1</int></value></data></array></value></param></params></methodCall>"
+    );
+    bodies.push(Body { surface: "xmlrpc", service: "object".to_owned(), bytes: shared.into_bytes() });
+    bodies
+}
+
+/// Reads each pair of bodies with Python's `xmlrpc.client.loads` and returns,
+/// per pair, `None` when the second is the first with its third parameter
+/// set to [`SERVICE_KEY`], or what differs.
+fn python_swap_differences(pairs: &[(Vec<u8>, Vec<u8>)]) -> Vec<Option<String>> {
+    const CHECK: &str = r#"
+import json, sys, xmlrpc.client
+key = sys.argv[1]
+for line in sys.stdin:
+    pair = json.loads(line)
+    try:
+        params, method = xmlrpc.client.loads(bytes.fromhex(pair["before"]))
+    except Exception as error:
+        print(json.dumps(None))
+        continue
+    try:
+        after, after_method = xmlrpc.client.loads(bytes.fromhex(pair["after"]))
+    except Exception as error:
+        print(json.dumps("the swapped body does not parse: %r" % error))
+        continue
+    expected = params[:2] + (key,) + params[3:]
+    if after_method != method or after != expected:
+        print(json.dumps("Python reads %r %r, expected %r %r" % (after_method, after, method, expected)))
+    else:
+        print(json.dumps(None))
+"#;
+    let python = std::env::var("ODOOGATE_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let mut child = Command::new(&python)
+        .args(["-c", CHECK, SERVICE_KEY])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("failed to start {python}: {error}; set ODOOGATE_PYTHON"));
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let lines: Vec<String> = pairs
+        .iter()
+        .map(|(before, after)| serde_json::json!({"before": hex::encode(before), "after": hex::encode(after)}).to_string())
+        .collect();
+    let writer = std::thread::spawn(move || {
+        for line in lines {
+            writeln!(stdin, "{line}").expect("Python reads its input");
+        }
+    });
+    let stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
+    let answers: Vec<Option<String>> =
+        stdout.lines().map(|line| serde_json::from_str(&line.expect("Python's output is UTF-8")).expect("Python prints JSON")).collect();
+    writer.join().expect("the writer thread finishes");
+    assert!(child.wait().expect("Python exits").success(), "the swap check failed");
+    assert_eq!(answers.len(), pairs.len(), "Python answers every pair");
+    answers
+}
+
+/// Every XML-RPC body whose password odoogate swaps for the service
+/// credential reads in Python as the same call with only that password
+/// changed, whichever way the swap took: the in-place splice or the full
+/// rewrite. Bodies whose text Python reads as two values are flagged as
+/// mismatches instead, and so denied. The bodies are the odd placements of [`token_bodies`] and the
+/// generated bodies that carry a password.
+#[test]
+fn token_swap_agrees_with_python() {
+    let mut generator = Generator::new(7);
+    let generated = (0..3_000).map(|_| generate(&mut generator)).filter(|body| body.surface == "xmlrpc");
+    let mut pairs = Vec::new();
+    let mut spliced = 0;
+    let mut flagged = 0;
+    for body in token_bodies().into_iter().chain(generated) {
+        let request = http_request(&body);
+        let Ok(Some(call)) = decode_request(&request, &DecodeLimits::default()) else {
+            continue;
+        };
+        // A call with a mismatch is denied, so it is never swapped.
+        if !call.mismatches.is_empty() {
+            flagged += 1;
+            continue;
+        }
+        let Some(credential) = &call.credential else {
+            continue;
+        };
+        spliced += usize::from(credential.span.is_some());
+        let Ok(upstream) = rewrite_request(&request, &call, &Secret::new(SERVICE_KEY), None) else {
+            continue;
+        };
+        let split = upstream.windows(4).position(|window| window == b"\r\n\r\n").expect("the request has a head") + 4;
+        pairs.push((body.bytes.clone(), upstream[split..].to_vec()));
+    }
+    let failures: Vec<String> = python_swap_differences(&pairs)
+        .into_iter()
+        .zip(&pairs)
+        .filter_map(|(difference, (before, _))| difference.map(|text| format!("{text}\n  body: {}", String::from_utf8_lossy(before))))
+        .collect();
+    assert!(failures.is_empty(), "swapped bodies that Python reads differently:\n{}", failures.join("\n"));
+    assert!(spliced >= 10, "only {spliced} bodies took the splice");
+    // The nested wrappings of `token_bodies` are flagged.
+    assert!(flagged >= 9, "only {flagged} bodies were flagged");
+    assert!(pairs.len() >= 100, "only {} bodies were swapped", pairs.len());
 }

@@ -73,7 +73,9 @@ pub struct Credential {
     /// The byte range of the body that holds the secret, when the decoder
     /// read it verbatim as the whole text of one XML-RPC element: no
     /// entity, character reference or CDATA section, and `>` before it and
-    /// `<` after it. The token swap replaces exactly these bytes.
+    /// `<` after it. No other element of the document may read its text
+    /// twice, since Python then makes two values of the same bytes. The
+    /// token swap replaces exactly these bytes.
     pub span: Option<Range<usize>>,
 }
 

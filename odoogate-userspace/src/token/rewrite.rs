@@ -116,8 +116,10 @@ pub fn rewrite_request(
 /// The rewritten body is not decoded again as the other edits are. The
 /// span is the whole text of one element, between its `>` and the next
 /// `<`, and the credential is XML-escaped and free of control characters.
-/// So every tag and every other text of the document stays as it was, and
-/// the password is the only value that changes. The tests check that this
+/// The decoder gives no span when any text of the document was read by
+/// two end tags, so these bytes are the password's alone. So every tag
+/// and every other value of the document stays as it was, and the password
+/// is the only value that changes. The tests check that this
 /// gives the same call, and the same bytes where the password sits in a
 /// `<string>` element, as the full rewrite.
 fn splice_credential(request: &HttpRequest, call: &Call, credential: &str) -> Option<Bytes> {

@@ -37,7 +37,12 @@ pub fn decode_request(protocol: Protocol, service: &str, body: &[u8], max_depth:
     }
     let method = document.method_name.ok_or_else(|| DecodeError::InvalidXmlRpc("missing methodName".to_owned()))?;
     let mut call = service::decode_service_call(protocol, service, &method, &document.values)?;
-    if let Some(credential) = &mut call.credential {
+    if document.text_read_twice {
+        // Clients never nest typed elements. The token swap and the field
+        // narrowing edit elements, and would change such a call.
+        call.mismatches.push("a typed element inside another reads the same text twice".to_owned());
+    }
+    if let Some(credential) = call.credential.as_mut().filter(|_| !document.text_read_twice) {
         // The services that take a password take it third.
         credential.span = match document.values.get(service::PASSWORD_PARAM) {
             Some(Value::String(Cow::Borrowed(text))) => verbatim_text_span(body, text),
@@ -152,6 +157,11 @@ struct Document<'a> {
     method_name: Option<Cow<'a, str>>,
     /// Every value pushed outside an array or struct, in order.
     values: Vec<Value<'a>>,
+    /// True when some text was read by two end tags, as in
+    /// `<dateTime.iso8601><string>x</string></dateTime.iso8601>`, where
+    /// Python reads `x` as two values. The text of a value then does not
+    /// belong to that value alone.
+    text_read_twice: bool,
 }
 
 /// Python's `xmlrpc.client.Unmarshaller`, driven by the events of either
@@ -166,6 +176,10 @@ struct Unmarshaller<'a> {
     text: Text<'a>,
     /// True right after a `<value>` start tag (Python's `_value`).
     in_bare_value: bool,
+    /// True once an end tag has read the text since the last start tag.
+    text_read: bool,
+    /// See [`Document::text_read_twice`].
+    text_read_twice: bool,
     kind: Option<DocumentKind>,
     method_name: Option<Cow<'a, str>>,
     open_elements: usize,
@@ -183,6 +197,8 @@ impl<'a> Unmarshaller<'a> {
             marks: Vec::new(),
             text: Text::default(),
             in_bare_value: false,
+            text_read: false,
+            text_read_twice: false,
             kind: None,
             method_name: None,
             open_elements: 0,
@@ -219,6 +235,7 @@ impl<'a> Unmarshaller<'a> {
             self.marks.push(self.stack.len());
         }
         self.text.clear();
+        self.text_read = false;
         if self.in_bare_value && tag == Tag::Unknown {
             return Err(unknown_element_in_value(name));
         }
@@ -235,6 +252,16 @@ impl<'a> Unmarshaller<'a> {
         // The text is read only by the elements that use it, because a
         // joined text is copied on each read and `</member>`, `</data>` and
         // `</param>` would copy it for nothing.
+        let reads_text = match tag {
+            Tag::Boolean | Tag::Int | Tag::Double | Tag::BigDecimal | Tag::String | Tag::Base64 | Tag::DateTime => true,
+            Tag::MethodName => true,
+            Tag::Value => self.in_bare_value,
+            Tag::Nil | Tag::Array | Tag::Struct | Tag::Params | Tag::Fault | Tag::Unknown => false,
+        };
+        if reads_text {
+            self.text_read_twice |= self.text_read;
+            self.text_read = true;
+        }
         let value = match tag {
             Tag::Nil => Value::Nil,
             Tag::Boolean => parse_boolean(&self.text.as_cow())?,
@@ -312,11 +339,11 @@ impl<'a> Unmarshaller<'a> {
             return Err(DecodeError::InvalidXml("document ends inside an element".to_owned()));
         }
         let kind = self.kind.ok_or_else(|| DecodeError::InvalidXmlRpc("no params, fault or methodName element".to_owned()))?;
-        Ok(Document { kind, method_name: self.method_name, values: self.stack })
+        Ok(Document { kind, method_name: self.method_name, values: self.stack, text_read_twice: self.text_read_twice })
     }
 
     fn stopped_at_params(self) -> Document<'a> {
-        Document { kind: DocumentKind::Params, method_name: self.method_name, values: Vec::new() }
+        Document { kind: DocumentKind::Params, method_name: self.method_name, values: Vec::new(), text_read_twice: self.text_read_twice }
     }
 }
 

@@ -293,3 +293,41 @@ fn captures_splice_like_full_rewrite() {
     }
     assert!(spliced_calls >= 10, "only {spliced_calls} captured calls were spliced");
 }
+
+/// Text read by two end tags makes two values in Python, so a password
+/// inside another typed element must not be spliced: the credential would
+/// land in the outer value too, and Odoo's error for it would show the
+/// credential to the client. The call is also flagged, so the policy
+/// denies it before any rewrite.
+#[test]
+fn password_read_twice_has_no_span() {
+    let wrapped_in_datetime = format!(
+        "<?xml version='1.0'?><methodCall><methodName>login</methodName><params>\
+         <param><value><string>odoo19</string></value></param>\
+         <param><value><string>bot</string></value></param>\
+         <param><value><dateTime.iso8601><string>{TOKEN}</string></dateTime.iso8601></value></param>\
+         </params></methodCall>"
+    );
+    let req = request("/xmlrpc/2/common", &[], &wrapped_in_datetime);
+    let call = decode(&req);
+    assert_eq!(call.credential.as_ref().unwrap().span, None);
+    assert_eq!(call.mismatches.len(), 1, "the policy denies such a call");
+    let out = rewrite_request(&req, &call, &Secret::new(KEY), None).unwrap();
+    assert_eq!(split(&out).1.matches(KEY).count(), 1);
+
+    // The uid and the password read the same text here, and the full
+    // rewrite rejects the body.
+    let shared_with_uid = format!(
+        "<?xml version='1.0'?><methodCall><methodName>execute_kw</methodName><params>\
+         <param><value><string>odoo19</string></value></param>\
+         <param><value><string><string>{TOKEN}</string></string></value></param>\
+         <param><value><string>res.partner</string></value></param>\
+         <param><value><string>read</string></value></param>\
+         <param><value><array><data><value><int>1</int></value></data></array></value></param>\
+         </params></methodCall>"
+    );
+    let req = request("/xmlrpc/2/object", &[], &shared_with_uid);
+    let call = decode(&req);
+    assert_eq!(call.credential.as_ref().unwrap().span, None);
+    assert!(rewrite_request(&req, &call, &Secret::new(KEY), None).is_err());
+}
