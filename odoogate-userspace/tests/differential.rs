@@ -834,6 +834,7 @@ fn token_swap_agrees_with_python() {
     let mut pairs = Vec::new();
     let mut spliced = 0;
     let mut flagged = 0;
+
     for body in token_bodies().into_iter().chain(generated) {
         let request = http_request(&body);
         let Ok(Some(call)) = decode_request(&request, &DecodeLimits::default()) else {
@@ -854,11 +855,13 @@ fn token_swap_agrees_with_python() {
         let split = upstream.windows(4).position(|window| window == b"\r\n\r\n").expect("the request has a head") + 4;
         pairs.push((body.bytes.clone(), upstream[split..].to_vec()));
     }
+
     let failures: Vec<String> = python_swap_differences(&pairs)
         .into_iter()
         .zip(&pairs)
         .filter_map(|(difference, (before, _))| difference.map(|text| format!("{text}\n  body: {}", String::from_utf8_lossy(before))))
         .collect();
+
     assert!(failures.is_empty(), "swapped bodies that Python reads differently:\n{}", failures.join("\n"));
     assert!(spliced >= 10, "only {spliced} bodies took the splice");
     // The nested wrappings of `token_bodies` are flagged.
