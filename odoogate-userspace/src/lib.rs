@@ -20,6 +20,7 @@ pub mod demo;
 pub mod grant;
 pub mod http;
 pub mod identity;
+pub mod memory;
 pub mod metrics;
 pub mod notify;
 pub mod pipeline;

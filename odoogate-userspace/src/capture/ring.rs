@@ -326,6 +326,7 @@ impl Drain {
             if let Next::Exit = self.drain_once() {
                 return;
             }
+            crate::memory::release_freed_memory();
             if stopping {
                 tracing::debug!("Ring buffer reader stopped");
                 return;

@@ -110,6 +110,7 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
             .context("failed to start the pipeline thread")?
     };
 
+    crate::memory::release_startup_memory();
     let signal = wait_for_stop(&signals, &handle)?;
     tracing::info!(signal = %signal, "Stopping");
     notify::log_failure(notifier.stopping());
@@ -240,6 +241,7 @@ fn run_pipeline(
             pipeline.tick(monotonic_now_ns(), Some(capture.stats()));
             last_tick = std::time::Instant::now();
         }
+        crate::memory::release_freed_memory();
         // The loop wakes up at least every TICK_INTERVAL, so the watchdog
         // sees it stall only when the pipeline itself does.
         heartbeat.beat();

@@ -45,6 +45,7 @@ pub fn run(handle: Arc<ConfigHandle>, sink: Box<dyn AuditSink>, metrics: Option<
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKER_THREADS)
         .thread_name("odoogate-proxy")
+        .on_thread_park(crate::memory::release_freed_memory)
         .enable_all()
         .build()
         .context("failed to start the async runtime")?;
@@ -83,6 +84,7 @@ async fn serve(
                 steering: format!("listen {address}"),
                 capture: guard.as_ref().map(LocalCapture::attachments).unwrap_or_default(),
             };
+            crate::memory::release_startup_memory();
             serve_with(config, DirectConnector::new(upstream), Box::new(sink), tokens, listener, None, daemon).await
         }
         None => {
@@ -107,6 +109,7 @@ async fn serve(
                 capture: local_capture.attachments(),
             };
             let connector = SteeredConnector::new(steering, upstream);
+            crate::memory::release_startup_memory();
             serve_with(config, connector, Box::new(sink), tokens, listener, Some(origins), daemon).await
         }
     }
