@@ -12,7 +12,7 @@
 //! many2many commands that carry values (`(0, 0, {...})`, `(1, id, {...})`)
 //! is recorded itself and its nested fields as `parent.child`.
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
 
 use super::call::{Call, MAX_RECORD_IDS};
 use super::value::ArgValue;
@@ -245,8 +245,9 @@ fn record_id<V: ArgValue>(item: &V) -> RecordId {
 #[derive(Debug, Default)]
 pub(super) struct FieldSet {
     names: Vec<String>,
-    /// Index of each name in `names`.
-    seen: HashMap<String, usize>,
+    /// Index of each name in `names`, built when the set first grows past
+    /// [`LINEAR_SCAN_NAMES`] names and kept from then on.
+    index: Option<NameIndex>,
     overflowed: bool,
     /// Buffer for building `prefix` + `key` without an allocation.
     scratch: String,
@@ -258,11 +259,87 @@ pub(super) struct FieldSet {
 /// Sets of at most this many names are searched without hashing.
 const LINEAR_SCAN_NAMES: usize = 16;
 
+/// Sets of more names than this hash them with SipHash. Smaller sets use
+/// foldhash 0.2, which is faster, but its README claims no resistance to
+/// attackers who observe its outputs or timing. Below this size even names
+/// that all collide cost no more comparisons per lookup than a linear scan.
+const FAST_HASH_NAMES: usize = 128;
+
+/// A hash table of indexes into [`FieldSet::names`], so that each name is
+/// stored once. Field names come from clients, so both hashers are seeded
+/// with random keys.
+#[derive(Debug)]
+struct NameIndex {
+    table: hashbrown::HashTable<usize>,
+    hasher: NameHasher,
+}
+
+#[derive(Debug)]
+enum NameHasher {
+    Fast(foldhash::quality::RandomState),
+    SipHash(std::hash::RandomState),
+}
+
 /// A point in a [`FieldSet`]'s history that [`FieldSet::rollback`] returns to.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct FieldMark {
     len: usize,
     overflowed: bool,
+}
+
+// === impl NameHasher ===
+
+impl NameHasher {
+    fn hash(&self, name: &str) -> u64 {
+        match self {
+            Self::Fast(state) => state.hash_one(name),
+            Self::SipHash(state) => state.hash_one(name),
+        }
+    }
+}
+
+// === impl NameIndex ===
+
+impl NameIndex {
+    /// Builds the index of `names`, with the hasher their count calls for.
+    fn build(names: &[String]) -> Self {
+        let hasher = if names.len() > FAST_HASH_NAMES {
+            NameHasher::SipHash(std::hash::RandomState::new())
+        } else {
+            NameHasher::Fast(foldhash::quality::RandomState::default())
+        };
+        let mut index = Self { table: hashbrown::HashTable::with_capacity(names.len() * 2), hasher };
+        for position in 0..names.len() {
+            index.insert(names, position);
+        }
+        index
+    }
+
+    fn is_fast(&self) -> bool {
+        matches!(self.hasher, NameHasher::Fast(_))
+    }
+
+    fn hash(&self, name: &str) -> u64 {
+        self.hasher.hash(name)
+    }
+
+    fn find(&self, names: &[String], name: &str) -> Option<usize> {
+        self.table.find(self.hash(name), |&position| names[position] == name).copied()
+    }
+
+    /// Adds `names[position]`, which must not be in the table yet.
+    fn insert(&mut self, names: &[String], position: usize) {
+        let hash = self.hash(&names[position]);
+        let hasher = &self.hasher;
+        self.table.insert_unique(hash, position, |&other| hasher.hash(&names[other]));
+    }
+
+    /// Removes `names[position]`, which must be in the table.
+    fn remove(&mut self, names: &[String], position: usize) {
+        if let Ok(entry) = self.table.find_entry(self.hash(&names[position]), |&other| other == position) {
+            entry.remove();
+        }
+    }
 }
 
 // === impl FieldSet ===
@@ -296,18 +373,19 @@ impl FieldSet {
             self.next += 1;
             return Some(self.next - 1);
         }
-        let index = if self.names.len() > LINEAR_SCAN_NAMES {
-            self.seen.get(name).copied()
-        } else {
-            self.names.iter().position(|seen| seen == name)
+        let index = match &self.index {
+            Some(index) => index.find(&self.names, name),
+            None => self.names.iter().position(|seen| seen == name),
         }?;
         self.next = index + 1;
         Some(index)
     }
 
-    /// Adds a name not seen before, unless the set is full. `seen` is kept
-    /// only while the set has more than [`LINEAR_SCAN_NAMES`] names, and
-    /// then contains every name.
+    /// Adds a name not seen before, unless the set is full. `index` is
+    /// built when the set grows past [`LINEAR_SCAN_NAMES`] names, rebuilt
+    /// with SipHash when it grows past [`FAST_HASH_NAMES`], and from then on
+    /// contains every name. A rollback removes names from it but keeps its
+    /// hasher, so no sequence of adds and rollbacks rebuilds it twice.
     /// Returns the index of the name, or `None` when the set is full.
     fn insert_new(&mut self, name: String) -> Option<usize> {
         if self.names.len() >= MAX_FIELDS {
@@ -316,16 +394,14 @@ impl FieldSet {
         }
         self.names.push(name);
         self.next = self.names.len();
-        let index = self.names.len() - 1;
-        if self.names.len() <= LINEAR_SCAN_NAMES {
-            return Some(index);
+        let position = self.names.len() - 1;
+        let needs_siphash = self.names.len() > FAST_HASH_NAMES;
+        match &mut self.index {
+            Some(index) if !(needs_siphash && index.is_fast()) => index.insert(&self.names, position),
+            _ if self.names.len() > LINEAR_SCAN_NAMES => self.index = Some(NameIndex::build(&self.names)),
+            _ => {}
         }
-        if self.seen.len() + 1 == self.names.len() {
-            self.seen.insert(self.names[index].clone(), index);
-        } else {
-            self.seen = self.names.iter().cloned().zip(0..).collect();
-        }
-        Some(index)
+        Some(position)
     }
 
     /// Adds the strings of a list of field names (`fields=[...]`).
@@ -352,12 +428,12 @@ impl FieldSet {
 
     /// Forgets every name added since `mark`, as if they had never been seen.
     pub(super) fn rollback(&mut self, mark: FieldMark) {
-        for name in self.names.drain(mark.len..) {
-            self.seen.remove(&name);
+        if let Some(index) = &mut self.index {
+            for position in (mark.len..self.names.len()).rev() {
+                index.remove(&self.names, position);
+            }
         }
-        if self.names.len() <= LINEAR_SCAN_NAMES {
-            self.seen.clear();
-        }
+        self.names.truncate(mark.len);
         self.overflowed = mark.overflowed;
     }
 
@@ -570,5 +646,98 @@ mod tests {
         assert_eq!(call.fields, vec!["name"]);
         assert!(!call.reads_all_fields);
         assert_eq!(call.context, Some(json!({"lang": "fr_BE"})));
+    }
+
+    /// A step of [`field_set_matches_list_model`].
+    #[derive(Clone, Debug)]
+    enum Step {
+        /// Adds name `n` of a pool of more than [`MAX_FIELDS`] names.
+        Add(usize),
+        /// Adds a run of consecutive pool names, so that sets grow past the
+        /// hashing thresholds within a few steps.
+        AddRun(usize, usize),
+        Mark,
+        /// Rolls back to the latest mark not yet used.
+        Rollback,
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (0..MAX_FIELDS + 50).prop_map(Step::Add),
+            2 => (0..MAX_FIELDS + 50, 1..400usize).prop_map(|(start, len)| Step::AddRun(start, len)),
+            1 => Just(Step::Mark),
+            1 => Just(Step::Rollback),
+        ]
+    }
+
+    /// Runs `steps` on a [`FieldSet`] and on a plain list searched from the
+    /// front, and checks that both give every name the same index and end
+    /// with the same names and overflow flag.
+    fn check_steps(steps: &[Step]) {
+        let mut set = FieldSet::default();
+        let mut model: Vec<String> = Vec::new();
+        let mut model_overflowed = false;
+        let mut marks = Vec::new();
+        let add = |set: &mut FieldSet, model: &mut Vec<String>, overflowed: &mut bool, name: String| {
+            let expected = model.iter().position(|seen| *seen == name).or_else(|| {
+                if model.len() >= MAX_FIELDS {
+                    *overflowed = true;
+                    return None;
+                }
+                model.push(name.clone());
+                Some(model.len() - 1)
+            });
+            assert_eq!(set.add("", &name), expected, "index of {name}");
+        };
+        for step in steps {
+            match *step {
+                Step::Add(n) => add(&mut set, &mut model, &mut model_overflowed, format!("f{n}")),
+                Step::AddRun(start, len) => {
+                    for n in start..start + len {
+                        add(&mut set, &mut model, &mut model_overflowed, format!("f{n}"));
+                    }
+                }
+                Step::Mark => marks.push((set.mark(), model.len(), model_overflowed)),
+                Step::Rollback => {
+                    if let Some((mark, len, overflowed)) = marks.pop() {
+                        set.rollback(mark);
+                        model.truncate(len);
+                        model_overflowed = overflowed;
+                    }
+                }
+            }
+        }
+        let (names, overflowed) = set.into_names();
+        assert_eq!(names, model);
+        assert_eq!(overflowed, model_overflowed);
+    }
+
+    #[test]
+    fn field_set_rollback_across_hash_thresholds() {
+        // Grows past the linear scan and the fast hasher, falls back below
+        // both, then grows again: names rolled back are new once more.
+        check_steps(&[
+            Step::AddRun(0, 10),
+            Step::Mark,
+            Step::AddRun(10, 200),
+            Step::Rollback,
+            Step::AddRun(5, 300),
+            Step::Mark,
+            Step::AddRun(900, 200),
+            Step::Add(3),
+            Step::Rollback,
+            Step::Add(1049),
+            Step::AddRun(290, 20),
+        ]);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 300, ..proptest::prelude::ProptestConfig::default() })]
+
+        #[test]
+        fn field_set_matches_list_model(steps in proptest::collection::vec(step(), 0..40)) {
+            check_steps(&steps);
+        }
     }
 }

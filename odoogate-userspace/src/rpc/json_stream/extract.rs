@@ -79,7 +79,19 @@ enum Reading {
     /// `false` or `null`, which Odoo's optional arguments treat as absent.
     Absent,
     Fields(FieldSet),
+    Names(Names),
+    /// The `fields` keyword, whose names [`Extraction::named_fields`] contains.
+    FieldsKeyword,
     Json(Json),
+}
+
+/// The field names of a value that is neither `false` nor `null`, as
+/// `FieldSet::add_names_of` reads them: the strings of a list.
+#[derive(Debug, Default)]
+struct Names {
+    fields: FieldSet,
+    /// Whether the value is a list with at least one item.
+    non_empty_list: bool,
 }
 
 // === impl Reading ===
@@ -112,7 +124,8 @@ pub(crate) struct Extraction {
     /// Per slot and keyword name: what the keyword received.
     named: Vec<Vec<Option<Reading>>>,
     named_ids: Option<IdsReading>,
-    named_fields: Option<Json>,
+    /// The names of the `fields` keyword, unless it was `false` or `null`.
+    named_fields: Option<Names>,
     context: Option<Json>,
     /// Keyword names seen that [`Extraction::saw_key`] reports.
     seen_keys: Vec<&'static str>,
@@ -240,6 +253,16 @@ impl Extraction {
         }
     }
 
+    /// Takes the names slot `slot` received, chosen as [`Extraction::chosen`] does.
+    fn take_chosen_names(&mut self, slot: usize) -> Option<Names> {
+        let source = self.chosen_source(slot)?;
+        match std::mem::replace(self.reading_mut(slot, source)?, Reading::Absent) {
+            Reading::Names(names) => Some(names),
+            Reading::FieldsKeyword => self.named_fields.take(),
+            _ => None,
+        }
+    }
+
     /// Writes the ids, fields and context into `call`, as `args::extract` does.
     pub(crate) fn finish(mut self, call: &mut Call) {
         let ids = match self.ids_mode {
@@ -264,7 +287,13 @@ impl Extraction {
                         fields.merge(slot_fields);
                     }
                 }
-                Role::Names => read_fields = fields.add_names_of(json_of(self.chosen(index))),
+                Role::Names => {
+                    read_fields = false;
+                    if let Some(names) = self.take_chosen_names(index) {
+                        fields.merge(names.fields);
+                        read_fields = names.non_empty_list;
+                    }
+                }
                 Role::Specification => {
                     let before = fields.len();
                     if let Some(specification) = json_of(self.chosen(index)) {
@@ -274,8 +303,10 @@ impl Extraction {
                 }
             }
         }
-        if let Some(names) = &self.named_fields {
-            fields.add_names(names);
+        // A slot that chose the `fields` keyword took these names above,
+        // because adding the same names twice changes nothing.
+        if let Some(names) = self.named_fields.take() {
+            fields.merge(names.fields);
         }
 
         let method = self.method.as_str();
@@ -399,9 +430,9 @@ impl<'de> Visitor<'de> for NamedSeed<'_, '_, 'de> {
             match key {
                 "context" => extraction.context = Some(map.next_value_seed(JsonSeed)?),
                 "fields" => {
-                    let names = map.next_value_seed(JsonSeed)?;
-                    store_named(extraction, key, || json_reading(names.clone()));
-                    extraction.named_fields = Some(names);
+                    let names = map.next_value_seed(NamesSeed)?;
+                    store_named(extraction, key, || if names.is_some() { Reading::FieldsKeyword } else { Reading::Absent });
+                    extraction.named_fields = names;
                 }
                 "ids" if extraction.ids_mode == IdsMode::Named => {
                     extraction.named_ids = Some(map.next_value_seed(IdsSeed)?);
@@ -458,7 +489,8 @@ impl<'de> DeserializeSeed<'de> for SlotSeed<'_, 'de> {
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Reading, D::Error> {
         match self.role {
-            Role::Names | Role::Specification => Ok(json_reading(JsonSeed.deserialize(deserializer)?)),
+            Role::Names => Ok(NamesSeed.deserialize(deserializer)?.map_or(Reading::Absent, Reading::Names)),
+            Role::Specification => Ok(json_reading(JsonSeed.deserialize(deserializer)?)),
             Role::Values | Role::ValuesOrList => {
                 let mut fields = FieldSet::default();
                 let visitor = ValuesVisitor { fields: &mut fields, keys: self.keys, or_list: self.role == Role::ValuesOrList };
@@ -466,6 +498,108 @@ impl<'de> DeserializeSeed<'de> for SlotSeed<'_, 'de> {
                 Ok(if present { Reading::Fields(fields) } else { Reading::Absent })
             }
         }
+    }
+}
+
+/// Reads a list of field names into a [`Names`], or `None` for `false`
+/// and `null`. Items that are not strings are checked and skipped.
+struct NamesSeed;
+
+impl<'de> DeserializeSeed<'de> for NamesSeed {
+    type Value = Option<Names>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Option<Names>, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for NamesSeed {
+    type Value = Option<Names>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("a list of field names")
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, value: bool) -> Result<Option<Names>, E> {
+        Ok(value.then(Names::default))
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Option<Names>, E> {
+        Ok(Some(Names::default()))
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Option<Names>, E> {
+        Ok(Some(Names::default()))
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Option<Names>, E> {
+        Ok(Some(Names::default()))
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Option<Names>, E> {
+        Ok(Some(Names::default()))
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Option<Names>, E> {
+        Ok(None)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<Names>, A::Error> {
+        skip_rest_of_map(&mut map)?;
+        Ok(Some(Names::default()))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Option<Names>, A::Error> {
+        let mut names = Names::default();
+        while seq.next_element_seed(NameSeed { fields: &mut names.fields })?.is_some() {
+            names.non_empty_list = true;
+        }
+        Ok(Some(names))
+    }
+}
+
+/// Reads one item of a field name list, adding it when it is a string.
+struct NameSeed<'f> {
+    fields: &'f mut FieldSet,
+}
+
+impl<'de> DeserializeSeed<'de> for NameSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for NameSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("a field name")
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<(), E> {
+        self.fields.add("", name);
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        skip_rest_of_seq(&mut seq)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        skip_rest_of_map(&mut map)
     }
 }
 
@@ -598,6 +732,9 @@ impl<'de> Visitor<'de> for CommandsSeed<'_, '_, '_, 'de> {
                 keys: &mut *self.keys,
             };
             if seq.next_element_seed(seed)?.is_none() {
+                if let Some(buffer) = nested_prefix {
+                    self.keys.recycle_prefix(buffer);
+                }
                 return Ok(());
             }
         }
@@ -646,7 +783,10 @@ impl<'de> Visitor<'de> for CommandSeed<'_, '_, '_, '_, 'de> {
         let carries_values = matches!(code, Some(0 | 1));
         let mark = self.fields.mark();
         let third = if carries_values {
-            let prefix = self.nested_prefix.get_or_insert_with(|| [self.prefix, self.key, "."].concat());
+            let prefix = match self.nested_prefix {
+                Some(prefix) => prefix,
+                None => self.nested_prefix.insert(self.keys.prefix_buffer(&[self.prefix, self.key, "."])),
+            };
             seq.next_element_seed(RecordSeed { prefix, fields: &mut *self.fields, keys: &mut *self.keys })?
         } else {
             seq.next_element::<Skip>()?.map(|_| ())

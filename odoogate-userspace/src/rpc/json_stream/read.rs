@@ -120,6 +120,9 @@ impl<'de> Visitor<'de> for KeyVisitor {
 #[derive(Default)]
 pub(super) struct KeyStack<'de> {
     keys: Vec<Cow<'de, str>>,
+    /// Spare buffers for the `parent.` prefixes of nested field names, so
+    /// that the records of a `create` reuse them instead of allocating.
+    spare_prefixes: Vec<String>,
 }
 
 /// Objects with more keys than this are checked for repeats with a hash
@@ -208,6 +211,19 @@ impl<'de> KeyStack<'de> {
     /// Ends an object, forgetting its keys.
     pub(super) fn close(&mut self, object: ObjectKeys) {
         self.keys.truncate(object.start);
+    }
+
+    /// Returns a buffer containing the concatenation of `parts`.
+    pub(super) fn prefix_buffer(&mut self, parts: &[&str]) -> String {
+        let mut buffer = self.spare_prefixes.pop().unwrap_or_default();
+        buffer.clear();
+        parts.iter().for_each(|part| buffer.push_str(part));
+        buffer
+    }
+
+    /// Keeps `buffer` for a later [`KeyStack::prefix_buffer`].
+    pub(super) fn recycle_prefix(&mut self, buffer: String) {
+        self.spare_prefixes.push(buffer);
     }
 }
 

@@ -358,3 +358,38 @@ fn rolled_back_nested_name_is_not_a_repeat() {
     assert!(decode_jsonrpc(repeated.as_bytes(), 64).is_none());
     assert_jsonrpc_agrees(&repeated);
 }
+
+#[test]
+fn long_field_lists_match_tree_decoder() {
+    // Lists past the linear scan and past the fast hasher, with repeats,
+    // escaped names and items that are not names.
+    for count in [3, 17, 54, 200, 1400] {
+        let mut names: Vec<String> = (0..count).map(|index| format!("\"f{}\"", index % (count * 3 / 4 + 1))).collect();
+        names.extend(["\"f\\u0031\"".to_owned(), "7".to_owned(), "[\"nested\"]".to_owned(), "null".to_owned()]);
+        let list = names.join(",");
+        for args in
+            [format!(r#"[[1],[{list}]]"#), format!(r#"[[1]],{{"fields":[{list}]}}"#), format!(r#"[[1],["x"]],{{"fields":[{list}]}}"#)]
+        {
+            let body = format!(r#"{{"params":{{"service":"object","method":"execute_kw","args":["db",2,"pw","m","read",{args}]}}}}"#);
+            let call = decode_jsonrpc(body.as_bytes(), 64).expect("the one-pass decoder reads a field list");
+            assert!(call.fields.contains(&"f1".to_owned()), "{body}");
+            assert_jsonrpc_agrees(&body);
+        }
+    }
+}
+
+#[test]
+fn fields_keyword_values_match_tree_decoder() {
+    // The `fields` keyword both fills `read`'s slot and adds names of its
+    // own, as a list, as `false` or `null`, or as another value.
+    for fields in ["[\"a\",\"b\"]", "[]", "[1]", "false", "null", "true", "\"a\"", "{\"a\":1}", "7"] {
+        for method in ["read", "search_read", "write", "web_read", "export_data"] {
+            for args in ["[[1]]", "[[1],[\"c\"]]", "[[1],false]", "[[1],[\"c\"],[\"d\"]]"] {
+                let body = format!(r#"{{"params":{{"model":"m","method":"{method}","args":{args},"kwargs":{{"fields":{fields}}}}}}}"#);
+                assert!(decode_web_call(Route::CallKw, body.as_bytes(), 64).is_some(), "{body}");
+                assert_web_agrees(Route::CallKw, &body);
+            }
+            assert_json2_agrees(method, &format!(r#"{{"ids":[1],"fields":{fields}}}"#));
+        }
+    }
+}
