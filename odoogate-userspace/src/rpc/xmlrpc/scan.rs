@@ -15,8 +15,11 @@
 //! `]]>` in text, mismatched or unclosed tags, and anything but whitespace
 //! outside the root element. The caller then reads the whole body with
 //! quick-xml, which returns today's document or error. Inside the subset
-//! the scanner emits exactly the events quick-xml emits, so an error the
+//! the scanner emits the events quick-xml emits, so an error the
 //! unmarshaller raises on them is the error quick-xml's run would return.
+//! The one exception is plain text directly before a start tag. The scanner
+//! drops it, because the start tag clears the unmarshaller's text before
+//! any end tag reads it, and no error depends on it.
 
 use std::borrow::Cow;
 
@@ -39,8 +42,14 @@ struct Defer;
 /// Feeds `body` to `unmarshaller`. Errors are the unmarshaller's own, on
 /// events that quick-xml emits in the same order.
 pub(super) fn unmarshal<'a>(unmarshaller: Unmarshaller<'a>, body: &'a str) -> Result<Scanned<'a>, DecodeError> {
-    let mut scanner =
-        Scanner { body, bytes: body.as_bytes(), position: 0, open: Vec::with_capacity(16), unmarshaller, encoded_reference: [0; 4] };
+    let mut scanner = Scanner {
+        body,
+        bytes: body.as_bytes(),
+        position: 0,
+        open: Vec::with_capacity(OPEN_CAPACITY),
+        unmarshaller,
+        encoded_reference: [0; 4],
+    };
     match scanner.run() {
         Ok(Flow::Finished) => scanner.unmarshaller.finish().map(Scanned::Done),
         Ok(Flow::StoppedAtParams) => Ok(Scanned::Done(scanner.unmarshaller.stopped_at_params())),
@@ -48,6 +57,10 @@ pub(super) fn unmarshal<'a>(unmarshaller: Unmarshaller<'a>, body: &'a str) -> Re
         Err(Step::Defer(Defer)) => Ok(Scanned::Deferred),
     }
 }
+
+/// Initial capacity of the open element stack. The ids of an x2many
+/// command in an `execute_kw` `create` call sit 23 elements deep.
+const OPEN_CAPACITY: usize = 32;
 
 /// The end of a scan without an error or a deferral.
 enum Flow {
@@ -81,6 +94,11 @@ struct OpenElement {
     name_start: usize,
     name_end: usize,
     tag: Tag,
+    /// The name and `>` as the little-endian bytes of a word, for an end
+    /// tag written without whitespace, or 0 when they take more than 8 bytes.
+    end_word: u64,
+    /// Ones over the bytes of `end_word` that the name and `>` take.
+    end_mask: u64,
 }
 
 struct Scanner<'a> {
@@ -163,6 +181,38 @@ impl<'a> Scanner<'a> {
     /// the `<`. Returns true when the unmarshaller stops.
     fn start_tag(&mut self) -> Result<bool, Step> {
         let name_start = self.position;
+        let parsed = match word_at(self.bytes, name_start).and_then(known_start_tag) {
+            Some(known) => {
+                self.position += known.length;
+                let name_end = name_start + known.name_length;
+                let (end_word, end_mask) = if known.is_empty { (0, 0) } else { (known.word, known.mask) };
+                StartTag { local_start: name_start, name_end, tag: known.tag, is_empty: known.is_empty, end_word, end_mask }
+            }
+            None => self.general_start_tag()?,
+        };
+
+        let local_name = &self.bytes[parsed.local_start..parsed.name_end];
+        if self.unmarshaller.start(parsed.tag, local_name)? {
+            return Ok(true);
+        }
+        if parsed.is_empty {
+            self.unmarshaller.end(parsed.tag)?;
+        } else {
+            self.open.push(OpenElement {
+                name_start,
+                name_end: parsed.name_end,
+                tag: parsed.tag,
+                end_word: parsed.end_word,
+                end_mask: parsed.end_mask,
+            });
+        }
+        Ok(false)
+    }
+
+    /// Reads a start tag of any name in the subset, with whitespace before
+    /// its `>` or `/>`, from its name to after its `>`.
+    fn general_start_tag(&mut self) -> Result<StartTag, Defer> {
+        let name_start = self.position;
         let mut local_start = name_start;
         while let Some(&byte) = self.bytes.get(self.position) {
             if !is_name_char(byte) {
@@ -181,21 +231,12 @@ impl<'a> Scanner<'a> {
                 self.position += 1;
                 true
             }
-            _ => return Err(Defer.into()),
+            _ => return Err(Defer),
         };
         self.position += 1;
 
-        let local_name = &self.bytes[local_start..name_end];
-        let tag = Tag::of(local_name);
-        if self.unmarshaller.start(tag, local_name)? {
-            return Ok(true);
-        }
-        if is_empty {
-            self.unmarshaller.end(tag)?;
-        } else {
-            self.open.push(OpenElement { name_start, name_end, tag });
-        }
-        Ok(false)
+        let (end_word, end_mask) = end_tag_word(&self.bytes[name_start..name_end]);
+        Ok(StartTag { local_start, name_end, tag: Tag::of(&self.bytes[local_start..name_end]), is_empty, end_word, end_mask })
     }
 
     /// Reads an end tag from its `/`. The name must be the innermost open
@@ -204,8 +245,16 @@ impl<'a> Scanner<'a> {
         let Some(element) = self.open.pop() else {
             return Err(Defer.into());
         };
-        let name = &self.bytes[element.name_start..element.name_end];
         let after_slash = self.position + 1;
+        if element.end_word != 0
+            && let Some(word) = word_at(self.bytes, after_slash)
+            && word & element.end_mask == element.end_word
+        {
+            self.position = after_slash + (element.name_end - element.name_start) + 1;
+            self.unmarshaller.end(element.tag)?;
+            return Ok(());
+        }
+        let name = &self.bytes[element.name_start..element.name_end];
         if !has_prefix(&self.bytes[after_slash..], name) {
             return Err(Defer.into());
         }
@@ -223,12 +272,35 @@ impl<'a> Scanner<'a> {
     /// CDATA sections. quick-xml passes each as an event of its own, and the
     /// unmarshaller appends them all to its text, so the scanner passes on
     /// their concatenation as one piece. A single run or section stays
-    /// borrowed from the body, and an empty one is not passed on.
+    /// borrowed from the body. An empty run, and a plain run before a start
+    /// tag, are not passed on.
     fn content(&mut self) -> Result<(), Defer> {
+        // Most tags follow each other without text. `<!` may start a CDATA
+        // section, which the loop below reads.
+        if self.bytes.get(self.position) == Some(&b'<') && self.bytes.get(self.position + 1) != Some(&b'!') {
+            return Ok(());
+        }
+        let mut run_start = self.position;
+        let mut stop = self.skip_plain_text()?;
+        if stop == b'<' {
+            match self.bytes.get(self.position + 1) {
+                Some(b'/') => {
+                    if run_start != self.position {
+                        let body = self.body;
+                        self.unmarshaller.characters_checked(Cow::Borrowed(&body[run_start..self.position]));
+                    }
+                    return Ok(());
+                }
+                Some(b'!') => {}
+                // A start tag clears the text before anything reads it, so
+                // the text is not passed on. Any other byte after `<` defers
+                // the body in `run`.
+                _ => return Ok(()),
+            }
+        }
+
         let mut joined: Option<String> = None;
         loop {
-            let run_start = self.position;
-            let stop = self.skip_plain_text()?;
             let body = self.body;
             let run = &body[run_start..self.position];
             let piece = if stop == b'&' {
@@ -260,6 +332,8 @@ impl<'a> Scanner<'a> {
                     joined.push_str(piece);
                 }
             }
+            run_start = self.position;
+            stop = self.skip_plain_text()?;
         }
         if let Some(joined) = joined {
             self.unmarshaller.characters_checked(Cow::Owned(joined));
@@ -296,16 +370,16 @@ impl<'a> Scanner<'a> {
     /// Advances over text up to the next `<` or `&` and returns that byte.
     /// Defers on the end of the body, on `]]>`, and on the characters that
     /// either need line-end normalization or that XML 1.0 does not allow.
+    #[inline(always)]
     fn skip_plain_text(&mut self) -> Result<u8, Defer> {
         let bytes = self.bytes;
         let mut position = self.position;
         loop {
-            while position < bytes.len() && !TEXT_SPECIAL[usize::from(bytes[position])] {
-                position += 1;
-            }
-            let Some(&byte) = bytes.get(position) else {
+            let Some(offset) = bytes[position..].iter().position(|&byte| TEXT_SPECIAL[usize::from(byte)]) else {
                 return Err(Defer);
             };
+            position += offset;
+            let byte = bytes[position];
             match byte {
                 b'<' | b'&' => {
                     self.position = position;
@@ -365,6 +439,128 @@ fn character_reference(digits: &[u8], radix: u32) -> Result<(char, usize), Defer
     }
     let resolved = char::from_u32(code).filter(|&resolved| is_xml_char(resolved)).ok_or(Defer)?;
     Ok((resolved, count))
+}
+
+/// A start tag as read, before the unmarshaller handles it.
+struct StartTag {
+    /// Start of the local name, after the last `:` of the name.
+    local_start: usize,
+    name_end: usize,
+    tag: Tag,
+    is_empty: bool,
+    /// The [`OpenElement`] fields of the same names.
+    end_word: u64,
+    end_mask: u64,
+}
+
+/// A start tag that the scanner matches with one comparison of 8 bytes: a
+/// name without a prefix, directly followed by `>` or `/>`.
+#[derive(Clone, Copy)]
+struct KnownStartTag {
+    /// The bytes after `<` up to and including `>`, little-endian, padded
+    /// with zeros.
+    word: u64,
+    /// Ones over the bytes of `word` that the tag takes.
+    mask: u64,
+    /// Bytes after `<`, up to and including `>`.
+    length: usize,
+    name_length: usize,
+    tag: Tag,
+    is_empty: bool,
+}
+
+// === impl KnownStartTag ===
+
+impl KnownStartTag {
+    /// Builds the entry for the tag whose bytes after `<` are `text`, which
+    /// ends with `>` and takes at most 8 bytes.
+    const fn new(text: &[u8], tag: Tag) -> Self {
+        assert!(text.len() <= 8);
+        assert!(text[text.len() - 1] == b'>');
+        let is_empty = text.len() >= 2 && text[text.len() - 2] == b'/';
+        let mut word = 0u64;
+        let mut index = 0;
+        while index < text.len() {
+            word |= (text[index] as u64) << (8 * index);
+            index += 1;
+        }
+        Self {
+            word,
+            mask: byte_mask(text.len()),
+            length: text.len(),
+            name_length: text.len() - if is_empty { 2 } else { 1 },
+            tag,
+            is_empty,
+        }
+    }
+}
+
+/// The start tags that clients write for XML-RPC elements, as
+/// `xmlrpc.client.dumps` writes them, and `i4`, `i8` and `params/>`,
+/// grouped by their first byte for [`known_start_tag`]. Other tags,
+/// `methodCall` and `methodName` among them, take the general path.
+static KNOWN_START_TAGS: [KnownStartTag; 18] = [
+    KnownStartTag::new(b"array>", Tag::Array),
+    KnownStartTag::new(b"boolean>", Tag::Boolean),
+    KnownStartTag::new(b"base64>", Tag::Base64),
+    KnownStartTag::new(b"data>", Tag::Unknown),
+    KnownStartTag::new(b"double>", Tag::Double),
+    KnownStartTag::new(b"fault>", Tag::Fault),
+    KnownStartTag::new(b"int>", Tag::Int),
+    KnownStartTag::new(b"i4>", Tag::Int),
+    KnownStartTag::new(b"i8>", Tag::Int),
+    KnownStartTag::new(b"member>", Tag::Unknown),
+    KnownStartTag::new(b"name>", Tag::String),
+    KnownStartTag::new(b"nil/>", Tag::Nil),
+    KnownStartTag::new(b"param>", Tag::Unknown),
+    KnownStartTag::new(b"params>", Tag::Params),
+    KnownStartTag::new(b"params/>", Tag::Params),
+    KnownStartTag::new(b"string>", Tag::String),
+    KnownStartTag::new(b"struct>", Tag::Struct),
+    KnownStartTag::new(b"value>", Tag::Value),
+];
+
+/// Matches the 8 bytes after a `<` against the [`KNOWN_START_TAGS`] that
+/// start with the same byte.
+#[inline]
+fn known_start_tag(word: u64) -> Option<KnownStartTag> {
+    let candidates = match word as u8 {
+        b'a' => &KNOWN_START_TAGS[0..1],
+        b'b' => &KNOWN_START_TAGS[1..3],
+        b'd' => &KNOWN_START_TAGS[3..5],
+        b'f' => &KNOWN_START_TAGS[5..6],
+        b'i' => &KNOWN_START_TAGS[6..9],
+        b'm' => &KNOWN_START_TAGS[9..10],
+        b'n' => &KNOWN_START_TAGS[10..12],
+        b'p' => &KNOWN_START_TAGS[12..15],
+        b's' => &KNOWN_START_TAGS[15..17],
+        b'v' => &KNOWN_START_TAGS[17..18],
+        _ => return None,
+    };
+    candidates.iter().find(|known| word & known.mask == known.word).copied()
+}
+
+/// Returns the 8 bytes from `position` as a little-endian word, or `None`
+/// when the body ends before them.
+#[inline]
+fn word_at(bytes: &[u8], position: usize) -> Option<u64> {
+    let chunk = bytes.get(position..position.checked_add(8)?)?;
+    chunk.try_into().ok().map(u64::from_le_bytes)
+}
+
+/// Returns a mask of ones over the low `length` bytes of a word.
+const fn byte_mask(length: usize) -> u64 {
+    if length >= 8 { u64::MAX } else { (1u64 << (8 * length)) - 1 }
+}
+
+/// Returns the [`OpenElement::end_word`] and `end_mask` of an element
+/// named `name`: (0, 0) when the name and `>` take more than 8 bytes.
+fn end_tag_word(name: &[u8]) -> (u64, u64) {
+    if name.len() >= 8 {
+        return (0, 0);
+    }
+    let word = name.iter().rev().fold(u64::from(b'>'), |word, &byte| (word << 8) | u64::from(byte));
+    (word, byte_mask(name.len() + 1))
 }
 
 /// Tells whether U+FFFE or U+FFFF (EF BF BE or EF BF BF in UTF-8) starts at
@@ -450,3 +646,48 @@ const CDATA_SPECIAL: [bool; 256] = {
     table[b'&' as usize] = false;
     table
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Returns the word [`known_start_tag`] reads for `tag_text` followed by
+    /// `rest`.
+    fn word_of(tag_text: &[u8], rest: &[u8]) -> u64 {
+        let bytes = [tag_text, rest, &[b'x'; 8]].concat();
+        word_at(&bytes, 0).unwrap()
+    }
+
+    #[test]
+    fn known_start_tags_match_their_names() {
+        for known in &KNOWN_START_TAGS {
+            let text = &known.word.to_le_bytes()[..known.length];
+            let name = &text[..known.name_length];
+            let closing: &[u8] = if known.is_empty { b"/>" } else { b">" };
+            assert_eq!(&text[known.name_length..], closing, "{:?}", String::from_utf8_lossy(text));
+            assert_eq!(Tag::of(name), known.tag, "{:?}", String::from_utf8_lossy(name));
+            assert!(is_name_start(name[0]), "{:?}", String::from_utf8_lossy(name));
+            assert!(name.iter().all(|&byte| is_name_char(byte)), "{:?}", String::from_utf8_lossy(name));
+            for rest in [&b""[..], b"\n<", b"</x>"] {
+                let found = known_start_tag(word_of(text, rest)).map(|found| (found.word, found.length));
+                assert_eq!(found, Some((known.word, known.length)), "{:?}", String::from_utf8_lossy(text));
+            }
+        }
+    }
+
+    #[test]
+    fn longer_names_are_not_known_tags() {
+        for text in [&b"values>"[..], b"names>", b"int4>", b"i4x>", b"nil>", b"nilx/>", b"params >", b"value/>", b"ex:nil/>", b"Value>"] {
+            assert!(known_start_tag(word_of(text, b"")).is_none(), "{:?}", String::from_utf8_lossy(text));
+        }
+        assert_eq!(known_start_tag(word_of(b"params/>", b"")).map(|known| known.tag), Some(Tag::Params));
+    }
+
+    #[test]
+    fn end_tag_word_covers_name_and_close() {
+        assert_eq!(end_tag_word(b"value"), (u64::from_le_bytes(*b"value>\0\0"), 0xFFFF_FFFF_FFFF));
+        assert_eq!(end_tag_word(b"boolean"), (u64::from_le_bytes(*b"boolean>"), u64::MAX));
+        assert_eq!(end_tag_word(b"methodName"), (0, 0));
+        assert_eq!(end_tag_word(b"ex:nil").0, u64::from_le_bytes(*b"ex:nil>\0"));
+    }
+}

@@ -303,6 +303,44 @@ fn common_shapes_take_the_scanner() {
     }
 }
 
+/// Bodies for the scanner's one-comparison paths: known start tags, names
+/// that extend them, end tags near the end of the body or with whitespace,
+/// and text before a start tag, which the scanner drops.
+#[test]
+fn tag_fast_paths_agree() {
+    let read = [
+        call_with("<param><value><i4>1</i4></value></param><param><value><i8>2</i8></value></param>"),
+        call_with("<param><value><double>1.5</double></value></param><param><value><base64>aGk=</base64></value></param>"),
+        call_with("<param><value><string>a</string ></value ></param>"),
+        call_with("<param><value><int>1<x/>2</int></value></param>"),
+        call_with("<param><value><string>a <nil/>b</string></value></param>"),
+        call_with("<param><value><string>a\n<string>b</string>c</string></value></param>"),
+        call_with("<param><value><string>x&amp;<x/>y</string></value></param>"),
+        call_with("<param><value><ex:nil/></value></param><param><value><nil /></value></param>"),
+        call_with("<param><value><struct><member><name>k</name><value><values>v</values></value></member></struct></value></param>"),
+        "<methodCall><methodName>m</methodName><params><param><value><int>1</int></value></param></params></methodCall>".to_owned(),
+        "<methodResponse><fault><value><int>1</int></value></fault></methodResponse>".to_owned(),
+        "<methodCall><methodName>m</methodName><params/></methodCall>".to_owned(),
+        "<a><i4>1</i4></a>".to_owned(),
+        "<a><v>1</v><value>x</value></a>".to_owned(),
+    ];
+    for body in &read {
+        let scanner = assert_tokenizers_agree(body.as_bytes());
+        assert!(scanner.is_some(), "the scanner deferred {body:?}");
+    }
+    let rejected = [
+        call_with("<param><value><int4>1</int4></value></param>"),
+        call_with("<param><value><nilx/></value></param>"),
+        call_with("<param><value><string>a</valuf></value></param>"),
+        call_with("<param><value><string>a</strin></value></param>"),
+        call_with("<param><value><string>a</stringx></value></param>"),
+        "<a><value>x</valu".to_owned(),
+    ];
+    for body in &rejected {
+        assert_scanner_does_not_accept(body);
+    }
+}
+
 #[test]
 fn unmarshaller_errors_come_from_the_scanner() {
     for body in [
