@@ -868,3 +868,19 @@ fn token_swap_agrees_with_python() {
     assert!(flagged >= 9, "only {flagged} bodies were flagged");
     assert!(pairs.len() >= 100, "only {} bodies were swapped", pairs.len());
 }
+
+/// A password `<param>` whose `<value>` holds a second value: Python reads
+/// four arguments, so replacing the whole `<value>` would drop one. The
+/// token is written with a character reference, so the splice does not
+/// apply and the full rewrite must refuse the body.
+#[test]
+fn password_value_with_two_values_is_not_rewritten() {
+    let token = format!("{}&#95;{}", &TOKEN[..3], &TOKEN[4..]);
+    for wrapping in [format!("<fault><string>{token}</string><value/></fault>"), format!("<string><string>{token}</string></string>")] {
+        let body = password_bodies(&wrapping).remove(0);
+        let request = http_request(&body);
+        let call = decode_request(&request, &DecodeLimits::default()).expect("decodes").expect("is a call");
+        assert!(call.credential.as_ref().is_some_and(|credential| credential.span.is_none()));
+        assert!(rewrite_request(&request, &call, &Secret::new(SERVICE_KEY), None).is_err(), "{wrapping}");
+    }
+}

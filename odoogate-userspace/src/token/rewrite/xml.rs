@@ -82,7 +82,7 @@ pub fn rewrite(body: &[u8], service: &str, edits: &Edits<'_>) -> Result<Rewritte
     let mut splices = Vec::new();
     if let Some(credential) = credential {
         let slot = *values.get(2).ok_or("the call has fewer than 3 parameters, so no password")?;
-        tree.typed_content(slot)?;
+        tree.plain_string(slot)?;
         splices.push(tree.replace_inner(slot, &format!("<string>{}</string>", escape(credential))));
     }
     if let Some(name) = integration {
@@ -278,6 +278,22 @@ impl<'b> Tree<'b> {
             [child] if !self.elements[value].has_text => Ok(Some(child)),
             _ => Err("a <value> holds more than one value".to_owned()),
         }
+    }
+
+    /// Checks that a `<value>` contains one plain string: bare text, or one
+    /// `<string>` or `<name>` element with no element inside. Python may
+    /// read other content, such as a `<fault>` with two values inside, as
+    /// more than the one value that replacing the content would change.
+    fn plain_string(&self, value: usize) -> Result<(), String> {
+        let Some(child) = self.typed_content(value)? else {
+            return Ok(());
+        };
+        let element = &self.elements[child];
+        let local_name = element.name.rsplit(':').next().unwrap_or_default();
+        if matches!(local_name, "string" | "name") && element.children.is_empty() {
+            return Ok(());
+        }
+        Err("the password is not a plain string".to_owned())
     }
 
     /// Returns the edits that set the field list of an `execute_kw` call.
