@@ -869,7 +869,7 @@ fn token_swap_agrees_with_python() {
     assert!(pairs.len() >= 100, "only {} bodies were swapped", pairs.len());
 }
 
-/// A password `<param>` whose `<value>` holds a second value: Python reads
+/// A password `<param>` whose `<value>` contains a second value: Python reads
 /// four arguments, so replacing the whole `<value>` would drop one. The
 /// token is written with a character reference, so the splice does not
 /// apply and the full rewrite must refuse the body.

@@ -14,8 +14,9 @@ use crate::secret::Secret;
 const DB_METHODS_NAMING_A_DATABASE: [&str; 6] =
     ["create_database", "duplicate_database", "drop", "dump", "restore", "rename"];
 
-/// Where `common.login`, `common.authenticate`, `object.execute` and
-/// `object.execute_kw` take the password or API key.
+/// Position of the password or API key among the parameters of
+/// `common.login`, `common.authenticate`, `object.execute` and
+/// `object.execute_kw`.
 pub const PASSWORD_PARAM: usize = 2;
 
 /// Decodes `service.method(*params)` into a call.

@@ -21,10 +21,10 @@
 //! injected context key) changed; otherwise the rewrite fails, so odoogate
 //! never forwards a call other than the one it decided on.
 //!
-//! The common XML-RPC case takes a shorter way: when the decoder found the
+//! The common XML-RPC case takes a shorter way. When the decoder found the
 //! token as the plain text of its element, only those bytes are replaced,
-//! and the body is neither parsed nor decoded again ([`splice_credential`]
-//! explains why that is safe).
+//! and the body is neither parsed nor decoded again. [`splice_credential`]
+//! explains why that is safe.
 
 mod xml;
 

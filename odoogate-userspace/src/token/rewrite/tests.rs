@@ -295,10 +295,10 @@ fn captures_splice_like_full_rewrite() {
 }
 
 /// Text read by two end tags makes two values in Python, so a password
-/// inside another typed element must not be spliced: the credential would
-/// land in the outer value too, and Odoo's error for it would show the
-/// credential to the client. The call is also flagged, so the policy
-/// denies it before any rewrite, and the full rewrite refuses it too.
+/// inside another typed element must not be spliced. The credential would
+/// land in the outer value too, and Odoo's error for that value would show
+/// it to the client. The call is flagged, so the policy denies it before
+/// any rewrite, and the full rewrite refuses it as well.
 #[test]
 fn password_read_twice_has_no_span() {
     let wrapped_in_datetime = format!(
