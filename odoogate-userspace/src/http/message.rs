@@ -8,6 +8,16 @@ pub enum HttpVersion {
     Http11,
 }
 
+impl HttpVersion {
+    /// Returns the version as a request or status line writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http10 => "HTTP/1.0",
+            Self::Http11 => "HTTP/1.1",
+        }
+    }
+}
+
 /// Header fields in wire order. Names keep their case; lookups ignore it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Headers(pub Vec<(String, Bytes)>);

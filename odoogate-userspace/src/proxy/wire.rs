@@ -109,7 +109,7 @@ fn carries_scoped_token(value: &[u8]) -> bool {
 /// Writes a request head from its start line and fields.
 pub(super) fn request_head(line: RequestLine<'_>, headers: &Headers) -> Vec<u8> {
     let mut head = Vec::with_capacity(512);
-    head.extend_from_slice(format!("{} {} {}\r\n", line.method, line.target, version_text(line.version)).as_bytes());
+    head.extend_from_slice(format!("{} {} {}\r\n", line.method, line.target, line.version.as_str()).as_bytes());
     for (name, value) in &headers.0 {
         push_field(&mut head, name, value);
     }
@@ -272,13 +272,6 @@ fn push_field(head: &mut Vec<u8>, name: &str, value: &[u8]) {
     head.extend_from_slice(b": ");
     head.extend_from_slice(value);
     head.extend_from_slice(b"\r\n");
-}
-
-fn version_text(version: HttpVersion) -> &'static str {
-    match version {
-        HttpVersion::Http10 => "HTTP/1.0",
-        HttpVersion::Http11 => "HTTP/1.1",
-    }
 }
 
 #[cfg(test)]

@@ -370,17 +370,13 @@ fn serialize(request: &HttpRequest) -> Bytes {
 }
 
 fn serialize_parts(method: &str, target: &str, version: HttpVersion, headers: &Headers, body: &[u8]) -> Bytes {
-    let version: &[u8] = match version {
-        HttpVersion::Http10 => b"HTTP/1.0",
-        HttpVersion::Http11 => b"HTTP/1.1",
-    };
     let head_bytes: usize = headers.0.iter().map(|(name, value)| name.len() + value.len() + 4).sum();
     let mut out = BytesMut::with_capacity(method.len() + target.len() + head_bytes + body.len() + 64);
     out.put_slice(method.as_bytes());
     out.put_u8(b' ');
     out.put_slice(target.as_bytes());
     out.put_u8(b' ');
-    out.put_slice(version);
+    out.put_slice(version.as_str().as_bytes());
     out.put_slice(b"\r\n");
     for (name, value) in &headers.0 {
         out.put_slice(name.as_bytes());
