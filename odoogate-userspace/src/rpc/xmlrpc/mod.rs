@@ -277,25 +277,15 @@ impl<'a> Unmarshaller<'a> {
         // The text is read only by the elements that use it, because a
         // joined text is copied on each read and `</member>`, `</data>` and
         // `</param>` would copy it for nothing.
-        let reads_text = match tag {
-            Tag::Boolean | Tag::Int | Tag::Double | Tag::BigDecimal | Tag::String | Tag::Base64 | Tag::DateTime => true,
-            Tag::MethodName => true,
-            Tag::Value => self.in_bare_value,
-            Tag::Nil | Tag::Array | Tag::Struct | Tag::Params | Tag::Fault | Tag::Unknown => false,
-        };
-        if reads_text {
-            self.text_read_twice |= self.text_read;
-            self.text_read = true;
-        }
         let value = match tag {
             Tag::Nil => Value::Nil,
-            Tag::Boolean => parse_boolean(&self.text.as_cow())?,
-            Tag::Int => parse_int(&self.text.as_cow())?,
-            Tag::Double => parse_double(&self.text.as_cow())?,
-            Tag::BigDecimal => Value::BigDecimal(self.text.as_cow()),
-            Tag::String => Value::String(self.text.as_cow()),
-            Tag::Base64 => parse_base64(self.text.as_cow())?,
-            Tag::DateTime => Value::DateTime(self.text.as_cow()),
+            Tag::Boolean => parse_boolean(&self.read_text())?,
+            Tag::Int => parse_int(&self.read_text())?,
+            Tag::Double => parse_double(&self.read_text())?,
+            Tag::BigDecimal => Value::BigDecimal(self.read_text()),
+            Tag::String => Value::String(self.read_text()),
+            Tag::Base64 => parse_base64(self.read_text())?,
+            Tag::DateTime => Value::DateTime(self.read_text()),
             Tag::Array => {
                 let mark = self.pop_mark();
                 Value::Array(self.stack.split_off(mark))
@@ -304,11 +294,11 @@ impl<'a> Unmarshaller<'a> {
                 let mark = self.pop_mark();
                 build_struct(self.stack.drain(mark..))?
             }
-            Tag::Value if self.in_bare_value => Value::String(self.text.as_cow()),
+            Tag::Value if self.in_bare_value => Value::String(self.read_text()),
             Tag::Params => return self.set_kind(DocumentKind::Params),
             Tag::Fault => return self.set_kind(DocumentKind::Fault),
             Tag::MethodName => {
-                self.method_name = Some(self.text.as_cow());
+                self.method_name = Some(self.read_text());
                 return self.set_kind(DocumentKind::MethodName);
             }
             Tag::Value | Tag::Unknown => return Ok(()),
@@ -316,6 +306,14 @@ impl<'a> Unmarshaller<'a> {
         self.stack.push(value);
         self.in_bare_value = false;
         Ok(())
+    }
+
+    /// Returns the text since the last start tag, and notes that an end
+    /// tag read it, so that a second reader is seen.
+    fn read_text(&mut self) -> Cow<'a, str> {
+        self.text_read_twice |= self.text_read;
+        self.text_read = true;
+        self.text.as_cow()
     }
 
     fn set_kind(&mut self, kind: DocumentKind) -> Result<(), DecodeError> {
