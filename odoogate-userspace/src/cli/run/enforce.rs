@@ -84,7 +84,6 @@ async fn serve(
                 steering: format!("listen {address}"),
                 capture: guard.as_ref().map(LocalCapture::attachments).unwrap_or_default(),
             };
-            crate::memory::release_startup_memory();
             serve_with(config, DirectConnector::new(upstream), Box::new(sink), tokens, listener, None, daemon).await
         }
         None => {
@@ -109,7 +108,6 @@ async fn serve(
                 capture: local_capture.attachments(),
             };
             let connector = SteeredConnector::new(steering, upstream);
-            crate::memory::release_startup_memory();
             serve_with(config, connector, Box::new(sink), tokens, listener, Some(origins), daemon).await
         }
     }
@@ -124,6 +122,9 @@ async fn serve_with<C: UpstreamConnector>(
     origins: Option<Origins>,
     daemon: Daemon,
 ) -> anyhow::Result<ProxyStats> {
+    // Start-up ends here in both modes, on the main thread, which runs
+    // this future.
+    crate::memory::release_startup_memory();
     let mut proxy = match tokens {
         Some(tokens) => Proxy::with_tokens(config, connector, sink, tokens),
         None => Proxy::new(config, connector, sink),
