@@ -14,14 +14,14 @@ use std::time::{Duration, Instant};
 /// Shortest time between two collections by one thread.
 const COLLECT_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Returns all the memory the calling thread has freed to the kernel. The
-/// daemon calls it on the main thread once start-up is done.
+/// Hands all the memory the calling thread has freed back to the kernel.
+/// The daemon calls it on the main thread once start-up is done.
 pub fn release_startup_memory() {
     collect(true);
 }
 
-/// Returns the calling thread's freed memory to the kernel when its last
-/// collection is [`COLLECT_INTERVAL`] old. Loops of long-lived threads call
+/// Hands the calling thread's freed memory back to the kernel when its
+/// last collection is [`COLLECT_INTERVAL`] old. Loops of long-lived threads call
 /// it on every turn, and the proxy's runtime each time a worker parks.
 pub fn release_freed_memory() {
     thread_local! {

@@ -70,7 +70,7 @@ pub enum CredentialSlot {
 pub struct Credential {
     pub slot: CredentialSlot,
     pub secret: Secret,
-    /// The byte range of the body that holds the secret, when the decoder
+    /// The byte range of the body that contains the secret, when the decoder
     /// read it verbatim as the whole text of one XML-RPC element: no
     /// entity, character reference or CDATA section, and `>` before it and
     /// `<` after it. No other element of the document may read its text
