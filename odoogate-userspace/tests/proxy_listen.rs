@@ -430,6 +430,52 @@ async fn token_is_swapped_for_credential() {
     assert_eq!(calls[1].outcome.as_deref(), Some("fault:3"));
 }
 
+/// Returns an `execute_kw` `search_read` of `res.partner`, whose parameters from
+/// the password to the model are `password_and_model`.
+fn xmlrpc_search_read(password_and_model: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\"?><methodCall><methodName>execute_kw</methodName><params>\
+         <param><value><string>odoo19</string></value></param><param><value><int>2</int></value></param>\
+         {password_and_model}<param><value><string>search_read</string></value></param>\
+         <param><value><array><data><value><array><data/></array></value></data></array></value></param>\
+         </params></methodCall>"
+    )
+}
+
+/// A valid token that the swap cannot write over gets 500 and a record
+/// saying why. Here one `<value>` contains both the token and the model,
+/// which Python reads as two parameters, so replacing the `<value>` would
+/// drop the model. Odoo receives nothing, and the proxy serves the next call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unswappable_token_gets_500() {
+    let (site, token) = Site::start_with_token("unswappable").await;
+    let escaped = format!("{}&#95;{}", &token.expose()[..3], &token.expose()[4..]);
+    let body = xmlrpc_search_read(&format!(
+        "<param><value><fault><string>{escaped}</string><value><string>res.partner</string></value></fault></value></param>"
+    ));
+    let mut stream = TcpStream::connect(("127.0.0.1", site.port)).await.unwrap();
+    stream.write_all(&post("/xmlrpc/2/object", &body, "")).await.unwrap();
+    let (head, message) = read_response(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 500 "), "{head}{message}");
+    assert!(message.contains("could not prepare the request"), "{message}");
+    assert!(site.upstream.requests().is_empty(), "Odoo received the call");
+
+    let calls = site.records.calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].http_status, Some(500));
+    assert!(calls[0].message.contains("not forwarded: cannot rewrite the XML-RPC body"), "{}", calls[0].message);
+
+    let mut stream = TcpStream::connect(("127.0.0.1", site.port)).await.unwrap();
+    let body = xmlrpc_search_read(&format!(
+        "<param><value><string>{}</string></value></param><param><value><string>res.partner</string></value></param>",
+        token.expose()
+    ));
+    stream.write_all(&post("/xmlrpc/2/object", &body, "")).await.unwrap();
+    let (head, _) = read_response(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert_eq!(site.upstream.requests().len(), 1);
+}
+
 /// Returns the value of the `session_id` cookie a response sets.
 fn session_cookie(response: &str) -> &str {
     let header = response.lines().find_map(|line| line.strip_prefix("Set-Cookie: session_id=")).expect("a session cookie");
