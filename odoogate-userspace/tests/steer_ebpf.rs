@@ -155,16 +155,34 @@ fn listen(port: u16) -> TcpListener {
 
 /// Accepts one connection, waiting at most [`WAIT_BOUND`].
 fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+    try_accept(listener).unwrap_or_else(|error| panic!("no connection arrived: {error}"))
+}
+
+/// Accepts one connection, waiting at most [`WAIT_BOUND`], or returns the
+/// error of the last attempt.
+fn try_accept(listener: &TcpListener) -> std::io::Result<(TcpStream, SocketAddr)> {
     let deadline = Instant::now() + WAIT_BOUND;
     loop {
         match listener.accept() {
-            Ok(accepted) => return accepted,
             Err(error) if error.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
                 thread::sleep(Duration::from_millis(5));
             }
-            Err(error) => panic!("no connection arrived: {error}"),
+            result => return result,
         }
     }
+}
+
+/// Accepts the connection `client` made to Odoo's port at the daemon's
+/// listener. When none arrives, the panic says whether Odoo's listener got
+/// it instead, which tells a steering miss from a lost connection.
+// NOTE: this test has failed now and then with no connection at the
+// daemon, and the cause is not known yet.
+fn accept_steered(daemon: &TcpListener, odoo: &TcpListener, client: &TcpStream) -> (TcpStream, SocketAddr) {
+    try_accept(daemon).unwrap_or_else(|error| {
+        let at_odoo = odoo.accept().map(|(_, peer)| peer);
+        let client = client.local_addr();
+        panic!("no steered connection from {client:?} arrived at the daemon: {error}; Odoo's listener: {at_odoo:?}")
+    })
 }
 
 fn assert_nothing_pending(listener: &TcpListener, what: &str) {
@@ -212,7 +230,7 @@ fn steering_redirects_bypasses_fails_closed_and_resumes() {
 
     // A client dialing Odoo reaches odoogate, which sees Odoo's address.
     let mut client = TcpStream::connect(localhost(ODOO_PORT)).expect("connect");
-    let (mut steered, peer) = accept(&daemon);
+    let (mut steered, peer) = accept_steered(&daemon, &odoo, &client);
     assert_eq!(steered.local_addr().unwrap(), localhost(ODOO_PORT));
     assert_eq!(peer, client.local_addr().unwrap());
     exchange(&mut client, &mut steered);
@@ -251,7 +269,7 @@ fn steering_redirects_bypasses_fails_closed_and_resumes() {
     let steering = Steering::install(&options(&pins.path), &daemon).expect("reinstall");
     assert!(steering.reused());
     let mut client = TcpStream::connect(localhost(ODOO_PORT)).expect("connect after restart");
-    let (mut steered, _) = accept(&daemon);
+    let (mut steered, _) = accept_steered(&daemon, &odoo, &client);
     exchange(&mut client, &mut steered);
     assert_nothing_pending(&odoo, "Odoo");
     let stats = steering.stats().expect("stats");
