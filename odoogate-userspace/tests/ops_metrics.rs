@@ -4,7 +4,7 @@
 
 mod support;
 
-use support::{Guard, fingerprint, free_port, start_upstream, temp_dir, wait_for_port};
+use support::{Guard, fingerprint, free_port, start_upstream, temp_dir, wait_for_port, wait_until};
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
@@ -114,9 +114,15 @@ allow = [{{ models = ["res.partner"], methods = ["search"] }}]
     assert!(call(listen_port, "search").get("result").is_some(), "allowed call answered by Odoo");
     assert!(call(listen_port, "unlink").get("error").is_some(), "denied call answered with an error");
 
-    let after = scrape(metrics_port);
     let allowed = r#"odoogate_calls_total{integration="reader",protocol="jsonrpc",decision="allow"}"#;
     let denied = r#"odoogate_calls_total{integration="reader",protocol="jsonrpc",decision="deny"}"#;
+    // The metrics count records as the audit writer thread writes them,
+    // shortly after each call is answered.
+    wait_until("the three calls counted", || {
+        let text = scrape(metrics_port);
+        sample(&text, allowed).unwrap_or(0.0) + sample(&text, denied).unwrap_or(0.0) >= 3.0
+    });
+    let after = scrape(metrics_port);
     assert_eq!(sample(&after, allowed), Some(2.0), "{after}");
     assert_eq!(sample(&after, denied), Some(1.0), "{after}");
     let forwarded = sample(&after, r#"odoogate_call_duration_seconds_count{protocol="jsonrpc"}"#);

@@ -122,8 +122,12 @@ fn xmlrpc_reads_are_narrowed() {
         assert_eq!(entry["params"]["fields"], serde_json::json!(["name"]), "{entry}");
     }
 
+    // The daemon writes records on a thread of its own, shortly after each
+    // call is answered.
+    let is_narrowed = |record: &&Json| record["ODOOGATE_FIELDS"] == "name";
+    wait_until("the two call records", || read_lines(&dir.join("audit.jsonl")).iter().filter(is_narrowed).count() >= 2);
     let records = read_lines(&dir.join("audit.jsonl"));
-    let narrowed: Vec<&Json> = records.iter().filter(|record| record["ODOOGATE_FIELDS"] == "name").collect();
+    let narrowed: Vec<&Json> = records.iter().filter(is_narrowed).collect();
     assert_eq!(narrowed.len(), 2, "{records:?}");
     for record in narrowed {
         assert_eq!(record["ODOOGATE_DECISION"], "allow", "{record}");

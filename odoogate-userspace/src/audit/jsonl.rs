@@ -68,9 +68,9 @@ impl<W: Write + Send> JsonLinesSink<W> {
         self.writer.flush()
     }
 
-    fn count_failure(&mut self, error: &io::Error) {
-        self.failures += 1;
-        if let Some(unreported) = self.throttle.failure(Instant::now()) {
+    fn count_failures(&mut self, records: usize, error: &io::Error) {
+        self.failures += records as u64;
+        if let Some(unreported) = self.throttle.failures(records as u64, Instant::now()) {
             tracing::warn!(
                 error = %error,
                 failed_records = unreported,
@@ -106,9 +106,19 @@ impl JsonLinesSink<File> {
 
 impl<W: Write + Send> AuditSink for JsonLinesSink<W> {
     fn write(&mut self, record: &AuditRecord) {
-        let line = encode_line(record, SystemTime::now());
-        if let Err(error) = self.write_line(&line) {
-            self.count_failure(&error);
+        self.write_batch(std::slice::from_ref(record));
+    }
+
+    /// Writes the records' lines with one `write_all`, so that a batch costs
+    /// one system call and stays whole in a file opened for appending.
+    fn write_batch(&mut self, records: &[AuditRecord]) {
+        let now = SystemTime::now();
+        let mut lines = String::new();
+        for record in records {
+            push_line(&mut lines, record, now);
+        }
+        if let Err(error) = self.write_line(&lines) {
+            self.count_failures(records.len(), &error);
         }
     }
 }
@@ -117,17 +127,22 @@ impl<W: Write + Send> AuditSink for JsonLinesSink<W> {
 /// Keys keep journald's order: the timestamp, then the fields as
 /// [`entry_fields`] lists them.
 pub fn encode_line(record: &AuditRecord, realtime: SystemTime) -> String {
-    let fields = entry_fields(record);
-    let capacity = 48 + fields.iter().map(|(name, value)| name.len() + value.len() + 6).sum::<usize>();
-    let mut line = String::with_capacity(capacity);
-    line.push('{');
-    push_member(&mut line, "__REALTIME_TIMESTAMP", &realtime_micros(realtime).to_string());
-    for (name, value) in &fields {
-        line.push(',');
-        push_member(&mut line, name, value);
-    }
-    line.push_str("}\n");
+    let mut line = String::new();
+    push_line(&mut line, record, realtime);
     line
+}
+
+/// Appends the line of `record` to `out`, as [`encode_line`] returns it.
+fn push_line(out: &mut String, record: &AuditRecord, realtime: SystemTime) {
+    let fields = entry_fields(record);
+    out.reserve(48 + fields.iter().map(|(name, value)| name.len() + value.len() + 6).sum::<usize>());
+    out.push('{');
+    push_member(out, "__REALTIME_TIMESTAMP", &realtime_micros(realtime).to_string());
+    for (name, value) in &fields {
+        out.push(',');
+        push_member(out, name, value);
+    }
+    out.push_str("}\n");
 }
 
 fn push_member(line: &mut String, name: &str, value: &str) {

@@ -3,9 +3,11 @@
 //!
 //! `record` defines the record and its journald fields, `journald` writes
 //! records with journald's native protocol, `jsonl` writes them as JSON lines
-//! when there is no journald, `ratelimit` bounds the error records, and
-//! `reader` reads records back for `odoogate audit`.
+//! when there is no journald, `background` writes them on a thread of its
+//! own, `ratelimit` bounds the error records, and `reader` reads records back
+//! for `odoogate audit`.
 
+pub mod background;
 pub mod journald;
 pub mod jsonl;
 pub mod ratelimit;

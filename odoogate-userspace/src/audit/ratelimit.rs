@@ -177,7 +177,13 @@ impl FailureReportThrottle {
     /// included) if a report is due, or `None` if this one stays counted for
     /// the next report.
     pub fn failure(&mut self, now: Instant) -> Option<u64> {
-        self.unreported = self.unreported.saturating_add(1);
+        self.failures(1, now)
+    }
+
+    /// Counts `count` failures at `now`, as [`FailureReportThrottle::failure`]
+    /// counts one.
+    pub fn failures(&mut self, count: u64, now: Instant) -> Option<u64> {
+        self.unreported = self.unreported.saturating_add(count);
         let due = match self.last_report {
             None => true,
             Some(last) => now.saturating_duration_since(last) >= WINDOW,

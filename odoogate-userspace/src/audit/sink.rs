@@ -8,4 +8,18 @@ pub trait AuditSink: Send {
     /// rate-limited), never returned, so that a failing sink cannot stop the
     /// pipeline.
     fn write(&mut self, record: &AuditRecord);
+
+    /// Writes one record the caller no longer needs, so that a sink that
+    /// keeps records (a queue) takes it without a copy.
+    fn write_owned(&mut self, record: AuditRecord) {
+        self.write(&record);
+    }
+
+    /// Writes records in order. A sink that can write several at once (a
+    /// file) does so.
+    fn write_batch(&mut self, records: &[AuditRecord]) {
+        for record in records {
+            self.write(record);
+        }
+    }
 }

@@ -28,6 +28,18 @@ impl AuditSink for MeteredSink {
         self.metrics.observe(record);
         self.inner.write(record);
     }
+
+    fn write_owned(&mut self, record: AuditRecord) {
+        self.metrics.observe(&record);
+        self.inner.write_owned(record);
+    }
+
+    fn write_batch(&mut self, records: &[AuditRecord]) {
+        for record in records {
+            self.metrics.observe(record);
+        }
+        self.inner.write_batch(records);
+    }
 }
 
 #[cfg(test)]

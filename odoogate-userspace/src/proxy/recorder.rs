@@ -29,8 +29,9 @@ pub struct ProxyStats {
 
 /// Writes audit records for every connection of the proxy.
 ///
-/// A sink write is a short synchronous write (a journald datagram or one
-/// line of a file), so the lock is held only for that write.
+/// The lock is held while the record is handed to the sink. The daemon's
+/// sink queues it for a writer thread ([`crate::audit::background`]), so
+/// no call waits for a write.
 pub struct Recorder {
     state: Mutex<State>,
 }
@@ -67,7 +68,7 @@ impl Recorder {
                 state.stats.denied += 1;
             }
             records::trace_decision(&record);
-            state.sink.write(&record);
+            state.sink.write_owned(record);
             return;
         }
 
@@ -78,7 +79,7 @@ impl Recorder {
             _ => {}
         }
         if let Some(record) = state.limiter.admit(record, Instant::now()) {
-            state.sink.write(&record);
+            state.sink.write_owned(record);
         }
     }
 
@@ -86,7 +87,7 @@ impl Recorder {
     pub fn flush(&self, now: Instant) {
         let mut state = self.lock();
         for record in state.limiter.flush(now) {
-            state.sink.write(&record);
+            state.sink.write_owned(record);
         }
     }
 

@@ -69,9 +69,11 @@ pub fn start_upstream(dir: &Path, port: u16, args: &[&str]) -> Guard {
     guard
 }
 
-/// Reads a JSON lines file, an empty list when it does not exist yet.
+/// Reads the complete lines of a JSON lines file, an empty list when it
+/// does not exist yet. A line still being written is left for a later read.
 pub fn read_lines(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path).unwrap_or_default().lines().map(|line| serde_json::from_str(line).unwrap()).collect()
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.split_inclusive('\n').filter_map(|line| line.strip_suffix('\n')).map(|line| serde_json::from_str(line).unwrap()).collect()
 }
 
 /// The Odoo-like upstream with its request log, stopped on drop.

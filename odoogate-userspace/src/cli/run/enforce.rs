@@ -14,14 +14,15 @@ mod capture;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Weak};
 use std::time::SystemTime;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::audit::{AuditRecord, AuditSink};
+use crate::audit::AuditSink;
+use crate::audit::background::BackgroundSink;
 use crate::config::Config;
 use crate::control::ConfigHandle;
 use crate::metrics::Metrics;
@@ -62,7 +63,9 @@ async fn serve(
 ) -> anyhow::Result<ProxyStats> {
     let config = handle.current();
     let upstream = config.proxy.upstream;
-    let sink = SharedSink::new(sink);
+    // The proxy and the origin thread (guard refusals) write through one
+    // writer thread, off the calls' path.
+    let sink = BackgroundSink::start(sink).context("failed to start the audit writer thread")?;
     match config.proxy.listen {
         Some(address) => {
             // NOTE: in listen mode clients connect to proxy.listen, which
@@ -297,22 +300,3 @@ fn load_tokens(config: &Config) -> anyhow::Result<Option<Tokens>> {
     Ok(Some(Tokens { store, credentials }))
 }
 
-/// One audit sink written by the proxy and by the origin thread (guard
-/// refusals). Each write is one journald datagram or one line, so the lock
-/// is held only for that write.
-#[derive(Clone)]
-struct SharedSink(Arc<Mutex<Box<dyn AuditSink>>>);
-
-impl SharedSink {
-    fn new(sink: Box<dyn AuditSink>) -> Self {
-        Self(Arc::new(Mutex::new(sink)))
-    }
-}
-
-impl AuditSink for SharedSink {
-    fn write(&mut self, record: &AuditRecord) {
-        // A writer that panicked mid-write leaves a sink that can still
-        // take the next record.
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).write(record);
-    }
-}

@@ -1,0 +1,185 @@
+//! Writes audit records on a thread of their own.
+//!
+//! In enforce mode a call's record is complete once the response is sent.
+//! When the proxy's worker threads wrote it, each call paid a system call
+//! (one line of a file or one journald datagram), and the workers waited
+//! for each other on the sink's lock. [`BackgroundSink`] hands the record
+//! to a writer thread instead, through a bounded queue. The writer waits a
+//! millisecond after the first record of a batch, takes every record queued
+//! by then and writes them together ([`AuditSink::write_batch`]), so under
+//! load a file gets one `write` for many records.
+//!
+//! Records keep their order, and none is dropped: when the queue is full,
+//! the caller waits for room. A record reaches its sink about a
+//! millisecond after the call. Dropping the last handle writes what
+//! is queued before it returns.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::{AuditRecord, AuditSink};
+
+/// Maximum records queued for the writer. Past this the caller waits, so a
+/// stalled sink bounds memory and slows calls down instead of losing records.
+const QUEUE_RECORDS: usize = 4096;
+
+/// Maximum records the writer hands to its sink at once.
+const MAX_BATCH_RECORDS: usize = 256;
+
+/// How long the writer waits, after the first record of a batch arrives,
+/// for more to join it. Without the wait, a writer that keeps up wakes
+/// and writes once per record, and each of those wakeups costs the caller
+/// a `futex` call. One millisecond batches a few records at a hundred
+/// calls per second and hundreds at tens of thousands.
+const BATCH_WAIT: Duration = Duration::from_millis(1);
+
+/// A handle on the writer thread; cloning it gives another handle on the
+/// same thread and queue.
+#[derive(Clone)]
+pub struct BackgroundSink {
+    // Declared before `_writer`, so that the last handle closes the queue
+    // before it waits for the thread.
+    queue: SyncSender<AuditRecord>,
+    _writer: Arc<Writer>,
+}
+
+/// Joins the writer thread when the last handle drops.
+struct Writer {
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+// === impl BackgroundSink ===
+
+impl BackgroundSink {
+    /// Starts the writer thread, which writes to `sink`.
+    pub fn start(sink: Box<dyn AuditSink>) -> std::io::Result<Self> {
+        let (queue, records) = mpsc::sync_channel(QUEUE_RECORDS);
+        let thread = std::thread::Builder::new().name("odoogate-audit".to_owned()).spawn(move || write_until_closed(sink, &records))?;
+        Ok(Self { queue, _writer: Arc::new(Writer { thread: Mutex::new(Some(thread)) }) })
+    }
+}
+
+impl AuditSink for BackgroundSink {
+    fn write(&mut self, record: &AuditRecord) {
+        self.write_owned(record.clone());
+    }
+
+    fn write_owned(&mut self, record: AuditRecord) {
+        // The writer survives a panicking sink (see `write_until_closed`), so
+        // the queue closes only when the last handle drops, and this handle
+        // is alive.
+        if self.queue.send(record).is_err() {
+            tracing::error!("The audit writer thread is gone; an audit record was not written");
+        }
+    }
+}
+
+// === impl Writer ===
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let thread = self.thread.get_mut().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(thread) = thread
+            && thread.join().is_err()
+        {
+            tracing::error!("The audit writer thread panicked");
+        }
+    }
+}
+
+/// Writes batches of queued records until every handle has dropped and the
+/// queue is empty.
+fn write_until_closed(mut sink: Box<dyn AuditSink>, records: &Receiver<AuditRecord>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH_RECORDS);
+    // `recv` waits while the queue is empty and fails once it is empty and
+    // closed.
+    while let Ok(first) = records.recv() {
+        batch.push(first);
+        std::thread::sleep(BATCH_WAIT);
+        while batch.len() < MAX_BATCH_RECORDS {
+            match records.try_recv() {
+                Ok(record) => batch.push(record),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        // Sinks count and report their own write errors. A panic in a sink
+        // loses this batch, which is logged, and the writer goes on.
+        if catch_unwind(AssertUnwindSafe(|| sink.write_batch(&batch))).is_err() {
+            tracing::error!(records = batch.len(), "The audit sink panicked; these audit records may be lost");
+        }
+        batch.clear();
+        crate::memory::release_freed_memory();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::AuditEvent;
+    use std::sync::mpsc::Sender;
+
+    /// Sends the messages of each batch it is given, one `Vec` per batch.
+    struct Batches(Sender<Vec<String>>);
+
+    impl AuditSink for Batches {
+        fn write(&mut self, record: &AuditRecord) {
+            self.write_batch(std::slice::from_ref(record));
+        }
+
+        fn write_batch(&mut self, records: &[AuditRecord]) {
+            let _ = self.0.send(records.iter().map(|record| record.message.clone()).collect());
+        }
+    }
+
+    fn record(message: &str) -> AuditRecord {
+        AuditRecord::new(AuditEvent::Call, message)
+    }
+
+    #[test]
+    fn batches_keep_order_and_drain_on_drop() {
+        let (sender, batches) = mpsc::channel();
+        let mut sink = BackgroundSink::start(Box::new(Batches(sender))).unwrap();
+        let mut other = sink.clone();
+        let messages: Vec<String> = (0..10_000).map(|n| format!("call {n}")).collect();
+        for (n, message) in messages.iter().enumerate() {
+            match n % 2 {
+                0 => sink.write_owned(record(message)),
+                _ => other.write(&record(message)),
+            }
+        }
+        drop(sink);
+        drop(other);
+
+        // The writer has joined, so every batch has been sent.
+        let batches: Vec<Vec<String>> = batches.try_iter().collect();
+        assert!(batches.iter().all(|batch| !batch.is_empty() && batch.len() <= MAX_BATCH_RECORDS));
+        assert_eq!(batches.concat(), messages);
+    }
+
+    /// Sends the message of every record it is given, then panics on the
+    /// one whose message is "panic".
+    struct PanicsOnce(Sender<String>);
+
+    impl AuditSink for PanicsOnce {
+        fn write(&mut self, record: &AuditRecord) {
+            let _ = self.0.send(record.message.clone());
+            assert_ne!(record.message, "panic", "a sink bug");
+        }
+    }
+
+    #[test]
+    fn writer_survives_panicking_sink() {
+        let (sender, written) = mpsc::channel();
+        let mut sink = BackgroundSink::start(Box::new(PanicsOnce(sender))).unwrap();
+        sink.write_owned(record("panic"));
+        // The writer has taken the first record once it was sent on, so the
+        // second comes in a batch of its own.
+        assert_eq!(written.recv().unwrap(), "panic");
+        sink.write_owned(record("after"));
+        drop(sink);
+        assert_eq!(written.try_iter().collect::<Vec<_>>(), ["after"]);
+    }
+}
