@@ -161,15 +161,19 @@ pub fn guard_of(call: &Call, model: &str, method: &str) -> Option<&'static str> 
 }
 
 fn covers(guard: &Guard, call: &Call, model: &str, method: &str) -> bool {
-    let model_matches = guard.models.iter().any(|pattern| pattern_matches(pattern, model));
-    let method_matches = guard.methods.iter().any(|pattern| pattern_matches(pattern, method));
-    let fields_match = guard.fields.is_empty()
+    // Cheapest test first: most calls match no guard's model, so their
+    // fields are never looked at.
+    if !guard.models.iter().any(|pattern| pattern_matches(pattern, model))
+        || !guard.methods.iter().any(|pattern| pattern_matches(pattern, method))
+    {
+        return false;
+    }
+    guard.fields.is_empty()
         || call.fields.iter().any(|field| {
             // `.` separates nested x2many fields, `/` the parts of a `load`
             // column such as `groups_id/id`.
             field.split(['.', '/']).any(|part| guard.fields.iter().any(|pattern| pattern_matches(pattern, part)))
-        });
-    model_matches && method_matches && fields_match
+        })
 }
 
 fn pattern_matches(pattern: &str, text: &str) -> bool {
