@@ -99,21 +99,36 @@ fn base62_encode(bytes: &[u8], digits: usize) -> String {
     String::from_utf8(out).expect("the base62 alphabet is ASCII")
 }
 
-/// Reads base62 digits into a big-endian number of `N` bytes.
+/// Reads base62 digits into a big-endian number of `N` bytes, `N` at most
+/// 32. The number is kept in 32-bit limbs, so each digit costs one
+/// multiply per limb instead of one per byte.
 fn base62_decode<const N: usize>(digits: &str) -> Result<[u8; N], FormatError> {
-    let mut number = [0u8; N];
+    const MAX_BYTES: usize = 32;
+    const { assert!(N <= MAX_BYTES, "base62_decode reads at most 32 bytes") };
+    let mut storage = [0u32; MAX_BYTES / 4];
+    let limbs = &mut storage[(MAX_BYTES - N) / 4..];
     for digit in digits.bytes() {
-        let mut carry = u32::from(digit_value(digit).ok_or(FormatError::InvalidCharacter)?);
-        for byte in number.iter_mut().rev() {
-            let value = u32::from(*byte) * 62 + carry;
-            *byte = value as u8;
-            carry = value >> 8;
+        let mut carry = u64::from(digit_value(digit).ok_or(FormatError::InvalidCharacter)?);
+        for limb in limbs.iter_mut().rev() {
+            let value = u64::from(*limb) * 62 + carry;
+            *limb = value as u32;
+            carry = value >> 32;
         }
         if carry != 0 {
             return Err(FormatError::OutOfRange);
         }
     }
-    Ok(number)
+    let mut bytes = [0u8; MAX_BYTES];
+    for (chunk, limb) in bytes.chunks_exact_mut(4).zip(storage) {
+        chunk.copy_from_slice(&limb.to_be_bytes());
+    }
+    // The limbs may hold a few bytes more than `N`; a number that needs
+    // them does not fit.
+    let (high, number) = bytes.split_at(MAX_BYTES - N);
+    if high.iter().any(|&byte| byte != 0) {
+        return Err(FormatError::OutOfRange);
+    }
+    Ok(number.try_into().expect("the split leaves N bytes"))
 }
 
 fn digit_value(digit: u8) -> Option<u8> {
@@ -131,6 +146,40 @@ mod tests {
 
     fn sample() -> [u8; RANDOM_BYTES] {
         std::array::from_fn(|i| (i as u8).wrapping_mul(37).wrapping_add(11))
+    }
+
+    /// Decodes base62 one byte at a time, as the first version did.
+    fn decode_bytewise<const N: usize>(digits: &str) -> Option<[u8; N]> {
+        let mut number = [0u8; N];
+        for digit in digits.bytes() {
+            let mut carry = u32::from(digit_value(digit)?);
+            for byte in number.iter_mut().rev() {
+                let value = u32::from(*byte) * 62 + carry;
+                *byte = value as u8;
+                carry = value >> 8;
+            }
+            if carry != 0 {
+                return None;
+            }
+        }
+        Some(number)
+    }
+
+    #[test]
+    fn base62_limbs_match_bytewise() {
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        for round in 0..2000 {
+            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            let random: Vec<u8> = (0..RANDOM_DIGITS).map(|i| ALPHABET[((state >> (i % 58)) as usize + round) % 62]).collect();
+            let random = std::str::from_utf8(&random).unwrap();
+            assert_eq!(base62_decode::<RANDOM_BYTES>(random).ok(), decode_bytewise::<RANDOM_BYTES>(random), "{random}");
+            let checksum = &random[..CHECKSUM_DIGITS];
+            assert_eq!(base62_decode::<4>(checksum).ok(), decode_bytewise::<4>(checksum), "{checksum}");
+            let short = &random[..4];
+            assert_eq!(base62_decode::<2>(short).ok(), decode_bytewise::<2>(short), "{short}");
+        }
+        let largest = "z".repeat(RANDOM_DIGITS);
+        assert_eq!(base62_decode::<RANDOM_BYTES>(&largest).ok(), decode_bytewise::<RANDOM_BYTES>(&largest));
     }
 
     #[test]
