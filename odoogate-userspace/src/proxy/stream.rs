@@ -70,7 +70,11 @@ impl Peer {
         let read = async {
             loop {
                 self.stream.readable().await?;
-                let reserved = if self.buffer.capacity() == 0 { FIRST_READ } else { READ_CHUNK };
+                // Sized by the bytes held, not by the capacity: a read that
+                // found nothing (readiness left over from the last message)
+                // leaves an empty buffer with room, which must not grow to
+                // READ_CHUNK and copy its unused room on the retry.
+                let reserved = if self.buffer.is_empty() { FIRST_READ } else { READ_CHUNK };
                 self.buffer.reserve(reserved);
                 match self.stream.try_read_buf(&mut self.buffer) {
                     Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
@@ -121,5 +125,34 @@ impl Peer {
         let early_from_client = client.buffer.split();
         upstream.stream.write_all(&early_from_client).await?;
         tokio::io::copy_bidirectional(&mut client.stream, &mut upstream.stream).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    #[tokio::test]
+    async fn empty_retry_keeps_small_buffer() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let mut peer = Peer::new(listener.accept().await.unwrap().0);
+
+        client.write_all(b"first").await.unwrap();
+        assert_eq!(peer.fill(Duration::from_secs(5)).await.unwrap(), 5);
+        peer.consume(5);
+
+        // The successful read left the socket marked readable, so the next
+        // fill reads nothing first and waits for these bytes.
+        let writer = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            client.write_all(b"second").await.unwrap();
+            client
+        });
+        assert_eq!(peer.fill(Duration::from_secs(5)).await.unwrap(), 6);
+        assert_eq!(peer.buffered(), b"second");
+        assert!(peer.buffer.capacity() < READ_CHUNK, "capacity {}", peer.buffer.capacity());
+        drop(writer.await.unwrap());
     }
 }
