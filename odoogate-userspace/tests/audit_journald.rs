@@ -271,7 +271,7 @@ fn assert_records_stored(records: &[AuditRecord], entries: &[AuditEntry]) {
         for (name, value) in record.fields() {
             assert_eq!(
                 entry.field(name),
-                Some(value.as_str()),
+                Some(value.as_ref()),
                 "field {name} of conn_id {conn_id}"
             );
         }

@@ -229,7 +229,7 @@ pub fn entry_fields(record: &AuditRecord) -> Vec<(&'static str, Cow<'_, str>)> {
         record
             .fields()
             .into_iter()
-            .map(|(name, value)| (name, bound_value(Cow::Owned(value)))),
+            .map(|(name, value)| (name, bound_value(value))),
     );
     fields
 }

@@ -1,5 +1,6 @@
 //! The audit record and its mapping to `ODOOGATE_*` journald fields.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 /// What a record is about.
@@ -176,7 +177,7 @@ impl AuditRecord {
 
     /// Returns the record's journald fields (`ODOOGATE_*`, without `MESSAGE`,
     /// `PRIORITY` or `SYSLOG_IDENTIFIER`), leaving out unknown values.
-    pub fn fields(&self) -> Vec<(&'static str, String)> {
+    pub fn fields(&self) -> Vec<(&'static str, Cow<'_, str>)> {
         let Self {
             event,
             message: _,
@@ -210,39 +211,37 @@ impl AuditRecord {
             path,
         } = self;
 
-        let mut out = vec![("ODOOGATE_EVENT", event.as_str().to_owned())];
-        let mut push = |name: &'static str, value: Option<String>| {
-            if let Some(value) = value {
-                out.push((name, value));
-            }
-        };
-        push("ODOOGATE_DECISION", decision.map(|d| d.as_str().to_owned()));
-        push("ODOOGATE_INTEGRATION", integration.clone());
-        push("ODOOGATE_IDENTITY", identity.map(|i| i.as_str().to_owned()));
-        push("ODOOGATE_PROTOCOL", protocol.map(str::to_owned));
-        push("ODOOGATE_DB", db.clone());
-        push("ODOOGATE_UID", uid.map(|u| u.to_string()));
-        push("ODOOGATE_LOGIN", login.clone());
-        push("ODOOGATE_MODEL", model.clone());
-        push("ODOOGATE_METHOD", method.clone());
-        push("ODOOGATE_RECORD_IDS", format_record_ids(record_ids, *record_count));
-        push("ODOOGATE_FIELDS", (!fields.is_empty()).then(|| fields.join(",")));
-        push("ODOOGATE_RULE", rule.clone());
-        push("ODOOGATE_GRANT", grant.clone());
-        push("ODOOGATE_REASON", reason.clone());
-        push("ODOOGATE_SRC_IP", src_ip.map(|ip| ip.to_string()));
-        push("ODOOGATE_SRC_PORT", src_port.map(|p| p.to_string()));
-        push("ODOOGATE_CGROUP", cgroup.clone());
-        push("ODOOGATE_PID", pid.map(|p| p.to_string()));
-        push("ODOOGATE_COMM", comm.clone());
-        push("ODOOGATE_CONN_ID", conn_id.map(|c| c.to_string()));
-        push("ODOOGATE_OUTCOME", outcome.clone());
-        push("ODOOGATE_HTTP_STATUS", http_status.map(|s| s.to_string()));
-        push("ODOOGATE_LATENCY_US", latency_us.map(|l| l.to_string()));
-        push("ODOOGATE_KEY_FINGERPRINT", key_fingerprint.clone());
-        push("ODOOGATE_ERROR_CODE", error_code.clone());
-        push("ODOOGATE_COUNT", count.map(|c| c.to_string()));
-        push("ODOOGATE_PATH", path.clone());
+        let known: [(&'static str, Option<Cow<'_, str>>); 27] = [
+            ("ODOOGATE_DECISION", decision.map(|d| Cow::Borrowed(d.as_str()))),
+            ("ODOOGATE_INTEGRATION", integration.as_deref().map(Cow::Borrowed)),
+            ("ODOOGATE_IDENTITY", identity.map(|i| Cow::Borrowed(i.as_str()))),
+            ("ODOOGATE_PROTOCOL", protocol.map(Cow::Borrowed)),
+            ("ODOOGATE_DB", db.as_deref().map(Cow::Borrowed)),
+            ("ODOOGATE_UID", uid.map(|u| Cow::Owned(u.to_string()))),
+            ("ODOOGATE_LOGIN", login.as_deref().map(Cow::Borrowed)),
+            ("ODOOGATE_MODEL", model.as_deref().map(Cow::Borrowed)),
+            ("ODOOGATE_METHOD", method.as_deref().map(Cow::Borrowed)),
+            ("ODOOGATE_RECORD_IDS", format_record_ids(record_ids, *record_count).map(Cow::Owned)),
+            ("ODOOGATE_FIELDS", (!fields.is_empty()).then(|| Cow::Owned(fields.join(",")))),
+            ("ODOOGATE_RULE", rule.as_deref().map(Cow::Borrowed)),
+            ("ODOOGATE_GRANT", grant.as_deref().map(Cow::Borrowed)),
+            ("ODOOGATE_REASON", reason.as_deref().map(Cow::Borrowed)),
+            ("ODOOGATE_SRC_IP", src_ip.map(|ip| Cow::Owned(ip.to_string()))),
+            ("ODOOGATE_SRC_PORT", src_port.map(|p| Cow::Owned(p.to_string()))),
+            ("ODOOGATE_CGROUP", cgroup.as_deref().map(Cow::Borrowed)),
+            ("ODOOGATE_PID", pid.map(|p| Cow::Owned(p.to_string()))),
+            ("ODOOGATE_COMM", comm.as_deref().map(Cow::Borrowed)),
+            ("ODOOGATE_CONN_ID", conn_id.map(|c| Cow::Owned(c.to_string()))),
+            ("ODOOGATE_OUTCOME", outcome.as_deref().map(Cow::Borrowed)),
+            ("ODOOGATE_HTTP_STATUS", http_status.map(|s| Cow::Owned(s.to_string()))),
+            ("ODOOGATE_LATENCY_US", latency_us.map(|l| Cow::Owned(l.to_string()))),
+            ("ODOOGATE_KEY_FINGERPRINT", key_fingerprint.as_deref().map(Cow::Borrowed)),
+            ("ODOOGATE_ERROR_CODE", error_code.as_deref().map(Cow::Borrowed)),
+            ("ODOOGATE_COUNT", count.map(|c| Cow::Owned(c.to_string()))),
+            ("ODOOGATE_PATH", path.as_deref().map(Cow::Borrowed)),
+        ];
+        let mut out = vec![("ODOOGATE_EVENT", Cow::Borrowed(event.as_str()))];
+        out.extend(known.into_iter().filter_map(|(name, value)| Some((name, value?))));
         out
     }
 
@@ -280,7 +279,7 @@ mod tests {
     #[test]
     fn unknown_values_are_left_out() {
         let record = AuditRecord::new(AuditEvent::Call, "m");
-        assert_eq!(record.fields(), vec![("ODOOGATE_EVENT", "call".to_owned())]);
+        assert_eq!(record.fields(), vec![("ODOOGATE_EVENT", Cow::Borrowed("call"))]);
     }
 
     #[test]

@@ -438,7 +438,7 @@ fn reads_back_json_lines_file() {
 
     assert_eq!(entries.len(), 1);
     for (name, value) in record.fields() {
-        assert_eq!(entries[0].field(name), Some(value.as_str()), "{name}");
+        assert_eq!(entries[0].field(name), Some(value.as_ref()), "{name}");
     }
     assert_eq!(entries[0].field("MESSAGE"), Some(record.message.as_str()));
 }
