@@ -38,9 +38,12 @@ mod bpffs;
 pub mod guard;
 
 use std::collections::BTreeSet;
+use std::ffi::CString;
 use std::fs::File;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd};
+use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -530,11 +533,12 @@ fn open_link(path: &Path) -> Result<(), SteerError> {
 }
 
 /// Removes the steering pins from `pin_dir`, and the directory when nothing
-/// else is left in it. Removing the link pin detaches the program, so new
-/// connections reach Odoo directly again. Returns the removed paths; an
-/// absent directory or pin is not an error. Files other than the steering
-/// pins are left alone.
+/// else is left in it. The link is detached before its pin is removed, so
+/// new connections reach Odoo directly again once this returns. Returns the
+/// removed paths; an absent directory or pin is not an error. Files other
+/// than the steering pins are left alone.
 pub fn uninstall(pin_dir: &Path) -> Result<Vec<PathBuf>, SteerError> {
+    detach_pinned_link(&pin_dir.join(LINK_PIN));
     let mut removed = Vec::new();
     // The link first: once it is gone, the maps have no user left.
     for name in std::iter::once(LINK_PIN).chain(MAP_PINS) {
@@ -549,6 +553,67 @@ pub fn uninstall(pin_dir: &Path) -> Result<Vec<PathBuf>, SteerError> {
         Err(source) => return Err(SteerError::Remove { path: pin_dir.to_path_buf(), source }),
     }
     Ok(removed)
+}
+
+/// Detaches the pinned link at `path`, when there is one.
+///
+/// Removing the last pin of a link does not detach it at once: the kernel
+/// frees the link from a work queue, and until then connections are still
+/// steered to a listener that may be gone. `BPF_LINK_DETACH` detaches it
+/// before returning. On a failure the pin's removal still detaches the link
+/// a moment later, so failures are only logged.
+fn detach_pinned_link(path: &Path) {
+    let link = match bpf_obj_get(path) {
+        Ok(link) => link,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return,
+        Err(error) => {
+            tracing::warn!(path = %path.display(), %error, "Failed to open the steering link to detach it");
+            return;
+        }
+    };
+    if let Err(error) = link_detach(link.as_fd()) {
+        tracing::warn!(path = %path.display(), %error, "Failed to detach the steering link; removing its pin detaches it shortly");
+    }
+}
+
+/// Opens the BPF object pinned at `path` (`bpf(BPF_OBJ_GET)`).
+fn bpf_obj_get(path: &Path) -> io::Result<OwnedFd> {
+    /// The `BPF_OBJ_GET` members of the kernel's `union bpf_attr`.
+    #[repr(C)]
+    struct ObjGetAttr {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    const BPF_OBJ_GET: libc::c_long = 7;
+    let pathname = CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let attr = ObjGetAttr { pathname: pathname.as_ptr() as u64, bpf_fd: 0, file_flags: 0 };
+    // SAFETY: the kernel reads `attr` and the NUL-terminated path it points
+    // to, both alive across the call, and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, &raw const attr, std::mem::size_of::<ObjGetAttr>()) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = i32::try_from(fd).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+    // SAFETY: `fd` was just returned by the kernel and is owned by no one else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Runs the `bpf(BPF_LINK_DETACH)` command (Linux 5.9) on `link`.
+fn link_detach(link: BorrowedFd<'_>) -> io::Result<()> {
+    /// The `link_detach` member of the kernel's `union bpf_attr`.
+    #[repr(C)]
+    struct LinkDetachAttr {
+        link_fd: u32,
+    }
+    const BPF_LINK_DETACH: libc::c_long = 34;
+    let fd = u32::try_from(link.as_raw_fd()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let attr = LinkDetachAttr { link_fd: fd };
+    // SAFETY: the kernel reads `size_of::<LinkDetachAttr>()` bytes from
+    // `attr`, which lives across the call, and writes nothing back for this
+    // command.
+    let result = unsafe { libc::syscall(libc::SYS_bpf, BPF_LINK_DETACH, &raw const attr, std::mem::size_of::<LinkDetachAttr>()) };
+    if result < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
 /// Removes a file; returns whether it existed.
