@@ -15,8 +15,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -39,6 +39,15 @@ const WAIT_BOUND: Duration = Duration::from_secs(30);
 const DROPPED_CONNECT: Duration = Duration::from_millis(1500);
 
 const ODOO_PORT: u16 = 18069;
+
+/// Makes the tests of this file run one at a time. Each forks (`ip`,
+/// `bash`), and a child holds copies of the other test's sockets until it
+/// execs. A listener the steering test has closed then stays open a moment
+/// longer, and a connect to Odoo's port that must be dropped succeeds.
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static TESTS: Mutex<()> = Mutex::new(());
+    TESTS.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 fn skip_unless_root(test: &str) -> bool {
     let _ = tracing_subscriber::fmt()
@@ -154,8 +163,12 @@ fn listen(port: u16) -> TcpListener {
 }
 
 /// Accepts one connection, waiting at most [`WAIT_BOUND`].
+#[track_caller]
 fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
-    try_accept(listener).unwrap_or_else(|error| panic!("no connection arrived: {error}"))
+    match try_accept(listener) {
+        Ok(accepted) => accepted,
+        Err(error) => panic!("no connection arrived: {error}"),
+    }
 }
 
 /// Accepts one connection, waiting at most [`WAIT_BOUND`], or returns the
@@ -175,8 +188,6 @@ fn try_accept(listener: &TcpListener) -> std::io::Result<(TcpStream, SocketAddr)
 /// Accepts the connection `client` made to Odoo's port at the daemon's
 /// listener. When none arrives, the panic says whether Odoo's listener got
 /// it instead, which tells a steering miss from a lost connection.
-// NOTE: this test has failed now and then with no connection at the
-// daemon, and the cause is not known yet.
 fn accept_steered(daemon: &TcpListener, odoo: &TcpListener, client: &TcpStream) -> (TcpStream, SocketAddr) {
     try_accept(daemon).unwrap_or_else(|error| {
         let at_odoo = odoo.accept().map(|(_, peer)| peer);
@@ -216,6 +227,7 @@ fn steering_redirects_bypasses_fails_closed_and_resumes() {
     if skip_unless_root("steering_redirects_bypasses_fails_closed_and_resumes") {
         return;
     }
+    let _serial = one_at_a_time();
     let _netns = Netns::enter("steer");
     let pins = PinDir::new("steer");
     let odoo = listen(ODOO_PORT);
@@ -321,6 +333,7 @@ fn guard_refuses_disallowed_cgroups_and_reports_them() {
     if skip_unless_root("guard_refuses_disallowed_cgroups_and_reports_them") {
         return;
     }
+    let _serial = one_at_a_time();
     const PORT: u16 = 18070;
     let _netns = Netns::enter("guard");
     let base = format!("odoogate-guard-{}", std::process::id());
