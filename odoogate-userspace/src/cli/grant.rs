@@ -9,7 +9,9 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 
 use crate::config;
+use crate::control::{self, ControlError, ControlRequest};
 use crate::grant::store::{self, GrantRequest};
+use crate::policy::runtime::GRANT_FILE_CHECK_INTERVAL;
 
 #[derive(Args)]
 pub struct GrantArgs {
@@ -99,6 +101,7 @@ pub fn grant(args: &GrantArgs) -> anyhow::Result<ExitCode> {
     let grant = store::add(path, request, now).with_context(|| format!("failed to add a grant to {}", path.display()))?;
     println!("{}", grant.id);
     eprintln!("granted {} until {}", grant.target(), grant.expires);
+    tell_daemon(&args.files);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -107,6 +110,7 @@ pub fn revoke_grant(args: &RevokeGrantArgs) -> anyhow::Result<ExitCode> {
     let path = &args.files.grants_file()?;
     let grant = store::revoke(path, &args.id, SystemTime::now())?;
     eprintln!("revoked grant {} for {}", grant.id, grant.target());
+    tell_daemon(&args.files);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -119,6 +123,26 @@ fn list(path: &std::path::Path, now: SystemTime) -> anyhow::Result<ExitCode> {
         println!("{:<18} {:<32} {:<25} {reason}", grant.id, grant.target(), grant.expires.to_string());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Sends `grants_changed` to the running daemon, so the change applies to
+/// its next call. A daemon that is not running reads the file when it
+/// starts. Without the message, the daemon finds the change at its next
+/// periodic check.
+fn tell_daemon(files: &GrantFiles) {
+    // With only `--grants-file`, the configuration may not load, and the
+    // daemon then listens on the default socket.
+    let socket = config::load(&files.config).map_or_else(|_| PathBuf::from(control::DEFAULT_SOCKET), |config| config.control.socket);
+    let seconds = GRANT_FILE_CHECK_INTERVAL.as_secs();
+    match control::send(&socket, ControlRequest::GrantsChanged) {
+        Ok(response) if response["ok"] == true => {}
+        Ok(response) => {
+            let error = response["error"].as_str().unwrap_or("no reason given");
+            eprintln!("warning: the daemon did not reread the grant file ({error}); it checks the file within {seconds} s");
+        }
+        Err(ControlError::NotRunning { .. }) => {}
+        Err(error) => eprintln!("warning: {error}; the running daemon checks the grant file within {seconds} s"),
+    }
 }
 
 /// Warns when the grant changes nothing because its target is enabled.

@@ -1,8 +1,9 @@
-//! The control socket: a unix stream socket on which `odoogate status` and
-//! `odoogate reload` talk to the running daemon.
+//! The control socket: a unix stream socket on which `odoogate status`,
+//! `odoogate reload` and `odoogate grant` talk to the running daemon.
 //!
 //! The protocol is one JSON object per line each way. A request is
-//! `{"command": "status"}` or `{"command": "reload"}`; the response is an
+//! `{"command": "status"}`, `{"command": "reload"}` or
+//! `{"command": "grants_changed"}`; the response is an
 //! object with `"ok": true` and the command's fields, or `"ok": false` and
 //! an `"error"` message. The socket file is created with mode 0600 at start
 //! and removed when the [`ControlServer`] is dropped.
@@ -40,6 +41,8 @@ const IO_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum ControlRequest {
     Status,
     Reload,
+    /// The grant file changed: reread it before the next call.
+    GrantsChanged,
 }
 
 /// The daemon's side: returns the response object for a request.

@@ -40,6 +40,7 @@ fn server(socket: &Path, handle: &Arc<ConfigHandle>) -> ControlServer {
     let handler: Handler = Arc::new(move |request| match request {
         ControlRequest::Status => json!({ "ok": true, "rules": handle.current().integrations[0].rules.len() }),
         ControlRequest::Reload => reload_response(&handle),
+        ControlRequest::GrantsChanged => json!({ "ok": true, "reread": "grants" }),
     });
     ControlServer::start(socket, handler).unwrap()
 }
@@ -61,6 +62,18 @@ fn reload_swaps_valid_config() {
     assert_eq!(send(&socket, ControlRequest::Status).unwrap(), json!({ "ok": true, "rules": 2 }));
     // A call that took the old configuration keeps it.
     assert_eq!(before.integrations[0].rules.len(), 1);
+}
+
+#[test]
+fn grants_changed_reaches_handler() {
+    let dir = scratch("grants");
+    let path = dir.join("odoogate.toml");
+    write_config(&path, r#"{ models = ["crm.lead"], methods = ["read"] }"#);
+    let socket = dir.join("run/control.sock");
+    let _server = server(&socket, &handle(&path));
+
+    let response = send(&socket, ControlRequest::GrantsChanged).unwrap();
+    assert_eq!(response, json!({ "ok": true, "reread": "grants" }));
 }
 
 #[test]

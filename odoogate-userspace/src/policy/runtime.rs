@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
@@ -22,6 +22,13 @@ use crate::grant::store::{GrantError, GrantFile};
 use crate::grant::{Grant, Grants};
 use crate::identity::Resolution;
 use crate::rpc::Call;
+
+/// How often a daemon checks the grant file for changes it received no
+/// message about. `odoogate grant` and `odoogate revoke-grant` send one over
+/// the control socket ([`PolicyRuntime::reread_grants`]), so their changes
+/// apply to the next call. This interval bounds the delay of changes made
+/// any other way.
+pub const GRANT_FILE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A verdict with the rate limit that turned an allow into a denial, whose
 /// `retry_after` the enforce proxy sends.
@@ -57,8 +64,9 @@ impl PolicyRuntime {
     }
 
     /// Decides on `call` with the grants in force at `now`, rereading the
-    /// grant file when it changed; then, for an allowed call of an
-    /// integration, takes one call from its rate-limit buckets at
+    /// grant file when it changed (checked at most every
+    /// [`GRANT_FILE_CHECK_INTERVAL`], at `instant`); then, for an allowed
+    /// call of an integration, takes one call from its rate-limit buckets at
     /// `instant`, which turns the allow into a denial when one is empty.
     pub fn decide(
         &mut self,
@@ -68,7 +76,7 @@ impl PolicyRuntime {
         now: SystemTime,
         instant: Instant,
     ) -> Decided {
-        self.grants.refresh();
+        self.grants.refresh_when_due(instant);
         let mut verdict = decide_with_grants(call, resolution, config, self.grants.grants(), now);
         let integration = resolution.integration.as_deref().and_then(|name| config.integration(name));
         let rate_limited = match integration {
@@ -81,6 +89,12 @@ impl PolicyRuntime {
             verdict.rate_limited(limited);
         }
         Decided { verdict, rate_limited }
+    }
+
+    /// Rereads the grant file now, if it changed. `odoogate grant` requests
+    /// this after it changed the file, so the next call sees the change.
+    pub fn reread_grants(&mut self) {
+        self.grants.refresh();
     }
 
     /// Returns the grants active at `now`, as last read.
@@ -105,13 +119,25 @@ struct GrantSource {
     /// The last error logged, so a broken file is logged once per change
     /// of the error and not once per call.
     last_error: Option<String>,
+    /// When the file is next checked without a request.
+    next_check: Option<Instant>,
 }
 
 impl GrantSource {
     fn open(path: &Path) -> Self {
-        let mut source = Self { path: path.to_owned(), file: None, last_error: None };
+        let mut source = Self { path: path.to_owned(), file: None, last_error: None, next_check: None };
         source.refresh();
         source
+    }
+
+    /// Checks the file when [`GRANT_FILE_CHECK_INTERVAL`] has passed since
+    /// the last check that was due.
+    fn refresh_when_due(&mut self, now: Instant) {
+        if self.next_check.is_some_and(|due| now < due) {
+            return;
+        }
+        self.next_check = now.checked_add(GRANT_FILE_CHECK_INTERVAL);
+        self.refresh();
     }
 
     fn refresh(&mut self) {

@@ -63,6 +63,11 @@ impl LivePolicy {
         self.runtime().buckets(now)
     }
 
+    /// Rereads the grant file now; see [`PolicyRuntime::reread_grants`].
+    pub fn reread_grants(&self) {
+        self.runtime().reread_grants();
+    }
+
     fn runtime(&self) -> MutexGuard<'_, PolicyRuntime> {
         // Buckets and grants stay valid whatever a panicking holder left.
         self.runtime.lock().unwrap_or_else(PoisonError::into_inner)

@@ -18,6 +18,8 @@ use crate::proxy::LivePolicy;
 pub trait PolicyView: Send + Sync {
     fn active_grants(&self, now: SystemTime) -> Vec<Grant>;
     fn buckets(&self, now: Instant) -> Vec<BucketLevel>;
+    /// Rereads the grant file, which `odoogate grant` has just changed.
+    fn reread_grants(&self);
 }
 
 impl PolicyView for Mutex<PolicyRuntime> {
@@ -28,6 +30,10 @@ impl PolicyView for Mutex<PolicyRuntime> {
     fn buckets(&self, now: Instant) -> Vec<BucketLevel> {
         self.lock().unwrap_or_else(PoisonError::into_inner).buckets(now)
     }
+
+    fn reread_grants(&self) {
+        self.lock().unwrap_or_else(PoisonError::into_inner).reread_grants();
+    }
 }
 
 impl PolicyView for LivePolicy {
@@ -37,6 +43,10 @@ impl PolicyView for LivePolicy {
 
     fn buckets(&self, now: Instant) -> Vec<BucketLevel> {
         LivePolicy::buckets(self, now)
+    }
+
+    fn reread_grants(&self) {
+        LivePolicy::reread_grants(self);
     }
 }
 
@@ -95,7 +105,8 @@ impl StatusSources {
 }
 
 /// Starts the control socket at `control.socket`, which serves `status`
-/// from `sources` and handles `reload` with [`reload`]. A socket that cannot be
+/// from `sources`, handles `reload` with [`reload`] and rereads the grant
+/// file on `grants_changed`. A socket that cannot be
 /// created is logged and the daemon runs without it, since SIGHUP still
 /// reloads.
 pub fn start_server(
@@ -109,6 +120,10 @@ pub fn start_server(
         Arc::new(move |request| match request {
             ControlRequest::Status => sources.status(),
             ControlRequest::Reload => reload(&sources.handle, &apply),
+            ControlRequest::GrantsChanged => {
+                sources.policy.reread_grants();
+                json!({ "ok": true })
+            }
         })
     };
     match ControlServer::start(&path, handler) {

@@ -94,7 +94,7 @@ fn denied_call_takes_no_token() {
 }
 
 #[test]
-fn grant_written_later_is_read_and_revoked() {
+fn grant_file_read_when_told_or_due() {
     let dir = temp_dir("grant");
     let grants_file = dir.join("grants.json");
     let config = config(&grants_file);
@@ -104,25 +104,29 @@ fn grant_written_later_is_read_and_revoked() {
         call.model = Some("crm.lead".to_owned());
         call
     };
+    let start = Instant::now();
 
-    let decided = runtime.decide(&create(), &by("night-import"), &config, SystemTime::now(), Instant::now());
+    let decided = runtime.decide(&create(), &by("night-import"), &config, SystemTime::now(), start);
     assert!(!decided.verdict.allowed);
     assert!(decided.verdict.reason.contains("disabled"), "{}", decided.verdict.reason);
 
-    let request = GrantRequest {
-        integration: "night-import".to_owned(),
-        rule: None,
-        duration: Duration::from_secs(3600),
-        reason: None,
-    };
+    let request = GrantRequest { integration: "night-import".to_owned(), rule: None, duration: Duration::from_secs(3600), reason: None };
     let grant = store::add(&grants_file, request, SystemTime::now()).unwrap();
-    let decided = runtime.decide(&create(), &by("night-import"), &config, SystemTime::now(), Instant::now());
+    // Not told and not due: the grant read before stays in force.
+    let decided = runtime.decide(&create(), &by("night-import"), &config, SystemTime::now(), start);
+    assert!(!decided.verdict.allowed);
+
+    // Told, as `odoogate grant` tells the daemon.
+    runtime.reread_grants();
+    let decided = runtime.decide(&create(), &by("night-import"), &config, SystemTime::now(), start);
     assert!(decided.verdict.allowed, "{}", decided.verdict.reason);
     assert_eq!(decided.verdict.grant.as_deref(), Some(grant.id.as_str()));
     assert_eq!(runtime.active_grants(SystemTime::now()), vec![grant.clone()]);
 
+    // Not told, but the check is due.
     store::revoke(&grants_file, &grant.id, SystemTime::now()).unwrap();
-    let decided = runtime.decide(&create(), &by("night-import"), &config, SystemTime::now(), Instant::now());
+    let due = start + GRANT_FILE_CHECK_INTERVAL;
+    let decided = runtime.decide(&create(), &by("night-import"), &config, SystemTime::now(), due);
     assert!(!decided.verdict.allowed);
     assert!(runtime.active_grants(SystemTime::now()).is_empty());
 }
