@@ -113,7 +113,9 @@ pub struct HttpRequest {
 impl HttpRequest {
     /// Returns the path part of the target, without the query.
     pub fn path(&self) -> &str {
-        self.target.split(['?', '#']).next().unwrap_or("")
+        // A byte scan, because a `char` pattern decodes every character.
+        let end = self.target.bytes().position(|byte| byte == b'?' || byte == b'#').unwrap_or(self.target.len());
+        &self.target[..end]
     }
 }
 
@@ -129,4 +131,38 @@ pub struct HttpResponse {
     pub anomalies: Vec<FramingAnomaly>,
     pub first_byte_ns: u64,
     pub last_byte_ns: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(target: &str) -> HttpRequest {
+        HttpRequest {
+            method: "POST".to_owned(),
+            target: target.to_owned(),
+            version: HttpVersion::Http11,
+            headers: Headers::default(),
+            body: Bytes::new(),
+            body_truncated: false,
+            anomalies: Vec::new(),
+            first_byte_ns: 0,
+            last_byte_ns: 0,
+        }
+    }
+
+    #[test]
+    fn path_ends_at_query_or_fragment() {
+        let cases = [
+            ("/jsonrpc", "/jsonrpc"),
+            ("/jsonrpc?debug=1#top", "/jsonrpc"),
+            ("/web#action?x", "/web"),
+            ("/caf\u{e9}/x?y", "/caf\u{e9}/x"),
+            ("?only=query", ""),
+            ("", ""),
+        ];
+        for (target, path) in cases {
+            assert_eq!(request(target).path(), path, "target {target:?}");
+        }
+    }
 }

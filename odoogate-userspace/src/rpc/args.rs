@@ -256,6 +256,9 @@ pub(super) struct FieldSet {
     next: usize,
 }
 
+/// Names a [`FieldSet`] has room for when it allocates.
+const INITIAL_NAMES_CAPACITY: usize = 16;
+
 /// Sets of at most this many names are searched without hashing.
 const LINEAR_SCAN_NAMES: usize = 16;
 
@@ -391,6 +394,11 @@ impl FieldSet {
         if self.names.len() >= MAX_FIELDS {
             self.overflowed = true;
             return None;
+        }
+        if self.names.capacity() == 0 {
+            // Most calls name few fields, so one allocation replaces a
+            // Vec's growth from 4 to 8 to 16.
+            self.names.reserve_exact(INITIAL_NAMES_CAPACITY);
         }
         self.names.push(name);
         self.next = self.names.len();

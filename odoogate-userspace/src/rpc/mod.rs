@@ -154,7 +154,7 @@ fn single_segment(segment: &str) -> Option<&str> {
 /// Normalising both forms here errs towards decoding a call Odoo might run.
 fn route_path(path: &str) -> Cow<'_, str> {
     let path = strip_scheme_and_authority(path);
-    let decoded = if path.contains('%') {
+    let decoded = if path.bytes().any(|byte| byte == b'%') {
         match String::from_utf8(percent_decode(path.as_bytes())) {
             Ok(decoded) => Cow::Owned(decoded),
             Err(_) => Cow::Borrowed(path),
@@ -167,7 +167,8 @@ fn route_path(path: &str) -> Cow<'_, str> {
 
 /// Merges runs of `/` and drops one trailing `/` (but keeps `/` itself).
 fn normalize_slashes(path: Cow<'_, str>) -> Cow<'_, str> {
-    let needs_work = path.contains("//") || (path.len() > 1 && path.ends_with('/'));
+    let has_run = path.as_bytes().windows(2).any(|pair| pair == b"//");
+    let needs_work = has_run || (path.len() > 1 && path.ends_with('/'));
     if !needs_work {
         return path;
     }
@@ -186,6 +187,11 @@ fn normalize_slashes(path: Cow<'_, str>) -> Cow<'_, str> {
 
 /// `http://host:port/path` becomes `/path`; an origin-form path is unchanged.
 fn strip_scheme_and_authority(target: &str) -> &str {
+    // In an origin-form target, the text before any `://` contains `/`, so
+    // it is no scheme.
+    if target.starts_with('/') {
+        return target;
+    }
     let Some((scheme, rest)) = target.split_once("://") else {
         return target;
     };

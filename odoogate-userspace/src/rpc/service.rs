@@ -26,11 +26,28 @@ pub fn decode_service_call<V: ArgValue>(
     method: &str,
     params: &[V],
 ) -> Result<Call, DecodeError> {
+    if service == "object" {
+        return decode_object(protocol, method, params);
+    }
+    let text = |index: usize| params.get(index).and_then(ArgValue::as_text);
+    decode_text_service_call(protocol, service, method, text)
+        .ok_or_else(|| shape_error(protocol, "unknown service (expected common, object or db)"))
+}
+
+/// Decodes a `common` or `db` call as [`decode_service_call`] does, given
+/// `text(index)`, which returns parameter `index` when it is a string.
+/// These services read no parameter of another type. Returns `None` for
+/// any other service, `object` included.
+pub fn decode_text_service_call<'a>(
+    protocol: Protocol,
+    service: &str,
+    method: &str,
+    text: impl Fn(usize) -> Option<&'a str>,
+) -> Option<Call> {
     match service {
-        "common" => Ok(decode_common(protocol, method, params)),
-        "object" => decode_object(protocol, method, params),
-        "db" => Ok(decode_db(protocol, method, params)),
-        _ => Err(shape_error(protocol, "unknown service (expected common, object or db)")),
+        "common" => Some(decode_common(protocol, method, text)),
+        "db" => Some(decode_db(protocol, method, text)),
+        _ => None,
     }
 }
 
@@ -45,7 +62,7 @@ pub fn shape_error(protocol: Protocol, message: &str) -> DecodeError {
 /// `common.login(db, login, password)`,
 /// `common.authenticate(db, login, password, user_agent_env)`, and the
 /// metadata methods `version` and `about`.
-fn decode_common<V: ArgValue>(protocol: Protocol, method: &str, params: &[V]) -> Call {
+fn decode_common<'a>(protocol: Protocol, method: &str, text: impl Fn(usize) -> Option<&'a str>) -> Call {
     let kind = match method {
         "login" | "authenticate" => CallKind::Auth,
         _ => CallKind::Meta,
@@ -53,9 +70,9 @@ fn decode_common<V: ArgValue>(protocol: Protocol, method: &str, params: &[V]) ->
     let mut call = new_call(protocol, kind, "common", method);
     match method {
         "login" | "authenticate" => {
-            call.db = text_at(params, 0);
-            call.login = text_at(params, 1);
-            call.credential = password_at(params, PASSWORD_PARAM);
+            call.db = text(0).map(str::to_owned);
+            call.login = text(1).map(str::to_owned);
+            call.credential = text(PASSWORD_PARAM).map(password);
         }
         "version" | "about" => {}
         _ => call.mismatches.push("common method unknown to odoogate".to_owned()),
@@ -101,11 +118,11 @@ fn decode_object<V: ArgValue>(protocol: Protocol, method: &str, params: &[V]) ->
 const DB_METADATA_METHODS: &[&str] = &["list", "db_exist", "server_version", "list_lang", "list_countries"];
 
 /// `db.<method>(...)`. The master password some methods take is never kept.
-fn decode_db<V: ArgValue>(protocol: Protocol, method: &str, params: &[V]) -> Call {
+fn decode_db<'a>(protocol: Protocol, method: &str, text: impl Fn(usize) -> Option<&'a str>) -> Call {
     let kind = if DB_METADATA_METHODS.contains(&method) { CallKind::Meta } else { CallKind::Database };
     let mut call = new_call(protocol, kind, "db", method);
     if DB_METHODS_NAMING_A_DATABASE.contains(&method) {
-        call.db = text_at(params, 1);
+        call.db = text(1).map(str::to_owned);
     }
     call
 }
@@ -122,8 +139,11 @@ fn text_at<V: ArgValue>(params: &[V], index: usize) -> Option<String> {
 }
 
 fn password_at<V: ArgValue>(params: &[V], index: usize) -> Option<Credential> {
-    let password = params.get(index)?.as_text()?;
-    Some(Credential::new(CredentialSlot::Password, Secret::new(password)))
+    params.get(index)?.as_text().map(password)
+}
+
+fn password(text: &str) -> Credential {
+    Credential::new(CredentialSlot::Password, Secret::new(text))
 }
 
 /// Reads a uid as Odoo's `int(params[1])` does: an integer, a boolean
@@ -143,7 +163,12 @@ pub fn uid_of<V: ArgValue>(value: &V) -> Option<i64> {
         let in_range = truncated >= i64::MIN as f64 && truncated < i64::MAX as f64;
         return in_range.then_some(truncated as i64);
     }
-    match super::xmlrpc::parse_int(value.as_text()?) {
+    uid_of_text(value.as_text()?)
+}
+
+/// Reads a uid sent as text, as Python's `int` reads it (see [`uid_of`]).
+pub fn uid_of_text(text: &str) -> Option<i64> {
+    match super::xmlrpc::parse_int(text) {
         Ok(super::value::Value::Int(uid)) => Some(uid),
         _ => None,
     }

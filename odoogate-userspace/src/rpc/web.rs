@@ -3,6 +3,8 @@
 //! metadata routes. These calls are authenticated by the session cookie,
 //! except the login itself, which carries a password.
 
+use std::borrow::Cow;
+
 use serde_json::Value as Json;
 
 use super::args;
@@ -129,14 +131,14 @@ pub fn decode_call_tree(route: Route, body: &[u8], max_depth: usize) -> Result<C
 /// values are flagged, because odoogate cannot tell which one a given Odoo
 /// version reads.
 fn add_session(call: &mut Call, request: &HttpRequest) {
-    let candidates = session_ids(request);
-    let Some(first) = candidates.first() else {
+    let mut candidates = session_ids(request).into_iter();
+    let Some(first) = candidates.next() else {
         return;
     };
-    if candidates.iter().any(|other| other != first) {
+    if candidates.any(|other| other != first) {
         call.mismatches.push("session id differs between query, header and cookie".to_owned());
     }
-    call.session_id = Some(Secret::new(first.as_str()));
+    call.session_id = Some(Secret::new(first));
 }
 
 /// Returns every session id a request carries, in the order Odoo 16
@@ -148,9 +150,10 @@ fn add_session(call: &mut Call, request: &HttpRequest) {
 /// values with backslash escapes.
 pub fn session_ids(request: &HttpRequest) -> Vec<String> {
     let query = request.target.split_once('?').map_or("", |(_, query)| query);
-    let from_query = query.split('&').filter_map(|pair| {
+    // An empty pair has the name "", so skipping it changes nothing.
+    let from_query = query.split('&').filter(|pair| !pair.is_empty()).filter_map(|pair| {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (form_decode(name) == "session_id").then(|| form_decode(value))
+        (form_decode(name) == "session_id").then(|| form_decode(value).into_owned())
     });
     let from_headers = request
         .headers
@@ -168,9 +171,13 @@ pub fn session_ids(request: &HttpRequest) -> Vec<String> {
     from_query.chain(from_headers).chain(from_cookies).filter(|id| !id.is_empty()).collect()
 }
 
-/// Decodes a query string part: `+` is a space, then `%XX` escapes.
-fn form_decode(text: &str) -> String {
-    String::from_utf8_lossy(&super::percent_decode(text.replace('+', " ").as_bytes())).into_owned()
+/// Decodes a query string part: `+` is a space, then `%XX` escapes. Text
+/// with neither is returned as it is, without a copy.
+fn form_decode(text: &str) -> Cow<'_, str> {
+    if !text.bytes().any(|byte| byte == b'+' || byte == b'%') {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(String::from_utf8_lossy(&super::percent_decode(text.replace('+', " ").as_bytes())).into_owned())
 }
 
 /// Reads a cookie value as werkzeug does: a value in double quotes loses
@@ -281,7 +288,7 @@ mod tests {
             ("Cookie", "a=b; session_id = \"c\\157\\157kie\""),
             ("Cookie", "session_id\t=plain"),
         ];
-        let req = request("/web/content/1?x=1&session%5Fid=qu%65ry&session_id=", &headers, "");
+        let req = request("/web/content/1?x=1&&session%5Fid=qu%65ry&session_id=", &headers, "");
         assert_eq!(session_ids(&req), ["query", "hdr", "cookie", "plain"]);
 
         let req = request("/web/version?session_id=query", &[("Cookie", "session_id=query")], "");

@@ -10,6 +10,7 @@
 //! key sent twice) fails with a custom error, and the caller then decodes
 //! the body with the tree decoder.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -111,18 +112,19 @@ struct IdsReading {
     all_understood: bool,
 }
 
-/// The extraction of one model method call.
-pub(crate) struct Extraction {
-    method: String,
+/// The extraction of one model method call. `'m` is the lifetime of the
+/// text the method name was read from.
+pub(crate) struct Extraction<'m> {
+    method: Cow<'m, str>,
     slots: &'static [Slot],
     ids_mode: IdsMode,
     /// Positional arguments seen, ids included.
     positional_count: usize,
     positional_ids: Option<IdsReading>,
-    /// Per slot: what its position received.
-    positional: Vec<Option<Reading>>,
-    /// Per slot and keyword name: what the keyword received.
-    named: Vec<Vec<Option<Reading>>>,
+    /// Per slot: what its position received, then what each of its
+    /// keyword names received, all in one list so that a call costs one
+    /// allocation. [`Extraction::reading_index`] finds an entry.
+    readings: Vec<Option<Reading>>,
     named_ids: Option<IdsReading>,
     /// The names of the `fields` keyword, unless it was `false` or `null`.
     named_fields: Option<Names>,
@@ -136,12 +138,12 @@ const REPORTED_KEYS: [&str; 2] = ["model", "method"];
 
 // === impl Extraction ===
 
-impl Extraction {
+impl<'m> Extraction<'m> {
     /// Starts the extraction of a `call_kw`-style call to `method`.
-    pub(crate) fn for_model_call(method: &str) -> Self {
-        let ids_mode = if RECORD_METHODS.contains(&method) {
+    pub(crate) fn for_model_call(method: Cow<'m, str>) -> Self {
+        let ids_mode = if RECORD_METHODS.contains(&method.as_ref()) {
             IdsMode::First
-        } else if MODEL_LEVEL_METHODS.contains(&method) {
+        } else if MODEL_LEVEL_METHODS.contains(&method.as_ref()) {
             IdsMode::None
         } else {
             IdsMode::FirstIfIds
@@ -150,16 +152,15 @@ impl Extraction {
     }
 
     /// Starts the extraction of a call whose ids come from `ids_mode`.
-    pub(crate) fn new(method: &str, ids_mode: IdsMode) -> Self {
-        let slots = method_slots(method);
+    pub(crate) fn new(method: Cow<'m, str>, ids_mode: IdsMode) -> Self {
+        let slots = method_slots(&method);
         Self {
-            method: method.to_owned(),
+            method,
             slots,
             ids_mode,
             positional_count: 0,
             positional_ids: None,
-            positional: slots.iter().map(|_| None).collect(),
-            named: slots.iter().map(|slot| slot.names.iter().map(|_| None).collect()).collect(),
+            readings: std::iter::repeat_with(|| None).take(slots.iter().map(|slot| 1 + slot.names.len()).sum()).collect(),
             named_ids: None,
             named_fields: None,
             context: None,
@@ -176,12 +177,20 @@ impl Extraction {
     pub(crate) fn reset_positional(&mut self) {
         self.positional_count = 0;
         self.positional_ids = None;
-        self.positional.iter_mut().for_each(|reading| *reading = None);
+        for slot in 0..self.slots.len() {
+            let index = self.reading_index(slot, None);
+            self.readings[index] = None;
+        }
     }
 
     /// Forgets the keyword arguments, when a later `kwargs` key replaces them.
     pub(crate) fn reset_named(&mut self) {
-        self.named.iter_mut().flatten().for_each(|reading| *reading = None);
+        for slot in 0..self.slots.len() {
+            for name in 0..self.slots[slot].names.len() {
+                let index = self.reading_index(slot, Some(name));
+                self.readings[index] = None;
+            }
+        }
         self.named_ids = None;
         self.named_fields = None;
         self.context = None;
@@ -194,12 +203,12 @@ impl Extraction {
     }
 
     /// Returns the seed for the next positional argument.
-    pub(super) fn positional_seed<'e, 'k, 'de>(&'e mut self, keys: &'k mut KeyStack<'de>) -> PositionalSeed<'e, 'k, 'de> {
+    pub(super) fn positional_seed<'e, 'k, 'de>(&'e mut self, keys: &'k mut KeyStack<'de>) -> PositionalSeed<'e, 'k, 'm, 'de> {
         PositionalSeed { extraction: self, keys }
     }
 
     /// Returns a seed that reads a keyword arguments object.
-    pub(super) fn named_seed<'e, 'k, 'de>(&'e mut self, keys: &'k mut KeyStack<'de>) -> NamedSeed<'e, 'k, 'de> {
+    pub(super) fn named_seed<'e, 'k, 'de>(&'e mut self, keys: &'k mut KeyStack<'de>) -> NamedSeed<'e, 'k, 'm, 'de> {
         NamedSeed { extraction: self, keys }
     }
 
@@ -215,33 +224,40 @@ impl Extraction {
         self.slots.iter().position(|slot| slot.index == after_ids)
     }
 
+    /// Returns the index in [`Extraction::readings`] of what slot `slot`
+    /// received by position (`source` `None`) or by its keyword name
+    /// number `name` (`source` `Some(name)`).
+    fn reading_index(&self, slot: usize, source: Option<usize>) -> usize {
+        let start: usize = self.slots[..slot].iter().map(|slot| 1 + slot.names.len()).sum();
+        start + source.map_or(0, |name| 1 + name)
+    }
+
+    fn reading(&self, slot: usize, source: Option<usize>) -> Option<&Reading> {
+        self.readings[self.reading_index(slot, source)].as_ref()
+    }
+
     /// Returns where slot `slot` takes its value from, as `Arguments::get`
     /// chooses for each keyword name in order: the position when the call
     /// has it, else the keyword, and nothing when that value is `false` or
     /// `null`. `Some(None)` is the position, `Some(Some(name))` a keyword.
     fn chosen_source(&self, slot: usize) -> Option<Option<usize>> {
         (0..self.slots[slot].names.len()).find_map(|name| {
-            let (source, reading) = match &self.positional[slot] {
+            let (source, reading) = match self.reading(slot, None) {
                 Some(reading) => (None, Some(reading)),
-                None => (Some(name), self.named[slot][name].as_ref()),
+                None => (Some(name), self.reading(slot, Some(name))),
             };
             reading.is_some_and(Reading::present).then_some(source)
         })
     }
 
     fn reading_mut(&mut self, slot: usize, source: Option<usize>) -> Option<&mut Reading> {
-        match source {
-            None => self.positional[slot].as_mut(),
-            Some(name) => self.named[slot][name].as_mut(),
-        }
+        let index = self.reading_index(slot, source);
+        self.readings[index].as_mut()
     }
 
     /// Returns what slot `slot` received, or `None` when it is absent.
     fn chosen(&self, slot: usize) -> Option<&Reading> {
-        match self.chosen_source(slot)? {
-            None => self.positional[slot].as_ref(),
-            Some(name) => self.named[slot][name].as_ref(),
-        }
+        self.reading(slot, self.chosen_source(slot)?)
     }
 
     /// Takes the values slot `slot` received, chosen as [`Extraction::chosen`] does.
@@ -266,13 +282,13 @@ impl Extraction {
     /// Writes the ids, fields and context into `call`, as `args::extract` does.
     pub(crate) fn finish(mut self, call: &mut Call) {
         let ids = match self.ids_mode {
-            IdsMode::First => self.positional_ids.as_ref(),
-            IdsMode::FirstIfIds => self.positional_ids.as_ref().filter(|ids| ids.is_id_list),
+            IdsMode::First => self.positional_ids.take(),
+            IdsMode::FirstIfIds => self.positional_ids.take().filter(|ids| ids.is_id_list),
             IdsMode::None => None,
-            IdsMode::Named => self.named_ids.as_ref(),
+            IdsMode::Named => self.named_ids.take(),
         };
         if let Some(ids) = ids {
-            call.record_ids.clone_from(&ids.ids);
+            call.record_ids = ids.ids;
             if !ids.all_understood {
                 call.mismatches.push("record ids that are not all numbers".to_owned());
             }
@@ -309,7 +325,7 @@ impl Extraction {
             fields.merge(names.fields);
         }
 
-        let method = self.method.as_str();
+        let method = self.method.as_ref();
         let reads_without_fields = READS_ALL_WITHOUT_FIELDS.contains(&method) && !read_fields;
         let specification_absent = |index: usize| {
             self.slots.iter().position(|slot| slot.index == index && slot.role == Role::Specification).is_none_or(|slot| self.chosen(slot).is_none())
@@ -326,7 +342,8 @@ impl Extraction {
             call.mismatches.push(format!("more than {} field names", crate::rpc::args::MAX_FIELDS));
         }
         call.fields = names;
-        call.context = self.context.filter(|context| context.entries().is_some());
+        // `ArgValue::entries` would tell the same, at the cost of a list.
+        call.context = self.context.filter(Json::is_object);
     }
 }
 
@@ -338,12 +355,12 @@ fn json_of(reading: Option<&Reading>) -> Option<&Json> {
 }
 
 /// Reads one positional argument into its slot.
-pub(super) struct PositionalSeed<'e, 'k, 'de> {
-    extraction: &'e mut Extraction,
+pub(super) struct PositionalSeed<'e, 'k, 'm, 'de> {
+    extraction: &'e mut Extraction<'m>,
     keys: &'k mut KeyStack<'de>,
 }
 
-impl<'de> DeserializeSeed<'de> for PositionalSeed<'_, '_, 'de> {
+impl<'de> DeserializeSeed<'de> for PositionalSeed<'_, '_, '_, 'de> {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
@@ -360,14 +377,15 @@ impl<'de> DeserializeSeed<'de> for PositionalSeed<'_, '_, 'de> {
             return Ok(());
         };
         let reading = read_slot(extraction.slots[slot].role, deserializer, self.keys)?;
-        extraction.positional[slot] = Some(reading);
+        let index = extraction.reading_index(slot, None);
+        extraction.readings[index] = Some(reading);
         Ok(())
     }
 }
 
 /// Reads a keyword arguments object (or a JSON-2 body).
-pub(super) struct NamedSeed<'e, 'k, 'de> {
-    extraction: &'e mut Extraction,
+pub(super) struct NamedSeed<'e, 'k, 'm, 'de> {
+    extraction: &'e mut Extraction<'m>,
     keys: &'k mut KeyStack<'de>,
 }
 
@@ -379,7 +397,7 @@ pub(crate) enum ValueKind {
     Other,
 }
 
-impl<'de> DeserializeSeed<'de> for NamedSeed<'_, '_, 'de> {
+impl<'de> DeserializeSeed<'de> for NamedSeed<'_, '_, '_, 'de> {
     type Value = ValueKind;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<ValueKind, D::Error> {
@@ -387,7 +405,7 @@ impl<'de> DeserializeSeed<'de> for NamedSeed<'_, '_, 'de> {
     }
 }
 
-impl<'de> Visitor<'de> for NamedSeed<'_, '_, 'de> {
+impl<'de> Visitor<'de> for NamedSeed<'_, '_, '_, 'de> {
     type Value = ValueKind;
 
     fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
@@ -456,7 +474,7 @@ impl<'de> Visitor<'de> for NamedSeed<'_, '_, 'de> {
 }
 
 /// Returns the slot and name index that keyword `key` fills.
-fn named_slot(extraction: &Extraction, key: &str) -> Option<(usize, usize)> {
+fn named_slot(extraction: &Extraction<'_>, key: &str) -> Option<(usize, usize)> {
     extraction
         .slots
         .iter()
@@ -464,9 +482,10 @@ fn named_slot(extraction: &Extraction, key: &str) -> Option<(usize, usize)> {
         .find_map(|(slot, definition)| definition.names.iter().position(|name| *name == key).map(|name| (slot, name)))
 }
 
-fn store_named(extraction: &mut Extraction, key: &str, reading: impl FnOnce() -> Reading) {
+fn store_named(extraction: &mut Extraction<'_>, key: &str, reading: impl FnOnce() -> Reading) {
     if let Some((slot, name)) = named_slot(extraction, key) {
-        extraction.named[slot][name] = Some(reading());
+        let index = extraction.reading_index(slot, Some(name));
+        extraction.readings[index] = Some(reading());
     }
 }
 

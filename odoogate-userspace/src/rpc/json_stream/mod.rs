@@ -17,14 +17,14 @@ mod extract;
 mod parser;
 mod read;
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::Value as Json;
 
 use extract::{Extraction, IdsMode, ValueKind};
 use parser::Parser;
-use read::{JsonSeed, Key, KeyStack, Skip, ignore_scalars, skip_rest_of_map, skip_rest_of_seq};
+use read::{Key, KeyStack, Skip, TextOrJson, TextOrJsonSeed, TextSeed, ignore_scalars, skip_rest_of_map, skip_rest_of_seq};
 
 use super::call::{Call, CallKind, Credential, CredentialSlot, Protocol};
 use super::service;
@@ -40,8 +40,8 @@ fn read_body<'de, S: DeserializeSeed<'de>>(body: &'de [u8], max_depth: usize, se
     Some(value)
 }
 
-fn text_of(value: Option<&Json>) -> Option<&str> {
-    value.and_then(Json::as_str)
+fn text_of<'a>(value: Option<&'a TextOrJson<'_>>) -> Option<&'a str> {
+    value.and_then(TextOrJson::as_text)
 }
 
 // === /jsonrpc ===
@@ -49,14 +49,14 @@ fn text_of(value: Option<&Json>) -> Option<&str> {
 /// Decodes a `/jsonrpc` body, as `jsonrpc::decode_request` does.
 pub(crate) fn decode_jsonrpc(body: &[u8], max_depth: usize) -> Option<Call> {
     let mut params = read_body(body, max_depth, Envelope(JsonRpcParamsSeed { fixed: None }))??;
-    let service = text_of(params.service.as_ref())?.to_owned();
-    let method = text_of(params.method.as_ref())?.to_owned();
-    let read_with = (service.clone(), method.clone());
-    if params.args_read_with.as_ref() != Some(&read_with) {
+    let service = params.service.clone()?;
+    let method = params.method.clone()?;
+    if !params.args_read_for(&service, &method) {
         // `args` came before the final `service` or `method`: read it again
         // knowing both.
-        params = read_body(body, max_depth, Envelope(JsonRpcParamsSeed { fixed: Some(read_with.clone()) }))??;
-        if params.args_read_with.as_ref() != Some(&read_with) {
+        let fixed = Some((service.clone(), method.clone()));
+        params = read_body(body, max_depth, Envelope(JsonRpcParamsSeed { fixed }))??;
+        if !params.args_read_for(&service, &method) {
             return None;
         }
     }
@@ -101,34 +101,42 @@ impl<'de, T, S: DeserializeSeed<'de, Value = Option<T>> + Clone> Visitor<'de> fo
     }
 }
 
-/// The parts of a `/jsonrpc` `params` object that a call needs.
+/// The parts of a `/jsonrpc` `params` object that a call needs. `service`
+/// and `method` are `None` unless their last value was a string.
 #[derive(Default)]
-struct JsonRpcParams {
-    service: Option<Json>,
-    method: Option<Json>,
-    args: Option<ServiceArgs>,
+struct JsonRpcParams<'de> {
+    service: Option<Cow<'de, str>>,
+    method: Option<Cow<'de, str>>,
+    args: Option<ServiceArgs<'de>>,
     /// The service and method the last `args` was read for, or `None`
     /// when they were not known yet.
-    args_read_with: Option<(String, String)>,
+    args_read_with: Option<(Cow<'de, str>, Cow<'de, str>)>,
+}
+
+impl JsonRpcParams<'_> {
+    /// Tells whether the last `args` was read for `service` and `method`.
+    fn args_read_for(&self, service: &str, method: &str) -> bool {
+        self.args_read_with.as_ref().is_some_and(|(read_service, read_method)| read_service == service && read_method == method)
+    }
 }
 
 /// Reads `params`; `fixed` gives the service and method when a first pass
 /// found them after `args`.
 #[derive(Clone)]
-struct JsonRpcParamsSeed {
-    fixed: Option<(String, String)>,
+struct JsonRpcParamsSeed<'de> {
+    fixed: Option<(Cow<'de, str>, Cow<'de, str>)>,
 }
 
-impl<'de> DeserializeSeed<'de> for JsonRpcParamsSeed {
-    type Value = Option<JsonRpcParams>;
+impl<'de> DeserializeSeed<'de> for JsonRpcParamsSeed<'de> {
+    type Value = Option<JsonRpcParams<'de>>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_map(self)
     }
 }
 
-impl<'de> Visitor<'de> for JsonRpcParamsSeed {
-    type Value = Option<JsonRpcParams>;
+impl<'de> Visitor<'de> for JsonRpcParamsSeed<'de> {
+    type Value = Option<JsonRpcParams<'de>>;
 
     fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
         formatter.write_str("a params object")
@@ -145,10 +153,10 @@ impl<'de> Visitor<'de> for JsonRpcParamsSeed {
         let mut params = JsonRpcParams::default();
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             match key.as_ref() {
-                "service" => params.service = Some(map.next_value_seed(JsonSeed)?),
-                "method" => params.method = Some(map.next_value_seed(JsonSeed)?),
+                "service" => params.service = map.next_value_seed(TextSeed)?,
+                "method" => params.method = map.next_value_seed(TextSeed)?,
                 "args" => {
-                    let known = || Some((text_of(params.service.as_ref())?.to_owned(), text_of(params.method.as_ref())?.to_owned()));
+                    let known = || Some((params.service.clone()?, params.method.clone()?));
                     let read_with = self.fixed.clone().or_else(known);
                     match read_with {
                         Some((service, method)) => {
@@ -173,11 +181,14 @@ impl<'de> Visitor<'de> for JsonRpcParamsSeed {
 
 /// The positional parameters of a service call: the first ones whole, the
 /// model method's arguments as an extraction.
-struct ServiceArgs {
-    heads: Vec<Json>,
+struct ServiceArgs<'de> {
+    heads: Vec<TextOrJson<'de>>,
     /// Parameters seen in all.
     count: usize,
-    extraction: Option<Extraction>,
+    /// Boxed because the params that contain it are returned by value
+    /// through serde's calls, and copying the extraction each time cost
+    /// more than one allocation.
+    extraction: Option<Box<Extraction<'de>>>,
     /// `execute_kw`'s argument list was not a list.
     args_not_a_list: bool,
     kwargs: Option<ValueKind>,
@@ -188,12 +199,13 @@ const HEAD_PARAMS: usize = 5;
 
 // === impl ServiceArgs ===
 
-impl ServiceArgs {
+impl ServiceArgs<'_> {
     /// Builds the call as `service::decode_service_call` does.
     fn into_call(self, service: &str, method: &str) -> Option<Call> {
         if service != "object" {
-            // `common` and `db` read only the first three parameters.
-            return service::decode_service_call(Protocol::JsonRpc, service, method, &self.heads).ok();
+            // `common` and `db` read only the first three parameters, as text.
+            let text = |index: usize| text_of(self.heads.get(index));
+            return service::decode_text_service_call(Protocol::JsonRpc, service, method, text);
         }
         match method {
             "execute_kw" if self.count <= 5 || self.args_not_a_list => return None,
@@ -201,27 +213,36 @@ impl ServiceArgs {
             _ => return None,
         }
         let model = text_of(self.heads.get(3))?;
-        let model_method = text_of(self.heads.get(4))?;
+        let model_method = self.heads.get(4).and_then(TextOrJson::text)?;
         if self.kwargs == Some(ValueKind::Other) {
             return None;
         }
 
         let mut call = Call::new(Protocol::JsonRpc, CallKind::Model);
         call.service = Some("object".to_owned());
-        call.method = Some(model_method.to_owned());
+        call.method = Some(model_method.as_ref().to_owned());
         call.db = text_of(self.heads.first()).map(str::to_owned);
-        call.uid = self.heads.get(1).and_then(service::uid_of);
-        call.credential = password(self.heads.get(2));
+        call.uid = self.heads.get(1).and_then(uid_of);
+        call.credential = password(text_of(self.heads.get(2)));
         call.model = Some(model.to_owned());
-        let extraction = self.extraction.unwrap_or_else(|| Extraction::for_model_call(model_method));
-        extraction.finish(&mut call);
+        match self.extraction {
+            Some(extraction) => extraction.finish(&mut call),
+            None => Extraction::for_model_call(model_method).finish(&mut call),
+        }
         Some(call)
     }
 }
 
-fn password(value: Option<&Json>) -> Option<Credential> {
-    let password = text_of(value)?;
-    Some(Credential::new(CredentialSlot::Password, Secret::new(password)))
+/// Reads a uid as `service::uid_of` does.
+fn uid_of(value: &TextOrJson<'_>) -> Option<i64> {
+    match value {
+        TextOrJson::Text(text) => service::uid_of_text(text),
+        TextOrJson::Json(json) => service::uid_of(json),
+    }
+}
+
+fn password(value: Option<&str>) -> Option<Credential> {
+    Some(Credential::new(CredentialSlot::Password, Secret::new(value?)))
 }
 
 /// Reads the `args` list of a service call.
@@ -231,7 +252,7 @@ struct ServiceArgsSeed<'a> {
 }
 
 impl<'de> DeserializeSeed<'de> for ServiceArgsSeed<'_> {
-    type Value = Option<ServiceArgs>;
+    type Value = Option<ServiceArgs<'de>>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_seq(self)
@@ -239,7 +260,7 @@ impl<'de> DeserializeSeed<'de> for ServiceArgsSeed<'_> {
 }
 
 impl<'de> Visitor<'de> for ServiceArgsSeed<'_> {
-    type Value = Option<ServiceArgs>;
+    type Value = Option<ServiceArgs<'de>>;
 
     fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
         formatter.write_str("a parameter list")
@@ -259,13 +280,18 @@ impl<'de> Visitor<'de> for ServiceArgsSeed<'_> {
         loop {
             let index = args.count;
             let more = if index < HEAD_PARAMS {
-                seq.next_element_seed(JsonSeed)?.map(|head| args.heads.push(head)).is_some()
+                seq.next_element_seed(TextOrJsonSeed)?.map(|head| args.heads.push(head)).is_some()
             } else if object && matches!(self.method, "execute_kw" | "execute") {
-                let Some(model_method) = text_of(args.heads.get(4)) else {
-                    skip_rest_of_seq(&mut seq)?;
-                    return Ok(Some(args));
+                let extraction = match args.extraction {
+                    Some(ref mut extraction) => extraction,
+                    None => {
+                        let Some(model_method) = args.heads.get(4).and_then(TextOrJson::text) else {
+                            skip_rest_of_seq(&mut seq)?;
+                            return Ok(Some(args));
+                        };
+                        args.extraction.insert(Box::new(Extraction::for_model_call(model_method)))
+                    }
                 };
-                let extraction = args.extraction.get_or_insert_with(|| Extraction::for_model_call(model_method));
                 match (self.method, index) {
                     ("execute_kw", 5) => match seq.next_element_seed(ArgsListSeed { extraction, keys: &mut keys })? {
                         Some(is_list) => {
@@ -298,7 +324,7 @@ impl<'de> Visitor<'de> for ServiceArgsSeed<'_> {
 /// Reads a list of positional model arguments. Returns false when the
 /// value is not a list.
 struct ArgsListSeed<'e, 'k, 'de> {
-    extraction: &'e mut Extraction,
+    extraction: &'e mut Extraction<'de>,
     keys: &'k mut KeyStack<'de>,
 }
 
@@ -337,24 +363,26 @@ pub(crate) fn decode_web_authenticate(body: &[u8], max_depth: usize) -> Option<C
     let params = read_body(body, max_depth, Envelope(AuthenticateSeed))??;
     let mut call = Call::new(Protocol::Web, CallKind::Auth);
     call.method = Some("authenticate".to_owned());
-    call.db = text_of(params.db.as_ref()).map(str::to_owned);
-    call.login = text_of(params.login.as_ref()).map(str::to_owned);
-    call.credential = password(params.password.as_ref());
+    call.db = params.db.map(Cow::into_owned);
+    call.login = params.login.map(Cow::into_owned);
+    call.credential = password(params.password.as_deref());
     Some(call)
 }
 
+/// The last `db`, `login` and `password` of the params, each `None` unless
+/// it was a string.
 #[derive(Default)]
-struct AuthenticateParams {
-    db: Option<Json>,
-    login: Option<Json>,
-    password: Option<Json>,
+struct AuthenticateParams<'de> {
+    db: Option<Cow<'de, str>>,
+    login: Option<Cow<'de, str>>,
+    password: Option<Cow<'de, str>>,
 }
 
 #[derive(Clone)]
 struct AuthenticateSeed;
 
 impl<'de> DeserializeSeed<'de> for AuthenticateSeed {
-    type Value = Option<AuthenticateParams>;
+    type Value = Option<AuthenticateParams<'de>>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_map(self)
@@ -362,7 +390,7 @@ impl<'de> DeserializeSeed<'de> for AuthenticateSeed {
 }
 
 impl<'de> Visitor<'de> for AuthenticateSeed {
-    type Value = Option<AuthenticateParams>;
+    type Value = Option<AuthenticateParams<'de>>;
 
     fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
         formatter.write_str("a params object")
@@ -387,7 +415,7 @@ impl<'de> Visitor<'de> for AuthenticateSeed {
                     continue;
                 }
             };
-            *slot = Some(map.next_value_seed(JsonSeed)?);
+            *slot = map.next_value_seed(TextSeed)?;
         }
         Ok(Some(params))
     }
@@ -396,14 +424,14 @@ impl<'de> Visitor<'de> for AuthenticateSeed {
 /// Decodes `call_kw` or `call_button`, as `web::decode_call` does.
 pub(crate) fn decode_web_call(route: Route, body: &[u8], max_depth: usize) -> Option<Call> {
     let mut params = read_body(body, max_depth, Envelope(WebCallSeed { route, fixed: None }))??;
-    let method = text_of(params.method.as_ref())?.to_owned();
+    let method = params.method.clone()?;
     if params.stale || params.extraction.as_ref().is_some_and(|extraction| extraction.method() != method) {
         params = read_body(body, max_depth, Envelope(WebCallSeed { route, fixed: Some(method.clone()) }))??;
         if params.stale {
             return None;
         }
     }
-    let model = text_of(params.model.as_ref())?;
+    let model = params.model.as_deref()?;
     if params.args_is_list != Some(true) || params.kwargs != Some(ValueKind::Map) {
         return None;
     }
@@ -411,16 +439,19 @@ pub(crate) fn decode_web_call(route: Route, body: &[u8], max_depth: usize) -> Op
 
     let mut call = Call::new(Protocol::Web, CallKind::Model);
     call.model = Some(model.to_owned());
-    call.method = Some(method);
+    call.method = Some(method.into_owned());
     extraction.finish(&mut call);
     Some(call)
 }
 
+/// The parts of `call_kw` and `call_button` params that a call needs.
+/// `model` and `method` are `None` unless their last value was a string.
 #[derive(Default)]
-struct WebCallParams {
-    model: Option<Json>,
-    method: Option<Json>,
-    extraction: Option<Extraction>,
+struct WebCallParams<'de> {
+    model: Option<Cow<'de, str>>,
+    method: Option<Cow<'de, str>>,
+    /// Boxed for the reason given at [`ServiceArgs`].
+    extraction: Option<Box<Extraction<'de>>>,
     /// Whether the last `args` was a list.
     args_is_list: Option<bool>,
     kwargs: Option<ValueKind>,
@@ -429,36 +460,38 @@ struct WebCallParams {
 }
 
 #[derive(Clone)]
-struct WebCallSeed {
+struct WebCallSeed<'de> {
     route: Route,
-    fixed: Option<String>,
+    fixed: Option<Cow<'de, str>>,
 }
 
-impl WebCallSeed {
+impl<'de> WebCallSeed<'de> {
     /// Returns the extraction for `method`, replacing one made for another
     /// method (and then marking the reading stale).
-    fn extraction<'p>(&self, params: &'p mut WebCallParams, method: &str) -> &'p mut Extraction {
+    fn extraction<'p>(&self, params: &'p mut WebCallParams<'de>, method: Cow<'de, str>) -> &'p mut Extraction<'de> {
         if params.extraction.as_ref().is_some_and(|extraction| extraction.method() != method) {
             params.stale = true;
             params.extraction = None;
         }
-        params.extraction.get_or_insert_with(|| match self.route {
-            Route::CallButton => Extraction::new(method, IdsMode::First),
-            _ => Extraction::for_model_call(method),
+        params.extraction.get_or_insert_with(|| {
+            Box::new(match self.route {
+                Route::CallButton => Extraction::new(method, IdsMode::First),
+                _ => Extraction::for_model_call(method),
+            })
         })
     }
 }
 
-impl<'de> DeserializeSeed<'de> for WebCallSeed {
-    type Value = Option<WebCallParams>;
+impl<'de> DeserializeSeed<'de> for WebCallSeed<'de> {
+    type Value = Option<WebCallParams<'de>>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_map(self)
     }
 }
 
-impl<'de> Visitor<'de> for WebCallSeed {
-    type Value = Option<WebCallParams>;
+impl<'de> Visitor<'de> for WebCallSeed<'de> {
+    type Value = Option<WebCallParams<'de>>;
 
     fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
         formatter.write_str("a params object")
@@ -477,16 +510,16 @@ impl<'de> Visitor<'de> for WebCallSeed {
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             let key = key.as_ref();
             match key {
-                "model" => params.model = Some(map.next_value_seed(JsonSeed)?),
-                "method" => params.method = Some(map.next_value_seed(JsonSeed)?),
+                "model" => params.model = map.next_value_seed(TextSeed)?,
+                "method" => params.method = map.next_value_seed(TextSeed)?,
                 "args" | "kwargs" => {
-                    let method = self.fixed.clone().or_else(|| text_of(params.method.as_ref()).map(str::to_owned));
+                    let method = self.fixed.clone().or_else(|| params.method.clone());
                     let Some(method) = method else {
                         map.next_value::<Skip>()?;
                         params.stale = true;
                         continue;
                     };
-                    let extraction = self.extraction(&mut params, &method);
+                    let extraction = self.extraction(&mut params, method);
                     if key == "args" {
                         extraction.reset_positional();
                         params.args_is_list = Some(map.next_value_seed(ArgsListSeed { extraction, keys: &mut keys })?);
@@ -508,8 +541,8 @@ impl<'de> Visitor<'de> for WebCallSeed {
 
 /// Reads a JSON-2 body for `method`. Returns the extraction of its named
 /// arguments, or `None` when the tree decoder must read the body.
-pub(crate) fn read_json2_body(method: &str, body: &[u8], max_depth: usize) -> Option<Extraction> {
-    let mut extraction = Extraction::new(method, IdsMode::Named);
+pub(crate) fn read_json2_body<'de>(method: &'de str, body: &'de [u8], max_depth: usize) -> Option<Extraction<'de>> {
+    let mut extraction = Extraction::new(Cow::Borrowed(method), IdsMode::Named);
     let mut keys = KeyStack::default();
     let kind = read_body(body, max_depth, extraction.named_seed(&mut keys))?;
     (kind == ValueKind::Map).then_some(extraction)

@@ -5,10 +5,11 @@
 
 use proptest::prelude::*;
 use serde::Deserialize;
+use serde::de::DeserializeSeed;
 use serde_json::Value as Json;
 
 use super::parser::Parser;
-use super::read::Skip;
+use super::read::{Skip, TextOrJson, TextOrJsonSeed, TextSeed};
 use crate::rpc::jsonrpc;
 
 const MAX_DEPTH: usize = 16;
@@ -27,6 +28,25 @@ fn parsed_value(text: impl AsRef<[u8]>) -> Option<Json> {
     Some(value)
 }
 
+/// Reads `text` with [`TextOrJsonSeed`], as the service parameters are read.
+fn text_or_json_value(text: &[u8]) -> Option<Json> {
+    let mut parser = Parser::new(text, MAX_DEPTH).ok()?;
+    let value = TextOrJsonSeed.deserialize(&mut parser).ok()?;
+    parser.end().ok()?;
+    Some(match value {
+        TextOrJson::Text(text) => Json::String(text.into_owned()),
+        TextOrJson::Json(json) => json,
+    })
+}
+
+/// Reads `text` with [`TextSeed`], as the service and method names are read.
+fn text_value(text: &[u8]) -> Option<Option<String>> {
+    let mut parser = Parser::new(text, MAX_DEPTH).ok()?;
+    let value = TextSeed.deserialize(&mut parser).ok()?;
+    parser.end().ok()?;
+    Some(value.map(|text| text.into_owned()))
+}
+
 fn skipped(text: impl AsRef<[u8]>) -> bool {
     let Ok(mut parser) = Parser::new(text.as_ref(), MAX_DEPTH) else {
         return false;
@@ -41,6 +61,9 @@ fn assert_agrees(text: impl AsRef<[u8]>) {
     let printable = String::from_utf8_lossy(text);
     assert_eq!(parsed_value(text), expected, "value of {printable:?}");
     assert_eq!(skipped(text), expected.is_some(), "skipping {printable:?}");
+    assert_eq!(text_or_json_value(text), expected, "text or value of {printable:?}");
+    let expected_text = expected.as_ref().map(|value| value.as_str().map(str::to_owned));
+    assert_eq!(text_value(text), expected_text, "text of {printable:?}");
 }
 
 /// String contents with every kind of escape, valid or not.

@@ -13,6 +13,7 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 
+use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
 use serde::de::{Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 /// Implements the scalar `visit_*` methods of a visitor so that each one
@@ -224,6 +225,147 @@ impl<'de> KeyStack<'de> {
     /// Keeps `buffer` for a later [`KeyStack::prefix_buffer`].
     pub(super) fn recycle_prefix(&mut self, buffer: String) {
         self.spare_prefixes.push(buffer);
+    }
+}
+
+/// Reads a value and returns its text when it is a string, borrowed from
+/// the body unless it contained escapes. Any other value is checked and
+/// dropped.
+pub(super) struct TextSeed;
+
+impl<'de> DeserializeSeed<'de> for TextSeed {
+    type Value = Option<Cow<'de, str>>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(TextVisitor)
+    }
+}
+
+struct TextVisitor;
+
+impl<'de> Visitor<'de> for TextVisitor {
+    type Value = Option<Cow<'de, str>>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("any JSON value")
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_borrowed_str<E: serde::de::Error>(self, text: &'de str) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Borrowed(text)))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Owned(text.to_owned())))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        skip_rest_of_seq(&mut seq)?;
+        Ok(None)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        skip_rest_of_map(&mut map)?;
+        Ok(None)
+    }
+}
+
+/// A value read whole: a string as text borrowed from the body where it
+/// can be, anything else as the `serde_json::Value` that [`JsonSeed`] reads.
+#[derive(Debug)]
+pub(super) enum TextOrJson<'de> {
+    Text(Cow<'de, str>),
+    Json(serde_json::Value),
+}
+
+// === impl TextOrJson ===
+
+impl<'de> TextOrJson<'de> {
+    /// Returns the text of a string.
+    pub(super) fn as_text(&self) -> Option<&str> {
+        match self {
+            Self::Text(text) => Some(text),
+            Self::Json(_) => None,
+        }
+    }
+
+    /// Returns the text of a string, as a copy that borrows from the body
+    /// where the value did.
+    pub(super) fn text(&self) -> Option<Cow<'de, str>> {
+        match self {
+            Self::Text(text) => Some(text.clone()),
+            Self::Json(_) => None,
+        }
+    }
+}
+
+/// A seed that reads a [`TextOrJson`].
+pub(super) struct TextOrJsonSeed;
+
+impl<'de> DeserializeSeed<'de> for TextOrJsonSeed {
+    type Value = TextOrJson<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(TextOrJsonVisitor)
+    }
+}
+
+/// Builds the values that are not strings as serde_json 1.0's `Value`
+/// visitor does, so that a [`TextOrJson::Json`] equals what [`JsonSeed`] reads.
+struct TextOrJsonVisitor;
+
+impl<'de> Visitor<'de> for TextOrJsonVisitor {
+    type Value = TextOrJson<'de>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("any JSON value")
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, value: bool) -> Result<Self::Value, E> {
+        Ok(TextOrJson::Json(serde_json::Value::Bool(value)))
+    }
+    fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<Self::Value, E> {
+        Ok(TextOrJson::Json(serde_json::Value::Number(value.into())))
+    }
+    fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Self::Value, E> {
+        Ok(TextOrJson::Json(serde_json::Value::Number(value.into())))
+    }
+    fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<Self::Value, E> {
+        Ok(TextOrJson::Json(serde_json::Number::from_f64(value).map_or(serde_json::Value::Null, serde_json::Value::Number)))
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(TextOrJson::Json(serde_json::Value::Null))
+    }
+
+    fn visit_borrowed_str<E: serde::de::Error>(self, text: &'de str) -> Result<Self::Value, E> {
+        Ok(TextOrJson::Text(Cow::Borrowed(text)))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+        Ok(TextOrJson::Text(Cow::Owned(text.to_owned())))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        json(SeqAccessDeserializer::new(seq)).map(TextOrJson::Json)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        json(MapAccessDeserializer::new(map)).map(TextOrJson::Json)
     }
 }
 
