@@ -13,6 +13,11 @@
 
 mod corpus;
 
+/// The allocator of the daemon (`src/main.rs`), so that the bench measures
+/// the allocation cost the daemon pays.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::hint::black_box;
 use std::path::Path;
 use std::time::Duration;

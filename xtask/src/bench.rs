@@ -173,7 +173,7 @@ fn report(rows: &[Row], bench_command: &str) -> Result<String> {
 
     writeln!(text, "## How this was measured\n")?;
     writeln!(text, "- Command: `cargo xtask bench` (runs `{bench_command}`, then `python3 odoogate-userspace/benches/python_decode.py`).")?;
-    writeln!(text, "- odoogate: criterion, mean time per pass over a case's bodies, release profile.")?;
+    writeln!(text, "- odoogate: criterion, mean time per pass over a case's bodies, release profile, with mimalloc as the global allocator as in the daemon.")?;
     writeln!(text, "- Python: `timeit`, the fastest of 5 repeats of `Timer.autorange` passes.")?;
     writeln!(text, "- Kernel: {}", command_output("uname", &["-r"]))?;
     writeln!(text, "- CPU: {}, {} cores", cpu_model(), std::thread::available_parallelism().map_or(0, |n| n.get()))?;
