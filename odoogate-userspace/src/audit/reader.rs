@@ -209,7 +209,8 @@ fn parse_lines(
             return Ok(entries);
         }
 
-        if buf.last() == Some(&b'\n') {
+        let terminated = buf.last() == Some(&b'\n');
+        if terminated {
             buf.pop();
         }
         if buf.len() > max_line {
@@ -222,11 +223,20 @@ fn parse_lines(
             continue;
         }
 
-        let entry = parse_entry(&buf).map_err(|source| ReaderError::InvalidEntry {
-            origin: origin.to_owned(),
-            line,
-            source,
-        })?;
+        let entry = match parse_entry(&buf) {
+            Ok(entry) => entry,
+            // A file the daemon is appending to may end in a line that is
+            // still being written. That line is left out, like the records
+            // written after the read.
+            Err(EntryError::NotJson(_)) if !terminated => return Ok(entries),
+            Err(source) => {
+                return Err(ReaderError::InvalidEntry {
+                    origin: origin.to_owned(),
+                    line,
+                    source,
+                });
+            }
+        };
         if filter.matches(&entry) {
             entries.push(entry);
         }

@@ -113,6 +113,19 @@ fn invalid_line_names_its_number() {
 }
 
 #[test]
+fn partial_last_line_is_skipped() {
+    let partial = &DENY_LINE[..DENY_LINE.len() / 2];
+    let entries = parse_all(&format!("{DENY_LINE}\n{partial}"), &no_filter()).unwrap();
+    assert_eq!(entries.len(), 1);
+
+    let entries = parse_all(&format!("{DENY_LINE}\n{DENY_LINE}"), &no_filter()).unwrap();
+    assert_eq!(entries.len(), 2, "a complete last line without a newline is read");
+
+    let error = parse_all(&format!("{partial}\n{DENY_LINE}\n"), &no_filter()).unwrap_err();
+    assert!(matches!(error, ReaderError::InvalidEntry { line: 1, .. }), "{error}");
+}
+
+#[test]
 fn overlong_line_is_rejected() {
     let text = format!("{DENY_LINE}\n{DENY_LINE}\n");
     let error = parse_lines(
