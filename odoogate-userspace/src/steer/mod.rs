@@ -533,12 +533,16 @@ fn open_link(path: &Path) -> Result<(), SteerError> {
 }
 
 /// Removes the steering pins from `pin_dir`, and the directory when nothing
-/// else is left in it. The link is detached before its pin is removed, so
-/// new connections reach Odoo directly again once this returns. Returns the
+/// else is left in it. The link is detached once its pin is removed, so new
+/// connections reach Odoo directly again when this returns. Returns the
 /// removed paths; an absent directory or pin is not an error. Files other
 /// than the steering pins are left alone.
 pub fn uninstall(pin_dir: &Path) -> Result<Vec<PathBuf>, SteerError> {
-    detach_pinned_link(&pin_dir.join(LINK_PIN));
+    let link_pin = pin_dir.join(LINK_PIN);
+    // Opened before the pin goes and detached after: a pin that cannot be
+    // removed keeps an attached link, never a detached one that a restarted
+    // daemon would reuse as if it steered.
+    let link = open_link_to_detach(&link_pin);
     let mut removed = Vec::new();
     // The link first: once it is gone, the maps have no user left.
     for name in std::iter::once(LINK_PIN).chain(MAP_PINS) {
@@ -546,6 +550,9 @@ pub fn uninstall(pin_dir: &Path) -> Result<Vec<PathBuf>, SteerError> {
         if remove_if_present(&path)? {
             removed.push(path);
         }
+    }
+    if let Some(link) = link {
+        detach(&link_pin, link.as_fd());
     }
     match std::fs::remove_dir(pin_dir) {
         Ok(()) => removed.push(pin_dir.to_path_buf()),
@@ -555,24 +562,29 @@ pub fn uninstall(pin_dir: &Path) -> Result<Vec<PathBuf>, SteerError> {
     Ok(removed)
 }
 
-/// Detaches the pinned link at `path`, when there is one.
+/// Opens the link pinned at `path`, when there is one, so that it can be
+/// detached after its pin is removed.
+fn open_link_to_detach(path: &Path) -> Option<OwnedFd> {
+    match bpf_obj_get(path) {
+        Ok(link) => Some(link),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => None,
+        Err(error) => {
+            tracing::warn!(path = %path.display(), %error, "Failed to open the steering link to detach it");
+            None
+        }
+    }
+}
+
+/// Detaches the steering link `link`, whose pin was at `path`.
 ///
 /// Removing the last pin of a link does not detach it at once: the kernel
 /// frees the link from a work queue, and until then connections are still
 /// steered to a listener that may be gone. `BPF_LINK_DETACH` detaches it
-/// before returning. On a failure the pin's removal still detaches the link
-/// a moment later, so failures are only logged.
-fn detach_pinned_link(path: &Path) {
-    let link = match bpf_obj_get(path) {
-        Ok(link) => link,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return,
-        Err(error) => {
-            tracing::warn!(path = %path.display(), %error, "Failed to open the steering link to detach it");
-            return;
-        }
-    };
-    if let Err(error) = link_detach(link.as_fd()) {
-        tracing::warn!(path = %path.display(), %error, "Failed to detach the steering link; removing its pin detaches it shortly");
+/// before returning. On a failure the link is still freed once the last
+/// descriptor closes, so failures are only logged.
+fn detach(path: &Path, link: BorrowedFd<'_>) {
+    if let Err(error) = link_detach(link) {
+        tracing::warn!(path = %path.display(), %error, "Failed to detach the steering link; it is freed shortly");
     }
 }
 
