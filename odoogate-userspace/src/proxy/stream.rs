@@ -77,7 +77,14 @@ impl Peer {
                 let reserved = if self.buffer.is_empty() { FIRST_READ } else { READ_CHUNK };
                 self.buffer.reserve(reserved);
                 match self.stream.try_read_buf(&mut self.buffer) {
-                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                        if self.buffer.is_empty() {
+                            // Nothing arrived: wait without the buffer, as
+                            // an idle connection does.
+                            self.buffer = BytesMut::new();
+                        }
+                        continue;
+                    }
                     result => return result,
                 }
             }
@@ -154,5 +161,21 @@ mod tests {
         assert_eq!(peer.buffered(), b"second");
         assert!(peer.buffer.capacity() < READ_CHUNK, "capacity {}", peer.buffer.capacity());
         drop(writer.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn idle_wait_holds_no_buffer() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let mut peer = Peer::new(listener.accept().await.unwrap().0);
+        client.write_all(b"request").await.unwrap();
+        assert_eq!(peer.fill(Duration::from_secs(5)).await.unwrap(), 7);
+        peer.consume(7);
+
+        // The next fill finds nothing and waits, as on a kept-alive
+        // connection between requests.
+        let waited = tokio::time::timeout(Duration::from_millis(50), peer.fill(Duration::from_secs(5))).await;
+        assert!(waited.is_err(), "nothing was sent");
+        assert_eq!(peer.buffer.capacity(), 0);
     }
 }
