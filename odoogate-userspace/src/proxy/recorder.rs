@@ -30,8 +30,8 @@ pub struct ProxyStats {
 /// Writes audit records for every connection of the proxy.
 ///
 /// The lock is held while the record is handed to the sink. The daemon's
-/// sink queues it for a writer thread ([`crate::audit::background`]), so
-/// no call waits for a write.
+/// sink queues it for a writer thread ([`crate::audit::background`]), so a
+/// call waits for a write only when that queue is full.
 pub struct Recorder {
     state: Mutex<State>,
 }
