@@ -4,10 +4,11 @@
 //! When the proxy's worker threads wrote it, each call paid a system call
 //! (one line of a file or one journald datagram), and the workers waited
 //! for each other on the sink's lock. [`BackgroundSink`] hands the record
-//! to a writer thread instead, through a bounded queue. The writer waits a
-//! millisecond after the first record of a batch, takes every record queued
-//! by then and writes them together ([`AuditSink::write_batch`]), so under
-//! load a file gets one `write` for many records.
+//! to a writer thread instead, through a bounded queue. The writer takes
+//! every record queued and writes them together
+//! ([`AuditSink::write_batch`]). When records come often it first waits a
+//! millisecond for more, so under load a file gets one `write` for many
+//! records.
 //!
 //! Records keep their order, and none is dropped: when the queue is full,
 //! the caller waits for room. A record reaches its sink about a
@@ -18,7 +19,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{AuditRecord, AuditSink};
 
@@ -30,11 +31,16 @@ const QUEUE_RECORDS: usize = 4096;
 const MAX_BATCH_RECORDS: usize = 256;
 
 /// How long the writer waits, after the first record of a batch arrives,
-/// for more to join it. Without the wait, a writer that keeps up wakes
-/// and writes once per record, and each of those wakeups costs the caller
-/// a `futex` call. One millisecond batches a few records at a hundred
-/// calls per second and hundreds at tens of thousands.
+/// for more to join it when records come often. Without the wait, a writer
+/// that keeps up wakes and writes once per record, and each of those
+/// wakeups costs the caller a `futex` call. At 25,000 calls per second one
+/// millisecond gathers about 25 records per write.
 const BATCH_WAIT: Duration = Duration::from_millis(1);
+
+/// Records closer together than this count as a steady flow, which the
+/// writer waits [`BATCH_WAIT`] to batch. Sparser records are written at
+/// once, since waiting would add a wakeup per record and gather nothing.
+const BUSY_GAP: Duration = Duration::from_micros(250);
 
 /// A handle on the writer thread; cloning it gives another handle on the
 /// same thread and queue.
@@ -94,11 +100,14 @@ impl Drop for Writer {
 /// queue is empty.
 fn write_until_closed(mut sink: Box<dyn AuditSink>, records: &Receiver<AuditRecord>) {
     let mut batch = Vec::with_capacity(MAX_BATCH_RECORDS);
+    let mut last_written = Instant::now();
     // `recv` waits while the queue is empty and fails once it is empty and
     // closed.
     while let Ok(first) = records.recv() {
         batch.push(first);
-        std::thread::sleep(BATCH_WAIT);
+        if last_written.elapsed() < BUSY_GAP {
+            std::thread::sleep(BATCH_WAIT);
+        }
         while batch.len() < MAX_BATCH_RECORDS {
             match records.try_recv() {
                 Ok(record) => batch.push(record),
@@ -111,6 +120,7 @@ fn write_until_closed(mut sink: Box<dyn AuditSink>, records: &Receiver<AuditReco
             tracing::error!(records = batch.len(), "The audit sink panicked; these audit records may be lost");
         }
         batch.clear();
+        last_written = Instant::now();
         crate::memory::release_freed_memory();
     }
 }
