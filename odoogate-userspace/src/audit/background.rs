@@ -25,6 +25,8 @@ use super::{AuditRecord, AuditSink};
 
 /// Maximum records queued for the writer. Past this the caller waits, so a
 /// stalled sink bounds memory and slows calls down instead of losing records.
+/// The queue holds boxes: its slots are allocated up front, and records in
+/// place would keep several MiB resident in an idle daemon.
 const QUEUE_RECORDS: usize = 4096;
 
 /// Maximum records the writer hands to its sink at once.
@@ -48,7 +50,7 @@ const BUSY_GAP: Duration = Duration::from_micros(250);
 pub struct BackgroundSink {
     // Declared before `_writer`, so that the last handle closes the queue
     // before it waits for the thread.
-    queue: SyncSender<AuditRecord>,
+    queue: SyncSender<Box<AuditRecord>>,
     _writer: Arc<Writer>,
 }
 
@@ -77,7 +79,7 @@ impl AuditSink for BackgroundSink {
         // The writer survives a panicking sink (see `write_until_closed`), so
         // the queue closes only when the last handle drops, and this handle
         // is alive.
-        if self.queue.send(record).is_err() {
+        if self.queue.send(Box::new(record)).is_err() {
             tracing::error!("The audit writer thread is gone; an audit record was not written");
         }
     }
@@ -98,19 +100,19 @@ impl Drop for Writer {
 
 /// Writes batches of queued records until every handle has dropped and the
 /// queue is empty.
-fn write_until_closed(mut sink: Box<dyn AuditSink>, records: &Receiver<AuditRecord>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH_RECORDS);
+fn write_until_closed(mut sink: Box<dyn AuditSink>, records: &Receiver<Box<AuditRecord>>) {
+    let mut batch = Vec::new();
     let mut last_written = Instant::now();
     // `recv` waits while the queue is empty and fails once it is empty and
     // closed.
     while let Ok(first) = records.recv() {
-        batch.push(first);
+        batch.push(*first);
         if last_written.elapsed() < BUSY_GAP {
             std::thread::sleep(BATCH_WAIT);
         }
         while batch.len() < MAX_BATCH_RECORDS {
             match records.try_recv() {
-                Ok(record) => batch.push(record),
+                Ok(record) => batch.push(*record),
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
