@@ -140,18 +140,24 @@ mod tests {
     use super::*;
     use tokio::net::TcpListener;
 
-    #[tokio::test]
-    async fn empty_retry_keeps_small_buffer() {
+    /// Returns a client and the peer that reads what it sends, after one
+    /// message of `first` has been read and taken, so the socket is left
+    /// marked readable with nothing to read.
+    async fn after_first_message(first: &[u8]) -> (TcpStream, Peer) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let mut peer = Peer::new(listener.accept().await.unwrap().0);
+        client.write_all(first).await.unwrap();
+        assert_eq!(peer.fill(Duration::from_secs(5)).await.unwrap(), first.len());
+        peer.consume(first.len());
+        (client, peer)
+    }
 
-        client.write_all(b"first").await.unwrap();
-        assert_eq!(peer.fill(Duration::from_secs(5)).await.unwrap(), 5);
-        peer.consume(5);
+    #[tokio::test]
+    async fn empty_retry_keeps_small_buffer() {
+        let (mut client, mut peer) = after_first_message(b"first").await;
 
-        // The successful read left the socket marked readable, so the next
-        // fill reads nothing first and waits for these bytes.
+        // The next fill reads nothing first and waits for these bytes.
         let writer = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(50)).await;
             client.write_all(b"second").await.unwrap();
@@ -165,12 +171,7 @@ mod tests {
 
     #[tokio::test]
     async fn idle_wait_holds_no_buffer() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-        let mut peer = Peer::new(listener.accept().await.unwrap().0);
-        client.write_all(b"request").await.unwrap();
-        assert_eq!(peer.fill(Duration::from_secs(5)).await.unwrap(), 7);
-        peer.consume(7);
+        let (_client, mut peer) = after_first_message(b"request").await;
 
         // The next fill finds nothing and waits, as on a kept-alive
         // connection between requests.
