@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::ratelimit::FailureReportThrottle;
 use super::{AuditRecord, AuditSink};
 
 /// Maximum records queued for the writer. Past this the caller waits, so a
@@ -52,6 +53,8 @@ pub struct BackgroundSink {
     // before it waits for the thread.
     queue: SyncSender<Box<AuditRecord>>,
     _writer: Arc<Writer>,
+    /// Bounds the reports of records lost to a writer thread that is gone.
+    lost: FailureReportThrottle,
 }
 
 /// Joins the writer thread when the last handle drops.
@@ -66,7 +69,7 @@ impl BackgroundSink {
     pub fn start(sink: Box<dyn AuditSink>) -> std::io::Result<Self> {
         let (queue, records) = mpsc::sync_channel(QUEUE_RECORDS);
         let thread = std::thread::Builder::new().name("odoogate-audit".to_owned()).spawn(move || write_until_closed(sink, &records))?;
-        Ok(Self { queue, _writer: Arc::new(Writer { thread: Mutex::new(Some(thread)) }) })
+        Ok(Self { queue, _writer: Arc::new(Writer { thread: Mutex::new(Some(thread)) }), lost: FailureReportThrottle::default() })
     }
 }
 
@@ -79,8 +82,10 @@ impl AuditSink for BackgroundSink {
         // The writer survives a panicking sink (see `write_until_closed`), so
         // the queue closes only when the last handle drops, and this handle
         // is alive.
-        if self.queue.send(Box::new(record)).is_err() {
-            tracing::error!("The audit writer thread is gone; an audit record was not written");
+        if self.queue.send(Box::new(record)).is_err()
+            && let Some(lost) = self.lost.failure(Instant::now())
+        {
+            tracing::error!(lost_records = lost, "The audit writer thread is gone; audit records were not written");
         }
     }
 }

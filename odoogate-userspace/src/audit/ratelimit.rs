@@ -164,7 +164,7 @@ fn summary_record(key: &Key, suppressed: u64) -> AuditRecord {
 
 /// Bounds how often a sink reports its write failures: at most one report per
 /// [`WINDOW`], which gives the number of failures since the previous report.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct FailureReportThrottle {
     last_report: Option<Instant>,
     unreported: u64,
