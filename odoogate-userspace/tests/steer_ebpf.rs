@@ -298,6 +298,59 @@ fn steering_redirects_bypasses_fails_closed_and_resumes() {
     assert_nothing_pending(&daemon, "odoogate");
 }
 
+/// Detaches the link pinned at `pin` and leaves the pin, as
+/// `bpftool link detach` does.
+fn detach_pinned_link(pin: &Path) {
+    #[repr(C)]
+    struct ObjGetAttr {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    #[repr(C)]
+    struct LinkDetachAttr {
+        link_fd: u32,
+    }
+    let path = std::ffi::CString::new(pin.as_os_str().as_encoded_bytes()).unwrap();
+    let get = ObjGetAttr { pathname: path.as_ptr() as u64, bpf_fd: 0, file_flags: 0 };
+    // SAFETY: BPF_OBJ_GET (7) reads `get` and the path, both alive here.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, 7, &raw const get, std::mem::size_of::<ObjGetAttr>()) };
+    assert!(fd >= 0, "open {}: {}", pin.display(), std::io::Error::last_os_error());
+    let detach = LinkDetachAttr { link_fd: fd as u32 };
+    // SAFETY: BPF_LINK_DETACH (34) reads `detach`, alive here.
+    let result = unsafe { libc::syscall(libc::SYS_bpf, 34, &raw const detach, std::mem::size_of::<LinkDetachAttr>()) };
+    assert_eq!(result, 0, "detach: {}", std::io::Error::last_os_error());
+    // SAFETY: `fd` came from BPF_OBJ_GET above and is closed once.
+    unsafe { libc::close(fd as i32) };
+}
+
+#[test]
+fn detached_pinned_link_is_replaced() {
+    if skip_unless_root("detached_pinned_link_is_replaced") {
+        return;
+    }
+    let _serial = one_at_a_time();
+    let _netns = Netns::enter("relink");
+    let pins = PinDir::new("relink");
+    let odoo = listen(ODOO_PORT);
+    let daemon = listen(28072);
+    drop(Steering::install(&options(&pins.path), &daemon).expect("install"));
+
+    // Detached but still pinned: nothing steers, so Odoo is reached directly.
+    detach_pinned_link(&pins.path.join("steer_link"));
+    let mut direct = TcpStream::connect(localhost(ODOO_PORT)).expect("connect while detached");
+    let (mut at_odoo, _) = accept(&odoo);
+    exchange(&mut direct, &mut at_odoo);
+
+    // The next install does not reuse that link: it attaches a new one.
+    let steering = Steering::install(&options(&pins.path), &daemon).expect("reinstall");
+    assert!(!steering.reused(), "a detached link was reused");
+    let mut client = TcpStream::connect(localhost(ODOO_PORT)).expect("connect after reinstall");
+    let (mut steered, _) = accept_steered(&daemon, &odoo, &client);
+    exchange(&mut client, &mut steered);
+    assert_nothing_pending(&odoo, "Odoo");
+}
+
 /// Runs `bash -c 'exec 3<>/dev/tcp/127.0.0.1/PORT'` in `cgroup` (and in the
 /// test thread's network namespace); returns whether the connect worked and
 /// bash's stderr.

@@ -44,6 +44,7 @@ use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd};
 use std::os::unix::ffi::OsStrExt as _;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -231,7 +232,19 @@ impl Steering {
         let dir = options.pin_dir.as_path();
 
         let link_pin = dir.join(LINK_PIN);
-        let reused = link_pin.exists();
+        let netns_path = options.netns.clone().unwrap_or_else(|| PathBuf::from(CURRENT_NETNS));
+        let mut reused = link_pin.exists();
+        if reused && !pinned_link_steers(&link_pin, &netns_path) {
+            // A link detached by another tool, or attached elsewhere, would
+            // be reused as if it steered while clients reach Odoo directly.
+            tracing::warn!(
+                pin = %link_pin.display(),
+                "The pinned steering link is not attached to Odoo's network namespace; installing a new one"
+            );
+            uninstall(dir)?;
+            bpffs::prepare_pin_dir(&options.pin_dir)?;
+            reused = false;
+        }
         let maps = match reused {
             true => reuse(dir, &link_pin, &config, listener)?,
             false => fresh(options, &link_pin, &config, listener)?,
@@ -560,6 +573,59 @@ pub fn uninstall(pin_dir: &Path) -> Result<Vec<PathBuf>, SteerError> {
         Err(source) => return Err(SteerError::Remove { path: pin_dir.to_path_buf(), source }),
     }
     Ok(removed)
+}
+
+/// Tells whether the link pinned at `link_pin` is attached to the network
+/// namespace at `netns_path`. When that cannot be read, it answers yes, so
+/// the reuse goes on and reports its own errors.
+fn pinned_link_steers(link_pin: &Path, netns_path: &Path) -> bool {
+    let attached = bpf_obj_get(link_pin).and_then(|link| link_netns_inode(link.as_fd()));
+    let expected = std::fs::metadata(netns_path).map(|metadata| metadata.ino());
+    match (attached, expected) {
+        (Ok(attached), Ok(expected)) => u64::from(attached) == expected,
+        (Err(error), _) | (_, Err(error)) => {
+            tracing::debug!(pin = %link_pin.display(), %error, "Failed to read where the pinned steering link is attached");
+            true
+        }
+    }
+}
+
+/// Returns the inode of the network namespace the netns link `link` is
+/// attached to, 0 once it is detached (`bpf(BPF_OBJ_GET_INFO_BY_FD)`).
+fn link_netns_inode(link: BorrowedFd<'_>) -> io::Result<u32> {
+    /// The start of the kernel's `struct bpf_link_info` with its `netns`
+    /// member, and room for the rest of the union, which is zero-filled.
+    #[repr(C)]
+    #[derive(Default)]
+    struct NetnsLinkInfo {
+        link_type: u32,
+        id: u32,
+        prog_id: u32,
+        _align: u32,
+        netns_ino: u32,
+        attach_type: u32,
+        _rest: [u64; 6],
+    }
+    /// The `info` member of the kernel's `union bpf_attr`.
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+
+    let mut info = NetnsLinkInfo::default();
+    let fd = u32::try_from(link.as_raw_fd()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let info_len = u32::try_from(std::mem::size_of::<NetnsLinkInfo>()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let attr = InfoAttr { bpf_fd: fd, info_len, info: (&raw mut info) as u64 };
+    // SAFETY: the kernel reads `attr` and writes at most `info_len` bytes
+    // into `info`, both alive across the call.
+    let result = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, &raw const attr, std::mem::size_of::<InfoAttr>()) };
+    if result < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(info.netns_ino)
 }
 
 /// Opens the link pinned at `path`, when there is one, so that it can be
