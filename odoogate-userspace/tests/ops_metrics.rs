@@ -117,7 +117,7 @@ allow = [{{ models = ["res.partner"], methods = ["search"] }}]
     let allowed = r#"odoogate_calls_total{integration="reader",protocol="jsonrpc",decision="allow"}"#;
     let denied = r#"odoogate_calls_total{integration="reader",protocol="jsonrpc",decision="deny"}"#;
     // The metrics count records as the audit writer thread writes them,
-    // shortly after each call is answered.
+    // shortly after each response is sent.
     wait_until("the three calls counted", || {
         let text = scrape(metrics_port);
         sample(&text, allowed).unwrap_or(0.0) + sample(&text, denied).unwrap_or(0.0) >= 3.0

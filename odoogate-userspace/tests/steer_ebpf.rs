@@ -41,7 +41,7 @@ const DROPPED_CONNECT: Duration = Duration::from_millis(1500);
 const ODOO_PORT: u16 = 18069;
 
 /// Makes the tests of this file run one at a time. Each forks (`ip`,
-/// `bash`), and a child holds copies of the other test's sockets until it
+/// `bash`), and a child keeps copies of the other test's sockets until it
 /// execs. A listener the steering test has closed then stays open a moment
 /// longer, and a connect to Odoo's port that must be dropped succeeds.
 fn one_at_a_time() -> MutexGuard<'static, ()> {

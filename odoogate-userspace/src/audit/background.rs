@@ -26,7 +26,7 @@ use super::{AuditRecord, AuditSink};
 
 /// Maximum records queued for the writer. Past this the caller waits, so a
 /// stalled sink bounds memory and slows calls down instead of losing records.
-/// The queue holds boxes: its slots are allocated up front, and records in
+/// The queue contains boxes: its slots are allocated up front, and records in
 /// place would keep several MiB resident in an idle daemon.
 const QUEUE_RECORDS: usize = 4096;
 

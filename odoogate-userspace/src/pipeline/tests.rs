@@ -455,7 +455,7 @@ fn grant_enables_disabled_integration() {
         reason: Some("monthly import".to_owned()),
     };
     let grant = crate::grant::store::add(&grants_file, request, std::time::SystemTime::now()).unwrap();
-    // `odoogate grant` tells the daemon through the control socket.
+    // The message `odoogate grant` sends through the control socket.
     lock(&pipeline.policy()).reread_grants();
     one_call(&mut pipeline, "10.0.0.4:42001", "crm.lead", "create");
 

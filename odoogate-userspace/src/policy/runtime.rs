@@ -92,7 +92,7 @@ impl PolicyRuntime {
     }
 
     /// Rereads the grant file now, if it changed. `odoogate grant` requests
-    /// this after it changed the file, so the next call sees the change.
+    /// this after it changed the file, so the next call is decided with it.
     pub fn reread_grants(&mut self) {
         self.grants.refresh();
     }

@@ -70,7 +70,7 @@ impl Peer {
         let read = async {
             loop {
                 self.stream.readable().await?;
-                // Sized by the bytes held, not by the capacity: a read that
+                // Sized by the bytes held, not by the capacity. A read that
                 // found nothing (readiness left over from the last message)
                 // leaves an empty buffer with room, which must not grow to
                 // READ_CHUNK and copy its unused room on the retry.

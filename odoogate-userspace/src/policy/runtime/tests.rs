@@ -94,7 +94,7 @@ fn denied_call_takes_no_token() {
 }
 
 #[test]
-fn grant_file_read_when_told_or_due() {
+fn grant_file_reread_on_message_or_due() {
     let dir = temp_dir("grant");
     let grants_file = dir.join("grants.json");
     let config = config(&grants_file);
@@ -112,18 +112,18 @@ fn grant_file_read_when_told_or_due() {
 
     let request = GrantRequest { integration: "night-import".to_owned(), rule: None, duration: Duration::from_secs(3600), reason: None };
     let grant = store::add(&grants_file, request, SystemTime::now()).unwrap();
-    // Not told and not due: the grant read before stays in force.
+    // No message and not due: the grants read before stay in force.
     let decided = runtime.decide(&create(), &by("night-import"), &config, SystemTime::now(), start);
     assert!(!decided.verdict.allowed);
 
-    // Told, as `odoogate grant` tells the daemon.
+    // The message `odoogate grant` sends to the daemon.
     runtime.reread_grants();
     let decided = runtime.decide(&create(), &by("night-import"), &config, SystemTime::now(), start);
     assert!(decided.verdict.allowed, "{}", decided.verdict.reason);
     assert_eq!(decided.verdict.grant.as_deref(), Some(grant.id.as_str()));
     assert_eq!(runtime.active_grants(SystemTime::now()), vec![grant.clone()]);
 
-    // Not told, but the check is due.
+    // No message, but the check is due.
     store::revoke(&grants_file, &grant.id, SystemTime::now()).unwrap();
     let due = start + GRANT_FILE_CHECK_INTERVAL;
     let decided = runtime.decide(&create(), &by("night-import"), &config, SystemTime::now(), due);
