@@ -26,7 +26,7 @@ impl Headers {
     /// Returns the value of the last field named `name` (case-insensitive),
     /// which is the one werkzeug uses.
     pub fn get(&self, name: &str) -> Option<&Bytes> {
-        self.0.iter().rev().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+        self.0.iter().rev().find(|(n, _)| name_matches(n, name)).map(|(_, v)| v)
     }
 
     /// Returns the value of the last field named `name` as UTF-8 text.
@@ -34,10 +34,37 @@ impl Headers {
         self.get(name).and_then(|v| std::str::from_utf8(v).ok())
     }
 
+    /// Returns the value of the last field of each of `names`
+    /// (case-insensitive), as [`Headers::get`] does, in one pass that stops
+    /// once every name was found.
+    pub fn get_each<const N: usize>(&self, names: [&str; N]) -> [Option<&Bytes>; N] {
+        let mut values = [None; N];
+        let mut missing = N;
+        for (name, value) in self.0.iter().rev() {
+            for (expected, slot) in names.iter().zip(&mut values) {
+                if slot.is_none() && name_matches(name, expected) {
+                    *slot = Some(value);
+                    missing -= 1;
+                }
+            }
+            if missing == 0 {
+                break;
+            }
+        }
+        values
+    }
+
     /// Returns every value of the fields named `name`, in wire order.
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Bytes> + 'a {
-        self.0.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+        self.0.iter().filter(move |(n, _)| name_matches(n, name)).map(|(_, v)| v)
     }
+}
+
+/// Compares header names case-insensitively. Most clients send the
+/// canonical case, so a plain byte comparison runs first, and
+/// `eq_ignore_ascii_case`, which lowers each byte, only when it fails.
+fn name_matches(name: &str, expected: &str) -> bool {
+    name == expected || name.eq_ignore_ascii_case(expected)
 }
 
 /// A framing that Odoo's lenient parser could read differently from a
@@ -149,6 +176,21 @@ mod tests {
             first_byte_ns: 0,
             last_byte_ns: 0,
         }
+    }
+
+    #[test]
+    fn get_each_returns_last_values() {
+        let headers = Headers(
+            [("Authorization", "first"), ("x-odoo-database", "db"), ("AUTHORIZATION", "last"), ("Host", "h")]
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), Bytes::from_static(value.as_bytes())))
+                .collect(),
+        );
+        let [authorization, database, cookie] = headers.get_each(["authorization", "X-Odoo-Database", "Cookie"]);
+        assert_eq!(authorization, headers.get("Authorization"));
+        assert_eq!(authorization.map(|value| &value[..]), Some(&b"last"[..]));
+        assert_eq!(database.map(|value| &value[..]), Some(&b"db"[..]));
+        assert_eq!(cookie, None);
     }
 
     #[test]

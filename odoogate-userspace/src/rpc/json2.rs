@@ -10,6 +10,7 @@ use super::json_stream;
 use super::jsonrpc;
 use crate::http::HttpRequest;
 use crate::secret::Secret;
+use bytes::Bytes;
 
 /// Body keys that Odoo's JSON-2 dispatcher merges over the path's
 /// arguments, so a body carrying one may run another model or method.
@@ -29,7 +30,7 @@ pub fn route(path: &str) -> Option<(&str, &str)> {
 
 /// Decodes a JSON-2 request to `model`.`method`.
 pub fn decode_request(model: &str, method: &str, request: &HttpRequest, max_depth: usize) -> Result<Call, DecodeError> {
-    let Some(extraction) = json_stream::read_json2_body(method, &request.body, max_depth) else {
+    let Some(mut extraction) = json_stream::read_json2_body(method, &request.body, max_depth) else {
         return decode_request_tree(model, method, request, max_depth);
     };
     let mut call = new_call(model, method, request);
@@ -62,21 +63,38 @@ fn new_call(model: &str, method: &str, request: &HttpRequest) -> Call {
     let mut call = Call::new(Protocol::Json2, CallKind::Model);
     call.model = Some(model.to_owned());
     call.method = Some(method.to_owned());
-    call.db = request.headers.get_str("X-Odoo-Database").map(str::trim).filter(|db| !db.is_empty()).map(str::to_owned);
-    call.credential = bearer_credential(request);
+    let [database, authorization] = request.headers.get_each(["X-Odoo-Database", "Authorization"]);
+    call.db = header_text(database).map(trim).filter(|db| !db.is_empty()).map(str::to_owned);
+    call.credential = header_text(authorization).and_then(bearer_credential);
     call
+}
+
+fn header_text(value: Option<&Bytes>) -> Option<&str> {
+    std::str::from_utf8(value?).ok()
+}
+
+/// Returns `text` without leading and trailing whitespace, as `str::trim`
+/// does. Header values are ASCII in practice, so it strips ASCII
+/// whitespace bytewise and calls `str::trim`, which decodes characters,
+/// only when either end is a byte that `str::trim` may still strip: a
+/// non-ASCII byte or the vertical tab, which `trim_ascii` keeps.
+fn trim(text: &str) -> &str {
+    let trimmed = text.trim_ascii();
+    let may_be_whitespace = |byte: Option<&u8>| byte.is_some_and(|&byte| !byte.is_ascii() || byte == b'\x0B');
+    let bytes = trimmed.as_bytes();
+    if may_be_whitespace(bytes.first()) || may_be_whitespace(bytes.last()) { trimmed.trim() } else { trimmed }
 }
 
 fn path_override_mismatch(key: &str) -> String {
     format!("JSON-2 body carries a `{key}` key, which may override the path")
 }
 
-/// Reads `Authorization: Bearer <key>`; the scheme is case-insensitive,
-/// since clients send both `bearer` and `Bearer`.
-fn bearer_credential(request: &HttpRequest) -> Option<Credential> {
-    let value = request.headers.get_str("Authorization")?.trim();
+/// Reads an `Authorization: Bearer <key>` value; the scheme is
+/// case-insensitive, since clients send both `bearer` and `Bearer`.
+fn bearer_credential(value: &str) -> Option<Credential> {
+    let value = trim(value);
     let space = value.bytes().position(|byte| byte == b' ')?;
-    let (scheme, key) = (&value[..space], value[space + 1..].trim());
+    let (scheme, key) = (&value[..space], trim(&value[space + 1..]));
     if !scheme.eq_ignore_ascii_case("bearer") || key.is_empty() {
         return None;
     }
@@ -135,6 +153,41 @@ mod tests {
         let call = decode_request("res.partner", "read", &req, 64).unwrap();
         assert_eq!(call.model.as_deref(), Some("res.partner"));
         assert_eq!(call.mismatches.len(), 2);
+    }
+
+    #[test]
+    fn trim_matches_str_trim() {
+        let cases = [
+            "",
+            " \t",
+            "  odoo19 \r\n",
+            "\x0Bodoo19\x0B",
+            " \x0B odoo19",
+            "\u{a0}odoo19\u{3000}",
+            " \u{2003} k3y \u{85}",
+            "caf\u{e9}",
+            "\u{e9}\u{a0}",
+            "\x0C\x1Fkey\x1F",
+        ];
+        for text in cases {
+            assert_eq!(trim(text), text.trim(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn headers_are_trimmed_and_last_wins() {
+        let req = request(
+            &[
+                ("X-Odoo-Database", "first"),
+                ("authorization", "Bearer old"),
+                ("x-odoo-database", "\u{a0} odoo19\x0B"),
+                ("Authorization", " bearer \u{2003}k3y\t"),
+            ],
+            "{}",
+        );
+        let call = decode_request("res.partner", "read", &req, 64).unwrap();
+        assert_eq!(call.db.as_deref(), Some("odoo19"));
+        assert_eq!(call.credential.unwrap().secret.expose(), "k3y");
     }
 
     #[test]

@@ -279,8 +279,10 @@ impl<'m> Extraction<'m> {
         }
     }
 
-    /// Writes the ids, fields and context into `call`, as `args::extract` does.
-    pub(crate) fn finish(mut self, call: &mut Call) {
+    /// Writes the ids, fields and context into `call`, as `args::extract`
+    /// does. It moves what it writes out of the extraction, so call it once.
+    /// It borrows the extraction so that its owner does not move it.
+    pub(crate) fn finish(&mut self, call: &mut Call) {
         let ids = match self.ids_mode {
             IdsMode::First => self.positional_ids.take(),
             IdsMode::FirstIfIds => self.positional_ids.take().filter(|ids| ids.is_id_list),
@@ -343,7 +345,7 @@ impl<'m> Extraction<'m> {
         }
         call.fields = names;
         // `ArgValue::entries` would tell the same, at the cost of a list.
-        call.context = self.context.filter(Json::is_object);
+        call.context = self.context.take().filter(Json::is_object);
     }
 }
 

@@ -48,56 +48,81 @@ fn text_of<'a>(value: Option<&'a TextOrJson<'_>>) -> Option<&'a str> {
 
 /// Decodes a `/jsonrpc` body, as `jsonrpc::decode_request` does.
 pub(crate) fn decode_jsonrpc(body: &[u8], max_depth: usize) -> Option<Call> {
-    let mut params = read_body(body, max_depth, Envelope(JsonRpcParamsSeed { fixed: None }))??;
+    let mut reading = JsonRpcReading { fixed: None, params: None };
+    read_body(body, max_depth, Envelope(&mut reading))?;
+    let params = reading.params.as_ref()?;
     let service = params.service.clone()?;
     let method = params.method.clone()?;
     if !params.args_read_for(&service, &method) {
         // `args` came before the final `service` or `method`: read it again
         // knowing both.
-        let fixed = Some((service.clone(), method.clone()));
-        params = read_body(body, max_depth, Envelope(JsonRpcParamsSeed { fixed }))??;
-        if !params.args_read_for(&service, &method) {
+        reading = JsonRpcReading { fixed: Some((service.clone(), method.clone())), params: None };
+        read_body(body, max_depth, Envelope(&mut reading))?;
+        if !reading.params.as_ref()?.args_read_for(&service, &method) {
             return None;
         }
     }
-    params.args?.into_call(&service, &method)
+    reading.params.as_mut()?.args.as_mut()?.take_call(&service, &method)
 }
 
-/// Reads the top-level object and returns what its last `params` gave.
-struct Envelope<S>(S);
+/// Reads one `params` value into the decoder's state, in place, so that
+/// serde returns no large value through its calls. A later `params` key
+/// replaces what an earlier one left, as Python's `json.loads` keeps the
+/// last value.
+trait ReadParams<'de> {
+    fn read_params<A: MapAccess<'de>>(&mut self, map: &mut A) -> Result<(), A::Error>;
+}
 
-impl<'de, T, S: DeserializeSeed<'de, Value = Option<T>> + Clone> DeserializeSeed<'de> for Envelope<S> {
-    type Value = Option<T>;
+/// Reads the top-level object, passing each `params` value to the reader.
+struct Envelope<'r, R>(&'r mut R);
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+impl<'de, R: ReadParams<'de>> DeserializeSeed<'de> for Envelope<'_, R> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
         deserializer.deserialize_map(self)
     }
 }
 
-impl<'de, T, S: DeserializeSeed<'de, Value = Option<T>> + Clone> Visitor<'de> for Envelope<S> {
-    type Value = Option<T>;
+impl<'de, R: ReadParams<'de>> Visitor<'de> for Envelope<'_, R> {
+    type Value = ();
 
     fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
         formatter.write_str("a JSON-RPC object")
     }
 
-    ignore_scalars!(None);
+    // An envelope that is no object leaves the reader as it was: with no
+    // params.
+    ignore_scalars!(());
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        skip_rest_of_seq(&mut seq)?;
-        Ok(None)
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        skip_rest_of_seq(&mut seq)
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut params = None;
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             if key == "params" {
-                params = Some(map.next_value_seed(self.0.clone())?);
+                self.0.read_params(&mut map)?;
             } else {
                 map.next_value::<Skip>()?;
             }
         }
-        Ok(params.flatten())
+        Ok(())
+    }
+}
+
+/// The state of one reading of a `/jsonrpc` body.
+struct JsonRpcReading<'de> {
+    /// The service and method, when a first reading found them after `args`.
+    fixed: Option<(Cow<'de, str>, Cow<'de, str>)>,
+    /// What the last `params` gave, or `None` when it was no object.
+    params: Option<JsonRpcParams<'de>>,
+}
+
+impl<'de> ReadParams<'de> for JsonRpcReading<'de> {
+    fn read_params<A: MapAccess<'de>>(&mut self, map: &mut A) -> Result<(), A::Error> {
+        self.params = None;
+        map.next_value_seed(JsonRpcParamsSeed { fixed: self.fixed.as_ref(), params: &mut self.params })
     }
 }
 
@@ -120,47 +145,50 @@ impl JsonRpcParams<'_> {
     }
 }
 
-/// Reads `params`; `fixed` gives the service and method when a first pass
-/// found them after `args`.
-#[derive(Clone)]
-struct JsonRpcParamsSeed<'de> {
-    fixed: Option<(Cow<'de, str>, Cow<'de, str>)>,
+/// Reads `params` into `params` when it is an object; `fixed` gives the
+/// service and method when a first reading found them after `args`.
+struct JsonRpcParamsSeed<'r, 'de> {
+    fixed: Option<&'r (Cow<'de, str>, Cow<'de, str>)>,
+    params: &'r mut Option<JsonRpcParams<'de>>,
 }
 
-impl<'de> DeserializeSeed<'de> for JsonRpcParamsSeed<'de> {
-    type Value = Option<JsonRpcParams<'de>>;
+impl<'de> DeserializeSeed<'de> for JsonRpcParamsSeed<'_, 'de> {
+    type Value = ();
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
         deserializer.deserialize_map(self)
     }
 }
 
-impl<'de> Visitor<'de> for JsonRpcParamsSeed<'de> {
-    type Value = Option<JsonRpcParams<'de>>;
+impl<'de> Visitor<'de> for JsonRpcParamsSeed<'_, 'de> {
+    type Value = ();
 
     fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
         formatter.write_str("a params object")
     }
 
-    ignore_scalars!(None);
+    ignore_scalars!(());
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        skip_rest_of_seq(&mut seq)?;
-        Ok(None)
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        skip_rest_of_seq(&mut seq)
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut params = JsonRpcParams::default();
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let params = self.params.insert(JsonRpcParams::default());
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             match key.as_ref() {
                 "service" => params.service = map.next_value_seed(TextSeed)?,
                 "method" => params.method = map.next_value_seed(TextSeed)?,
                 "args" => {
                     let known = || Some((params.service.clone()?, params.method.clone()?));
-                    let read_with = self.fixed.clone().or_else(known);
+                    let read_with = self.fixed.cloned().or_else(known);
                     match read_with {
                         Some((service, method)) => {
-                            params.args = map.next_value_seed(ServiceArgsSeed { service: &service, method: &method })?;
+                            let args = params.args.insert(ServiceArgs::default());
+                            let is_list = map.next_value_seed(ServiceArgsSeed { service: &service, method: &method, args })?;
+                            if !is_list {
+                                params.args = None;
+                            }
                             params.args_read_with = Some((service, method));
                         }
                         None => {
@@ -175,20 +203,19 @@ impl<'de> Visitor<'de> for JsonRpcParamsSeed<'de> {
                 }
             }
         }
-        Ok(Some(params))
+        Ok(())
     }
 }
 
 /// The positional parameters of a service call: the first ones whole, the
 /// model method's arguments as an extraction.
+#[derive(Default)]
 struct ServiceArgs<'de> {
-    heads: Vec<TextOrJson<'de>>,
+    /// `db, uid, password, model, method`, where the call has them.
+    heads: [Option<TextOrJson<'de>>; HEAD_PARAMS],
     /// Parameters seen in all.
     count: usize,
-    /// Boxed because the params that contain it are returned by value
-    /// through serde's calls, and copying the extraction each time cost
-    /// more than one allocation.
-    extraction: Option<Box<Extraction<'de>>>,
+    extraction: Option<Extraction<'de>>,
     /// `execute_kw`'s argument list was not a list.
     args_not_a_list: bool,
     kwargs: Option<ValueKind>,
@@ -199,12 +226,17 @@ const HEAD_PARAMS: usize = 5;
 
 // === impl ServiceArgs ===
 
-impl ServiceArgs<'_> {
-    /// Builds the call as `service::decode_service_call` does.
-    fn into_call(self, service: &str, method: &str) -> Option<Call> {
+impl<'de> ServiceArgs<'de> {
+    fn head(&self, index: usize) -> Option<&TextOrJson<'de>> {
+        self.heads.get(index)?.as_ref()
+    }
+
+    /// Builds the call as `service::decode_service_call` does. It finishes
+    /// the extraction, so it runs once.
+    fn take_call(&mut self, service: &str, method: &str) -> Option<Call> {
         if service != "object" {
             // `common` and `db` read only the first three parameters, as text.
-            let text = |index: usize| text_of(self.heads.get(index));
+            let text = |index: usize| text_of(self.head(index));
             return service::decode_text_service_call(Protocol::JsonRpc, service, method, text);
         }
         match method {
@@ -212,22 +244,24 @@ impl ServiceArgs<'_> {
             "execute_kw" | "execute" => {}
             _ => return None,
         }
-        let model = text_of(self.heads.get(3))?;
-        let model_method = self.heads.get(4).and_then(TextOrJson::text)?;
+        // Field access, not `head`, so that `self.extraction` stays free to borrow.
+        let [db, uid, password_head, model, model_method] = &self.heads;
+        let model = text_of(model.as_ref())?;
+        let model_method = text_of(model_method.as_ref())?;
         if self.kwargs == Some(ValueKind::Other) {
             return None;
         }
 
         let mut call = Call::new(Protocol::JsonRpc, CallKind::Model);
         call.service = Some("object".to_owned());
-        call.method = Some(model_method.as_ref().to_owned());
-        call.db = text_of(self.heads.first()).map(str::to_owned);
-        call.uid = self.heads.get(1).and_then(uid_of);
-        call.credential = password(text_of(self.heads.get(2)));
+        call.method = Some(model_method.to_owned());
+        call.db = text_of(db.as_ref()).map(str::to_owned);
+        call.uid = uid.as_ref().and_then(uid_of);
+        call.credential = password(text_of(password_head.as_ref()));
         call.model = Some(model.to_owned());
-        match self.extraction {
+        match &mut self.extraction {
             Some(extraction) => extraction.finish(&mut call),
-            None => Extraction::for_model_call(model_method).finish(&mut call),
+            None => Extraction::for_model_call(Cow::Borrowed(model_method)).finish(&mut call),
         }
         Some(call)
     }
@@ -245,51 +279,53 @@ fn password(value: Option<&str>) -> Option<Credential> {
     Some(Credential::new(CredentialSlot::Password, Secret::new(value?)))
 }
 
-/// Reads the `args` list of a service call.
-struct ServiceArgsSeed<'a> {
+/// Reads the `args` list of a service call into `args`. Returns false when
+/// the value is not a list.
+struct ServiceArgsSeed<'a, 'de> {
     service: &'a str,
     method: &'a str,
+    args: &'a mut ServiceArgs<'de>,
 }
 
-impl<'de> DeserializeSeed<'de> for ServiceArgsSeed<'_> {
-    type Value = Option<ServiceArgs<'de>>;
+impl<'de> DeserializeSeed<'de> for ServiceArgsSeed<'_, 'de> {
+    type Value = bool;
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
         deserializer.deserialize_seq(self)
     }
 }
 
-impl<'de> Visitor<'de> for ServiceArgsSeed<'_> {
-    type Value = Option<ServiceArgs<'de>>;
+impl<'de> Visitor<'de> for ServiceArgsSeed<'_, 'de> {
+    type Value = bool;
 
     fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
         formatter.write_str("a parameter list")
     }
 
-    ignore_scalars!(None);
+    ignore_scalars!(false);
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
         skip_rest_of_map(&mut map)?;
-        Ok(None)
+        Ok(false)
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
         let mut keys = KeyStack::default();
-        let mut args = ServiceArgs { heads: Vec::with_capacity(HEAD_PARAMS), count: 0, extraction: None, args_not_a_list: false, kwargs: None };
+        let args = self.args;
         let object = self.service == "object";
         loop {
             let index = args.count;
-            let more = if index < HEAD_PARAMS {
-                seq.next_element_seed(TextOrJsonSeed)?.map(|head| args.heads.push(head)).is_some()
+            let more = if let Some(head) = args.heads.get_mut(index) {
+                seq.next_element_seed(TextOrJsonSeed)?.map(|value| *head = Some(value)).is_some()
             } else if object && matches!(self.method, "execute_kw" | "execute") {
                 let extraction = match args.extraction {
                     Some(ref mut extraction) => extraction,
                     None => {
-                        let Some(model_method) = args.heads.get(4).and_then(TextOrJson::text) else {
+                        let Some(model_method) = args.head(4).and_then(TextOrJson::text) else {
                             skip_rest_of_seq(&mut seq)?;
-                            return Ok(Some(args));
+                            return Ok(true);
                         };
-                        args.extraction.insert(Box::new(Extraction::for_model_call(model_method)))
+                        args.extraction.insert(Extraction::for_model_call(model_method))
                     }
                 };
                 match (self.method, index) {
@@ -314,7 +350,7 @@ impl<'de> Visitor<'de> for ServiceArgsSeed<'_> {
                 seq.next_element::<Skip>()?.is_some()
             };
             if !more {
-                return Ok(Some(args));
+                return Ok(true);
             }
             args.count += 1;
         }
@@ -360,7 +396,9 @@ impl<'de> Visitor<'de> for ArgsListSeed<'_, '_, 'de> {
 
 /// Decodes `/web/session/authenticate`, as `web::decode_authenticate` does.
 pub(crate) fn decode_web_authenticate(body: &[u8], max_depth: usize) -> Option<Call> {
-    let params = read_body(body, max_depth, Envelope(AuthenticateSeed))??;
+    let mut params = None;
+    read_body(body, max_depth, Envelope(&mut params))?;
+    let params: AuthenticateParams = params?;
     let mut call = Call::new(Protocol::Web, CallKind::Auth);
     call.method = Some("authenticate".to_owned());
     call.db = params.db.map(Cow::into_owned);
@@ -378,33 +416,42 @@ struct AuthenticateParams<'de> {
     password: Option<Cow<'de, str>>,
 }
 
-#[derive(Clone)]
-struct AuthenticateSeed;
+/// `None` when the last `params` was no object.
+impl<'de> ReadParams<'de> for Option<AuthenticateParams<'de>> {
+    fn read_params<A: MapAccess<'de>>(&mut self, map: &mut A) -> Result<(), A::Error> {
+        *self = None;
+        map.next_value_seed(AuthenticateSeed { params: self })
+    }
+}
 
-impl<'de> DeserializeSeed<'de> for AuthenticateSeed {
-    type Value = Option<AuthenticateParams<'de>>;
+/// Reads `params` into `params` when it is an object.
+struct AuthenticateSeed<'r, 'de> {
+    params: &'r mut Option<AuthenticateParams<'de>>,
+}
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+impl<'de> DeserializeSeed<'de> for AuthenticateSeed<'_, 'de> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
         deserializer.deserialize_map(self)
     }
 }
 
-impl<'de> Visitor<'de> for AuthenticateSeed {
-    type Value = Option<AuthenticateParams<'de>>;
+impl<'de> Visitor<'de> for AuthenticateSeed<'_, 'de> {
+    type Value = ();
 
     fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
         formatter.write_str("a params object")
     }
 
-    ignore_scalars!(None);
+    ignore_scalars!(());
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        skip_rest_of_seq(&mut seq)?;
-        Ok(None)
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        skip_rest_of_seq(&mut seq)
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut params = AuthenticateParams::default();
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let params = self.params.insert(AuthenticateParams::default());
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             let slot = match key.as_ref() {
                 "db" => &mut params.db,
@@ -417,25 +464,29 @@ impl<'de> Visitor<'de> for AuthenticateSeed {
             };
             *slot = map.next_value_seed(TextSeed)?;
         }
-        Ok(Some(params))
+        Ok(())
     }
 }
 
 /// Decodes `call_kw` or `call_button`, as `web::decode_call` does.
 pub(crate) fn decode_web_call(route: Route, body: &[u8], max_depth: usize) -> Option<Call> {
-    let mut params = read_body(body, max_depth, Envelope(WebCallSeed { route, fixed: None }))??;
+    let mut reading = WebCallReading { route, fixed: None, params: None };
+    read_body(body, max_depth, Envelope(&mut reading))?;
+    let params = reading.params.as_ref()?;
     let method = params.method.clone()?;
     if params.stale || params.extraction.as_ref().is_some_and(|extraction| extraction.method() != method) {
-        params = read_body(body, max_depth, Envelope(WebCallSeed { route, fixed: Some(method.clone()) }))??;
-        if params.stale {
+        reading = WebCallReading { route, fixed: Some(method.clone()), params: None };
+        read_body(body, max_depth, Envelope(&mut reading))?;
+        if reading.params.as_ref()?.stale {
             return None;
         }
     }
+    let params = reading.params.as_mut()?;
     let model = params.model.as_deref()?;
     if params.args_is_list != Some(true) || params.kwargs != Some(ValueKind::Map) {
         return None;
     }
-    let extraction = params.extraction?;
+    let extraction = params.extraction.as_mut()?;
 
     let mut call = Call::new(Protocol::Web, CallKind::Model);
     call.model = Some(model.to_owned());
@@ -450,8 +501,7 @@ pub(crate) fn decode_web_call(route: Route, body: &[u8], max_depth: usize) -> Op
 struct WebCallParams<'de> {
     model: Option<Cow<'de, str>>,
     method: Option<Cow<'de, str>>,
-    /// Boxed for the reason given at [`ServiceArgs`].
-    extraction: Option<Box<Extraction<'de>>>,
+    extraction: Option<Extraction<'de>>,
     /// Whether the last `args` was a list.
     args_is_list: Option<bool>,
     kwargs: Option<ValueKind>,
@@ -459,67 +509,79 @@ struct WebCallParams<'de> {
     stale: bool,
 }
 
-#[derive(Clone)]
-struct WebCallSeed<'de> {
+/// The state of one reading of a `call_kw` or `call_button` body.
+struct WebCallReading<'de> {
     route: Route,
+    /// The method, when a first reading found it after `args` or `kwargs`.
     fixed: Option<Cow<'de, str>>,
+    /// What the last `params` gave, or `None` when it was no object.
+    params: Option<WebCallParams<'de>>,
 }
 
-impl<'de> WebCallSeed<'de> {
-    /// Returns the extraction for `method`, replacing one made for another
-    /// method (and then marking the reading stale).
-    fn extraction<'p>(&self, params: &'p mut WebCallParams<'de>, method: Cow<'de, str>) -> &'p mut Extraction<'de> {
-        if params.extraction.as_ref().is_some_and(|extraction| extraction.method() != method) {
-            params.stale = true;
-            params.extraction = None;
-        }
-        params.extraction.get_or_insert_with(|| {
-            Box::new(match self.route {
-                Route::CallButton => Extraction::new(method, IdsMode::First),
-                _ => Extraction::for_model_call(method),
-            })
-        })
+impl<'de> ReadParams<'de> for WebCallReading<'de> {
+    fn read_params<A: MapAccess<'de>>(&mut self, map: &mut A) -> Result<(), A::Error> {
+        self.params = None;
+        map.next_value_seed(WebCallSeed { route: self.route, fixed: self.fixed.as_ref(), params: &mut self.params })
     }
 }
 
-impl<'de> DeserializeSeed<'de> for WebCallSeed<'de> {
-    type Value = Option<WebCallParams<'de>>;
+/// Returns the extraction of `params` for `method`, replacing one made for
+/// another method (and then marking the reading stale).
+fn web_extraction<'p, 'de>(route: Route, params: &'p mut WebCallParams<'de>, method: Cow<'de, str>) -> &'p mut Extraction<'de> {
+    if params.extraction.as_ref().is_some_and(|extraction| extraction.method() != method) {
+        params.stale = true;
+        params.extraction = None;
+    }
+    params.extraction.get_or_insert_with(|| match route {
+        Route::CallButton => Extraction::new(method, IdsMode::First),
+        _ => Extraction::for_model_call(method),
+    })
+}
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+/// Reads `params` into `params` when it is an object.
+struct WebCallSeed<'r, 'de> {
+    route: Route,
+    fixed: Option<&'r Cow<'de, str>>,
+    params: &'r mut Option<WebCallParams<'de>>,
+}
+
+impl<'de> DeserializeSeed<'de> for WebCallSeed<'_, 'de> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
         deserializer.deserialize_map(self)
     }
 }
 
-impl<'de> Visitor<'de> for WebCallSeed<'de> {
-    type Value = Option<WebCallParams<'de>>;
+impl<'de> Visitor<'de> for WebCallSeed<'_, 'de> {
+    type Value = ();
 
     fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
         formatter.write_str("a params object")
     }
 
-    ignore_scalars!(None);
+    ignore_scalars!(());
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        skip_rest_of_seq(&mut seq)?;
-        Ok(None)
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        skip_rest_of_seq(&mut seq)
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let mut keys = KeyStack::default();
-        let mut params = WebCallParams::default();
+        let params = self.params.insert(WebCallParams::default());
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             let key = key.as_ref();
             match key {
                 "model" => params.model = map.next_value_seed(TextSeed)?,
                 "method" => params.method = map.next_value_seed(TextSeed)?,
                 "args" | "kwargs" => {
-                    let method = self.fixed.clone().or_else(|| params.method.clone());
+                    let method = self.fixed.cloned().or_else(|| params.method.clone());
                     let Some(method) = method else {
                         map.next_value::<Skip>()?;
                         params.stale = true;
                         continue;
                     };
-                    let extraction = self.extraction(&mut params, method);
+                    let extraction = web_extraction(self.route, params, method);
                     if key == "args" {
                         extraction.reset_positional();
                         params.args_is_list = Some(map.next_value_seed(ArgsListSeed { extraction, keys: &mut keys })?);
@@ -533,7 +595,7 @@ impl<'de> Visitor<'de> for WebCallSeed<'de> {
                 }
             }
         }
-        Ok(Some(params))
+        Ok(())
     }
 }
 

@@ -241,6 +241,34 @@ fn canonical_bodies_take_the_one_pass_path() {
 }
 
 #[test]
+fn last_params_key_wins() {
+    let execute = r#"{"service":"object","method":"execute","args":["db",2,"pw","res.partner","write",[7],{"name":"x"}]}"#;
+    let read = r#"{"service":"object","method":"execute","args":["db",2,"pw","res.partner","read",[8]]}"#;
+    let body = format!(r#"{{"params":{execute},"params":{read}}}"#);
+    let call = decode_jsonrpc(body.as_bytes(), 64).expect("the last params is an object");
+    assert_eq!(call.method.as_deref(), Some("read"));
+    assert_eq!(call.record_ids, vec![8]);
+    assert_jsonrpc_agrees(&body);
+
+    let body = format!(r#"{{"params":{execute},"params":1}}"#);
+    assert!(decode_jsonrpc(body.as_bytes(), 64).is_none());
+    assert!(jsonrpc::decode_request_tree(body.as_bytes(), 64).is_err());
+
+    let call_kw = r#"{"model":"res.partner","method":"read","args":[[4]],"kwargs":{}}"#;
+    let body = format!(r#"{{"params":{call_kw},"params":[]}}"#);
+    assert!(decode_web_call(Route::CallKw, body.as_bytes(), 64).is_none());
+    let body = format!(r#"{{"params":[],"params":{call_kw}}}"#);
+    assert_eq!(decode_web_call(Route::CallKw, body.as_bytes(), 64).map(|call| call.record_ids), Some(vec![4]));
+    assert_web_agrees(Route::CallKw, &body);
+
+    let body = r#"{"params":{"db":"a","login":"u","password":"p"},"params":{"db":"b"}}"#;
+    let call = decode_web_authenticate(body.as_bytes(), 64).expect("the last params is an object");
+    assert_eq!(call.db.as_deref(), Some("b"));
+    assert_eq!(call.login, None);
+    assert!(call.credential.is_none());
+}
+
+#[test]
 fn args_before_method_is_read_again() {
     let body = r#"{"params":{"args":["db",2,"pw","res.partner","write",[7],{"name":"x"}],"service":"object","method":"execute"}}"#;
     let call = decode_jsonrpc(body.as_bytes(), 64).expect("a second pass reads the args");
