@@ -36,14 +36,13 @@
 
 mod bpffs;
 pub mod guard;
+mod link;
 
 use std::collections::BTreeSet;
-use std::ffi::CString;
 use std::fs::File;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd};
-use std::os::unix::ffi::OsStrExt as _;
+use std::os::fd::{AsFd as _, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -247,7 +246,7 @@ impl Steering {
         }
         let maps = match reused {
             true => reuse(dir, &link_pin, &config, listener)?,
-            false => fresh(options, &link_pin, &config, listener)?,
+            false => fresh(options, &netns_path, &link_pin, &config, listener)?,
         };
 
         tracing::info!(
@@ -455,22 +454,17 @@ fn reuse(
     Ok(maps)
 }
 
-/// Loads the program, pins and fills the maps, then attaches and pins the
-/// link. On failure, removes what it pinned.
+/// Loads the program, pins and fills the maps, then attaches the link to
+/// the network namespace at `netns_path` and pins it. On failure, removes
+/// what it pinned.
 fn fresh(
     options: &SteeringOptions,
+    netns_path: &Path,
     link_pin: &Path,
     config: &SteerConfig,
     listener: &TcpListener,
 ) -> Result<Maps, SteerError> {
-    let netns_path = options
-        .netns
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(CURRENT_NETNS));
-    let netns = File::open(&netns_path).map_err(|source| SteerError::Netns {
-        path: netns_path,
-        source,
-    })?;
+    let netns = File::open(netns_path).map_err(|source| SteerError::Netns { path: netns_path.to_path_buf(), source })?;
     let mut ebpf = load_object()?;
     let attached = Maps::create(&mut ebpf, &options.pin_dir).and_then(|mut maps| {
         maps.prepare(config, listener)?;
@@ -579,7 +573,7 @@ pub fn uninstall(pin_dir: &Path) -> Result<Vec<PathBuf>, SteerError> {
 /// namespace at `netns_path`. When that cannot be read, it answers yes, so
 /// the reuse goes on and reports its own errors.
 fn pinned_link_steers(link_pin: &Path, netns_path: &Path) -> bool {
-    let attached = bpf_obj_get(link_pin).and_then(|link| link_netns_inode(link.as_fd()));
+    let attached = link::open_pinned(link_pin).and_then(|link| link::netns_inode(link.as_fd()));
     let expected = std::fs::metadata(netns_path).map(|metadata| metadata.ino());
     match (attached, expected) {
         (Ok(attached), Ok(expected)) => u64::from(attached) == expected,
@@ -590,48 +584,10 @@ fn pinned_link_steers(link_pin: &Path, netns_path: &Path) -> bool {
     }
 }
 
-/// Returns the inode of the network namespace the netns link `link` is
-/// attached to, 0 once it is detached (`bpf(BPF_OBJ_GET_INFO_BY_FD)`).
-fn link_netns_inode(link: BorrowedFd<'_>) -> io::Result<u32> {
-    /// The start of the kernel's `struct bpf_link_info` with its `netns`
-    /// member, and room for the rest of the union, which is zero-filled.
-    #[repr(C)]
-    #[derive(Default)]
-    struct NetnsLinkInfo {
-        link_type: u32,
-        id: u32,
-        prog_id: u32,
-        _align: u32,
-        netns_ino: u32,
-        attach_type: u32,
-        _rest: [u64; 6],
-    }
-    /// The `info` member of the kernel's `union bpf_attr`.
-    #[repr(C)]
-    struct InfoAttr {
-        bpf_fd: u32,
-        info_len: u32,
-        info: u64,
-    }
-    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-
-    let mut info = NetnsLinkInfo::default();
-    let fd = u32::try_from(link.as_raw_fd()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let info_len = u32::try_from(std::mem::size_of::<NetnsLinkInfo>()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let attr = InfoAttr { bpf_fd: fd, info_len, info: (&raw mut info) as u64 };
-    // SAFETY: the kernel reads `attr` and writes at most `info_len` bytes
-    // into `info`, both alive across the call.
-    let result = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, &raw const attr, std::mem::size_of::<InfoAttr>()) };
-    if result < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(info.netns_ino)
-}
-
 /// Opens the link pinned at `path`, when there is one, so that it can be
 /// detached after its pin is removed.
 fn open_link_to_detach(path: &Path) -> Option<OwnedFd> {
-    match bpf_obj_get(path) {
+    match link::open_pinned(path) {
         Ok(link) => Some(link),
         Err(error) if error.kind() == io::ErrorKind::NotFound => None,
         Err(error) => {
@@ -649,49 +605,9 @@ fn open_link_to_detach(path: &Path) -> Option<OwnedFd> {
 /// before returning. On a failure the link is still freed once the last
 /// descriptor closes, so failures are only logged.
 fn detach(path: &Path, link: BorrowedFd<'_>) {
-    if let Err(error) = link_detach(link) {
+    if let Err(error) = link::detach(link) {
         tracing::warn!(path = %path.display(), %error, "Failed to detach the steering link; it is freed shortly");
     }
-}
-
-/// Opens the BPF object pinned at `path` (`bpf(BPF_OBJ_GET)`).
-fn bpf_obj_get(path: &Path) -> io::Result<OwnedFd> {
-    /// The `BPF_OBJ_GET` members of the kernel's `union bpf_attr`.
-    #[repr(C)]
-    struct ObjGetAttr {
-        pathname: u64,
-        bpf_fd: u32,
-        file_flags: u32,
-    }
-    const BPF_OBJ_GET: libc::c_long = 7;
-    let pathname = CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let attr = ObjGetAttr { pathname: pathname.as_ptr() as u64, bpf_fd: 0, file_flags: 0 };
-    // SAFETY: the kernel reads `attr` and the NUL-terminated path it points
-    // to, both alive across the call, and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, &raw const attr, std::mem::size_of::<ObjGetAttr>()) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let fd = i32::try_from(fd).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
-    // SAFETY: `fd` was just returned by the kernel and is owned by no one else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// Runs the `bpf(BPF_LINK_DETACH)` command (Linux 5.9) on `link`.
-fn link_detach(link: BorrowedFd<'_>) -> io::Result<()> {
-    /// The `link_detach` member of the kernel's `union bpf_attr`.
-    #[repr(C)]
-    struct LinkDetachAttr {
-        link_fd: u32,
-    }
-    const BPF_LINK_DETACH: libc::c_long = 34;
-    let fd = u32::try_from(link.as_raw_fd()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let attr = LinkDetachAttr { link_fd: fd };
-    // SAFETY: the kernel reads `size_of::<LinkDetachAttr>()` bytes from
-    // `attr`, which lives across the call, and writes nothing back for this
-    // command.
-    let result = unsafe { libc::syscall(libc::SYS_bpf, BPF_LINK_DETACH, &raw const attr, std::mem::size_of::<LinkDetachAttr>()) };
-    if result < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
 /// Removes a file; returns whether it existed.
