@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -301,27 +302,8 @@ fn steering_redirects_bypasses_fails_closed_and_resumes() {
 /// Detaches the link pinned at `pin` and leaves the pin, as
 /// `bpftool link detach` does.
 fn detach_pinned_link(pin: &Path) {
-    #[repr(C)]
-    struct ObjGetAttr {
-        pathname: u64,
-        bpf_fd: u32,
-        file_flags: u32,
-    }
-    #[repr(C)]
-    struct LinkDetachAttr {
-        link_fd: u32,
-    }
-    let path = std::ffi::CString::new(pin.as_os_str().as_encoded_bytes()).unwrap();
-    let get = ObjGetAttr { pathname: path.as_ptr() as u64, bpf_fd: 0, file_flags: 0 };
-    // SAFETY: BPF_OBJ_GET (7) reads `get` and the path, both alive here.
-    let fd = unsafe { libc::syscall(libc::SYS_bpf, 7, &raw const get, std::mem::size_of::<ObjGetAttr>()) };
-    assert!(fd >= 0, "open {}: {}", pin.display(), std::io::Error::last_os_error());
-    let detach = LinkDetachAttr { link_fd: fd as u32 };
-    // SAFETY: BPF_LINK_DETACH (34) reads `detach`, alive here.
-    let result = unsafe { libc::syscall(libc::SYS_bpf, 34, &raw const detach, std::mem::size_of::<LinkDetachAttr>()) };
-    assert_eq!(result, 0, "detach: {}", std::io::Error::last_os_error());
-    // SAFETY: `fd` came from BPF_OBJ_GET above and is closed once.
-    unsafe { libc::close(fd as i32) };
+    let link = steer::link::open_pinned(pin).expect("open the pinned link");
+    steer::link::detach(link.as_fd()).expect("detach the link");
 }
 
 #[test]

@@ -36,7 +36,7 @@
 
 mod bpffs;
 pub mod guard;
-mod link;
+pub mod link;
 
 use std::collections::BTreeSet;
 use std::fs::File;
