@@ -123,7 +123,7 @@ fn xmlrpc_reads_are_narrowed() {
     }
 
     // The daemon writes records on a thread of its own, shortly after each
-    // call is answered.
+    // response is sent.
     let is_narrowed = |record: &&Json| record["ODOOGATE_FIELDS"] == "name";
     wait_until("the two call records", || read_lines(&dir.join("audit.jsonl")).iter().filter(is_narrowed).count() >= 2);
     let records = read_lines(&dir.join("audit.jsonl"));

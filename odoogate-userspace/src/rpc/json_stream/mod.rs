@@ -115,7 +115,7 @@ impl<'de, R: ReadParams<'de>> Visitor<'de> for Envelope<'_, R> {
 struct JsonRpcReading<'de> {
     /// The service and method, when a first reading found them after `args`.
     fixed: Option<(Cow<'de, str>, Cow<'de, str>)>,
-    /// What the last `params` gave, or `None` when it was no object.
+    /// The reading of the last `params`, or `None` when it was not an object.
     params: Option<JsonRpcParams<'de>>,
 }
 
@@ -514,7 +514,7 @@ struct WebCallReading<'de> {
     route: Route,
     /// The method, when a first reading found it after `args` or `kwargs`.
     fixed: Option<Cow<'de, str>>,
-    /// What the last `params` gave, or `None` when it was no object.
+    /// The reading of the last `params`, or `None` when it was not an object.
     params: Option<WebCallParams<'de>>,
 }
 
