@@ -1,7 +1,9 @@
 //! One side of a proxied exchange: a TCP stream and the bytes read from it
 //! that no framer has taken yet.
 
+use std::future::Future as _;
 use std::io;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -76,7 +78,7 @@ impl Peer {
                 // READ_CHUNK and copy its unused room on the retry.
                 let reserved = if self.buffer.is_empty() { FIRST_READ } else { READ_CHUNK };
                 self.buffer.reserve(reserved);
-                match self.stream.try_read_buf(&mut self.buffer) {
+                match self.read_ready().await {
                     Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                         if self.buffer.is_empty() {
                             // Nothing arrived: wait without the buffer, as
@@ -93,6 +95,24 @@ impl Peer {
             Ok(result) => Ok(result?),
             Err(_) => Err(StreamError::TimedOut(timeout)),
         }
+    }
+
+    /// Reads what the socket holds into the buffer's room, without
+    /// waiting: `WouldBlock` when there is nothing. Unlike `try_read_buf`,
+    /// tokio's `poll_read` clears the socket's readiness after a read that
+    /// returns less than the room it had, since the socket is then empty.
+    /// So the next [`Peer::fill`] waits for new bytes at once, instead of
+    /// first calling `recv` to find nothing: one system call less per
+    /// message on each side.
+    async fn read_ready(&mut self) -> io::Result<usize> {
+        std::future::poll_fn(|context| {
+            let read = std::pin::pin!(self.stream.read_buf(&mut self.buffer));
+            match read.poll(context) {
+                Poll::Pending => Poll::Ready(Err(io::ErrorKind::WouldBlock.into())),
+                ready => ready,
+            }
+        })
+        .await
     }
 
     /// Writes all of `bytes`, waiting at most `timeout`.
@@ -167,6 +187,16 @@ mod tests {
         assert_eq!(peer.buffered(), b"second");
         assert!(peer.buffer.capacity() < READ_CHUNK, "capacity {}", peer.buffer.capacity());
         drop(writer.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn short_read_clears_readiness() {
+        let (_client, peer) = after_first_message(b"request").await;
+
+        // The read returned less than it had room for, so the socket is
+        // empty and the next fill waits for an event without a `recv`.
+        let ready = tokio::time::timeout(Duration::ZERO, peer.stream.readable()).await;
+        assert!(ready.is_err(), "the socket is still marked readable");
     }
 
     #[tokio::test]
