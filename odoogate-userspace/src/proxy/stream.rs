@@ -97,13 +97,9 @@ impl Peer {
         }
     }
 
-    /// Reads what the socket holds into the buffer's room, without
-    /// waiting: `WouldBlock` when there is nothing. Unlike `try_read_buf`,
-    /// tokio's `poll_read` clears the socket's readiness after a read that
-    /// returns less than the room it had, since the socket is then empty.
-    /// So the next [`Peer::fill`] waits for new bytes at once, instead of
-    /// first calling `recv` to find nothing: one system call less per
-    /// message on each side.
+    /// Reads the bytes waiting on the socket, or returns `WouldBlock`. Unlike
+    /// `try_read_buf`, tokio's `poll_read` clears the readiness after a read
+    /// that leaves the socket empty, so the next fill waits without a `recv`.
     async fn read_ready(&mut self) -> io::Result<usize> {
         std::future::poll_fn(|context| {
             let read = std::pin::pin!(self.stream.read_buf(&mut self.buffer));
