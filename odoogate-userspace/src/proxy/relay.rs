@@ -13,6 +13,7 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::connector::UpstreamConnector;
@@ -114,7 +115,7 @@ impl<C: UpstreamConnector> Session<'_, C> {
     pub async fn forward_whole(
         &mut self,
         request: &HttpRequest,
-        bytes: Vec<u8>,
+        bytes: Bytes,
         keep_alive: bool,
         keep_body: usize,
     ) -> Result<(Next, Option<Relayed>), SessionError> {

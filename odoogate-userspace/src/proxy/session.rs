@@ -7,6 +7,7 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::connector::UpstreamConnector;
@@ -26,7 +27,7 @@ use crate::http::framer::{FramerEvent, FramerLimits, RequestFramer};
 use crate::http::{FramingAnomaly, HttpRequest};
 use crate::audit::Identity;
 use crate::identity::{self, InvalidToken, Resolution, SessionTable, Source, TokenResolution};
-use crate::token::{ServiceCredentials, TokenStore, rewrite_request};
+use crate::token::{ServiceCredentials, TokenStore, rewrite_request_with_headers};
 use crate::pipeline::records;
 use crate::policy::runtime::Decided;
 use crate::rpc::{self, Call, CallKind, DecodeError, DecodeLimits};
@@ -341,7 +342,7 @@ impl<'s, C: UpstreamConnector> Session<'s, C> {
     /// Returns the bytes to send Odoo for an allowed call: with a scoped
     /// token, the request rewritten with the integration's service
     /// credential; otherwise the request as the client sent it.
-    fn upstream_request(&self, request: &HttpRequest, call: &Call, resolution: &Resolution) -> Result<Vec<u8>, String> {
+    fn upstream_request(&self, request: &HttpRequest, call: &Call, resolution: &Resolution) -> Result<Bytes, String> {
         if resolution.identity != Identity::Token {
             return Ok(self.plain_upstream_request(request));
         }
@@ -354,19 +355,18 @@ impl<'s, C: UpstreamConnector> Session<'s, C> {
             .ok_or_else(|| format!("no service credential for integration {integration}"))?;
         let body = wire::ForwardedBody::Whole(request.body.len());
         let headers = wire::forwarded_headers(&request.headers, self.source.peer.ip(), request.version, body);
-        let forwarded = HttpRequest { headers, ..request.clone() };
         let inject = self.config().tokens.inject_context.then_some(integration);
-        rewrite_request(&forwarded, call, credential, inject).map(|bytes| bytes.to_vec()).map_err(|error| error.to_string())
+        rewrite_request_with_headers(request, &headers, call, credential, inject).map_err(|error| error.to_string())
     }
 
     /// Returns the request as the client sent it, re-framed, for Odoo.
-    pub fn plain_upstream_request(&self, request: &HttpRequest) -> Vec<u8> {
+    pub fn plain_upstream_request(&self, request: &HttpRequest) -> Bytes {
         let body = wire::ForwardedBody::Whole(request.body.len());
         let headers = wire::forwarded_headers(&request.headers, self.source.peer.ip(), request.version, body);
         let line = wire::RequestLine { method: &request.method, target: &request.target, version: request.version };
         let mut bytes = wire::request_head(line, &headers);
         bytes.extend_from_slice(&request.body);
-        bytes
+        bytes.into()
     }
 
     // === rejections ===

@@ -59,12 +59,12 @@ pub(super) fn forwarded_headers(headers: &Headers, client: IpAddr, version: Http
     let mut fields = Vec::with_capacity(headers.0.len() + 3);
 
     for (name, value) in &headers.0 {
-        let lower = name.to_ascii_lowercase();
-        let framing = matches!(lower.as_str(), "content-length" | "transfer-encoding");
+        let is_any = |names: &[&str]| names.iter().any(|field| name.eq_ignore_ascii_case(field));
+        let framing = is_any(&["content-length", "transfer-encoding"]);
         had_framing |= framing;
-        let dropped = DROPPED_REQUEST_FIELDS.contains(&lower.as_str())
-            || connection_named.contains(&lower)
-            || (lower == "authorization" && carries_scoped_token(value));
+        let dropped = is_any(DROPPED_REQUEST_FIELDS)
+            || connection_named.iter().any(|option| name.eq_ignore_ascii_case(option))
+            || (name.eq_ignore_ascii_case("authorization") && carries_scoped_token(value));
         if dropped || (framing && matches!(body, ForwardedBody::Whole(_))) {
             continue;
         }

@@ -14,5 +14,5 @@ pub mod rewrite;
 pub mod store;
 
 pub use credentials::{CredentialsError, ServiceCredentials};
-pub use rewrite::{RewriteError, edit_json_body, edit_xml_fields, rewrite_request};
+pub use rewrite::{RewriteError, edit_json_body, edit_xml_fields, rewrite_request, rewrite_request_with_headers};
 pub use store::{TokenCheck, TokenError, TokenRecord, TokenState, TokenStore};

@@ -74,6 +74,18 @@ pub fn rewrite_request(
     credential: &Secret,
     inject_integration: Option<&str>,
 ) -> Result<Bytes, RewriteError> {
+    rewrite_request_with_headers(request, &request.headers, call, credential, inject_integration)
+}
+
+/// Builds the upstream request as [`rewrite_request`] does, with `headers`
+/// in place of the request's own: the proxy passes the fields it forwards.
+pub fn rewrite_request_with_headers(
+    request: &HttpRequest,
+    headers: &Headers,
+    call: &Call,
+    credential: &Secret,
+    inject_integration: Option<&str>,
+) -> Result<Bytes, RewriteError> {
     if request.body_truncated {
         return Err(RewriteError::Truncated(request.body.len()));
     }
@@ -82,14 +94,14 @@ pub fn rewrite_request(
     }
     let integration = inject_integration.filter(|_| call.kind == CallKind::Model);
     if integration.is_none()
-        && let Some(bytes) = splice_credential(request, call, credential.expose())
+        && let Some(bytes) = splice_credential(request, headers, call, credential.expose())
     {
         return Ok(bytes);
     }
 
     let body = rewrite_body(request, call, credential.expose(), integration)?;
     let authorization = (call.protocol == Protocol::Json2).then(|| format!("bearer {}", credential.expose()));
-    let headers = upstream_headers(&request.headers, authorization.as_deref());
+    let headers = upstream_headers(headers, authorization.as_deref());
     let upstream = HttpRequest {
         headers,
         body: body.bytes.clone(),
@@ -122,7 +134,7 @@ pub fn rewrite_request(
 /// is the only value that changes. The tests check that this
 /// gives the same call, and the same bytes where the password sits in a
 /// `<string>` element, as the full rewrite.
-fn splice_credential(request: &HttpRequest, call: &Call, credential: &str) -> Option<Bytes> {
+fn splice_credential(request: &HttpRequest, headers: &Headers, call: &Call, credential: &str) -> Option<Bytes> {
     if !matches!(call.protocol, Protocol::XmlRpc | Protocol::XmlRpcLegacy) || !credential.is_ascii() {
         return None;
     }
@@ -133,12 +145,9 @@ fn splice_credential(request: &HttpRequest, call: &Call, credential: &str) -> Op
         return None;
     }
     let escaped = quick_xml::escape::escape(credential);
-    let mut spliced = Vec::with_capacity(body.len() - span.len() + escaped.len());
-    spliced.extend_from_slice(&body[..span.start]);
-    spliced.extend_from_slice(escaped.as_bytes());
-    spliced.extend_from_slice(&body[span.end..]);
-    let headers = upstream_headers(&request.headers, None);
-    Some(serialize_parts(&request.method, &request.target, request.version, &headers, &spliced))
+    let body = [&body[..span.start], escaped.as_bytes(), &body[span.end..]];
+    let headers = headers.0.iter().filter(|(name, _)| !is_reframed(name));
+    Some(serialize_parts(&request.method, &request.target, request.version, headers, &body))
 }
 
 /// A body after the edits, with what was written.
@@ -305,11 +314,10 @@ fn upstream_headers(headers: &Headers, authorization: Option<&str>) -> Headers {
     let mut authorization = authorization.map(|value| Bytes::from(value.to_owned()));
     let mut out = Vec::with_capacity(headers.0.len() + 1);
     for (name, value) in &headers.0 {
-        let is = |header: &str| name.eq_ignore_ascii_case(header);
-        if is("Content-Length") || is("Transfer-Encoding") || is(TOKEN_HEADER) {
+        if is_reframed(name) {
             continue;
         }
-        if is("Authorization") && replaces_authorization {
+        if name.eq_ignore_ascii_case("Authorization") && replaces_authorization {
             if let Some(value) = authorization.take() {
                 out.push((name.clone(), value));
             }
@@ -321,6 +329,13 @@ fn upstream_headers(headers: &Headers, authorization: Option<&str>) -> Headers {
         out.push(("Authorization".to_owned(), value));
     }
     Headers(out)
+}
+
+/// Tells whether the field `name` is left out of every upstream request:
+/// the framing fields, which the body's new length replaces, and
+/// `X-Odoogate-Token`.
+fn is_reframed(name: &str) -> bool {
+    ["Content-Length", "Transfer-Encoding", TOKEN_HEADER].iter().any(|field| name.eq_ignore_ascii_case(field))
 }
 
 /// Decodes the upstream request and checks that it is `call` with only the
@@ -366,26 +381,36 @@ fn confirm(
 
 /// Writes the request line, the headers, `Content-Length` and the body.
 fn serialize(request: &HttpRequest) -> Bytes {
-    serialize_parts(&request.method, &request.target, request.version, &request.headers, &request.body)
+    serialize_parts(&request.method, &request.target, request.version, request.headers.0.iter(), &[&request.body])
 }
 
-fn serialize_parts(method: &str, target: &str, version: HttpVersion, headers: &Headers, body: &[u8]) -> Bytes {
-    let head_bytes: usize = headers.0.iter().map(|(name, value)| name.len() + value.len() + 4).sum();
-    let mut out = BytesMut::with_capacity(method.len() + target.len() + head_bytes + body.len() + 64);
+/// Writes a request whose body is the concatenation of `body`.
+fn serialize_parts<'a>(
+    method: &str,
+    target: &str,
+    version: HttpVersion,
+    headers: impl Iterator<Item = &'a (String, Bytes)> + Clone,
+    body: &[&[u8]],
+) -> Bytes {
+    let head_bytes: usize = headers.clone().map(|(name, value)| name.len() + value.len() + 4).sum();
+    let body_bytes: usize = body.iter().map(|part| part.len()).sum();
+    let mut out = BytesMut::with_capacity(method.len() + target.len() + head_bytes + body_bytes + 64);
     out.put_slice(method.as_bytes());
     out.put_u8(b' ');
     out.put_slice(target.as_bytes());
     out.put_u8(b' ');
     out.put_slice(version.as_str().as_bytes());
     out.put_slice(b"\r\n");
-    for (name, value) in &headers.0 {
+    for (name, value) in headers {
         out.put_slice(name.as_bytes());
         out.put_slice(b": ");
         out.put_slice(value);
         out.put_slice(b"\r\n");
     }
-    let _ = write!(out, "Content-Length: {}\r\n\r\n", body.len());
-    out.put_slice(body);
+    let _ = write!(out, "Content-Length: {body_bytes}\r\n\r\n");
+    for part in body {
+        out.put_slice(part);
+    }
     out.freeze()
 }
 
