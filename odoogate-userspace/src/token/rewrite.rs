@@ -146,7 +146,7 @@ fn splice_credential(request: &HttpRequest, headers: &Headers, call: &Call, cred
     }
     let escaped = quick_xml::escape::escape(credential);
     let body = [&body[..span.start], escaped.as_bytes(), &body[span.end..]];
-    let headers = headers.0.iter().filter(|(name, _)| !is_reframed(name));
+    let headers = headers.0.iter().filter(|(name, _)| !is_dropped_upstream(name));
     Some(serialize_parts(&request.method, &request.target, request.version, headers, &body))
 }
 
@@ -314,7 +314,7 @@ fn upstream_headers(headers: &Headers, authorization: Option<&str>) -> Headers {
     let mut authorization = authorization.map(|value| Bytes::from(value.to_owned()));
     let mut out = Vec::with_capacity(headers.0.len() + 1);
     for (name, value) in &headers.0 {
-        if is_reframed(name) {
+        if is_dropped_upstream(name) {
             continue;
         }
         if name.eq_ignore_ascii_case("Authorization") && replaces_authorization {
@@ -334,7 +334,7 @@ fn upstream_headers(headers: &Headers, authorization: Option<&str>) -> Headers {
 /// Tells whether the field `name` is left out of every upstream request:
 /// the framing fields, which the body's new length replaces, and
 /// `X-Odoogate-Token`.
-fn is_reframed(name: &str) -> bool {
+fn is_dropped_upstream(name: &str) -> bool {
     ["Content-Length", "Transfer-Encoding", TOKEN_HEADER].iter().any(|field| name.eq_ignore_ascii_case(field))
 }
 
