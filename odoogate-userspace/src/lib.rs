@@ -20,6 +20,7 @@ pub mod demo;
 pub mod grant;
 pub mod http;
 pub mod identity;
+pub mod json_text;
 pub mod memory;
 pub mod metrics;
 pub mod notify;

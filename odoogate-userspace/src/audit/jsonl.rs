@@ -9,6 +9,7 @@
 use super::journald::entry_fields;
 use super::ratelimit::FailureReportThrottle;
 use super::{AuditRecord, AuditSink};
+use crate::json_text::find_string_special;
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -137,7 +138,7 @@ fn push_line(out: &mut String, record: &AuditRecord, realtime: SystemTime) {
     let fields = entry_fields(record);
     out.reserve(48 + fields.iter().map(|(name, value)| name.len() + value.len() + 6).sum::<usize>());
     out.push('{');
-    push_member(out, "__REALTIME_TIMESTAMP", &realtime_micros(realtime).to_string());
+    let _ = write!(out, "\"__REALTIME_TIMESTAMP\":\"{}\"", realtime_micros(realtime));
     for (name, value) in &fields {
         out.push(',');
         push_member(out, name, value);
@@ -145,9 +146,13 @@ fn push_line(out: &mut String, record: &AuditRecord, realtime: SystemTime) {
     out.push_str("}\n");
 }
 
+/// Appends `"name":"value"`. Field names are journald names (uppercase
+/// letters, digits and `_`), which JSON needs no escapes for.
 fn push_member(line: &mut String, name: &str, value: &str) {
-    push_json_string(line, name);
-    line.push(':');
+    debug_assert!(name.bytes().all(|byte| byte.is_ascii_uppercase() || byte.is_ascii_digit() || byte == b'_'));
+    line.push('"');
+    line.push_str(name);
+    line.push_str("\":");
     push_json_string(line, value);
 }
 
@@ -156,7 +161,7 @@ fn push_member(line: &mut String, name: &str, value: &str) {
 fn push_json_string(line: &mut String, text: &str) {
     line.push('"');
     let mut rest = text;
-    while let Some(at) = rest.bytes().position(|byte| byte < 0x20 || byte == b'"' || byte == b'\\') {
+    while let Some(at) = find_string_special(rest.as_bytes(), 0) {
         line.push_str(&rest[..at]);
         match rest.as_bytes()[at] {
             b'"' => line.push_str("\\\""),

@@ -24,6 +24,8 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+use crate::json_text::find_string_special;
+
 /// The parser stopped: the body is invalid JSON, nests too deep, or has a
 /// shape a decoder leaves to the tree decoder.
 #[derive(Debug)]
@@ -413,51 +415,6 @@ fn unescape(raw: &str, out: &mut String) -> Result<(), Rejected> {
 fn hex_unit(text: &str) -> Result<u16, Rejected> {
     let digits = text.get(..4).ok_or(Rejected)?;
     u16::from_str_radix(digits, 16).map_err(|_| Rejected)
-}
-
-/// Returns the index of the first byte at or after `from` that ends a run
-/// of plain string content: a quote, a backslash or a control character.
-fn find_string_special(bytes: &[u8], from: usize) -> Option<usize> {
-    let mut index = from;
-    while let Some(chunk) = bytes.get(index..index + 16) {
-        let mask = special_mask(chunk.try_into().ok()?);
-        if mask != 0 {
-            return Some(index + mask.trailing_zeros() as usize);
-        }
-        index += 16;
-    }
-    let tail = bytes.get(index..)?;
-    tail.iter().position(|&byte| is_string_special(byte)).map(|offset| index + offset)
-}
-
-fn is_string_special(byte: u8) -> bool {
-    byte == b'"' || byte == b'\\' || byte < 0x20
-}
-
-/// Returns a mask with bit `n` set when [`is_string_special`] holds for
-/// `chunk[n]`, computed with SSE2 (part of every x86-64 CPU).
-#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-fn special_mask(chunk: &[u8; 16]) -> u32 {
-    use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set_epi64x, _mm_set1_epi8};
-
-    let low = i64::from_le_bytes(chunk[..8].try_into().unwrap_or_default());
-    let high = i64::from_le_bytes(chunk[8..].try_into().unwrap_or_default());
-    // SAFETY: these intrinsics need only SSE2, which the `cfg` above
-    // requires of the target, and they read no memory.
-    let mask = unsafe {
-        let bytes = _mm_set_epi64x(high, low);
-        let quotes = _mm_cmpeq_epi8(bytes, _mm_set1_epi8(b'"' as i8));
-        let backslashes = _mm_cmpeq_epi8(bytes, _mm_set1_epi8(b'\\' as i8));
-        // A byte is below 0x20 when its unsigned maximum with 0x1f is 0x1f.
-        let controls = _mm_cmpeq_epi8(_mm_max_epu8(bytes, _mm_set1_epi8(0x1f)), _mm_set1_epi8(0x1f));
-        _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quotes, backslashes), controls))
-    };
-    mask as u32
-}
-
-#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
-fn special_mask(chunk: &[u8; 16]) -> u32 {
-    chunk.iter().enumerate().filter(|(_, byte)| is_string_special(**byte)).fold(0, |mask, (index, _)| mask | 1 << index)
 }
 
 // === serde ===
