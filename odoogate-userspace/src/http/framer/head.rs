@@ -106,22 +106,30 @@ fn split_lines<'a>(
     head: &'a [u8],
     anomalies: &mut Vec<FramingAnomaly>,
 ) -> impl Iterator<Item = &'a [u8]> + use<'a> {
-    let bare_lf = head
-        .iter()
-        .enumerate()
-        .any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r'));
-    if bare_lf {
+    // Every LF and CR belongs to a CR LF pair exactly when the three counts
+    // agree. Sums without branches, as these, compile to vector code.
+    let count = |byte: u8| head.iter().map(|&b| u32::from(b == byte)).sum::<u32>();
+    let next = head.get(1..).unwrap_or_default();
+    let pairs = head.iter().zip(next).map(|(&b, &after)| u32::from((b == b'\r') & (after == b'\n'))).sum::<u32>();
+    if count(b'\n') != pairs {
         push_once(anomalies, FramingAnomaly::BareLf);
     }
-    let bare_cr = head.iter().enumerate().any(|(i, &b)| b == b'\r' && head.get(i + 1) != Some(&b'\n'));
-    if bare_cr {
+    if count(b'\r') != pairs {
         push_once(anomalies, FramingAnomaly::BareCr);
     }
     let body = head.strip_suffix(b"\n").unwrap_or(head);
     let body = body.strip_suffix(b"\r").unwrap_or(body);
     let body = body.strip_suffix(b"\n").unwrap_or(body);
-    body.split(|&b| b == b'\n')
-        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+    let mut rest = Some(body);
+    std::iter::from_fn(move || {
+        let text = rest?;
+        let (line, after) = match memchr::memchr(b'\n', text) {
+            Some(lf) => (&text[..lf], Some(&text[lf + 1..])),
+            None => (text, None),
+        };
+        rest = after;
+        Some(line.strip_suffix(b"\r").unwrap_or(line))
+    })
 }
 
 /// Parses `method SP request-target SP HTTP-version` (RFC 9112 §3).
@@ -236,8 +244,22 @@ pub(super) fn trim(value: &[u8]) -> &[u8] {
 
 /// Returns whether `b` is a token character (RFC 9110 §5.6.2).
 fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    TCHAR[usize::from(b)]
 }
+
+/// [`is_tchar`] for each byte value, so a header name costs one lookup per
+/// byte.
+const TCHAR: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let b = byte as u8;
+        table[byte] = b.is_ascii_alphanumeric()
+            || matches!(b, b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~');
+        byte += 1;
+    }
+    table
+};
 
 pub(super) fn push_once(anomalies: &mut Vec<FramingAnomaly>, anomaly: FramingAnomaly) {
     if !anomalies.contains(&anomaly) {
