@@ -54,9 +54,9 @@ impl Fingerprint {
         // `hex::encode` collects one `char` at a time, which cost about
         // 2,000 instructions per call record.
         let mut text = [0u8; 64];
-        let digits = self.0.iter().flat_map(|byte| [HEX_DIGITS[usize::from(byte >> 4)], HEX_DIGITS[usize::from(byte & 0xf)]]);
-        for (slot, digit) in text.iter_mut().zip(digits) {
-            *slot = digit;
+        for (pair, byte) in text.chunks_exact_mut(2).zip(self.0) {
+            pair[0] = HEX_DIGITS[usize::from(byte >> 4)];
+            pair[1] = HEX_DIGITS[usize::from(byte & 0xf)];
         }
         // The digits are ASCII, so the conversion cannot fail.
         std::str::from_utf8(&text).map(str::to_owned).unwrap_or_default()

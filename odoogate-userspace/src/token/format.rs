@@ -100,17 +100,23 @@ fn base62_encode(bytes: &[u8], digits: usize) -> String {
 }
 
 /// Reads base62 digits into a big-endian number of `N` bytes, `N` at most
-/// 32. The number is kept in 32-bit limbs, so each digit costs one
-/// multiply per limb instead of one per byte.
+/// 32. The number is kept in 32-bit limbs and read five digits at a time
+/// (62^5 < 2^30), so five digits cost one multiply per limb.
 fn base62_decode<const N: usize>(digits: &str) -> Result<[u8; N], FormatError> {
     const MAX_BYTES: usize = 32;
+    const GROUP_DIGITS: usize = 5;
     const { assert!(N <= MAX_BYTES, "base62_decode reads at most 32 bytes") };
     let mut storage = [0u32; MAX_BYTES / 4];
     let limbs = &mut storage[(MAX_BYTES - N) / 4..];
-    for digit in digits.bytes() {
-        let mut carry = u64::from(digit_value(digit).ok_or(FormatError::InvalidCharacter)?);
+    for group in digits.as_bytes().chunks(GROUP_DIGITS) {
+        let mut scale = 1u64;
+        let mut carry = 0u64;
+        for &digit in group {
+            carry = carry * 62 + u64::from(digit_value(digit).ok_or(FormatError::InvalidCharacter)?);
+            scale *= 62;
+        }
         for limb in limbs.iter_mut().rev() {
-            let value = u64::from(*limb) * 62 + carry;
+            let value = u64::from(*limb) * scale + carry;
             *limb = value as u32;
             carry = value >> 32;
         }
