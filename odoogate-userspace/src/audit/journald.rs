@@ -11,6 +11,7 @@
 //! "Native Journal Protocol" document (systemd.io/JOURNAL_NATIVE_PROTOCOL).
 
 use super::ratelimit::FailureReportThrottle;
+use super::record::FieldValue;
 use super::{AuditRecord, AuditSink};
 use nix::fcntl::{FcntlArg, SealFlag, fcntl};
 use nix::sys::memfd::{MFdFlags, memfd_create};
@@ -217,29 +218,29 @@ fn send_memfd(socket: &UnixDatagram, path: &Path, entry: &[u8]) -> Result<(), Jo
 /// `SYSLOG_IDENTIFIER`, then [`AuditRecord::fields`], each value bounded to
 /// [`MAX_FIELD_VALUE_BYTES`]. The JSON lines sink writes the same fields.
 pub fn entry_fields(record: &AuditRecord) -> Vec<(&'static str, Cow<'_, str>)> {
-    let mut fields = vec![
-        (
-            "MESSAGE",
-            bound_value(Cow::Borrowed(record.message.as_str())),
-        ),
-        ("PRIORITY", Cow::Owned(record.priority().to_string())),
-        ("SYSLOG_IDENTIFIER", Cow::Borrowed(SYSLOG_IDENTIFIER)),
-    ];
-    fields.extend(
-        record
-            .fields()
-            .into_iter()
-            .map(|(name, value)| (name, bound_value(value))),
-    );
+    let mut fields = Vec::with_capacity(32);
+    for_each_entry_field(record, |name, value| fields.push((name, bounded_text(value))));
     fields
+}
+
+/// Calls `visit` with each field [`entry_fields`] returns, in the same
+/// order, before the values are bounded (see [`bounded_text`]).
+pub fn for_each_entry_field<'a>(record: &'a AuditRecord, mut visit: impl FnMut(&'static str, FieldValue<'a>)) {
+    visit("MESSAGE", FieldValue::Text(&record.message));
+    visit("PRIORITY", FieldValue::Unsigned(u64::from(record.priority())));
+    visit("SYSLOG_IDENTIFIER", FieldValue::Text(SYSLOG_IDENTIFIER));
+    record.for_each_field(visit);
+}
+
+/// Returns the text of `value`, cut to at most [`MAX_FIELD_VALUE_BYTES`].
+pub fn bounded_text(value: FieldValue<'_>) -> Cow<'_, str> {
+    bound_value(value.into_text())
 }
 
 /// Encodes `record` as one native protocol entry.
 pub fn encode_entry(record: &AuditRecord) -> Vec<u8> {
     let mut entry = Vec::new();
-    for (name, value) in entry_fields(record) {
-        encode_field(&mut entry, name, &value);
-    }
+    for_each_entry_field(record, |name, value| encode_field(&mut entry, name, &bounded_text(value)));
     entry
 }
 

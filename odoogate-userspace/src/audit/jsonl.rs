@@ -6,13 +6,15 @@
 //! values strings. So `odoogate audit --file` reads these lines with the same
 //! code that reads journalctl's output.
 
-use super::journald::entry_fields;
+use super::journald::{MAX_FIELD_VALUE_BYTES, bounded_text, for_each_entry_field};
 use super::ratelimit::FailureReportThrottle;
+use super::record::FieldValue;
 use super::{AuditRecord, AuditSink};
 use crate::json_text::find_string_special;
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -126,7 +128,7 @@ impl<W: Write + Send> AuditSink for JsonLinesSink<W> {
 
 /// Encodes `record`, written at `realtime`, as one JSON object and a newline.
 /// Keys keep journald's order: the timestamp, then the fields as
-/// [`entry_fields`] lists them.
+/// [`super::journald::entry_fields`] lists them.
 pub fn encode_line(record: &AuditRecord, realtime: SystemTime) -> String {
     let mut line = String::new();
     push_line(&mut line, record, realtime);
@@ -134,32 +136,86 @@ pub fn encode_line(record: &AuditRecord, realtime: SystemTime) -> String {
 }
 
 /// Appends the line of `record` to `out`, as [`encode_line`] returns it.
+/// Numbers, IPv4 addresses and field lists are written straight into the
+/// line, without `fmt` or a `String` of their own.
 fn push_line(out: &mut String, record: &AuditRecord, realtime: SystemTime) {
-    let fields = entry_fields(record);
-    out.reserve(48 + fields.iter().map(|(name, value)| name.len() + value.len() + 6).sum::<usize>());
+    out.reserve(512 + record.message.len());
     out.push('{');
     let _ = write!(out, "\"__REALTIME_TIMESTAMP\":\"{}\"", realtime_micros(realtime));
-    for (name, value) in &fields {
-        out.push(',');
-        push_member(out, name, value);
-    }
+    for_each_entry_field(record, |name, value| {
+        // Field names are journald names (uppercase letters, digits and
+        // `_`), which JSON needs no escapes for.
+        debug_assert!(name.bytes().all(|byte| byte.is_ascii_uppercase() || byte.is_ascii_digit() || byte == b'_'));
+        out.push_str(",\"");
+        out.push_str(name);
+        out.push_str("\":");
+        match value {
+            FieldValue::Unsigned(number) => push_quoted(out, |out| push_decimal(out, number)),
+            FieldValue::Signed(number) => push_quoted(out, |out| {
+                if number < 0 {
+                    out.push('-');
+                }
+                push_decimal(out, number.unsigned_abs());
+            }),
+            FieldValue::Ip(IpAddr::V4(address)) => push_quoted(out, |out| {
+                for (index, octet) in address.octets().into_iter().enumerate() {
+                    if index > 0 {
+                        out.push('.');
+                    }
+                    push_decimal(out, u64::from(octet));
+                }
+            }),
+            FieldValue::Names(names) if joined_len(names) <= MAX_FIELD_VALUE_BYTES => push_quoted(out, |out| {
+                for (index, name) in names.iter().enumerate() {
+                    if index > 0 {
+                        out.push(',');
+                    }
+                    push_json_escaped(out, name);
+                }
+            }),
+            other => push_json_string(out, &bounded_text(other)),
+        }
+    });
     out.push_str("}\n");
 }
 
-/// Appends `"name":"value"`. Field names are journald names (uppercase
-/// letters, digits and `_`), which JSON needs no escapes for.
-fn push_member(line: &mut String, name: &str, value: &str) {
-    debug_assert!(name.bytes().all(|byte| byte.is_ascii_uppercase() || byte.is_ascii_digit() || byte == b'_'));
-    line.push('"');
-    line.push_str(name);
-    line.push_str("\":");
-    push_json_string(line, value);
+/// Returns the length of `names` joined with commas.
+fn joined_len(names: &[String]) -> usize {
+    names.iter().map(|name| name.len() + 1).sum::<usize>().saturating_sub(1)
+}
+
+fn push_quoted(out: &mut String, write: impl FnOnce(&mut String)) {
+    out.push('"');
+    write(out);
+    out.push('"');
+}
+
+/// Appends the decimal digits of `number`.
+fn push_decimal(out: &mut String, mut number: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (number % 10) as u8;
+        number /= 10;
+        if number == 0 {
+            break;
+        }
+    }
+    // The digits are ASCII, so the conversion cannot fail.
+    out.push_str(std::str::from_utf8(&digits[start..]).unwrap_or_default());
 }
 
 /// Appends `text` as a JSON string, escaped as serde_json escapes it:
 /// `"`, `\` and the control characters below U+0020, nothing else.
 fn push_json_string(line: &mut String, text: &str) {
     line.push('"');
+    push_json_escaped(line, text);
+    line.push('"');
+}
+
+/// Appends `text` escaped as [`push_json_string`] does, without the quotes.
+fn push_json_escaped(line: &mut String, text: &str) {
     let mut rest = text;
     while let Some(at) = find_string_special(rest.as_bytes(), 0) {
         line.push_str(&rest[..at]);
@@ -178,7 +234,6 @@ fn push_json_string(line: &mut String, text: &str) {
         rest = &rest[at + 1..];
     }
     line.push_str(rest);
-    line.push('"');
 }
 
 /// Returns microseconds since the Unix epoch, 0 for a clock set before it.
@@ -192,6 +247,7 @@ fn realtime_micros(realtime: SystemTime) -> u128 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::journald::entry_fields;
     use crate::audit::{AuditEvent, Decision, Identity};
     use serde_json::{Map, Value};
     use std::time::Duration;
@@ -242,6 +298,36 @@ mod tests {
             assert_eq!(object[name], value.as_ref(), "{name}");
         }
         assert_eq!(object.len(), record.fields().len() + 4);
+    }
+
+    #[test]
+    fn numbers_and_addresses_match_display() {
+        let mut record = allow_record();
+        record.uid = Some(i64::MIN);
+        record.src_port = Some(0);
+        record.pid = Some(u32::MAX);
+        record.conn_id = Some(u64::MAX);
+        record.http_status = Some(200);
+        record.count = Some(10);
+        record.record_ids = vec![-1, 0, i64::MAX];
+        record.fields = vec!["name".to_owned(), "a\"b".to_owned()];
+        for address in ["0.0.0.0", "192.0.2.255", "10.20.3.4", "2001:db8::1", "::ffff:192.0.2.1"] {
+            record.src_ip = Some(address.parse().unwrap());
+            let object = parse(&encode_line(&record, SystemTime::now()));
+            for (name, value) in entry_fields(&record) {
+                assert_eq!(object[name], value.as_ref(), "{name} with {address}");
+            }
+        }
+    }
+
+    #[test]
+    fn long_field_list_is_cut() {
+        let mut record = allow_record();
+        record.fields = vec!["x".repeat(1000); 2000];
+        let object = parse(&encode_line(&record, SystemTime::now()));
+        let written = object["ODOOGATE_FIELDS"].as_str().unwrap();
+        assert!(written.ends_with(crate::audit::journald::TRUNCATION_MARK));
+        assert_eq!(written.len(), MAX_FIELD_VALUE_BYTES);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The audit record and its mapping to `ODOOGATE_*` journald fields.
 
 use std::borrow::Cow;
+use std::fmt;
 use std::net::IpAddr;
 
 /// What a record is about.
@@ -178,6 +179,15 @@ impl AuditRecord {
     /// Returns the record's journald fields (`ODOOGATE_*`, without `MESSAGE`,
     /// `PRIORITY` or `SYSLOG_IDENTIFIER`), leaving out unknown values.
     pub fn fields(&self) -> Vec<(&'static str, Cow<'_, str>)> {
+        let mut out = Vec::with_capacity(28);
+        self.for_each_field(|name, value| out.push((name, value.into_text())));
+        out
+    }
+
+    /// Calls `visit` with each field that [`AuditRecord::fields`] returns, in
+    /// the same order, with numbers and addresses not yet formatted, so a
+    /// sink can write them without a `String` each.
+    pub fn for_each_field<'a>(&'a self, mut visit: impl FnMut(&'static str, FieldValue<'a>)) {
         let Self {
             event,
             message: _,
@@ -210,39 +220,44 @@ impl AuditRecord {
             count,
             path,
         } = self;
+        let text = |value: Option<&'a str>| value.map(FieldValue::Text);
+        let unsigned = |value: Option<u64>| value.map(FieldValue::Unsigned);
 
-        let known: [(&'static str, Option<Cow<'_, str>>); 27] = [
-            ("ODOOGATE_DECISION", decision.map(|d| Cow::Borrowed(d.as_str()))),
-            ("ODOOGATE_INTEGRATION", integration.as_deref().map(Cow::Borrowed)),
-            ("ODOOGATE_IDENTITY", identity.map(|i| Cow::Borrowed(i.as_str()))),
-            ("ODOOGATE_PROTOCOL", protocol.map(Cow::Borrowed)),
-            ("ODOOGATE_DB", db.as_deref().map(Cow::Borrowed)),
-            ("ODOOGATE_UID", uid.map(|u| Cow::Owned(u.to_string()))),
-            ("ODOOGATE_LOGIN", login.as_deref().map(Cow::Borrowed)),
-            ("ODOOGATE_MODEL", model.as_deref().map(Cow::Borrowed)),
-            ("ODOOGATE_METHOD", method.as_deref().map(Cow::Borrowed)),
-            ("ODOOGATE_RECORD_IDS", format_record_ids(record_ids, *record_count).map(Cow::Owned)),
-            ("ODOOGATE_FIELDS", (!fields.is_empty()).then(|| Cow::Owned(fields.join(",")))),
-            ("ODOOGATE_RULE", rule.as_deref().map(Cow::Borrowed)),
-            ("ODOOGATE_GRANT", grant.as_deref().map(Cow::Borrowed)),
-            ("ODOOGATE_REASON", reason.as_deref().map(Cow::Borrowed)),
-            ("ODOOGATE_SRC_IP", src_ip.map(|ip| Cow::Owned(ip.to_string()))),
-            ("ODOOGATE_SRC_PORT", src_port.map(|p| Cow::Owned(p.to_string()))),
-            ("ODOOGATE_CGROUP", cgroup.as_deref().map(Cow::Borrowed)),
-            ("ODOOGATE_PID", pid.map(|p| Cow::Owned(p.to_string()))),
-            ("ODOOGATE_COMM", comm.as_deref().map(Cow::Borrowed)),
-            ("ODOOGATE_CONN_ID", conn_id.map(|c| Cow::Owned(c.to_string()))),
-            ("ODOOGATE_OUTCOME", outcome.as_deref().map(Cow::Borrowed)),
-            ("ODOOGATE_HTTP_STATUS", http_status.map(|s| Cow::Owned(s.to_string()))),
-            ("ODOOGATE_LATENCY_US", latency_us.map(|l| Cow::Owned(l.to_string()))),
-            ("ODOOGATE_KEY_FINGERPRINT", key_fingerprint.as_deref().map(Cow::Borrowed)),
-            ("ODOOGATE_ERROR_CODE", error_code.as_deref().map(Cow::Borrowed)),
-            ("ODOOGATE_COUNT", count.map(|c| Cow::Owned(c.to_string()))),
-            ("ODOOGATE_PATH", path.as_deref().map(Cow::Borrowed)),
+        let known: [(&'static str, Option<FieldValue<'a>>); 28] = [
+            ("ODOOGATE_EVENT", Some(FieldValue::Text(event.as_str()))),
+            ("ODOOGATE_DECISION", text(decision.map(Decision::as_str))),
+            ("ODOOGATE_INTEGRATION", text(integration.as_deref())),
+            ("ODOOGATE_IDENTITY", text(identity.map(Identity::as_str))),
+            ("ODOOGATE_PROTOCOL", text(*protocol)),
+            ("ODOOGATE_DB", text(db.as_deref())),
+            ("ODOOGATE_UID", uid.map(FieldValue::Signed)),
+            ("ODOOGATE_LOGIN", text(login.as_deref())),
+            ("ODOOGATE_MODEL", text(model.as_deref())),
+            ("ODOOGATE_METHOD", text(method.as_deref())),
+            ("ODOOGATE_RECORD_IDS", (!record_ids.is_empty()).then_some(FieldValue::RecordIds(record_ids, *record_count))),
+            ("ODOOGATE_FIELDS", (!fields.is_empty()).then_some(FieldValue::Names(fields))),
+            ("ODOOGATE_RULE", text(rule.as_deref())),
+            ("ODOOGATE_GRANT", text(grant.as_deref())),
+            ("ODOOGATE_REASON", text(reason.as_deref())),
+            ("ODOOGATE_SRC_IP", src_ip.map(FieldValue::Ip)),
+            ("ODOOGATE_SRC_PORT", unsigned(src_port.map(u64::from))),
+            ("ODOOGATE_CGROUP", text(cgroup.as_deref())),
+            ("ODOOGATE_PID", unsigned(pid.map(u64::from))),
+            ("ODOOGATE_COMM", text(comm.as_deref())),
+            ("ODOOGATE_CONN_ID", unsigned(*conn_id)),
+            ("ODOOGATE_OUTCOME", text(outcome.as_deref())),
+            ("ODOOGATE_HTTP_STATUS", unsigned(http_status.map(u64::from))),
+            ("ODOOGATE_LATENCY_US", unsigned(*latency_us)),
+            ("ODOOGATE_KEY_FINGERPRINT", text(key_fingerprint.as_deref())),
+            ("ODOOGATE_ERROR_CODE", text(error_code.as_deref())),
+            ("ODOOGATE_COUNT", unsigned(*count)),
+            ("ODOOGATE_PATH", text(path.as_deref())),
         ];
-        let mut out = vec![("ODOOGATE_EVENT", Cow::Borrowed(event.as_str()))];
-        out.extend(known.into_iter().filter_map(|(name, value)| Some((name, value?))));
-        out
+        for (name, value) in known {
+            if let Some(value) = value {
+                visit(name, value);
+            }
+        }
     }
 
     /// Returns the syslog priority: warnings for denials and losses,
@@ -258,18 +273,63 @@ impl AuditRecord {
     }
 }
 
-/// Formats record ids as `1,2,3`, with `,…(+N)` when some were left out.
-fn format_record_ids(ids: &[i64], total: Option<usize>) -> Option<String> {
-    if ids.is_empty() {
-        return None;
+/// The value of one journald field, as [`AuditRecord::for_each_field`]
+/// gives it. Its text is what [`fmt::Display`] writes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum FieldValue<'a> {
+    Text(&'a str),
+    Unsigned(u64),
+    Signed(i64),
+    Ip(IpAddr),
+    /// Record ids, written as `1,2,3`, with `,…(+N)` when the call carried
+    /// more than [`MAX_AUDIT_RECORD_IDS`] (the second value is how many).
+    RecordIds(&'a [i64], Option<usize>),
+    /// Field names, written joined with commas.
+    Names(&'a [String]),
+}
+
+impl<'a> FieldValue<'a> {
+    /// Returns the value's text, borrowed when it is text already.
+    pub fn into_text(self) -> Cow<'a, str> {
+        match self {
+            FieldValue::Text(text) => Cow::Borrowed(text),
+            other => Cow::Owned(other.to_string()),
+        }
     }
-    let shown = &ids[..ids.len().min(MAX_AUDIT_RECORD_IDS)];
-    let mut text = shown.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
-    let total = total.unwrap_or(ids.len()).max(ids.len());
-    if total > shown.len() {
-        text.push_str(&format!(",…(+{})", total - shown.len()));
+}
+
+impl fmt::Display for FieldValue<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            FieldValue::Text(text) => f.write_str(text),
+            FieldValue::Unsigned(number) => write!(f, "{number}"),
+            FieldValue::Signed(number) => write!(f, "{number}"),
+            FieldValue::Ip(address) => write!(f, "{address}"),
+            FieldValue::RecordIds(ids, total) => {
+                let shown = &ids[..ids.len().min(MAX_AUDIT_RECORD_IDS)];
+                for (index, id) in shown.iter().enumerate() {
+                    if index > 0 {
+                        f.write_str(",")?;
+                    }
+                    write!(f, "{id}")?;
+                }
+                let total = total.unwrap_or(ids.len()).max(ids.len());
+                if total > shown.len() {
+                    write!(f, ",…(+{})", total - shown.len())?;
+                }
+                Ok(())
+            }
+            FieldValue::Names(names) => {
+                for (index, name) in names.iter().enumerate() {
+                    if index > 0 {
+                        f.write_str(",")?;
+                    }
+                    f.write_str(name)?;
+                }
+                Ok(())
+            }
+        }
     }
-    Some(text)
 }
 
 #[cfg(test)]
