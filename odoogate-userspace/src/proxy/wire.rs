@@ -6,6 +6,7 @@
 //! came, except RPC bodies, which are sent whole with a fresh
 //! `Content-Length`.
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use bytes::Bytes;
@@ -141,8 +142,8 @@ pub(super) fn client_response_head(line: StatusLine<'_>, headers: &Headers, conn
     let mut head = Vec::with_capacity(512);
     head.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", line.status, line.reason).as_bytes());
     for (name, value) in &headers.0 {
-        let lower = name.to_ascii_lowercase();
-        if DROPPED_RESPONSE_FIELDS.contains(&lower.as_str()) || connection_named.contains(&lower) {
+        let dropped = DROPPED_RESPONSE_FIELDS.iter().any(|field| name.eq_ignore_ascii_case(field));
+        if dropped || connection_named.iter().any(|option| name.eq_ignore_ascii_case(option)) {
             continue;
         }
         push_field(&mut head, name, value);
@@ -258,13 +259,13 @@ fn connection_options(headers: &Headers) -> Vec<String> {
 /// request carried, so Odoo in `proxy_mode` (which takes the last entry)
 /// sees the address odoogate received the request from.
 fn forwarded_for(headers: &Headers, client: IpAddr) -> String {
-    let mut entries: Vec<String> = headers
-        .get_all("x-forwarded-for")
-        .map(|value| String::from_utf8_lossy(value.trim_ascii()).into_owned())
-        .filter(|value| !value.is_empty())
-        .collect();
-    entries.push(client.to_canonical().to_string());
-    entries.join(", ")
+    let mut text = String::new();
+    for value in headers.get_all("x-forwarded-for").map(|value| value.trim_ascii()).filter(|value| !value.is_empty()) {
+        text.push_str(&String::from_utf8_lossy(value));
+        text.push_str(", ");
+    }
+    let _ = write!(text, "{}", client.to_canonical());
+    text
 }
 
 fn push_field(head: &mut Vec<u8>, name: &str, value: &[u8]) {
@@ -327,6 +328,14 @@ mod tests {
         let head = text(request_head(LINE, &forwarded));
         assert!(head.contains("Content-Length: 5\r\n"), "{head}");
         assert!(head.contains("X-Forwarded-For: 203.0.113.9, 192.0.2.7\r\n"), "{head}");
+    }
+
+    #[test]
+    fn forwarded_for_joins_every_field() {
+        let fields = headers(&[("X-Forwarded-For", "198.51.100.1"), ("X-Forwarded-For", " "), ("x-forwarded-for", " 203.0.113.9 ")]);
+        let forwarded = forwarded_headers(&fields, "2001:db8::7".parse().unwrap(), HttpVersion::Http11, ForwardedBody::AsSent);
+        let head = text(request_head(LINE, &forwarded));
+        assert!(head.contains("X-Forwarded-For: 198.51.100.1, 203.0.113.9, 2001:db8::7\r\n"), "{head}");
     }
 
     #[test]
