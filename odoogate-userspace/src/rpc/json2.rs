@@ -8,6 +8,7 @@ use super::args;
 use super::call::{Call, CallKind, Credential, CredentialSlot, DecodeError, Protocol};
 use super::json_stream;
 use super::jsonrpc;
+use super::text::trim;
 use crate::http::HttpRequest;
 use crate::secret::Secret;
 use bytes::Bytes;
@@ -30,24 +31,36 @@ pub fn route(path: &str) -> Option<(&str, &str)> {
 
 /// Decodes a JSON-2 request to `model`.`method`.
 pub fn decode_request(model: &str, method: &str, request: &HttpRequest, max_depth: usize) -> Result<Call, DecodeError> {
-    let Some(mut extraction) = json_stream::read_json2_body(method, &request.body, max_depth) else {
-        return decode_request_tree(model, method, request, max_depth);
-    };
-    let mut call = new_call(model, method, request);
+    let mut call = Call::new(Protocol::Json2, CallKind::Model);
+    decode_request_into(model, method, request, max_depth, &mut call)?;
+    Ok(call)
+}
+
+/// Decodes a JSON-2 request to `model`.`method`, as [`decode_request`]
+/// does, into `call`, which must be as [`Call::new`] returns it. On an
+/// error, `call` is left in an unspecified state.
+pub fn decode_request_into(model: &str, method: &str, request: &HttpRequest, max_depth: usize, call: &mut Call) -> Result<(), DecodeError> {
+    let mut extraction = json_stream::json2_extraction(method);
+    if !json_stream::read_json2_body(&mut extraction, &request.body, max_depth) {
+        *call = decode_request_tree(model, method, request, max_depth)?;
+        return Ok(());
+    }
+    start_call(call, model, method, request);
     for key in PATH_ARGUMENT_KEYS {
         if extraction.saw_key(key) {
             call.mismatches.push(path_override_mismatch(key));
         }
     }
-    extraction.finish(&mut call);
-    Ok(call)
+    extraction.finish(call);
+    Ok(())
 }
 
 /// Decodes a JSON-2 request through a `serde_json::Value` tree. The
 /// one-pass reader falls back to it for the bodies it does not read.
 pub fn decode_request_tree(model: &str, method: &str, request: &HttpRequest, max_depth: usize) -> Result<Call, DecodeError> {
     let body = jsonrpc::parse_object(&request.body, max_depth)?;
-    let mut call = new_call(model, method, request);
+    let mut call = Call::new(Protocol::Json2, CallKind::Model);
+    start_call(&mut call, model, method, request);
     for key in PATH_ARGUMENT_KEYS {
         if body.get(key).is_some() {
             call.mismatches.push(path_override_mismatch(key));
@@ -57,32 +70,20 @@ pub fn decode_request_tree(model: &str, method: &str, request: &HttpRequest, max
     Ok(call)
 }
 
-/// Returns a call to `model`.`method` with the database and API key of
-/// the request's headers.
-fn new_call(model: &str, method: &str, request: &HttpRequest) -> Call {
-    let mut call = Call::new(Protocol::Json2, CallKind::Model);
+/// Makes `call` a call to `model`.`method` with the database and API key
+/// of the request's headers.
+fn start_call(call: &mut Call, model: &str, method: &str, request: &HttpRequest) {
+    call.protocol = Protocol::Json2;
+    call.kind = CallKind::Model;
     call.model = Some(model.to_owned());
     call.method = Some(method.to_owned());
     let [database, authorization] = request.headers.get_each(["X-Odoo-Database", "Authorization"]);
     call.db = header_text(database).map(trim).filter(|db| !db.is_empty()).map(str::to_owned);
     call.credential = header_text(authorization).and_then(bearer_credential);
-    call
 }
 
 fn header_text(value: Option<&Bytes>) -> Option<&str> {
-    std::str::from_utf8(value?).ok()
-}
-
-/// Returns `text` without leading and trailing whitespace, as `str::trim`
-/// does. Header values are ASCII in practice, so it strips ASCII
-/// whitespace bytewise and calls `str::trim`, which decodes characters,
-/// only when either end is a byte that `str::trim` may still strip: a
-/// non-ASCII byte or the vertical tab, which `trim_ascii` keeps.
-fn trim(text: &str) -> &str {
-    let trimmed = text.trim_ascii();
-    let may_be_whitespace = |byte: Option<&u8>| byte.is_some_and(|&byte| !byte.is_ascii() || byte == b'\x0B');
-    let bytes = trimmed.as_bytes();
-    if may_be_whitespace(bytes.first()) || may_be_whitespace(bytes.last()) { trimmed.trim() } else { trimmed }
+    super::text::utf8(value?)
 }
 
 fn path_override_mismatch(key: &str) -> String {
@@ -153,25 +154,6 @@ mod tests {
         let call = decode_request("res.partner", "read", &req, 64).unwrap();
         assert_eq!(call.model.as_deref(), Some("res.partner"));
         assert_eq!(call.mismatches.len(), 2);
-    }
-
-    #[test]
-    fn trim_matches_str_trim() {
-        let cases = [
-            "",
-            " \t",
-            "  odoo19 \r\n",
-            "\x0Bodoo19\x0B",
-            " \x0B odoo19",
-            "\u{a0}odoo19\u{3000}",
-            " \u{2003} k3y \u{85}",
-            "caf\u{e9}",
-            "\u{e9}\u{a0}",
-            "\x0C\x1Fkey\x1F",
-        ];
-        for text in cases {
-            assert_eq!(trim(text), text.trim(), "{text:?}");
-        }
     }
 
     #[test]

@@ -7,15 +7,25 @@
 
 use serde_json::Value as Json;
 
-use super::call::{Call, DecodeError, Protocol};
+use super::call::{Call, CallKind, DecodeError, Protocol};
 use super::service;
 
 /// Decodes a `/jsonrpc` request body.
 pub fn decode_request(body: &[u8], max_depth: usize) -> Result<Call, DecodeError> {
-    if let Some(call) = super::json_stream::decode_jsonrpc(body, max_depth) {
-        return Ok(call);
+    let mut call = Call::new(Protocol::JsonRpc, CallKind::Model);
+    decode_request_into(body, max_depth, &mut call)?;
+    Ok(call)
+}
+
+/// Decodes a `/jsonrpc` request body into `call`, which must be as
+/// [`Call::new`] returns it. On an error, `call` is left in an unspecified
+/// state.
+pub fn decode_request_into(body: &[u8], max_depth: usize, call: &mut Call) -> Result<(), DecodeError> {
+    if super::json_stream::decode_jsonrpc(body, max_depth, call) {
+        return Ok(());
     }
-    decode_request_tree(body, max_depth)
+    *call = decode_request_tree(body, max_depth)?;
+    Ok(())
 }
 
 /// Decodes a `/jsonrpc` request body through a `serde_json::Value` tree.

@@ -25,6 +25,7 @@ mod json_stream;
 pub mod jsonrpc;
 pub mod response;
 pub mod service;
+mod text;
 pub mod value;
 pub mod web;
 pub mod xmlrpc;
@@ -87,12 +88,15 @@ pub fn decode_request(request: &HttpRequest, limits: &DecodeLimits) -> Result<Op
         check_body(request, limits)?;
     }
 
-    let mut call = match surface {
-        Surface::XmlRpc { protocol, service } => xmlrpc::decode_request(protocol, service, &request.body, limits.max_depth)?,
-        Surface::JsonRpc => jsonrpc::decode_request(&request.body, limits.max_depth)?,
-        Surface::Web(route) => web::decode_request(route, &path, request, limits.max_depth)?,
-        Surface::Json2 { model, method } => json2::decode_request(model, method, request, limits.max_depth)?,
-    };
+    // The JSON decoders fill this call in place, because a `Call` is a few
+    // hundred bytes and each return by value copies it.
+    let mut call = Call::new(Protocol::JsonRpc, CallKind::Model);
+    match surface {
+        Surface::XmlRpc { protocol, service } => call = xmlrpc::decode_request(protocol, service, &request.body, limits.max_depth)?,
+        Surface::JsonRpc => jsonrpc::decode_request_into(&request.body, limits.max_depth, &mut call)?,
+        Surface::Web(route) => web::decode_request_into(route, &path, request, limits.max_depth, &mut call)?,
+        Surface::Json2 { model, method } => json2::decode_request_into(model, method, request, limits.max_depth, &mut call)?,
+    }
     add_odoogate_token(&mut call, request);
     Ok(Some(call))
 }

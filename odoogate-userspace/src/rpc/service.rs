@@ -44,11 +44,26 @@ pub fn decode_text_service_call<'a>(
     method: &str,
     text: impl Fn(usize) -> Option<&'a str>,
 ) -> Option<Call> {
+    let mut call = Call::new(protocol, CallKind::Meta);
+    decode_text_service_call_into(protocol, service, method, text, &mut call).then_some(call)
+}
+
+/// Decodes a `common` or `db` call as [`decode_text_service_call`] does,
+/// into `call`, which must be as [`Call::new`] returns it. Returns false,
+/// and leaves `call` unchanged, for any other service.
+pub fn decode_text_service_call_into<'a>(
+    protocol: Protocol,
+    service: &str,
+    method: &str,
+    text: impl Fn(usize) -> Option<&'a str>,
+    call: &mut Call,
+) -> bool {
     match service {
-        "common" => Some(decode_common(protocol, method, text)),
-        "db" => Some(decode_db(protocol, method, text)),
-        _ => None,
+        "common" => decode_common(protocol, method, text, call),
+        "db" => decode_db(protocol, method, text, call),
+        _ => return false,
     }
+    true
 }
 
 /// Returns the structural error of `protocol`'s encoding.
@@ -62,12 +77,12 @@ pub fn shape_error(protocol: Protocol, message: &str) -> DecodeError {
 /// `common.login(db, login, password)`,
 /// `common.authenticate(db, login, password, user_agent_env)`, and the
 /// metadata methods `version` and `about`.
-fn decode_common<'a>(protocol: Protocol, method: &str, text: impl Fn(usize) -> Option<&'a str>) -> Call {
+fn decode_common<'a>(protocol: Protocol, method: &str, text: impl Fn(usize) -> Option<&'a str>, call: &mut Call) {
     let kind = match method {
         "login" | "authenticate" => CallKind::Auth,
         _ => CallKind::Meta,
     };
-    let mut call = new_call(protocol, kind, "common", method);
+    start_call(call, protocol, kind, "common", method);
     match method {
         "login" | "authenticate" => {
             call.db = text(0).map(str::to_owned);
@@ -77,7 +92,6 @@ fn decode_common<'a>(protocol: Protocol, method: &str, text: impl Fn(usize) -> O
         "version" | "about" => {}
         _ => call.mismatches.push("common method unknown to odoogate".to_owned()),
     }
-    call
 }
 
 /// `object.execute_kw(db, uid, password, model, method, args, kwargs?)` and
@@ -118,20 +132,26 @@ fn decode_object<V: ArgValue>(protocol: Protocol, method: &str, params: &[V]) ->
 const DB_METADATA_METHODS: &[&str] = &["list", "db_exist", "server_version", "list_lang", "list_countries"];
 
 /// `db.<method>(...)`. The master password some methods take is never kept.
-fn decode_db<'a>(protocol: Protocol, method: &str, text: impl Fn(usize) -> Option<&'a str>) -> Call {
+fn decode_db<'a>(protocol: Protocol, method: &str, text: impl Fn(usize) -> Option<&'a str>, call: &mut Call) {
     let kind = if DB_METADATA_METHODS.contains(&method) { CallKind::Meta } else { CallKind::Database };
-    let mut call = new_call(protocol, kind, "db", method);
+    start_call(call, protocol, kind, "db", method);
     if DB_METHODS_NAMING_A_DATABASE.contains(&method) {
         call.db = text(1).map(str::to_owned);
     }
-    call
 }
 
 fn new_call(protocol: Protocol, kind: CallKind, service: &str, method: &str) -> Call {
-    let mut call = Call::new(protocol, kind);
+    let mut call = Call::new(protocol, CallKind::Meta);
+    start_call(&mut call, protocol, kind, service, method);
+    call
+}
+
+/// Sets the protocol, kind, service and method of `call`.
+fn start_call(call: &mut Call, protocol: Protocol, kind: CallKind, service: &str, method: &str) {
+    call.protocol = protocol;
+    call.kind = kind;
     call.service = Some(service.to_owned());
     call.method = Some(method.to_owned());
-    call
 }
 
 fn text_at<V: ArgValue>(params: &[V], index: usize) -> Option<String> {

@@ -10,6 +10,7 @@ use serde_json::Value as Json;
 use super::args;
 use super::call::{Call, CallKind, Credential, CredentialSlot, DecodeError, Protocol};
 use super::jsonrpc;
+use super::text::{split_ascii, split_once_ascii, trim, utf8};
 use crate::http::HttpRequest;
 use crate::secret::Secret;
 
@@ -56,25 +57,34 @@ fn has_route_prefix(path: &str, prefix: &str) -> bool {
 /// path alone, since their body cannot change what they return; their
 /// method is the last path segment (`get_session_info`, `version_info`).
 pub fn decode_request(route: Route, path: &str, request: &HttpRequest, max_depth: usize) -> Result<Call, DecodeError> {
-    let mut call = match route {
-        Route::Meta => {
-            let mut call = Call::new(Protocol::Web, CallKind::Meta);
-            call.method = Some(path.rsplit('/').next().unwrap_or_default().to_owned());
-            call
-        }
-        Route::Authenticate => decode_authenticate(&request.body, max_depth)?,
-        Route::CallKw | Route::CallButton => decode_call(route, &request.body, max_depth)?,
-    };
-    add_session(&mut call, request);
+    let mut call = Call::new(Protocol::Web, CallKind::Model);
+    decode_request_into(route, path, request, max_depth, &mut call)?;
     Ok(call)
 }
 
-/// `/web/session/authenticate` with params `db`, `login`, `password`.
-fn decode_authenticate(body: &[u8], max_depth: usize) -> Result<Call, DecodeError> {
-    if let Some(call) = super::json_stream::decode_web_authenticate(body, max_depth) {
-        return Ok(call);
+/// Decodes a request to a web route, as [`decode_request`] does, into
+/// `call`, which must be as [`Call::new`] returns it. On an error, `call`
+/// is left in an unspecified state.
+pub fn decode_request_into(route: Route, path: &str, request: &HttpRequest, max_depth: usize, call: &mut Call) -> Result<(), DecodeError> {
+    match route {
+        Route::Meta => {
+            call.protocol = Protocol::Web;
+            call.kind = CallKind::Meta;
+            call.method = Some(path.rsplit('/').next().unwrap_or_default().to_owned());
+        }
+        Route::Authenticate => decode_authenticate(&request.body, max_depth, call)?,
+        Route::CallKw | Route::CallButton => decode_call(route, &request.body, max_depth, call)?,
     }
-    decode_authenticate_tree(body, max_depth)
+    add_session(call, request);
+    Ok(())
+}
+
+/// `/web/session/authenticate` with params `db`, `login`, `password`.
+fn decode_authenticate(body: &[u8], max_depth: usize, call: &mut Call) -> Result<(), DecodeError> {
+    if !super::json_stream::decode_web_authenticate(body, max_depth, call) {
+        *call = decode_authenticate_tree(body, max_depth)?;
+    }
+    Ok(())
 }
 
 /// Reads `/web/session/authenticate` through a `serde_json::Value` tree.
@@ -95,11 +105,11 @@ pub fn decode_authenticate_tree(body: &[u8], max_depth: usize) -> Result<Call, D
 
 /// `call_kw` and `call_button` with params `model`, `method`, `args`,
 /// `kwargs`, all of which Odoo requires.
-fn decode_call(route: Route, body: &[u8], max_depth: usize) -> Result<Call, DecodeError> {
-    if let Some(call) = super::json_stream::decode_web_call(route, body, max_depth) {
-        return Ok(call);
+fn decode_call(route: Route, body: &[u8], max_depth: usize, call: &mut Call) -> Result<(), DecodeError> {
+    if !super::json_stream::decode_web_call(route, body, max_depth, call) {
+        *call = decode_call_tree(route, body, max_depth)?;
     }
-    decode_call_tree(route, body, max_depth)
+    Ok(())
 }
 
 /// Reads `call_kw` and `call_button` through a `serde_json::Value` tree.
@@ -131,14 +141,14 @@ pub fn decode_call_tree(route: Route, body: &[u8], max_depth: usize) -> Result<C
 /// values are flagged, because odoogate cannot tell which one a given Odoo
 /// version reads.
 fn add_session(call: &mut Call, request: &HttpRequest) {
-    let mut candidates = session_ids(request).into_iter();
+    let mut candidates = session_id_values(request);
     let Some(first) = candidates.next() else {
         return;
     };
     if candidates.any(|other| other != first) {
         call.mismatches.push("session id differs between query, header and cookie".to_owned());
     }
-    call.session_id = Some(Secret::new(first));
+    call.session_id = Some(Secret::new(first.into_owned()));
 }
 
 /// Returns every session id a request carries, in the order Odoo 16
@@ -149,26 +159,29 @@ fn add_session(call: &mut Call, request: &HttpRequest) {
 /// werkzeug reads them: spaces around the name and the `=`, and quoted
 /// values with backslash escapes.
 pub fn session_ids(request: &HttpRequest) -> Vec<String> {
-    let query = request.target.split_once('?').map_or("", |(_, query)| query);
+    session_id_values(request).map(Cow::into_owned).collect()
+}
+
+/// Yields the ids [`session_ids`] returns, borrowed from the request where
+/// they need no decoding, so that a request with one id costs one copy.
+fn session_id_values(request: &HttpRequest) -> impl Iterator<Item = Cow<'_, str>> {
+    let query = split_once_ascii(&request.target, b'?').map_or("", |(_, query)| query);
     // An empty pair has the name "", so skipping it changes nothing.
-    let from_query = query.split('&').filter(|pair| !pair.is_empty()).filter_map(|pair| {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (form_decode(name) == "session_id").then(|| form_decode(value).into_owned())
+    let from_query = split_ascii(query, b'&').filter(|pair| !pair.is_empty()).filter_map(|pair| {
+        let (name, value) = split_once_ascii(pair, b'=').unwrap_or((pair, ""));
+        (form_decode(name) == "session_id").then(|| form_decode(value))
     });
-    let from_headers = request
-        .headers
-        .get_all("X-Openerp-Session-Id")
-        .filter_map(|value| std::str::from_utf8(value).ok())
-        .map(|value| value.trim().to_owned());
+    let from_headers =
+        request.headers.get_all("X-Openerp-Session-Id").filter_map(|value| utf8(value)).map(|value| Cow::Borrowed(trim(value)));
     let from_cookies = request
         .headers
         .get_all("Cookie")
-        .filter_map(|value| std::str::from_utf8(value).ok())
-        .flat_map(|value| value.split(';'))
-        .filter_map(|pair| pair.split_once('='))
-        .filter(|(name, _)| name.trim() == "session_id")
-        .map(|(_, value)| cookie_unquote(value.trim()));
-    from_query.chain(from_headers).chain(from_cookies).filter(|id| !id.is_empty()).collect()
+        .filter_map(|value| utf8(value))
+        .flat_map(|value| split_ascii(value, b';'))
+        .filter_map(|pair| split_once_ascii(pair, b'='))
+        .filter(|(name, _)| trim(name) == "session_id")
+        .map(|(_, value)| cookie_unquote(trim(value)));
+    from_query.chain(from_headers).chain(from_cookies).filter(|id| !id.is_empty())
 }
 
 /// Decodes a query string part: `+` is a space, then `%XX` escapes. Text
@@ -181,10 +194,11 @@ fn form_decode(text: &str) -> Cow<'_, str> {
 }
 
 /// Reads a cookie value as werkzeug does: a value in double quotes loses
-/// them, and inside, `\NNN` is an octal byte and `\X` is `X`.
-fn cookie_unquote(value: &str) -> String {
+/// them, and inside, `\NNN` is an octal byte and `\X` is `X`. A value
+/// without quotes is returned as it is, without a copy.
+fn cookie_unquote(value: &str) -> Cow<'_, str> {
     let Some(inner) = value.strip_prefix('"').and_then(|rest| rest.strip_suffix('"')) else {
-        return value.to_owned();
+        return Cow::Borrowed(value);
     };
     let bytes = inner.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -207,7 +221,7 @@ fn cookie_unquote(value: &str) -> String {
             }
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
 #[cfg(test)]

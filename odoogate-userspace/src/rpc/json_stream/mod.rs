@@ -46,8 +46,14 @@ fn text_of<'a>(value: Option<&'a TextOrJson<'_>>) -> Option<&'a str> {
 
 // === /jsonrpc ===
 
-/// Decodes a `/jsonrpc` body, as `jsonrpc::decode_request` does.
-pub(crate) fn decode_jsonrpc(body: &[u8], max_depth: usize) -> Option<Call> {
+/// Decodes a `/jsonrpc` body into `call`, as `jsonrpc::decode_request`
+/// does. `call` must be as [`Call::new`] returns it. Returns false, and
+/// leaves `call` unchanged, when the tree decoder must read the body.
+pub(crate) fn decode_jsonrpc(body: &[u8], max_depth: usize, call: &mut Call) -> bool {
+    read_jsonrpc(body, max_depth, call).is_some()
+}
+
+fn read_jsonrpc(body: &[u8], max_depth: usize, call: &mut Call) -> Option<()> {
     let mut reading = JsonRpcReading { fixed: None, params: None };
     read_body(body, max_depth, Envelope(&mut reading))?;
     let params = reading.params.as_ref()?;
@@ -62,7 +68,7 @@ pub(crate) fn decode_jsonrpc(body: &[u8], max_depth: usize) -> Option<Call> {
             return None;
         }
     }
-    reading.params.as_mut()?.args.as_mut()?.take_call(&service, &method)
+    reading.params.as_mut()?.args.as_mut()?.take_call(&service, &method, call)
 }
 
 /// Reads one `params` value into the decoder's state, in place, so that
@@ -231,13 +237,14 @@ impl<'de> ServiceArgs<'de> {
         self.heads.get(index)?.as_ref()
     }
 
-    /// Builds the call as `service::decode_service_call` does. It finishes
-    /// the extraction, so it runs once.
-    fn take_call(&mut self, service: &str, method: &str) -> Option<Call> {
+    /// Builds the call into `call` as `service::decode_service_call` does.
+    /// It finishes the extraction, so it runs once. Returns `None`, and
+    /// leaves `call` unchanged, when the tree decoder must read the body.
+    fn take_call(&mut self, service: &str, method: &str, call: &mut Call) -> Option<()> {
         if service != "object" {
             // `common` and `db` read only the first three parameters, as text.
             let text = |index: usize| text_of(self.head(index));
-            return service::decode_text_service_call(Protocol::JsonRpc, service, method, text);
+            return service::decode_text_service_call_into(Protocol::JsonRpc, service, method, text, call).then_some(());
         }
         match method {
             "execute_kw" if self.count <= 5 || self.args_not_a_list => return None,
@@ -252,7 +259,8 @@ impl<'de> ServiceArgs<'de> {
             return None;
         }
 
-        let mut call = Call::new(Protocol::JsonRpc, CallKind::Model);
+        call.protocol = Protocol::JsonRpc;
+        call.kind = CallKind::Model;
         call.service = Some("object".to_owned());
         call.method = Some(model_method.to_owned());
         call.db = text_of(db.as_ref()).map(str::to_owned);
@@ -260,10 +268,10 @@ impl<'de> ServiceArgs<'de> {
         call.credential = password(text_of(password_head.as_ref()));
         call.model = Some(model.to_owned());
         match &mut self.extraction {
-            Some(extraction) => extraction.finish(&mut call),
-            None => Extraction::for_model_call(Cow::Borrowed(model_method)).finish(&mut call),
+            Some(extraction) => extraction.finish(call),
+            None => Extraction::for_model_call(Cow::Borrowed(model_method)).finish(call),
         }
-        Some(call)
+        Some(())
     }
 }
 
@@ -394,17 +402,25 @@ impl<'de> Visitor<'de> for ArgsListSeed<'_, '_, 'de> {
 
 // === web routes ===
 
-/// Decodes `/web/session/authenticate`, as `web::decode_authenticate` does.
-pub(crate) fn decode_web_authenticate(body: &[u8], max_depth: usize) -> Option<Call> {
+/// Decodes `/web/session/authenticate` into `call`, as
+/// `web::decode_authenticate` does. `call` must be as [`Call::new`]
+/// returns it. Returns false, and leaves `call` unchanged, when the tree
+/// decoder must read the body.
+pub(crate) fn decode_web_authenticate(body: &[u8], max_depth: usize, call: &mut Call) -> bool {
     let mut params = None;
-    read_body(body, max_depth, Envelope(&mut params))?;
-    let params: AuthenticateParams = params?;
-    let mut call = Call::new(Protocol::Web, CallKind::Auth);
+    if read_body(body, max_depth, Envelope(&mut params)).is_none() {
+        return false;
+    }
+    let Some(params): Option<AuthenticateParams> = params else {
+        return false;
+    };
+    call.protocol = Protocol::Web;
+    call.kind = CallKind::Auth;
     call.method = Some("authenticate".to_owned());
     call.db = params.db.map(Cow::into_owned);
     call.login = params.login.map(Cow::into_owned);
     call.credential = password(params.password.as_deref());
-    Some(call)
+    true
 }
 
 /// The last `db`, `login` and `password` of the params, each `None` unless
@@ -468,8 +484,14 @@ impl<'de> Visitor<'de> for AuthenticateSeed<'_, 'de> {
     }
 }
 
-/// Decodes `call_kw` or `call_button`, as `web::decode_call` does.
-pub(crate) fn decode_web_call(route: Route, body: &[u8], max_depth: usize) -> Option<Call> {
+/// Decodes `call_kw` or `call_button` into `call`, as `web::decode_call`
+/// does. `call` must be as [`Call::new`] returns it. Returns false, and
+/// leaves `call` unchanged, when the tree decoder must read the body.
+pub(crate) fn decode_web_call(route: Route, body: &[u8], max_depth: usize, call: &mut Call) -> bool {
+    read_web_call(route, body, max_depth, call).is_some()
+}
+
+fn read_web_call(route: Route, body: &[u8], max_depth: usize, call: &mut Call) -> Option<()> {
     let mut reading = WebCallReading { route, fixed: None, params: None };
     read_body(body, max_depth, Envelope(&mut reading))?;
     let params = reading.params.as_ref()?;
@@ -488,11 +510,12 @@ pub(crate) fn decode_web_call(route: Route, body: &[u8], max_depth: usize) -> Op
     }
     let extraction = params.extraction.as_mut()?;
 
-    let mut call = Call::new(Protocol::Web, CallKind::Model);
+    call.protocol = Protocol::Web;
+    call.kind = CallKind::Model;
     call.model = Some(model.to_owned());
     call.method = Some(method.into_owned());
-    extraction.finish(&mut call);
-    Some(call)
+    extraction.finish(call);
+    Some(())
 }
 
 /// The parts of `call_kw` and `call_button` params that a call needs.
@@ -601,13 +624,16 @@ impl<'de> Visitor<'de> for WebCallSeed<'_, 'de> {
 
 // === JSON-2 ===
 
-/// Reads a JSON-2 body for `method`. Returns the extraction of its named
-/// arguments, or `None` when the tree decoder must read the body.
-pub(crate) fn read_json2_body<'de>(method: &'de str, body: &'de [u8], max_depth: usize) -> Option<Extraction<'de>> {
-    let mut extraction = Extraction::new(Cow::Borrowed(method), IdsMode::Named);
+/// Starts the extraction of a JSON-2 body's named arguments for `method`.
+pub(crate) fn json2_extraction(method: &str) -> Extraction<'_> {
+    Extraction::new(Cow::Borrowed(method), IdsMode::Named)
+}
+
+/// Reads a JSON-2 body into `extraction`, which [`json2_extraction`]
+/// started. Returns false when the tree decoder must read the body.
+pub(crate) fn read_json2_body(extraction: &mut Extraction<'_>, body: &[u8], max_depth: usize) -> bool {
     let mut keys = KeyStack::default();
-    let kind = read_body(body, max_depth, extraction.named_seed(&mut keys))?;
-    (kind == ValueKind::Map).then_some(extraction)
+    read_body(body, max_depth, extraction.named_seed(&mut keys)) == Some(ValueKind::Map)
 }
 
 #[cfg(test)]

@@ -88,7 +88,7 @@ impl<'de> Parser<'de> {
     /// when the body is not UTF-8, which serde_json requires of strings and
     /// the JSON grammar of everything else.
     pub(super) fn new(body: &'de [u8], max_depth: usize) -> Result<Self, Rejected> {
-        let text = std::str::from_utf8(body).map_err(|_| Rejected)?;
+        let text = crate::rpc::text::utf8(body).ok_or(Rejected)?;
         Ok(Self { text, index: 0, depth: 0, max_depth: max_depth.min(SERDE_JSON_MAX_DEPTH), scratch: String::new() })
     }
 
