@@ -1,7 +1,7 @@
-//! `cargo xtask bench enforce|observe|memory`: installs wrk and nginx from
-//! Debian, builds the daemon and `odoogate-bench` in release mode, runs one
-//! benchmark as root in a network namespace of its own and writes its
-//! section of docs/benchmarks.md.
+//! `cargo xtask bench enforce|observe|memory`: installs wrk, nginx and
+//! valgrind from Debian, builds the daemon and `odoogate-bench` in release
+//! mode, runs one benchmark as root in a network namespace of its own and
+//! writes its section of docs/benchmarks.md.
 
 use anyhow::{Context as _, Result};
 use std::path::Path;
@@ -9,8 +9,9 @@ use std::process::Command;
 
 use crate::{bench_doc, release_binary, run_command, setup};
 
-/// Debian packages of the load generator and the reference proxy.
-const BENCH_DEBIAN_PACKAGES: &[&str] = &["wrk", "nginx"];
+/// Debian packages of the load generator, the reference proxy and the
+/// instruction counter.
+const BENCH_DEBIAN_PACKAGES: &[&str] = &["wrk", "nginx", "valgrind"];
 
 /// Runs benchmark `suite` (enforce, observe or memory) with wrk runs of
 /// `seconds` each.

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::instructions;
 use crate::lab::{self, DaemonMode, Lab};
 use crate::load::{self, Load, Outcome, Request};
 use crate::report::{Machine, signed_us, us};
@@ -90,9 +91,16 @@ impl Run {
     }
 }
 
+/// Instructions per call of one case, listen mode, kept-alive upstream.
+struct Counted {
+    case: &'static str,
+    instructions: u64,
+}
+
 pub fn run(lab: &Lab, cases: &[Case], settings: &Settings) -> anyhow::Result<String> {
     let machine = Machine::read();
     let mut measured = Vec::new();
+    let mut counted = Vec::new();
     for (upstream, case) in Upstream::ALL.into_iter().flat_map(|upstream| cases.iter().map(move |case| (upstream, case))) {
         eprintln!("bench: enforce, {} upstream, {}", upstream.label(), case.name);
         let _upstream = lab.start_upstream(&case.response, upstream == Upstream::ClosesAfterResponse)?;
@@ -126,8 +134,17 @@ pub fn run(lab: &Lab, cases: &[Case], settings: &Settings) -> anyhow::Result<Str
             };
             measured.push(Measured { upstream, case: case.name, body_bytes: steered_request.body.len(), path, paced, max });
         }
+        if upstream == Upstream::KeepAlive {
+            eprintln!("bench: enforce, instructions per call under callgrind, {}", case.name);
+            let instructions = instructions::per_call(lab, &listen_config, &listen_request)?;
+            let (_, denied) = decisions(&listen_config);
+            if denied > 0 {
+                bail!("odoogate denied {denied} benchmark calls; see {}", listen_config.with_file_name("odoogate-callgrind.log").display());
+            }
+            counted.push(Counted { case: case.name, instructions });
+        }
     }
-    report(&measured, &machine, settings)
+    report(&measured, &counted, &machine, settings)
 }
 
 /// Runs a short warm-up, then the paced run and the maximum-rate run, and
@@ -153,9 +170,7 @@ fn measure(lab: &Lab, request: &Request, port: u16, proxy: Option<u32>, settings
 /// Checks that odoogate allowed and recorded every call of the runs, so the
 /// numbers are those of forwarded calls and not of denials.
 fn check_allowed(config: &Path, (paced, max): &(Run, Run)) -> anyhow::Result<()> {
-    let audit = std::fs::read_to_string(config.with_file_name("audit.jsonl")).unwrap_or_default();
-    let allowed = audit.lines().filter(|line| line.contains("\"ODOOGATE_DECISION\":\"allow\"")).count() as u64;
-    let denied = audit.lines().filter(|line| line.contains("\"ODOOGATE_DECISION\":\"deny\"")).count();
+    let (allowed, denied) = decisions(config);
     if denied > 0 {
         bail!("odoogate denied {denied} benchmark calls; see {}", config.with_file_name("odoogate.log").display());
     }
@@ -166,6 +181,17 @@ fn check_allowed(config: &Path, (paced, max): &(Run, Run)) -> anyhow::Result<()>
         bail!("odoogate recorded {allowed} allowed calls, but wrk completed {completed}");
     }
     Ok(())
+}
+
+/// Returns how many calls the audit file of `config` records as allowed
+/// and as denied.
+fn decisions(config: &Path) -> (u64, u64) {
+    let audit = std::fs::read_to_string(config.with_file_name("audit.jsonl")).unwrap_or_default();
+    let count = |decision: &str| {
+        let field = format!("\"ODOOGATE_DECISION\":\"{decision}\"");
+        audit.lines().filter(|line| line.contains(&field)).count() as u64
+    };
+    (count("allow"), count("deny"))
 }
 
 impl Measured {
@@ -179,7 +205,7 @@ fn body_bytes(measured: &[Measured], case: &str) -> usize {
     measured.iter().find(|m| m.case == case).map_or(0, |m| m.body_bytes)
 }
 
-fn report(measured: &[Measured], machine: &Machine, settings: &Settings) -> anyhow::Result<String> {
+fn report(measured: &[Measured], counted: &[Counted], machine: &Machine, settings: &Settings) -> anyhow::Result<String> {
     let mut text = String::new();
     writeln!(text, "# Enforce mode\n")?;
     writeln!(
@@ -268,6 +294,24 @@ fn report(measured: &[Measured], machine: &Machine, settings: &Settings) -> anyh
             met,
             row.max.cpu_cell(),
         )?;
+    }
+
+    writeln!(text, "\n## Instructions per call\n")?;
+    writeln!(
+        text,
+        "User-space instructions of `odoogate run` in listen mode per call, with the keep-alive upstream, counted \
+         with valgrind's callgrind. Unlike the rates above they do not depend on the machine's load. The daemon \
+         runs twice under callgrind, for {} and for {} calls sent one after the other on one connection, and the \
+         difference is divided by {}, which leaves out start-up. The count covers the proxy's worker threads and \
+         the audit writer, not the kernel's work in system calls.\n",
+        instructions::FEW_CALLS,
+        instructions::FEW_CALLS + instructions::MEASURED_CALLS,
+        instructions::MEASURED_CALLS,
+    )?;
+    writeln!(text, "| call | body bytes | instructions per call |")?;
+    writeln!(text, "|---|---:|---:|")?;
+    for row in counted {
+        writeln!(text, "| {} | {} | {} |", row.case, body_bytes(measured, row.case), row.instructions)?;
     }
 
     writeln!(text, "\n## How this was measured\n")?;

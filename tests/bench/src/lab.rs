@@ -157,20 +157,33 @@ impl Lab {
 
     /// Starts `odoogate run` with `config` and waits until it serves.
     pub fn start_odoogate(&self, config: &Path, mode: DaemonMode) -> anyhow::Result<ChildGuard> {
-        let log = config.with_file_name("odoogate.log");
         let mut command = Command::new(&self.odoogate);
-        command.arg("run").arg("--config").arg(config).env("RUST_LOG", "info");
+        command.arg("run").arg("--config").arg(config);
+        self.start_daemon(command, &config.with_file_name("odoogate.log"), mode, Duration::from_secs(30))
+    }
+
+    /// Starts `odoogate run` with `config` under valgrind's callgrind, which
+    /// prints the instructions the daemon executed to `log` when it exits.
+    pub fn start_odoogate_under_callgrind(&self, config: &Path, mode: DaemonMode, log: &Path) -> anyhow::Result<ChildGuard> {
+        let mut command = Command::new("valgrind");
+        command.args(["--tool=callgrind", "--callgrind-out-file=/dev/null"]).arg(&self.odoogate);
+        command.arg("run").arg("--config").arg(config);
+        // Under callgrind the daemon runs many times slower.
+        self.start_daemon(command, log, mode, Duration::from_secs(180))
+    }
+
+    fn start_daemon(&self, mut command: Command, log: &Path, mode: DaemonMode, timeout: Duration) -> anyhow::Result<ChildGuard> {
+        command.env("RUST_LOG", "info");
         let ready = match mode {
             DaemonMode::Observe => "Observing Odoo traffic",
             DaemonMode::Steered => "Proxying Odoo traffic steered by sk_lookup",
             DaemonMode::Listen => "Proxying Odoo traffic in listen mode",
         };
-        let mut daemon = ChildGuard::spawn("odoogate run", command, &Placement::default(), &log)?;
-        let waited = lab::wait_for("odoogate run to start", Duration::from_secs(30), || {
-            lab::file_contains(&log, ready) || matches!(daemon.try_wait(), Ok(Some(_)))
-        });
-        if waited.is_err() || !lab::file_contains(&log, ready) {
-            bail!("odoogate run did not start:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+        let mut daemon = ChildGuard::spawn("odoogate run", command, &Placement::default(), log)?;
+        let waited =
+            lab::wait_for("odoogate run to start", timeout, || lab::file_contains(log, ready) || matches!(daemon.try_wait(), Ok(Some(_))));
+        if waited.is_err() || !lab::file_contains(log, ready) {
+            bail!("odoogate run did not start:\n{}", std::fs::read_to_string(log).unwrap_or_default());
         }
         Ok(daemon)
     }

@@ -4,6 +4,7 @@
 //! puts each section it writes into docs/benchmarks.md.
 
 mod enforce;
+mod instructions;
 mod lab;
 mod load;
 mod memory;
