@@ -10,6 +10,7 @@ use crate::policy::runtime::{Decided, PolicyRuntime};
 use crate::policy::{self, Verdict};
 use crate::rpc::call::MAX_RECORD_IDS;
 use crate::rpc::{Call, CallKind, DecodeError};
+use std::fmt;
 use std::time::{Instant, SystemTime};
 
 fn direction_name(direction: Direction) -> &'static str {
@@ -40,16 +41,22 @@ fn set_resolution(record: &mut AuditRecord, resolution: &Resolution) {
     }
 }
 
-/// Returns `model.method`, or the method alone for calls without a model.
-pub fn call_target(call: &Call) -> String {
-    match (&call.model, &call.method) {
-        (Some(model), Some(method)) => format!("{model}.{method}"),
-        (None, Some(method)) => match &call.service {
-            Some(service) => format!("{service}.{method}"),
-            None => method.clone(),
-        },
-        (Some(model), None) => model.clone(),
-        (None, None) => "(unknown)".to_owned(),
+/// `model.method`, or `service.method` or the method alone for calls without
+/// a model, written straight into a message.
+pub struct CallTarget<'a>(pub &'a Call);
+
+impl fmt::Display for CallTarget<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let call = self.0;
+        match (&call.model, &call.method) {
+            (Some(model), Some(method)) => write!(f, "{model}.{method}"),
+            (None, Some(method)) => match &call.service {
+                Some(service) => write!(f, "{service}.{method}"),
+                None => f.write_str(method),
+            },
+            (Some(model), None) => f.write_str(model),
+            (None, None) => f.write_str("(unknown)"),
+        }
     }
 }
 
@@ -89,7 +96,7 @@ pub fn call_record(
         "{} {} {} via {}: {}",
         decision.as_str(),
         integration,
-        call_target(call),
+        CallTarget(call),
         call.protocol.as_str(),
         verdict.reason
     );

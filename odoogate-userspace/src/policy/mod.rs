@@ -14,6 +14,7 @@ pub mod runtime;
 pub mod web_routes;
 pub mod window;
 
+use std::fmt::Write as _;
 use std::time::SystemTime;
 
 use crate::audit::record::Decision;
@@ -194,11 +195,17 @@ fn decide_by_rules(call: &Call, integration: &Integration, target: Target<'_>, g
         };
         match check_limits(call, rule, target, now) {
             Ok(()) => {
-                let label = format!("{name}.allow[{index}]");
-                let reason = match &grant {
-                    Some(id) => format!("{label} allows {model}.{method} under grant {id}"),
-                    None => format!("{label} allows {model}.{method}"),
-                };
+                let label = rule_label(name, index);
+                // Every allowed call builds this text, so it is put
+                // together without `format!`.
+                let mut reason = String::with_capacity(label.len() + model.len() + method.len() + 48);
+                for part in [label.as_str(), " allows ", model, ".", method] {
+                    reason.push_str(part);
+                }
+                if let Some(id) = &grant {
+                    reason.push_str(" under grant ");
+                    reason.push_str(id);
+                }
                 return Verdict { allowed: true, rule: Some(label), reason, rule_index: Some(index), grant, narrowing: None };
             }
             Err(refused) => {
@@ -209,7 +216,7 @@ fn decide_by_rules(call: &Call, integration: &Integration, target: Target<'_>, g
 
     match refusal {
         Some(Refusal { index, reason, narrowing }) => {
-            let label = format!("{name}.allow[{index}]");
+            let label = rule_label(name, index);
             Verdict {
                 allowed: false,
                 reason: format!("{label} refuses {model}.{method}: {reason}"),
@@ -224,6 +231,16 @@ fn decide_by_rules(call: &Call, integration: &Integration, target: Target<'_>, g
         }
         None => Verdict::deny(format!("no rule of {name} allows {model}.{method}")),
     }
+}
+
+/// Returns `integration.allow[index]`, the name of a rule in audit records.
+fn rule_label(integration: &str, index: usize) -> String {
+    let mut label = String::with_capacity(integration.len() + 12);
+    label.push_str(integration);
+    label.push_str(".allow[");
+    let _ = write!(label, "{index}");
+    label.push(']');
+    label
 }
 
 /// Checks the limits of a rule that matches the model and method, in the

@@ -475,6 +475,7 @@ fn disabled_rule_needs_grant() {
     let v = decide_with_grants(&call, &by(Some("erp")), &limits(), &grants, monday_at(10));
     assert!(v.allowed);
     assert_eq!(v.grant.as_deref(), Some("g-test"));
+    assert_eq!(v.reason, "erp.allow[4] allows stock.picking.read under grant g-test");
     assert!(!decide_with_grants(&call, &by(Some("erp")), &limits(), &grants, monday_at(13)).allowed, "expired");
 }
 

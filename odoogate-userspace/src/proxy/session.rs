@@ -330,7 +330,7 @@ impl<'s, C: UpstreamConnector> Session<'s, C> {
         let reason = invalid.reason_text();
         record.decision = Some(Decision::Deny);
         record.rule = None;
-        record.message = format!("deny {}: {reason}", records::call_target(call));
+        record.message = format!("deny {}: {reason}", records::CallTarget(call));
         record.reason = Some(reason);
         record.error_code = Some(invalid.reason.code().to_owned());
         record.outcome = Some(denial.outcome.to_field());
