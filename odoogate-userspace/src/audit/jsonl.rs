@@ -320,6 +320,58 @@ mod tests {
         }
     }
 
+    /// Encodes a line from [`entry_fields`], escaped by serde_json, as the
+    /// writer did before it visited the fields.
+    fn line_from_entry_fields(record: &AuditRecord, realtime: SystemTime) -> String {
+        let mut line = format!("{{\"__REALTIME_TIMESTAMP\":\"{}\"", realtime_micros(realtime));
+        for (name, value) in entry_fields(record) {
+            line.push(',');
+            line.push_str(&serde_json::to_string(name).unwrap());
+            line.push(':');
+            line.push_str(&serde_json::to_string(value.as_ref()).unwrap());
+        }
+        line.push_str("}\n");
+        line
+    }
+
+    #[test]
+    fn line_matches_entry_fields() {
+        let realtime = UNIX_EPOCH + Duration::from_micros(1_780_000_000_123_456);
+        let mut records = Vec::new();
+        let mut record = allow_record();
+        record.message = "a\"b\\c\u{0}\u{1f}\u{7f}\t\r\n\u{8}\u{c} é \u{2028} 😀 ".repeat(3);
+        record.uid = Some(-42);
+        record.src_ip = Some("2001:db8::1".parse().unwrap());
+        record.src_port = Some(65535);
+        record.record_ids = (0..60).collect();
+        record.record_count = Some(1000);
+        record.fields = vec!["name".to_owned(), "a\"b".to_owned(), "c\\d".to_owned(), "\n".to_owned(), String::new()];
+        records.push(record.clone());
+
+        // A field list whose joined text is exactly the bound, one byte
+        // over it, and over it with escapes in every name.
+        let name = "x".repeat(1023);
+        let count = MAX_FIELD_VALUE_BYTES / 1024;
+        record.fields = vec![name.clone(); count];
+        assert_eq!(joined_len(&record.fields), MAX_FIELD_VALUE_BYTES - 1);
+        record.fields.last_mut().unwrap().push('y');
+        assert_eq!(joined_len(&record.fields), MAX_FIELD_VALUE_BYTES);
+        records.push(record.clone());
+        record.fields.last_mut().unwrap().push('z');
+        records.push(record.clone());
+        record.fields = vec![format!("\"{}\u{1}", "é".repeat(300)); count];
+        records.push(record.clone());
+
+        // A message over the bound, cut inside a multi-byte character.
+        record.fields = vec![];
+        record.message = format!("a{}", "é".repeat(MAX_FIELD_VALUE_BYTES));
+        records.push(record);
+
+        for record in &records {
+            assert!(encode_line(record, realtime) == line_from_entry_fields(record, realtime), "{:.200}", record.message);
+        }
+    }
+
     #[test]
     fn long_field_list_is_cut() {
         let mut record = allow_record();

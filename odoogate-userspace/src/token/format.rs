@@ -188,6 +188,68 @@ mod tests {
         assert_eq!(base62_decode::<RANDOM_BYTES>(&largest).ok(), decode_bytewise::<RANDOM_BYTES>(&largest));
     }
 
+    /// Decodes base62 as [`decode_bytewise`] does, with the errors the
+    /// digit-at-a-time version returned.
+    fn decode_digitwise<const N: usize>(digits: &str) -> Result<[u8; N], FormatError> {
+        let mut number = [0u8; N];
+        for digit in digits.bytes() {
+            let mut carry = u32::from(digit_value(digit).ok_or(FormatError::InvalidCharacter)?);
+            for byte in number.iter_mut().rev() {
+                let value = u32::from(*byte) * 62 + carry;
+                *byte = value as u8;
+                carry = value >> 8;
+            }
+            if carry != 0 {
+                return Err(FormatError::OutOfRange);
+            }
+        }
+        Ok(number)
+    }
+
+    #[test]
+    fn base62_bounds_at_every_length() {
+        // The largest value of N bytes decodes, and one more is out of
+        // range, whatever the digit count (leading zeros included) and
+        // however it falls into groups of five.
+        fn check<const N: usize>() {
+            let largest = [0xff; N];
+            let mut one_more = vec![1u8];
+            one_more.extend_from_slice(&[0; N]);
+            let width = base62_encode(&largest, 64).trim_start_matches('0').len();
+            for digits in width..=width + 11 {
+                let text = base62_encode(&largest, digits);
+                assert_eq!(base62_decode::<N>(&text), Ok(largest), "{N} bytes as {text}");
+                let text = base62_encode(&one_more, digits + 1);
+                assert_eq!(base62_decode::<N>(&text), Err(FormatError::OutOfRange), "{N} bytes as {text}");
+            }
+        }
+        check::<1>();
+        check::<2>();
+        check::<3>();
+        check::<4>();
+        check::<5>();
+        check::<17>();
+        check::<RANDOM_BYTES>();
+    }
+
+    #[test]
+    fn base62_errors_match_digitwise() {
+        // Texts of letters and digits, as `parse` passes them, give the same
+        // error as the digit-at-a-time decoder.
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        for _ in 0..5000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let length = (state % 12) as usize;
+            let text: String = (0..length).map(|i| char::from(ALPHABET[((state >> (i * 5)) % 62) as usize])).collect();
+            assert_eq!(base62_decode::<4>(&text), decode_digitwise::<4>(&text), "{text}");
+            assert_eq!(base62_decode::<2>(&text), decode_digitwise::<2>(&text), "{text}");
+        }
+        assert_eq!(base62_decode::<4>(""), Ok([0; 4]));
+        assert_eq!(base62_decode::<4>("0000-"), Err(FormatError::InvalidCharacter));
+    }
+
     #[test]
     fn encode_then_parse_round_trips() {
         for random in [[0u8; RANDOM_BYTES], [0xff; RANDOM_BYTES], sample()] {

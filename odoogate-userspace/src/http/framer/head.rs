@@ -266,3 +266,65 @@ pub(super) fn push_once(anomalies: &mut Vec<FramingAnomaly>, anomaly: FramingAno
         anomalies.push(anomaly);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Splits and flags a head as the byte-at-a-time version did.
+    fn split_lines_bytewise(head: &[u8]) -> (Vec<Vec<u8>>, Vec<FramingAnomaly>) {
+        let mut anomalies = Vec::new();
+        if head.iter().enumerate().any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r')) {
+            anomalies.push(FramingAnomaly::BareLf);
+        }
+        if head.iter().enumerate().any(|(i, &b)| b == b'\r' && head.get(i + 1) != Some(&b'\n')) {
+            anomalies.push(FramingAnomaly::BareCr);
+        }
+        let body = head.strip_suffix(b"\n").unwrap_or(head);
+        let body = body.strip_suffix(b"\r").unwrap_or(body);
+        let body = body.strip_suffix(b"\n").unwrap_or(body);
+        let lines = body.split(|&b| b == b'\n').map(|line| line.strip_suffix(b"\r").unwrap_or(line).to_vec()).collect();
+        (lines, anomalies)
+    }
+
+    #[test]
+    fn split_lines_matches_bytewise() {
+        // Every head of up to 8 bytes over `a`, CR and LF.
+        for length in 0..=8u32 {
+            for mut code in 0..3usize.pow(length) {
+                let mut head = Vec::new();
+                for _ in 0..length {
+                    head.push([b'a', b'\r', b'\n'][code % 3]);
+                    code /= 3;
+                }
+                let mut anomalies = Vec::new();
+                let lines: Vec<Vec<u8>> = split_lines(&head, &mut anomalies).map(<[u8]>::to_vec).collect();
+                assert_eq!((lines, anomalies), split_lines_bytewise(&head), "{:?}", head.escape_ascii().to_string());
+            }
+        }
+    }
+
+    #[test]
+    fn line_end_edge_cases() {
+        let anomalies = |head: &[u8]| {
+            let mut anomalies = Vec::new();
+            split_lines(head, &mut anomalies).for_each(drop);
+            anomalies
+        };
+        assert_eq!(anomalies(b""), vec![]);
+        assert_eq!(anomalies(b"\n"), vec![FramingAnomaly::BareLf]);
+        assert_eq!(anomalies(b"\r"), vec![FramingAnomaly::BareCr]);
+        assert_eq!(anomalies(b"\r\n"), vec![]);
+        assert_eq!(anomalies(b"\n\r"), vec![FramingAnomaly::BareLf, FramingAnomaly::BareCr]);
+        assert_eq!(anomalies(b"GET / HTTP/1.1\r\nA: b\r\n\r"), vec![FramingAnomaly::BareCr]);
+        assert_eq!(anomalies(b"GET / HTTP/1.1\r\r\n\n"), vec![FramingAnomaly::BareLf, FramingAnomaly::BareCr]);
+    }
+
+    #[test]
+    fn tchar_table_matches_rfc() {
+        for byte in 0..=u8::MAX {
+            let expected = byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte);
+            assert_eq!(is_tchar(byte), expected, "byte {byte:#04x}");
+        }
+    }
+}

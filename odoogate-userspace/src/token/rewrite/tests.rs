@@ -330,3 +330,46 @@ fn password_read_twice_has_no_span() {
     assert_eq!(call.credential.as_ref().unwrap().span, None);
     assert!(rewrite_request(&req, &call, &Secret::new(KEY), None).is_err());
 }
+
+#[test]
+fn given_headers_replace_request_headers() {
+    let xmlrpc = format!(
+        "<?xml version='1.0'?>\n<methodCall>\n<methodName>login</methodName>\n<params>\n\
+         <param>\n<value><string>odoo19</string></value>\n</param>\n\
+         <param>\n<value><string>bot</string></value>\n</param>\n\
+         <param>\n<value><string>{TOKEN}</string></value>\n</param>\n</params>\n</methodCall>\n"
+    );
+    let cases = [
+        ("/xmlrpc/2/common", xmlrpc, None),
+        ("/jsonrpc", jsonrpc_body(TOKEN, None), None),
+        ("/jsonrpc", jsonrpc_body(TOKEN, None), Some("n8n")),
+        ("/json/2/res.partner/read", r#"{"ids": [1]}"#.to_owned(), None),
+    ];
+    let given = [
+        ("Host", "odoo"),
+        ("X-Odoogate-Token", TOKEN),
+        ("Authorization", "Basic abc"),
+        ("content-length", "12"),
+        ("X-Forwarded-For", "192.0.2.1"),
+        ("Accept", "*/*"),
+        ("Connection", "keep-alive"),
+    ];
+    for (target, body, inject) in cases {
+        let own = request(target, &[("X-Client-Only", "1"), ("Authorization", &format!("Bearer {TOKEN}"))], &body);
+        let call = decode(&own);
+        let headers = request(target, &given, "").headers;
+        let with_headers = rewrite_request_with_headers(&own, &headers, &call, &Secret::new(KEY), inject).unwrap();
+        let replaced = HttpRequest { headers: headers.clone(), ..own.clone() };
+        let expected = rewrite_request(&replaced, &call, &Secret::new(KEY), inject).unwrap();
+        assert_eq!(with_headers, expected, "{target}");
+
+        // The given fields go out in their order, without the token and
+        // the framing fields, and none of the request's own fields do.
+        let (head, _) = split(&with_headers);
+        let names: Vec<&str> = head.split("\r\n").skip(1).map(|line| line.split_once(": ").unwrap().0).collect();
+        let expected_names = ["Host", "Authorization", "X-Forwarded-For", "Accept", "Connection", "Content-Length"];
+        assert_eq!(names, expected_names, "{target}");
+        assert!(!head.contains("X-Client-Only"), "{head}");
+        assert!(!head.contains(TOKEN), "{head}");
+    }
+}
