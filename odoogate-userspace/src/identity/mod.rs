@@ -22,8 +22,8 @@ use crate::rpc::call::{Call, CredentialSlot};
 
 pub use client::{ForwardedHeader, client_ip};
 pub use fingerprint::{Fingerprint, FingerprintError};
-pub use sessions::{DEFAULT_MAX_SESSIONS, SessionTable};
-pub use token::{InvalidToken, InvalidTokenReason, TokenResolution, presented_token, resolve_with_tokens};
+pub use sessions::{DEFAULT_MAX_SESSIONS, SessionOwner, SessionTable};
+pub use token::{InvalidToken, InvalidTokenReason, TokenResolution, ended_session_token, presented_token, resolve_with_tokens};
 
 /// The origin of a connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,6 +55,15 @@ pub struct Resolution {
     pub key_fingerprint: Option<String>,
 }
 
+impl Resolution {
+    /// Returns the fingerprint of the scoped token that identified the call,
+    /// if a token did.
+    pub fn token(&self) -> Option<Fingerprint> {
+        let hex = self.key_fingerprint.as_deref().filter(|_| self.identity == Identity::Token)?;
+        Fingerprint::from_hex(hex).ok()
+    }
+}
+
 /// The facts a match is tested against.
 struct Facts<'a> {
     client_ip: IpAddr,
@@ -76,7 +85,8 @@ pub fn resolve(
     sessions: &SessionTable,
 ) -> Resolution {
     let facts = facts_of(config, call, headers, source, None);
-    resolve_facts(config, call, &facts, sessions)
+    // Without a token store no token is usable, nor a session it logged in.
+    resolve_facts(config, call, &facts, sessions, &|_| false)
 }
 
 fn facts_of<'a>(
@@ -96,12 +106,20 @@ fn facts_of<'a>(
 }
 
 /// Resolves a call from its facts, by match and then by session.
-fn resolve_facts(config: &Config, call: Option<&Call>, facts: &Facts<'_>, sessions: &SessionTable) -> Resolution {
+/// `token_usable` tells whether a scoped token may still be used, for the
+/// sessions that tokens logged in.
+fn resolve_facts(
+    config: &Config,
+    call: Option<&Call>,
+    facts: &Facts<'_>,
+    sessions: &SessionTable,
+    token_usable: &dyn Fn(&Fingerprint) -> bool,
+) -> Resolution {
     let key = facts.key;
     let key_fingerprint = key.filter(|key| is_recordable(config, call, key)).map(|key| key.to_hex());
 
     let (integration, identity) = match_integration(config, facts)
-        .or_else(|| session_integration(config, call, sessions))
+        .or_else(|| session_integration(config, call, sessions, token_usable))
         .map_or((None, Identity::None), |(name, identity)| (Some(name.to_owned()), identity));
 
     Resolution { integration, identity, client_ip: facts.client_ip, key_fingerprint }
@@ -146,8 +164,14 @@ fn session_integration<'c>(
     config: &'c Config,
     call: Option<&Call>,
     sessions: &SessionTable,
+    token_usable: &dyn Fn(&Fingerprint) -> bool,
 ) -> Option<(&'c str, Identity)> {
-    let name = sessions.lookup(call?.session_id.as_ref()?)?;
+    let owner = sessions.lookup(call?.session_id.as_ref()?)?;
+    // A session that a token logged in ends with the token.
+    if owner.token.is_some_and(|token| !token_usable(&token)) {
+        return None;
+    }
+    let name = owner.integration;
     // A binding may outlive a reload that removed its integration.
     let integration = config.integration(name)?;
     Some((integration.name.as_str(), Identity::Session))

@@ -4,8 +4,9 @@
 //!
 //! One JSON object per line, appended as bindings change:
 //! `{"bind":"<sha256 hex>","integration":"erp","at":1733300000}` and
-//! `{"unbind":"<sha256 hex>"}`. Only the SHA-256 of a session id is
-//! written, never the id. At start the lines are replayed, bindings older
+//! `{"unbind":"<sha256 hex>"}`. A session that a scoped token logged in
+//! also has `"token":"<sha256 hex of the token>"`. Only the SHA-256 of a
+//! session id is written, never the id. At start the lines are replayed, bindings older
 //! than Odoo's session lifetime are dropped, and the file is rewritten with
 //! the bindings left.
 
@@ -17,6 +18,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use super::Fingerprint;
 use crate::state_file;
 
 /// A binding read back from the file.
@@ -24,6 +26,8 @@ use crate::state_file;
 pub struct SavedBinding {
     pub key: [u8; 32],
     pub integration: String,
+    /// The scoped token that logged the session in, if one did.
+    pub token: Option<Fingerprint>,
     pub bound_at: SystemTime,
 }
 
@@ -37,8 +41,16 @@ pub enum SessionFileError {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(untagged)]
 enum Line {
-    Bind { bind: String, integration: String, at: u64 },
-    Unbind { unbind: String },
+    Bind {
+        bind: String,
+        integration: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
+        at: u64,
+    },
+    Unbind {
+        unbind: String,
+    },
 }
 
 /// The open file, appended to on each change.
@@ -63,7 +75,7 @@ impl SessionLog {
 
         let mut compacted = Vec::new();
         for binding in &bindings {
-            compacted.extend_from_slice(&bind_line(&binding.key, &binding.integration, binding.bound_at));
+            compacted.extend_from_slice(&bind_line(&binding.key, &binding.integration, binding.token.as_ref(), binding.bound_at));
         }
         let directory = path.parent().unwrap_or(Path::new("/"));
         std::fs::create_dir_all(directory).map_err(failed("create the directory of"))?;
@@ -77,8 +89,8 @@ impl SessionLog {
         &self.path
     }
 
-    pub fn bind(&mut self, key: &[u8; 32], integration: &str, at: SystemTime) -> io::Result<()> {
-        self.file.write_all(&bind_line(key, integration, at))
+    pub fn bind(&mut self, key: &[u8; 32], integration: &str, token: Option<&Fingerprint>, at: SystemTime) -> io::Result<()> {
+        self.file.write_all(&bind_line(key, integration, token, at))
     }
 
     pub fn unbind(&mut self, key: &[u8; 32]) -> io::Result<()> {
@@ -86,9 +98,10 @@ impl SessionLog {
     }
 }
 
-fn bind_line(key: &[u8; 32], integration: &str, at: SystemTime) -> Vec<u8> {
+fn bind_line(key: &[u8; 32], integration: &str, token: Option<&Fingerprint>, at: SystemTime) -> Vec<u8> {
     let at = at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs();
-    line_bytes(&Line::Bind { bind: hex::encode(key), integration: integration.to_owned(), at })
+    let token = token.map(Fingerprint::to_hex);
+    line_bytes(&Line::Bind { bind: hex::encode(key), integration: integration.to_owned(), token, at })
 }
 
 /// Serializes one line of the file, newline included.
@@ -129,9 +142,13 @@ enum Parsed {
 fn parse_line(line: Line) -> Option<Parsed> {
     let key = |text: &str| -> Option<[u8; 32]> { hex::decode(text).ok()?.try_into().ok() };
     match line {
-        Line::Bind { bind, integration, at } => Some(Parsed::Bind(SavedBinding {
+        Line::Bind { bind, integration, token, at } => Some(Parsed::Bind(SavedBinding {
             key: key(&bind)?,
             integration,
+            token: match token {
+                Some(text) => Some(Fingerprint::from_hex(&text).ok()?),
+                None => None,
+            },
             bound_at: SystemTime::UNIX_EPOCH + Duration::from_secs(at),
         })),
         Line::Unbind { unbind } => key(&unbind).map(Parsed::Unbind),
@@ -161,8 +178,29 @@ mod tests {
              {{\"bind\":\"abc\",\"integration\":\"short\",\"at\":300}}\n"
         );
         let (bindings, unreadable) = replay(text.as_bytes(), at(50)).unwrap();
-        assert_eq!(bindings, [SavedBinding { key: [1u8; 32], integration: "stats".to_owned(), bound_at: at(300) }]);
+        assert_eq!(bindings, [SavedBinding { key: [1u8; 32], integration: "stats".to_owned(), token: None, bound_at: at(300) }]);
         assert_eq!(unreadable, 2);
+    }
+
+    #[test]
+    fn token_survives_reopen() {
+        let dir = std::env::temp_dir().join(format!("odoogate-session-token-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("sessions.json");
+        let token = Fingerprint::of(&crate::secret::Secret::new("odg_example"));
+
+        let (mut log, _, _) = SessionLog::open(&path, at(0)).unwrap();
+        log.bind(&[7u8; 32], "erp", Some(&token), at(100)).unwrap();
+        drop(log);
+        let (_, bindings, unreadable) = SessionLog::open(&path, at(0)).unwrap();
+        assert_eq!(bindings, [SavedBinding { key: [7u8; 32], integration: "erp".to_owned(), token: Some(token), bound_at: at(100) }]);
+        assert_eq!(unreadable, 0);
+
+        // A token that is not 64 hex digits makes the line unreadable.
+        let a = hex::encode([1u8; 32]);
+        let text = format!("{{\"bind\":\"{a}\",\"integration\":\"erp\",\"token\":\"xyz\",\"at\":100}}\n");
+        assert_eq!(replay(text.as_bytes(), at(0)).unwrap(), (Vec::new(), 1));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -173,13 +211,13 @@ mod tests {
 
         let (mut log, bindings, _) = SessionLog::open(&path, at(0)).unwrap();
         assert!(bindings.is_empty());
-        log.bind(&[7u8; 32], "erp", at(100)).unwrap();
-        log.bind(&[8u8; 32], "n8n", at(100)).unwrap();
+        log.bind(&[7u8; 32], "erp", None, at(100)).unwrap();
+        log.bind(&[8u8; 32], "n8n", None, at(100)).unwrap();
         log.unbind(&[8u8; 32]).unwrap();
         drop(log);
 
         let (_, bindings, unreadable) = SessionLog::open(&path, at(0)).unwrap();
-        assert_eq!(bindings, [SavedBinding { key: [7u8; 32], integration: "erp".to_owned(), bound_at: at(100) }]);
+        assert_eq!(bindings, [SavedBinding { key: [7u8; 32], integration: "erp".to_owned(), token: None, bound_at: at(100) }]);
         assert_eq!(unreadable, 0);
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1, "the reopened file is compacted");
         use std::os::unix::fs::PermissionsExt as _;

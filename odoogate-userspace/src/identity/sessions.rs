@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use sha2::{Digest as _, Sha256};
 
+use super::Fingerprint;
 use super::session_file::{SessionFileError, SessionLog};
 use crate::secret::Secret;
 
@@ -38,9 +39,20 @@ pub struct SessionTable {
     log: Option<SessionLog>,
 }
 
+/// The integration a web session belongs to, as [`SessionTable::lookup`]
+/// returns it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionOwner<'a> {
+    pub integration: &'a str,
+    /// The scoped token that logged the session in, if one did.
+    pub token: Option<Fingerprint>,
+}
+
 #[derive(Debug)]
 struct Binding {
     integration: String,
+    /// The scoped token that logged the session in, if one did.
+    token: Option<Fingerprint>,
     bound_at: SystemTime,
     sequence: u64,
 }
@@ -61,7 +73,7 @@ impl SessionTable {
         }
         let mut table = Self::new(capacity);
         for binding in bindings {
-            table.insert(binding.key, binding.integration, binding.bound_at);
+            table.insert(binding.key, binding.integration, binding.token, binding.bound_at);
         }
         table.log = Some(log);
         Ok(table)
@@ -87,15 +99,16 @@ impl SessionTable {
     }
 
     /// Ties `session` to `integration`, replacing any earlier binding of the
-    /// same session.
-    pub fn bind(&mut self, session: &Secret, integration: &str, now: SystemTime) {
+    /// same session. `token` is the scoped token that logged it in, if one
+    /// did: the binding then holds only while that token may be used.
+    pub fn bind(&mut self, session: &Secret, integration: &str, token: Option<Fingerprint>, now: SystemTime) {
         let key = session_key(session);
-        self.insert(key, integration.to_owned(), now);
-        let written = self.log.as_mut().map(|log| log.bind(&key, integration, now));
+        self.insert(key, integration.to_owned(), token, now);
+        let written = self.log.as_mut().map(|log| log.bind(&key, integration, token.as_ref(), now));
         self.after_write(written);
     }
 
-    fn insert(&mut self, key: [u8; 32], integration: String, bound_at: SystemTime) {
+    fn insert(&mut self, key: [u8; 32], integration: String, token: Option<Fingerprint>, bound_at: SystemTime) {
         self.remove_key(&key);
         while self.entries.len() >= self.capacity {
             self.evict_oldest();
@@ -104,7 +117,7 @@ impl SessionTable {
         let sequence = self.next_sequence;
         self.next_sequence += 1;
         self.order.insert(sequence, key);
-        self.entries.insert(key, Binding { integration, bound_at, sequence });
+        self.entries.insert(key, Binding { integration, token, bound_at, sequence });
     }
 
     /// Stops writing the file after a failed write, with one warning: the
@@ -116,9 +129,12 @@ impl SessionTable {
         }
     }
 
-    /// Returns the integration `session` is bound to.
-    pub fn lookup(&self, session: &Secret) -> Option<&str> {
-        self.entries.get(&session_key(session)).map(|binding| binding.integration.as_str())
+    /// Returns the owner of `session`: its integration and the scoped token
+    /// that logged it in, if one did. The caller checks that token, since a
+    /// session lasts only as long as its token.
+    pub fn lookup(&self, session: &Secret) -> Option<SessionOwner<'_>> {
+        let binding = self.entries.get(&session_key(session))?;
+        Some(SessionOwner { integration: &binding.integration, token: binding.token })
     }
 
     /// Forgets `session`, after a logout. Returns whether it was bound.
@@ -196,48 +212,63 @@ mod tests {
         SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
     }
 
+    /// Returns the integration that owns `session`.
+    fn owner<'a>(table: &'a SessionTable, session: &str) -> Option<&'a str> {
+        table.lookup(&Secret::new(session)).map(|owner| owner.integration)
+    }
+
+    #[test]
+    fn binding_keeps_its_token() {
+        let mut table = SessionTable::new(4);
+        let token = Fingerprint::of(&Secret::new("odg_example"));
+        table.bind(&Secret::new("s1"), "n8n", Some(token), at(1));
+        table.bind(&Secret::new("s2"), "n8n", None, at(1));
+        assert_eq!(table.lookup(&Secret::new("s1")), Some(SessionOwner { integration: "n8n", token: Some(token) }));
+        assert_eq!(table.lookup(&Secret::new("s2")), Some(SessionOwner { integration: "n8n", token: None }));
+    }
+
     #[test]
     fn bound_session_is_found() {
         let mut table = SessionTable::new(4);
-        table.bind(&Secret::new("s1"), "n8n", at(1));
-        assert_eq!(table.lookup(&Secret::new("s1")), Some("n8n"));
-        assert_eq!(table.lookup(&Secret::new("s2")), None);
+        table.bind(&Secret::new("s1"), "n8n", None, at(1));
+        assert_eq!(owner(&table, "s1"), Some("n8n"));
+        assert_eq!(owner(&table, "s2"), None);
     }
 
     #[test]
     fn rebinding_replaces_integration() {
         let mut table = SessionTable::new(4);
-        table.bind(&Secret::new("s1"), "n8n", at(1));
-        table.bind(&Secret::new("s1"), "stats", at(2));
-        assert_eq!(table.lookup(&Secret::new("s1")), Some("stats"));
+        table.bind(&Secret::new("s1"), "n8n", None, at(1));
+        table.bind(&Secret::new("s1"), "stats", None, at(2));
+        assert_eq!(owner(&table, "s1"), Some("stats"));
         assert_eq!(table.len(), 1);
     }
 
     #[test]
     fn full_table_evicts_oldest_binding() {
         let mut table = SessionTable::new(2);
-        table.bind(&Secret::new("s1"), "a", at(1));
-        table.bind(&Secret::new("s2"), "b", at(2));
-        table.bind(&Secret::new("s1"), "a", at(3));
-        table.bind(&Secret::new("s3"), "c", at(4));
+        table.bind(&Secret::new("s1"), "a", None, at(1));
+        table.bind(&Secret::new("s2"), "b", None, at(2));
+        table.bind(&Secret::new("s1"), "a", None, at(3));
+        table.bind(&Secret::new("s3"), "c", None, at(4));
         assert_eq!(table.len(), 2);
-        assert_eq!(table.lookup(&Secret::new("s2")), None);
-        assert_eq!(table.lookup(&Secret::new("s1")), Some("a"));
-        assert_eq!(table.lookup(&Secret::new("s3")), Some("c"));
+        assert_eq!(owner(&table, "s2"), None);
+        assert_eq!(owner(&table, "s1"), Some("a"));
+        assert_eq!(owner(&table, "s3"), Some("c"));
     }
 
     #[test]
     fn unbind_and_expire_remove_entries() {
         let mut table = SessionTable::new(8);
-        table.bind(&Secret::new("s1"), "a", at(10));
-        table.bind(&Secret::new("s2"), "b", at(20));
-        table.bind(&Secret::new("s3"), "c", at(30));
+        table.bind(&Secret::new("s1"), "a", None, at(10));
+        table.bind(&Secret::new("s2"), "b", None, at(20));
+        table.bind(&Secret::new("s3"), "c", None, at(30));
 
         assert!(table.unbind(&Secret::new("s3")));
         assert!(!table.unbind(&Secret::new("s3")));
         assert_eq!(table.expire_before(at(15)), 1);
-        assert_eq!(table.lookup(&Secret::new("s1")), None);
-        assert_eq!(table.lookup(&Secret::new("s2")), Some("b"));
+        assert_eq!(owner(&table, "s1"), None);
+        assert_eq!(owner(&table, "s2"), Some("b"));
         assert_eq!(table.len(), 1);
     }
 
@@ -248,16 +279,16 @@ mod tests {
         let path = dir.join("sessions.json");
 
         let mut table = SessionTable::open(&path, 8, at(0)).unwrap();
-        table.bind(&Secret::new("s1"), "n8n", at(100));
-        table.bind(&Secret::new("s2"), "erp", at(100));
+        table.bind(&Secret::new("s1"), "n8n", None, at(100));
+        table.bind(&Secret::new("s2"), "erp", None, at(100));
         table.unbind(&Secret::new("s2"));
-        table.bind(&Secret::new("s3"), "old", at(5));
+        table.bind(&Secret::new("s3"), "old", None, at(5));
         drop(table);
 
         let table = SessionTable::open(&path, 8, at(50)).unwrap();
-        assert_eq!(table.lookup(&Secret::new("s1")), Some("n8n"));
-        assert_eq!(table.lookup(&Secret::new("s2")), None, "the logout is kept");
-        assert_eq!(table.lookup(&Secret::new("s3")), None, "bindings before the cutoff expire");
+        assert_eq!(owner(&table, "s1"), Some("n8n"));
+        assert_eq!(owner(&table, "s2"), None, "the logout is kept");
+        assert_eq!(owner(&table, "s3"), None, "bindings before the cutoff expire");
         assert!(!std::fs::read_to_string(&path).unwrap().contains("s1"));
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -265,7 +296,7 @@ mod tests {
     #[test]
     fn table_stores_no_session_id() {
         let mut table = SessionTable::new(2);
-        table.bind(&Secret::new("very-secret-session"), "a", at(1));
+        table.bind(&Secret::new("very-secret-session"), "a", None, at(1));
         assert!(!format!("{table:?}").contains("very-secret-session"));
     }
 }

@@ -163,7 +163,7 @@ fn trusted_proxy_header_gives_client() {
 fn session_ties_unmatched_call() {
     let config = config(&integration("portal", "{ ip = [\"10.0.0.0/8\"] }"));
     let mut sessions = SessionTable::default();
-    sessions.bind(&Secret::new("sess-1"), "portal", SystemTime::UNIX_EPOCH);
+    sessions.bind(&Secret::new("sess-1"), "portal", None, SystemTime::UNIX_EPOCH);
 
     let mut call = Call::new(Protocol::Web, CallKind::Model);
     call.session_id = Some(Secret::new("sess-1"));
@@ -185,7 +185,7 @@ fn match_takes_precedence_over_session() {
     );
     let config = config(&integrations);
     let mut sessions = SessionTable::default();
-    sessions.bind(&Secret::new("sess-1"), "portal", SystemTime::UNIX_EPOCH);
+    sessions.bind(&Secret::new("sess-1"), "portal", None, SystemTime::UNIX_EPOCH);
 
     let mut call = Call::new(Protocol::Web, CallKind::Model);
     call.session_id = Some(Secret::new("sess-1"));
@@ -198,11 +198,53 @@ fn match_takes_precedence_over_session() {
 fn session_of_removed_integration_is_ignored() {
     let config = config(&integration("office", "{ ip = [\"10.0.0.0/8\"] }"));
     let mut sessions = SessionTable::default();
-    sessions.bind(&Secret::new("sess-1"), "gone", SystemTime::UNIX_EPOCH);
+    sessions.bind(&Secret::new("sess-1"), "gone", None, SystemTime::UNIX_EPOCH);
 
     let mut call = Call::new(Protocol::Web, CallKind::Model);
     call.session_id = Some(Secret::new("sess-1"));
     let resolution = resolve(&config, Some(&call), &Headers::default(), &source("192.0.2.1", None), &sessions);
     assert_eq!(resolution.integration, None);
     assert_eq!(resolution.identity, Identity::None);
+}
+
+#[test]
+fn token_session_ends_when_token_is_revoked() {
+    let dir = std::env::temp_dir().join(format!("odoogate-identity-token-session-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tokens.json");
+    let now = SystemTime::now();
+    let (record, token) = crate::token::TokenStore::create(&path, "portal", None, now).unwrap();
+    let config = config(&integration("portal", "{ token = true }"));
+    let mut sessions = SessionTable::default();
+    sessions.bind(&Secret::new("sess-1"), "portal", Some(Fingerprint::of(&token)), now);
+    let mut call = Call::new(Protocol::Web, CallKind::Model);
+    call.session_id = Some(Secret::new("sess-1"));
+    let resolve_at = |store: &crate::token::TokenStore| {
+        resolve_with_tokens(&config, store, Some(&call), &Headers::default(), &source("192.0.2.1", None), &sessions, now)
+    };
+
+    let active = resolve_at(&crate::token::TokenStore::load(&path).unwrap());
+    assert_eq!(active.resolution.integration.as_deref(), Some("portal"));
+    assert_eq!(active.resolution.identity, Identity::Session);
+    assert_eq!(active.invalid_token, None);
+
+    crate::token::TokenStore::revoke(&path, &record.id, now).unwrap();
+    let revoked = resolve_at(&crate::token::TokenStore::load(&path).unwrap());
+    assert_eq!(revoked.resolution.integration, None, "the revoked token's session still counts");
+    let invalid = revoked.invalid_token.expect("the session of a revoked token is refused");
+    assert_eq!(invalid.reason, InvalidTokenReason::Revoked);
+    assert!(invalid.via_session);
+    assert!(invalid.reason_text().starts_with("web session of a revoked token (sha256 "), "{}", invalid.reason_text());
+    let mut logout = Call::new(Protocol::Web, CallKind::Meta);
+    logout.session_id = Some(Secret::new("sess-1"));
+    let store = crate::token::TokenStore::load(&path).unwrap();
+    assert_eq!(ended_session_token(Some(&logout), &sessions, Some(&store), now), None, "a logout is left alone");
+
+    // Without a token store no token can be checked, so neither can its session.
+    let unchecked = resolve(&config, Some(&call), &Headers::default(), &source("192.0.2.1", None), &sessions);
+    assert_eq!(unchecked.integration, None);
+    let ended = ended_session_token(Some(&call), &sessions, None, now).expect("refused without a store");
+    assert_eq!(ended.reason, InvalidTokenReason::Unknown);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

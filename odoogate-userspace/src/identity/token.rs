@@ -14,9 +14,9 @@ use crate::audit::record::Identity;
 use crate::config::Config;
 use crate::http::message::Headers;
 use crate::identity::{Fingerprint, SessionTable};
-use crate::rpc::call::{Call, CredentialSlot};
+use crate::rpc::call::{Call, CallKind, CredentialSlot};
 use crate::secret::Secret;
-use crate::token::{TokenCheck, TokenStore};
+use crate::token::{TokenCheck, TokenState, TokenStore};
 
 /// Hex characters of a token's SHA-256 shown for an invalid token: enough
 /// to find it in `odoogate token list`, too few to matter if leaked.
@@ -33,12 +33,15 @@ pub struct TokenResolution {
     pub invalid_token: Option<InvalidToken>,
 }
 
-/// A presented token that did not verify.
+/// A presented token that did not verify, or the token that logged in the
+/// web session a call carries, when that token may no longer be used.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InvalidToken {
     pub reason: InvalidTokenReason,
     /// The first 12 hex characters of the token's SHA-256.
     pub fingerprint_prefix: String,
+    /// The call carried no token, but a web session that this token opened.
+    pub via_session: bool,
 }
 
 /// Why a presented token was not accepted.
@@ -87,7 +90,23 @@ impl InvalidToken {
     /// Returns the reason for an audit record, such as
     /// `revoked token (sha256 1a2b3c4d5e6f…)`.
     pub fn reason_text(&self) -> String {
-        format!("{} (sha256 {}…)", self.reason.describe(), self.fingerprint_prefix)
+        match self.via_session {
+            true => format!("web session of a {} (sha256 {}…)", self.reason.describe(), self.fingerprint_prefix),
+            false => format!("{} (sha256 {}…)", self.reason.describe(), self.fingerprint_prefix),
+        }
+    }
+
+    /// Describes the token of a web session that may no longer be used, or
+    /// returns `None` while it may. Without a token store, no token may.
+    fn of_session(tokens: Option<&TokenStore>, token: &Fingerprint, now: SystemTime) -> Option<Self> {
+        let reason = match tokens.and_then(|tokens| tokens.state_of(token, now)) {
+            Some(TokenState::Active | TokenState::Rotating) => return None,
+            Some(TokenState::Revoked) => InvalidTokenReason::Revoked,
+            Some(TokenState::Expired) => InvalidTokenReason::Expired,
+            None => InvalidTokenReason::Unknown,
+        };
+        let fingerprint_prefix = token.to_hex()[..FINGERPRINT_PREFIX_LEN].to_owned();
+        Some(Self { reason, fingerprint_prefix, via_session: true })
     }
 }
 
@@ -122,9 +141,14 @@ pub fn resolve_with_tokens(
     sessions: &SessionTable,
     now: SystemTime,
 ) -> TokenResolution {
+    let token_usable = |digest: &Fingerprint| tokens.is_usable(digest, now);
     let Some(presented) = presented_token(call, headers) else {
         let facts = facts_of(config, call, headers, source, None);
-        return TokenResolution { resolution: resolve_facts(config, call, &facts, sessions), invalid_token: None };
+        let resolution = resolve_facts(config, call, &facts, sessions, &token_usable);
+        // The web session is the call's credential at Odoo, so a session
+        // whose token was revoked or expired is refused as that token is.
+        let invalid_token = ended_session_token(call, sessions, Some(tokens), now);
+        return TokenResolution { resolution, invalid_token };
     };
 
     let facts = Facts { key: None, ..facts_of(config, None, headers, source, None) };
@@ -151,8 +175,24 @@ pub fn resolve_with_tokens(
     };
 
     let fingerprint = Fingerprint::of(&Secret::new(presented)).to_hex();
-    let invalid_token = InvalidToken { reason, fingerprint_prefix: fingerprint[..FINGERPRINT_PREFIX_LEN].to_owned() };
-    TokenResolution { resolution: resolve_facts(config, call, &facts, sessions), invalid_token: Some(invalid_token) }
+    let invalid_token = InvalidToken { reason, fingerprint_prefix: fingerprint[..FINGERPRINT_PREFIX_LEN].to_owned(), via_session: false };
+    TokenResolution { resolution: resolve_facts(config, call, &facts, sessions, &token_usable), invalid_token: Some(invalid_token) }
+}
+
+/// Returns the token that logged in the web session `call` carries, when
+/// that token may no longer be used. The session is the call's credential
+/// at Odoo, so such a call is refused as a revoked token is. Logins and
+/// metadata calls (session info, logout) are left alone, so a client can
+/// still log the session out or log in again.
+pub fn ended_session_token(
+    call: Option<&Call>,
+    sessions: &SessionTable,
+    tokens: Option<&TokenStore>,
+    now: SystemTime,
+) -> Option<InvalidToken> {
+    let call = call.filter(|call| matches!(call.kind, CallKind::Model | CallKind::Database))?;
+    let token = sessions.lookup(call.session_id.as_ref()?)?.token?;
+    InvalidToken::of_session(tokens, &token, now)
 }
 
 /// Checks that a valid token of `name` may identify the call: the

@@ -8,7 +8,7 @@ use crate::capture::{Endpoint, FlowKey};
 use crate::config::Config;
 use crate::http::framer::{FramerEvent, FramerLimits, RequestFramer, ResponseFramer};
 use crate::http::{HttpRequest, HttpResponse};
-use crate::identity::{self, SessionTable, Source};
+use crate::identity::{self, Fingerprint, SessionTable, Source};
 use crate::policy::runtime::PolicyRuntime;
 use crate::rpc::{self, Call, CallKind, DecodeLimits, Protocol};
 use crate::secret::Secret;
@@ -33,7 +33,15 @@ pub struct Origin {
 /// Keeps the session table in step with the web client's session routes: a
 /// session created by `/web/session/authenticate` belongs to the
 /// integration that authenticated, and `/web/session/destroy` ends it.
-pub(crate) fn track_session(call: &Call, integration: Option<&str>, response: &HttpResponse, sessions: &mut SessionTable) {
+/// `token` is the scoped token that identified the call, if one did: a
+/// session it logs in ends with it.
+pub(crate) fn track_session(
+    call: &Call,
+    integration: Option<&str>,
+    token: Option<Fingerprint>,
+    response: &HttpResponse,
+    sessions: &mut SessionTable,
+) {
     let is_logout = call.protocol == Protocol::Web && call.method.as_deref() == Some("destroy");
     if is_logout {
         // Only a logout that Odoo accepted, of a session named in one way,
@@ -50,7 +58,7 @@ pub(crate) fn track_session(call: &Call, integration: Option<&str>, response: &H
         return;
     }
     if let (Some(integration), Some(session)) = (integration, rpc::session_cookie(response)) {
-        sessions.bind(&session, integration, std::time::SystemTime::now());
+        sessions.bind(&session, integration, token, std::time::SystemTime::now());
     }
 }
 
@@ -60,11 +68,23 @@ pub(crate) fn track_session(call: &Call, integration: Option<&str>, response: &H
 /// counts, wherever it is, since Odoo versions differ in which one they
 /// read. Sessions of two integrations, or of an integration that the
 /// configuration no longer has, are denied too.
-pub(crate) fn web_route_refusal(config: &Config, sessions: &SessionTable, request: &HttpRequest) -> Option<(String, String)> {
-    let mut owners: Vec<&str> = rpc::web::session_ids(request)
-        .iter()
-        .filter_map(|id| sessions.lookup(&Secret::new(id.as_str())))
-        .collect();
+pub(crate) fn web_route_refusal(
+    config: &Config,
+    sessions: &SessionTable,
+    tokens: Option<&TokenStore>,
+    request: &HttpRequest,
+) -> Option<(String, String)> {
+    let now = std::time::SystemTime::now();
+    let token_usable = |digest: &Fingerprint| tokens.is_some_and(|store| store.is_usable(digest, now));
+    let session_owners: Vec<_> =
+        rpc::web::session_ids(request).iter().filter_map(|id| sessions.lookup(&Secret::new(id.as_str()))).collect();
+    // The web session is the request's credential at Odoo, so a session
+    // whose scoped token was revoked or expired opens no route at all.
+    if let Some(ended) = session_owners.iter().find(|owner| owner.token.is_some_and(|token| !token_usable(&token))) {
+        let reason = "the web session was opened with a scoped token that is revoked, expired or gone".to_owned();
+        return Some((ended.integration.to_owned(), reason));
+    }
+    let mut owners: Vec<&str> = session_owners.iter().map(|owner| owner.integration).collect();
     owners.dedup();
     let name = match owners[..] {
         [] => return None,
@@ -143,6 +163,8 @@ struct PendingCall {
     record: Option<AuditRecord>,
     call: Option<Call>,
     integration: Option<String>,
+    /// The scoped token that identified the call, if one did.
+    token: Option<Fingerprint>,
     request_last_byte_ns: u64,
 }
 
@@ -318,7 +340,7 @@ impl Connection {
                         sessions.unbind(&session);
                     }
                 } else if !rpc::is_rpc_surface(&request.method, &request.target)
-                    && let Some((integration, reason)) = web_route_refusal(config, sessions, &request)
+                    && let Some((integration, reason)) = web_route_refusal(config, sessions, tokens, &request)
                 {
                     output.push(records::web_route(&source, &request, &integration, reason, Decision::WouldDeny));
                 }
@@ -360,6 +382,7 @@ impl Connection {
                 PendingCall {
                     record: Some(record),
                     integration: resolution.integration.clone(),
+                    token: resolution.token(),
                     call: Some(call),
                     request_last_byte_ns: request.last_byte_ns,
                 }
@@ -368,6 +391,7 @@ impl Connection {
                 record: None,
                 call: None,
                 integration: None,
+                token: None,
                 request_last_byte_ns: request.last_byte_ns,
             },
         };
@@ -385,7 +409,7 @@ impl Connection {
             return Vec::new();
         };
         if let Some(call) = &pending.call {
-            track_session(call, pending.integration.as_deref(), &response, sessions);
+            track_session(call, pending.integration.as_deref(), pending.token, &response, sessions);
         }
         self.complete(pending, Some(&response), "").into_iter().collect()
     }

@@ -528,3 +528,34 @@ fn observe_mode_identifies_scoped_tokens() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn revoked_token_session_opens_no_route() {
+    use crate::http::framer::{FramerEvent, FramerLimits, RequestFramer};
+    use crate::secret::Secret;
+    let dir = std::env::temp_dir().join(format!("odoogate-pipeline-token-session-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tokens.json");
+    let now = std::time::SystemTime::now();
+    let (record, token) = crate::token::TokenStore::create(&path, "website-form", None, now).unwrap();
+    let config = crate::config::parse(&format!("{CONFIG}web_routes = [\"/web/image/**\"]\n"), "test.toml").expect("test config is valid");
+    let mut sessions = crate::identity::SessionTable::default();
+    let digest = crate::identity::Fingerprint::of(&token);
+    sessions.bind(&Secret::new("s3ss10n"), "website-form", Some(digest), now);
+    let image = b"GET /web/image/res.partner/3/avatar_128 HTTP/1.1\r\nCookie: session_id=s3ss10n\r\n\r\n";
+    let mut events = Vec::new();
+    RequestFramer::new(FramerLimits { max_header_bytes: 8192, max_body_bytes: 1024 }).push(image, 0, &mut events);
+    let Some(FramerEvent::Request(request)) = events.pop() else { panic!("not a request: {events:?}") };
+
+    let store = crate::token::TokenStore::load(&path).unwrap();
+    assert_eq!(web_route_refusal(&config, &sessions, Some(&store), &request), None, "a listed route");
+
+    crate::token::TokenStore::revoke(&path, &record.id, now).unwrap();
+    let store = crate::token::TokenStore::load(&path).unwrap();
+    let (integration, reason) = web_route_refusal(&config, &sessions, Some(&store), &request).expect("the route is refused");
+    assert_eq!(integration, "website-form");
+    assert!(reason.contains("revoked"), "{reason}");
+    assert!(web_route_refusal(&config, &sessions, None, &request).is_some(), "without a store no token is valid");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -259,7 +259,8 @@ impl<'s, C: UpstreamConnector> Session<'s, C> {
                 if call.kind == CallKind::Auth && record.uid.is_none() {
                     record.uid = rpc::login_uid(call, response);
                 }
-                crate::pipeline::track_session(call, resolution.integration.as_deref(), response, &mut self.shared.sessions());
+                let integration = resolution.integration.as_deref();
+                crate::pipeline::track_session(call, integration, resolution.token(), response, &mut self.shared.sessions());
                 self.shared.recorder.write(record);
                 Ok(next)
             }
@@ -309,10 +310,14 @@ impl<'s, C: UpstreamConnector> Session<'s, C> {
             return identity::resolve_with_tokens(config, &store, Some(call), &request.headers, &self.source, &sessions, now);
         }
         let resolution = identity::resolve(config, Some(call), &request.headers, &self.source, &sessions);
-        let invalid_token = identity::presented_token(Some(call), &request.headers).map(|presented| InvalidToken {
-            reason: identity::InvalidTokenReason::Unknown,
-            fingerprint_prefix: crate::secret::Secret::new(presented).sha256_hex()[..12].to_owned(),
-        });
+        let invalid_token = match identity::presented_token(Some(call), &request.headers) {
+            Some(presented) => Some(InvalidToken {
+                reason: identity::InvalidTokenReason::Unknown,
+                fingerprint_prefix: crate::secret::Secret::new(presented).sha256_hex()[..12].to_owned(),
+                via_session: false,
+            }),
+            None => identity::ended_session_token(Some(call), &sessions, None, std::time::SystemTime::now()),
+        };
         TokenResolution { resolution, invalid_token }
     }
 
@@ -439,7 +444,8 @@ impl<'s, C: UpstreamConnector> Session<'s, C> {
     /// with 403 and a `web_route` record. Returns `None` when the request
     /// may go on.
     async fn reject_web_route(&mut self, request: &HttpRequest) -> Result<Option<Next>, SessionError> {
-        let refusal = crate::pipeline::web_route_refusal(&self.config, &self.shared.sessions(), request);
+        let store = self.shared.tokens.as_ref().map(|tokens| tokens.store());
+        let refusal = crate::pipeline::web_route_refusal(&self.config, &self.shared.sessions(), store.as_deref(), request);
         let Some((integration, reason)) = refusal else {
             return Ok(None);
         };

@@ -243,6 +243,21 @@ impl TokenStore {
         }
     }
 
+    /// Returns the state at `now` of the token whose SHA-256 is `digest`,
+    /// `None` when the store has no such token. A web session that a token
+    /// logged in lasts only while its token is active or rotating.
+    pub fn state_of(&self, digest: &Fingerprint, now: SystemTime) -> Option<TokenState> {
+        let now = Timestamp::try_from(now).ok()?;
+        let entry = self.entries.iter().find(|entry| entry.digest.ct_eq(digest))?;
+        Some(entry.record.state(now))
+    }
+
+    /// Tells whether the token whose SHA-256 is `digest` may be used at
+    /// `now`: it is in the store, active or rotating.
+    pub fn is_usable(&self, digest: &Fingerprint, now: SystemTime) -> bool {
+        matches!(self.state_of(digest, now), Some(TokenState::Active | TokenState::Rotating))
+    }
+
     /// Returns the store file's path.
     pub fn path(&self) -> &Path {
         &self.path
