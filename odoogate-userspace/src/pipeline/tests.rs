@@ -557,5 +557,10 @@ fn revoked_token_session_opens_no_route() {
     assert_eq!(integration, "website-form");
     assert!(reason.contains("revoked"), "{reason}");
     assert!(web_route_refusal(&config, &sessions, None, &request).is_some(), "without a store no token is valid");
+    let mut events = Vec::new();
+    let logout = b"GET /web/session/logout HTTP/1.1\r\nCookie: session_id=s3ss10n\r\n\r\n";
+    RequestFramer::new(FramerLimits { max_header_bytes: 8192, max_body_bytes: 1024 }).push(logout, 0, &mut events);
+    let Some(FramerEvent::Request(logout)) = events.pop() else { panic!("not a request: {events:?}") };
+    assert_eq!(web_route_refusal(&config, &sessions, Some(&store), &logout), None, "the logout stays open");
     std::fs::remove_dir_all(&dir).unwrap();
 }

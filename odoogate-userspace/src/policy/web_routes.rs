@@ -41,6 +41,12 @@ pub fn check(integration: &Integration, path: &str) -> Result<(), String> {
     Err(format!("{path} is not in {name}.web_routes, and a web session opens only RPC calls and the routes listed there"))
 }
 
+/// Tells whether `path` is one that every session may open, static files,
+/// asset bundles or the logout, read as [`check`] reads it.
+pub fn is_always_allowed(path: &str) -> bool {
+    is_plain(path) && ALWAYS_ALLOWED.iter().any(|glob| glob.matches(path))
+}
+
 /// Tells whether a path reads the same however a server normalizes it: no
 /// percent-escape, no empty, `.` or `..` segment. Werkzeug decodes escapes
 /// before routing, so `/web/%63ontent` reaches `/web/content`.
