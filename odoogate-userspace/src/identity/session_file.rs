@@ -224,4 +224,31 @@ mod tests {
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    #[test]
+    fn lines_read_across_versions() {
+        // The line shape before bindings kept a token.
+        #[derive(Debug, Deserialize)]
+        #[serde(untagged)]
+        #[allow(dead_code)]
+        enum OldLine {
+            Bind { bind: String, integration: String, at: u64 },
+            Unbind { unbind: String },
+        }
+        let token = Fingerprint::of(&crate::secret::Secret::new("odg_example"));
+        let new = bind_line(&[3u8; 32], "erp", Some(&token), at(100));
+        let old: OldLine = serde_json::from_slice(&new).unwrap();
+        assert!(matches!(old, OldLine::Bind { ref integration, at: 100, .. } if integration == "erp"), "{old:?}");
+
+        // An old line, a new one and one with an explicit null token.
+        let a = hex::encode([1u8; 32]);
+        let b = hex::encode([2u8; 32]);
+        let old_line = format!("{{\"bind\":\"{a}\",\"integration\":\"old\",\"at\":100}}\n");
+        let null_line = format!("{{\"bind\":\"{b}\",\"integration\":\"nul\",\"token\":null,\"at\":100}}\n");
+        let text = format!("{old_line}{}{null_line}", String::from_utf8(new).unwrap());
+        let (bindings, unreadable) = replay(text.as_bytes(), at(0)).unwrap();
+        assert_eq!(unreadable, 0);
+        let tokens: Vec<_> = bindings.iter().map(|binding| (binding.integration.as_str(), binding.token)).collect();
+        assert_eq!(tokens, [("old", None), ("erp", Some(token)), ("nul", None)]);
+    }
 }

@@ -248,3 +248,33 @@ fn token_session_ends_when_token_is_revoked() {
     assert_eq!(ended.reason, InvalidTokenReason::Unknown);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn token_session_lasts_through_rotation_grace_only() {
+    let dir = std::env::temp_dir().join(format!("odoogate-identity-rotate-session-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tokens.json");
+    let now = SystemTime::now();
+    let (record, token) = crate::token::TokenStore::create(&path, "portal", None, now).unwrap();
+    let config = config(&integration("portal", "{ token = true }"));
+    let mut sessions = SessionTable::default();
+    sessions.bind(&Secret::new("sess-1"), "portal", Some(Fingerprint::of(&token)), now);
+    sessions.bind(&Secret::new("sess-2"), "portal", None, now);
+    crate::token::TokenStore::rotate(&path, &record.id, std::time::Duration::from_secs(3600), now).unwrap();
+    let store = crate::token::TokenStore::load(&path).unwrap();
+    let resolve_at = |session: &str, at: SystemTime| {
+        let mut call = Call::new(Protocol::Web, CallKind::Model);
+        call.session_id = Some(Secret::new(session));
+        resolve_with_tokens(&config, &store, Some(&call), &Headers::default(), &source("192.0.2.1", None), &sessions, at)
+    };
+    let in_grace = resolve_at("sess-1", now + std::time::Duration::from_secs(60));
+    assert_eq!(in_grace.resolution.integration.as_deref(), Some("portal"), "rotating tokens keep their sessions");
+    assert_eq!(in_grace.invalid_token, None);
+    let after = resolve_at("sess-1", now + std::time::Duration::from_secs(7200));
+    assert_eq!(after.invalid_token.map(|invalid| invalid.reason), Some(InvalidTokenReason::Expired));
+    let untouched = resolve_at("sess-2", now + std::time::Duration::from_secs(7200));
+    assert_eq!(untouched.resolution.integration.as_deref(), Some("portal"), "a session no token opened is untouched");
+    assert_eq!(untouched.invalid_token, None);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -138,7 +138,9 @@ pub struct CallContext<'a> {
 }
 
 /// Ties a request to its integration, with the scoped tokens when their
-/// store is loaded. The second value is set for a token that did not verify.
+/// store is loaded. The second value is set for a token that did not verify,
+/// or for the token that logged in the call's web session once that token
+/// may no longer be used.
 fn resolve(
     config: &Config,
     tokens: Option<&TokenStore>,
@@ -153,7 +155,12 @@ fn resolve(
             let resolved = identity::resolve_with_tokens(config, store, call, &request.headers, source, sessions, now);
             (resolved.resolution, resolved.invalid_token)
         }
-        None => (identity::resolve(config, call, &request.headers, source, sessions), None),
+        None => {
+            // As in enforce mode, a session that a token logged in cannot
+            // be checked without the store, so its calls are refused.
+            let ended = identity::ended_session_token(call, sessions, None, std::time::SystemTime::now());
+            (identity::resolve(config, call, &request.headers, source, sessions), ended)
+        }
     }
 }
 
