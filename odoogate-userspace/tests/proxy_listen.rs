@@ -563,6 +563,72 @@ async fn token_session_opens_listed_routes_only() {
     let _ = stop.send(());
 }
 
+/// Sends raw bytes from 127.0.0.2, an address no integration of the test
+/// configuration matches, and reads until the proxy closes the connection.
+async fn raw_from_other_address(port: u16, request: Vec<u8>) -> String {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut stream = socket.connect(([127, 0, 0, 1], port).into()).await.unwrap();
+    stream.write_all(&request).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await.unwrap().unwrap();
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_token_ends_its_session() {
+    let (site, token) = Site::start_with_token("revoked-session").await;
+    let raw = |request: Vec<u8>| raw_from_other_address(site.port, request);
+    let login = serde_json::json!({"jsonrpc": "2.0", "method": "call", "id": 1,
+        "params": {"db": DB, "login": "admin", "password": token.expose()}});
+    let response = raw(post("/web/session/authenticate", &login.to_string(), "Connection: close\r\n")).await;
+    let cookie = session_cookie(&response).to_owned();
+    let extra = format!("Cookie: session_id={cookie}\r\nConnection: close\r\n");
+    let search_read = serde_json::json!({"jsonrpc": "2.0", "method": "call", "id": 2,
+        "params": {"model": "res.partner", "method": "search_read", "args": [[]], "kwargs": {"fields": ["name"]}}})
+    .to_string();
+    let call = || post("/web/dataset/call_kw/res.partner/search_read", &search_read, &extra);
+
+    let allowed = raw(call()).await;
+    assert!(allowed.contains("\"result\""), "the session works while its token does: {allowed}");
+
+    let store = site._dir.join("tokens.json");
+    let id = TokenStore::load(&store).unwrap().records().next().unwrap().id.clone();
+    TokenStore::revoke(&store, &id, std::time::SystemTime::now()).unwrap();
+    // The proxy loads the changed store on its next maintenance tick.
+    let mut refused = String::new();
+    for _ in 0..50 {
+        refused = raw(call()).await;
+        if refused.contains("\"error\"") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(refused.contains("AccessDenied"), "the revoked token's session is refused: {refused}");
+    // A call after the refusal does not reach Odoo either.
+    let call_kw = || {
+        let paths = site.upstream.requests();
+        paths.iter().filter(|request| request["path"].as_str().is_some_and(|path| path.starts_with("/web/dataset/call_kw"))).count()
+    };
+    let before = call_kw();
+    let again = raw(call()).await;
+    assert!(again.contains("AccessDenied"), "{again}");
+    assert_eq!(call_kw(), before, "a refused call reached Odoo");
+
+    let image = format!("GET /web/image/res.partner/3/avatar_128 HTTP/1.1\r\nHost: odoo\r\n{extra}\r\n");
+    let route = raw(image.into_bytes()).await;
+    assert!(route.starts_with("HTTP/1.1 403 "), "a listed route is closed too: {route}");
+    let destroy = serde_json::json!({"jsonrpc": "2.0", "method": "call", "id": 3, "params": {}}).to_string();
+    let logout = raw(post("/web/session/destroy", &destroy, &extra)).await;
+    assert!(logout.contains("\"result\""), "the session can still log out: {logout}");
+
+    let records = site.records.calls();
+    let last_search = records.iter().rev().find(|record| record.method.as_deref() == Some("search_read")).unwrap();
+    assert_eq!(last_search.decision, Some(Decision::Deny));
+    assert_eq!(last_search.error_code.as_deref(), Some("revoked_token"));
+    assert!(last_search.reason.as_deref().unwrap().starts_with("web session of a revoked token"), "{last_search:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_upgrade_is_spliced() {
     let site = Site::start("websocket").await;
