@@ -18,6 +18,7 @@ import datetime
 import fnmatch
 import hashlib
 import json
+import os
 import re
 import secrets
 import socketserver
@@ -676,7 +677,7 @@ def main():
     parser.add_argument("--password", default="admin", help="password of the admin user (uid 2)")
     parser.add_argument("--api-key", action="append", default=[], help="an API key of the admin user (repeatable)")
     parser.add_argument("--request-log", help="append one JSON line per received call to this file")
-    parser.add_argument("--ready-file", help="create this file once the server listens")
+    parser.add_argument("--ready-file", help="write the port listened on to this file once the server listens")
     parser.add_argument("--verbose", action="store_true")
     options = parser.parse_args()
 
@@ -687,7 +688,12 @@ def main():
     server.log_lock = threading.Lock()
     server.verbose = options.verbose
     if options.ready_file:
-        open(options.ready_file, "w").close()
+        # The port, so that a caller may ask for port 0 and learn which one
+        # the system chose. It is written to a temporary name first, so the
+        # file never holds half a number.
+        with open(options.ready_file + ".tmp", "w") as ready:
+            ready.write(str(server.server_address[1]))
+        os.replace(options.ready_file + ".tmp", options.ready_file)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -76,6 +76,28 @@ pub fn read_lines(path: &Path) -> Vec<serde_json::Value> {
     text.split_inclusive('\n').filter_map(|line| line.strip_suffix('\n')).map(|line| serde_json::from_str(line).unwrap()).collect()
 }
 
+/// Starts the Odoo-like upstream on a port the system chooses, with `args`
+/// and its script written into `dir`, and returns it with that port. Tests
+/// of one binary run in parallel, and a port from [`free_port`] may be
+/// taken by another test's upstream before this one binds it.
+pub fn start_upstream_on_any_port(dir: &Path, args: &[&str]) -> (Guard, u16) {
+    let script = odoogate::upstream::write_script(dir).unwrap();
+    let ready = dir.join("upstream.port");
+    let _ = std::fs::remove_file(&ready);
+    let upstream = Command::new("python3")
+        .arg(&script)
+        .args(["--listen", "127.0.0.1:0", "--ready-file"])
+        .arg(&ready)
+        .args(args)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("python3 starts");
+    let guard = Guard(upstream);
+    let port = || std::fs::read_to_string(&ready).ok()?.trim().parse::<u16>().ok();
+    wait_until("the upstream's port file", || port().is_some());
+    (guard, port().unwrap_or_default())
+}
+
 /// The Odoo-like upstream with its request log, stopped on drop.
 pub struct Upstream {
     _process: Guard,
@@ -87,10 +109,9 @@ impl Upstream {
     /// Starts the upstream for database `odoo19` with `api_key`, logging
     /// every received call to `dir/requests.jsonl`.
     pub fn start(dir: &Path, api_key: &str) -> Upstream {
-        let port = free_port();
         let log = dir.join("requests.jsonl");
         let log_arg = log.display().to_string();
-        let process = start_upstream(dir, port, &["--db", "odoo19", "--api-key", api_key, "--request-log", &log_arg]);
+        let (process, port) = start_upstream_on_any_port(dir, &["--db", "odoo19", "--api-key", api_key, "--request-log", &log_arg]);
         Upstream { _process: process, port, log }
     }
 
