@@ -690,7 +690,7 @@ def main():
     if options.ready_file:
         # The port, so that a caller may ask for port 0 and learn which one
         # the system chose. It is written to a temporary name first, so the
-        # file never holds half a number.
+        # file never contains half a number.
         with open(options.ready_file + ".tmp", "w") as ready:
             ready.write(str(server.server_address[1]))
         os.replace(options.ready_file + ".tmp", options.ready_file)
