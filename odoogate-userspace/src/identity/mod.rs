@@ -14,11 +14,13 @@ mod sessions;
 mod token;
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::SystemTime;
 
 use crate::audit::record::Identity;
 use crate::config::{Config, Match};
 use crate::http::message::Headers;
 use crate::rpc::call::{Call, CredentialSlot};
+use crate::token::TokenStore;
 
 pub use client::{ForwardedHeader, client_ip};
 pub use fingerprint::{Fingerprint, FingerprintError};
@@ -86,7 +88,7 @@ pub fn resolve(
 ) -> Resolution {
     let facts = facts_of(config, call, headers, source, None);
     // Without a token store no token is usable, nor a session it logged in.
-    resolve_facts(config, call, &facts, sessions, &|_| false)
+    resolve_facts(config, call, &facts, sessions, None, SystemTime::now())
 }
 
 fn facts_of<'a>(
@@ -105,21 +107,22 @@ fn facts_of<'a>(
     }
 }
 
-/// Resolves a call from its facts, by match and then by session.
-/// `token_usable` tells whether a scoped token may still be used, for the
-/// sessions that tokens logged in.
+/// Resolves a call from its facts, by match and then by session. A session
+/// that a scoped token opened counts only while `tokens` has that token
+/// usable at `now`.
 fn resolve_facts(
     config: &Config,
     call: Option<&Call>,
     facts: &Facts<'_>,
     sessions: &SessionTable,
-    token_usable: &dyn Fn(&Fingerprint) -> bool,
+    tokens: Option<&TokenStore>,
+    now: SystemTime,
 ) -> Resolution {
     let key = facts.key;
     let key_fingerprint = key.filter(|key| is_recordable(config, call, key)).map(|key| key.to_hex());
 
     let (integration, identity) = match_integration(config, facts)
-        .or_else(|| session_integration(config, call, sessions, token_usable))
+        .or_else(|| session_integration(config, call, sessions, tokens, now))
         .map_or((None, Identity::None), |(name, identity)| (Some(name.to_owned()), identity));
 
     Resolution { integration, identity, client_ip: facts.client_ip, key_fingerprint }
@@ -164,11 +167,11 @@ fn session_integration<'c>(
     config: &'c Config,
     call: Option<&Call>,
     sessions: &SessionTable,
-    token_usable: &dyn Fn(&Fingerprint) -> bool,
+    tokens: Option<&TokenStore>,
+    now: SystemTime,
 ) -> Option<(&'c str, Identity)> {
     let owner = sessions.lookup(call?.session_id.as_ref()?)?;
-    // A session that a token logged in ends with the token.
-    if owner.token.is_some_and(|token| !token_usable(&token)) {
+    if owner.token_ended(tokens, now) {
         return None;
     }
     let name = owner.integration;

@@ -14,6 +14,7 @@ use sha2::{Digest as _, Sha256};
 use super::Fingerprint;
 use super::session_file::{SessionFileError, SessionLog};
 use crate::secret::Secret;
+use crate::token::TokenStore;
 
 /// Default capacity of a [`SessionTable`].
 pub const DEFAULT_MAX_SESSIONS: usize = 100_000;
@@ -46,6 +47,15 @@ pub struct SessionOwner<'a> {
     pub integration: &'a str,
     /// The scoped token that logged the session in, if one did.
     pub token: Option<Fingerprint>,
+}
+
+impl SessionOwner<'_> {
+    /// Tells whether a scoped token opened the session and may no longer be
+    /// used at `now`: revoked, expired or not in `tokens`. Without a token
+    /// store no token may be used.
+    pub fn token_ended(&self, tokens: Option<&TokenStore>, now: SystemTime) -> bool {
+        self.token.is_some_and(|token| !tokens.is_some_and(|store| store.is_usable(&token, now)))
+    }
 }
 
 #[derive(Debug)]

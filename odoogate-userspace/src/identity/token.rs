@@ -141,10 +141,9 @@ pub fn resolve_with_tokens(
     sessions: &SessionTable,
     now: SystemTime,
 ) -> TokenResolution {
-    let token_usable = |digest: &Fingerprint| tokens.is_usable(digest, now);
     let Some(presented) = presented_token(call, headers) else {
         let facts = facts_of(config, call, headers, source, None);
-        let resolution = resolve_facts(config, call, &facts, sessions, &token_usable);
+        let resolution = resolve_facts(config, call, &facts, sessions, Some(tokens), now);
         // The web session is the call's credential at Odoo, so a session
         // whose token was revoked or expired is refused as that token is.
         let invalid_token = ended_session_token(call, sessions, Some(tokens), now);
@@ -176,7 +175,7 @@ pub fn resolve_with_tokens(
 
     let fingerprint = Fingerprint::of(&Secret::new(presented)).to_hex();
     let invalid_token = InvalidToken { reason, fingerprint_prefix: fingerprint[..FINGERPRINT_PREFIX_LEN].to_owned(), via_session: false };
-    TokenResolution { resolution: resolve_facts(config, call, &facts, sessions, &token_usable), invalid_token: Some(invalid_token) }
+    TokenResolution { resolution: resolve_facts(config, call, &facts, sessions, Some(tokens), now), invalid_token: Some(invalid_token) }
 }
 
 /// Returns the token that logged in the web session `call` carries, when
