@@ -207,17 +207,32 @@ fn session_of_removed_integration_is_ignored() {
     assert_eq!(resolution.identity, Identity::None);
 }
 
-#[test]
-fn token_session_ends_when_token_is_revoked() {
-    let dir = std::env::temp_dir().join(format!("odoogate-identity-token-session-{}", std::process::id()));
+/// A token of integration `portal`, created at `now` in a store file in a
+/// fresh directory, and a session table where `sess-1` is the session that
+/// token logged in.
+struct TokenSession {
+    dir: std::path::PathBuf,
+    store: std::path::PathBuf,
+    token_id: String,
+    sessions: SessionTable,
+}
+
+fn token_session(name: &str, now: SystemTime) -> TokenSession {
+    let dir = std::env::temp_dir().join(format!("odoogate-identity-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("tokens.json");
-    let now = SystemTime::now();
-    let (record, token) = crate::token::TokenStore::create(&path, "portal", None, now).unwrap();
-    let config = config(&integration("portal", "{ token = true }"));
+    let store = dir.join("tokens.json");
+    let (record, token) = crate::token::TokenStore::create(&store, "portal", None, now).unwrap();
     let mut sessions = SessionTable::default();
     sessions.bind(&Secret::new("sess-1"), "portal", Some(Fingerprint::of(&token)), now);
+    TokenSession { dir, store, token_id: record.id, sessions }
+}
+
+#[test]
+fn token_session_ends_when_token_is_revoked() {
+    let now = SystemTime::now();
+    let TokenSession { dir, store: path, token_id, sessions } = token_session("token-session", now);
+    let config = config(&integration("portal", "{ token = true }"));
     let mut call = Call::new(Protocol::Web, CallKind::Model);
     call.session_id = Some(Secret::new("sess-1"));
     let resolve_at = |store: &crate::token::TokenStore| {
@@ -229,7 +244,7 @@ fn token_session_ends_when_token_is_revoked() {
     assert_eq!(active.resolution.identity, Identity::Session);
     assert_eq!(active.invalid_token, None);
 
-    crate::token::TokenStore::revoke(&path, &record.id, now).unwrap();
+    crate::token::TokenStore::revoke(&path, &token_id, now).unwrap();
     let revoked = resolve_at(&crate::token::TokenStore::load(&path).unwrap());
     assert_eq!(revoked.resolution.integration, None, "the revoked token's session still counts");
     let invalid = revoked.invalid_token.expect("the session of a revoked token is refused");
@@ -251,17 +266,11 @@ fn token_session_ends_when_token_is_revoked() {
 
 #[test]
 fn token_session_lasts_through_rotation_grace_only() {
-    let dir = std::env::temp_dir().join(format!("odoogate-identity-rotate-session-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("tokens.json");
     let now = SystemTime::now();
-    let (record, token) = crate::token::TokenStore::create(&path, "portal", None, now).unwrap();
+    let TokenSession { dir, store: path, token_id, mut sessions } = token_session("rotate-session", now);
     let config = config(&integration("portal", "{ token = true }"));
-    let mut sessions = SessionTable::default();
-    sessions.bind(&Secret::new("sess-1"), "portal", Some(Fingerprint::of(&token)), now);
     sessions.bind(&Secret::new("sess-2"), "portal", None, now);
-    crate::token::TokenStore::rotate(&path, &record.id, std::time::Duration::from_secs(3600), now).unwrap();
+    crate::token::TokenStore::rotate(&path, &token_id, std::time::Duration::from_secs(3600), now).unwrap();
     let store = crate::token::TokenStore::load(&path).unwrap();
     let resolve_at = |session: &str, at: SystemTime| {
         let mut call = Call::new(Protocol::Web, CallKind::Model);
