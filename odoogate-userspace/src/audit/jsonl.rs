@@ -6,7 +6,7 @@
 //! values strings. So `odoogate audit --file` reads these lines with the same
 //! code that reads journalctl's output.
 
-use super::journald::{MAX_FIELD_VALUE_BYTES, bounded_text, for_each_entry_field};
+use super::journald::{bounded_text, for_each_entry_field};
 use super::ratelimit::FailureReportThrottle;
 use super::record::FieldValue;
 use super::{AuditRecord, AuditSink};
@@ -136,8 +136,8 @@ pub fn encode_line(record: &AuditRecord, realtime: SystemTime) -> String {
 }
 
 /// Appends the line of `record` to `out`, as [`encode_line`] returns it.
-/// Numbers, IPv4 addresses and field lists are written straight into the
-/// line, without `fmt` or a `String` of their own.
+/// Numbers and IPv4 addresses are written straight into the line, without
+/// `fmt` or a `String` of their own.
 fn push_line(out: &mut String, record: &AuditRecord, realtime: SystemTime) {
     out.reserve(512 + record.message.len());
     out.push('{');
@@ -165,23 +165,10 @@ fn push_line(out: &mut String, record: &AuditRecord, realtime: SystemTime) {
                     push_decimal(out, u64::from(octet));
                 }
             }),
-            FieldValue::Names(names) if joined_len(names) <= MAX_FIELD_VALUE_BYTES => push_quoted(out, |out| {
-                for (index, name) in names.iter().enumerate() {
-                    if index > 0 {
-                        out.push(',');
-                    }
-                    push_json_escaped(out, name);
-                }
-            }),
             other => push_json_string(out, &bounded_text(other)),
         }
     });
     out.push_str("}\n");
-}
-
-/// Returns the length of `names` joined with commas.
-fn joined_len(names: &[String]) -> usize {
-    names.iter().map(|name| name.len() + 1).sum::<usize>().saturating_sub(1)
 }
 
 fn push_quoted(out: &mut String, write: impl FnOnce(&mut String)) {
@@ -210,12 +197,6 @@ fn push_decimal(out: &mut String, mut number: u64) {
 /// `"`, `\` and the control characters below U+0020, nothing else.
 fn push_json_string(line: &mut String, text: &str) {
     line.push('"');
-    push_json_escaped(line, text);
-    line.push('"');
-}
-
-/// Appends `text` escaped as [`push_json_string`] does, without the quotes.
-fn push_json_escaped(line: &mut String, text: &str) {
     let mut rest = text;
     while let Some(at) = find_string_special(rest.as_bytes(), 0) {
         line.push_str(&rest[..at]);
@@ -234,6 +215,7 @@ fn push_json_escaped(line: &mut String, text: &str) {
         rest = &rest[at + 1..];
     }
     line.push_str(rest);
+    line.push('"');
 }
 
 /// Returns microseconds since the Unix epoch, 0 for a clock set before it.
@@ -247,7 +229,7 @@ fn realtime_micros(realtime: SystemTime) -> u128 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::journald::entry_fields;
+    use crate::audit::journald::{MAX_FIELD_VALUE_BYTES, entry_fields};
     use crate::audit::{AuditEvent, Decision, Identity};
     use serde_json::{Map, Value};
     use std::time::Duration;
@@ -318,6 +300,11 @@ mod tests {
                 assert_eq!(object[name], value.as_ref(), "{name} with {address}");
             }
         }
+    }
+
+    /// Returns the length of `names` joined with commas.
+    fn joined_len(names: &[String]) -> usize {
+        names.iter().map(|name| name.len() + 1).sum::<usize>().saturating_sub(1)
     }
 
     /// Encodes a line from [`entry_fields`], escaped by serde_json, as the
