@@ -107,7 +107,7 @@ impl Peer {
     /// NOTE: Linux also ends a read at TCP's urgent mark with bytes still
     /// queued. After a client sends urgent data (`MSG_OOB`), the bytes past
     /// the mark wait for the client's next segment or the fill's timeout.
-    /// HTTP clients do not send urgent data.
+    /// HTTP has no use for urgent data.
     async fn read_ready(&mut self) -> io::Result<usize> {
         std::future::poll_fn(|context| {
             let read = std::pin::pin!(self.stream.read_buf(&mut self.buffer));
