@@ -110,7 +110,7 @@ impl SessionTable {
 
     /// Ties `session` to `integration`, replacing any earlier binding of the
     /// same session. `token` is the scoped token that logged it in, if one
-    /// did: the binding then holds only while that token may be used.
+    /// did, whose end also ends the session ([`SessionOwner::token_ended`]).
     pub fn bind(&mut self, session: &Secret, integration: &str, token: Option<Fingerprint>, now: SystemTime) {
         let key = session_key(session);
         self.insert(key, integration.to_owned(), token, now);
