@@ -16,7 +16,7 @@ mod corpus;
 /// The allocator of the daemon (`src/main.rs`), so that the bench measures
 /// the allocation cost the daemon pays.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: odoogate::memory::Allocator = odoogate::memory::Allocator;
 
 use std::hint::black_box;
 use std::path::Path;

@@ -3,7 +3,7 @@
 /// the enforce benchmark glibc's malloc and free took about a quarter of
 /// the daemon's CPU time.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: odoogate::memory::Allocator = odoogate::memory::Allocator;
 
 fn main() -> std::process::ExitCode {
     odoogate::cli::main()
