@@ -83,7 +83,8 @@ pub(super) fn find_head_end(buf: &[u8], mut line_start: usize) -> Result<usize, 
 }
 
 /// Parses a complete head (as found by [`find_head_end`]) sent by `role`.
-pub(super) fn parse_head(head: &[u8], role: Role) -> Result<Head, HeadError> {
+/// Header values are slices of `head`, not copies.
+pub(super) fn parse_head(head: &Bytes, role: Role) -> Result<Head, HeadError> {
     let mut anomalies = Vec::new();
     let mut lines = split_lines(head, &mut anomalies);
     let first = lines.next().unwrap_or_default();
@@ -91,7 +92,7 @@ pub(super) fn parse_head(head: &[u8], role: Role) -> Result<Head, HeadError> {
         Role::Request => parse_request_line(first)?,
         Role::Response => parse_status_line(first)?,
     };
-    let headers = parse_fields(lines, role, &mut anomalies)?;
+    let headers = parse_fields(head, lines, role, &mut anomalies)?;
     Ok(Head {
         start,
         version,
@@ -189,43 +190,50 @@ fn parse_version(text: &[u8]) -> Option<HttpVersion> {
     }
 }
 
-/// Parses the header field lines. Continuation lines (obs-fold) are joined
-/// to the previous value with one space. In requests, fields whose name
-/// contains `_` are dropped, as werkzeug drops them from the WSGI environ.
+/// Parses the header field lines of `head`. Continuation lines (obs-fold)
+/// are joined to the previous value with one space. In requests, fields
+/// whose name contains `_` are dropped, as werkzeug drops them from the
+/// WSGI environ, together with their continuation lines.
 fn parse_fields<'a>(
+    head: &'a Bytes,
     lines: impl Iterator<Item = &'a [u8]>,
     role: Role,
     anomalies: &mut Vec<FramingAnomaly>,
 ) -> Result<Headers, HeadError> {
-    let mut fields: Vec<(String, Vec<u8>, bool)> = Vec::new();
+    let mut fields: Vec<(String, Bytes)> = Vec::with_capacity(16);
+    // Whether a field came before, and whether the last one was dropped:
+    // a continuation line belongs to the last field, kept or not.
+    let mut last_dropped = None;
     for line in lines {
         if line.first().is_some_and(|&b| b == b' ' || b == b'\t') {
-            let (_, value, _) = fields.last_mut().ok_or(HeadError::FoldWithoutField)?;
-            value.push(b' ');
-            value.extend_from_slice(trim(line));
+            if !last_dropped.ok_or(HeadError::FoldWithoutField)? {
+                if let Some((_, value)) = fields.last_mut() {
+                    let mut joined = Vec::with_capacity(value.len() + line.len());
+                    joined.extend_from_slice(value);
+                    joined.push(b' ');
+                    joined.extend_from_slice(trim(line));
+                    *value = Bytes::from(joined);
+                }
+            }
             push_once(anomalies, FramingAnomaly::ObsFold);
             continue;
         }
-        let colon = line
-            .iter()
-            .position(|&b| b == b':')
-            .ok_or(HeadError::InvalidFieldName)?;
+        let colon = memchr::memchr(b':', line).ok_or(HeadError::InvalidFieldName)?;
         let name = &line[..colon];
         if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
             return Err(HeadError::InvalidFieldName);
         }
         let dropped = role == Role::Request && name.contains(&b'_');
+        last_dropped = Some(dropped);
         if dropped {
             push_once(anomalies, FramingAnomaly::UnderscoreInHeaderName);
+            continue;
         }
-        let name = String::from_utf8_lossy(name).into_owned();
-        fields.push((name, trim(&line[colon + 1..]).to_vec(), dropped));
+        // Token characters are ASCII, so the check cannot fail.
+        let name = std::str::from_utf8(name).map_err(|_| HeadError::InvalidFieldName)?.to_owned();
+        fields.push((name, head.slice_ref(trim(&line[colon + 1..]))));
     }
-    let kept = fields.into_iter().filter(|(_, _, dropped)| !dropped);
-    Ok(Headers(
-        kept.map(|(name, value, _)| (name, Bytes::from(value)))
-            .collect(),
-    ))
+    Ok(Headers(fields))
 }
 
 /// Returns `value` without leading and trailing spaces and tabs.

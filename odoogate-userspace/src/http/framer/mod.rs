@@ -19,6 +19,7 @@ mod resync;
 mod tests;
 
 use crate::http::{FramingAnomaly, Headers, HttpRequest, HttpResponse, HttpVersion};
+use bytes::Bytes;
 use body::{BodyFraming, BodySink, ChunkedDecoder};
 use head::{Head, Role, StartLine};
 use resync::{Resync, Scan};
@@ -447,7 +448,8 @@ impl Framer {
             Ok(end) if end <= max => {
                 self.head_buf.truncate(end);
                 self.head_line_start = 0;
-                let head = std::mem::take(&mut self.head_buf);
+                // Header values become slices of the head, not copies.
+                let head = Bytes::from(std::mem::take(&mut self.head_buf));
                 self.on_head(&head, timestamp_ns, out);
                 newlines + end - before
             }
@@ -468,7 +470,7 @@ impl Framer {
     }
 
     /// Starts the message whose head is `bytes`.
-    fn on_head(&mut self, bytes: &[u8], timestamp_ns: u64, out: &mut Vec<FramerEvent>) {
+    fn on_head(&mut self, bytes: &Bytes, timestamp_ns: u64, out: &mut Vec<FramerEvent>) {
         let mut head = match head::parse_head(bytes, self.role) {
             Ok(head) => head,
             Err(error) => {

@@ -302,6 +302,22 @@ fn obs_fold_is_joined_and_flagged() {
 }
 
 #[test]
+fn continuation_of_a_dropped_field_is_dropped_with_it() {
+    let wire = b"GET /a HTTP/1.1\r\nX-A: one\r\nX_B: two\r\n three\r\nX-Empty:\r\nX-C:  four \r\n five\r\n\r\n";
+    let events = frame_requests(&[wire]);
+    let request = only_request(&events);
+    let fields: Vec<(&str, &[u8])> = request.headers.0.iter().map(|(name, value)| (name.as_str(), &value[..])).collect();
+    assert_eq!(fields, [("X-A", &b"one"[..]), ("X-Empty", b""), ("X-C", b"four five")]);
+    assert_eq!(request.anomalies, vec![FramingAnomaly::UnderscoreInHeaderName, FramingAnomaly::ObsFold]);
+}
+
+#[test]
+fn continuation_before_any_field_is_malformed() {
+    let events = frame_requests(&[b"GET /a HTTP/1.1\r\n folded\r\nX-A: one\r\n\r\n"]);
+    assert_eq!(malformed(&events), ["continuation line without a header field"]);
+}
+
+#[test]
 fn underscore_header_is_dropped() {
     let wire = b"POST /a HTTP/1.1\r\nContent_Length: 9\r\nX_Odoo_Database: other\r\nContent-Length: 1\r\n\r\nz";
     let events = frame_requests(&[wire]);
