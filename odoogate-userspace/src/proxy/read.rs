@@ -164,10 +164,12 @@ impl<C: UpstreamConnector> Session<'_, C> {
                 if body_bytes > limit {
                     return Ok(BodyRead::TooLarge);
                 }
-                match self.take_start() {
-                    Some(RequestStart::Complete(request)) => return Ok(BodyRead::Complete(request)),
-                    Some(RequestStart::Malformed(reason)) => return Ok(BodyRead::Malformed(reason)),
-                    _ => {}
+                // `take_end`, not `take_start`: the head is known, so the
+                // open request needs no copy.
+                match self.take_end() {
+                    (_, Some(reason)) => return Ok(BodyRead::Malformed(reason)),
+                    (Some(request), None) => return Ok(BodyRead::Complete(request)),
+                    (None, None) => {}
                 }
             }
             match self.fill_until_deadline().await? {

@@ -23,7 +23,7 @@ use super::session::{MAX_HEAD_BYTES, Next, Session, SessionError, ambiguous};
 use super::stream::{Peer, StreamError};
 use super::wire::{self, ClientConnection, ForwardedBody, RequestLine, StatusLine};
 use crate::http::framer::{FramerEvent, FramerLimits, ResponseFramer};
-use crate::http::{Headers, HttpRequest, HttpResponse};
+use crate::http::{HttpRequest, HttpResponse};
 
 /// A response passed back to the client.
 pub(super) struct Relayed {
@@ -43,12 +43,9 @@ enum ResponseStart {
         response: HttpResponse,
         upgraded: bool,
     },
-    Open {
-        status: u16,
-        reason: String,
-        headers: Headers,
-        delimited_by_close: bool,
-    },
+    /// A head whose body is still to come. The head stays in the response
+    /// framer ([`ResponseFramer::open_response`]), so it is not copied.
+    Open { delimited_by_close: bool },
 }
 
 /// The head of Odoo's response, read and not yet passed on.
@@ -268,10 +265,11 @@ impl<C: UpstreamConnector> Session<'_, C> {
                 self.send(&wire::client_response_head(line, &response.headers, connection)).await?;
                 (response, connection, false)
             }
-            ResponseStart::Open { status, reason, headers, delimited_by_close } => {
+            ResponseStart::Open { delimited_by_close } => {
                 let connection =
                     if client_keep_alive && !delimited_by_close { ClientConnection::KeepAlive } else { ClientConnection::Close };
-                let head = wire::client_response_head(StatusLine { status, reason: &reason }, &headers, connection);
+                let open = framer.open_response().ok_or(SessionError::BadResponse("response head missing"))?;
+                let head = wire::client_response_head(StatusLine { status: open.status, reason: open.reason }, open.headers, connection);
                 let response = self.relay_body(upstream, framer, head).await?;
                 (response, connection, delimited_by_close)
             }
@@ -323,12 +321,7 @@ impl<C: UpstreamConnector> Session<'_, C> {
                     return Ok(Started { start: ResponseStart::Complete { response, upgraded }, latency, interim });
                 }
                 if let Some(open) = framer.open_response() {
-                    let start = ResponseStart::Open {
-                        status: open.status,
-                        reason: open.reason.to_owned(),
-                        headers: open.headers.clone(),
-                        delimited_by_close: open.delimited_by_close,
-                    };
+                    let start = ResponseStart::Open { delimited_by_close: open.delimited_by_close };
                     return Ok(Started { start, latency, interim });
                 }
             }
