@@ -141,7 +141,8 @@ pub fn encode_line(record: &AuditRecord, realtime: SystemTime) -> String {
 fn push_line(out: &mut String, record: &AuditRecord, realtime: SystemTime) {
     out.reserve(512 + record.message.len());
     out.push('{');
-    let _ = write!(out, "\"__REALTIME_TIMESTAMP\":\"{}\"", realtime_micros(realtime));
+    out.push_str("\"__REALTIME_TIMESTAMP\":");
+    push_quoted(out, |out| push_decimal(out, realtime_micros(realtime)));
     for_each_entry_field(record, |name, value| {
         // Field names are journald names (uppercase letters, digits and
         // `_`), which JSON needs no escapes for.
@@ -162,7 +163,7 @@ fn push_line(out: &mut String, record: &AuditRecord, realtime: SystemTime) {
                     if index > 0 {
                         out.push('.');
                     }
-                    push_decimal(out, u64::from(octet));
+                    push_decimal(out, octet);
                 }
             }),
             other => push_json_string(out, &bounded_text(other)),
@@ -178,19 +179,8 @@ fn push_quoted(out: &mut String, write: impl FnOnce(&mut String)) {
 }
 
 /// Appends the decimal digits of `number`.
-fn push_decimal(out: &mut String, mut number: u64) {
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (number % 10) as u8;
-        number /= 10;
-        if number == 0 {
-            break;
-        }
-    }
-    // The digits are ASCII, so the conversion cannot fail.
-    out.push_str(std::str::from_utf8(&digits[start..]).unwrap_or_default());
+fn push_decimal(out: &mut String, number: impl itoa::Integer) {
+    out.push_str(itoa::Buffer::new().format(number));
 }
 
 /// Appends `text` as a JSON string, escaped as serde_json escapes it:

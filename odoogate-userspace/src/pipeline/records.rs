@@ -47,16 +47,7 @@ pub struct CallTarget<'a>(pub &'a Call);
 
 impl fmt::Display for CallTarget<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let call = self.0;
-        match (&call.model, &call.method) {
-            (Some(model), Some(method)) => write!(f, "{model}.{method}"),
-            (None, Some(method)) => match &call.service {
-                Some(service) => write!(f, "{service}.{method}"),
-                None => f.write_str(method),
-            },
-            (Some(model), None) => f.write_str(model),
-            (None, None) => f.write_str("(unknown)"),
-        }
+        target_parts(self.0).into_iter().try_for_each(|part| f.write_str(part))
     }
 }
 
@@ -92,15 +83,7 @@ pub fn call_record(
     let decision = policy::decision(verdict, config.policy.mode);
 
     let integration = resolution.integration.as_deref().unwrap_or("unidentified");
-    let message = format!(
-        "{} {} {} via {}: {}",
-        decision.as_str(),
-        integration,
-        CallTarget(call),
-        call.protocol.as_str(),
-        verdict.reason
-    );
-    let mut record = AuditRecord::new(AuditEvent::Call, message);
+    let mut record = AuditRecord::new(AuditEvent::Call, call_message(decision, integration, call, &verdict.reason));
     set_source(&mut record, source);
     set_resolution(&mut record, resolution);
     record.decision = Some(decision);
@@ -124,6 +107,32 @@ pub fn call_record(
     record.fields = call.fields.clone();
     record.path = Some(request.path().to_owned());
     record
+}
+
+/// Returns `decision integration target via protocol: reason`, the message
+/// of a call's record. It is written piece by piece, because `format!`
+/// costs several times as much on this path, taken once per call.
+fn call_message(decision: Decision, integration: &str, call: &Call, reason: &str) -> String {
+    let target = target_parts(call);
+    let parts = [decision.as_str(), " ", integration, " ", target[0], target[1], target[2], " via ", call.protocol.as_str(), ": ", reason];
+    let mut message = String::with_capacity(parts.iter().map(|part| part.len()).sum());
+    for part in parts {
+        message.push_str(part);
+    }
+    message
+}
+
+/// Returns [`CallTarget`]'s text in up to three parts.
+fn target_parts(call: &Call) -> [&str; 3] {
+    match (&call.model, &call.method) {
+        (Some(model), Some(method)) => [model, ".", method],
+        (None, Some(method)) => match &call.service {
+            Some(service) => [service, ".", method],
+            None => [method, "", ""],
+        },
+        (Some(model), None) => [model, "", ""],
+        (None, None) => ["(unknown)", "", ""],
+    }
 }
 
 /// Returns the login for the audit record, or a placeholder when the value

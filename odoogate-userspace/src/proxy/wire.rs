@@ -76,7 +76,7 @@ pub(super) fn forwarded_headers(headers: &Headers, client: IpAddr, version: Http
     if let ForwardedBody::Whole(length) = body {
         // A bodiless GET stays without Content-Length, as the client sent it.
         if length > 0 || had_framing {
-            fields.push(("Content-Length".to_owned(), Bytes::from(length.to_string())));
+            fields.push(("Content-Length".to_owned(), Bytes::copy_from_slice(itoa::Buffer::new().format(length).as_bytes())));
         }
     }
     match upgrade {
@@ -110,7 +110,9 @@ fn carries_scoped_token(value: &[u8]) -> bool {
 /// Writes a request head from its start line and fields.
 pub(super) fn request_head(line: RequestLine<'_>, headers: &Headers) -> Vec<u8> {
     let mut head = Vec::with_capacity(512);
-    head.extend_from_slice(format!("{} {} {}\r\n", line.method, line.target, line.version.as_str()).as_bytes());
+    for part in [line.method, " ", line.target, " ", line.version.as_str(), "\r\n"] {
+        head.extend_from_slice(part.as_bytes());
+    }
     for (name, value) in &headers.0 {
         push_field(&mut head, name, value);
     }
@@ -140,7 +142,7 @@ pub(super) struct StatusLine<'a> {
 pub(super) fn client_response_head(line: StatusLine<'_>, headers: &Headers, connection: ClientConnection) -> Vec<u8> {
     let connection_named = connection_options(headers);
     let mut head = Vec::with_capacity(512);
-    head.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", line.status, line.reason).as_bytes());
+    push_status_line(&mut head, line.status, line.reason);
     for (name, value) in &headers.0 {
         let dropped = DROPPED_RESPONSE_FIELDS.iter().any(|field| name.eq_ignore_ascii_case(field));
         if dropped || connection_named.iter().any(|option| name.eq_ignore_ascii_case(option)) {
@@ -175,9 +177,9 @@ pub(super) struct OwnResponse<'a> {
 /// Writes one of odoogate's own responses, complete with its body.
 pub(super) fn own_response(response: OwnResponse<'_>, keep_alive: bool) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(256 + response.body.len());
-    bytes.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", response.status, response.reason).as_bytes());
+    push_status_line(&mut bytes, response.status, response.reason);
     push_field(&mut bytes, "Content-Type", response.content_type.as_bytes());
-    push_field(&mut bytes, "Content-Length", response.body.len().to_string().as_bytes());
+    push_field(&mut bytes, "Content-Length", itoa::Buffer::new().format(response.body.len()).as_bytes());
     for (name, value) in response.extra_headers {
         push_field(&mut bytes, name, value.as_bytes());
     }
@@ -259,13 +261,35 @@ fn connection_options(headers: &Headers) -> Vec<String> {
 /// request carried, so Odoo in `proxy_mode` (which takes the last entry)
 /// sees the address odoogate received the request from.
 fn forwarded_for(headers: &Headers, client: IpAddr) -> String {
-    let mut text = String::new();
+    let mut text = String::with_capacity(16);
     for value in headers.get_all("x-forwarded-for").map(|value| value.trim_ascii()).filter(|value| !value.is_empty()) {
         text.push_str(&String::from_utf8_lossy(value));
         text.push_str(", ");
     }
-    let _ = write!(text, "{}", client.to_canonical());
+    match client.to_canonical() {
+        // An IPv4 address is the common case; its octets need no `fmt`.
+        IpAddr::V4(address) => {
+            for (index, octet) in address.octets().into_iter().enumerate() {
+                if index > 0 {
+                    text.push('.');
+                }
+                text.push_str(itoa::Buffer::new().format(octet));
+            }
+        }
+        IpAddr::V6(address) => {
+            let _ = write!(text, "{address}");
+        }
+    }
     text
+}
+
+/// Writes `HTTP/1.1 status reason` and its line end.
+fn push_status_line(head: &mut Vec<u8>, status: u16, reason: &str) {
+    head.extend_from_slice(b"HTTP/1.1 ");
+    head.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(reason.as_bytes());
+    head.extend_from_slice(b"\r\n");
 }
 
 fn push_field(head: &mut Vec<u8>, name: &str, value: &[u8]) {
@@ -328,6 +352,14 @@ mod tests {
         let head = text(request_head(LINE, &forwarded));
         assert!(head.contains("Content-Length: 5\r\n"), "{head}");
         assert!(head.contains("X-Forwarded-For: 203.0.113.9, 192.0.2.7\r\n"), "{head}");
+    }
+
+    #[test]
+    fn forwarded_for_writes_addresses_as_display_does() {
+        for client in ["0.0.0.0", "10.200.3.255", "255.255.255.255", "::ffff:10.0.0.9", "2001:db8::7", "::1"] {
+            let client: IpAddr = client.parse().unwrap();
+            assert_eq!(forwarded_for(&Headers::default(), client), client.to_canonical().to_string());
+        }
     }
 
     #[test]
