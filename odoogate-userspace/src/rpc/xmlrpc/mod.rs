@@ -120,7 +120,7 @@ pub fn read_with_each_tokenizer(body: &[u8], max_depth: usize, stop_at_params: b
 /// Returns the body as text without a leading byte order mark. Both
 /// tokenizers read only UTF-8.
 fn document_text(body: &[u8]) -> Result<&str, DecodeError> {
-    let text = std::str::from_utf8(body).map_err(|_| DecodeError::NotUtf8)?;
+    let text = crate::rpc::text::utf8(body).ok_or(DecodeError::NotUtf8)?;
     Ok(text.strip_prefix('\u{feff}').unwrap_or(text))
 }
 
