@@ -123,19 +123,23 @@ mod tests {
                 // is written within its size and freed once with its layout.
                 unsafe {
                     let block = Allocator.alloc(layout);
-                    assert!(!block.is_null() && block.addr() % align == 0, "size {size} align {align}");
+                    assert!(!block.is_null(), "size {size} align {align}");
+                    assert_eq!(block.addr() % align, 0, "size {size} align {align}");
                     std::ptr::write_bytes(block, 0xa5, size);
                     let grown = Allocator.realloc(block, layout, size * 3);
-                    assert!(!grown.is_null() && grown.addr() % align == 0, "size {size} align {align}");
+                    assert!(!grown.is_null(), "size {size} align {align}");
+                    assert_eq!(grown.addr() % align, 0, "size {size} align {align}");
                     assert!(std::slice::from_raw_parts(grown, size).iter().all(|&byte| byte == 0xa5));
                     let grown_layout = Layout::from_size_align(size * 3, align).unwrap();
                     let shrunk = Allocator.realloc(grown, grown_layout, size / 2 + 1);
-                    assert!(!shrunk.is_null() && shrunk.addr() % align == 0, "size {size} align {align}");
+                    assert!(!shrunk.is_null(), "size {size} align {align}");
+                    assert_eq!(shrunk.addr() % align, 0, "size {size} align {align}");
                     assert!(std::slice::from_raw_parts(shrunk, size / 2 + 1).iter().all(|&byte| byte == 0xa5));
                     Allocator.dealloc(shrunk, Layout::from_size_align(size / 2 + 1, align).unwrap());
 
                     let zeroed = Allocator.alloc_zeroed(layout);
-                    assert!(!zeroed.is_null() && zeroed.addr() % align == 0, "size {size} align {align}");
+                    assert!(!zeroed.is_null(), "size {size} align {align}");
+                    assert_eq!(zeroed.addr() % align, 0, "size {size} align {align}");
                     assert!(std::slice::from_raw_parts(zeroed, size).iter().all(|&byte| byte == 0));
                     Allocator.dealloc(zeroed, layout);
                 }
