@@ -5,10 +5,13 @@
 //! One JSON object per line, appended as bindings change:
 //! `{"bind":"<sha256 hex>","integration":"erp","at":1733300000}` and
 //! `{"unbind":"<sha256 hex>"}`. A session that a scoped token logged in
-//! also has `"token":"<sha256 hex of the token>"`. Only the SHA-256 of a
-//! session id is written, never the id. At start the lines are replayed, bindings older
-//! than Odoo's session lifetime are dropped, and the file is rewritten with
-//! the bindings left.
+//! also has `"token":"<sha256 hex of the token>"`. `at` is the login or a
+//! later use of the session: a session in use gets a new `bind` line now
+//! and then, which replaces the earlier one. Only the SHA-256 of a session
+//! id is written, never the id. At start the lines are replayed, bindings
+//! unused for Odoo's session lifetime are dropped, and the file is
+//! rewritten with the bindings left; a running daemon rewrites it so too
+//! when it has grown long.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Write as _};
@@ -28,7 +31,8 @@ pub struct SavedBinding {
     pub integration: String,
     /// The scoped token that logged the session in, if one did.
     pub token: Option<Fingerprint>,
-    pub bound_at: SystemTime,
+    /// The login, or the last use the file records.
+    pub last_used: SystemTime,
 }
 
 /// A failure to read or write the sessions file.
@@ -58,6 +62,8 @@ enum Line {
 pub struct SessionLog {
     path: PathBuf,
     file: File,
+    /// Lines in the file.
+    lines: usize,
 }
 
 impl SessionLog {
@@ -73,29 +79,60 @@ impl SessionLog {
             Err(error) => return Err(failed("open")(error)),
         };
 
-        let mut compacted = Vec::new();
-        for binding in &bindings {
-            compacted.extend_from_slice(&bind_line(&binding.key, &binding.integration, binding.token.as_ref(), binding.bound_at));
-        }
         let directory = path.parent().unwrap_or(Path::new("/"));
         std::fs::create_dir_all(directory).map_err(failed("create the directory of"))?;
-        state_file::write_atomically(path, directory, &compacted)
-            .map_err(|error| SessionFileError::Io { action: error.action, path: path.to_owned(), source: error.source })?;
-        let file = OpenOptions::new().append(true).mode(0o600).open(path).map_err(failed("open"))?;
-        Ok((Self { path: path.to_owned(), file }, bindings, unreadable))
+        let (file, lines) = write_compacted(path, bindings.iter()).map_err(|error| SessionFileError::Io {
+            action: error.action,
+            path: path.to_owned(),
+            source: error.source,
+        })?;
+        Ok((Self { path: path.to_owned(), file, lines }, bindings, unreadable))
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// Lines in the file, those replaced or removed by later ones included.
+    pub fn lines(&self) -> usize {
+        self.lines
+    }
+
     pub fn bind(&mut self, key: &[u8; 32], integration: &str, token: Option<&Fingerprint>, at: SystemTime) -> io::Result<()> {
+        self.lines += 1;
         self.file.write_all(&bind_line(key, integration, token, at))
     }
 
     pub fn unbind(&mut self, key: &[u8; 32]) -> io::Result<()> {
+        self.lines += 1;
         self.file.write_all(&line_bytes(&Line::Unbind { unbind: hex::encode(key) }))
     }
+
+    /// Replaces the file with one line per binding, atomically, and appends
+    /// to the new file from then on.
+    pub fn rewrite(&mut self, bindings: impl IntoIterator<Item = SavedBinding>) -> io::Result<()> {
+        let bindings: Vec<SavedBinding> = bindings.into_iter().collect();
+        let (file, lines) = write_compacted(&self.path, bindings.iter()).map_err(|error| error.source)?;
+        self.file = file;
+        self.lines = lines;
+        Ok(())
+    }
+}
+
+/// Writes `bindings` to `path` atomically and opens the new file for
+/// appending. Returns it and its line count.
+fn write_compacted<'a>(path: &Path, bindings: impl Iterator<Item = &'a SavedBinding>) -> Result<(File, usize), state_file::StateFileError> {
+    let mut compacted = Vec::new();
+    let mut lines = 0;
+    for binding in bindings {
+        compacted.extend_from_slice(&bind_line(&binding.key, &binding.integration, binding.token.as_ref(), binding.last_used));
+        lines += 1;
+    }
+    let directory = path.parent().unwrap_or(Path::new("/"));
+    state_file::write_atomically(path, directory, &compacted)?;
+    let file =
+        OpenOptions::new().append(true).mode(0o600).open(path).map_err(|source| state_file::StateFileError { action: "open", source })?;
+    Ok((file, lines))
 }
 
 fn bind_line(key: &[u8; 32], integration: &str, token: Option<&Fingerprint>, at: SystemTime) -> Vec<u8> {
@@ -130,7 +167,7 @@ fn replay(reader: impl io::BufRead, cutoff: SystemTime) -> io::Result<(Vec<Saved
             None => unreadable += 1,
         }
     }
-    bindings.retain(|binding| binding.bound_at >= cutoff);
+    bindings.retain(|binding| binding.last_used >= cutoff);
     Ok((bindings, unreadable))
 }
 
@@ -149,7 +186,7 @@ fn parse_line(line: Line) -> Option<Parsed> {
                 Some(text) => Some(Fingerprint::from_hex(&text).ok()?),
                 None => None,
             },
-            bound_at: SystemTime::UNIX_EPOCH + Duration::from_secs(at),
+            last_used: SystemTime::UNIX_EPOCH + Duration::from_secs(at),
         })),
         Line::Unbind { unbind } => key(&unbind).map(Parsed::Unbind),
     }
@@ -178,7 +215,7 @@ mod tests {
              {{\"bind\":\"abc\",\"integration\":\"short\",\"at\":300}}\n"
         );
         let (bindings, unreadable) = replay(text.as_bytes(), at(50)).unwrap();
-        assert_eq!(bindings, [SavedBinding { key: [1u8; 32], integration: "stats".to_owned(), token: None, bound_at: at(300) }]);
+        assert_eq!(bindings, [SavedBinding { key: [1u8; 32], integration: "stats".to_owned(), token: None, last_used: at(300) }]);
         assert_eq!(unreadable, 2);
     }
 
@@ -193,7 +230,7 @@ mod tests {
         log.bind(&[7u8; 32], "erp", Some(&token), at(100)).unwrap();
         drop(log);
         let (_, bindings, unreadable) = SessionLog::open(&path, at(0)).unwrap();
-        assert_eq!(bindings, [SavedBinding { key: [7u8; 32], integration: "erp".to_owned(), token: Some(token), bound_at: at(100) }]);
+        assert_eq!(bindings, [SavedBinding { key: [7u8; 32], integration: "erp".to_owned(), token: Some(token), last_used: at(100) }]);
         assert_eq!(unreadable, 0);
 
         // A token that is not 64 hex digits makes the line unreadable.
@@ -217,7 +254,7 @@ mod tests {
         drop(log);
 
         let (_, bindings, unreadable) = SessionLog::open(&path, at(0)).unwrap();
-        assert_eq!(bindings, [SavedBinding { key: [7u8; 32], integration: "erp".to_owned(), token: None, bound_at: at(100) }]);
+        assert_eq!(bindings, [SavedBinding { key: [7u8; 32], integration: "erp".to_owned(), token: None, last_used: at(100) }]);
         assert_eq!(unreadable, 0);
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1, "the reopened file is compacted");
         use std::os::unix::fs::PermissionsExt as _;

@@ -3,7 +3,10 @@
 //! A browser-style client logs in once with `/web/session/authenticate`
 //! and then sends only its `session_id` cookie, which carries no API key.
 //! When the login was matched to an integration, later calls with that
-//! cookie belong to it too.
+//! cookie belong to it too, for as long as Odoo keeps the session: Odoo
+//! reaps a session after [`SESSION_LIFETIME`] without use, so a binding
+//! ends [`SESSION_LIFETIME`] after the last call that used it
+//! ([`SessionTable::touch`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -12,28 +15,39 @@ use std::time::{Duration, SystemTime};
 use sha2::{Digest as _, Sha256};
 
 use super::Fingerprint;
-use super::session_file::{SessionFileError, SessionLog};
+use super::session_file::{SavedBinding, SessionFileError, SessionLog};
 use crate::secret::Secret;
 use crate::token::TokenStore;
 
 /// Default capacity of a [`SessionTable`].
 pub const DEFAULT_MAX_SESSIONS: usize = 100_000;
 
-/// Bindings older than this are forgotten. Odoo's own session cookie
-/// lives 7 days (`Max-Age=604800`).
+/// Bindings unused for this long are forgotten. Odoo's session cookie
+/// lives 7 days (`Max-Age=604800`), and Odoo deletes sessions unused for
+/// as long (`sessions.max_inactivity_seconds`, by default 7 days).
 pub const SESSION_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// How long a binding in use goes without a new line in the sessions
+/// file. Each line records the binding's last use, so after a restart a
+/// session in use is forgotten at most this much earlier than Odoo
+/// forgets it, and a session used all day adds 24 lines a day.
+pub const USE_SAVE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// The sessions file is compacted once it has this many lines more than
+/// twice the bindings it holds.
+const COMPACT_SLACK_LINES: usize = 10_000;
 
 /// Session bindings, keyed by the SHA-256 of the session id so the table
 /// never stores a usable session id.
 ///
-/// Bounded: when full, a new binding evicts the binding made least
-/// recently. Lookups do not refresh an entry, so the order is that of
-/// binding, not of use.
+/// Bounded: when full, a new binding evicts the binding least recently
+/// made or touched ([`SessionTable::touch`]).
 #[derive(Debug)]
 pub struct SessionTable {
     capacity: usize,
     entries: HashMap<[u8; 32], Binding>,
-    /// Binding sequence number -> key, oldest first, for eviction.
+    /// Binding or touch sequence number -> key, oldest first, for
+    /// eviction.
     order: BTreeMap<u64, [u8; 32]>,
     next_sequence: u64,
     /// `policy.sessions_file`, when bindings outlive the process.
@@ -63,7 +77,10 @@ struct Binding {
     integration: String,
     /// The scoped token that logged the session in, if one did.
     token: Option<Fingerprint>,
-    bound_at: SystemTime,
+    /// The login, or the last call with the session since.
+    last_used: SystemTime,
+    /// The last use the sessions file records.
+    saved_use: SystemTime,
     sequence: u64,
 }
 
@@ -83,7 +100,7 @@ impl SessionTable {
         }
         let mut table = Self::new(capacity);
         for binding in bindings {
-            table.insert(binding.key, binding.integration, binding.token, binding.bound_at);
+            table.insert(binding.key, binding.integration, binding.token, binding.last_used);
         }
         table.log = Some(log);
         Ok(table)
@@ -118,7 +135,7 @@ impl SessionTable {
         self.after_write(written);
     }
 
-    fn insert(&mut self, key: [u8; 32], integration: String, token: Option<Fingerprint>, bound_at: SystemTime) {
+    fn insert(&mut self, key: [u8; 32], integration: String, token: Option<Fingerprint>, last_used: SystemTime) {
         self.remove_key(&key);
         while self.entries.len() >= self.capacity {
             self.evict_oldest();
@@ -127,7 +144,32 @@ impl SessionTable {
         let sequence = self.next_sequence;
         self.next_sequence += 1;
         self.order.insert(sequence, key);
-        self.entries.insert(key, Binding { integration, token, bound_at, sequence });
+        self.entries.insert(key, Binding { integration, token, last_used, saved_use: last_used, sequence });
+    }
+
+    /// Records that a call used `session` at `now`, which keeps its binding
+    /// [`SESSION_LIFETIME`] longer and makes it the last to be evicted. The
+    /// sessions file gets a line at most every [`USE_SAVE_INTERVAL`] per
+    /// session. Returns whether `session` is bound.
+    pub fn touch(&mut self, session: &Secret, now: SystemTime) -> bool {
+        let key = session_key(session);
+        let Some(binding) = self.entries.get_mut(&key) else {
+            return false;
+        };
+        binding.last_used = binding.last_used.max(now);
+        self.order.remove(&binding.sequence);
+        binding.sequence = self.next_sequence;
+        self.order.insert(self.next_sequence, key);
+        self.next_sequence += 1;
+
+        let due = now.duration_since(binding.saved_use).is_ok_and(|since| since >= USE_SAVE_INTERVAL);
+        if !due {
+            return true;
+        }
+        binding.saved_use = binding.last_used;
+        let written = self.log.as_mut().map(|log| log.bind(&key, &binding.integration, binding.token.as_ref(), binding.last_used));
+        self.after_write(written);
+        true
     }
 
     /// Stops writing the file after a failed write, with one warning: the
@@ -158,20 +200,43 @@ impl SessionTable {
         removed
     }
 
-    /// Forgets every binding made before `cutoff`, which the caller sets
-    /// from Odoo's session lifetime. Returns how many were removed.
+    /// Forgets every binding last used before `cutoff`, which the caller
+    /// sets from Odoo's session lifetime. Returns how many were removed.
     pub fn expire_before(&mut self, cutoff: SystemTime) -> usize {
-        let expired: Vec<[u8; 32]> =
-            self.entries.iter().filter(|(_, binding)| binding.bound_at < cutoff).map(|(key, _)| *key).collect();
+        let expired: Vec<[u8; 32]> = self.entries.iter().filter(|(_, binding)| binding.last_used < cutoff).map(|(key, _)| *key).collect();
         for key in &expired {
             self.remove_key(key);
         }
         expired.len()
     }
 
-    /// Forgets every binding older than [`SESSION_LIFETIME`] at `now`.
+    /// Forgets every binding unused for [`SESSION_LIFETIME`] at `now`, and
+    /// compacts the sessions file when it has grown well past the bindings
+    /// it holds. The daemon calls it on its maintenance tick.
     pub fn expire_old(&mut self, now: SystemTime) -> usize {
-        self.expire_before(lifetime_cutoff(now))
+        let expired = self.expire_before(lifetime_cutoff(now));
+        self.compact_if_long();
+        expired
+    }
+
+    /// Rewrites the sessions file with one line per binding, in eviction
+    /// order, once its other lines (replaced bindings, logouts, uses)
+    /// outnumber [`COMPACT_SLACK_LINES`] plus the bindings.
+    fn compact_if_long(&mut self) {
+        let Some(log) = &mut self.log else {
+            return;
+        };
+        if log.lines() <= 2 * self.entries.len() + COMPACT_SLACK_LINES {
+            return;
+        }
+        let entries = &mut self.entries;
+        let bindings = self.order.values().filter_map(|key| {
+            let binding = entries.get_mut(key)?;
+            binding.saved_use = binding.last_used;
+            Some(SavedBinding { key: *key, integration: binding.integration.clone(), token: binding.token, last_used: binding.last_used })
+        });
+        let written = log.rewrite(bindings);
+        self.after_write(Some(written));
     }
 
     pub fn len(&self) -> usize {
@@ -300,6 +365,83 @@ mod tests {
         assert_eq!(owner(&table, "s2"), None, "the logout is kept");
         assert_eq!(owner(&table, "s3"), None, "bindings before the cutoff expire");
         assert!(!std::fs::read_to_string(&path).unwrap().contains("s1"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn touch_extends_the_binding_and_delays_its_eviction() {
+        let mut table = SessionTable::new(2);
+        table.bind(&Secret::new("s1"), "a", None, at(10));
+        table.bind(&Secret::new("s2"), "b", None, at(20));
+        assert!(table.touch(&Secret::new("s1"), at(30)));
+        assert!(!table.touch(&Secret::new("s9"), at(30)), "an unbound session stays unbound");
+        assert_eq!(table.len(), 2);
+
+        // s2 is now the least recently used.
+        table.bind(&Secret::new("s3"), "c", None, at(40));
+        assert_eq!(owner(&table, "s2"), None);
+        assert_eq!(owner(&table, "s1"), Some("a"));
+
+        // A use counts from its time, an older one changes nothing.
+        assert!(table.touch(&Secret::new("s1"), at(25)));
+        assert_eq!(table.expire_before(at(30)), 0);
+        assert_eq!(table.expire_before(at(41)), 2);
+    }
+
+    #[test]
+    fn uses_reach_the_file_once_per_interval() {
+        let dir = std::env::temp_dir().join(format!("odoogate-sessions-use-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("sessions.json");
+        let hour = USE_SAVE_INTERVAL.as_secs();
+        let lines = || std::fs::read_to_string(&path).unwrap().lines().count();
+
+        let mut table = SessionTable::open(&path, 8, at(0)).unwrap();
+        table.bind(&Secret::new("s1"), "n8n", None, at(1000));
+        table.touch(&Secret::new("s1"), at(1000 + hour - 1));
+        assert_eq!(lines(), 1, "a use within the interval writes nothing");
+        table.touch(&Secret::new("s1"), at(1000 + hour));
+        table.touch(&Secret::new("s1"), at(1000 + hour + 5));
+        assert_eq!(lines(), 2);
+        drop(table);
+
+        // The file keeps the last use it recorded, so a cutoff after the
+        // login but before that use keeps the binding.
+        let table = SessionTable::open(&path, 8, at(1001)).unwrap();
+        assert_eq!(owner(&table, "s1"), Some("n8n"));
+        drop(table);
+        let table = SessionTable::open(&path, 8, at(1000 + hour + 1)).unwrap();
+        assert_eq!(owner(&table, "s1"), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn long_file_is_compacted_on_the_tick() {
+        let dir = std::env::temp_dir().join(format!("odoogate-sessions-compact-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("sessions.json");
+        let lines = || std::fs::read_to_string(&path).unwrap().lines().count();
+
+        let mut table = SessionTable::open(&path, 8, at(0)).unwrap();
+        table.bind(&Secret::new("kept"), "erp", None, at(100));
+        for _ in 0..COMPACT_SLACK_LINES / 2 {
+            table.bind(&Secret::new("churn"), "n8n", None, at(100));
+            table.unbind(&Secret::new("churn"));
+        }
+        table.expire_old(at(200));
+        assert_eq!(lines(), 1 + COMPACT_SLACK_LINES, "not yet past the slack");
+        table.bind(&Secret::new("churn"), "n8n", None, at(150));
+        table.unbind(&Secret::new("churn"));
+        table.bind(&Secret::new("churn"), "n8n", None, at(150));
+        table.touch(&Secret::new("kept"), at(100 + USE_SAVE_INTERVAL.as_secs()));
+        table.expire_old(at(200));
+        assert_eq!(lines(), 2, "one line per binding");
+
+        // Appends go to the new file, and the last use is kept.
+        table.bind(&Secret::new("late"), "stats", None, at(300));
+        drop(table);
+        let table = SessionTable::open(&path, 8, at(150)).unwrap();
+        assert_eq!((owner(&table, "kept"), owner(&table, "churn"), owner(&table, "late")), (Some("erp"), Some("n8n"), Some("stats")));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -32,7 +32,8 @@ pub struct Origin {
 
 /// Keeps the session table in step with the web client's session routes: a
 /// session created by `/web/session/authenticate` belongs to the
-/// integration that authenticated, and `/web/session/destroy` ends it.
+/// integration that authenticated, `/web/session/destroy` ends it, and
+/// every other call that Odoo answered with the session keeps it alive.
 /// `token` is the scoped token that identified the call, if one did: a
 /// session it logs in ends with it.
 pub(crate) fn track_session(
@@ -52,13 +53,17 @@ pub(crate) fn track_session(
         }
         return;
     }
+    let now = std::time::SystemTime::now();
+    if let Some(session) = &call.session_id {
+        sessions.touch(session, now);
+    }
     // A failed login may still set a cookie; only a session that Odoo
     // accepted (a uid in the answer) belongs to the integration.
     if call.kind != CallKind::Auth || rpc::login_uid(call, response).is_none() {
         return;
     }
     if let (Some(integration), Some(session)) = (integration, rpc::session_cookie(response)) {
-        sessions.bind(&session, integration, token, std::time::SystemTime::now());
+        sessions.bind(&session, integration, token, now);
     }
 }
 
