@@ -267,7 +267,7 @@ fn write_resolution(out: &mut String, resolution: &Resolution, config: &Config) 
 fn invalid_token(request: &matching::Request<'_>, config: &Config) -> Option<String> {
     let store = request.tokens?;
     let sessions = identity::SessionTable::default();
-    let resolved = identity::resolve_with_tokens(config, store, request.call, request.headers, request.source, &sessions, request.now);
+    let resolved = identity::resolve_with_tokens(config, Some(store), request.call, request.headers, request.source, &sessions, request.now);
     resolved.invalid_token.map(|invalid| invalid.reason_text())
 }
 

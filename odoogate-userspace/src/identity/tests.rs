@@ -236,7 +236,7 @@ fn token_session_ends_when_token_is_revoked() {
     let mut call = Call::new(Protocol::Web, CallKind::Model);
     call.session_id = Some(Secret::new("sess-1"));
     let resolve_at = |store: &crate::token::TokenStore| {
-        resolve_with_tokens(&config, store, Some(&call), &Headers::default(), &source("192.0.2.1", None), &sessions, now)
+        resolve_with_tokens(&config, Some(store), Some(&call), &Headers::default(), &source("192.0.2.1", None), &sessions, now)
     };
 
     let active = resolve_at(&crate::token::TokenStore::load(&path).unwrap());
@@ -275,7 +275,7 @@ fn token_session_lasts_through_rotation_grace_only() {
     let resolve_at = |session: &str, at: SystemTime| {
         let mut call = Call::new(Protocol::Web, CallKind::Model);
         call.session_id = Some(Secret::new(session));
-        resolve_with_tokens(&config, &store, Some(&call), &Headers::default(), &source("192.0.2.1", None), &sessions, at)
+        resolve_with_tokens(&config, Some(&store), Some(&call), &Headers::default(), &source("192.0.2.1", None), &sessions, at)
     };
     let in_grace = resolve_at("sess-1", now + std::time::Duration::from_secs(60));
     assert_eq!(in_grace.resolution.integration.as_deref(), Some("portal"), "rotating tokens keep their sessions");

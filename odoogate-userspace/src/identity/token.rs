@@ -131,10 +131,12 @@ pub fn presented_token<'a>(call: Option<&'a Call>, headers: &'a Headers) -> Opti
 /// A valid token gives its integration with [`Identity::Token`], before
 /// every other match kind and whatever the order of integrations. A token
 /// that does not verify sets [`TokenResolution::invalid_token`], and the
-/// call is resolved as if it carried no credential.
+/// call is resolved as if it carried no credential. Without a store
+/// (`tokens` is `None`, or the store failed to load) no token verifies,
+/// and no session that a token logged in may be used.
 pub fn resolve_with_tokens(
     config: &Config,
-    tokens: &TokenStore,
+    tokens: Option<&TokenStore>,
     call: Option<&Call>,
     headers: &Headers,
     source: &Source,
@@ -143,15 +145,16 @@ pub fn resolve_with_tokens(
 ) -> TokenResolution {
     let Some(presented) = presented_token(call, headers) else {
         let facts = facts_of(config, call, headers, source, None);
-        let resolution = resolve_facts(config, call, &facts, sessions, Some(tokens), now);
+        let resolution = resolve_facts(config, call, &facts, sessions, tokens, now);
         // The web session is the call's credential at Odoo, so a session
         // whose token was revoked or expired is refused as that token is.
-        let invalid_token = ended_session_token(call, sessions, Some(tokens), now);
+        let invalid_token = ended_session_token(call, sessions, tokens, now);
         return TokenResolution { resolution, invalid_token };
     };
 
     let facts = Facts { key: None, ..facts_of(config, None, headers, source, None) };
-    let reason = match tokens.verify(presented, now) {
+    let check = tokens.map_or(TokenCheck::Unknown, |store| store.verify(presented, now));
+    let reason = match check {
         TokenCheck::Valid { integration, fingerprint } => {
             let facts = Facts { token_integration: Some(integration.as_str()), ..facts };
             match token_identity(config, &integration, &facts) {
@@ -175,7 +178,7 @@ pub fn resolve_with_tokens(
 
     let fingerprint = Fingerprint::of(&Secret::new(presented)).to_hex();
     let invalid_token = InvalidToken { reason, fingerprint_prefix: fingerprint[..FINGERPRINT_PREFIX_LEN].to_owned(), via_session: false };
-    TokenResolution { resolution: resolve_facts(config, call, &facts, sessions, Some(tokens), now), invalid_token: Some(invalid_token) }
+    TokenResolution { resolution: resolve_facts(config, call, &facts, sessions, tokens, now), invalid_token: Some(invalid_token) }
 }
 
 /// Returns the token that logged in the web session `call` carries, when

@@ -153,19 +153,12 @@ fn resolve(
     source: &Source,
     sessions: &SessionTable,
 ) -> (identity::Resolution, Option<identity::InvalidToken>) {
-    match tokens {
-        Some(store) => {
-            let now = std::time::SystemTime::now();
-            let resolved = identity::resolve_with_tokens(config, store, call, &request.headers, source, sessions, now);
-            (resolved.resolution, resolved.invalid_token)
-        }
-        None => {
-            // As in enforce mode, a session that a token logged in cannot
-            // be checked without the store, so its calls are refused.
-            let ended = identity::ended_session_token(call, sessions, None, std::time::SystemTime::now());
-            (identity::resolve(config, call, &request.headers, source, sessions), ended)
-        }
-    }
+    // As in enforce mode, without a store a presented token is unknown, and
+    // a session that a token logged in cannot be checked, so its calls are
+    // refused.
+    let now = std::time::SystemTime::now();
+    let resolved = identity::resolve_with_tokens(config, tokens, call, &request.headers, source, sessions, now);
+    (resolved.resolution, resolved.invalid_token)
 }
 
 /// A request that was framed and is waiting for its response.

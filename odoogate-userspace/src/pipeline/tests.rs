@@ -644,6 +644,41 @@ fn observe_mode_without_store_flags_ended_token_session() {
 }
 
 #[test]
+fn observe_mode_without_store_flags_presented_token() {
+    // Enforce mode without a token store answers a presented token with
+    // AccessDenied, so observe mode records would_deny for it too.
+    let dir = fresh_dir("no-store-token");
+    let store = dir.join("tokens.json");
+    std::fs::write(&store, "not json").unwrap();
+    let text = CONFIG.replace("unidentified = \"deny\"", "unidentified = \"allow\"");
+    let text = format!("{text}\n[tokens]\nstore = \"{}\"\n", store.display());
+    let config = Arc::new(crate::config::parse(&text, "test.toml").expect("test config is valid"));
+    let sink = MemorySink::default();
+    let mut pipeline = Pipeline::new(config, None, Box::new(sink.clone()));
+
+    let body =
+        br#"{"jsonrpc":"2.0","method":"call","id":2,"params":{"model":"crm.lead","method":"create","args":[{"name":"x"}],"kwargs":{}}}"#;
+    let mut request = format!(
+        "POST /web/dataset/call_kw HTTP/1.1\r\nContent-Type: application/json\r\nX-Odoogate-Token: odg_2C9mbw3wJ9fhP5EXAMPLExx\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    let mut conn = Conn::new("10.0.0.9:40022");
+    conn.open(&mut pipeline);
+    conn.send(&mut pipeline, &request);
+    conn.answer(&mut pipeline, &jsonrpc_response("5"));
+    conn.close(&mut pipeline);
+    pipeline.finish();
+
+    let records = calls(&sink);
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].decision, Some(Decision::WouldDeny), "{:?}", records[0]);
+    assert_eq!(records[0].error_code.as_deref(), Some("unknown_token"), "{:?}", records[0]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn ended_token_session_refused_on_every_route_slot() {
     use crate::secret::Secret;
     let config = web_routes_config();

@@ -302,23 +302,10 @@ impl<'s, C: UpstreamConnector> Session<'s, C> {
     /// Resolves the integration of a call, its scoped token first. Without
     /// a token store, a presented token cannot be valid.
     fn resolve(&self, request: &HttpRequest, call: &Call) -> TokenResolution {
-        let config = &self.config;
         let sessions = self.shared.sessions();
-        if let Some(tokens) = &self.shared.tokens {
-            let now = std::time::SystemTime::now();
-            let store = tokens.store();
-            return identity::resolve_with_tokens(config, &store, Some(call), &request.headers, &self.source, &sessions, now);
-        }
-        let resolution = identity::resolve(config, Some(call), &request.headers, &self.source, &sessions);
-        let invalid_token = match identity::presented_token(Some(call), &request.headers) {
-            Some(presented) => Some(InvalidToken {
-                reason: identity::InvalidTokenReason::Unknown,
-                fingerprint_prefix: crate::secret::Secret::new(presented).sha256_hex()[..12].to_owned(),
-                via_session: false,
-            }),
-            None => identity::ended_session_token(Some(call), &sessions, None, std::time::SystemTime::now()),
-        };
-        TokenResolution { resolution, invalid_token }
+        let store = self.shared.tokens.as_ref().map(|tokens| tokens.store());
+        let now = std::time::SystemTime::now();
+        identity::resolve_with_tokens(&self.config, store.as_deref(), Some(call), &request.headers, &self.source, &sessions, now)
     }
 
     /// Answers a call whose scoped token did not verify with Odoo's

@@ -49,7 +49,7 @@ impl Request<'_> {
         let sessions = SessionTable::default();
         match self.tokens {
             Some(store) => {
-                identity::resolve_with_tokens(config, store, self.call, self.headers, self.source, &sessions, self.now)
+                identity::resolve_with_tokens(config, Some(store), self.call, self.headers, self.source, &sessions, self.now)
                     .resolution
             }
             None => identity::resolve(config, self.call, self.headers, self.source, &sessions),
