@@ -67,6 +67,16 @@ pub(crate) fn track_session(
     }
 }
 
+/// Returns the scoped token that a session opened by `call` is bound to
+/// ([`track_session`]). Only a login opens one, so other calls skip
+/// parsing the fingerprint back from its hex.
+pub(crate) fn login_token(call: &Call, resolution: &identity::Resolution) -> Option<Fingerprint> {
+    if call.kind != CallKind::Auth {
+        return None;
+    }
+    resolution.token()
+}
+
 /// Returns the integration whose web session `request` carries, with the
 /// reason its `web_routes` deny the request, when they do. For requests
 /// outside the RPC routes only. Every session id the request carries
@@ -388,7 +398,7 @@ impl Connection {
                 PendingCall {
                     record: Some(record),
                     integration: resolution.integration.clone(),
-                    token: resolution.token(),
+                    token: login_token(&call, &resolution),
                     call: Some(call),
                     request_last_byte_ns: request.last_byte_ns,
                 }

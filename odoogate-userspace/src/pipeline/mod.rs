@@ -12,7 +12,7 @@ mod connection;
 pub(crate) mod records;
 mod tokens;
 
-pub(crate) use connection::{track_session, web_route_refusal};
+pub(crate) use connection::{login_token, track_session, web_route_refusal};
 
 use crate::audit::ratelimit::ErrorRateLimiter;
 use crate::audit::{AuditEvent, AuditRecord, AuditSink};

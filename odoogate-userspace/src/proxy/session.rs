@@ -260,7 +260,8 @@ impl<'s, C: UpstreamConnector> Session<'s, C> {
                     record.uid = rpc::login_uid(call, response);
                 }
                 let integration = resolution.integration.as_deref();
-                crate::pipeline::track_session(call, integration, resolution.token(), response, &mut self.shared.sessions());
+                let token = crate::pipeline::login_token(call, &resolution);
+                crate::pipeline::track_session(call, integration, token, response, &mut self.shared.sessions());
                 self.shared.recorder.write(record);
                 Ok(next)
             }
