@@ -13,6 +13,7 @@
 //! rewritten with the bindings left; a running daemon rewrites it so too
 //! when it has grown long.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Write as _};
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -149,26 +150,32 @@ fn line_bytes(line: &Line) -> Vec<u8> {
 }
 
 /// Replays the lines of a session file: later lines replace or remove
-/// earlier bindings of the same key.
+/// earlier bindings of the same key. Returns the bindings in the order of
+/// their last lines, so the least recently saved comes first.
 fn replay(reader: impl io::BufRead, cutoff: SystemTime) -> io::Result<(Vec<SavedBinding>, usize)> {
-    let mut bindings: Vec<SavedBinding> = Vec::new();
+    // Each key's binding with the number of the line that made it. A map,
+    // because the file contains a line per hour of use of each binding, and a
+    // search through the bindings for each line takes quadratic time.
+    let mut bindings: HashMap<[u8; 32], (usize, SavedBinding)> = HashMap::new();
     let mut unreadable = 0;
-    for line in reader.lines() {
+    for (number, line) in reader.lines().enumerate() {
         let line = line?;
         if line.trim().is_empty() {
             continue;
         }
         match serde_json::from_str::<Line>(&line).ok().and_then(parse_line) {
             Some(Parsed::Bind(binding)) => {
-                bindings.retain(|earlier| earlier.key != binding.key);
-                bindings.push(binding);
+                bindings.insert(binding.key, (number, binding));
             }
-            Some(Parsed::Unbind(key)) => bindings.retain(|earlier| earlier.key != key),
+            Some(Parsed::Unbind(key)) => {
+                bindings.remove(&key);
+            }
             None => unreadable += 1,
         }
     }
-    bindings.retain(|binding| binding.last_used >= cutoff);
-    Ok((bindings, unreadable))
+    let mut kept: Vec<(usize, SavedBinding)> = bindings.into_values().filter(|(_, binding)| binding.last_used >= cutoff).collect();
+    kept.sort_unstable_by_key(|(number, _)| *number);
+    Ok((kept.into_iter().map(|(_, binding)| binding).collect(), unreadable))
 }
 
 enum Parsed {
@@ -217,6 +224,44 @@ mod tests {
         let (bindings, unreadable) = replay(text.as_bytes(), at(50)).unwrap();
         assert_eq!(bindings, [SavedBinding { key: [1u8; 32], integration: "stats".to_owned(), token: None, last_used: at(300) }]);
         assert_eq!(unreadable, 2);
+    }
+
+    /// A file as a busy daemon leaves it between compactions: each session
+    /// bound, then used in reverse order, with some logouts. Replay keeps
+    /// the last line of each key, in the order of those lines.
+    #[test]
+    fn long_file_replays_last_lines() {
+        const SESSIONS: u32 = 4_000;
+        let key = |index: u32| {
+            let mut key = [0u8; 32];
+            key[..4].copy_from_slice(&index.to_be_bytes());
+            key
+        };
+        let mut text = Vec::new();
+        for index in 0..SESSIONS {
+            text.extend_from_slice(&bind_line(&key(index), "erp", None, at(100)));
+        }
+        for index in (0..SESSIONS).rev() {
+            match index % 4 {
+                0 => text.extend_from_slice(&line_bytes(&Line::Unbind { unbind: hex::encode(key(index)) })),
+                _ => text.extend_from_slice(&bind_line(&key(index), "erp", None, at(200 + u64::from(index)))),
+            }
+        }
+
+        let (bindings, unreadable) = replay(&text[..], at(0)).unwrap();
+        assert_eq!(unreadable, 0);
+        let expected: Vec<SavedBinding> = (0..SESSIONS)
+            .rev()
+            .filter(|index| index % 4 != 0)
+            .map(|index| SavedBinding {
+                key: key(index),
+                integration: "erp".to_owned(),
+                token: None,
+                last_used: at(200 + u64::from(index)),
+            })
+            .collect();
+        assert_eq!(bindings.len(), expected.len());
+        assert!(bindings == expected, "bindings differ from the last lines of their keys");
     }
 
     #[test]
