@@ -297,3 +297,43 @@ pub fn capture_loss(previous: &CaptureStats, current: &CaptureStats) -> Vec<Audi
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::Protocol;
+
+    /// The message and the target read as the `format!` they replaced wrote
+    /// them, for each combination of model, method and service.
+    #[test]
+    fn call_message_matches_format() {
+        let parts = [
+            (None, None, None),
+            (Some("res.partner"), Some("read"), Some("object")),
+            (None, Some("login"), Some("common")),
+            (None, Some("version"), None),
+            (Some("crm.lead"), None, None),
+            (Some("m"), None, Some("object")),
+        ];
+        for (model, method, service) in parts {
+            let mut call = Call::new(Protocol::JsonRpc, CallKind::Model);
+            call.model = model.map(str::to_owned);
+            call.method = method.map(str::to_owned);
+            call.service = service.map(str::to_owned);
+            let target = match (model, method) {
+                (Some(model), Some(method)) => format!("{model}.{method}"),
+                (None, Some(method)) => match service {
+                    Some(service) => format!("{service}.{method}"),
+                    None => method.to_owned(),
+                },
+                (Some(model), None) => model.to_owned(),
+                (None, None) => "(unknown)".to_owned(),
+            };
+            assert_eq!(CallTarget(&call).to_string(), target);
+            for decision in [Decision::Allow, Decision::Deny, Decision::WouldDeny] {
+                let expected = format!("{} erp {} via {}: no rule", decision.as_str(), target, call.protocol.as_str());
+                assert_eq!(call_message(decision, "erp", &call, "no rule"), expected);
+            }
+        }
+    }
+}

@@ -355,6 +355,19 @@ mod tests {
     }
 
     #[test]
+    fn start_lines_match_format() {
+        for (status, reason) in [(0, ""), (100, "Continue"), (200, "OK"), (404, "NOT FOUND"), (u16::MAX, "x y")] {
+            let mut line = Vec::new();
+            push_status_line(&mut line, status, reason);
+            assert_eq!(line, format!("HTTP/1.1 {status} {reason}\r\n").into_bytes());
+        }
+        for version in [HttpVersion::Http10, HttpVersion::Http11] {
+            let head = request_head(RequestLine { method: "POST", target: "/web/dataset/call_kw?a=1", version }, &Headers::default());
+            assert_eq!(head, format!("POST /web/dataset/call_kw?a=1 {}\r\n\r\n", version.as_str()).into_bytes());
+        }
+    }
+
+    #[test]
     fn forwarded_for_writes_addresses_as_display_does() {
         for client in ["0.0.0.0", "10.200.3.255", "255.255.255.255", "::ffff:10.0.0.9", "2001:db8::7", "::1"] {
             let client: IpAddr = client.parse().unwrap();

@@ -295,6 +295,65 @@ mod tests {
         (lines, anomalies)
     }
 
+    /// Parses field lines as the version that copied each value did.
+    fn parse_fields_copying(lines: &[&[u8]], role: Role) -> Result<(Headers, Vec<FramingAnomaly>), HeadError> {
+        let mut anomalies = Vec::new();
+        let mut fields: Vec<(String, Vec<u8>, bool)> = Vec::new();
+        for line in lines {
+            if line.first().is_some_and(|&b| b == b' ' || b == b'\t') {
+                let (_, value, _) = fields.last_mut().ok_or(HeadError::FoldWithoutField)?;
+                value.push(b' ');
+                value.extend_from_slice(trim(line));
+                push_once(&mut anomalies, FramingAnomaly::ObsFold);
+                continue;
+            }
+            let colon = line.iter().position(|&b| b == b':').ok_or(HeadError::InvalidFieldName)?;
+            let name = &line[..colon];
+            if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
+                return Err(HeadError::InvalidFieldName);
+            }
+            let dropped = role == Role::Request && name.contains(&b'_');
+            if dropped {
+                push_once(&mut anomalies, FramingAnomaly::UnderscoreInHeaderName);
+            }
+            fields.push((String::from_utf8_lossy(name).into_owned(), trim(&line[colon + 1..]).to_vec(), dropped));
+        }
+        let kept = fields.into_iter().filter(|(_, _, dropped)| !dropped).map(|(name, value, _)| (name, Bytes::from(value)));
+        Ok((Headers(kept.collect()), anomalies))
+    }
+
+    /// Every sequence of up to four field lines drawn from folds, dropped
+    /// names, empty values, bad names and non-ASCII values parses as the
+    /// copying version parsed it, in both roles.
+    #[test]
+    fn parse_fields_matches_copying_version() {
+        let pool: [&[u8]; 9] =
+            [b"A: one", b"X_B: two", b" fold", b"\t \t", b"E:", b"N: caf\xc3\xa9 \xff ", b"Bad Name: x", b"no colon", b"C:\t x y\t"];
+        for role in [Role::Request, Role::Response] {
+            for length in 0..=4u32 {
+                for mut code in 0..pool.len().pow(length) {
+                    let mut lines: Vec<&[u8]> = Vec::new();
+                    for _ in 0..length {
+                        lines.push(pool[code % pool.len()]);
+                        code /= pool.len();
+                    }
+                    let mut text = b"X / HTTP/1.1".to_vec();
+                    for line in &lines {
+                        text.extend_from_slice(b"\r\n");
+                        text.extend_from_slice(line);
+                    }
+                    text.extend_from_slice(b"\r\n\r\n");
+                    let head = Bytes::from(text);
+                    let mut anomalies = Vec::new();
+                    let mut split = split_lines(&head, &mut anomalies);
+                    split.next();
+                    let parsed = parse_fields(&head, split, role, &mut anomalies).map(|headers| (headers, anomalies));
+                    assert_eq!(parsed, parse_fields_copying(&lines, role), "{role:?} {:?}", head.escape_ascii().to_string());
+                }
+            }
+        }
+    }
+
     #[test]
     fn split_lines_matches_bytewise() {
         // Every head of up to 8 bytes over `a`, CR and LF.
