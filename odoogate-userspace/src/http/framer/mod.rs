@@ -442,13 +442,29 @@ impl Framer {
         let max = self.limits.max_header_bytes;
         let before = self.head_buf.len();
         let take = input.len().min((max + 1).saturating_sub(before));
+        // Header values become slices of the head, which they keep alive
+        // for as long as the request lives, so the head is kept at its own
+        // size, without the body bytes that came with it.
+        if before == 0 {
+            // The common case: the whole head in one piece, copied once.
+            match head::find_head_end(&input[..take], 0) {
+                Ok(end) if end <= max => {
+                    self.head_line_start = 0;
+                    let head = Bytes::copy_from_slice(&input[..end]);
+                    self.on_head(&head, timestamp_ns, out);
+                    return newlines + end;
+                }
+                Ok(_) => {}
+                Err(line_start) => self.head_line_start = line_start,
+            }
+        }
         self.head_buf.extend_from_slice(&input[..take]);
 
         match head::find_head_end(&self.head_buf, self.head_line_start) {
             Ok(end) if end <= max => {
                 self.head_buf.truncate(end);
+                self.head_buf.shrink_to_fit();
                 self.head_line_start = 0;
-                // Header values become slices of the head, not copies.
                 let head = Bytes::from(std::mem::take(&mut self.head_buf));
                 self.on_head(&head, timestamp_ns, out);
                 newlines + end - before
