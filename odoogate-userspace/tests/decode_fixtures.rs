@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use odoogate::http::message::{Headers, HttpRequest, HttpResponse, HttpVersion};
 use odoogate::rpc::{
-    Call, CallKind, CredentialSlot, DecodeError, DecodeLimits, Outcome, Protocol, decode_request,
+    Call, CallKind, Context, CredentialSlot, DecodeError, DecodeLimits, Outcome, Protocol, decode_request,
     decode_response, login_uid, session_cookie,
 };
 
@@ -294,7 +294,7 @@ fn xmlrpc_stdlib_search_read() {
     assert!(!call.reads_all_fields);
     assert_eq!(
         call.context,
-        Some(serde_json::json!({"lang": "en_US", "tz": "Europe/Brussels", "active_test": false}))
+        Some(Context::Json(serde_json::json!({"lang": "en_US", "tz": "Europe/Brussels", "active_test": false})))
     );
     assert_password(&call, "PASSWORD_PLACEHOLDER");
     assert!(call.session_id.is_none());
@@ -496,7 +496,7 @@ fn json2_docstyle_write_and_private_method() {
 #[test]
 fn json2_docstyle_create_context() {
     let create = call("json2_requests_docstyle", "003");
-    assert_eq!(create.context, Some(serde_json::json!({"tracking_disable": true})));
+    assert_eq!(create.context, Some(Context::Json(serde_json::json!({"tracking_disable": true}))));
     assert!(create.fields.contains(&"image_1920".to_owned()));
 }
 
@@ -527,7 +527,7 @@ fn fernandoslim_web_session_flow() {
     assert_eq!(search.model.as_deref(), Some("res.partner"));
     assert_eq!(search.method.as_deref(), Some("search_read"));
     assert_eq!(search.fields, vec!["name", "email"]);
-    assert_eq!(search.context, Some(serde_json::json!({"lang": "en_US", "active_test": false})));
+    assert_eq!(search.context, Some(Context::Json(serde_json::json!({"lang": "en_US", "active_test": false}))));
     assert!(search.credential.is_none());
     assert_eq!(search.session_id.as_ref(), Some(&session));
 

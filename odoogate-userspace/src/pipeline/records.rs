@@ -104,7 +104,7 @@ pub fn call_record(
     };
     record.record_ids = call.record_ids.clone();
     record.record_count = (call.record_ids.len() >= MAX_RECORD_IDS).then_some(call.record_ids.len());
-    record.fields = call.fields.clone();
+    record.fields = call.fields.to_vec();
     record.path = Some(request.path().to_owned());
     record
 }

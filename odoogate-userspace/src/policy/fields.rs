@@ -86,7 +86,7 @@ fn narrowed(call: &Call, allowed: &[Glob]) -> Option<Vec<String>> {
     let fields: Vec<String> = if call.reads_all_fields {
         allowed.iter().map(|glob| glob.literal().map(str::to_owned)).collect::<Option<_>>()?
     } else {
-        call.fields.iter().filter(|field| matches_any(allowed, field)).cloned().collect()
+        call.fields.iter().filter(|field| matches_any(allowed, field)).map(str::to_owned).collect()
     };
     (!fields.is_empty()).then_some(fields)
 }

@@ -75,7 +75,7 @@ fn confirm(original: &Call, narrowed: &Call, fields: &[String]) -> Result<(), Na
     if narrowed.record_ids != original.record_ids || narrowed.uid != original.uid || narrowed.db != original.db {
         return Err(NarrowError::Changed("records, user or database"));
     }
-    if narrowed.reads_all_fields || narrowed.fields.iter().any(|field| !fields.contains(field)) {
+    if narrowed.reads_all_fields || narrowed.fields.iter().any(|field| !fields.iter().any(|kept| kept == field)) {
         return Err(NarrowError::Changed("fields"));
     }
     if !narrowed.mismatches.is_empty() {

@@ -14,7 +14,7 @@
 
 use std::hash::BuildHasher;
 
-use super::call::{Call, MAX_RECORD_IDS};
+use super::call::{Call, Context, FieldNames, MAX_RECORD_IDS};
 use super::value::ArgValue;
 
 /// Field names kept per call. A call with more is flagged as a mismatch, so
@@ -128,7 +128,7 @@ fn extract<V: ArgValue>(call: &mut Call, method: &str, ids: Option<&V>, args: Ar
         call.mismatches.push(format!("more than {MAX_FIELDS} field names"));
     }
     call.fields = fields.names;
-    call.context = args.named.and_then(|named| named.get("context")).filter(|c| c.entries().is_some()).map(ArgValue::to_json);
+    call.context = args.named.and_then(|named| named.get("context")).filter(|c| c.entries().is_some()).map(|c| Context::Json(c.to_json()));
 }
 
 /// Adds the fields `method` writes or reads. Positions count after the ids
@@ -244,10 +244,11 @@ fn record_id<V: ArgValue>(item: &V) -> RecordId {
 /// [`MAX_FIELDS`].
 #[derive(Debug, Default)]
 pub(super) struct FieldSet {
-    names: Vec<String>,
+    names: FieldNames,
     /// Index of each name in `names`, built when the set first grows past
-    /// [`LINEAR_SCAN_NAMES`] names and kept from then on.
-    index: Option<NameIndex>,
+    /// [`LINEAR_SCAN_NAMES`] names and kept from then on. Boxed, because
+    /// most sets never build it and the extraction moves sets by value.
+    index: Option<Box<NameIndex>>,
     overflowed: bool,
     /// Buffer for building `prefix` + `key` without an allocation.
     scratch: String,
@@ -258,6 +259,9 @@ pub(super) struct FieldSet {
 
 /// Names a [`FieldSet`] has room for when it allocates.
 const INITIAL_NAMES_CAPACITY: usize = 16;
+
+/// Bytes of names a [`FieldSet`] has room for when it allocates.
+const INITIAL_TEXT_CAPACITY: usize = 256;
 
 /// Sets of at most this many names are searched without hashing.
 const LINEAR_SCAN_NAMES: usize = 16;
@@ -305,7 +309,7 @@ impl NameHasher {
 
 impl NameIndex {
     /// Builds the index of `names`, with the hasher their count calls for.
-    fn build(names: &[String]) -> Self {
+    fn build(names: &FieldNames) -> Self {
         let hasher = if names.len() > FAST_HASH_NAMES {
             NameHasher::SipHash(std::hash::RandomState::new())
         } else {
@@ -326,20 +330,26 @@ impl NameIndex {
         self.hasher.hash(name)
     }
 
-    fn find(&self, names: &[String], name: &str) -> Option<usize> {
-        self.table.find(self.hash(name), |&position| names[position] == name).copied()
+    /// Finds `name`, whose hash is `hash`.
+    fn find(&self, hash: u64, names: &FieldNames, name: &str) -> Option<usize> {
+        self.table.find(hash, |&position| names.is_at(position, name)).copied()
     }
 
-    /// Adds `names[position]`, which must not be in the table yet.
-    fn insert(&mut self, names: &[String], position: usize) {
-        let hash = self.hash(&names[position]);
+    /// Adds name `position` of `names`, which must not be in the table yet.
+    fn insert(&mut self, names: &FieldNames, position: usize) {
+        let hash = self.hash(names.get(position).unwrap_or_default());
+        self.insert_hashed(hash, names, position);
+    }
+
+    /// Adds name `position` of `names`, whose hash is `hash`.
+    fn insert_hashed(&mut self, hash: u64, names: &FieldNames, position: usize) {
         let hasher = &self.hasher;
-        self.table.insert_unique(hash, position, |&other| hasher.hash(&names[other]));
+        self.table.insert_unique(hash, position, |&other| hasher.hash(names.get(other).unwrap_or_default()));
     }
 
-    /// Removes `names[position]`, which must be in the table.
-    fn remove(&mut self, names: &[String], position: usize) {
-        if let Ok(entry) = self.table.find_entry(self.hash(&names[position]), |&other| other == position) {
+    /// Removes name `position` of `names`, which must be in the table.
+    fn remove(&mut self, names: &FieldNames, position: usize) {
+        if let Ok(entry) = self.table.find_entry(self.hash(names.get(position).unwrap_or_default()), |&other| other == position) {
             entry.remove();
         }
     }
@@ -356,32 +366,40 @@ impl FieldSet {
     /// [`FieldSet::rollback`] to before it.
     pub(super) fn add(&mut self, prefix: &str, key: &str) -> Option<usize> {
         if prefix.is_empty() {
-            return self.find(key).or_else(|| self.insert_new(key.to_owned()));
+            return self.find_or_insert(key);
         }
         let mut name = std::mem::take(&mut self.scratch);
         name.clear();
         name.push_str(prefix);
         name.push_str(key);
-        let index = self.find(&name).or_else(|| self.insert_new(name.clone()));
+        let index = self.find_or_insert(&name);
         self.scratch = name;
         index
     }
 
-    /// Looks `name` up. The name after the last one found is compared
-    /// first, because the records of a `create` repeat their keys in one
-    /// order. A short list is scanned, because that is cheaper than hashing
-    /// the name.
-    fn find(&mut self, name: &str) -> Option<usize> {
-        if self.names.get(self.next).is_some_and(|next| next == name) {
+    /// Looks `name` up and adds it when the set does not have it, returning
+    /// its index as [`FieldSet::add`] does. The name after the last one
+    /// found is compared first, because the records of a `create` repeat
+    /// their keys in one order. A short list is scanned, because that is
+    /// cheaper than hashing the name. A new name is hashed once, for the
+    /// lookup and the insertion.
+    fn find_or_insert(&mut self, name: &str) -> Option<usize> {
+        if self.names.is_at(self.next, name) {
             self.next += 1;
             return Some(self.next - 1);
         }
-        let index = match &self.index {
-            Some(index) => index.find(&self.names, name),
-            None => self.names.iter().position(|seen| seen == name),
-        }?;
-        self.next = index + 1;
-        Some(index)
+        let hash = self.index.as_ref().map(|index| index.hash(name));
+        let found = match (&self.index, hash) {
+            (Some(index), Some(hash)) => index.find(hash, &self.names, name),
+            _ => self.names.position(name),
+        };
+        match found {
+            Some(index) => {
+                self.next = index + 1;
+                Some(index)
+            }
+            None => self.insert_new(name, hash),
+        }
     }
 
     /// Adds a name not seen before, unless the set is full. `index` is
@@ -389,24 +407,28 @@ impl FieldSet {
     /// with SipHash when it grows past [`FAST_HASH_NAMES`], and from then on
     /// contains every name. A rollback removes names from it but keeps its
     /// hasher, so no sequence of adds and rollbacks rebuilds it twice.
-    /// Returns the index of the name, or `None` when the set is full.
-    fn insert_new(&mut self, name: String) -> Option<usize> {
+    /// `hash` is the hash of `name` by `index`, when it has one. Returns
+    /// the index of the name, or `None` when the set is full.
+    fn insert_new(&mut self, name: &str, hash: Option<u64>) -> Option<usize> {
         if self.names.len() >= MAX_FIELDS {
             self.overflowed = true;
             return None;
         }
         if self.names.capacity() == 0 {
-            // Most calls name few fields, so one allocation replaces a
-            // Vec's growth from 4 to 8 to 16.
-            self.names.reserve_exact(INITIAL_NAMES_CAPACITY);
+            // Most calls name few fields, so one allocation each replaces
+            // growth from 4 to 8 to 16 names.
+            self.names.reserve(INITIAL_NAMES_CAPACITY, INITIAL_TEXT_CAPACITY);
         }
         self.names.push(name);
         self.next = self.names.len();
         let position = self.names.len() - 1;
         let needs_siphash = self.names.len() > FAST_HASH_NAMES;
         match &mut self.index {
-            Some(index) if !(needs_siphash && index.is_fast()) => index.insert(&self.names, position),
-            _ if self.names.len() > LINEAR_SCAN_NAMES => self.index = Some(NameIndex::build(&self.names)),
+            Some(index) if !(needs_siphash && index.is_fast()) => {
+                let hash = hash.unwrap_or_else(|| index.hash(name));
+                index.insert_hashed(hash, &self.names, position);
+            }
+            _ if self.names.len() > LINEAR_SCAN_NAMES => self.index = Some(Box::new(NameIndex::build(&self.names))),
             _ => {}
         }
         Some(position)
@@ -453,7 +475,7 @@ impl FieldSet {
             *self = other;
             return;
         }
-        for name in &other.names {
+        for name in other.names.iter() {
             self.add("", name);
         }
         self.overflowed |= other.overflowed;
@@ -461,7 +483,7 @@ impl FieldSet {
 
     /// Returns the names in first-seen order and whether some were dropped
     /// at [`MAX_FIELDS`].
-    pub(super) fn into_names(self) -> (Vec<String>, bool) {
+    pub(super) fn into_names(self) -> (FieldNames, bool) {
         (self.names, self.overflowed)
     }
 
@@ -552,7 +574,7 @@ mod tests {
         let call = model_call("write", json!([[4, 5], {"phone": false}]), Some(json!({"context": {"tz": "UTC"}})));
         assert_eq!(call.record_ids, vec![4, 5]);
         assert_eq!(call.fields, vec!["phone"]);
-        assert_eq!(call.context, Some(json!({"tz": "UTC"})));
+        assert_eq!(call.context, Some(Context::Json(json!({"tz": "UTC"}))));
     }
 
     #[test]
@@ -653,7 +675,7 @@ mod tests {
         assert_eq!(call.record_ids, vec![1, 2]);
         assert_eq!(call.fields, vec!["name"]);
         assert!(!call.reads_all_fields);
-        assert_eq!(call.context, Some(json!({"lang": "fr_BE"})));
+        assert_eq!(call.context, Some(Context::Json(json!({"lang": "fr_BE"}))));
     }
 
     /// A step of [`field_set_matches_list_model`].

@@ -32,7 +32,7 @@ pub mod xmlrpc;
 
 use std::borrow::Cow;
 
-pub use call::{Call, CallKind, Credential, CredentialSlot, DecodeError, Outcome, Protocol};
+pub use call::{Call, CallKind, Context, Credential, CredentialSlot, DecodeError, FieldNames, Outcome, Protocol};
 pub use response::{decode_response, login_uid, session_cookie};
 
 use crate::http::HttpRequest;

@@ -197,6 +197,7 @@ pub fn uid_of_text(text: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rpc::call::Context;
     use serde_json::json;
 
     fn decode_json(service: &str, method: &str, params: serde_json::Value) -> Result<Call, DecodeError> {
@@ -220,7 +221,7 @@ mod tests {
         assert_eq!(call.record_ids, vec![7, 8]);
         assert_eq!(call.fields, vec!["name".to_owned()]);
         assert!(!call.reads_all_fields);
-        assert_eq!(call.context, Some(json!({"lang": "en_US"})));
+        assert_eq!(call.context, Some(Context::Json(json!({"lang": "en_US"}))));
         assert_eq!(call.credential.map(|c| (c.slot, c.secret.expose().to_owned())), Some((CredentialSlot::Password, "pw".to_owned())));
     }
 

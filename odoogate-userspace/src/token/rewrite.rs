@@ -35,7 +35,7 @@ use serde_json::{Map, Value as Json};
 
 use crate::http::HttpRequest;
 use crate::http::message::{Headers, HttpVersion};
-use crate::rpc::{self, Call, CallKind, Credential, CredentialSlot, DecodeError, DecodeLimits, Protocol};
+use crate::rpc::{self, Call, CallKind, Context, Credential, CredentialSlot, DecodeError, DecodeLimits, Protocol};
 use crate::secret::Secret;
 
 pub use xml::CONTEXT_KEY;
@@ -358,9 +358,12 @@ fn confirm(
         None => call.credential.clone().filter(|credential| credential.slot != CredentialSlot::OdoogateHeader),
     };
     if let Some(name) = injected {
-        let mut context = expected.context.take().unwrap_or(Json::Null);
+        let mut context = match expected.context.take() {
+            Some(context) => context.to_json().map_err(|_| RewriteError::Changed("context"))?,
+            None => Json::Null,
+        };
         set_context_key(&mut context, name);
-        expected.context = Some(context);
+        expected.context = Some(Context::Json(context));
     }
     if !decoded.mismatches.iter().all(|mismatch| call.mismatches.contains(mismatch)) {
         return Err(RewriteError::Changed("new mismatches"));

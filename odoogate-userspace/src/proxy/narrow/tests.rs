@@ -279,7 +279,7 @@ fn confirm_rejects_other_records() {
     other.record_ids = vec![8];
     assert!(matches!(confirm(&call, &other, &allowed()), Err(NarrowError::Changed(_))));
     other = call.clone();
-    other.fields = vec!["email".to_owned()];
+    other.fields = ["email"].into_iter().collect();
     assert!(matches!(confirm(&call, &other, &allowed()), Err(NarrowError::Changed("fields"))));
     assert!(confirm(&call, &call, &allowed()).is_ok());
 }

@@ -16,9 +16,9 @@ use std::fmt;
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value as Json;
 
-use super::read::{JsonSeed, Key, KeyStack, Skip, ignore_scalars, skip_rest_of_map, skip_rest_of_seq};
+use super::read::{JsonSeed, Key, KeyStack, ObjectTextSeed, Skip, ignore_scalars, skip_rest_of_map, skip_rest_of_seq};
 use crate::rpc::args::{FieldSet, MODEL_LEVEL_METHODS, READS_ALL_WITHOUT_FIELDS, RECORD_METHODS};
-use crate::rpc::call::{Call, MAX_RECORD_IDS};
+use crate::rpc::call::{Call, Context, MAX_RECORD_IDS};
 use crate::rpc::value::ArgValue;
 
 /// The part a method argument plays in the field names of a call.
@@ -41,6 +41,11 @@ struct Slot {
     names: &'static [&'static str],
     role: Role,
 }
+
+/// Entries of [`Extraction::readings`]: the most that the slots of one
+/// method need, one per slot plus one per keyword name (`web_save`'s two
+/// slots need four). A test checks every method of [`method_slots`].
+const MAX_READINGS: usize = 4;
 
 /// Returns the slots of `method`, as `args::collect_method_fields` reads them.
 fn method_slots(method: &str) -> &'static [Slot] {
@@ -122,13 +127,14 @@ pub(crate) struct Extraction<'m> {
     positional_count: usize,
     positional_ids: Option<IdsReading>,
     /// Per slot: what its position received, then what each of its
-    /// keyword names received, all in one list so that a call costs one
-    /// allocation. [`Extraction::reading_index`] finds an entry.
-    readings: Vec<Option<Reading>>,
+    /// keyword names received, all in one array so that a call costs no
+    /// allocation for them. [`Extraction::reading_index`] finds an entry.
+    readings: [Option<Reading>; MAX_READINGS],
     named_ids: Option<IdsReading>,
     /// The names of the `fields` keyword, unless it was `false` or `null`.
     named_fields: Option<Names>,
-    context: Option<Json>,
+    /// The JSON text of the `context` keyword, when it is an object.
+    context: Option<Box<str>>,
     /// Keyword names seen that [`Extraction::saw_key`] reports.
     seen_keys: Vec<&'static str>,
 }
@@ -160,7 +166,7 @@ impl<'m> Extraction<'m> {
             ids_mode,
             positional_count: 0,
             positional_ids: None,
-            readings: std::iter::repeat_with(|| None).take(slots.iter().map(|slot| 1 + slot.names.len()).sum()).collect(),
+            readings: [const { None }; MAX_READINGS],
             named_ids: None,
             named_fields: None,
             context: None,
@@ -344,8 +350,7 @@ impl<'m> Extraction<'m> {
             call.mismatches.push(format!("more than {} field names", crate::rpc::args::MAX_FIELDS));
         }
         call.fields = names;
-        // `ArgValue::entries` would tell the same, at the cost of a list.
-        call.context = self.context.take().filter(Json::is_object);
+        call.context = self.context.take().map(Context::Text);
     }
 }
 
@@ -448,7 +453,7 @@ impl<'de> Visitor<'de> for NamedSeed<'_, '_, '_, 'de> {
                 extraction.seen_keys.push(reported);
             }
             match key {
-                "context" => extraction.context = Some(map.next_value_seed(JsonSeed)?),
+                "context" => extraction.context = map.next_value_seed(ObjectTextSeed)?.map(Box::from),
                 "fields" => {
                     let names = map.next_value_seed(NamesSeed)?;
                     store_named(extraction, key, || if names.is_some() { Reading::FieldsKeyword } else { Reading::Absent });
@@ -998,5 +1003,33 @@ impl<'de> DeserializeSeed<'de> for ScalarSeed {
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Scalar, D::Error> {
         deserializer.deserialize_any(ScalarVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readings_fit_every_method() {
+        let methods = [
+            "create",
+            "write",
+            "copy",
+            "web_save",
+            "read",
+            "load",
+            "search_read",
+            "read_group",
+            "export_data",
+            "web_read",
+            "web_search_read",
+        ];
+        for method in methods {
+            let slots = method_slots(method);
+            assert!(!slots.is_empty(), "{method} has no slots");
+            let readings: usize = slots.iter().map(|slot| 1 + slot.names.len()).sum();
+            assert!(readings <= MAX_READINGS, "{method} needs {readings} readings");
+        }
     }
 }

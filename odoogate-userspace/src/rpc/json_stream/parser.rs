@@ -203,55 +203,64 @@ impl<'de> Parser<'de> {
     }
 
     /// Scans a number at the current position against the JSON grammar:
-    /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
+    /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`. The integer
+    /// part's value is summed in the same pass over its digits.
     fn scan_number(&mut self) -> Result<NumberToken, Rejected> {
+        let bytes = self.bytes();
         let start = self.index;
-        let negative = self.peek() == Some(b'-');
+        let mut index = start;
+        let negative = bytes.get(index) == Some(&b'-');
         if negative {
-            self.index += 1;
+            index += 1;
         }
-        let int_start = self.index;
-        match self.next_byte()? {
-            // serde_json rejects a leading zero followed by a digit.
-            b'0' if matches!(self.peek(), Some(b'0'..=b'9')) => return Err(Rejected),
-            b'0' => {}
-            b'1'..=b'9' => self.skip_digits(),
+        let int_start = index;
+        let mut magnitude = 0u64;
+        match bytes.get(index) {
+            Some(b'0') => {
+                index += 1;
+                // serde_json rejects a leading zero followed by a digit.
+                if bytes.get(index).is_some_and(u8::is_ascii_digit) {
+                    return Err(Rejected);
+                }
+            }
+            Some(b'1'..=b'9') => {
+                while let Some(&digit @ b'0'..=b'9') = bytes.get(index) {
+                    // Wraps only beyond `SMALL_INT_DIGITS` digits, where
+                    // the sum is not used.
+                    magnitude = magnitude.wrapping_mul(10).wrapping_add(u64::from(digit - b'0'));
+                    index += 1;
+                }
+            }
             _ => return Err(Rejected),
         }
-        let int_digits = self.index - int_start;
+        let int_digits = index - int_start;
 
         let mut integer = true;
-        if self.peek() == Some(b'.') {
-            self.index += 1;
-            self.expect_digits()?;
+        if bytes.get(index) == Some(&b'.') {
+            index = digits_end(bytes, index + 1)?;
             integer = false;
         }
 
         let mut exponent = false;
-        if let Some(b'e' | b'E') = self.peek() {
-            self.index += 1;
-            if let Some(b'+' | b'-') = self.peek() {
-                self.index += 1;
+        if let Some(b'e' | b'E') = bytes.get(index) {
+            index += 1;
+            if let Some(b'+' | b'-') = bytes.get(index) {
+                index += 1;
             }
-            self.expect_digits()?;
+            index = digits_end(bytes, index)?;
             exponent = true;
         }
 
-        let small = (integer && !exponent && int_digits <= SMALL_INT_DIGITS)
-            .then(|| self.bytes()[int_start..self.index].iter().fold(0u64, |value, digit| value * 10 + u64::from(digit - b'0')));
+        self.index = index;
+        let small = (integer && !exponent && int_digits <= SMALL_INT_DIGITS).then_some(magnitude);
         Ok(NumberToken { start, small, negative, may_overflow: exponent || int_digits > SAFE_INT_DIGITS })
     }
 
-    fn skip_digits(&mut self) {
-        while let Some(b'0'..=b'9') = self.peek() {
-            self.index += 1;
-        }
-    }
-
-    fn expect_digits(&mut self) -> Result<(), Rejected> {
-        let start = self.index;
-        self.skip_digits();
-        if self.index == start { Err(Rejected) } else { Ok(()) }
+    /// Tells whether the byte after a number's first digit continues the
+    /// number. When it does not, the digit is the whole number, because a
+    /// lone digit (`0` included) is a valid JSON number.
+    fn number_continues(&self) -> bool {
+        matches!(self.peek(), Some(b'0'..=b'9' | b'.' | b'e' | b'E'))
     }
 
     /// Returns the text of a number scanned into `token`.
@@ -274,6 +283,13 @@ impl<'de> Parser<'de> {
     /// non-negative integer, `i64` for a negative one, and `f64` for `-0`,
     /// for fractions, exponents and integers beyond 64 bits.
     fn visit_number<V: Visitor<'de>>(&mut self, visitor: V) -> Result<V::Value, Rejected> {
+        if let Some(digit @ b'0'..=b'9') = self.peek() {
+            self.index += 1;
+            if !self.number_continues() {
+                return visitor.visit_u64(u64::from(digit - b'0'));
+            }
+            self.index -= 1;
+        }
         let token = self.scan_number()?;
         match token.small {
             Some(magnitude) if !token.negative => visitor.visit_u64(magnitude),
@@ -343,6 +359,8 @@ impl<'de> Parser<'de> {
                 b'"' => {
                     self.scan_string()?;
                 }
+                // A one-digit integer, as x2many commands start with.
+                b'0'..=b'9' if !self.number_continues() => {}
                 b'-' | b'0'..=b'9' => {
                     self.index -= 1;
                     self.skip_number()?;
@@ -373,6 +391,16 @@ impl<'de> Parser<'de> {
             }
         }
     }
+}
+
+/// Returns the end of the digits from `index` on, or fails when there are
+/// none.
+fn digits_end(bytes: &[u8], mut index: usize) -> Result<usize, Rejected> {
+    let start = index;
+    while bytes.get(index).is_some_and(u8::is_ascii_digit) {
+        index += 1;
+    }
+    if index == start { Err(Rejected) } else { Ok(index) }
 }
 
 /// Decodes the escapes of a validated string into `out`.
@@ -482,12 +510,29 @@ impl<'de> Deserializer<'de> for &mut Parser<'de> {
         if self.peek() == Some(b'{') { self.deserialize_any(visitor) } else { self.deserialize_ignored_any(visitor) }
     }
 
+    /// Validates a value and passes its JSON text to the visitor as a
+    /// borrowed string when `name` is [`RAW_TEXT`]. Any other newtype is
+    /// read as its content.
+    fn deserialize_newtype_struct<V: Visitor<'de>>(self, name: &'static str, visitor: V) -> Result<V::Value, Rejected> {
+        if name != RAW_TEXT {
+            return self.deserialize_any(visitor);
+        }
+        self.skip_whitespace();
+        let start = self.index;
+        self.skip_value()?;
+        visitor.visit_borrowed_str(self.text(start, self.index)?)
+    }
+
     serde::forward_to_deserialize_any! {
         bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
-        bytes byte_buf option unit unit_struct newtype_struct tuple
+        bytes byte_buf option unit unit_struct tuple
         tuple_struct struct enum identifier
     }
 }
+
+/// The newtype name with which a seed requests the JSON text of a value
+/// from [`Parser`] instead of its content, as serde_json's `RawValue` does.
+pub(super) const RAW_TEXT: &str = "$odoogate::json_stream::RawText";
 
 /// The items of an array being read.
 struct Elements<'p, 'de> {

@@ -9,7 +9,7 @@ use serde::de::DeserializeSeed;
 use serde_json::Value as Json;
 
 use super::parser::Parser;
-use super::read::{Skip, TextOrJson, TextOrJsonSeed, TextSeed};
+use super::read::{ObjectTextSeed, Skip, TextOrJson, TextOrJsonSeed, TextSeed};
 use crate::rpc::jsonrpc;
 
 const MAX_DEPTH: usize = 16;
@@ -294,5 +294,57 @@ fn strings_longer_than_a_word_are_scanned() {
         assert_agrees(format!("\"{plain}\u{1}\""));
         assert_agrees(format!("\"{plain}\\n{plain}\""));
         assert_agrees(format!("[\"{plain}\"]"));
+    }
+}
+
+#[test]
+fn one_digit_numbers_match_serde_json() {
+    // A digit is a whole number unless a digit, `.`, `e` or `E` follows.
+    for digit in '0'..='9' {
+        for after in ["", " ", ",", "]", "}", "0", "5", ".", ".5", "e", "e1", "E+2", "x", "-"] {
+            let number = format!("{digit}{after}");
+            assert_agrees(&number);
+            assert_agrees(format!("[{number}]"));
+            assert_agrees(format!("[{number},1]"));
+            assert_agrees(format!("{{\"n\":{number}}}"));
+            assert_agrees(format!("[[{number},0,[{number}]]]"));
+        }
+    }
+}
+
+/// Reads `text` with [`ObjectTextSeed`], as the context is read, and parses
+/// the text it returns with serde_json.
+fn object_text_value(text: &[u8]) -> Option<Option<Json>> {
+    let mut parser = Parser::new(text, MAX_DEPTH).ok()?;
+    let value = ObjectTextSeed.deserialize(&mut parser).ok()?;
+    parser.end().ok()?;
+    Some(value.map(|text| serde_json::from_str(text).expect("the parser returns text serde_json reads")))
+}
+
+#[test]
+fn object_text_matches_serde_json() {
+    let texts = [
+        r#"{"a":1}"#,
+        r#" { "a" : [ 1 , { } ] , "b" : "\u00e9\n" } "#,
+        r#"{"a":1,"a":2}"#,
+        r#"{"big":18446744073709551616,"neg":-0,"f":1.5e3}"#,
+        r#"{"Söhne":"🚀"}"#,
+        r#"{"a":{"b":{"c":{"d":{"e":{"f":{"g":{"h":{"i":{"j":{"k":{"l":{"m":{"n":{"o":{}}}}}}}}}}}}}}}}"#,
+        r#"{"a":[1,2,]}"#,
+        r#"{"a":NaN}"#,
+        r#"{"a":"\ud800"}"#,
+        "[1]",
+        "\"x\"",
+        "null",
+        "7",
+    ];
+    for text in texts {
+        let expected = tree_value(text.as_bytes());
+        let read = object_text_value(text.as_bytes());
+        assert_eq!(read.is_some(), expected.is_some(), "{text}");
+        if let (Some(read), Some(expected)) = (read, expected) {
+            let object = expected.is_object().then_some(expected);
+            assert_eq!(read, object, "{text}");
+        }
     }
 }

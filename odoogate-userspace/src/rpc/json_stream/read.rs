@@ -16,6 +16,8 @@ use std::fmt;
 use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
 use serde::de::{Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
+use super::parser::RAW_TEXT;
+
 /// Implements the scalar `visit_*` methods of a visitor so that each one
 /// returns `$value`, for visitors that only care about arrays or objects.
 macro_rules! ignore_scalars {
@@ -190,6 +192,9 @@ impl<'de> KeyStack<'de> {
     /// their field names are, and a known index below 64 needs no string
     /// comparison. Rolling the field set back never drops the name of a key
     /// of an object still being read, so such an index stays valid.
+    // Inlined, because it runs once per key of every record and its
+    // common path is a few instructions.
+    #[inline(always)]
     pub(super) fn insert_field<E: serde::de::Error>(
         &mut self,
         object: &mut ObjectKeys,
@@ -282,6 +287,34 @@ impl<'de> Visitor<'de> for TextVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         skip_rest_of_map(&mut map)?;
         Ok(None)
+    }
+}
+
+/// Reads a value and returns its JSON text, borrowed from the body, when
+/// it is an object. Any other value is checked and dropped. It runs only on
+/// [`super::parser::Parser`], the only deserializer that handles the
+/// [`RAW_TEXT`] request.
+pub(super) struct ObjectTextSeed;
+
+impl<'de> DeserializeSeed<'de> for ObjectTextSeed {
+    type Value = Option<&'de str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_newtype_struct(RAW_TEXT, ObjectTextVisitor)
+    }
+}
+
+struct ObjectTextVisitor;
+
+impl<'de> Visitor<'de> for ObjectTextVisitor {
+    type Value = Option<&'de str>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("the JSON text of a value")
+    }
+
+    fn visit_borrowed_str<E: serde::de::Error>(self, text: &'de str) -> Result<Self::Value, E> {
+        Ok(text.starts_with('{').then_some(text))
     }
 }
 

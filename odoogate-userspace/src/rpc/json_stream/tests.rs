@@ -8,6 +8,7 @@ use std::path::Path;
 use proptest::prelude::*;
 
 use super::*;
+use crate::rpc::call::Context;
 use crate::rpc::web::Route;
 use crate::rpc::{json2, jsonrpc, web};
 
@@ -426,7 +427,7 @@ fn long_field_lists_match_tree_decoder() {
         {
             let body = format!(r#"{{"params":{{"service":"object","method":"execute_kw","args":["db",2,"pw","m","read",{args}]}}}}"#);
             let call = decode_jsonrpc(body.as_bytes(), 64).expect("the one-pass decoder reads a field list");
-            assert!(call.fields.contains(&"f1".to_owned()), "{body}");
+            assert!(call.fields.contains("f1"), "{body}");
             assert_jsonrpc_agrees(&body);
         }
     }
@@ -446,4 +447,89 @@ fn fields_keyword_values_match_tree_decoder() {
             assert_json2_agrees(method, &format!(r#"{{"ids":[1],"fields":{fields}}}"#));
         }
     }
+}
+
+/// Context values with repeated keys, escapes, non-ASCII text, numbers that
+/// serde_json reads as floats, nesting, and values that are no objects.
+const CONTEXTS: [&str; 12] = [
+    r#"{"lang":"en_US"}"#,
+    r#"{"lang":"en_US","tz":"UTC","lang":"fr_BE"}"#,
+    r#"{"a":-0,"b":1e5,"c":18446744073709551616,"d":1.5,"e":-12,"f":123456789012345678901234567890}"#,
+    r#"{"\u0066ields":"caf\u00e9 \ud83d\ude80","t":"Söhne 🚀","q":"a\"b\\c\n"}"#,
+    r#"{"n":[[[{"d":{"e":[{}]}}]]],"m":{"m":{"m":null}}}"#,
+    r#" { "spaced" : [ 1 , 2 ] , "x" : { } } "#,
+    "{}",
+    "[1]",
+    r#""text""#,
+    "null",
+    "false",
+    "7",
+];
+
+#[test]
+fn context_text_matches_tree_decoder() {
+    for context in CONTEXTS {
+        let jsonrpc = format!(
+            r#"{{"params":{{"service":"object","method":"execute_kw","args":["db",2,"pw","res.partner","read",[[1]],{{"fields":["name"],"context":{context}}}]}}}}"#
+        );
+        assert!(decode_jsonrpc(jsonrpc.as_bytes(), 64).is_some(), "{jsonrpc}");
+        assert_jsonrpc_agrees(&jsonrpc);
+
+        let web = format!(
+            r#"{{"params":{{"model":"res.partner","method":"write","args":[[4],{{"name":"x"}}],"kwargs":{{"context":{context}}}}}}}"#
+        );
+        assert!(decode_web_call(Route::CallKw, web.as_bytes(), 64).is_some(), "{web}");
+        assert_web_agrees(Route::CallKw, &web);
+
+        let json2 = format!(r#"{{"ids":[3],"vals":{{"name":"x"}},"context":{context}}}"#);
+        assert!(reads_json2_body("write", json2.as_bytes(), 64), "{json2}");
+        assert_json2_agrees("write", &json2);
+    }
+}
+
+#[test]
+fn context_object_is_kept_as_its_text() {
+    let body = br#"{"params":{"model":"res.partner","method":"search","args":[[]],"kwargs":{"context": {"lang" : "fr_BE"} }}}"#;
+    let call = decode_web_call(Route::CallKw, body, 64).expect("the one-pass decoder reads call_kw");
+    assert_eq!(call.context, Some(Context::Text(r#"{"lang" : "fr_BE"}"#.into())));
+    assert_eq!(call.context, Some(Context::Json(serde_json::json!({"lang": "fr_BE"}))));
+}
+
+#[test]
+fn context_key_sent_twice_keeps_last() {
+    let cases = [
+        (r#"{"context":{"a":1},"context":{"b":2}}"#, Some(serde_json::json!({"b": 2}))),
+        (r#"{"context":{"a":1},"context":false}"#, None),
+        (r#"{"context":[1],"\u0063ontext":{"c":3}}"#, Some(serde_json::json!({"c": 3}))),
+        (r#"{"\u0063ontext":{"c":3},"context":"x"}"#, None),
+    ];
+    for (body, expected) in cases {
+        assert!(reads_json2_body("search", body.as_bytes(), 64), "{body}");
+        assert_json2_agrees("search", body);
+        let call = json2::decode_request("res.partner", "search", &json2_request("search", body), 64).expect("the body decodes");
+        assert_eq!(call.context, expected.map(Context::Json), "{body}");
+    }
+}
+
+#[test]
+fn too_deep_context_falls_back_to_tree_error() {
+    let context = format!("{}{}", r#"{"a":"#.repeat(70), "}".repeat(70));
+    let body = format!(r#"{{"ids":[3],"context":{context}}}"#);
+    assert!(!reads_json2_body("write", body.as_bytes(), 64));
+    assert_json2_agrees("write", &body);
+    let jsonrpc = format!(
+        r#"{{"params":{{"service":"object","method":"execute_kw","args":["db",2,"pw","m","search",[[]],{{"context":{context}}}]}}}}"#
+    );
+    assert!(decode_jsonrpc(jsonrpc.as_bytes(), 64).is_none());
+}
+
+#[test]
+fn context_equality_compares_values() {
+    let text = |text: &str| Context::Text(text.into());
+    assert_eq!(text(r#"{"a":1,"b":[2]}"#), Context::Json(serde_json::json!({"b": [2], "a": 1})));
+    assert_eq!(text(r#"{"a":1}"#), text(r#"{ "a" : 1 }"#));
+    assert_eq!(text(r#"{"a":1,"a":2}"#), text(r#"{"a":2}"#));
+    assert_ne!(text(r#"{"a":1}"#), text(r#"{"a":2}"#));
+    assert_ne!(text(r#"{"a":1}"#), Context::Json(serde_json::json!({"a": 1.0})));
+    assert_ne!(text("{"), Context::Json(serde_json::json!({})));
 }
