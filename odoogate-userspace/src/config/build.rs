@@ -40,16 +40,17 @@ type Checked<T> = Result<T, Problem>;
 /// Checks `raw`, parsed from `text`, and builds the configuration.
 pub(super) fn build(raw: RawConfig, text: &str) -> Checked<Config> {
     let RawConfig { odoo, policy, capture, audit, tokens, proxy, steering, guard, metrics, control, integration } = raw;
-    let RawPolicy { mode, unidentified, grants_file, sessions_file } = policy;
+    let RawPolicy { mode, unidentified, grants_file, sessions_file, session_lifetime_secs } = policy;
     let grants_file = grants_file.map_or_else(|| Ok(PathBuf::from(DEFAULT_GRANT_FILE)), absolute_path)?;
     let sessions_file = sessions_file.map(absolute_path).transpose()?;
+    let session_lifetime = session_lifetime_secs.map_or(Ok(crate::identity::SESSION_LIFETIME), super::proxy::seconds)?;
 
     let odoo = odoo_config(odoo)?;
     let proxy = super::proxy::build(proxy, odoo.ports[0])?;
     Ok(Config {
         odoo,
         proxy,
-        policy: PolicyConfig { mode, unidentified, grants_file, sessions_file },
+        policy: PolicyConfig { mode, unidentified, grants_file, sessions_file, session_lifetime },
         capture: capture_config(capture)?,
         audit: audit_config(audit)?,
         tokens: tokens_config(tokens)?,

@@ -98,6 +98,10 @@ pub struct PolicyConfig {
     /// `sessions_file`: where web session bindings outlive a restart, an
     /// absolute path; in memory only when absent (the default).
     pub sessions_file: Option<PathBuf>,
+    /// `session_lifetime_secs`: how long a web session's binding lasts
+    /// after the last call that used it. It should match Odoo's
+    /// `sessions.max_inactivity_seconds`, 7 days by default in both.
+    pub session_lifetime: Duration,
 }
 
 /// `[control]`: the daemon's control socket.

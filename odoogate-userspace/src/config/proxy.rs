@@ -145,7 +145,7 @@ fn connection_count(value: Spanned<usize>) -> Result<usize, Problem> {
     }
 }
 
-fn seconds(value: Spanned<u64>) -> Result<Duration, Problem> {
+pub(super) fn seconds(value: Spanned<u64>) -> Result<Duration, Problem> {
     match *value.get_ref() {
         0 => Err(Problem::new(value.span(), "expected at least 1 (seconds), found 0")),
         secs => Ok(Duration::from_secs(secs)),

@@ -55,6 +55,7 @@ pub(super) struct RawPolicy {
     pub unidentified: Unidentified,
     pub grants_file: Option<Spanned<PathBuf>>,
     pub sessions_file: Option<Spanned<PathBuf>>,
+    pub session_lifetime_secs: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

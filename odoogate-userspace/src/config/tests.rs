@@ -94,6 +94,17 @@ fn optional_sections_take_defaults() {
 }
 
 #[test]
+fn session_lifetime_defaults_to_odoos() {
+    let config = parse(HEAD, "gate.toml").expect("valid config");
+    assert_eq!(config.policy.session_lifetime, crate::identity::SESSION_LIFETIME);
+    let text = HEAD.replace("unidentified = \"allow\"\n", "unidentified = \"allow\"\nsession_lifetime_secs = 3600\n");
+    assert_eq!(parse(&text, "gate.toml").unwrap().policy.session_lifetime, std::time::Duration::from_secs(3600));
+
+    let text = HEAD.replace("unidentified = \"allow\"\n", "unidentified = \"allow\"\nsession_lifetime_secs = 0\n");
+    assert_at(&invalid(&text), HEAD_LINES + 1, "policy.session_lifetime_secs", "at least 1");
+}
+
+#[test]
 fn enforce_mode_is_accepted() {
     let text = HEAD.replace("\"observe\"", "\"enforce\"");
     assert_eq!(parse(&text, "gate.toml").unwrap().policy.mode, Mode::Enforce);

@@ -24,7 +24,7 @@ use crate::token::TokenStore;
 
 pub use client::{ForwardedHeader, client_ip};
 pub use fingerprint::{Fingerprint, FingerprintError};
-pub use sessions::{DEFAULT_MAX_SESSIONS, SessionOwner, SessionTable};
+pub use sessions::{DEFAULT_MAX_SESSIONS, SESSION_LIFETIME, SessionOwner, SessionTable};
 pub use token::{InvalidToken, InvalidTokenReason, TokenResolution, ended_session_token, presented_token, resolve_with_tokens};
 
 /// The origin of a connection.

@@ -4,8 +4,8 @@
 //! and then sends only its `session_id` cookie, which carries no API key.
 //! When the login was matched to an integration, later calls with that
 //! cookie belong to it too, for as long as Odoo keeps the session: Odoo
-//! reaps a session after [`SESSION_LIFETIME`] without use, so a binding
-//! ends [`SESSION_LIFETIME`] after the last call that used it
+//! reaps a session after a lifetime without use ([`SESSION_LIFETIME`] by
+//! default), so a binding ends that long after the last call that used it
 //! ([`SessionTable::touch`]).
 
 use std::collections::{BTreeMap, HashMap};
@@ -22,7 +22,8 @@ use crate::token::TokenStore;
 /// Default capacity of a [`SessionTable`].
 pub const DEFAULT_MAX_SESSIONS: usize = 100_000;
 
-/// Bindings unused for this long are forgotten. Odoo's session cookie
+/// Bindings unused for this long are forgotten unless
+/// `policy.session_lifetime_secs` says otherwise. Odoo's session cookie
 /// lives 7 days (`Max-Age=604800`), and Odoo deletes sessions unused for
 /// as long (`sessions.max_inactivity_seconds`, by default 7 days).
 pub const SESSION_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -52,6 +53,8 @@ pub struct SessionTable {
     next_sequence: u64,
     /// `policy.sessions_file`, when bindings outlive the process.
     log: Option<SessionLog>,
+    /// How long a binding lasts after its last use.
+    lifetime: Duration,
 }
 
 /// The integration a web session belongs to, as [`SessionTable::lookup`]
@@ -87,7 +90,21 @@ struct Binding {
 impl SessionTable {
     /// Creates a table holding at most `capacity` sessions (at least one).
     pub fn new(capacity: usize) -> Self {
-        Self { capacity: capacity.max(1), entries: HashMap::new(), order: BTreeMap::new(), next_sequence: 0, log: None }
+        Self {
+            capacity: capacity.max(1),
+            entries: HashMap::new(),
+            order: BTreeMap::new(),
+            next_sequence: 0,
+            log: None,
+            lifetime: SESSION_LIFETIME,
+        }
+    }
+
+    /// Makes bindings last `lifetime` after their last use instead of
+    /// [`SESSION_LIFETIME`], from the next [`SessionTable::expire_old`] on.
+    pub fn with_lifetime(mut self, lifetime: Duration) -> Self {
+        self.lifetime = lifetime;
+        self
     }
 
     /// Opens a table kept in `path` (see [`super::session_file`]) with the
@@ -106,21 +123,22 @@ impl SessionTable {
         Ok(table)
     }
 
-    /// Opens the table kept in `path` without the bindings older than
-    /// [`SESSION_LIFETIME`], or an in-memory one without `path` or when the
-    /// file cannot be used (logged: bindings then end with the process).
-    pub fn open_or_in_memory(path: Option<&Path>) -> Self {
+    /// Opens the table kept in `path` without the bindings unused for
+    /// `lifetime`, or an in-memory one without `path` or when the file
+    /// cannot be used (logged: bindings then end with the process).
+    /// Bindings last `lifetime` after their last use.
+    pub fn open_or_in_memory(path: Option<&Path>, lifetime: Duration) -> Self {
         let Some(path) = path else {
-            return Self::default();
+            return Self::default().with_lifetime(lifetime);
         };
-        match Self::open(path, DEFAULT_MAX_SESSIONS, lifetime_cutoff(SystemTime::now())) {
+        match Self::open(path, DEFAULT_MAX_SESSIONS, lifetime_cutoff(SystemTime::now(), lifetime)) {
             Ok(table) => {
                 tracing::info!(file = %path.display(), sessions = table.len(), "Loaded the web session bindings");
-                table
+                table.with_lifetime(lifetime)
             }
             Err(error) => {
                 tracing::warn!(%error, "Keeping web session bindings in memory only");
-                Self::default()
+                Self::default().with_lifetime(lifetime)
             }
         }
     }
@@ -148,7 +166,8 @@ impl SessionTable {
     }
 
     /// Records that a call used `session` at `now`, which keeps its binding
-    /// [`SESSION_LIFETIME`] longer and makes it the last to be evicted. The
+    /// for the table's lifetime from then and makes it the last to be
+    /// evicted. The
     /// sessions file gets a line at most every [`USE_SAVE_INTERVAL`] per
     /// session. Returns whether `session` is bound.
     pub fn touch(&mut self, session: &Secret, now: SystemTime) -> bool {
@@ -210,11 +229,11 @@ impl SessionTable {
         expired.len()
     }
 
-    /// Forgets every binding unused for [`SESSION_LIFETIME`] at `now`, and
+    /// Forgets every binding unused for the table's lifetime at `now`, and
     /// compacts the sessions file when it has grown well past the bindings
     /// it holds. The daemon calls it on its maintenance tick.
     pub fn expire_old(&mut self, now: SystemTime) -> usize {
-        let expired = self.expire_before(lifetime_cutoff(now));
+        let expired = self.expire_before(lifetime_cutoff(now, self.lifetime));
         self.compact_if_long();
         expired
     }
@@ -268,10 +287,10 @@ impl Default for SessionTable {
     }
 }
 
-/// Returns the instant before which a binding is older than
-/// [`SESSION_LIFETIME`].
-fn lifetime_cutoff(now: SystemTime) -> SystemTime {
-    now.checked_sub(SESSION_LIFETIME).unwrap_or(SystemTime::UNIX_EPOCH)
+/// Returns the instant before which a binding last used is older than
+/// `lifetime`.
+fn lifetime_cutoff(now: SystemTime, lifetime: Duration) -> SystemTime {
+    now.checked_sub(lifetime).unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
 fn session_key(session: &Secret) -> [u8; 32] {
@@ -386,6 +405,35 @@ mod tests {
         assert!(table.touch(&Secret::new("s1"), at(25)));
         assert_eq!(table.expire_before(at(30)), 0);
         assert_eq!(table.expire_before(at(41)), 2);
+    }
+
+    #[test]
+    fn lifetime_sets_when_bindings_expire() {
+        let now = SystemTime::now();
+        let hour = Duration::from_secs(3600);
+        let mut short = SessionTable::new(4).with_lifetime(hour);
+        let mut default = SessionTable::new(4);
+        for table in [&mut short, &mut default] {
+            table.bind(&Secret::new("s1"), "a", None, now - 2 * hour);
+            table.bind(&Secret::new("s2"), "a", None, now - 2 * hour);
+            table.touch(&Secret::new("s2"), now - hour / 2);
+            table.expire_old(now);
+        }
+        assert_eq!(owner(&short, "s1"), None, "unused for two hours");
+        assert_eq!(owner(&short, "s2"), Some("a"), "used half an hour ago");
+        assert_eq!(owner(&default, "s1"), Some("a"), "within Odoo's 7 days");
+
+        // At start, the file's bindings are read with the same lifetime.
+        let dir = std::env::temp_dir().join(format!("odoogate-sessions-lifetime-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("sessions.json");
+        let mut table = SessionTable::open_or_in_memory(Some(&path), hour);
+        table.bind(&Secret::new("old"), "a", None, now - 2 * hour);
+        table.bind(&Secret::new("new"), "a", None, now - hour / 2);
+        drop(table);
+        let table = SessionTable::open_or_in_memory(Some(&path), hour);
+        assert_eq!((owner(&table, "old"), owner(&table, "new")), (None, Some("a")));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

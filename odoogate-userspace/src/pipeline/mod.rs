@@ -86,7 +86,7 @@ impl Pipeline {
         let limiter = ErrorRateLimiter::new(config.audit.error_records_per_minute);
         let policy = Arc::new(Mutex::new(PolicyRuntime::new(&config.policy.grants_file)));
         let tokens = ObservedTokens::new(&config.tokens.store);
-        let sessions = SessionTable::open_or_in_memory(config.policy.sessions_file.as_deref());
+        let sessions = SessionTable::open_or_in_memory(config.policy.sessions_file.as_deref(), config.policy.session_lifetime);
         Self {
             policy,
             counts: Arc::new(CallCounts::new()),

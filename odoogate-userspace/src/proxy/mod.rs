@@ -111,7 +111,10 @@ impl<C: UpstreamConnector> Proxy<C> {
     pub fn new(config: Arc<Config>, connector: C, sink: Box<dyn AuditSink>) -> Self {
         let live = Arc::new(LivePolicy::new(config));
         let recorder = Recorder::with_counts(sink, live.config().audit.error_records_per_minute, live.counts());
-        let sessions = Mutex::new(SessionTable::open_or_in_memory(live.config().policy.sessions_file.as_deref()));
+        let sessions = Mutex::new(SessionTable::open_or_in_memory(
+            live.config().policy.sessions_file.as_deref(),
+            live.config().policy.session_lifetime,
+        ));
         let shared = Shared { live, connector, pool: UpstreamPool::default(), sessions, recorder, tokens: None };
         Self::from_shared(shared)
     }
@@ -124,7 +127,10 @@ impl<C: UpstreamConnector> Proxy<C> {
     pub fn with_tokens(config: Arc<Config>, connector: C, sink: Box<dyn AuditSink>, tokens: Tokens) -> Self {
         let live = Arc::new(LivePolicy::new(config));
         let recorder = Recorder::with_counts(sink, live.config().audit.error_records_per_minute, live.counts());
-        let sessions = Mutex::new(SessionTable::open_or_in_memory(live.config().policy.sessions_file.as_deref()));
+        let sessions = Mutex::new(SessionTable::open_or_in_memory(
+            live.config().policy.sessions_file.as_deref(),
+            live.config().policy.session_lifetime,
+        ));
         let shared = Shared { live, connector, pool: UpstreamPool::default(), sessions, recorder, tokens: Some(Arc::new(LiveTokens::new(tokens))) };
         Self::from_shared(shared)
     }
