@@ -167,9 +167,9 @@ impl SessionTable {
 
     /// Records that a call used `session` at `now`, which keeps its binding
     /// for the table's lifetime from then and makes it the last to be
-    /// evicted. The
-    /// sessions file gets a line at most every [`USE_SAVE_INTERVAL`] per
-    /// session. Returns whether `session` is bound.
+    /// evicted. The sessions file gets a line at most every
+    /// [`USE_SAVE_INTERVAL`] per session. Returns whether `session` is
+    /// bound.
     pub fn touch(&mut self, session: &Secret, now: SystemTime) -> bool {
         let key = session_key(session);
         let Some(binding) = self.entries.get_mut(&key) else {
