@@ -345,16 +345,7 @@ fn call_with_a_session_keeps_it_alive() {
     for session in ["used", "idle"] {
         pipeline.sessions.bind(&Secret::new(session), "website-form", None, logged_in);
     }
-    let call_kw = br#"{"jsonrpc":"2.0","method":"call","id":2,"params":{"model":"crm.lead","method":"create","args":[{"name":"x"}],"kwargs":{}}}"#;
-    let mut request =
-        format!("POST /web/dataset/call_kw HTTP/1.1\r\nCookie: session_id=used\r\nContent-Length: {}\r\n\r\n", call_kw.len()).into_bytes();
-    request.extend_from_slice(call_kw);
-
-    let mut conn = Conn::new("10.0.0.7:40013");
-    conn.open(&mut pipeline);
-    conn.send(&mut pipeline, &request);
-    conn.answer(&mut pipeline, &jsonrpc_response("5"));
-    conn.close(&mut pipeline);
+    send_answered(&mut pipeline, "10.0.0.7:40013", &create_lead_call_kw("Cookie: session_id=used"));
     assert_eq!(calls(&sink)[0].identity, Some(Identity::Session));
 
     pipeline.sessions.expire_old(now);
@@ -435,11 +426,41 @@ allow = [{{ models = ["crm.lead"], methods = ["create"] }}]
 
 /// Sends one call on a fresh connection and answers it.
 fn one_call(pipeline: &mut Pipeline, client: &str, model: &str, method: &str) {
+    send_answered(pipeline, client, &jsonrpc_request(model, method));
+}
+
+/// Sends `request` on a fresh connection, answers it with a result and
+/// closes the connection.
+fn send_answered(pipeline: &mut Pipeline, client: &str, request: &[u8]) {
     let mut conn = Conn::new(client);
     conn.open(pipeline);
-    conn.send(pipeline, &jsonrpc_request(model, method));
+    conn.send(pipeline, request);
     conn.answer(pipeline, &jsonrpc_response("42"));
     conn.close(pipeline);
+}
+
+/// Returns a web client's `call_kw` request that creates a lead, with the
+/// header field line `header` (no line end) among its headers.
+fn create_lead_call_kw(header: &str) -> Vec<u8> {
+    let body = r#"{"jsonrpc":"2.0","method":"call","id":2,"params":{"model":"crm.lead","method":"create","args":[{"name":"x"}],"kwargs":{}}}"#;
+    format!(
+        "POST /web/dataset/call_kw HTTP/1.1\r\nContent-Type: application/json\r\n{header}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Returns an observe pipeline that allows unidentified calls and whose
+/// token store cannot be loaded, its sink, and the directory to remove.
+fn pipeline_without_store(name: &str) -> (Pipeline, MemorySink, std::path::PathBuf) {
+    let dir = fresh_dir(name);
+    let store = dir.join("tokens.json");
+    std::fs::write(&store, "not json").unwrap();
+    let text = CONFIG.replace("unidentified = \"deny\"", "unidentified = \"allow\"");
+    let text = format!("{text}\n[tokens]\nstore = \"{}\"\n", store.display());
+    let config = Arc::new(crate::config::parse(&text, "test.toml").expect("test config is valid"));
+    let sink = MemorySink::default();
+    (Pipeline::new(config, None, Box::new(sink.clone())), sink, dir)
 }
 
 #[test]
@@ -610,30 +631,11 @@ fn observe_mode_without_store_flags_ended_token_session() {
     // Enforce mode without a token store refuses a model call whose web
     // session a token logged in (proxy::session resolve), so observe mode
     // must record would_deny too, even when unidentified calls are allowed.
-    let dir = fresh_dir("no-store");
-    let store = dir.join("tokens.json");
-    std::fs::write(&store, "not json").unwrap();
-    let text = CONFIG.replace("unidentified = \"deny\"", "unidentified = \"allow\"");
-    let text = format!("{text}\n[tokens]\nstore = \"{}\"\n", store.display());
-    let config = Arc::new(crate::config::parse(&text, "test.toml").expect("test config is valid"));
-    let sink = MemorySink::default();
-    let mut pipeline = Pipeline::new(config, None, Box::new(sink.clone()));
+    let (mut pipeline, sink, dir) = pipeline_without_store("no-store");
     let digest = crate::identity::Fingerprint::of(&crate::secret::Secret::new("odg_gone"));
     pipeline.sessions.bind(&crate::secret::Secret::new("s3ss10n"), "website-form", Some(digest), std::time::SystemTime::now());
 
-    let body =
-        br#"{"jsonrpc":"2.0","method":"call","id":2,"params":{"model":"crm.lead","method":"create","args":[{"name":"x"}],"kwargs":{}}}"#;
-    let mut request = format!(
-        "POST /web/dataset/call_kw HTTP/1.1\r\nContent-Type: application/json\r\nCookie: session_id=s3ss10n\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    request.extend_from_slice(body);
-    let mut conn = Conn::new("10.0.0.9:40021");
-    conn.open(&mut pipeline);
-    conn.send(&mut pipeline, &request);
-    conn.answer(&mut pipeline, &jsonrpc_response("5"));
-    conn.close(&mut pipeline);
+    send_answered(&mut pipeline, "10.0.0.9:40021", &create_lead_call_kw("Cookie: session_id=s3ss10n"));
     pipeline.finish();
 
     let records = calls(&sink);
@@ -645,30 +647,11 @@ fn observe_mode_without_store_flags_ended_token_session() {
 
 #[test]
 fn observe_mode_without_store_flags_presented_token() {
-    // Enforce mode without a token store answers a presented token with
+    // Enforce mode without a token store rejects a presented token with
     // AccessDenied, so observe mode records would_deny for it too.
-    let dir = fresh_dir("no-store-token");
-    let store = dir.join("tokens.json");
-    std::fs::write(&store, "not json").unwrap();
-    let text = CONFIG.replace("unidentified = \"deny\"", "unidentified = \"allow\"");
-    let text = format!("{text}\n[tokens]\nstore = \"{}\"\n", store.display());
-    let config = Arc::new(crate::config::parse(&text, "test.toml").expect("test config is valid"));
-    let sink = MemorySink::default();
-    let mut pipeline = Pipeline::new(config, None, Box::new(sink.clone()));
+    let (mut pipeline, sink, dir) = pipeline_without_store("no-store-token");
 
-    let body =
-        br#"{"jsonrpc":"2.0","method":"call","id":2,"params":{"model":"crm.lead","method":"create","args":[{"name":"x"}],"kwargs":{}}}"#;
-    let mut request = format!(
-        "POST /web/dataset/call_kw HTTP/1.1\r\nContent-Type: application/json\r\nX-Odoogate-Token: odg_2C9mbw3wJ9fhP5EXAMPLExx\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    request.extend_from_slice(body);
-    let mut conn = Conn::new("10.0.0.9:40022");
-    conn.open(&mut pipeline);
-    conn.send(&mut pipeline, &request);
-    conn.answer(&mut pipeline, &jsonrpc_response("5"));
-    conn.close(&mut pipeline);
+    send_answered(&mut pipeline, "10.0.0.9:40022", &create_lead_call_kw("X-Odoogate-Token: odg_2C9mbw3wJ9fhP5EXAMPLExx"));
     pipeline.finish();
 
     let records = calls(&sink);
@@ -727,11 +710,11 @@ fn ended_token_session_in_use_outlives_a_week() {
     let idle = frame_request(b"GET /web/content/ir.attachment/7/datas HTTP/1.1\r\nCookie: session_id=idle\r\n\r\n");
     assert!(web_route_refusal(&config, &sessions, None, &in_use).is_some(), "refused while the binding lasts");
 
-    // A call used the first session two days ago, as Odoo sees it.
+    // A call used the first session two days ago.
     assert!(sessions.touch(&Secret::new("ended"), now - Duration::from_secs(2 * 24 * 3600)));
     // The maintenance tick of the pipeline and the proxy.
     sessions.expire_old(now);
     assert!(web_route_refusal(&config, &sessions, None, &in_use).is_some(), "the session of a revoked token still reaches Odoo");
-    // Odoo has reaped the idle session, and odoogate forgets it.
+    // Odoo has deleted the idle session, and odoogate drops its binding.
     assert_eq!(web_route_refusal(&config, &sessions, None, &idle), None);
 }
