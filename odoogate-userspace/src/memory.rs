@@ -26,9 +26,9 @@ const PLAIN_ALIGN: usize = std::mem::size_of::<usize>();
 /// ones when they already give the alignment, which is almost always.
 /// At word alignment, mimalloc's aligned path (3.3.2, `alloc-aligned.c`)
 /// takes the plain block for sizes up to 1 KiB and for power-of-two
-/// blocks up to 4 KiB, and over-allocates by the alignment for the others:
-/// in a callgrind profile of the enforce benchmark, 15 of the 110
-/// allocations per call took that path.
+/// blocks up to 4 KiB, and over-allocates by the alignment for the others.
+/// In a callgrind profile of the enforce benchmark, 15 of the 110
+/// allocations per call took that over-allocating path.
 pub struct Allocator;
 
 // SAFETY: every pointer comes from mimalloc with at least the layout's

@@ -10,7 +10,7 @@
 //! and then, which replaces the earlier one. Only the SHA-256 of a session
 //! id is written, never the id. At start the lines are replayed, bindings
 //! unused for Odoo's session lifetime are dropped, and the file is
-//! rewritten with the bindings left; a running daemon rewrites it so too
+//! rewritten with the bindings left. A running daemon also rewrites it
 //! when it has grown long.
 
 use std::collections::HashMap;

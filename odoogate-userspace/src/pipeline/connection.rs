@@ -33,7 +33,7 @@ pub struct Origin {
 /// Keeps the session table in step with the web client's session routes: a
 /// session created by `/web/session/authenticate` belongs to the
 /// integration that authenticated, `/web/session/destroy` ends it, and
-/// every other call that Odoo answered with the session keeps it alive.
+/// every other call with the session that got a response keeps it alive.
 /// `token` is the scoped token that identified the call, if one did: a
 /// session it logs in ends with it.
 pub(crate) fn track_session(

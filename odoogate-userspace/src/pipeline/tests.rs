@@ -442,7 +442,8 @@ fn send_answered(pipeline: &mut Pipeline, client: &str, request: &[u8]) {
 /// Returns a web client's `call_kw` request that creates a lead, with the
 /// header field line `header` (no line end) among its headers.
 fn create_lead_call_kw(header: &str) -> Vec<u8> {
-    let body = r#"{"jsonrpc":"2.0","method":"call","id":2,"params":{"model":"crm.lead","method":"create","args":[{"name":"x"}],"kwargs":{}}}"#;
+    let body =
+        r#"{"jsonrpc":"2.0","method":"call","id":2,"params":{"model":"crm.lead","method":"create","args":[{"name":"x"}],"kwargs":{}}}"#;
     format!(
         "POST /web/dataset/call_kw HTTP/1.1\r\nContent-Type: application/json\r\n{header}\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()

@@ -229,7 +229,8 @@ fn parse_fields<'a>(
             push_once(anomalies, FramingAnomaly::UnderscoreInHeaderName);
             continue;
         }
-        // Token characters are ASCII, so the check cannot fail.
+        // The name passed the token-character check above, so it is ASCII
+        // and `from_utf8` cannot fail.
         let name = std::str::from_utf8(name).map_err(|_| HeadError::InvalidFieldName)?.to_owned();
         fields.push((name, head.slice_ref(trim(&line[colon + 1..]))));
     }

@@ -302,7 +302,7 @@ fn obs_fold_is_joined_and_flagged() {
 }
 
 #[test]
-fn continuation_of_a_dropped_field_is_dropped_with_it() {
+fn dropped_field_drops_its_continuation() {
     let wire = b"GET /a HTTP/1.1\r\nX-A: one\r\nX_B: two\r\n three\r\nX-Empty:\r\nX-C:  four \r\n five\r\n\r\n";
     let events = frame_requests(&[wire]);
     let request = only_request(&events);
