@@ -149,12 +149,17 @@ impl FieldNames {
 
     /// Returns name number `index`.
     pub fn get(&self, index: usize) -> Option<&str> {
+        self.text.get(self.range(index)?)
+    }
+
+    /// Returns where name number `index` lies in `text`.
+    fn range(&self, index: usize) -> Option<Range<usize>> {
         let end = *self.ends.get(index)?;
         let start = match index.checked_sub(1) {
             Some(before) => self.ends[before],
             None => 0,
         };
-        self.text.get(start..end)
+        Some(start..end)
     }
 
     /// Returns the names in order.
@@ -183,14 +188,10 @@ impl FieldNames {
 
     /// Tells whether name number `index` is `name`.
     pub fn is_at(&self, index: usize, name: &str) -> bool {
-        let Some(&end) = self.ends.get(index) else {
+        let Some(range) = self.range(index) else {
             return false;
         };
-        let start = match index.checked_sub(1) {
-            Some(before) => self.ends[before],
-            None => 0,
-        };
-        end - start == name.len() && self.text.as_bytes().get(start..end) == Some(name.as_bytes())
+        range.len() == name.len() && self.text.as_bytes().get(range) == Some(name.as_bytes())
     }
 
     /// Returns the names joined by `separator`.
