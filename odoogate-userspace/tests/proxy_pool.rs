@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use odoogate::audit::{AuditEvent, AuditRecord, Decision};
-use odoogate::proxy::{DirectConnector, Proxy, Tokens};
+use odoogate::proxy::{DirectConnector, Proxy, Shards, Tokens};
 use odoogate::secret::Secret;
 use odoogate::token::{ServiceCredentials, TokenStore};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -177,6 +177,12 @@ struct Site {
 
 impl Site {
     async fn start(name: &str) -> Site {
+        Site::start_on(name, None).await
+    }
+
+    /// Starts the site with its client connections served on `shards`
+    /// when given, as `odoogate run` serves them.
+    async fn start_on(name: &str, shards: Option<Arc<Shards>>) -> Site {
         let dir = temp_dir(&format!("proxy-pool-{name}"));
         let upstream = ScriptedUpstream::start().await;
         let config = Arc::new(config(upstream.port));
@@ -186,7 +192,10 @@ impl Site {
         let credentials = ServiceCredentials::parse(&format!("default = \"{SERVICE_KEY}\"\n"), &dir.join("credentials.toml")).unwrap();
         let records = Records::default();
         let connector = DirectConnector::new(config.proxy.upstream);
-        let proxy = Proxy::with_tokens(config, connector, Box::new(records.clone()), Tokens { store, credentials });
+        let mut proxy = Proxy::with_tokens(config, connector, Box::new(records.clone()), Tokens { store, credentials });
+        if let Some(shards) = shards {
+            proxy = proxy.with_shards(shards);
+        }
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -235,16 +244,28 @@ impl Drop for Site {
 }
 
 fn call_request(password: &str, reply: &str) -> String {
-    let body = serde_json::json!({
+    format!("{}Connection: close\r\n\r\n{}", call_head(password, reply), call_body(password))
+}
+
+/// Returns a `search_read` call that keeps the client connection open.
+fn kept_alive_call_request(password: &str, reply: &str) -> String {
+    format!("{}\r\n{}", call_head(password, reply), call_body(password))
+}
+
+/// Returns the head of a `search_read` call up to its last field,
+/// without the blank line that ends it.
+fn call_head(password: &str, reply: &str) -> String {
+    let length = call_body(password).len();
+    format!("POST /jsonrpc HTTP/1.1\r\nHost: odoo\r\nContent-Type: application/json\r\nX-Reply: {reply}\r\nContent-Length: {length}\r\n")
+}
+
+fn call_body(password: &str) -> String {
+    serde_json::json!({
         "jsonrpc": "2.0", "method": "call", "id": 7,
         "params": {"service": "object", "method": "execute_kw",
                    "args": ["odoo19", 2, password, "res.partner", "search_read", [[]], {}]},
     })
-    .to_string();
-    format!(
-        "POST /jsonrpc HTTP/1.1\r\nHost: odoo\r\nContent-Type: application/json\r\nX-Reply: {reply}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
+    .to_string()
 }
 
 fn get_request(reply: &str) -> String {
@@ -350,4 +371,29 @@ async fn pooled_request_carries_only_its_credential() {
     assert!(!seen[1].body.contains(SERVICE_KEY), "{}", seen[1].body);
     assert!(seen[1].body.contains(CLIENT_PASSWORD), "{}", seen[1].body);
     assert!(!token_response.contains(SERVICE_KEY), "{token_response}");
+}
+
+/// `odoogate run` serves connections on two threads. A kept-alive upstream
+/// connection is reused only by connections of the thread that opened it:
+/// its readiness comes from that thread's reactor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharded_proxy_reuses_connections_per_thread() {
+    let shards = Arc::new(Shards::start(2, || {}).unwrap());
+    let site = Site::start_on("sharded", Some(shards)).await;
+    // The first client stays connected, so the second goes to the other
+    // thread, which has the fewest open connections.
+    let mut first = TcpStream::connect(("127.0.0.1", site.port)).await.unwrap();
+    let mut second = TcpStream::connect(("127.0.0.1", site.port)).await.unwrap();
+    let mut buffers = [Vec::new(), Vec::new()];
+    for round in 0..2 {
+        for (client, buffer) in [&mut first, &mut second].into_iter().zip(buffers.iter_mut()) {
+            client.write_all(kept_alive_call_request(CLIENT_PASSWORD, "keep").as_bytes()).await.unwrap();
+            let (head, body) = tokio::time::timeout(Duration::from_secs(10), read_request(client, buffer)).await.unwrap().unwrap();
+            assert_clean_reply(&format!("{head}{body}"), &format!("round {round}"));
+        }
+    }
+
+    assert_eq!(site.upstream.connections(), vec![0, 1, 0, 1], "one upstream connection per thread, each reused");
+    let calls = site.calls_when(4).await;
+    assert!(calls.iter().all(|call| call.decision == Some(Decision::Allow)), "{calls:?}");
 }

@@ -47,6 +47,7 @@ mod read;
 mod recorder;
 mod relay;
 mod session;
+mod shards;
 mod slots;
 mod stream;
 mod tokens;
@@ -67,6 +68,7 @@ pub use live::LivePolicy;
 pub use origin::{LocalOrigin, Origins};
 pub use recorder::{ProxyStats, Recorder};
 pub use session::Tokens;
+pub use shards::Shards;
 pub use tokens::CredentialsReloader;
 
 use crate::audit::AuditSink;
@@ -100,6 +102,7 @@ pub struct Proxy<C> {
     shared: Arc<Shared<C>>,
     next_conn_id: AtomicU64,
     origins: Option<Origins>,
+    shards: Option<Arc<Shards>>,
     slots: Arc<Slots>,
     /// Connections refused since the last maintenance tick, for the log.
     refused_since_tick: AtomicU64,
@@ -140,6 +143,7 @@ impl<C: UpstreamConnector> Proxy<C> {
             shared: Arc::new(shared),
             next_conn_id: AtomicU64::new(1),
             origins: None,
+            shards: None,
             slots: Arc::new(Slots::default()),
             refused_since_tick: AtomicU64::new(0),
         }
@@ -150,6 +154,13 @@ impl<C: UpstreamConnector> Proxy<C> {
     /// `match.cgroup` holds for proxied calls.
     pub fn with_origins(mut self, origins: Origins) -> Self {
         self.origins = Some(origins);
+        self
+    }
+
+    /// Serves connections on `shards` instead of the runtime that runs
+    /// [`Proxy::serve`].
+    pub fn with_shards(mut self, shards: Arc<Shards>) -> Self {
+        self.shards = Some(shards);
         self
     }
 
@@ -201,9 +212,34 @@ impl<C: UpstreamConnector> Proxy<C> {
                     };
                     let shared = self.shared.clone();
                     let origins = self.origins.clone();
-                    connections.spawn(async move {
-                        serve_connection(&shared, stream, peer, conn_id, origins.as_ref(), slot).await;
-                    });
+                    match &self.shards {
+                        None => {
+                            connections.spawn(async move {
+                                serve_connection(&shared, stream, peer, conn_id, origins.as_ref(), slot).await;
+                            });
+                        }
+                        Some(shards) => {
+                            // The stream moves to the shard's own reactor.
+                            let stream = match stream.into_std() {
+                                Ok(stream) => stream,
+                                Err(error) => {
+                                    tracing::warn!(conn_id, %error, "Failed to hand a connection to a proxy thread");
+                                    continue;
+                                }
+                            };
+                            let (handle, open) = shards.pick();
+                            connections.spawn_on(
+                                async move {
+                                    let _open = open;
+                                    match TcpStream::from_std(stream) {
+                                        Ok(stream) => serve_connection(&shared, stream, peer, conn_id, origins.as_ref(), slot).await,
+                                        Err(error) => tracing::warn!(conn_id, %error, "Failed to register a connection on a proxy thread"),
+                                    }
+                                },
+                                handle,
+                            );
+                        }
+                    }
                 }
                 Err(error) => {
                     tracing::warn!(%error, "Failed to accept a connection");

@@ -82,15 +82,27 @@ pub(super) struct UpstreamPool {
 struct Idle {
     stream: TcpStream,
     since: Instant,
+    /// The proxy thread whose reactor the stream is registered with.
+    shard: usize,
 }
 
 impl UpstreamPool {
-    /// Takes the most recently used idle connection that is still open.
-    /// Connections past [`IDLE_TIMEOUT`], and those the upstream closed or
-    /// sent bytes on while idle, are closed on the way.
+    /// Takes the most recently used idle connection of the calling proxy
+    /// thread that is still open. Connections past [`IDLE_TIMEOUT`], and
+    /// those the upstream closed or sent bytes on while idle, are closed on
+    /// the way.
+    ///
+    /// A connection is only reused on the thread that opened it: its events
+    /// come from that thread's reactor, so on another thread each of them
+    /// would wake two threads.
     pub fn take(&self, now: Instant) -> Option<TcpStream> {
+        let shard = super::shards::current();
         loop {
-            let idle = self.lock().pop()?;
+            let idle = {
+                let mut idle = self.lock();
+                let position = idle.iter().rposition(|idle| idle.shard == shard)?;
+                idle.remove(position)
+            };
             if now.saturating_duration_since(idle.since) < IDLE_TIMEOUT && still_open(&idle.stream) {
                 return Some(idle.stream);
             }
@@ -104,7 +116,7 @@ impl UpstreamPool {
         if idle.len() >= MAX_IDLE {
             idle.remove(0);
         }
-        idle.push(Idle { stream, since: now });
+        idle.push(Idle { stream, since: now, shard: super::shards::current() });
     }
 
     /// Closes the connections idle for [`IDLE_TIMEOUT`] or longer.

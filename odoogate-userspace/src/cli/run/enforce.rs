@@ -28,29 +28,29 @@ use crate::control::ConfigHandle;
 use crate::metrics::Metrics;
 use crate::notify::{self, Notifier};
 use crate::proxy::{
-    CredentialsReloader, DirectConnector, LivePolicy, Origins, Proxy, ProxyStats, SteeredConnector, Tokens, UpstreamConnector,
+    CredentialsReloader, DirectConnector, LivePolicy, Origins, Proxy, ProxyStats, Shards, SteeredConnector, Tokens, UpstreamConnector,
 };
 use crate::steer::{Steering, SteeringOptions};
 use crate::token::{CredentialsError, ServiceCredentials, TokenStore};
 use super::control::StatusSources;
 use capture::LocalCapture;
 
-/// Worker threads of the proxy's runtime: proxying is I/O bound, and the
-/// host's cores belong to Odoo first.
-const WORKER_THREADS: usize = 2;
+/// Threads that serve client connections, each with a runtime of its own
+/// (see `proxy::Shards`): proxying is I/O bound, and the host's cores
+/// belong to Odoo first.
+const PROXY_THREADS: usize = 2;
 
 /// Runs the proxy until SIGINT or SIGTERM. `metrics`, when on, report the
 /// attached programs and their counters.
 pub fn run(handle: Arc<ConfigHandle>, sink: Box<dyn AuditSink>, metrics: Option<Arc<Metrics>>) -> anyhow::Result<ExitCode> {
     let tokens = load_tokens(&handle.current())?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(WORKER_THREADS)
-        .thread_name("odoogate-proxy")
+    let shards = Arc::new(Shards::start(PROXY_THREADS, crate::memory::release_freed_memory).context("failed to start the proxy threads")?);
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .on_thread_park(crate::memory::release_freed_memory)
         .enable_all()
         .build()
         .context("failed to start the async runtime")?;
-    let stats = runtime.block_on(serve(handle, sink, tokens, metrics.as_deref()))?;
+    let stats = runtime.block_on(serve(handle, sink, tokens, metrics.as_deref(), shards))?;
     tracing::info!(calls = stats.calls, denied = stats.denied, decode_errors = stats.decode_errors, "Stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -60,6 +60,7 @@ async fn serve(
     sink: Box<dyn AuditSink>,
     tokens: Option<Tokens>,
     metrics: Option<&Metrics>,
+    shards: Arc<Shards>,
 ) -> anyhow::Result<ProxyStats> {
     let config = handle.current();
     let upstream = config.proxy.upstream;
@@ -87,7 +88,7 @@ async fn serve(
                 steering: format!("listen {address}"),
                 capture: guard.as_ref().map(LocalCapture::attachments).unwrap_or_default(),
             };
-            serve_with(config, DirectConnector::new(upstream), Box::new(sink), tokens, listener, None, daemon).await
+            serve_with(config, DirectConnector::new(upstream), Box::new(sink), tokens, listener, None, daemon, shards).await
         }
         None => {
             let origins = Origins::for_this_host();
@@ -111,7 +112,7 @@ async fn serve(
                 capture: local_capture.attachments(),
             };
             let connector = SteeredConnector::new(steering, upstream);
-            serve_with(config, connector, Box::new(sink), tokens, listener, Some(origins), daemon).await
+            serve_with(config, connector, Box::new(sink), tokens, listener, Some(origins), daemon, shards).await
         }
     }
 }
@@ -124,6 +125,7 @@ async fn serve_with<C: UpstreamConnector>(
     listener: TcpListener,
     origins: Option<Origins>,
     daemon: Daemon,
+    shards: Arc<Shards>,
 ) -> anyhow::Result<ProxyStats> {
     // Start-up ends here in both modes, on the main thread, which runs
     // this future.
@@ -132,6 +134,7 @@ async fn serve_with<C: UpstreamConnector>(
         Some(tokens) => Proxy::with_tokens(config, connector, sink, tokens),
         None => Proxy::new(config, connector, sink),
     };
+    proxy = proxy.with_shards(shards);
     if let Some(origins) = origins {
         proxy = proxy.with_origins(origins);
     }
