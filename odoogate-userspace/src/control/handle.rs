@@ -19,6 +19,8 @@ pub enum RestartSetting {
     Interfaces,
     RingBufferBytes,
     Mode,
+    SessionsFile,
+    TokenStore,
     ProxyListen,
     ProxyUpstream,
     ControlSocket,
@@ -38,6 +40,8 @@ impl RestartSetting {
             Self::Interfaces => "odoo.interfaces",
             Self::RingBufferBytes => "capture.ring_buffer_bytes",
             Self::Mode => "policy.mode",
+            Self::SessionsFile => "policy.sessions_file",
+            Self::TokenStore => "tokens.store",
             Self::ProxyListen => "proxy.listen",
             Self::ProxyUpstream => "proxy.upstream",
             Self::ControlSocket => "control.socket",
@@ -115,8 +119,9 @@ impl ConfigHandle {
 
 /// Copies into `fresh` the settings of `old` that need a restart, and
 /// returns those that differed. The capture, the audit sink, steering, the
-/// cgroup guard, the metrics endpoint, the proxy's connector and the
-/// control socket are all set up once at start.
+/// cgroup guard, the metrics endpoint, the proxy's connector, the control
+/// socket, the sessions file and the token store are all opened once at
+/// start.
 fn keep_restart_settings(old: &Config, fresh: &mut Config) -> Vec<RestartSetting> {
     let mut changed = Vec::new();
     let mut keep = |setting: RestartSetting, differs: bool| {
@@ -139,6 +144,12 @@ fn keep_restart_settings(old: &Config, fresh: &mut Config) -> Vec<RestartSetting
     }
     if keep(RestartSetting::Mode, fresh.policy.mode != old.policy.mode) {
         fresh.policy.mode = old.policy.mode;
+    }
+    if keep(RestartSetting::SessionsFile, fresh.policy.sessions_file != old.policy.sessions_file) {
+        fresh.policy.sessions_file = old.policy.sessions_file.clone();
+    }
+    if keep(RestartSetting::TokenStore, fresh.tokens.store != old.tokens.store) {
+        fresh.tokens.store = old.tokens.store.clone();
     }
     if keep(RestartSetting::ProxyListen, fresh.proxy.listen != old.proxy.listen) {
         fresh.proxy.listen = old.proxy.listen;

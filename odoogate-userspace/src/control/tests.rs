@@ -196,13 +196,19 @@ fn reload_keeps_start_time_settings() {
     let handle = handle(&path);
     let before = handle.current();
 
-    let text = std::fs::read_to_string(&path).unwrap()
-        + "\n[capture]\nmax_flows = 10\n\n[audit]\noutput = \"file\"\nfile = \"/var/log/elsewhere.jsonl\"\n\
-           \n[steering]\npin_dir = \"/sys/fs/bpf/elsewhere\"\n\n[metrics]\nlisten = \"127.0.0.1:9100\"\n";
+    let text = std::fs::read_to_string(&path).unwrap().replacen(
+        "[policy]\n",
+        "[policy]\nsessions_file = \"/var/lib/elsewhere/sessions.json\"\nsession_lifetime_secs = 3600\n",
+        1,
+    ) + "\n[capture]\nmax_flows = 10\n\n[audit]\noutput = \"file\"\nfile = \"/var/log/elsewhere.jsonl\"\n\
+           \n[steering]\npin_dir = \"/sys/fs/bpf/elsewhere\"\n\n[metrics]\nlisten = \"127.0.0.1:9100\"\n\
+           \n[tokens]\nstore = \"/var/lib/elsewhere/tokens.json\"\n";
     std::fs::write(&path, text).unwrap();
     let report = handle.reload().unwrap();
     let expected = [
         RestartSetting::Capture,
+        RestartSetting::SessionsFile,
+        RestartSetting::TokenStore,
         RestartSetting::AuditOutput,
         RestartSetting::AuditFile,
         RestartSetting::Steering,
@@ -214,4 +220,7 @@ fn reload_keeps_start_time_settings() {
     assert_eq!(current.audit, before.audit);
     assert_eq!(current.steering, before.steering);
     assert_eq!(current.metrics, before.metrics);
+    assert_eq!(current.policy.sessions_file, before.policy.sessions_file);
+    assert_eq!(current.tokens.store, before.tokens.store);
+    assert_eq!(current.policy.session_lifetime, std::time::Duration::from_secs(3600), "applies without a restart");
 }

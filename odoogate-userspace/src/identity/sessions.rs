@@ -107,6 +107,12 @@ impl SessionTable {
         self
     }
 
+    /// Makes bindings last `lifetime` after their last use from the next
+    /// [`SessionTable::expire_old`] on, as a reloaded configuration sets it.
+    pub fn set_lifetime(&mut self, lifetime: Duration) {
+        self.lifetime = lifetime;
+    }
+
     /// Opens a table kept in `path` (see [`super::session_file`]) with the
     /// bindings made at or after `cutoff`. Lines that cannot be read are
     /// logged and skipped.
@@ -433,6 +439,12 @@ mod tests {
         assert_eq!(owner(&short, "s1"), None, "unused for two hours");
         assert_eq!(owner(&short, "s2"), Some("a"), "used half an hour ago");
         assert_eq!(owner(&default, "s1"), Some("a"), "within Odoo's 7 days");
+
+        // A reload that shortens the lifetime applies from the next tick.
+        default.set_lifetime(hour);
+        default.expire_old(now);
+        assert_eq!(owner(&default, "s1"), None, "unused for two hours");
+        assert_eq!(owner(&default, "s2"), Some("a"), "used half an hour ago");
 
         // At start, the file's bindings are read with the same lifetime.
         let (dir, path) = fresh_file("lifetime");

@@ -136,6 +136,7 @@ impl Pipeline {
             return;
         }
         lock(&self.policy).set_config(&config);
+        self.sessions.set_lifetime(config.policy.session_lifetime);
         self.config = config;
     }
 

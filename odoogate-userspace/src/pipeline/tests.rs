@@ -354,6 +354,22 @@ fn call_with_a_session_keeps_it_alive() {
 }
 
 #[test]
+fn reload_sets_session_lifetime() {
+    use crate::secret::Secret;
+    let (mut pipeline, _sink) = pipeline();
+    let now = std::time::SystemTime::now();
+    let hour = std::time::Duration::from_secs(3600);
+    pipeline.sessions.bind(&Secret::new("idle"), "website-form", None, now - 2 * hour);
+    pipeline.tick(0, None);
+    assert!(pipeline.sessions.lookup(&Secret::new("idle")).is_some(), "within the default 7 days");
+
+    let text = CONFIG.replacen("[policy]\n", "[policy]\nsession_lifetime_secs = 3600\n", 1);
+    pipeline.set_config(Arc::new(crate::config::parse(&text, "test.toml").expect("test config is valid")));
+    pipeline.tick(0, None);
+    assert!(pipeline.sessions.lookup(&Secret::new("idle")).is_none(), "unused for two hours of a one-hour lifetime");
+}
+
+#[test]
 fn session_web_route_would_deny() {
     let (mut pipeline, sink) = pipeline();
     let authenticate = br#"{"jsonrpc":"2.0","method":"call","id":1,"params":{"db":"odoo19","login":"admin","password":"pw"}}"#;

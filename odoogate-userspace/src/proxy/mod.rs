@@ -304,7 +304,12 @@ impl<C: UpstreamConnector> Proxy<C> {
         if let Some(tokens) = &self.shared.tokens {
             tokens.refresh(now);
         }
-        self.shared.sessions().expire_old(SystemTime::now());
+        let lifetime = self.shared.live.config().policy.session_lifetime;
+        let mut sessions = self.shared.sessions();
+        // A reload may have changed the lifetime since the last tick.
+        sessions.set_lifetime(lifetime);
+        sessions.expire_old(SystemTime::now());
+        drop(sessions);
         self.shared.pool.expire(now);
     }
 }
@@ -348,4 +353,49 @@ fn connection_refused(conn_id: u64, peer: SocketAddr, max_connections: usize) ->
     record.error_code = Some("max_connections".to_owned());
     record.count = Some(1);
     record
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::jsonl::JsonLinesSink;
+    use crate::secret::Secret;
+
+    const CONFIG: &str = r#"
+[odoo]
+ports = [8069]
+interfaces = ["lo"]
+
+[policy]
+mode = "enforce"
+unidentified = "deny"
+
+[proxy]
+listen = "127.0.0.1:18069"
+upstream = "127.0.0.1:8069"
+
+[[integration]]
+name = "website-form"
+match = { ip = ["10.0.0.2/32"] }
+allow = [{ models = ["crm.lead"], methods = ["create"] }]
+"#;
+
+    fn config(text: &str) -> Arc<Config> {
+        Arc::new(crate::config::parse(text, "test.toml").expect("test config is valid"))
+    }
+
+    #[test]
+    fn reload_sets_session_lifetime() {
+        let connector = DirectConnector::new(SocketAddr::from(([127, 0, 0, 1], 8069)));
+        let proxy = Proxy::new(config(CONFIG), connector, Box::new(JsonLinesSink::new(std::io::sink())));
+        let hour = Duration::from_secs(3600);
+        proxy.shared.sessions().bind(&Secret::new("idle"), "website-form", None, SystemTime::now() - 2 * hour);
+        proxy.maintain();
+        assert!(proxy.shared.sessions().lookup(&Secret::new("idle")).is_some(), "within the default 7 days");
+
+        let reloaded = CONFIG.replacen("[policy]\n", "[policy]\nsession_lifetime_secs = 3600\n", 1);
+        proxy.live().set_config(config(&reloaded));
+        proxy.maintain();
+        assert!(proxy.shared.sessions().lookup(&Secret::new("idle")).is_none(), "unused for two hours of a one-hour lifetime");
+    }
 }
