@@ -13,6 +13,7 @@
 //! rewritten with the bindings left. A running daemon also rewrites it
 //! when it has grown long.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Write as _};
@@ -65,6 +66,26 @@ pub struct SessionLog {
     file: File,
     /// Lines in the file.
     lines: usize,
+    /// While a compacted file is being written, the lines appended since
+    /// its bindings were taken, which the compacted file needs too.
+    since_snapshot: Option<Vec<u8>>,
+}
+
+/// The compacted text of a sessions file, taken under the session table's
+/// lock and written without it ([`Compaction::write`]): a full table
+/// makes a file of up to about 18 MB, which calls must not wait for.
+#[derive(Debug)]
+pub struct Compaction {
+    path: PathBuf,
+    text: Vec<u8>,
+    lines: usize,
+}
+
+/// A compacted file on disk, opened for appending.
+#[derive(Debug)]
+pub struct Compacted {
+    file: File,
+    lines: usize,
 }
 
 impl SessionLog {
@@ -82,12 +103,13 @@ impl SessionLog {
 
         let directory = path.parent().unwrap_or(Path::new("/"));
         std::fs::create_dir_all(directory).map_err(failed("create the directory of"))?;
-        let (file, lines) = write_compacted(path, bindings.iter()).map_err(|error| SessionFileError::Io {
+        let (text, lines) = compacted_text(&bindings);
+        let (file, lines) = write_compacted(path, &text, lines).map_err(|error| SessionFileError::Io {
             action: error.action,
             path: path.to_owned(),
             source: error.source,
         })?;
-        Ok((Self { path: path.to_owned(), file, lines }, bindings, unreadable))
+        Ok((Self { path: path.to_owned(), file, lines, since_snapshot: None }, bindings, unreadable))
     }
 
     pub fn path(&self) -> &Path {
@@ -100,40 +122,77 @@ impl SessionLog {
     }
 
     pub fn bind(&mut self, key: &[u8; 32], integration: &str, token: Option<&Fingerprint>, at: SystemTime) -> io::Result<()> {
-        self.lines += 1;
-        self.file.write_all(&bind_line(key, integration, token, at))
+        self.append(&bind_line(key, integration, token, at))
     }
 
     pub fn unbind(&mut self, key: &[u8; 32]) -> io::Result<()> {
-        self.lines += 1;
-        self.file.write_all(&line_bytes(&Line::Unbind { unbind: hex::encode(key) }))
+        self.append(&line_bytes(&Line::Unbind { unbind: hex::encode(key) }))
     }
 
-    /// Replaces the file with one line per binding, atomically, and appends
-    /// to the new file from then on.
-    pub fn rewrite(&mut self, bindings: impl IntoIterator<Item = SavedBinding>) -> io::Result<()> {
-        let bindings: Vec<SavedBinding> = bindings.into_iter().collect();
-        let (file, lines) = write_compacted(&self.path, bindings.iter()).map_err(|error| error.source)?;
+    fn append(&mut self, line: &[u8]) -> io::Result<()> {
+        self.lines += 1;
+        if let Some(since_snapshot) = &mut self.since_snapshot {
+            since_snapshot.extend_from_slice(line);
+        }
+        self.file.write_all(line)
+    }
+
+    /// Takes the text of a compacted file with one line per binding, unless
+    /// a compaction is already under way. Lines appended from now on also
+    /// go to the compacted file when [`SessionLog::finish_compaction`] puts
+    /// it in place.
+    pub fn start_compaction(&mut self, bindings: impl IntoIterator<Item = SavedBinding>) -> Option<Compaction> {
+        if self.since_snapshot.is_some() {
+            return None;
+        }
+        let (text, lines) = compacted_text(bindings);
+        self.since_snapshot = Some(Vec::new());
+        Some(Compaction { path: self.path.clone(), text, lines })
+    }
+
+    /// Appends to the compacted file from now on, after the lines appended
+    /// while it was written. A failed compaction leaves the file as it was:
+    /// the rename is the last step, so the old file still contains every line.
+    pub fn finish_compaction(&mut self, written: io::Result<Compacted>) -> io::Result<()> {
+        let since_snapshot = self.since_snapshot.take().unwrap_or_default();
+        let Compacted { mut file, lines } = written?;
+        file.write_all(&since_snapshot)?;
+        self.lines = lines + since_snapshot.iter().filter(|&&byte| byte == b'\n').count();
         self.file = file;
-        self.lines = lines;
         Ok(())
     }
 }
 
-/// Writes `bindings` to `path` atomically and opens the new file for
-/// appending. Returns it and its line count.
-fn write_compacted<'a>(path: &Path, bindings: impl Iterator<Item = &'a SavedBinding>) -> Result<(File, usize), state_file::StateFileError> {
-    let mut compacted = Vec::new();
-    let mut lines = 0;
-    for binding in bindings {
-        compacted.extend_from_slice(&bind_line(&binding.key, &binding.integration, binding.token.as_ref(), binding.last_used));
-        lines += 1;
+impl Compaction {
+    /// Writes the compacted file in place of the sessions file, atomically,
+    /// and opens it for appending.
+    pub fn write(self) -> io::Result<Compacted> {
+        let (file, lines) = write_compacted(&self.path, &self.text, self.lines).map_err(|error| error.source)?;
+        Ok(Compacted { file, lines })
     }
+}
+
+/// Writes `text`, `lines` lines, to `path` atomically and opens the new
+/// file for appending.
+fn write_compacted(path: &Path, text: &[u8], lines: usize) -> Result<(File, usize), state_file::StateFileError> {
     let directory = path.parent().unwrap_or(Path::new("/"));
-    state_file::write_atomically(path, directory, &compacted)?;
+    state_file::write_atomically(path, directory, text)?;
     let file =
         OpenOptions::new().append(true).mode(0o600).open(path).map_err(|source| state_file::StateFileError { action: "open", source })?;
     Ok((file, lines))
+}
+
+/// Returns the text of a file with one line per binding, and its line
+/// count.
+fn compacted_text<B: Borrow<SavedBinding>>(bindings: impl IntoIterator<Item = B>) -> (Vec<u8>, usize) {
+    let mut text = Vec::new();
+    let mut lines = 0;
+    for binding in bindings {
+        let binding = binding.borrow();
+        text.extend_from_slice(&bind_line(&binding.key, &binding.integration, binding.token.as_ref(), binding.last_used));
+        lines += 1;
+    }
+    (text, lines)
 }
 
 fn bind_line(key: &[u8; 32], integration: &str, token: Option<&Fingerprint>, at: SystemTime) -> Vec<u8> {

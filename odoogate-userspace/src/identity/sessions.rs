@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use sha2::{Digest as _, Sha256};
 
 use super::Fingerprint;
-use super::session_file::{SavedBinding, SessionFileError, SessionLog};
+use super::session_file::{Compacted, Compaction, SavedBinding, SessionFileError, SessionLog};
 use crate::secret::Secret;
 use crate::token::TokenStore;
 
@@ -235,24 +235,23 @@ impl SessionTable {
         expired.len()
     }
 
-    /// Forgets every binding unused for the table's lifetime at `now`, and
-    /// compacts the sessions file when it has grown well past the bindings
-    /// it holds. The daemon calls it on its maintenance tick.
+    /// Forgets every binding unused for the table's lifetime at `now`. The
+    /// daemon calls it on its maintenance tick.
     pub fn expire_old(&mut self, now: SystemTime) -> usize {
-        let expired = self.expire_before(lifetime_cutoff(now, self.lifetime));
-        self.compact_if_long();
-        expired
+        self.expire_before(lifetime_cutoff(now, self.lifetime))
     }
 
-    /// Rewrites the sessions file with one line per binding, in eviction
-    /// order, once its other lines (replaced bindings, logouts, uses)
-    /// outnumber [`COMPACT_SLACK_LINES`] plus the bindings.
-    fn compact_if_long(&mut self) {
-        let Some(log) = &mut self.log else {
-            return;
-        };
+    /// Returns the compacted sessions file to write, one line per binding
+    /// in eviction order, once the file's other lines (replaced bindings,
+    /// logouts, uses) outnumber [`COMPACT_SLACK_LINES`] plus the bindings.
+    /// The caller writes it without holding the table
+    /// ([`Compaction::write`]) and hands the result to
+    /// [`SessionTable::finish_compaction`]. Changes made in between reach
+    /// both files.
+    pub fn start_compaction(&mut self) -> Option<Compaction> {
+        let log = self.log.as_mut()?;
         if log.lines() <= 2 * self.entries.len() + COMPACT_SLACK_LINES {
-            return;
+            return None;
         }
         let entries = &mut self.entries;
         let bindings = self.order.values().filter_map(|key| {
@@ -260,8 +259,23 @@ impl SessionTable {
             binding.saved_use = binding.last_used;
             Some(SavedBinding { key: *key, integration: binding.integration.clone(), token: binding.token, last_used: binding.last_used })
         });
-        let written = log.rewrite(bindings);
-        self.after_write(Some(written));
+        log.start_compaction(bindings)
+    }
+
+    /// Appends to the compacted file from now on. After a failed
+    /// compaction the table stops writing the file, as after a failed
+    /// write, and the file keeps every line written before.
+    pub fn finish_compaction(&mut self, written: std::io::Result<Compacted>) {
+        let finished = self.log.as_mut().map(|log| log.finish_compaction(written));
+        self.after_write(finished);
+    }
+
+    /// Compacts the sessions file in place when it has grown long, for a
+    /// caller that owns the table and has no lock to release meanwhile.
+    pub fn compact_if_long(&mut self) {
+        if let Some(compaction) = self.start_compaction() {
+            self.finish_compaction(compaction.write());
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -492,13 +506,13 @@ mod tests {
             table.bind(&Secret::new("churn"), "n8n", None, at(100));
             table.unbind(&Secret::new("churn"));
         }
-        table.expire_old(at(200));
+        table.compact_if_long();
         assert_eq!(line_count(&path), 1 + COMPACT_SLACK_LINES, "not yet past the slack");
         table.bind(&Secret::new("churn"), "n8n", None, at(150));
         table.unbind(&Secret::new("churn"));
         table.bind(&Secret::new("churn"), "n8n", None, at(150));
         table.touch(&Secret::new("kept"), at(100 + USE_SAVE_INTERVAL.as_secs()));
-        table.expire_old(at(200));
+        table.compact_if_long();
         assert_eq!(line_count(&path), 2, "one line per binding");
 
         // Appends go to the new file, and the last use is kept.
@@ -508,6 +522,38 @@ mod tests {
         assert_eq!(owner(&table, "kept"), Some("erp"));
         assert_eq!(owner(&table, "churn"), Some("n8n"));
         assert_eq!(owner(&table, "late"), Some("stats"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The proxy writes the compacted file without the table's lock, so
+    /// changes made meanwhile must reach the new file.
+    #[test]
+    fn changes_during_compaction_reach_new_file() {
+        let (dir, path) = fresh_file("compact-meanwhile");
+        let mut table = SessionTable::open(&path, 8, at(0)).unwrap();
+        table.bind(&Secret::new("kept"), "erp", None, at(100));
+        table.bind(&Secret::new("ended"), "erp", None, at(100));
+        for _ in 0..COMPACT_SLACK_LINES / 2 + 2 {
+            table.bind(&Secret::new("churn"), "n8n", None, at(100));
+            table.unbind(&Secret::new("churn"));
+        }
+
+        let compaction = table.start_compaction().expect("the file is past the slack");
+        assert!(table.start_compaction().is_none(), "one compaction at a time");
+        table.bind(&Secret::new("late"), "stats", None, at(300));
+        table.unbind(&Secret::new("ended"));
+        table.finish_compaction(compaction.write());
+        assert_eq!(line_count(&path), 4, "two bindings, then the two changes");
+        table.bind(&Secret::new("later"), "stats", None, at(400));
+        assert_eq!(line_count(&path), 5);
+
+        drop(table);
+        let table = SessionTable::open(&path, 8, at(50)).unwrap();
+        assert_eq!(owner(&table, "kept"), Some("erp"));
+        assert_eq!(owner(&table, "late"), Some("stats"));
+        assert_eq!(owner(&table, "later"), Some("stats"));
+        assert_eq!(owner(&table, "ended"), None, "the logout during the compaction is kept");
+        assert_eq!(owner(&table, "churn"), None);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

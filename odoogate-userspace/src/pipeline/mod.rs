@@ -174,6 +174,7 @@ impl Pipeline {
         self.tokens.refresh(now);
         self.pending_origins.retain(|_, (_, seen)| now.duration_since(*seen) < ORIGIN_TTL);
         self.sessions.expire_old(std::time::SystemTime::now());
+        self.sessions.compact_if_long();
 
         if let Some(stats) = capture_stats {
             for record in records::capture_loss(&self.last_capture_stats, &stats) {

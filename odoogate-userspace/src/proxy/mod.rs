@@ -305,11 +305,22 @@ impl<C: UpstreamConnector> Proxy<C> {
             tokens.refresh(now);
         }
         let lifetime = self.shared.live.config().policy.session_lifetime;
-        let mut sessions = self.shared.sessions();
-        // A reload may have changed the lifetime since the last tick.
-        sessions.set_lifetime(lifetime);
-        sessions.expire_old(SystemTime::now());
-        drop(sessions);
+        let compaction = {
+            let mut sessions = self.shared.sessions();
+            // A reload may have changed the lifetime since the last tick.
+            sessions.set_lifetime(lifetime);
+            sessions.expire_old(SystemTime::now());
+            sessions.start_compaction()
+        };
+        if let Some(compaction) = compaction {
+            // Calls with session cookies keep running while the compacted
+            // file is written and synced.
+            let shared = self.shared.clone();
+            tokio::task::spawn_blocking(move || {
+                let written = compaction.write();
+                shared.sessions().finish_compaction(written);
+            });
+        }
         self.shared.pool.expire(now);
     }
 }
@@ -397,5 +408,46 @@ allow = [{ models = ["crm.lead"], methods = ["create"] }]
         proxy.live().set_config(config(&reloaded));
         proxy.maintain();
         assert!(proxy.shared.sessions().lookup(&Secret::new("idle")).is_none(), "unused for two hours of a one-hour lifetime");
+    }
+
+    /// The maintenance tick writes the compacted sessions file on a
+    /// blocking thread, without the table's lock.
+    #[tokio::test]
+    async fn tick_compacts_sessions_file() {
+        let dir = std::env::temp_dir().join(format!("odoogate-proxy-compact-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let file = dir.join("sessions.json");
+        let text = CONFIG.replacen("[policy]\n", &format!("[policy]\nsessions_file = \"{}\"\n", file.display()), 1);
+        let connector = DirectConnector::new(SocketAddr::from(([127, 0, 0, 1], 8069)));
+        let proxy = Proxy::new(config(&text), connector, Box::new(JsonLinesSink::new(std::io::sink())));
+        let now = SystemTime::now();
+        {
+            let mut sessions = proxy.shared.sessions();
+            sessions.bind(&Secret::new("kept"), "website-form", None, now);
+            for _ in 0..20_000 {
+                sessions.bind(&Secret::new("churn"), "website-form", None, now);
+                sessions.unbind(&Secret::new("churn"));
+            }
+        }
+        let lines = || std::fs::read_to_string(&file).unwrap().lines().count();
+        // Returns the line count once it is `expected`, or after 2 seconds.
+        let lines_when = async |expected: usize| {
+            for _ in 0..100 {
+                if lines() == expected {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            lines()
+        };
+        assert_eq!(lines(), 40_001);
+
+        proxy.maintain();
+        assert_eq!(lines_when(1).await, 1, "one line for the one binding");
+        // The bind may come before the compaction has finished, and then
+        // reaches the new file when it does.
+        proxy.shared.sessions().bind(&Secret::new("late"), "website-form", None, now);
+        assert_eq!(lines_when(2).await, 2, "appends go to the compacted file");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
