@@ -73,6 +73,26 @@ impl Shards {
         shard.open.fetch_add(1, Ordering::Relaxed);
         (&shard.handle, OpenGuard(shard.open.clone()))
     }
+
+    /// Returns the runtime of shard `index`, for tests that block it.
+    #[cfg(test)]
+    pub(crate) fn handle(&self, index: usize) -> &Handle {
+        &self.shards[index].handle
+    }
+
+    /// Completes once each shard has run a task spawned on it now. A shard
+    /// whose thread is blocked, or busy in a task that does not yield,
+    /// delays this for as long. Returns false when a shard's runtime has
+    /// stopped, so connections handed to it would be closed unserved.
+    pub async fn run_a_task_on_each(&self) -> bool {
+        let probes: Vec<_> = self.shards.iter().map(|shard| shard.handle.spawn(async {})).collect();
+        for probe in probes {
+            if probe.await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
 }
 
 impl Drop for Shards {
@@ -94,5 +114,43 @@ pub(super) struct OpenGuard(Arc<AtomicUsize>);
 impl Drop for OpenGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn blocked_shard_delays_the_probe() {
+        let shards = Shards::start(2, || {}).unwrap();
+        let (release, blocked) = std::sync::mpsc::channel::<()>();
+        // A task that blocks its thread, as a task stuck in a system call or
+        // a loop would.
+        shards.handle(1).spawn(async move {
+            let _ = blocked.recv();
+        });
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+
+        let stuck = runtime.block_on(async { tokio::time::timeout(Duration::from_millis(300), shards.run_a_task_on_each()).await });
+        assert!(stuck.is_err(), "the probe completed while shard 1 was blocked");
+
+        release.send(()).unwrap();
+        let freed = runtime.block_on(async { tokio::time::timeout(Duration::from_secs(10), shards.run_a_task_on_each()).await });
+        assert_eq!(freed, Ok(true), "the probe did not complete once shard 1 was free");
+    }
+
+    #[test]
+    fn stopped_shard_fails_the_probe() {
+        let mut shards = Shards::start(2, || {}).unwrap();
+        drop(shards.shards[0].stop.take());
+        if let Some(thread) = shards.shards[0].thread.take() {
+            thread.join().unwrap();
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+
+        let probed = runtime.block_on(async { tokio::time::timeout(Duration::from_secs(10), shards.run_a_task_on_each()).await });
+        assert_eq!(probed, Ok(false));
     }
 }

@@ -134,7 +134,7 @@ async fn serve_with<C: UpstreamConnector>(
         Some(tokens) => Proxy::with_tokens(config, connector, sink, tokens),
         None => Proxy::new(config, connector, sink),
     };
-    proxy = proxy.with_shards(shards);
+    proxy = proxy.with_shards(shards.clone());
     if let Some(origins) = origins {
         proxy = proxy.with_origins(origins);
     }
@@ -147,7 +147,7 @@ async fn serve_with<C: UpstreamConnector>(
     let mut terminate = signal(SignalKind::terminate()).context("failed to watch SIGTERM")?;
     let mut hangup = signal(SignalKind::hangup()).context("failed to watch SIGHUP")?;
     let notifier = Arc::new(Notifier::from_env().context("invalid systemd notify environment")?);
-    let watchdog = spawn_watchdog(&notifier);
+    let watchdog = spawn_watchdog(&notifier, shards);
     let shutdown = async {
         loop {
             tokio::select! {
@@ -167,6 +167,9 @@ async fn serve_with<C: UpstreamConnector>(
     let served = proxy.serve(listener, shutdown).await;
     if let Some(watchdog) = watchdog {
         watchdog.abort();
+        // Waits until the task has dropped its handle on the proxy
+        // threads, so they stop when the proxy drops.
+        let _ = watchdog.await;
     }
     served.context("the proxy failed")?;
     Ok(proxy.stats())
@@ -271,15 +274,21 @@ impl Daemon {
     }
 }
 
-/// Sends `WATCHDOG=1` from the proxy's runtime at half the watchdog
-/// interval: a runtime too stuck to run this task gets restarted.
-fn spawn_watchdog(notifier: &Arc<Notifier>) -> Option<tokio::task::JoinHandle<()>> {
+/// Sends `WATCHDOG=1` at half the watchdog interval from the accept
+/// loop's runtime, each time once every proxy thread in `shards` has run a
+/// task. So systemd restarts the daemon when the accept loop or a proxy
+/// thread is too stuck to run a task, or when a proxy thread has stopped.
+fn spawn_watchdog(notifier: &Arc<Notifier>, shards: Arc<Shards>) -> Option<tokio::task::JoinHandle<()>> {
     let interval = notifier.watchdog_interval()?;
     let notifier = notifier.clone();
     Some(tokio::spawn(async move {
         let mut ticks = tokio::time::interval(interval);
         loop {
             ticks.tick().await;
+            if !shards.run_a_task_on_each().await {
+                tracing::error!("A proxy thread has stopped; no longer sending WATCHDOG=1, so that systemd restarts odoogate");
+                return;
+            }
             notify::log_failure(notifier.watchdog());
         }
     }))
@@ -303,3 +312,56 @@ fn load_tokens(config: &Config) -> anyhow::Result<Option<Tokens>> {
     Ok(Some(Tokens { store, credentials }))
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify::NotifyTarget;
+    use std::time::Duration;
+
+    /// Receives the next notification, or `None` after `timeout`.
+    async fn receive(socket: &tokio::net::UnixDatagram, timeout: Duration) -> Option<String> {
+        let mut buffer = [0u8; 256];
+        let length = tokio::time::timeout(timeout, socket.recv(&mut buffer)).await.ok()?.unwrap();
+        Some(String::from_utf8_lossy(&buffer[..length]).into_owned())
+    }
+
+    #[test]
+    fn watchdog_waits_for_every_proxy_thread() {
+        let dir = std::env::temp_dir().join(format!("odoogate-watchdog-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("notify.sock");
+        let _ = std::fs::remove_file(&path);
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        socket.set_nonblocking(true).unwrap();
+        // A 100 ms watchdog, so a ping every 50 ms.
+        let notifier = Arc::new(Notifier::new(Some(NotifyTarget::Path(path)), Some(Duration::from_millis(100))).unwrap());
+        let shards = Arc::new(Shards::start(2, || {}).unwrap());
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+
+        runtime.block_on(async {
+            let socket = tokio::net::UnixDatagram::from_std(socket).unwrap();
+            let watchdog = spawn_watchdog(&notifier, shards.clone()).expect("the watchdog is on");
+            assert_eq!(receive(&socket, Duration::from_secs(5)).await.as_deref(), Some("WATCHDOG=1"));
+
+            // Blocks proxy thread 1 as a task stuck in a system call would.
+            let (started, running) = std::sync::mpsc::channel::<()>();
+            let (release, blocked) = std::sync::mpsc::channel::<()>();
+            shards.handle(1).spawn(async move {
+                started.send(()).unwrap();
+                let _ = blocked.recv();
+            });
+            running.recv_timeout(Duration::from_secs(5)).unwrap();
+            // A probe that ran before the block may still send one ping.
+            let mut pings_while_blocked = 0;
+            while receive(&socket, Duration::from_millis(300)).await.is_some() {
+                pings_while_blocked += 1;
+                assert!(pings_while_blocked <= 1, "WATCHDOG=1 went on while a proxy thread was blocked");
+            }
+
+            release.send(()).unwrap();
+            assert_eq!(receive(&socket, Duration::from_secs(5)).await.as_deref(), Some("WATCHDOG=1"), "no ping once the thread was free");
+            watchdog.abort();
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
