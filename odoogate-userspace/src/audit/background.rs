@@ -12,9 +12,10 @@
 //! once per record.
 //!
 //! Records keep their order, and none is dropped: when the queue is full,
-//! the caller waits for room. A record reaches its sink at most about
-//! [`BATCH_WAIT`] after the call. Dropping the last handle writes what
-//! is queued before it returns.
+//! the caller waits for room. While the writer keeps up, a record reaches
+//! its sink at most about [`BATCH_WAIT`] after the call. A writer behind
+//! its queue writes full batches without waiting. Dropping the last handle
+//! writes what is queued before it returns.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
@@ -71,7 +72,7 @@ impl BackgroundSink {
     /// Starts the writer thread, which writes to `sink`.
     pub fn start(sink: Box<dyn AuditSink>) -> std::io::Result<Self> {
         let (queue, records) = mpsc::sync_channel(QUEUE_RECORDS);
-        let thread = std::thread::Builder::new().name("odoogate-audit".to_owned()).spawn(move || write_until_closed(sink, &records))?;
+        let thread = std::thread::Builder::new().name("odoogate-audit".to_owned()).spawn(move || write_until_closed(sink, &records, std::thread::sleep))?;
         Ok(Self { queue, _writer: Arc::new(Writer { thread: Mutex::new(Some(thread)) }), lost: FailureReportThrottle::default() })
     }
 }
@@ -107,22 +108,21 @@ impl Drop for Writer {
 }
 
 /// Writes batches of queued records until every handle has dropped and the
-/// queue is empty.
-fn write_until_closed(mut sink: Box<dyn AuditSink>, records: &Receiver<Box<AuditRecord>>) {
+/// queue is empty. `wait` sleeps while a batch gathers more records (tests
+/// count the waits instead).
+fn write_until_closed(mut sink: Box<dyn AuditSink>, records: &Receiver<Box<AuditRecord>>, mut wait: impl FnMut(Duration)) {
     let mut batch = Vec::new();
     let mut last_written = Instant::now();
     // `recv` waits while the queue is empty and fails once it is empty and
     // closed.
     while let Ok(first) = records.recv() {
         batch.push(*first);
-        if last_written.elapsed() < BUSY_GAP {
-            std::thread::sleep(BATCH_WAIT);
-        }
-        while batch.len() < MAX_BATCH_RECORDS {
-            match records.try_recv() {
-                Ok(record) => batch.push(*record),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-            }
+        take_queued(records, &mut batch);
+        // A full batch has no room for what the wait would gather, and a
+        // writer behind its queue must not wait at all.
+        if batch.len() < MAX_BATCH_RECORDS && last_written.elapsed() < BUSY_GAP {
+            wait(BATCH_WAIT);
+            take_queued(records, &mut batch);
         }
         // Sinks count and report their own write errors. A panic in a sink
         // loses this batch, which is logged, and the writer goes on.
@@ -132,6 +132,17 @@ fn write_until_closed(mut sink: Box<dyn AuditSink>, records: &Receiver<Box<Audit
         batch.clear();
         last_written = Instant::now();
         crate::memory::release_freed_memory();
+    }
+}
+
+/// Moves queued records to `batch` until it contains [`MAX_BATCH_RECORDS`]
+/// records or the queue is empty.
+fn take_queued(records: &Receiver<Box<AuditRecord>>, batch: &mut Vec<AuditRecord>) {
+    while batch.len() < MAX_BATCH_RECORDS {
+        match records.try_recv() {
+            Ok(record) => batch.push(*record),
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+        }
     }
 }
 
@@ -201,5 +212,37 @@ mod tests {
         sink.write_owned(record("after"));
         drop(sink);
         assert_eq!(written.try_iter().collect::<Vec<_>>(), ["after"]);
+    }
+
+    /// Sends the size of each batch.
+    struct Sizes(Sender<usize>);
+
+    impl AuditSink for Sizes {
+        fn write(&mut self, record: &AuditRecord) {
+            self.write_batch(std::slice::from_ref(record));
+        }
+
+        fn write_batch(&mut self, records: &[AuditRecord]) {
+            let _ = self.0.send(records.len());
+        }
+    }
+
+    /// A writer behind its queue, as after a sink that stalled, writes full
+    /// batches without waiting for more records.
+    #[test]
+    fn full_queue_drains_without_waiting() {
+        let (queue, records) = mpsc::sync_channel(QUEUE_RECORDS);
+        for n in 0..QUEUE_RECORDS {
+            queue.send(Box::new(record(&format!("call {n}")))).unwrap();
+        }
+        drop(queue);
+        let (sizes, written) = mpsc::channel();
+        let mut waits = Vec::new();
+
+        write_until_closed(Box::new(Sizes(sizes)), &records, |time| waits.push(time));
+
+        let sizes: Vec<usize> = written.try_iter().collect();
+        assert_eq!(sizes, vec![MAX_BATCH_RECORDS; QUEUE_RECORDS / MAX_BATCH_RECORDS]);
+        assert!(waits.is_empty(), "waited {} times", waits.len());
     }
 }
