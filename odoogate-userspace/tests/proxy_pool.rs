@@ -1,7 +1,8 @@
 //! Reuse of upstream connections by the enforce-mode proxy, against a
 //! scripted upstream that responds to each request as its `X-Reply` header
 //! requests: kept open, closed, HTTP/1.0, unframed, with bytes after the
-//! response, or hung up without a response. Needs no root.
+//! response, hung up without a response, or kept open with no response.
+//! Needs no root.
 //!
 //! A connection may carry another request only after a clean HTTP/1.1
 //! response read to its framed end. A pooled connection that Odoo closed
@@ -96,6 +97,8 @@ async fn serve_scripted(mut stream: TcpStream, conn: usize, log: Arc<Mutex<Vec<S
             "continue" => (format!("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n{framed}"), false),
             "hangup-if-reused" if index > 0 => return,
             "hangup-if-reused" => (format!("HTTP/1.1 200 OK\r\n{framed}"), false),
+            // Keeps the connection open and never responds.
+            "hold" => return std::future::pending().await,
             other => panic!("unknown X-Reply {other}"),
         };
         if stream.write_all(response.as_bytes()).await.is_err() || close {
@@ -396,4 +399,48 @@ async fn sharded_proxy_reuses_connections_per_thread() {
     assert_eq!(site.upstream.connections(), vec![0, 1, 0, 1], "one upstream connection per thread, each reused");
     let calls = site.calls_when(4).await;
     assert!(calls.iter().all(|call| call.decision == Some(Decision::Allow)), "{calls:?}");
+}
+
+/// A call still waiting for Odoo when its connection is stopped, as at the
+/// end of the shutdown grace period, may have reached Odoo, so it still
+/// gets its record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_stopped_before_response_is_recorded() {
+    let shards = Arc::new(Shards::start(2, || {}).unwrap());
+    let upstream = ScriptedUpstream::start().await;
+    let config = Arc::new(config(upstream.port));
+    let records = Records::default();
+    let connector = DirectConnector::new(config.proxy.upstream);
+    let proxy = Proxy::new(config, connector, Box::new(records.clone())).with_shards(shards);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let serving = tokio::spawn(async move { proxy.serve(listener, std::future::pending()).await });
+
+    let mut client = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    client.write_all(call_request(CLIENT_PASSWORD, "hold").as_bytes()).await.unwrap();
+    for _ in 0..1000 {
+        if !upstream.seen().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(upstream.seen().len(), 1, "the call reached the upstream");
+    assert!(records.0.lock().unwrap().is_empty(), "a record was written before the call ended");
+
+    // Dropping the accept loop stops its connections, as the end of the
+    // grace period does.
+    serving.abort();
+    assert!(serving.await.unwrap_err().is_cancelled());
+    let mut calls = Vec::new();
+    for _ in 0..1000 {
+        calls = records.0.lock().unwrap().iter().filter(|record| record.event == AuditEvent::Call).cloned().collect::<Vec<_>>();
+        if !calls.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].decision, Some(Decision::Allow));
+    assert_eq!(calls[0].http_status, None);
+    assert!(calls[0].message.contains("no response"), "{}", calls[0].message);
 }

@@ -83,6 +83,12 @@ impl Recorder {
         }
     }
 
+    /// Returns a guard on `record`, the record of a call forwarded to Odoo,
+    /// that writes it when dropped before the caller takes it back.
+    pub(super) fn pending(&self, record: AuditRecord) -> PendingRecord<'_> {
+        PendingRecord { recorder: self, record: Some(record) }
+    }
+
     /// Writes the summaries of error records held back by the rate limit.
     pub fn flush(&self, now: Instant) {
         let mut state = self.lock();
@@ -104,5 +110,32 @@ impl Recorder {
         // A panic while holding the lock leaves counters and a sink that
         // are still usable, so a poisoned lock is taken over.
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The record of a call that was sent, or is being sent, to Odoo.
+///
+/// The connection's task may stop before Odoo responds: at the end of the
+/// shutdown grace period, or when the proxy is dropped. The call may then
+/// have reached Odoo, so the drop writes its record with no outcome.
+pub(super) struct PendingRecord<'r> {
+    recorder: &'r Recorder,
+    /// `None` only once [`PendingRecord::into_record`] took it.
+    record: Option<AuditRecord>,
+}
+
+impl PendingRecord<'_> {
+    /// Returns the record for the caller to complete and write.
+    pub fn into_record(mut self) -> AuditRecord {
+        self.record.take().expect("the record is taken only here and on drop")
+    }
+}
+
+impl Drop for PendingRecord<'_> {
+    fn drop(&mut self) {
+        if let Some(mut record) = self.record.take() {
+            record.message.push_str(" (no response: odoogate stopped the connection before Odoo responded)");
+            self.recorder.write(record);
+        }
     }
 }

@@ -250,7 +250,12 @@ impl<'s, C: UpstreamConnector> Session<'s, C> {
                 return self.fail(500, "INTERNAL SERVER ERROR", "odoogate could not prepare the request for Odoo").await;
             }
         };
-        match self.forward_whole(request, bytes, keep_alive, MAX_KEPT_RESPONSE_BYTES).await {
+        // Held while the call is with Odoo: a connection stopped at
+        // shutdown drops it, which still writes the record.
+        let pending = self.shared.recorder.pending(record);
+        let forwarded = self.forward_whole(request, bytes, keep_alive, MAX_KEPT_RESPONSE_BYTES).await;
+        let mut record = pending.into_record();
+        match forwarded {
             Ok((next, Some(relayed))) => {
                 let response = &relayed.response;
                 record.outcome = Some(rpc::decode_response(call, response).to_field());
