@@ -72,11 +72,13 @@ pub struct Credential {
     pub slot: CredentialSlot,
     pub secret: Secret,
     /// The byte range of the body that contains the secret, when the decoder
-    /// read it verbatim as the whole text of one XML-RPC element: no
-    /// entity, character reference or CDATA section, and `>` before it and
-    /// `<` after it. No other element of the document may read its text
-    /// twice, since Python then makes two values of the same bytes. The
-    /// token swap replaces exactly these bytes.
+    /// read it verbatim. In XML-RPC that is the whole text of one element:
+    /// no entity, character reference or CDATA section, and `>` before it
+    /// and `<` after it. No other element of the document may read its text
+    /// twice, since Python then makes two values of the same bytes. In
+    /// JSON-RPC it is the content of the string literal of `args[2]`,
+    /// without escapes, between its quotes. The token swap replaces exactly
+    /// these bytes.
     pub span: Option<Range<usize>>,
 }
 

@@ -21,10 +21,11 @@
 //! injected context key) changed; otherwise the rewrite fails, so odoogate
 //! never forwards a call other than the one it decided on.
 //!
-//! The common XML-RPC case takes a shorter way. When the decoder found the
-//! token as the plain text of its element, only those bytes are replaced,
-//! and the body is neither parsed nor decoded again. [`splice_credential`]
-//! explains why that is safe.
+//! The common XML-RPC and JSON-RPC cases take a shorter way. When the
+//! decoder found the token as the plain text of its element, or as a JSON
+//! string without escapes, only those bytes are replaced, and the body is
+//! neither parsed nor decoded again. [`splice_credential`] explains why
+//! that is safe.
 
 mod xml;
 
@@ -119,35 +120,63 @@ pub fn rewrite_request_with_headers(
     Ok(serialize(&upstream))
 }
 
-/// Writes the credential over the bytes of an XML-RPC password that the
-/// decoder read verbatim ([`Credential::span`]), and keeps every other byte
-/// of the body. Returns `None` when the call has no such span, or when the
-/// credential is not ASCII (the body may be in another ASCII-compatible
-/// encoding).
+/// Writes the credential over the bytes of an XML-RPC or JSON-RPC password
+/// that the decoder read verbatim ([`Credential::span`]), and keeps every
+/// other byte of the body. Returns `None` when the call has no such span,
+/// or when the credential is not ASCII (an XML-RPC body may be in another
+/// ASCII-compatible encoding).
 ///
-/// The rewritten body is not decoded again as the other edits are. The
-/// span is the whole text of one element, between its `>` and the next
-/// `<`, and the credential is XML-escaped and free of control characters.
-/// The decoder gives no span when any text of the document was read by
-/// two end tags, so these bytes are the password's alone. So every tag
-/// and every other value of the document stays as it was, and the password
-/// is the only value that changes. The tests check that this
-/// gives the same call, and the same bytes where the password sits in a
-/// `<string>` element, as the full rewrite.
+/// The rewritten body is not decoded again as the other edits are. In
+/// XML-RPC the span is the whole text of one element, between its `>` and
+/// the next `<`, and the credential is XML-escaped and free of control
+/// characters. The decoder gives no span when any text of the document was
+/// read by two end tags, so these bytes are the password's alone. In
+/// JSON-RPC the span is the content of one string literal without
+/// escapes, which ends at its first `"`, and the credential is written
+/// with `"` and `\` escaped, so the literal still ends where it did. So
+/// every other value of the document stays as it was, and the password is
+/// the only value that changes. The tests check that this gives the same
+/// call as the full rewrite.
 fn splice_credential(request: &HttpRequest, headers: &Headers, call: &Call, credential: &str) -> Option<Bytes> {
-    if !matches!(call.protocol, Protocol::XmlRpc | Protocol::XmlRpcLegacy) || !credential.is_ascii() {
+    if !credential.is_ascii() {
         return None;
     }
     let presented = call.credential.as_ref().filter(|presented| presented.slot == CredentialSlot::Password)?;
     let span = presented.span.clone()?;
     let body = &request.body;
-    if body.get(span.clone())? != presented.secret.expose().as_bytes() {
+    let password = presented.secret.expose().as_bytes();
+    if body.get(span.clone())? != password {
         return None;
     }
-    let escaped = quick_xml::escape::escape(credential);
+    let escaped = match call.protocol {
+        Protocol::XmlRpc | Protocol::XmlRpcLegacy => quick_xml::escape::escape(credential),
+        // A key sent twice keeps its earlier value in the body, where
+        // Python ignores it, and the full rewrite drops it. The decoder
+        // gives no span when `params` or `args` came twice, and a password
+        // found anywhere else in the body takes the full rewrite too.
+        Protocol::JsonRpc if memchr::memmem::find_iter(body, password).nth(1).is_none() => json_string_content(credential),
+        _ => return None,
+    };
     let body = [&body[..span.start], escaped.as_bytes(), &body[span.end..]];
     let headers = headers.0.iter().filter(|(name, _)| !is_dropped_upstream(name));
     Some(serialize_parts(&request.method, &request.target, request.version, headers, &body))
+}
+
+/// Returns `text` as the content of a JSON string literal. The caller has
+/// checked that it is ASCII without control characters, so only `"` and
+/// `\` need escapes.
+fn json_string_content(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains(['"', '\\']) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut content = String::with_capacity(text.len() + 8);
+    for character in text.chars() {
+        if matches!(character, '"' | '\\') {
+            content.push('\\');
+        }
+        content.push(character);
+    }
+    std::borrow::Cow::Owned(content)
 }
 
 /// A body after the edits, with what was written.

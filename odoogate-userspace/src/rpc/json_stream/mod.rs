@@ -54,7 +54,7 @@ pub(crate) fn decode_jsonrpc(body: &[u8], max_depth: usize, call: &mut Call) -> 
 }
 
 fn read_jsonrpc(body: &[u8], max_depth: usize, call: &mut Call) -> Option<()> {
-    let mut reading = JsonRpcReading { fixed: None, params: None };
+    let mut reading = JsonRpcReading { fixed: None, params: None, params_keys: 0 };
     read_body(body, max_depth, Envelope(&mut reading))?;
     let params = reading.params.as_ref()?;
     let service = params.service.clone()?;
@@ -62,13 +62,34 @@ fn read_jsonrpc(body: &[u8], max_depth: usize, call: &mut Call) -> Option<()> {
     if !params.args_read_for(&service, &method) {
         // `args` came before the final `service` or `method`: read it again
         // knowing both.
-        reading = JsonRpcReading { fixed: Some((service.clone(), method.clone())), params: None };
+        reading = JsonRpcReading { fixed: Some((service.clone(), method.clone())), params: None, params_keys: 0 };
         read_body(body, max_depth, Envelope(&mut reading))?;
         if !reading.params.as_ref()?.args_read_for(&service, &method) {
             return None;
         }
     }
-    reading.params.as_mut()?.args.as_mut()?.take_call(&service, &method, call)
+    let sent_once = reading.params_keys == 1 && reading.params.as_ref()?.args_keys == 1;
+    let args = reading.params.as_mut()?.args.as_mut()?;
+    args.take_call(&service, &method, call)?;
+    // Where the password parameter is, when the call has one, for the token
+    // swap to write over: only a string without escapes is borrowed whole.
+    // With `params` or `args` sent twice, the body keeps a value that Python
+    // ignores and the full rewrite drops, so the swap must not keep it.
+    if let (Some(credential), Some(TextOrJson::Text(Cow::Borrowed(password)))) = (call.credential.as_mut(), args.head(2))
+        && sent_once
+        && credential.slot == CredentialSlot::Password
+        && credential.secret.expose() == *password
+    {
+        credential.span = span_in(body, password);
+    }
+    Some(())
+}
+
+/// Returns where `text`, a slice borrowed from `body`, lies in it.
+fn span_in(body: &[u8], text: &str) -> Option<std::ops::Range<usize>> {
+    let start = (text.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
+    let end = start.checked_add(text.len())?;
+    (end <= body.len()).then_some(start..end)
 }
 
 /// Reads one `params` value into the decoder's state, in place, so that
@@ -123,11 +144,14 @@ struct JsonRpcReading<'de> {
     fixed: Option<(Cow<'de, str>, Cow<'de, str>)>,
     /// The reading of the last `params`, or `None` when it was not an object.
     params: Option<JsonRpcParams<'de>>,
+    /// `params` keys seen.
+    params_keys: usize,
 }
 
 impl<'de> ReadParams<'de> for JsonRpcReading<'de> {
     fn read_params<A: MapAccess<'de>>(&mut self, map: &mut A) -> Result<(), A::Error> {
         self.params = None;
+        self.params_keys += 1;
         map.next_value_seed(JsonRpcParamsSeed { fixed: self.fixed.as_ref(), params: &mut self.params })
     }
 }
@@ -142,6 +166,8 @@ struct JsonRpcParams<'de> {
     /// The service and method the last `args` was read for, or `None`
     /// when they were not known yet.
     args_read_with: Option<(Cow<'de, str>, Cow<'de, str>)>,
+    /// `args` keys seen.
+    args_keys: usize,
 }
 
 impl JsonRpcParams<'_> {
@@ -186,6 +212,7 @@ impl<'de> Visitor<'de> for JsonRpcParamsSeed<'_, 'de> {
                 "service" => params.service = map.next_value_seed(TextSeed)?,
                 "method" => params.method = map.next_value_seed(TextSeed)?,
                 "args" => {
+                    params.args_keys += 1;
                     let known = || Some((params.service.clone()?, params.method.clone()?));
                     let read_with = self.fixed.cloned().or_else(known);
                     match read_with {

@@ -128,7 +128,14 @@ fn xmlrpc_credential_is_swapped_in_place() {
 fn big_integer_is_rejected() {
     let body = jsonrpc_body(TOKEN, Some(json!({"limit": 1}))).replace("\"limit\":1", "\"limit\":12345678901234567890123");
     let req = request("/jsonrpc", &[], &body);
-    assert!(matches!(rewrite(&req, None), Err(RewriteError::Json(_))));
+    // The splice leaves the integer's digits as they are.
+    let (_, spliced) = rewrite(&req, None).unwrap();
+    assert_eq!(spliced, body.replace(TOKEN, KEY));
+
+    // The full rewrite would turn it into a float, so it refuses.
+    let mut call = decode(&req);
+    call.credential.as_mut().unwrap().span = None;
+    assert!(matches!(rewrite_request(&req, &call, &Secret::new(KEY), None), Err(RewriteError::Json(_))));
 }
 
 #[test]
@@ -152,6 +159,9 @@ fn call_that_differs_from_body_is_rejected() {
     let req = request("/jsonrpc", &[], &jsonrpc_body(TOKEN, None));
     let mut call = decode(&req);
     call.method = Some("unlink".to_owned());
+    // The splice trusts that the call was decoded from this body, so the
+    // check runs on the full rewrite.
+    call.credential.as_mut().unwrap().span = None;
     let error = rewrite_request(&req, &call, &Secret::new(KEY), None).unwrap_err();
     assert_eq!(error, RewriteError::Changed("call fields"));
 }
@@ -371,5 +381,175 @@ fn given_headers_replace_request_headers() {
         assert_eq!(names, expected_names, "{target}");
         assert!(!head.contains("X-Client-Only"), "{head}");
         assert!(!head.contains(TOKEN), "{head}");
+    }
+}
+
+#[test]
+fn jsonrpc_password_span_is_verbatim() {
+    let span_of = |password_literal: &str| {
+        let body = jsonrpc_body("PLACEHOLDER", None).replace("\"PLACEHOLDER\"", password_literal);
+        let call = decode(&request("/jsonrpc", &[], &body));
+        let credential = call.credential.unwrap();
+        credential.span.map(|span| body[span].to_owned())
+    };
+    assert_eq!(span_of(&format!("\"{TOKEN}\"")).as_deref(), Some(TOKEN));
+    assert_eq!(span_of("\"\"").as_deref(), Some(""));
+    // A string with an escape is not one verbatim run of the body.
+    assert_eq!(span_of(&format!("\"\\u006f{}\"", &TOKEN[1..])), None);
+    assert_eq!(span_of("\"a\\\"b\""), None);
+}
+
+#[test]
+fn jsonrpc_splice_matches_full_rewrite() {
+    let body = jsonrpc_body(TOKEN, Some(json!({"fields": ["name"], "context": {"lang": "en_US"}})));
+    let req = request("/jsonrpc", &[("X-Forwarded-For", "10.0.0.1"), ("Content-Length", "1")], &body);
+    let (spliced, full) = spliced_and_full(&req);
+    assert_eq!(split(&spliced).1, body.replace(TOKEN, KEY), "only the password's bytes change");
+    assert_eq!(decode(&reparse(&spliced)), decode(&reparse(&full)));
+    assert!(!split(&spliced).1.contains(TOKEN));
+}
+
+#[test]
+fn jsonrpc_spliced_credential_is_escaped() {
+    let req = request("/jsonrpc", &[], &jsonrpc_body(TOKEN, None));
+    let call = decode(&req);
+    let password = Secret::new("a\"b\\c'd/e");
+    let out = rewrite_request(&req, &call, &password, None).unwrap();
+    let rewritten = decode(&reparse(&out));
+    assert_eq!(rewritten.credential.unwrap().secret.expose(), password.expose());
+    assert_eq!(rewritten.model.as_deref(), Some("res.partner"));
+}
+
+/// Python keeps the last of two `args` keys, and so does the decoder, but
+/// the first stays in the body. A token there must not reach Odoo, so such
+/// a body takes the full rewrite, which drops the first `args`. The same
+/// holds for a token under any other key sent twice.
+#[test]
+fn jsonrpc_token_sent_twice_is_not_spliced() {
+    let body = jsonrpc_body(TOKEN, None).replacen("\"args\":", &format!("\"args\":[\"odoo19\",2,\"{TOKEN}\"],\"args\":"), 1);
+    let req = request("/jsonrpc", &[], &body);
+    let call = decode(&req);
+    assert_eq!(call.credential.as_ref().unwrap().span, None, "args came twice");
+    let out = rewrite_request(&req, &call, &Secret::new(KEY), None).unwrap();
+    let upstream = split(&out).1;
+    assert!(!upstream.contains(TOKEN), "{upstream}");
+    assert_eq!(decode(&reparse(&out)).credential.unwrap().secret.expose(), KEY);
+
+    let body = jsonrpc_body(TOKEN, None).replacen("\"id\":7", &format!("\"id\":\"{TOKEN}\",\"id\":7"), 1);
+    let req = request("/jsonrpc", &[], &body);
+    let call = decode(&req);
+    assert!(call.credential.as_ref().unwrap().span.is_some(), "params and args came once");
+    let out = rewrite_request(&req, &call, &Secret::new(KEY), None).unwrap();
+    let upstream = split(&out).1;
+    assert!(!upstream.contains(TOKEN), "{upstream}");
+    assert_eq!(decode(&reparse(&out)).credential.unwrap().secret.expose(), KEY);
+}
+
+/// Every JSON-RPC request of the captures that takes a password, with the
+/// password replaced by a token: the token has a span, and splicing gives
+/// the full rewrite's call, which the full rewrite's own check accepts.
+#[test]
+fn jsonrpc_captures_splice_like_full_rewrite() {
+    let captures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/odoo19-captures");
+    let mut spliced_calls = 0;
+    for folder in std::fs::read_dir(&captures).unwrap().filter_map(Result::ok) {
+        for file in std::fs::read_dir(folder.path()).into_iter().flatten().filter_map(Result::ok) {
+            let raw = std::fs::read(file.path()).unwrap();
+            if !file.file_name().to_string_lossy().ends_with("-req.http") || !raw.starts_with(b"POST /jsonrpc ") {
+                continue;
+            }
+            let split_at = raw.windows(4).position(|window| window == b"\r\n\r\n").unwrap();
+            let body = String::from_utf8(raw[split_at + 4..].to_vec()).unwrap();
+            if !body.contains("PASSWORD_PLACEHOLDER") {
+                continue;
+            }
+            let req = request("/jsonrpc", &[], &body.replace("PASSWORD_PLACEHOLDER", TOKEN));
+            let call = decode(&req);
+            if call.credential.as_ref().map(|credential| credential.slot) != Some(CredentialSlot::Password) {
+                continue;
+            }
+            assert!(call.credential.as_ref().unwrap().span.is_some(), "no span in {}", file.path().display());
+            let (spliced, full) = spliced_and_full(&req);
+            let upstream = reparse(&spliced);
+            assert_eq!(decode(&upstream), decode(&reparse(&full)), "{}", file.path().display());
+            assert!(!split(&spliced).1.contains(TOKEN), "{}", file.path().display());
+            let slot = Some(CredentialSlot::Password);
+            confirm(&upstream, &call, &Secret::new(KEY), slot, None).unwrap();
+            spliced_calls += 1;
+        }
+    }
+    assert!(spliced_calls >= 10, "only {spliced_calls} captured calls were spliced");
+}
+
+/// The parts of a generated `/jsonrpc` body around a token password.
+#[derive(Clone, Debug)]
+struct JsonRpcCase {
+    /// The password literal: plain, with an escape, or not the token.
+    password: &'static str,
+    /// An earlier `args` key, which Python ignores, with the token in it.
+    earlier_args: bool,
+    /// The token also appears in a context value.
+    token_in_context: bool,
+    /// `args` comes before `service` and `method`.
+    args_first: bool,
+    /// Spaces after colons and commas.
+    spaced: bool,
+}
+
+impl JsonRpcCase {
+    fn body(&self) -> String {
+        let password = match self.password {
+            "token" => format!("\"{TOKEN}\""),
+            "escaped" => format!("\"\\u006f{}\"", &TOKEN[1..]),
+            "escaped quote" => format!("\"{TOKEN}\\\"\""),
+            _ => "\"a-password\"".to_owned(),
+        };
+        let context = if self.token_in_context { format!("{{\"note\":\"{TOKEN}\"}}") } else { "{\"lang\":\"en_US\"}".to_owned() };
+        let args = format!("\"args\":[\"odoo19\",2,{password},\"res.partner\",\"search_read\",[[]],{{\"context\":{context}}}]");
+        let earlier = if self.earlier_args { format!("\"args\":[\"odoo19\",2,\"{TOKEN}\"],") } else { String::new() };
+        let names = "\"service\":\"object\",\"method\":\"execute_kw\"";
+        let params = match self.args_first {
+            true => format!("{earlier}{args},{names}"),
+            false => format!("{names},{earlier}{args}"),
+        };
+        let body = format!("{{\"jsonrpc\":\"2.0\",\"method\":\"call\",\"params\":{{{params}}},\"id\":7}}");
+        match self.spaced {
+            true => body.replace("\":", "\": ").replace(",\"", ", \""),
+            false => body,
+        }
+    }
+}
+
+fn jsonrpc_case() -> impl proptest::strategy::Strategy<Value = JsonRpcCase> {
+    use proptest::prelude::*;
+    let password = proptest::sample::select(vec!["token", "escaped", "escaped quote", "other"]);
+    (password, any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()).prop_map(
+        |(password, earlier_args, token_in_context, args_first, spaced)| JsonRpcCase {
+            password,
+            earlier_args,
+            token_in_context,
+            args_first,
+            spaced,
+        },
+    )
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, ..proptest::prelude::ProptestConfig::default() })]
+
+    /// The splice gives the full rewrite's call, and leaves a copy of the
+    /// token in the body exactly when the full rewrite does.
+    #[test]
+    fn jsonrpc_splice_agrees_with_full_rewrite(case in jsonrpc_case()) {
+        let body = case.body();
+        let req = request("/jsonrpc", &[], &body);
+        let call = decode(&req);
+        let (spliced, full) = spliced_and_full(&req);
+        proptest::prop_assert_eq!(decode(&reparse(&spliced)), decode(&reparse(&full)), "body: {}", body);
+        proptest::prop_assert_eq!(split(&spliced).1.contains(TOKEN), split(&full).1.contains(TOKEN), "body: {}", body);
+        let password = call.credential.as_ref().map(|credential| credential.secret.expose().to_owned());
+        if password.as_deref() == Some(TOKEN) && !case.earlier_args && !case.token_in_context {
+            proptest::prop_assert!(!split(&spliced).1.contains(TOKEN), "body: {}", body);
+        }
     }
 }
