@@ -124,7 +124,8 @@ pub fn rewrite_request_with_headers(
 /// that the decoder read verbatim ([`Credential::span`]), and keeps every
 /// other byte of the body. Returns `None` when the call has no such span,
 /// or when the credential is not ASCII (an XML-RPC body may be in another
-/// ASCII-compatible encoding).
+/// ASCII-compatible encoding). It also returns `None` for a JSON-RPC body
+/// that may contain another copy of the password, verbatim or escaped.
 ///
 /// The rewritten body is not decoded again as the other edits are. In
 /// XML-RPC the span is the whole text of one element, between its `>` and
@@ -153,13 +154,45 @@ fn splice_credential(request: &HttpRequest, headers: &Headers, call: &Call, cred
         // A key sent twice keeps its earlier value in the body, where
         // Python ignores it, and the full rewrite drops it. The decoder
         // gives no span when `params` or `args` came twice, and a password
-        // found anywhere else in the body takes the full rewrite too.
-        Protocol::JsonRpc if memchr::memmem::find_iter(body, password).nth(1).is_none() => json_string_content(credential),
+        // found anywhere else in the body takes the full rewrite too, as
+        // does a body that may spell a copy of it with escapes.
+        Protocol::JsonRpc if memchr::memmem::find_iter(body, password).nth(1).is_none() && !may_escape_any_of(body, password) => {
+            json_string_content(credential)
+        }
         _ => return None,
     };
     let body = [&body[..span.start], escaped.as_bytes(), &body[span.end..]];
     let headers = headers.0.iter().filter(|(name, _)| !is_dropped_upstream(name));
     Some(serialize_parts(&request.method, &request.target, request.version, headers, &body))
+}
+
+/// Tells whether a JSON `body` may contain an escape that decodes to a
+/// byte of `text`, or to any non-ASCII character when `text` is not ASCII.
+/// Every backslash is read as the start of an escape, so a backslash that
+/// `\\` wrote counts too, and an escape that does not parse counts as a
+/// match. So the result errs towards true, which only costs the splice.
+fn may_escape_any_of(body: &[u8], text: &[u8]) -> bool {
+    memchr::memchr_iter(b'\\', body).any(|backslash| {
+        let decoded = match body.get(backslash + 1) {
+            Some(b'u') => body
+                .get(backslash + 2..backslash + 6)
+                .filter(|digits| digits.iter().all(u8::is_ascii_hexdigit))
+                .and_then(|digits| std::str::from_utf8(digits).ok())
+                .and_then(|digits| u32::from_str_radix(digits, 16).ok()),
+            Some(b'b') => Some(0x08),
+            Some(b'f') => Some(0x0C),
+            Some(b'n') => Some(u32::from(b'\n')),
+            Some(b'r') => Some(u32::from(b'\r')),
+            Some(b't') => Some(u32::from(b'\t')),
+            Some(&byte @ (b'"' | b'\\' | b'/')) => Some(u32::from(byte)),
+            _ => None,
+        };
+        match decoded.map(u8::try_from) {
+            Some(Ok(byte)) if byte.is_ascii() => text.contains(&byte),
+            Some(_) => !text.is_ascii(),
+            None => true,
+        }
+    })
 }
 
 /// Returns `text` as the content of a JSON string literal. The caller has

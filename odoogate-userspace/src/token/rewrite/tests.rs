@@ -445,6 +445,44 @@ fn jsonrpc_token_sent_twice_is_not_spliced() {
     assert_eq!(decode(&reparse(&out)).credential.unwrap().secret.expose(), KEY);
 }
 
+/// A copy of the token under a key sent twice may spell a character with a
+/// `\u` escape, so its bytes differ from the token's. Python ignores the
+/// copy and the full rewrite drops it, so the splice must not keep it.
+#[test]
+fn jsonrpc_escaped_token_sent_twice_is_not_spliced() {
+    let escaped = format!("\\u006f{}", &TOKEN[1..]);
+    let bodies = [
+        jsonrpc_body(TOKEN, None).replacen("\"id\":7", &format!("\"id\":\"{escaped}\",\"id\":7"), 1),
+        jsonrpc_body(TOKEN, Some(json!({"context": {"note": "PLACEHOLDER", "lang": "en_US"}}))).replacen(
+            "\"note\":\"PLACEHOLDER\"",
+            &format!("\"note\":\"{escaped}\",\"note\":\"x\""),
+            1,
+        ),
+    ];
+    for body in bodies {
+        let req = request("/jsonrpc", &[], &body);
+        let call = decode(&req);
+        assert_eq!(call.credential.as_ref().unwrap().secret.expose(), TOKEN, "{body}");
+        let (spliced, full) = spliced_and_full(&req);
+        assert!(!split(&full).1.contains(&TOKEN[1..]), "the full rewrite drops the copy: {body}");
+        let upstream = split(&spliced).1;
+        assert!(!upstream.contains(&TOKEN[1..]), "the escaped copy reached Odoo: {upstream}");
+        assert_eq!(decode(&reparse(&spliced)), decode(&reparse(&full)), "{body}");
+    }
+}
+
+/// A `\u` escape of a character outside the token leaves the splice on.
+#[test]
+fn jsonrpc_unrelated_escape_is_spliced() {
+    let body = jsonrpc_body(TOKEN, Some(json!({"context": {"note": "caf\u{e9} \"x\""}})));
+    let body = body.replacen('\u{e9}', "\\u00e9", 1);
+    assert!(body.contains("\\u00e9"), "{body}");
+    assert!(body.contains("\\\""), "{body}");
+    let req = request("/jsonrpc", &[], &body);
+    let (spliced, _) = spliced_and_full(&req);
+    assert_eq!(split(&spliced).1, body.replace(TOKEN, KEY), "only the password's bytes change");
+}
+
 /// Every JSON-RPC request of the captures that takes a password, with the
 /// password replaced by a token: the token has a span, and splicing gives
 /// the full rewrite's call, which the full rewrite's own check accepts.
@@ -494,6 +532,9 @@ struct JsonRpcCase {
     args_first: bool,
     /// Spaces after colons and commas.
     spaced: bool,
+    /// An earlier `id` key, which Python ignores, with the token spelled
+    /// with a `\u` escape.
+    escaped_earlier_id: bool,
 }
 
 impl JsonRpcCase {
@@ -512,7 +553,8 @@ impl JsonRpcCase {
             true => format!("{earlier}{args},{names}"),
             false => format!("{names},{earlier}{args}"),
         };
-        let body = format!("{{\"jsonrpc\":\"2.0\",\"method\":\"call\",\"params\":{{{params}}},\"id\":7}}");
+        let earlier_id = if self.escaped_earlier_id { format!("\"id\":\"\\u006f{}\",", &TOKEN[1..]) } else { String::new() };
+        let body = format!("{{\"jsonrpc\":\"2.0\",\"method\":\"call\",\"params\":{{{params}}},{earlier_id}\"id\":7}}");
         match self.spaced {
             true => body.replace("\":", "\": ").replace(",\"", ", \""),
             false => body,
@@ -523,13 +565,14 @@ impl JsonRpcCase {
 fn jsonrpc_case() -> impl proptest::strategy::Strategy<Value = JsonRpcCase> {
     use proptest::prelude::*;
     let password = proptest::sample::select(vec!["token", "escaped", "escaped quote", "other"]);
-    (password, any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()).prop_map(
-        |(password, earlier_args, token_in_context, args_first, spaced)| JsonRpcCase {
+    (password, any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()).prop_map(
+        |(password, earlier_args, token_in_context, args_first, spaced, escaped_earlier_id)| JsonRpcCase {
             password,
             earlier_args,
             token_in_context,
             args_first,
             spaced,
+            escaped_earlier_id,
         },
     )
 }
@@ -548,6 +591,13 @@ proptest::proptest! {
         proptest::prop_assert_eq!(decode(&reparse(&spliced)), decode(&reparse(&full)), "body: {}", body);
         proptest::prop_assert_eq!(split(&spliced).1.contains(TOKEN), split(&full).1.contains(TOKEN), "body: {}", body);
         let password = call.credential.as_ref().map(|credential| credential.secret.expose().to_owned());
+        // The proxy swaps only a token it verified, so the password is the
+        // token. A copy spelled with an escape contains the token without
+        // its first character.
+        if password.as_deref() == Some(TOKEN) {
+            let escaped_copy = |bytes: &Bytes| split(bytes).1.contains(&TOKEN[1..]);
+            proptest::prop_assert_eq!(escaped_copy(&spliced), escaped_copy(&full), "body: {}", body);
+        }
         if password.as_deref() == Some(TOKEN) && !case.earlier_args && !case.token_in_context {
             proptest::prop_assert!(!split(&spliced).1.contains(TOKEN), "body: {}", body);
         }
