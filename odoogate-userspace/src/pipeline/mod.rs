@@ -21,6 +21,7 @@ use crate::capture::flow::{CloseReason, FlowEvent, FlowLimits, FlowTable};
 use crate::capture::{CaptureEvent, CaptureStats, Endpoint, FlowOrigin};
 use crate::config::Config;
 use crate::identity::SessionTable;
+use crate::identity::session_file::Compacted;
 use crate::policy::runtime::{CallCounts, PolicyRuntime};
 use connection::{CallContext, Connection, Origin};
 use tokens::ObservedTokens;
@@ -56,6 +57,8 @@ pub struct Pipeline {
     pending_origins: HashMap<(Endpoint, Endpoint), (Origin, Instant)>,
     cgroups: Option<CgroupResolver>,
     sessions: SessionTable,
+    /// The thread writing a compacted sessions file, while one is.
+    compaction: Option<std::thread::JoinHandle<std::io::Result<Compacted>>>,
     tokens: ObservedTokens,
     /// Grants and rate-limit buckets, shared with the control socket's
     /// status response.
@@ -98,6 +101,7 @@ impl Pipeline {
             pending_origins: HashMap::new(),
             cgroups,
             sessions,
+            compaction: None,
             tokens,
             sink,
             limiter,
@@ -109,6 +113,31 @@ impl Pipeline {
 
     pub fn stats(&self) -> PipelineStats {
         self.stats
+    }
+
+    /// Puts a compacted sessions file in place once its thread has written
+    /// it, and starts the next compaction when the file has grown long. A
+    /// full table makes a file of up to about 18 MB, which the capture must
+    /// not wait for.
+    fn compact_sessions(&mut self) {
+        if let Some(thread) = self.compaction.take_if(|thread| thread.is_finished()) {
+            self.finish_compaction(thread);
+        }
+        if self.compaction.is_some() {
+            return;
+        }
+        let Some(compaction) = self.sessions.start_compaction() else {
+            return;
+        };
+        match std::thread::Builder::new().name("odoogate-sessions".to_owned()).spawn(move || compaction.write()) {
+            Ok(thread) => self.compaction = Some(thread),
+            Err(error) => self.sessions.finish_compaction(Err(error)),
+        }
+    }
+
+    fn finish_compaction(&mut self, thread: std::thread::JoinHandle<std::io::Result<Compacted>>) {
+        let written = thread.join().unwrap_or_else(|_| Err(std::io::Error::other("the sessions compaction thread panicked")));
+        self.sessions.finish_compaction(written);
     }
 
     /// Returns the grants and rate-limit buckets the pipeline decides with.
@@ -174,7 +203,7 @@ impl Pipeline {
         self.tokens.refresh(now);
         self.pending_origins.retain(|_, (_, seen)| now.duration_since(*seen) < ORIGIN_TTL);
         self.sessions.expire_old(std::time::SystemTime::now());
-        self.sessions.compact_if_long();
+        self.compact_sessions();
 
         if let Some(stats) = capture_stats {
             for record in records::capture_loss(&self.last_capture_stats, &stats) {
@@ -322,6 +351,17 @@ impl Pipeline {
 /// panicking holder left, so a poisoned lock is taken over.
 fn lock(policy: &Mutex<PolicyRuntime>) -> std::sync::MutexGuard<'_, PolicyRuntime> {
     policy.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Waits for a compaction under way, so that the lines appended to the
+/// sessions file meanwhile reach the compacted file before the process
+/// ends.
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        if let Some(thread) = self.compaction.take() {
+            self.finish_compaction(thread);
+        }
+    }
 }
 
 #[cfg(test)]

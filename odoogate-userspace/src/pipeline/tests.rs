@@ -369,6 +369,52 @@ fn reload_sets_session_lifetime() {
     assert!(pipeline.sessions.lookup(&Secret::new("idle")).is_none(), "unused for two hours of a one-hour lifetime");
 }
 
+/// The pipeline writes a compacted sessions file on a thread of its own,
+/// and a binding made meanwhile reaches the new file.
+#[test]
+fn tick_compacts_sessions_file() {
+    use crate::secret::Secret;
+    let dir = std::env::temp_dir().join(format!("odoogate-pipeline-compact-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let file = dir.join("sessions.json");
+    let text = CONFIG.replacen("[policy]\n", &format!("[policy]\nsessions_file = \"{}\"\n", file.display()), 1);
+    let config = Arc::new(crate::config::parse(&text, "test.toml").expect("test config is valid"));
+    let mut pipeline = Pipeline::new(config, None, Box::new(MemorySink::default()));
+    let now = std::time::SystemTime::now();
+    pipeline.sessions.bind(&Secret::new("kept"), "website-form", None, now);
+    for _ in 0..20_000 {
+        pipeline.sessions.bind(&Secret::new("churn"), "website-form", None, now);
+        pipeline.sessions.unbind(&Secret::new("churn"));
+    }
+
+    pipeline.tick(0, None);
+    assert!(pipeline.compaction.is_some(), "the file is past its slack");
+    pipeline.sessions.bind(&Secret::new("late"), "website-form", None, now);
+    let lines = || std::fs::read_to_string(&file).unwrap().lines().count();
+    // Each tick checks whether the thread is done, as the pipeline's loop does.
+    for _ in 0..500 {
+        pipeline.tick(0, None);
+        if pipeline.compaction.is_none() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(pipeline.compaction.is_none(), "the compaction finished");
+    assert_eq!(lines(), 2, "the binding, then the one made meanwhile");
+
+    // Dropping the pipeline waits for a compaction under way.
+    for _ in 0..20_000 {
+        pipeline.sessions.bind(&Secret::new("churn"), "website-form", None, now);
+        pipeline.sessions.unbind(&Secret::new("churn"));
+    }
+    pipeline.tick(0, None);
+    assert!(pipeline.compaction.is_some());
+    pipeline.sessions.bind(&Secret::new("last"), "website-form", None, now);
+    drop(pipeline);
+    assert_eq!(lines(), 3, "kept, late and last");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn session_web_route_would_deny() {
     let (mut pipeline, sink) = pipeline();
