@@ -31,8 +31,9 @@ pub(super) fn current() -> usize {
     CURRENT.with(Cell::get)
 }
 
-/// The running shards. Dropping this stops their runtimes once the tasks
-/// on them have ended.
+/// The running shards. Dropping this stops their runtimes, which drops the
+/// tasks still on them, and waits for their threads to end. The proxy
+/// ends or cancels its connections before that.
 pub struct Shards {
     shards: Vec<Shard>,
 }
