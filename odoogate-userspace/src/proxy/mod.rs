@@ -357,6 +357,19 @@ fn connection_refused(conn_id: u64, peer: SocketAddr, max_connections: usize) ->
     let message = format!(
         "refused connection {conn_id} from {peer}: proxy.max_connections ({max_connections}) connections were open and none was idle"
     );
+    refusal_record(conn_id, peer, message)
+}
+
+/// Builds the record of a request refused because its idle connection was
+/// closed for a new one at `proxy.max_connections` as the request arrived.
+fn evicted_request_refused(conn_id: u64, peer: SocketAddr, max_connections: usize) -> crate::audit::AuditRecord {
+    let message = format!(
+        "refused a request on connection {conn_id} from {peer}: it arrived as the idle connection was closed for a new one at proxy.max_connections ({max_connections})"
+    );
+    refusal_record(conn_id, peer, message)
+}
+
+fn refusal_record(conn_id: u64, peer: SocketAddr, message: String) -> crate::audit::AuditRecord {
     let mut record = crate::audit::AuditRecord::new(crate::audit::AuditEvent::ConnectionRefused, message);
     record.conn_id = Some(conn_id);
     record.src_ip = Some(peer.ip());
@@ -408,6 +421,56 @@ allow = [{ models = ["crm.lead"], methods = ["create"] }]
         proxy.live().set_config(config(&reloaded));
         proxy.maintain();
         assert!(proxy.shared.sessions().lookup(&Secret::new("idle")).is_none(), "unused for two hours of a one-hour lifetime");
+    }
+
+    /// Collects the records it is given.
+    #[derive(Clone, Default)]
+    struct Collect(Arc<Mutex<Vec<crate::audit::AuditRecord>>>);
+
+    impl AuditSink for Collect {
+        fn write(&mut self, record: &crate::audit::AuditRecord) {
+            self.0.lock().unwrap().push(record.clone());
+        }
+    }
+
+    /// A request that arrives as its idle connection's slot goes to a new
+    /// connection gets 503 and a record, not a reset.
+    #[tokio::test]
+    async fn request_on_evicted_connection_gets_503() {
+        let records = Collect::default();
+        let connector = DirectConnector::new(SocketAddr::from(([127, 0, 0, 1], 8069)));
+        let proxy = Proxy::new(config(CONFIG), connector, Box::new(records.clone()));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, peer) = listener.accept().await.unwrap();
+        let Admission::Admitted(slot) = proxy.slots.admit(1, 1) else { panic!("the first connection is admitted") };
+        let shared = proxy.shared.clone();
+        let session = tokio::spawn(async move { serve_connection(&shared, server, peer, 1, None, slot).await });
+        for _ in 0..100 {
+            if proxy.slots.is_idle(1) {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(proxy.slots.is_idle(1), "the session waits for a request");
+
+        // This task does not yield in between, so the session reads nothing
+        // before its slot goes to connection 2.
+        std::io::Write::write_all(&mut client, b"GET /web/login HTTP/1.1\r\nHost: odoo\r\n\r\n").unwrap();
+        assert!(matches!(proxy.slots.admit(2, 1), Admission::Evicted { evicted_conn_id: 1, .. }));
+        let response = tokio::task::spawn_blocking(move || {
+            let mut response = String::new();
+            std::io::Read::read_to_string(&mut client, &mut response).map(|_| response)
+        });
+        session.await.unwrap();
+        let response = response.await.unwrap().unwrap();
+
+        assert!(response.starts_with("HTTP/1.1 503 SERVICE UNAVAILABLE\r\n"), "{response}");
+        let records = records.0.lock().unwrap();
+        assert_eq!(records.len(), 1, "{records:?}");
+        assert_eq!(records[0].event, crate::audit::AuditEvent::ConnectionRefused);
+        assert_eq!(records[0].error_code.as_deref(), Some("max_connections"));
+        assert!(records[0].message.contains("arrived as the idle connection was closed"), "{}", records[0].message);
     }
 
     /// The maintenance tick writes the compacted sessions file on a

@@ -5,8 +5,9 @@
 //! one waiting for the first byte of its next request, whether a keep-alive
 //! connection between requests or a new one that has sent nothing yet. That
 //! connection closes without having sent a byte of a request, which HTTP
-//! clients treat as a closed keep-alive connection. When no connection is
-//! idle, the new one is refused.
+//! clients treat as a closed keep-alive connection. A request that arrived
+//! just as the slot was taken gets 503 before the close, as a refused
+//! connection does. When no connection is idle, the new one is refused.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -74,6 +75,12 @@ impl Slots {
     /// Returns how many connections hold a slot.
     pub fn open(&self) -> usize {
         self.lock().len()
+    }
+
+    /// Tells whether connection `conn_id` has a slot and waits idle.
+    #[cfg(test)]
+    pub fn is_idle(&self, conn_id: u64) -> bool {
+        self.lock().get(&conn_id).is_some_and(|slot| slot.state.load(Ordering::Acquire) == IDLE)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<SlotState>>> {

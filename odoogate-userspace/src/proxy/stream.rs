@@ -55,6 +55,18 @@ impl Peer {
         &self.buffer
     }
 
+    /// Tells whether bytes were read and not consumed, or are waiting on the
+    /// socket. The check peeks without consuming and does not wait.
+    pub fn has_unread_bytes(&self) -> bool {
+        use nix::sys::socket::{MsgFlags, recv};
+        use std::os::fd::AsRawFd as _;
+        if !self.buffer.is_empty() {
+            return true;
+        }
+        let mut byte = [0u8; 1];
+        matches!(recv(self.stream.as_raw_fd(), &mut byte, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT), Ok(read) if read > 0)
+    }
+
     /// Takes the first `count` buffered bytes.
     pub fn consume(&mut self, count: usize) -> Bytes {
         self.buffer.split_to(count).freeze()
