@@ -9,7 +9,6 @@
 //! response, never gets a connection reused, because its responses carry
 //! `Connection: close` or come as HTTP/1.0.
 
-use std::os::fd::AsRawFd as _;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -140,9 +139,7 @@ impl UpstreamPool {
 /// neither closed it nor sent anything on it since its last response. The
 /// check peeks at the socket without consuming, and does not wait.
 fn still_open(stream: &TcpStream) -> bool {
-    use nix::sys::socket::{MsgFlags, recv};
-    let mut byte = [0u8; 1];
-    match recv(stream.as_raw_fd(), &mut byte, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT) {
+    match super::stream::peek(stream) {
         Err(nix::errno::Errno::EAGAIN) => true,
         // 0 is the upstream's close, more bytes that no request asked for.
         Ok(_) | Err(_) => false,

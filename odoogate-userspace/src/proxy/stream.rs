@@ -58,13 +58,7 @@ impl Peer {
     /// Tells whether bytes were read and not consumed, or are waiting on the
     /// socket. The check peeks without consuming and does not wait.
     pub fn has_unread_bytes(&self) -> bool {
-        use nix::sys::socket::{MsgFlags, recv};
-        use std::os::fd::AsRawFd as _;
-        if !self.buffer.is_empty() {
-            return true;
-        }
-        let mut byte = [0u8; 1];
-        matches!(recv(self.stream.as_raw_fd(), &mut byte, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT), Ok(read) if read > 0)
+        !self.buffer.is_empty() || matches!(peek(&self.stream), Ok(read) if read > 0)
     }
 
     /// Takes the first `count` buffered bytes.
@@ -174,6 +168,16 @@ impl Peer {
         upstream.stream.write_all(&early_from_client).await?;
         tokio::io::copy_bidirectional(&mut client.stream, &mut upstream.stream).await
     }
+}
+
+/// Peeks at the next byte waiting on `stream`, without consuming it and
+/// without waiting. Returns 1 when a byte is there, 0 at the peer's close,
+/// and `EAGAIN` when nothing arrived.
+pub(super) fn peek(stream: &TcpStream) -> nix::Result<usize> {
+    use nix::sys::socket::{MsgFlags, recv};
+    use std::os::fd::AsRawFd as _;
+    let mut byte = [0u8; 1];
+    recv(stream.as_raw_fd(), &mut byte, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT)
 }
 
 #[cfg(test)]
