@@ -357,19 +357,20 @@ fn connection_refused(conn_id: u64, peer: SocketAddr, max_connections: usize) ->
     let message = format!(
         "refused connection {conn_id} from {peer}: proxy.max_connections ({max_connections}) connections were open and none was idle"
     );
-    refusal_record(conn_id, peer, message)
+    max_connections_record(conn_id, peer, message)
 }
 
-/// Builds the record of a request refused because its idle connection was
+/// Builds the record of a request rejected because its idle connection was
 /// closed for a new one at `proxy.max_connections` as the request arrived.
-fn evicted_request_refused(conn_id: u64, peer: SocketAddr, max_connections: usize) -> crate::audit::AuditRecord {
+fn evicted_request_rejected(conn_id: u64, peer: SocketAddr, max_connections: usize) -> crate::audit::AuditRecord {
     let message = format!(
-        "refused a request on connection {conn_id} from {peer}: it arrived as the idle connection was closed for a new one at proxy.max_connections ({max_connections})"
+        "rejected a request on connection {conn_id} from {peer}: it arrived as the idle connection was closed for a new one at proxy.max_connections ({max_connections})"
     );
-    refusal_record(conn_id, peer, message)
+    max_connections_record(conn_id, peer, message)
 }
 
-fn refusal_record(conn_id: u64, peer: SocketAddr, message: String) -> crate::audit::AuditRecord {
+/// Builds a `connection_refused` record with error code `max_connections`.
+fn max_connections_record(conn_id: u64, peer: SocketAddr, message: String) -> crate::audit::AuditRecord {
     let mut record = crate::audit::AuditRecord::new(crate::audit::AuditEvent::ConnectionRefused, message);
     record.conn_id = Some(conn_id);
     record.src_ip = Some(peer.ip());

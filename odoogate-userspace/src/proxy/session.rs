@@ -145,7 +145,7 @@ impl<'s, C: UpstreamConnector> Session<'s, C> {
         self.config = self.shared.live.config();
         let request = match self.read_start().await? {
             RequestStart::Closed | RequestStart::TimedOut { started: false } => return Ok(Next::Close),
-            RequestStart::Evicted if self.client.has_unread_bytes() => return self.refuse_evicted().await,
+            RequestStart::Evicted if self.client.has_unread_bytes() => return self.reject_evicted_request().await,
             RequestStart::Evicted => {
                 tracing::debug!(conn_id = self.source.conn_id, "Closing an idle connection to make room for a new one");
                 return Ok(Next::Close);
@@ -469,11 +469,11 @@ impl<'s, C: UpstreamConnector> Session<'s, C> {
     /// this one's slot at `proxy.max_connections`, as for a connection
     /// refused at the limit, and records it. Closing with the request
     /// unread would reset the connection.
-    async fn refuse_evicted(&mut self) -> Result<Next, SessionError> {
+    async fn reject_evicted_request(&mut self) -> Result<Next, SessionError> {
         let limit = self.config().proxy.max_connections;
         let (conn_id, peer) = (self.source.conn_id, self.source.peer);
-        tracing::debug!(conn_id, "Refusing a request that arrived as its idle connection was closed for a new one");
-        self.shared.recorder.write(super::evicted_request_refused(conn_id, peer, limit));
+        tracing::debug!(conn_id, "Rejecting a request that arrived as its idle connection was closed for a new one");
+        self.shared.recorder.write(super::evicted_request_rejected(conn_id, peer, limit));
         if self.client.write_all(&wire::service_unavailable(limit), self.client_timeout()).await.is_ok() {
             self.client.linger(LINGER_TIME).await;
         }

@@ -21,8 +21,8 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 thread_local! {
-    /// The index of the shard that runs on this thread; 0 on any other
-    /// thread, such as in tests that run the proxy on one runtime.
+    /// The index of the shard that runs on this thread. Any other thread
+    /// reads 0, as in tests that run the proxy on one runtime.
     static CURRENT: Cell<usize> = const { Cell::new(0) };
 }
 
