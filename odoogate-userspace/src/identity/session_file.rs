@@ -104,7 +104,7 @@ impl SessionLog {
         let directory = path.parent().unwrap_or(Path::new("/"));
         std::fs::create_dir_all(directory).map_err(failed("create the directory of"))?;
         let (text, lines) = compacted_text(&bindings);
-        let (file, lines) = write_compacted(path, &text, lines).map_err(|error| SessionFileError::Io {
+        let file = write_compacted(path, &text).map_err(|error| SessionFileError::Io {
             action: error.action,
             path: path.to_owned(),
             source: error.source,
@@ -167,19 +167,19 @@ impl Compaction {
     /// Writes the compacted file in place of the sessions file, atomically,
     /// and opens it for appending.
     pub fn write(self) -> io::Result<Compacted> {
-        let (file, lines) = write_compacted(&self.path, &self.text, self.lines).map_err(|error| error.source)?;
-        Ok(Compacted { file, lines })
+        let file = write_compacted(&self.path, &self.text).map_err(|error| error.source)?;
+        Ok(Compacted { file, lines: self.lines })
     }
 }
 
-/// Writes `text`, `lines` lines, to `path` atomically and opens the new
-/// file for appending.
-fn write_compacted(path: &Path, text: &[u8], lines: usize) -> Result<(File, usize), state_file::StateFileError> {
+/// Writes `text` to `path` atomically and opens the new file for
+/// appending.
+fn write_compacted(path: &Path, text: &[u8]) -> Result<File, state_file::StateFileError> {
     let directory = path.parent().unwrap_or(Path::new("/"));
     state_file::write_atomically(path, directory, text)?;
     let file =
         OpenOptions::new().append(true).mode(0o600).open(path).map_err(|source| state_file::StateFileError { action: "open", source })?;
-    Ok((file, lines))
+    Ok(file)
 }
 
 /// Returns the text of a file with one line per binding, and its line
