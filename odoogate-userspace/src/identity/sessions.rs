@@ -270,6 +270,17 @@ impl SessionTable {
         self.after_write(finished);
     }
 
+    /// Logs session `churn` in to `integration` at `at` and out again,
+    /// `times` times, which adds two lines each to the sessions file, as a
+    /// client that logs in for every call does.
+    #[cfg(test)]
+    pub fn churn(&mut self, integration: &str, times: usize, at: SystemTime) {
+        for _ in 0..times {
+            self.bind(&Secret::new("churn"), integration, None, at);
+            self.unbind(&Secret::new("churn"));
+        }
+    }
+
     /// Compacts the sessions file in place when it has grown long, as the
     /// daemons do on a thread of their own.
     #[cfg(test)]
@@ -503,10 +514,7 @@ mod tests {
 
         let mut table = SessionTable::open(&path, 8, at(0)).unwrap();
         table.bind(&Secret::new("kept"), "erp", None, at(100));
-        for _ in 0..COMPACT_SLACK_LINES / 2 {
-            table.bind(&Secret::new("churn"), "n8n", None, at(100));
-            table.unbind(&Secret::new("churn"));
-        }
+        table.churn("n8n", COMPACT_SLACK_LINES / 2, at(100));
         table.compact_if_long();
         assert_eq!(line_count(&path), 1 + COMPACT_SLACK_LINES, "not yet past the slack");
         table.bind(&Secret::new("churn"), "n8n", None, at(150));
@@ -534,10 +542,7 @@ mod tests {
         let mut table = SessionTable::open(&path, 8, at(0)).unwrap();
         table.bind(&Secret::new("kept"), "erp", None, at(100));
         table.bind(&Secret::new("ended"), "erp", None, at(100));
-        for _ in 0..COMPACT_SLACK_LINES / 2 + 2 {
-            table.bind(&Secret::new("churn"), "n8n", None, at(100));
-            table.unbind(&Secret::new("churn"));
-        }
+        table.churn("n8n", COMPACT_SLACK_LINES / 2 + 2, at(100));
 
         let compaction = table.start_compaction().expect("the file is past the slack");
         assert!(table.start_compaction().is_none(), "one compaction at a time");

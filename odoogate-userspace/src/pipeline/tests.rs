@@ -382,10 +382,7 @@ fn tick_compacts_sessions_file() {
     let mut pipeline = Pipeline::new(config, None, Box::new(MemorySink::default()));
     let now = std::time::SystemTime::now();
     pipeline.sessions.bind(&Secret::new("kept"), "website-form", None, now);
-    for _ in 0..20_000 {
-        pipeline.sessions.bind(&Secret::new("churn"), "website-form", None, now);
-        pipeline.sessions.unbind(&Secret::new("churn"));
-    }
+    pipeline.sessions.churn("website-form", 20_000, now);
 
     pipeline.tick(0, None);
     assert!(pipeline.compaction.is_some(), "the file is past its slack");
@@ -403,10 +400,7 @@ fn tick_compacts_sessions_file() {
     assert_eq!(lines(), 2, "the binding, then the one made meanwhile");
 
     // Dropping the pipeline waits for a compaction under way.
-    for _ in 0..20_000 {
-        pipeline.sessions.bind(&Secret::new("churn"), "website-form", None, now);
-        pipeline.sessions.unbind(&Secret::new("churn"));
-    }
+    pipeline.sessions.churn("website-form", 20_000, now);
     pipeline.tick(0, None);
     assert!(pipeline.compaction.is_some());
     pipeline.sessions.bind(&Secret::new("last"), "website-form", None, now);
@@ -689,6 +683,15 @@ fn revoked_token_session_opens_no_route() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Asserts that `sink` got one call record, `would_deny` for an unknown
+/// token.
+fn assert_one_unknown_token(sink: &MemorySink) {
+    let records = calls(sink);
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].decision, Some(Decision::WouldDeny), "{:?}", records[0]);
+    assert_eq!(records[0].error_code.as_deref(), Some("unknown_token"), "{:?}", records[0]);
+}
+
 #[test]
 fn observe_mode_without_store_flags_ended_token_session() {
     // Enforce mode without a token store refuses a model call whose web
@@ -701,10 +704,7 @@ fn observe_mode_without_store_flags_ended_token_session() {
     send_answered(&mut pipeline, "10.0.0.9:40021", &create_lead_call_kw("Cookie: session_id=s3ss10n"));
     pipeline.finish();
 
-    let records = calls(&sink);
-    assert_eq!(records.len(), 1, "{records:?}");
-    assert_eq!(records[0].decision, Some(Decision::WouldDeny), "{:?}", records[0]);
-    assert_eq!(records[0].error_code.as_deref(), Some("unknown_token"), "{:?}", records[0]);
+    assert_one_unknown_token(&sink);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -717,10 +717,7 @@ fn observe_mode_without_store_flags_presented_token() {
     send_answered(&mut pipeline, "10.0.0.9:40022", &create_lead_call_kw("X-Odoogate-Token: odg_2C9mbw3wJ9fhP5EXAMPLExx"));
     pipeline.finish();
 
-    let records = calls(&sink);
-    assert_eq!(records.len(), 1, "{records:?}");
-    assert_eq!(records[0].decision, Some(Decision::WouldDeny), "{:?}", records[0]);
-    assert_eq!(records[0].error_code.as_deref(), Some("unknown_token"), "{:?}", records[0]);
+    assert_one_unknown_token(&sink);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -488,10 +488,7 @@ allow = [{ models = ["crm.lead"], methods = ["create"] }]
         {
             let mut sessions = proxy.shared.sessions();
             sessions.bind(&Secret::new("kept"), "website-form", None, now);
-            for _ in 0..20_000 {
-                sessions.bind(&Secret::new("churn"), "website-form", None, now);
-                sessions.unbind(&Secret::new("churn"));
-            }
+            sessions.churn("website-form", 20_000, now);
         }
         let lines = || std::fs::read_to_string(&file).unwrap().lines().count();
         // Returns the line count once it is `expected`, or after 2 seconds.

@@ -268,17 +268,18 @@ fn spliced_credential_is_escaped() {
     assert_eq!(decode(&reparse(&out)).credential.unwrap().secret.expose(), "pässword");
 }
 
-/// Every XML-RPC request of the captures that takes a password, with the
-/// password replaced by a token: the token has a span, and splicing gives
-/// the full rewrite's call, which the full rewrite's own check accepts.
-#[test]
-fn captures_splice_like_full_rewrite() {
+/// Checks every request of the captures whose head starts with `start`
+/// and that takes a password, with the password replaced by a token: the
+/// token has a span, and splicing gives the full rewrite's call without
+/// the token, which the full rewrite's own check accepts. At least 10
+/// calls must be spliced.
+fn assert_captures_splice_like_full_rewrite(start: &[u8]) {
     let captures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/odoo19-captures");
     let mut spliced_calls = 0;
     for folder in std::fs::read_dir(&captures).unwrap().filter_map(Result::ok) {
         for file in std::fs::read_dir(folder.path()).into_iter().flatten().filter_map(Result::ok) {
             let raw = std::fs::read(file.path()).unwrap();
-            if !file.file_name().to_string_lossy().ends_with("-req.http") || !raw.starts_with(b"POST /xmlrpc/") {
+            if !file.file_name().to_string_lossy().ends_with("-req.http") || !raw.starts_with(start) {
                 continue;
             }
             let split_at = raw.windows(4).position(|window| window == b"\r\n\r\n").unwrap();
@@ -296,12 +297,18 @@ fn captures_splice_like_full_rewrite() {
             let (spliced, full) = spliced_and_full(&req);
             let upstream = reparse(&spliced);
             assert_eq!(decode(&upstream), decode(&reparse(&full)), "{}", file.path().display());
+            assert!(!split(&spliced).1.contains(TOKEN), "{}", file.path().display());
             let slot = Some(CredentialSlot::Password);
             confirm(&upstream, &call, &Secret::new(KEY), slot, None).unwrap();
             spliced_calls += 1;
         }
     }
     assert!(spliced_calls >= 10, "only {spliced_calls} captured calls were spliced");
+}
+
+#[test]
+fn captures_splice_like_full_rewrite() {
+    assert_captures_splice_like_full_rewrite(b"POST /xmlrpc/");
 }
 
 /// Text read by two end tags makes two values in Python, so a password
@@ -483,40 +490,9 @@ fn jsonrpc_unrelated_escape_is_spliced() {
     assert_eq!(split(&spliced).1, body.replace(TOKEN, KEY), "only the password's bytes change");
 }
 
-/// Every JSON-RPC request of the captures that takes a password, with the
-/// password replaced by a token: the token has a span, and splicing gives
-/// the full rewrite's call, which the full rewrite's own check accepts.
 #[test]
 fn jsonrpc_captures_splice_like_full_rewrite() {
-    let captures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/odoo19-captures");
-    let mut spliced_calls = 0;
-    for folder in std::fs::read_dir(&captures).unwrap().filter_map(Result::ok) {
-        for file in std::fs::read_dir(folder.path()).into_iter().flatten().filter_map(Result::ok) {
-            let raw = std::fs::read(file.path()).unwrap();
-            if !file.file_name().to_string_lossy().ends_with("-req.http") || !raw.starts_with(b"POST /jsonrpc ") {
-                continue;
-            }
-            let split_at = raw.windows(4).position(|window| window == b"\r\n\r\n").unwrap();
-            let body = String::from_utf8(raw[split_at + 4..].to_vec()).unwrap();
-            if !body.contains("PASSWORD_PLACEHOLDER") {
-                continue;
-            }
-            let req = request("/jsonrpc", &[], &body.replace("PASSWORD_PLACEHOLDER", TOKEN));
-            let call = decode(&req);
-            if call.credential.as_ref().map(|credential| credential.slot) != Some(CredentialSlot::Password) {
-                continue;
-            }
-            assert!(call.credential.as_ref().unwrap().span.is_some(), "no span in {}", file.path().display());
-            let (spliced, full) = spliced_and_full(&req);
-            let upstream = reparse(&spliced);
-            assert_eq!(decode(&upstream), decode(&reparse(&full)), "{}", file.path().display());
-            assert!(!split(&spliced).1.contains(TOKEN), "{}", file.path().display());
-            let slot = Some(CredentialSlot::Password);
-            confirm(&upstream, &call, &Secret::new(KEY), slot, None).unwrap();
-            spliced_calls += 1;
-        }
-    }
-    assert!(spliced_calls >= 10, "only {spliced_calls} captured calls were spliced");
+    assert_captures_splice_like_full_rewrite(b"POST /jsonrpc ");
 }
 
 /// The parts of a generated `/jsonrpc` body around a token password.
