@@ -1,4 +1,4 @@
-//! `cargo xtask bench enforce|observe|memory`: installs wrk, nginx and
+//! `cargo xtask bench enforce|instructions|observe|memory`: installs wrk, nginx and
 //! valgrind from Debian, builds the daemon and `odoogate-bench` in release
 //! mode, runs one benchmark as root in a network namespace of its own and
 //! writes its section of docs/benchmarks.md.
@@ -13,7 +13,7 @@ use crate::{bench_doc, release_binary, run_command, setup};
 /// instruction counter.
 const BENCH_DEBIAN_PACKAGES: &[&str] = &["wrk", "nginx", "valgrind"];
 
-/// Runs benchmark `suite` (enforce, observe or memory) with wrk runs of
+/// Runs benchmark `suite` (enforce, instructions, observe or memory) with wrk runs of
 /// `seconds` each.
 pub fn run(root: &Path, suite: &str, seconds: u64) -> Result<()> {
     setup::run(root)?;
@@ -42,6 +42,11 @@ pub fn run(root: &Path, suite: &str, seconds: u64) -> Result<()> {
             .arg(&out),
     )?;
     let section = std::fs::read_to_string(&out).with_context(|| format!("failed to read {}", out.display()))?;
+    if suite == "instructions" {
+        // A comparison for development, not a section of the page.
+        print!("{section}");
+        return Ok(());
+    }
     let page = root.join("docs/benchmarks.md");
     bench_doc::write_section(&page, suite, &section)?;
     eprintln!("xtask: wrote the {suite} section of {}", page.display());

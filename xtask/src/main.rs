@@ -82,6 +82,11 @@ enum BenchSuite {
     Decode,
     /// Enforce-mode latency and throughput against a direct connection and nginx.
     Enforce,
+    /// Only enforce mode's instructions per call, printed instead of
+    /// written to docs/benchmarks.md: a quick comparison of two builds.
+    /// Keeps callgrind's profiles in the directory named by
+    /// `ODOOGATE_BENCH_PROFILES` when set.
+    Instructions,
     /// Observe-mode CPU time, lost calls and client latency.
     Observe,
     /// Resident memory idle, with many idle connections and with many partial flows.
@@ -127,6 +132,7 @@ fn main() -> Result<()> {
                 match suite {
                     BenchSuite::Decode => bench::run(&root)?,
                     BenchSuite::Enforce => bench_daemon::run(&root, "enforce", seconds)?,
+                    BenchSuite::Instructions => bench_daemon::run(&root, "instructions", seconds)?,
                     BenchSuite::Observe => bench_daemon::run(&root, "observe", seconds)?,
                     BenchSuite::Memory => bench_daemon::run(&root, "memory", seconds)?,
                 }

@@ -135,16 +135,36 @@ pub fn run(lab: &Lab, cases: &[Case], settings: &Settings) -> anyhow::Result<Str
             measured.push(Measured { upstream, case: case.name, body_bytes: steered_request.body.len(), path, paced, max });
         }
         if upstream == Upstream::KeepAlive {
-            eprintln!("bench: enforce, instructions per call under callgrind, {}", case.name);
-            let instructions = instructions::per_call(lab, &listen_config, &listen_request)?;
-            let (_, denied) = decisions(&listen_config);
-            if denied > 0 {
-                bail!("odoogate denied {denied} benchmark calls; see {}", listen_config.with_file_name("odoogate-callgrind.log").display());
-            }
-            counted.push(Counted { case: case.name, instructions });
+            counted.push(count(lab, case.name, &listen_config, &listen_request)?);
         }
     }
     report(&measured, &counted, &machine, settings)
+}
+
+/// Counts only the instructions per call of each case (listen mode,
+/// kept-alive upstream) and returns them as a Markdown table.
+pub fn count_instructions(lab: &Lab, cases: &[Case]) -> anyhow::Result<String> {
+    let mut text = String::from("| call | body bytes | instructions per call |\n|---|---:|---:|\n");
+    for case in cases {
+        let _upstream = lab.start_upstream(&case.response, false)?;
+        let (config, token) = lab.write_config("enforce-listen", DaemonMode::Listen)?;
+        let request = Request::from_capture(case.name, &case.request, token.as_deref().context("no token")?)?;
+        let counted = count(lab, case.name, &config, &request)?;
+        writeln!(text, "| {} | {} | {} |", counted.case, request.body.len(), counted.instructions)?;
+    }
+    Ok(text)
+}
+
+/// Counts the instructions per call of `request` through the listen-mode
+/// daemon of `config`, and checks that it allowed every call.
+fn count(lab: &Lab, case: &'static str, config: &Path, request: &Request) -> anyhow::Result<Counted> {
+    eprintln!("bench: enforce, instructions per call under callgrind, {case}");
+    let instructions = instructions::per_call(lab, config, request)?;
+    let (_, denied) = decisions(config);
+    if denied > 0 {
+        bail!("odoogate denied {denied} benchmark calls; see {}", config.with_file_name("odoogate-callgrind.log").display());
+    }
+    Ok(Counted { case, instructions })
 }
 
 /// Runs a short warm-up, then the paced run and the maximum-rate run, and

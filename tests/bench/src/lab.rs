@@ -165,8 +165,14 @@ impl Lab {
     /// Starts `odoogate run` with `config` under valgrind's callgrind, which
     /// prints the instructions the daemon executed to `log` when it exits.
     pub fn start_odoogate_under_callgrind(&self, config: &Path, mode: DaemonMode, log: &Path) -> anyhow::Result<ChildGuard> {
+        // ODOOGATE_BENCH_PROFILES keeps each run's profile for
+        // callgrind_annotate, named by the daemon's pid.
+        let out_file = match std::env::var_os("ODOOGATE_BENCH_PROFILES") {
+            Some(dir) => Path::new(&dir).join("callgrind.out.%p"),
+            None => PathBuf::from("/dev/null"),
+        };
         let mut command = Command::new("valgrind");
-        command.args(["--tool=callgrind", "--callgrind-out-file=/dev/null"]).arg(&self.odoogate);
+        command.arg("--tool=callgrind").arg(format!("--callgrind-out-file={}", out_file.display())).arg(&self.odoogate);
         command.arg("run").arg("--config").arg(config);
         // Under callgrind the daemon runs many times slower.
         self.start_daemon(command, log, mode, Duration::from_secs(180))

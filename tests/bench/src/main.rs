@@ -65,6 +65,10 @@ enum Task {
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Suite {
     Enforce,
+    /// Only the enforce suite's instructions per call, a quick comparison
+    /// of two builds; keeps callgrind's profiles when
+    /// `ODOOGATE_BENCH_PROFILES` names a directory.
+    Instructions,
     Observe,
     Memory,
 }
@@ -100,6 +104,7 @@ fn main() -> anyhow::Result<()> {
             let lab = lab::Lab::create(&odoogate)?;
             let section = match suite {
                 Suite::Enforce => enforce::run(&lab, &cases, &settings)?,
+                Suite::Instructions => enforce::count_instructions(&lab, &cases)?,
                 Suite::Observe => observe::run(&lab, &cases, &settings)?,
                 Suite::Memory => memory::run(&lab, &cases, &settings)?,
             };
