@@ -88,7 +88,8 @@ async fn serve(
                 steering: format!("listen {address}"),
                 capture: guard.as_ref().map(LocalCapture::attachments).unwrap_or_default(),
             };
-            serve_with(config, DirectConnector::new(upstream), Box::new(sink), tokens, listener, None, daemon, shards).await
+            let parts = ProxyParts { config, sink: Box::new(sink), tokens, shards: shards.clone() };
+            serve_with(parts.build(DirectConnector::new(upstream), None), listener, daemon, shards).await
         }
         None => {
             let origins = Origins::for_this_host();
@@ -112,32 +113,50 @@ async fn serve(
                 capture: local_capture.attachments(),
             };
             let connector = SteeredConnector::new(steering, upstream);
-            serve_with(config, connector, Box::new(sink), tokens, listener, Some(origins), daemon, shards).await
+            let parts = ProxyParts { config, sink: Box::new(sink), tokens, shards: shards.clone() };
+            serve_with(parts.build(connector, Some(origins)), listener, daemon, shards).await
         }
     }
 }
 
-async fn serve_with<C: UpstreamConnector>(
+/// The parts of the proxy that both modes share: all but the connector
+/// and the origins.
+struct ProxyParts {
     config: Arc<Config>,
-    connector: C,
     sink: Box<dyn AuditSink>,
     tokens: Option<Tokens>,
+    shards: Arc<Shards>,
+}
+
+impl ProxyParts {
+    /// Builds the proxy that connects to Odoo through `connector`.
+    /// `origins` gives the cgroups and processes of local clients
+    /// (steering mode only).
+    fn build<C: UpstreamConnector>(self, connector: C, origins: Option<Origins>) -> Proxy<C> {
+        let proxy = match self.tokens {
+            Some(tokens) => Proxy::with_tokens(self.config, connector, self.sink, tokens),
+            None => Proxy::new(self.config, connector, self.sink),
+        };
+        let proxy = proxy.with_shards(self.shards);
+        match origins {
+            Some(origins) => proxy.with_origins(origins),
+            None => proxy,
+        }
+    }
+}
+
+/// Serves `proxy` on `listener` until SIGINT or SIGTERM, with the control
+/// socket, SIGHUP reloads and the systemd notifications. The watchdog
+/// checks that each of `shards`, the proxy's threads, still runs tasks.
+async fn serve_with<C: UpstreamConnector>(
+    proxy: Proxy<C>,
     listener: TcpListener,
-    origins: Option<Origins>,
     daemon: Daemon,
     shards: Arc<Shards>,
 ) -> anyhow::Result<ProxyStats> {
     // Start-up ends here in both modes, on the main thread, which runs
     // this future.
     crate::memory::release_startup_memory();
-    let mut proxy = match tokens {
-        Some(tokens) => Proxy::with_tokens(config, connector, sink, tokens),
-        None => Proxy::new(config, connector, sink),
-    };
-    proxy = proxy.with_shards(shards.clone());
-    if let Some(origins) = origins {
-        proxy = proxy.with_origins(origins);
-    }
     let proxy = Arc::new(proxy);
     let live = proxy.live();
     let credentials = proxy.credentials_reloader();
