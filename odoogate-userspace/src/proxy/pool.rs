@@ -155,7 +155,7 @@ const TRUSTED_IDLE: Duration = Duration::from_millis(100);
 fn still_open(stream: &TcpStream, idle_for: Duration) -> bool {
     let mut context = std::task::Context::from_waker(std::task::Waker::noop());
     // Readable means bytes or a close, or readiness left over from the
-    // response's last read, which only the peek below tells apart.
+    // response's last read, which only the peek below distinguishes.
     let marked_readable = stream.poll_read_ready(&mut context).is_ready();
     if !marked_readable && idle_for < TRUSTED_IDLE {
         return true;
@@ -255,8 +255,8 @@ mod tests {
         let since = Instant::now();
         pool.put(stream, since);
         drop(server);
-        // Blocks the runtime's only thread, so its reactor never sees the
-        // FIN that arrives meanwhile.
+        // Blocks the runtime's only thread, so its reactor never reads the
+        // event of the FIN that arrives meanwhile.
         std::thread::sleep(Duration::from_millis(50));
         assert!(pool.take(since + TRUSTED_IDLE).is_none(), "the peek sees the close");
 
