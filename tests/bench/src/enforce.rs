@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::instructions;
-use crate::lab::{self, DaemonMode, Lab};
+use crate::lab::{self, CpuTime, DaemonMode, Lab};
 use crate::load::{self, Load, Outcome, Request};
 use crate::report::{Machine, signed_us, us};
 use crate::{Case, Settings};
@@ -76,18 +76,17 @@ struct Measured {
 /// One wrk run and the CPU time the proxy used during it.
 struct Run {
     load: Outcome,
-    /// CPU seconds of the proxy's processes; `None` for the direct path.
-    proxy_cpu_seconds: Option<f64>,
+    /// CPU time of the proxy's processes; `None` for the direct path.
+    proxy_cpu: Option<CpuTime>,
 }
 
 impl Run {
-    /// Returns the proxy's CPU time per call, in microseconds.
-    fn cpu_us_per_call(&self) -> Option<f64> {
-        self.proxy_cpu_seconds.map(|seconds| seconds * 1e6 / self.load.requests as f64)
-    }
-
+    /// Returns the proxy's CPU time per call as `total (user + system)`, in
+    /// microseconds, or nothing for the direct path.
     fn cpu_cell(&self) -> String {
-        self.cpu_us_per_call().map_or_else(String::new, us)
+        let per_call = |seconds: f64| us(seconds * 1e6 / self.load.requests as f64);
+        self.proxy_cpu
+            .map_or_else(String::new, |cpu| format!("{} ({} + {})", per_call(cpu.total()), per_call(cpu.user), per_call(cpu.system)))
     }
 }
 
@@ -173,14 +172,14 @@ fn measure(lab: &Lab, request: &Request, port: u16, proxy: Option<u32>, settings
     load::run(&lab.workdir, request, port, Load::Max { connections: 8 }, Duration::from_secs(2))?;
     let mut runs = Vec::new();
     for load in [Load::Paced { rate: PACED_RATE }, Load::Max { connections: MAX_CONNECTIONS }] {
-        let cpu_before = proxy.map(lab::process_tree_cpu_seconds).transpose()?;
+        let cpu_before = proxy.map(lab::process_tree_cpu_time).transpose()?;
         let outcome = load::run(&lab.workdir, request, port, load, settings.duration)?;
-        let cpu_after = proxy.map(lab::process_tree_cpu_seconds).transpose()?;
+        let cpu_after = proxy.map(lab::process_tree_cpu_time).transpose()?;
         if outcome.errors > 0 {
             bail!("wrk counted {} failed requests on port {port}", outcome.errors);
         }
-        let proxy_cpu_seconds = cpu_before.zip(cpu_after).map(|(before, after)| after - before);
-        runs.push(Run { load: outcome, proxy_cpu_seconds });
+        let proxy_cpu = cpu_before.zip(cpu_after).map(|(before, after)| after - before);
+        runs.push(Run { load: outcome, proxy_cpu });
     }
     let max = runs.pop().context("no maximum-rate run")?;
     let paced = runs.pop().context("no paced run")?;
@@ -250,7 +249,10 @@ fn report(measured: &[Measured], counted: &[Counted], machine: &Machine, setting
     )?;
 
     writeln!(text, "## Latency at about {PACED_RATE} calls/s\n")?;
-    writeln!(text, "| upstream | call | path | calls/s | p50 µs | p90 µs | p99 µs | max µs | p50 added µs | p99 added µs | target met | proxy CPU µs per call |")?;
+    writeln!(
+        text,
+        "| upstream | call | path | calls/s | p50 µs | p90 µs | p99 µs | max µs | p50 added µs | p99 added µs | target met | proxy CPU µs per call (user + system) |"
+    )?;
     writeln!(text, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|")?;
     for row in measured {
         let direct = measured.iter().find(|m| m.same_run(row) && m.path == Route::Direct).context("no direct run")?;
@@ -286,7 +288,10 @@ fn report(measured: &[Measured], counted: &[Counted], machine: &Machine, setting
     }
 
     writeln!(text, "\n## Maximum rate, {MAX_CONNECTIONS} connections\n")?;
-    writeln!(text, "| upstream | call | path | calls/s | p50 µs | p99 µs | of nginx's rate | target met | proxy CPU µs per call |")?;
+    writeln!(
+        text,
+        "| upstream | call | path | calls/s | p50 µs | p99 µs | of nginx's rate | target met | proxy CPU µs per call (user + system) |"
+    )?;
     writeln!(text, "|---|---|---|---:|---:|---:|---:|---|---:|")?;
     for row in measured {
         let nginx = measured.iter().find(|m| m.same_run(row) && m.path == Route::Nginx).context("no nginx run")?;
@@ -345,9 +350,9 @@ fn report(measured: &[Measured], counted: &[Counted], machine: &Machine, setting
          runs use {MAX_CONNECTIONS} connections on 2 threads. Each run lasts {} s, after a 2 s warm-up on the same path. \
          Latency is wrk's, from writing the request to reading the whole response.\n\
          - Proxy CPU per call: utime + stime from /proc/PID/stat of the proxy's processes (nginx's master and \
-         workers, or the daemon) over the run, divided by the calls wrk completed. It does not count the kernel's \
-         work in softirq context that is charged to other processes, but it depends much less on the other \
-         load on the machine than the rates and latencies do.\n\
+         workers, or the daemon) over the run, divided by the calls wrk completed, and in parentheses its user \
+         and system parts. It does not count the kernel's work in softirq context that is charged to other \
+         processes, but it depends much less on the other load on the machine than the rates and latencies do.\n\
          - nginx {}: `worker_processes auto`, `proxy_http_version 1.1` and `keepalive 64` to the upstream, no access log.\n\
          - odoogate: release build, `RUST_LOG=info`, audit records to a file; every call was checked to be \
          recorded as allowed.\n",

@@ -323,9 +323,34 @@ pub fn resident(pid: u32) -> anyhow::Result<Resident> {
     Ok(Resident { total: field("VmRSS:")?, anonymous: field("RssAnon:")?, mapped: field("RssFile:")? + field("RssShmem:")? })
 }
 
-/// CPU time used by `pid` so far (utime + stime from /proc/PID/stat), in
-/// seconds.
+/// CPU time of a process or process tree, in seconds.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuTime {
+    pub user: f64,
+    pub system: f64,
+}
+
+impl CpuTime {
+    pub fn total(self) -> f64 {
+        self.user + self.system
+    }
+}
+
+impl std::ops::Sub for CpuTime {
+    type Output = CpuTime;
+
+    fn sub(self, earlier: CpuTime) -> CpuTime {
+        CpuTime { user: self.user - earlier.user, system: self.system - earlier.system }
+    }
+}
+
+/// CPU time used so far by `pid`, in seconds.
 pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    cpu_time(pid).map(CpuTime::total)
+}
+
+/// User and system time used so far by `pid`.
+fn cpu_time(pid: u32) -> anyhow::Result<CpuTime> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // The command name may contain spaces; the fields after it are fixed.
     let after_name = &stat[stat.rfind(')').context("malformed /proc/PID/stat")? + 2..];
@@ -335,20 +360,22 @@ pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     let utime: u64 = fields.get(11).context("no utime")?.parse()?;
     let stime: u64 = fields.get(12).context("no stime")?.parse()?;
     let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.context("no CLK_TCK")? as f64;
-    Ok((utime + stime) as f64 / ticks)
+    Ok(CpuTime { user: utime as f64 / ticks, system: stime as f64 / ticks })
 }
 
 /// CPU time used so far by `pid` and its child processes (nginx's
-/// workers), in seconds.
-pub fn process_tree_cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let mut total = cpu_seconds(pid)?;
+/// workers).
+pub fn process_tree_cpu_time(pid: u32) -> anyhow::Result<CpuTime> {
+    let mut total = cpu_time(pid)?;
     for entry in std::fs::read_dir("/proc")?.filter_map(Result::ok) {
         let Some(child) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
         let parent = stat.rfind(')').and_then(|end| stat[end + 2..].split_whitespace().nth(1)).and_then(|ppid| ppid.parse::<u32>().ok());
         if parent == Some(pid) {
             // A child that exits between the two reads is skipped.
-            total += cpu_seconds(child).unwrap_or(0.0);
+            let child = cpu_time(child).unwrap_or_default();
+            total.user += child.user;
+            total.system += child.system;
         }
     }
     Ok(total)
