@@ -12,7 +12,7 @@
 
 use super::ratelimit::FailureReportThrottle;
 use super::record::FieldValue;
-use super::{AuditRecord, AuditSink};
+use super::{AuditRecord, AuditSink, Encoder};
 use nix::fcntl::{FcntlArg, SealFlag, fcntl};
 use nix::sys::memfd::{MFdFlags, memfd_create};
 use nix::sys::socket::{ControlMessage, MsgFlags, UnixAddr, sendmsg};
@@ -22,6 +22,7 @@ use std::io::{self, Write as _};
 use std::os::fd::AsRawFd as _;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The socket journald reads native protocol datagrams from.
@@ -113,13 +114,17 @@ impl JournaldSink {
     /// Sends one record, reconnecting and retrying once if the first send
     /// fails. [`AuditSink::write`] calls this and counts the error.
     pub fn send(&mut self, record: &AuditRecord) -> Result<(), JournaldError> {
-        let entry = encode_entry(record);
-        match self.send_entry(&entry) {
+        self.send_encoded(&encode_entry(record))
+    }
+
+    /// Sends one encoded entry as [`JournaldSink::send`] sends a record.
+    fn send_encoded(&mut self, entry: &[u8]) -> Result<(), JournaldError> {
+        match self.send_entry(entry) {
             Ok(()) => Ok(()),
             Err(first) => {
                 tracing::debug!(error = %first, "Reconnecting to journald after a failed send");
                 self.socket = None;
-                self.send_entry(&entry)
+                self.send_entry(entry)
             }
         }
     }
@@ -158,6 +163,29 @@ impl AuditSink for JournaldSink {
         if let Err(error) = self.send(record) {
             self.count_failure(&error);
         }
+    }
+
+    fn encoder(&self) -> Option<Arc<dyn Encoder>> {
+        Some(Arc::new(JournaldEncoder))
+    }
+
+    /// Sends each entry as a datagram of its own, as journald's native
+    /// protocol takes one entry per datagram.
+    fn write_encoded(&mut self, entries: &[Vec<u8>]) {
+        for entry in entries {
+            if let Err(error) = self.send_encoded(entry) {
+                self.count_failure(&error);
+            }
+        }
+    }
+}
+
+/// Encodes records as the entries of [`JournaldSink`].
+struct JournaldEncoder;
+
+impl Encoder for JournaldEncoder {
+    fn encode(&self, record: &AuditRecord) -> Vec<u8> {
+        encode_entry(record)
     }
 }
 
@@ -410,6 +438,22 @@ mod tests {
         let mut buf = vec![0; 64 * 1024];
         let len = server.recv(&mut buf).unwrap();
         assert_eq!(&buf[..len], encode_entry(&deny_record()).as_slice());
+        assert_eq!(sink.failures(), 0);
+    }
+
+    #[test]
+    fn encoded_entries_are_datagrams() {
+        let (dir, server) = fake_journal();
+        let mut sink = JournaldSink::connect(dir.path().join("socket")).unwrap();
+        let encoder = sink.encoder().expect("journald entries are bytes");
+        let capture_loss = AuditRecord::new(AuditEvent::CaptureLoss, "3 ring buffer records lost");
+        sink.write_encoded(&[encoder.encode(&deny_record()), encoder.encode(&capture_loss)]);
+
+        let mut buf = vec![0; 64 * 1024];
+        let first = server.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..first], encode_entry(&deny_record()).as_slice());
+        let second = server.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..second], encode_entry(&capture_loss).as_slice());
         assert_eq!(sink.failures(), 0);
     }
 

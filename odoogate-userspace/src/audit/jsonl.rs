@@ -9,7 +9,7 @@
 use super::journald::{bounded_text, for_each_entry_field};
 use super::ratelimit::FailureReportThrottle;
 use super::record::FieldValue;
-use super::{AuditRecord, AuditSink};
+use super::{AuditRecord, AuditSink, Encoder};
 use crate::json_text::find_string_special;
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
@@ -17,6 +17,7 @@ use std::io::{self, Write};
 use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Permissions of a newly created audit file: audit records name the
@@ -66,8 +67,8 @@ impl<W: Write + Send> JsonLinesSink<W> {
         self.writer
     }
 
-    fn write_line(&mut self, line: &str) -> io::Result<()> {
-        self.writer.write_all(line.as_bytes())?;
+    fn write_lines(&mut self, lines: &[u8]) -> io::Result<()> {
+        self.writer.write_all(lines)?;
         self.writer.flush()
     }
 
@@ -120,9 +121,35 @@ impl<W: Write + Send> AuditSink for JsonLinesSink<W> {
         for record in records {
             push_line(&mut lines, record, now);
         }
-        if let Err(error) = self.write_line(&lines) {
+        if let Err(error) = self.write_lines(lines.as_bytes()) {
             self.count_failures(records.len(), &error);
         }
+    }
+
+    fn encoder(&self) -> Option<Arc<dyn Encoder>> {
+        Some(Arc::new(JsonLinesEncoder))
+    }
+
+    /// Writes the lines with one `write_all`, as [`AuditSink::write_batch`]
+    /// does.
+    fn write_encoded(&mut self, entries: &[Vec<u8>]) {
+        let result = match entries {
+            [line] => self.write_lines(line),
+            _ => self.write_lines(&entries.concat()),
+        };
+        if let Err(error) = result {
+            self.count_failures(entries.len(), &error);
+        }
+    }
+}
+
+/// Encodes records as the lines of [`JsonLinesSink`], each with the time it
+/// was encoded, which is when its call ended, as `__REALTIME_TIMESTAMP`.
+struct JsonLinesEncoder;
+
+impl Encoder for JsonLinesEncoder {
+    fn encode(&self, record: &AuditRecord) -> Vec<u8> {
+        encode_line(record, SystemTime::now()).into_bytes()
     }
 }
 
@@ -396,6 +423,33 @@ mod tests {
         assert_eq!(lines.len(), 2);
         assert_eq!(parse(lines[1])["ODOOGATE_EVENT"], "capture_loss");
         assert_eq!(parse(lines[1])["PRIORITY"], "4");
+    }
+
+    /// Lines encoded ahead of the write are the lines that `write` writes,
+    /// with the time of their encoding.
+    #[test]
+    fn encoded_lines_match_written_lines() {
+        let records = [allow_record(), AuditRecord::new(AuditEvent::CaptureLoss, "3 ring buffer records lost")];
+        let mut written = JsonLinesSink::new(Vec::new());
+        written.write_batch(&records);
+        let mut encoded = JsonLinesSink::new(Vec::new());
+        let encoder = encoded.encoder().expect("JSON lines are bytes");
+        let before = realtime_micros(SystemTime::now());
+        let entries: Vec<Vec<u8>> = records.iter().map(|record| encoder.encode(record)).collect();
+        let after = realtime_micros(SystemTime::now());
+        encoded.write_encoded(&entries);
+        assert_eq!(encoded.failures(), 0);
+
+        let written = String::from_utf8(written.into_inner()).unwrap();
+        let encoded = String::from_utf8(encoded.into_inner()).unwrap();
+        assert_eq!(encoded.lines().count(), 2);
+        for (written, encoded) in written.lines().zip(encoded.lines()) {
+            let (mut written, mut encoded) = (parse(written), parse(encoded));
+            let timestamp: u128 = encoded.remove("__REALTIME_TIMESTAMP").unwrap().as_str().unwrap().parse().unwrap();
+            assert!((before..=after).contains(&timestamp), "{timestamp} not in {before}..={after}");
+            written.remove("__REALTIME_TIMESTAMP");
+            assert_eq!(written, encoded);
+        }
     }
 
     /// A writer that always fails, standing in for a full disk.

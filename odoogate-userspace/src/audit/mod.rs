@@ -16,4 +16,4 @@ pub mod record;
 pub mod sink;
 
 pub use record::{AuditEvent, AuditRecord, Decision, Identity};
-pub use sink::AuditSink;
+pub use sink::{AuditSink, Encoder};

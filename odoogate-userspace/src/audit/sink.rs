@@ -1,5 +1,7 @@
 //! Where audit records go.
 
+use std::sync::Arc;
+
 use super::AuditRecord;
 
 /// A destination for audit records (journald, JSON lines, or a test buffer).
@@ -22,4 +24,25 @@ pub trait AuditSink: Send {
             self.write(record);
         }
     }
+
+    /// Returns the encoder of the entries that [`AuditSink::write_encoded`]
+    /// takes, for a sink that writes records as bytes. A queue in front of
+    /// the sink then encodes each record on the thread that made it, while
+    /// its fields are still in that core's cache. It frees the record there
+    /// too, so only the entry crosses to the writer thread.
+    fn encoder(&self) -> Option<Arc<dyn Encoder>> {
+        None
+    }
+
+    /// Writes entries made by this sink's [`AuditSink::encoder`], in order.
+    /// Only a sink that has an encoder is given entries.
+    fn write_encoded(&mut self, entries: &[Vec<u8>]) {
+        tracing::error!(records = entries.len(), "An audit sink without an encoder was given encoded records; they are lost");
+    }
+}
+
+/// Turns a record into the bytes its sink writes: one JSON line, or one
+/// journald entry.
+pub trait Encoder: Send + Sync {
+    fn encode(&self, record: &AuditRecord) -> Vec<u8>;
 }

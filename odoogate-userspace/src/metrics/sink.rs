@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::Metrics;
-use crate::audit::{AuditRecord, AuditSink};
+use crate::audit::{AuditRecord, AuditSink, Encoder};
 
 /// Wraps the daemon's audit sink, so the metrics count exactly the records
 /// that are written, on the observe and the enforce path alike.
@@ -40,6 +40,30 @@ impl AuditSink for MeteredSink {
         }
         self.inner.write_batch(records);
     }
+
+    /// Counts each record when it is encoded, since the entries that reach
+    /// [`AuditSink::write_encoded`] are bytes.
+    fn encoder(&self) -> Option<Arc<dyn Encoder>> {
+        let inner = self.inner.encoder()?;
+        Some(Arc::new(MeteredEncoder { inner, metrics: self.metrics.clone() }))
+    }
+
+    fn write_encoded(&mut self, entries: &[Vec<u8>]) {
+        self.inner.write_encoded(entries);
+    }
+}
+
+/// The inner sink's encoder, counting each record it encodes.
+struct MeteredEncoder {
+    inner: Arc<dyn Encoder>,
+    metrics: Arc<Metrics>,
+}
+
+impl Encoder for MeteredEncoder {
+    fn encode(&self, record: &AuditRecord) -> Vec<u8> {
+        self.metrics.observe(record);
+        self.inner.encode(record)
+    }
 }
 
 #[cfg(test)]
@@ -48,6 +72,7 @@ mod tests {
 
     use super::*;
     use crate::audit::AuditEvent;
+    use crate::audit::jsonl::JsonLinesSink;
 
     /// A sink that keeps the messages it was given.
     struct Collect(Arc<Mutex<Vec<String>>>);
@@ -71,5 +96,25 @@ mod tests {
 
         assert_eq!(*written.lock().unwrap(), ["summary"]);
         assert!(metrics.encode().contains("odoogate_decode_errors_total{code=\"invalid_json\"} 5\n"), "{}", metrics.encode());
+    }
+
+    /// Records written through the encoder are counted once, when encoded.
+    #[test]
+    fn encoded_records_are_counted() {
+        let metrics = Arc::new(Metrics::new());
+        let mut sink = MeteredSink::new(Box::new(JsonLinesSink::new(Vec::new())), metrics.clone());
+        let encoder = sink.encoder().expect("the inner sink has an encoder");
+
+        let mut summary = AuditRecord::new(AuditEvent::DecodeError, "summary");
+        summary.error_code = Some("invalid_json".to_owned());
+        summary.count = Some(5);
+        let entry = encoder.encode(&summary);
+        assert!(metrics.encode().contains("odoogate_decode_errors_total{code=\"invalid_json\"} 5\n"), "{}", metrics.encode());
+        sink.write_encoded(&[entry]);
+        assert!(
+            metrics.encode().contains("odoogate_decode_errors_total{code=\"invalid_json\"} 5\n"),
+            "counted twice: {}",
+            metrics.encode()
+        );
     }
 }
