@@ -68,6 +68,8 @@ pub struct BackgroundSink {
     _writer: Arc<Writer>,
     /// Bounds the reports of records lost to a writer thread that is gone.
     lost: FailureReportThrottle,
+    /// Bounds the reports of records lost to an encoder that panicked.
+    encoder_panics: FailureReportThrottle,
 }
 
 /// A record in the queue: encoded by the caller when the sink has an
@@ -90,7 +92,13 @@ impl BackgroundSink {
         let (queue, records) = mpsc::sync_channel(QUEUE_RECORDS);
         let encoder = sink.encoder();
         let thread = std::thread::Builder::new().name("odoogate-audit".to_owned()).spawn(move || write_until_closed(sink, &records, std::thread::sleep))?;
-        Ok(Self { queue, encoder, _writer: Arc::new(Writer { thread: Mutex::new(Some(thread)) }), lost: FailureReportThrottle::default() })
+        Ok(Self {
+            queue,
+            encoder,
+            _writer: Arc::new(Writer { thread: Mutex::new(Some(thread)) }),
+            lost: FailureReportThrottle::default(),
+            encoder_panics: FailureReportThrottle::default(),
+        })
     }
 
     fn send(&mut self, queued: Queued) {
@@ -108,20 +116,55 @@ impl BackgroundSink {
 impl AuditSink for BackgroundSink {
     fn write(&mut self, record: &AuditRecord) {
         let queued = match &self.encoder {
-            Some(encoder) => Queued::Encoded(encoder.encode(record)),
-            None => Queued::Record(Box::new(record.clone())),
+            Some(encoder) => encode(encoder.as_ref(), record, &mut self.encoder_panics),
+            None => Some(Queued::Record(Box::new(record.clone()))),
         };
-        self.send(queued);
+        if let Some(queued) = queued {
+            self.send(queued);
+        }
     }
 
     /// Encodes `record` here and frees it on this thread when the sink has
     /// an encoder.
     fn write_owned(&mut self, record: AuditRecord) {
         let queued = match &self.encoder {
-            Some(encoder) => Queued::Encoded(encoder.encode(&record)),
-            None => Queued::Record(Box::new(record)),
+            Some(encoder) => encode(encoder.as_ref(), &record, &mut self.encoder_panics),
+            None => Some(Queued::Record(Box::new(record))),
         };
-        self.send(queued);
+        if let Some(queued) = queued {
+            self.send(queued);
+        }
+    }
+
+    /// Returns the sink's encoder, so that a caller may encode its records
+    /// before it takes a lock of its own ([`AuditSink::write_entry`]).
+    fn encoder(&self) -> Option<Arc<dyn Encoder>> {
+        self.encoder.clone()
+    }
+
+    fn write_encoded(&mut self, entries: &[Vec<u8>]) {
+        for entry in entries {
+            self.send(Queued::Encoded(entry.clone()));
+        }
+    }
+
+    fn write_entry(&mut self, entry: Vec<u8>) {
+        self.send(Queued::Encoded(entry));
+    }
+}
+
+/// Encodes `record` on the calling thread. A panic in the encoder loses only
+/// this record and is reported through `panics`, so the caller goes on, as
+/// the writer thread goes on after a panic in the sink.
+fn encode(encoder: &dyn Encoder, record: &AuditRecord, panics: &mut FailureReportThrottle) -> Option<Queued> {
+    match catch_unwind(AssertUnwindSafe(|| encoder.encode(record))) {
+        Ok(entry) => Some(Queued::Encoded(entry)),
+        Err(_) => {
+            if let Some(lost) = panics.failure(Instant::now()) {
+                tracing::error!(lost_records = lost, "The audit encoder panicked; audit records were not written");
+            }
+            None
+        }
     }
 }
 
@@ -336,6 +379,51 @@ mod tests {
         sink.write_owned(record("after"));
         drop(sink);
         assert_eq!(written.try_iter().collect::<Vec<_>>(), ["after"]);
+    }
+
+    /// Encodes a record as its message, and panics on the one whose
+    /// message is "panic".
+    struct PanicsOnEncode;
+
+    impl Encoder for PanicsOnEncode {
+        fn encode(&self, record: &AuditRecord) -> Vec<u8> {
+            assert_ne!(record.message, "panic", "an encoder bug");
+            record.message.clone().into_bytes()
+        }
+    }
+
+    /// A sink of entries from [`PanicsOnEncode`], which sends each batch.
+    struct PanickingEncoderSink(Sender<Vec<String>>);
+
+    impl AuditSink for PanickingEncoderSink {
+        fn write(&mut self, _record: &AuditRecord) {
+            panic!("records reach this sink encoded");
+        }
+
+        fn encoder(&self) -> Option<Arc<dyn Encoder>> {
+            Some(Arc::new(PanicsOnEncode))
+        }
+
+        fn write_encoded(&mut self, entries: &[Vec<u8>]) {
+            let _ = self.0.send(entries.iter().map(|entry| String::from_utf8(entry.clone()).unwrap()).collect());
+        }
+    }
+
+    /// A panic in the encoder, which runs on the caller's thread, loses only
+    /// that record and does not reach the caller.
+    #[test]
+    fn caller_survives_panicking_encoder() {
+        let (batches, written) = mpsc::channel();
+        let mut sink = BackgroundSink::start(Box::new(PanickingEncoderSink(batches))).unwrap();
+
+        let owned = catch_unwind(AssertUnwindSafe(|| sink.write_owned(record("panic"))));
+        assert!(owned.is_ok(), "write_owned passed the encoder's panic to its caller");
+        let borrowed = catch_unwind(AssertUnwindSafe(|| sink.write(&record("panic"))));
+        assert!(borrowed.is_ok(), "write passed the encoder's panic to its caller");
+        sink.write_owned(record("after"));
+        drop(sink);
+
+        assert_eq!(written.try_iter().collect::<Vec<_>>().concat(), ["after"]);
     }
 
     /// Sends the size of each batch.

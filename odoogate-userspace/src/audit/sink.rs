@@ -39,6 +39,12 @@ pub trait AuditSink: Send {
     fn write_encoded(&mut self, entries: &[Vec<u8>]) {
         tracing::error!(records = entries.len(), "An audit sink without an encoder was given encoded records; they are lost");
     }
+
+    /// Writes one entry made by this sink's [`AuditSink::encoder`], which
+    /// a queue takes without a copy.
+    fn write_entry(&mut self, entry: Vec<u8>) {
+        self.write_encoded(std::slice::from_ref(&entry));
+    }
 }
 
 /// Turns a record into the bytes its sink writes: one JSON line, or one

@@ -51,6 +51,10 @@ impl AuditSink for MeteredSink {
     fn write_encoded(&mut self, entries: &[Vec<u8>]) {
         self.inner.write_encoded(entries);
     }
+
+    fn write_entry(&mut self, entry: Vec<u8>) {
+        self.inner.write_entry(entry);
+    }
 }
 
 /// The inner sink's encoder, counting each record it encodes.
@@ -60,9 +64,12 @@ struct MeteredEncoder {
 }
 
 impl Encoder for MeteredEncoder {
+    /// Counts the record once it is encoded, so that a record whose
+    /// encoding panicked is not counted.
     fn encode(&self, record: &AuditRecord) -> Vec<u8> {
+        let entry = self.inner.encode(record);
         self.metrics.observe(record);
-        self.inner.encode(record)
+        entry
     }
 }
 

@@ -1,11 +1,12 @@
 //! Where the proxy's audit records go: one sink shared by every connection,
 //! with the same rate limit on error records as the observe path.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::audit::ratelimit::ErrorRateLimiter;
-use crate::audit::{AuditEvent, AuditRecord, AuditSink, Decision};
+use crate::audit::{AuditEvent, AuditRecord, AuditSink, Decision, Encoder};
 use crate::pipeline::records;
 use crate::policy::runtime::CallCounts;
 
@@ -31,9 +32,13 @@ pub struct ProxyStats {
 ///
 /// The lock is held while the record is handed to the sink. The daemon's
 /// sink queues it for a writer thread ([`crate::audit::background`]), so a
-/// call waits for a write only when that queue is full.
+/// call waits for a write only when that queue is full. A call record is
+/// encoded before the lock, which every proxy thread takes, when the sink
+/// has an encoder.
 pub struct Recorder {
     state: Mutex<State>,
+    /// The sink's encoder, if it has one.
+    encoder: Option<Arc<dyn Encoder>>,
 }
 
 struct State {
@@ -53,24 +58,34 @@ impl Recorder {
     /// Builds a recorder like [`Recorder::new`] that also counts call
     /// records by integration and decision in `counts`.
     pub fn with_counts(sink: Box<dyn AuditSink>, error_records_per_minute: u32, counts: Arc<CallCounts>) -> Self {
+        let encoder = sink.encoder();
         let state = State { sink, counts, limiter: ErrorRateLimiter::new(error_records_per_minute), stats: ProxyStats::default() };
-        Self { state: Mutex::new(state) }
+        Self { state: Mutex::new(state), encoder }
     }
 
     /// Writes a record: call records always, error records within the
     /// rate limit.
     pub fn write(&self, record: AuditRecord) {
-        let mut state = self.lock();
         if record.event == AuditEvent::Call {
+            // A panicking encoder leaves the record to the sink, which
+            // encodes it again and reports the loss.
+            let entry = self.encoder.as_deref().and_then(|encoder| catch_unwind(AssertUnwindSafe(|| encoder.encode(&record))).ok());
+            let mut state = self.lock();
             state.stats.calls += 1;
             state.counts.count(&record);
             if record.decision == Some(Decision::Deny) {
                 state.stats.denied += 1;
             }
             records::trace_decision(&record);
-            state.sink.write_owned(record);
+            match entry {
+                Some(entry) => state.sink.write_entry(entry),
+                None => state.sink.write_owned(record),
+            }
+            // The lock is released before the record is freed.
             return;
         }
+
+        let mut state = self.lock();
 
         match record.event {
             AuditEvent::DecodeError => state.stats.decode_errors += 1,
@@ -137,5 +152,71 @@ impl Drop for PendingRecord<'_> {
             record.message.push_str(" (no response: odoogate stopped the connection before Odoo responded)");
             self.recorder.write(record);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc::{self, Sender};
+
+    use super::*;
+
+    /// A write that reached the sink: an entry the recorder encoded, or a
+    /// record.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Written {
+        Entry(String),
+        Record(String),
+    }
+
+    /// Encodes a record as its message, and panics on "panic".
+    struct MessageEncoder;
+
+    impl Encoder for MessageEncoder {
+        fn encode(&self, record: &AuditRecord) -> Vec<u8> {
+            assert_ne!(record.message, "panic", "an encoder bug");
+            record.message.clone().into_bytes()
+        }
+    }
+
+    /// A sink with [`MessageEncoder`] that sends what it is given.
+    struct Sent(Sender<Written>);
+
+    impl AuditSink for Sent {
+        fn write(&mut self, record: &AuditRecord) {
+            let _ = self.0.send(Written::Record(record.message.clone()));
+        }
+
+        fn encoder(&self) -> Option<Arc<dyn Encoder>> {
+            Some(Arc::new(MessageEncoder))
+        }
+
+        fn write_encoded(&mut self, entries: &[Vec<u8>]) {
+            for entry in entries {
+                let _ = self.0.send(Written::Entry(String::from_utf8(entry.clone()).unwrap()));
+            }
+        }
+    }
+
+    fn call(message: &str) -> AuditRecord {
+        let mut record = AuditRecord::new(AuditEvent::Call, message);
+        record.decision = Some(Decision::Allow);
+        record
+    }
+
+    /// Call records reach a sink with an encoder already encoded, and other
+    /// records whole. A call whose encoding panicked goes to the sink
+    /// whole, so that the sink reports the loss itself.
+    #[test]
+    fn calls_are_encoded_before_the_lock() {
+        let (sender, written) = mpsc::channel();
+        let recorder = Recorder::new(Box::new(Sent(sender)), 10);
+        recorder.write(call("first"));
+        recorder.write(AuditRecord::new(AuditEvent::CaptureLoss, "loss"));
+        recorder.write(call("panic"));
+
+        let written: Vec<Written> = written.try_iter().collect();
+        assert_eq!(written, [Written::Entry("first".to_owned()), Written::Record("loss".to_owned()), Written::Record("panic".to_owned())]);
+        assert_eq!(recorder.lock().stats.calls, 2);
     }
 }
