@@ -299,21 +299,10 @@ mod tests {
         let (threads, encoded_on) = mpsc::channel();
         let (batches, written) = mpsc::channel();
         let encoder = Arc::new(MessageEncoder(Mutex::new(threads)));
-        let mut sink = BackgroundSink::start(Box::new(EncodedBatches { encoder, batches })).unwrap();
-        let mut other = sink.clone();
-        let messages: Vec<String> = (0..10_000).map(|n| format!("call {n}")).collect();
-        for (n, message) in messages.iter().enumerate() {
-            match n % 2 {
-                0 => sink.write_owned(record(message)),
-                _ => other.write(&record(message)),
-            }
-        }
-        drop(sink);
-        drop(other);
+        let sink = BackgroundSink::start(Box::new(EncodedBatches { encoder, batches })).unwrap();
+        let messages = write_through_two_handles(sink);
 
-        let batches: Vec<Vec<String>> = written.try_iter().collect();
-        assert!(batches.iter().all(|batch| !batch.is_empty() && batch.len() <= MAX_BATCH_RECORDS));
-        assert_eq!(batches.concat(), messages);
+        assert_batches_hold(written.try_iter().collect(), &messages);
         let threads: Vec<_> = encoded_on.try_iter().collect();
         assert_eq!(threads.len(), messages.len());
         assert!(threads.iter().all(|&thread| thread == std::thread::current().id()), "a record was encoded on the writer thread");
@@ -339,7 +328,16 @@ mod tests {
     #[test]
     fn batches_keep_order_and_drain_on_drop() {
         let (sender, batches) = mpsc::channel();
-        let mut sink = BackgroundSink::start(Box::new(Batches(sender))).unwrap();
+        let sink = BackgroundSink::start(Box::new(Batches(sender))).unwrap();
+        let messages = write_through_two_handles(sink);
+
+        // The writer has joined, so every batch has been sent.
+        assert_batches_hold(batches.try_iter().collect(), &messages);
+    }
+
+    /// Writes 10,000 call records through `sink` and a clone of it, owned
+    /// and borrowed in turn, drops both handles and returns the messages.
+    fn write_through_two_handles(mut sink: BackgroundSink) -> Vec<String> {
         let mut other = sink.clone();
         let messages: Vec<String> = (0..10_000).map(|n| format!("call {n}")).collect();
         for (n, message) in messages.iter().enumerate() {
@@ -350,9 +348,12 @@ mod tests {
         }
         drop(sink);
         drop(other);
+        messages
+    }
 
-        // The writer has joined, so every batch has been sent.
-        let batches: Vec<Vec<String>> = batches.try_iter().collect();
+    /// Checks that `batches` are bounded, not empty, and hold `messages` in
+    /// order.
+    fn assert_batches_hold(batches: Vec<Vec<String>>, messages: &[String]) {
         assert!(batches.iter().all(|batch| !batch.is_empty() && batch.len() <= MAX_BATCH_RECORDS));
         assert_eq!(batches.concat(), messages);
     }
