@@ -39,7 +39,8 @@ const MAX_STDERR_BYTES: u64 = 8 << 10;
 /// One audit record read back.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditEntry {
-    /// When journald (or the JSON lines sink) received the record.
+    /// When journald received the record, or when the JSON lines sink
+    /// encoded it.
     pub timestamp: SystemTime,
     /// Every field of the entry, journal metadata (`__CURSOR`, `_PID`, …)
     /// included. Binary values are decoded as UTF-8, invalid bytes replaced.
@@ -119,12 +120,18 @@ fn read_file(query: &AuditQuery, path: &Path) -> Result<Vec<AuditEntry>, ReaderE
     })?;
     let filter =
         EntryFilter::for_file(query, jiff::Timestamp::now(), &jiff::tz::TimeZone::system())?;
-    parse_lines(
+    let mut entries = parse_lines(
         BufReader::new(file),
         &path.display().to_string(),
         &filter,
         MAX_LINE_BYTES,
-    )
+    )?;
+    // Lines are timestamped when they are encoded, on the thread that made
+    // the record, so records of different threads can reach the file out
+    // of order. The sort is stable, so entries with equal times keep the
+    // file's order.
+    entries.sort_by_key(|entry| entry.timestamp);
+    Ok(entries)
 }
 
 /// Runs `journalctl`, a command for journalctl, with the arguments for

@@ -456,6 +456,26 @@ fn reads_back_json_lines_file() {
     assert_eq!(entries[0].field("MESSAGE"), Some(record.message.as_str()));
 }
 
+/// A JSON line carries the time its record was encoded, and records
+/// encoded on different threads can reach the file in another order, so a
+/// file's lines are not always oldest first.
+#[test]
+fn file_entries_oldest_first() {
+    let path = std::env::temp_dir().join(format!("odoogate-reader-order-{}.jsonl", std::process::id()));
+    let lines = [
+        r#"{"__REALTIME_TIMESTAMP":"1780000000000300","SYSLOG_IDENTIFIER":"odoogate","MESSAGE":"third"}"#,
+        r#"{"__REALTIME_TIMESTAMP":"1780000000000100","SYSLOG_IDENTIFIER":"odoogate","MESSAGE":"first"}"#,
+        r#"{"__REALTIME_TIMESTAMP":"1780000000000200","SYSLOG_IDENTIFIER":"odoogate","MESSAGE":"second"}"#,
+    ];
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+
+    let entries = read(&AuditQuery { file: Some(path.clone()), ..Default::default() });
+    std::fs::remove_file(&path).unwrap();
+    let messages: Vec<_> = entries.unwrap().iter().map(|entry| entry.field("MESSAGE").unwrap().to_owned()).collect();
+
+    assert_eq!(messages, ["first", "second", "third"]);
+}
+
 #[test]
 fn missing_file_is_typed() {
     let query = AuditQuery {
