@@ -7,7 +7,7 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use odoogate::http::message::{Headers, HttpRequest, HttpResponse, HttpVersion};
+use odoogate::http::message::{HeaderName, Headers, HttpRequest, HttpResponse, HttpVersion};
 use odoogate::rpc::call::MAX_RECORD_IDS;
 use odoogate::rpc::{DecodeLimits, decode_request, decode_response};
 
@@ -50,11 +50,11 @@ impl<'a> Input<'a> {
         Some(Self { path: *path, flags: *flags, status: 200 + u16::from(*status), body, header_values: parts })
     }
 
-    fn headers(&self) -> Vec<(String, Bytes)> {
+    fn headers(&self) -> Vec<(HeaderName, Bytes)> {
         let present = HEADER_NAMES.iter().enumerate().filter(|(index, _)| self.flags & (2 << index) != 0);
         present
             .zip(self.header_values.iter().chain(std::iter::repeat(&&b""[..])))
-            .map(|((_, name), value)| ((*name).to_owned(), Bytes::copy_from_slice(value)))
+            .map(|((_, name), value)| ((*name).into(), Bytes::copy_from_slice(value)))
             .collect()
     }
 }

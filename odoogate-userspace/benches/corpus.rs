@@ -146,7 +146,7 @@ fn parse_request(raw: &[u8]) -> HttpRequest {
     let httparse::Status::Complete(head_len) = parsed.parse(raw).expect("a capture head parses") else {
         panic!("a capture head is incomplete");
     };
-    let headers = parsed.headers.iter().map(|h| (h.name.to_owned(), Bytes::copy_from_slice(h.value))).collect();
+    let headers = parsed.headers.iter().map(|h| (h.name.into(), Bytes::copy_from_slice(h.value))).collect();
     request(parsed.method.unwrap_or("POST"), parsed.path.unwrap_or("/"), Headers(headers), Bytes::copy_from_slice(&raw[head_len..]))
 }
 
@@ -212,8 +212,8 @@ fn generated_request(surface: Surface, target_bytes: usize) -> HttpRequest {
             let records = records_for(target_bytes, 400);
             let body = serde_json::json!({"vals_list": records, "context": {"lang": "en_US"}});
             let headers = Headers(vec![
-                ("Authorization".to_owned(), Bytes::from_static(b"bearer APIKEY_PLACEHOLDER")),
-                ("X-Odoo-Database".to_owned(), Bytes::from_static(b"odoo19")),
+                ("Authorization".into(), Bytes::from_static(b"bearer APIKEY_PLACEHOLDER")),
+                ("X-Odoo-Database".into(), Bytes::from_static(b"odoo19")),
             ]);
             request("POST", "/json/2/res.partner/create", headers, Bytes::from(body.to_string()))
         }

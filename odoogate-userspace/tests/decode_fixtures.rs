@@ -61,7 +61,7 @@ fn exchanges(folder: &str) -> Vec<String> {
 }
 
 fn headers_of(parsed: &[httparse::Header<'_>]) -> Headers {
-    Headers(parsed.iter().map(|h| (h.name.to_owned(), Bytes::copy_from_slice(h.value))).collect())
+    Headers(parsed.iter().map(|h| (h.name.into(), Bytes::copy_from_slice(h.value))).collect())
 }
 
 fn body_after(raw: &[u8], head_len: usize, headers: &Headers) -> Bytes {

@@ -20,7 +20,79 @@ impl HttpVersion {
 
 /// Header fields in wire order. Names keep their case; lookups ignore it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Headers(pub Vec<(String, Bytes)>);
+pub struct Headers(pub Vec<(HeaderName, Bytes)>);
+
+/// A header field's name as sent, which reads as a `str`.
+///
+/// The framer takes names from the message head without copying them:
+/// the name shares the head's buffer, as the value does. That spares an
+/// allocation per field, a dozen for each proxied call.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct HeaderName(Bytes);
+
+impl HeaderName {
+    /// Takes `name`, whose bytes the caller checked to be token characters
+    /// (RFC 9110), so ASCII.
+    pub(crate) fn from_token(name: Bytes) -> Self {
+        debug_assert!(name.is_ascii(), "header names are token characters");
+        Self(name)
+    }
+
+    /// Returns a name known when the program is built, without a copy.
+    pub const fn from_static(name: &'static str) -> Self {
+        Self(Bytes::from_static(name.as_bytes()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        // SAFETY: every constructor takes either a `str` or bytes checked to
+        // be ASCII (`from_token`), so the bytes are valid UTF-8.
+        unsafe { std::str::from_utf8_unchecked(&self.0) }
+    }
+}
+
+impl std::ops::Deref for HeaderName {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl From<&str> for HeaderName {
+    fn from(name: &str) -> Self {
+        Self(Bytes::copy_from_slice(name.as_bytes()))
+    }
+}
+
+impl From<String> for HeaderName {
+    fn from(name: String) -> Self {
+        Self(Bytes::from(name.into_bytes()))
+    }
+}
+
+impl PartialEq<str> for HeaderName {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for HeaderName {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::fmt::Debug for HeaderName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for HeaderName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 impl Headers {
     /// Returns the value of the last field named `name` (case-insensitive),
@@ -183,7 +255,7 @@ mod tests {
         let headers = Headers(
             [("Authorization", "first"), ("x-odoo-database", "db"), ("AUTHORIZATION", "last"), ("Host", "h")]
                 .iter()
-                .map(|(name, value)| ((*name).to_owned(), Bytes::from_static(value.as_bytes())))
+                .map(|(name, value)| (HeaderName::from(*name), Bytes::from_static(value.as_bytes())))
                 .collect(),
         );
         let [authorization, database, cookie] = headers.get_each(["authorization", "X-Odoo-Database", "Cookie"]);

@@ -8,4 +8,4 @@
 pub mod framer;
 pub mod message;
 
-pub use message::{FramingAnomaly, Headers, HttpRequest, HttpResponse, HttpVersion};
+pub use message::{FramingAnomaly, HeaderName, Headers, HttpRequest, HttpResponse, HttpVersion};

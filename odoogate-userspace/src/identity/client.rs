@@ -135,7 +135,7 @@ mod tests {
     use bytes::Bytes;
 
     fn headers(fields: &[(&str, &str)]) -> Headers {
-        Headers(fields.iter().map(|(n, v)| ((*n).to_owned(), Bytes::copy_from_slice(v.as_bytes()))).collect())
+        Headers(fields.iter().map(|(n, v)| ((*n).into(), Bytes::copy_from_slice(v.as_bytes()))).collect())
     }
 
     fn trusted() -> Vec<IpNet> {

@@ -148,7 +148,7 @@ fn first_matching_integration_wins() {
 #[test]
 fn trusted_proxy_header_gives_client() {
     let config = config(&integration("form", "{ ip = [\"203.0.113.10\"] }"));
-    let headers = Headers(vec![("X-Forwarded-For".to_owned(), Bytes::from_static(b"203.0.113.10"))]);
+    let headers = Headers(vec![("X-Forwarded-For".into(), Bytes::from_static(b"203.0.113.10"))]);
     let sessions = SessionTable::default();
 
     let via_proxy = resolve(&config, None, &headers, &source("127.0.0.1", None), &sessions);

@@ -160,7 +160,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     fn headers(fields: &[(&str, &str)]) -> Headers {
-        Headers(fields.iter().map(|(n, v)| ((*n).to_owned(), Bytes::copy_from_slice(v.as_bytes()))).collect())
+        Headers(fields.iter().map(|(n, v)| ((*n).into(), Bytes::copy_from_slice(v.as_bytes()))).collect())
     }
 
     fn reusable<'a>(response_headers: &'a Headers) -> Reuse<'a> {

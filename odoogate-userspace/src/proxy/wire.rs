@@ -11,7 +11,7 @@ use std::net::IpAddr;
 
 use bytes::Bytes;
 
-use crate::http::{Headers, HttpVersion};
+use crate::http::{HeaderName, Headers, HttpVersion};
 
 /// Hop-by-hop fields (RFC 9110 §7.6.1) and fields odoogate sets itself.
 /// `Expect` is answered by odoogate, `X-Odoogate-Token` must never reach
@@ -72,20 +72,20 @@ pub(super) fn forwarded_headers(headers: &Headers, client: IpAddr, version: Http
         fields.push((name.clone(), value.clone()));
     }
 
-    fields.push(("X-Forwarded-For".to_owned(), Bytes::from(forwarded_for(headers, client))));
+    fields.push((HeaderName::from_static("X-Forwarded-For"), Bytes::from(forwarded_for(headers, client))));
     if let ForwardedBody::Whole(length) = body {
         // A bodiless GET stays without Content-Length, as the client sent it.
         if length > 0 || had_framing {
-            fields.push(("Content-Length".to_owned(), Bytes::copy_from_slice(itoa::Buffer::new().format(length).as_bytes())));
+            fields.push((HeaderName::from_static("Content-Length"), Bytes::copy_from_slice(itoa::Buffer::new().format(length).as_bytes())));
         }
     }
     match upgrade {
         Some(protocol) => {
-            fields.push(("Upgrade".to_owned(), protocol));
-            fields.push(("Connection".to_owned(), Bytes::from_static(b"Upgrade")));
+            fields.push((HeaderName::from_static("Upgrade"), protocol));
+            fields.push((HeaderName::from_static("Connection"), Bytes::from_static(b"Upgrade")));
         }
-        None if upstream_keeps_alive(version, None) => fields.push(("Connection".to_owned(), Bytes::from_static(b"keep-alive"))),
-        None => fields.push(("Connection".to_owned(), Bytes::from_static(b"close"))),
+        None if upstream_keeps_alive(version, None) => fields.push((HeaderName::from_static("Connection"), Bytes::from_static(b"keep-alive"))),
+        None => fields.push((HeaderName::from_static("Connection"), Bytes::from_static(b"close"))),
     }
     Headers(fields)
 }
@@ -304,7 +304,7 @@ mod tests {
     use super::*;
 
     fn headers(fields: &[(&str, &str)]) -> Headers {
-        Headers(fields.iter().map(|(n, v)| ((*n).to_owned(), Bytes::copy_from_slice(v.as_bytes()))).collect())
+        Headers(fields.iter().map(|(n, v)| ((*n).into(), Bytes::copy_from_slice(v.as_bytes()))).collect())
     }
 
     fn text(bytes: Vec<u8>) -> String {

@@ -277,7 +277,7 @@ mod tests {
             method: method.to_owned(),
             target: target.to_owned(),
             version: HttpVersion::Http11,
-            headers: Headers(headers.iter().map(|(n, v)| ((*n).to_owned(), Bytes::from(v.to_string()))).collect()),
+            headers: Headers(headers.iter().map(|(n, v)| ((*n).into(), Bytes::from(v.to_string()))).collect()),
             body: Bytes::from(body.to_owned()),
             body_truncated: false,
             anomalies: Vec::new(),

@@ -35,7 +35,7 @@ use bytes::{BufMut as _, Bytes, BytesMut};
 use serde_json::{Map, Value as Json};
 
 use crate::http::HttpRequest;
-use crate::http::message::{Headers, HttpVersion};
+use crate::http::message::{HeaderName, Headers, HttpVersion};
 use crate::rpc::{self, Call, CallKind, Context, Credential, CredentialSlot, DecodeError, DecodeLimits, Protocol};
 use crate::secret::Secret;
 
@@ -388,7 +388,7 @@ fn upstream_headers(headers: &Headers, authorization: Option<&str>) -> Headers {
         out.push((name.clone(), value.clone()));
     }
     if let Some(value) = authorization {
-        out.push(("Authorization".to_owned(), value));
+        out.push((HeaderName::from_static("Authorization"), value));
     }
     Headers(out)
 }
@@ -454,7 +454,7 @@ fn serialize_parts<'a>(
     method: &str,
     target: &str,
     version: HttpVersion,
-    headers: impl Iterator<Item = &'a (String, Bytes)> + Clone,
+    headers: impl Iterator<Item = &'a (HeaderName, Bytes)> + Clone,
     body: &[&[u8]],
 ) -> Bytes {
     let head_bytes: usize = headers.clone().map(|(name, value)| name.len() + value.len() + 4).sum();

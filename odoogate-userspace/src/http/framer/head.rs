@@ -11,7 +11,7 @@
 //! not exactly `METHOD SP target SP HTTP/1.x` or `HTTP/1.x SP 3DIGIT`, and a
 //! header line without a valid field name, are rejected.
 
-use crate::http::{FramingAnomaly, Headers, HttpVersion};
+use crate::http::{FramingAnomaly, HeaderName, Headers, HttpVersion};
 use bytes::Bytes;
 
 /// The side of the connection that sent the message.
@@ -200,7 +200,7 @@ fn parse_fields<'a>(
     role: Role,
     anomalies: &mut Vec<FramingAnomaly>,
 ) -> Result<Headers, HeadError> {
-    let mut fields: Vec<(String, Bytes)> = Vec::with_capacity(16);
+    let mut fields: Vec<(HeaderName, Bytes)> = Vec::with_capacity(16);
     // Whether a field came before, and whether the last one was dropped:
     // a continuation line belongs to the last field, kept or not.
     let mut last_dropped = None;
@@ -229,10 +229,8 @@ fn parse_fields<'a>(
             push_once(anomalies, FramingAnomaly::UnderscoreInHeaderName);
             continue;
         }
-        // The name passed the token-character check above, so it is ASCII
-        // and `from_utf8` cannot fail.
-        let name = std::str::from_utf8(name).map_err(|_| HeadError::InvalidFieldName)?.to_owned();
-        fields.push((name, head.slice_ref(trim(&line[colon + 1..]))));
+        // The name passed the token-character check above, so it is ASCII.
+        fields.push((HeaderName::from_token(head.slice_ref(name)), head.slice_ref(trim(&line[colon + 1..]))));
     }
     Ok(Headers(fields))
 }
@@ -319,7 +317,7 @@ mod tests {
             }
             fields.push((String::from_utf8_lossy(name).into_owned(), trim(&line[colon + 1..]).to_vec(), dropped));
         }
-        let kept = fields.into_iter().filter(|(_, _, dropped)| !dropped).map(|(name, value, _)| (name, Bytes::from(value)));
+        let kept = fields.into_iter().filter(|(_, _, dropped)| !dropped).map(|(name, value, _)| (name.into(), Bytes::from(value)));
         Ok((Headers(kept.collect()), anomalies))
     }
 

@@ -210,7 +210,7 @@ fn json2_request(method: &str, body: &str) -> crate::http::HttpRequest {
         method: "POST".to_owned(),
         target: format!("/json/2/res.partner/{method}"),
         version: HttpVersion::Http11,
-        headers: Headers(vec![("Authorization".to_owned(), bytes::Bytes::from_static(b"bearer k"))]),
+        headers: Headers(vec![("Authorization".into(), bytes::Bytes::from_static(b"bearer k"))]),
         body: bytes::Bytes::from(body.to_owned()),
         body_truncated: false,
         anomalies: Vec::new(),

@@ -10,7 +10,7 @@ fn request(target: &str, headers: &[(&str, &str)], body: &str) -> HttpRequest {
         method: "POST".to_owned(),
         target: target.to_owned(),
         version: HttpVersion::Http11,
-        headers: Headers(headers.iter().map(|(n, v)| ((*n).to_owned(), Bytes::from(v.to_string()))).collect()),
+        headers: Headers(headers.iter().map(|(n, v)| ((*n).into(), Bytes::from(v.to_string()))).collect()),
         body: Bytes::from(body.to_owned()),
         body_truncated: false,
         anomalies: Vec::new(),
