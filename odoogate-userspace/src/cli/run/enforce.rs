@@ -19,7 +19,7 @@ use std::time::SystemTime;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::audit::AuditSink;
 use crate::audit::background::BackgroundSink;
@@ -62,6 +62,10 @@ async fn serve(
     metrics: Option<&Metrics>,
     shards: Arc<Shards>,
 ) -> anyhow::Result<ProxyStats> {
+    // Watched before anything is announced: a SIGTERM sent once the
+    // proxy's start is logged then stops it cleanly, instead of ending
+    // the process by the signal's default action.
+    let signals = StopSignals::watch()?;
     let config = handle.current();
     let upstream = config.proxy.upstream;
     // The proxy and the origin thread (guard refusals) write through one
@@ -89,7 +93,7 @@ async fn serve(
                 capture: guard.as_ref().map(LocalCapture::attachments).unwrap_or_default(),
             };
             let parts = ProxyParts { config, sink: Box::new(sink), tokens, shards: shards.clone() };
-            serve_with(parts.build(DirectConnector::new(upstream), None), listener, daemon, shards).await
+            serve_with(parts.build(DirectConnector::new(upstream), None), listener, daemon, shards, signals).await
         }
         None => {
             let origins = Origins::for_this_host();
@@ -114,7 +118,7 @@ async fn serve(
             };
             let connector = SteeredConnector::new(steering, upstream);
             let parts = ProxyParts { config, sink: Box::new(sink), tokens, shards: shards.clone() };
-            serve_with(parts.build(connector, Some(origins)), listener, daemon, shards).await
+            serve_with(parts.build(connector, Some(origins)), listener, daemon, shards, signals).await
         }
     }
 }
@@ -145,6 +149,24 @@ impl ProxyParts {
     }
 }
 
+/// The signals that stop or reload the proxy. Watching one replaces its
+/// default action, which for all three ends the process.
+struct StopSignals {
+    interrupt: Signal,
+    terminate: Signal,
+    hangup: Signal,
+}
+
+impl StopSignals {
+    fn watch() -> anyhow::Result<Self> {
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt()).context("failed to watch SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("failed to watch SIGTERM")?,
+            hangup: signal(SignalKind::hangup()).context("failed to watch SIGHUP")?,
+        })
+    }
+}
+
 /// Serves `proxy` on `listener` until SIGINT or SIGTERM, with the control
 /// socket, SIGHUP reloads and the systemd notifications. The watchdog
 /// checks that each of `shards`, the proxy's threads, still runs tasks.
@@ -153,6 +175,7 @@ async fn serve_with<C: UpstreamConnector>(
     listener: TcpListener,
     daemon: Daemon,
     shards: Arc<Shards>,
+    signals: StopSignals,
 ) -> anyhow::Result<ProxyStats> {
     // Start-up ends here in both modes, on the main thread, which runs
     // this future.
@@ -162,9 +185,7 @@ async fn serve_with<C: UpstreamConnector>(
     let credentials = proxy.credentials_reloader();
     let apply = move |config: Arc<Config>| reload_into(&live, credentials.as_ref(), config);
     let _control = super::control::start_server(daemon.status_sources(&proxy), apply.clone());
-    let mut interrupt = signal(SignalKind::interrupt()).context("failed to watch SIGINT")?;
-    let mut terminate = signal(SignalKind::terminate()).context("failed to watch SIGTERM")?;
-    let mut hangup = signal(SignalKind::hangup()).context("failed to watch SIGHUP")?;
+    let StopSignals { mut interrupt, mut terminate, mut hangup } = signals;
     let notifier = Arc::new(Notifier::from_env().context("invalid systemd notify environment")?);
     let watchdog = spawn_watchdog(&notifier, shards);
     let shutdown = async {
