@@ -31,6 +31,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::ratelimit::FailureReportThrottle;
+use super::sink::EncoderPanics;
 use super::{AuditRecord, AuditSink, Encoder};
 
 /// Maximum records queued for the writer. Past this the caller waits, so a
@@ -68,8 +69,8 @@ pub struct BackgroundSink {
     _writer: Arc<Writer>,
     /// Bounds the reports of records lost to a writer thread that is gone.
     lost: FailureReportThrottle,
-    /// Bounds the reports of records lost to an encoder that panicked.
-    encoder_panics: FailureReportThrottle,
+    /// Reports the records lost to an encoder that panicked.
+    encoder_panics: EncoderPanics,
 }
 
 /// A record in the queue: encoded by the caller when the sink has an
@@ -97,7 +98,7 @@ impl BackgroundSink {
             encoder,
             _writer: Arc::new(Writer { thread: Mutex::new(Some(thread)) }),
             lost: FailureReportThrottle::default(),
-            encoder_panics: FailureReportThrottle::default(),
+            encoder_panics: EncoderPanics::default(),
         })
     }
 
@@ -114,25 +115,26 @@ impl BackgroundSink {
 }
 
 impl AuditSink for BackgroundSink {
+    /// Encodes `record` on this thread when the sink has an encoder. A
+    /// record whose encoder panicked is lost, and [`EncoderPanics`] reports
+    /// it.
     fn write(&mut self, record: &AuditRecord) {
-        let queued = match &self.encoder {
-            Some(encoder) => encode(encoder.as_ref(), record, &mut self.encoder_panics),
-            None => Some(Queued::Record(Box::new(record.clone()))),
-        };
-        if let Some(queued) = queued {
-            self.send(queued);
+        match self.encoder.as_deref() {
+            Some(encoder) => {
+                if let Some(entry) = self.encoder_panics.encode(encoder, record) {
+                    self.send(Queued::Encoded(entry));
+                }
+            }
+            None => self.write_owned(record.clone()),
         }
     }
 
     /// Encodes `record` here and frees it on this thread when the sink has
     /// an encoder.
     fn write_owned(&mut self, record: AuditRecord) {
-        let queued = match &self.encoder {
-            Some(encoder) => encode(encoder.as_ref(), &record, &mut self.encoder_panics),
-            None => Some(Queued::Record(Box::new(record))),
-        };
-        if let Some(queued) = queued {
-            self.send(queued);
+        match self.encoder {
+            Some(_) => self.write(&record),
+            None => self.send(Queued::Record(Box::new(record))),
         }
     }
 
@@ -150,21 +152,6 @@ impl AuditSink for BackgroundSink {
 
     fn write_entry(&mut self, entry: Vec<u8>) {
         self.send(Queued::Encoded(entry));
-    }
-}
-
-/// Encodes `record` on the calling thread. A panic in the encoder loses only
-/// this record and is reported through `panics`, so the caller goes on, as
-/// the writer thread goes on after a panic in the sink.
-fn encode(encoder: &dyn Encoder, record: &AuditRecord, panics: &mut FailureReportThrottle) -> Option<Queued> {
-    match catch_unwind(AssertUnwindSafe(|| encoder.encode(record))) {
-        Ok(entry) => Some(Queued::Encoded(entry)),
-        Err(_) => {
-            if let Some(lost) = panics.failure(Instant::now()) {
-                tracing::error!(lost_records = lost, "The audit encoder panicked; audit records were not written");
-            }
-            None
-        }
     }
 }
 
@@ -260,6 +247,7 @@ fn take_queued(records: &Receiver<Queued>, batch: &mut Batch) {
 mod tests {
     use super::*;
     use crate::audit::AuditEvent;
+    use crate::audit::sink::test_support::EncodedMessages;
     use std::sync::mpsc::Sender;
 
     /// Encodes a record as its message, and sends the thread it ran on.
@@ -382,40 +370,12 @@ mod tests {
         assert_eq!(written.try_iter().collect::<Vec<_>>(), ["after"]);
     }
 
-    /// Encodes a record as its message, and panics on the one whose
-    /// message is "panic".
-    struct PanicsOnEncode;
-
-    impl Encoder for PanicsOnEncode {
-        fn encode(&self, record: &AuditRecord) -> Vec<u8> {
-            assert_ne!(record.message, "panic", "an encoder bug");
-            record.message.clone().into_bytes()
-        }
-    }
-
-    /// A sink of entries from [`PanicsOnEncode`], which sends each batch.
-    struct PanickingEncoderSink(Sender<Vec<String>>);
-
-    impl AuditSink for PanickingEncoderSink {
-        fn write(&mut self, _record: &AuditRecord) {
-            panic!("records reach this sink encoded");
-        }
-
-        fn encoder(&self) -> Option<Arc<dyn Encoder>> {
-            Some(Arc::new(PanicsOnEncode))
-        }
-
-        fn write_encoded(&mut self, entries: &[Vec<u8>]) {
-            let _ = self.0.send(entries.iter().map(|entry| String::from_utf8(entry.clone()).unwrap()).collect());
-        }
-    }
-
     /// A panic in the encoder, which runs on the caller's thread, loses only
     /// that record and does not reach the caller.
     #[test]
     fn caller_survives_panicking_encoder() {
         let (batches, written) = mpsc::channel();
-        let mut sink = BackgroundSink::start(Box::new(PanickingEncoderSink(batches))).unwrap();
+        let mut sink = BackgroundSink::start(Box::new(EncodedMessages(batches))).unwrap();
 
         let owned = catch_unwind(AssertUnwindSafe(|| sink.write_owned(record("panic"))));
         assert!(owned.is_ok(), "write_owned passed the encoder's panic to its caller");

@@ -1,8 +1,11 @@
 //! Where audit records go.
 
-use std::sync::Arc;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use super::AuditRecord;
+use super::ratelimit::FailureReportThrottle;
 
 /// A destination for audit records (journald, JSON lines, or a test buffer).
 pub trait AuditSink: Send {
@@ -51,4 +54,63 @@ pub trait AuditSink: Send {
 /// journald entry.
 pub trait Encoder: Send + Sync {
     fn encode(&self, record: &AuditRecord) -> Vec<u8>;
+}
+
+/// Runs encoders on the threads that make records, where a panic must not
+/// reach the caller, and reports the records lost to panics, rate-limited.
+/// Clones share one report throttle.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct EncoderPanics(Arc<Mutex<FailureReportThrottle>>);
+
+impl EncoderPanics {
+    /// Encodes `record` with `encoder`. Returns `None` when the encoder
+    /// panicked: the record is lost, and the loss is reported.
+    pub(crate) fn encode(&self, encoder: &dyn Encoder, record: &AuditRecord) -> Option<Vec<u8>> {
+        if let Ok(entry) = catch_unwind(AssertUnwindSafe(|| encoder.encode(record))) {
+            return Some(entry);
+        }
+        let mut throttle = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(lost) = throttle.failure(Instant::now()) {
+            tracing::error!(lost_records = lost, "The audit encoder panicked; audit records were not written");
+        }
+        None
+    }
+}
+
+/// Encoders and sinks shared by the tests of the modules that queue and
+/// record entries.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::sync::mpsc::Sender;
+
+    use super::*;
+
+    /// Encodes a record as its message, and panics on the one whose
+    /// message is "panic".
+    pub(crate) struct PanicsOnEncode;
+
+    impl Encoder for PanicsOnEncode {
+        fn encode(&self, record: &AuditRecord) -> Vec<u8> {
+            assert_ne!(record.message, "panic", "an encoder bug");
+            record.message.clone().into_bytes()
+        }
+    }
+
+    /// A sink of entries from [`PanicsOnEncode`], which sends the messages
+    /// of each batch it is given.
+    pub(crate) struct EncodedMessages(pub(crate) Sender<Vec<String>>);
+
+    impl AuditSink for EncodedMessages {
+        fn write(&mut self, _record: &AuditRecord) {
+            panic!("records reach this sink encoded");
+        }
+
+        fn encoder(&self) -> Option<Arc<dyn Encoder>> {
+            Some(Arc::new(PanicsOnEncode))
+        }
+
+        fn write_encoded(&mut self, entries: &[Vec<u8>]) {
+            let _ = self.0.send(entries.iter().map(|entry| String::from_utf8(entry.clone()).unwrap()).collect());
+        }
+    }
 }

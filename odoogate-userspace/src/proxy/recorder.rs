@@ -1,11 +1,11 @@
 //! Where the proxy's audit records go: one sink shared by every connection,
 //! with the same rate limit on error records as the observe path.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::audit::ratelimit::{ErrorRateLimiter, FailureReportThrottle};
+use crate::audit::ratelimit::ErrorRateLimiter;
+use crate::audit::sink::EncoderPanics;
 use crate::audit::{AuditEvent, AuditRecord, AuditSink, Decision, Encoder};
 use crate::pipeline::records;
 use crate::policy::runtime::CallCounts;
@@ -43,6 +43,8 @@ pub struct Recorder {
     state: Mutex<State>,
     /// The sink's encoder, if it has one.
     encoder: Option<Arc<dyn Encoder>>,
+    /// Reports the call records lost to a panicking encoder.
+    encoder_panics: EncoderPanics,
 }
 
 struct State {
@@ -50,8 +52,6 @@ struct State {
     counts: Arc<CallCounts>,
     limiter: ErrorRateLimiter,
     stats: ProxyStats,
-    /// Bounds the reports of call records lost to a panicking encoder.
-    encoder_panics: FailureReportThrottle,
 }
 
 impl Recorder {
@@ -65,27 +65,21 @@ impl Recorder {
     /// records by integration and decision in `counts`.
     pub fn with_counts(sink: Box<dyn AuditSink>, error_records_per_minute: u32, counts: Arc<CallCounts>) -> Self {
         let encoder = sink.encoder();
-        let state = State {
-            sink,
-            counts,
-            limiter: ErrorRateLimiter::new(error_records_per_minute),
-            stats: ProxyStats::default(),
-            encoder_panics: FailureReportThrottle::default(),
-        };
-        Self { state: Mutex::new(state), encoder }
+        let state = State { sink, counts, limiter: ErrorRateLimiter::new(error_records_per_minute), stats: ProxyStats::default() };
+        Self { state: Mutex::new(state), encoder, encoder_panics: EncoderPanics::default() }
     }
 
     /// Writes a record: call records always, error records within the
     /// rate limit.
     pub fn write(&self, record: AuditRecord) {
         if record.event == AuditEvent::Call {
+            // A record whose encoder panicked is lost and counted nowhere,
+            // as the metrics count records when they are encoded. The sink's
+            // own encoding would panic again.
             let entry = match self.encoder.as_deref() {
-                Some(encoder) => match catch_unwind(AssertUnwindSafe(|| encoder.encode(&record))) {
-                    Ok(entry) => Some(entry),
-                    Err(_) => {
-                        self.lose_to_encoder_panic();
-                        return;
-                    }
+                Some(encoder) => match self.encoder_panics.encode(encoder, &record) {
+                    Some(entry) => Some(entry),
+                    None => return,
                 },
                 None => None,
             };
@@ -128,15 +122,6 @@ impl Recorder {
         let mut state = self.lock();
         for record in state.limiter.flush(now) {
             state.sink.write_owned(record);
-        }
-    }
-
-    /// Reports, rate-limited, a call record lost to a panicking encoder.
-    /// The sink's own encoding would panic again, so the record is not
-    /// handed to it, and the counters leave it out as the metrics do.
-    fn lose_to_encoder_panic(&self) {
-        if let Some(lost) = self.lock().encoder_panics.failure(Instant::now()) {
-            tracing::error!(lost_records = lost, "The audit encoder panicked; call records were not written");
         }
     }
 
@@ -189,6 +174,7 @@ mod tests {
 
     use super::*;
     use crate::audit::background::BackgroundSink;
+    use crate::audit::sink::test_support::{EncodedMessages, PanicsOnEncode};
     use crate::metrics::{MeteredSink, Metrics};
 
     /// A write that reached the sink: an entry the recorder encoded, or a
@@ -199,17 +185,7 @@ mod tests {
         Record(String),
     }
 
-    /// Encodes a record as its message, and panics on "panic".
-    struct MessageEncoder;
-
-    impl Encoder for MessageEncoder {
-        fn encode(&self, record: &AuditRecord) -> Vec<u8> {
-            assert_ne!(record.message, "panic", "an encoder bug");
-            record.message.clone().into_bytes()
-        }
-    }
-
-    /// A sink with [`MessageEncoder`] that sends what it is given.
+    /// A sink with [`PanicsOnEncode`] that sends what it is given.
     struct Sent(Sender<Written>);
 
     impl AuditSink for Sent {
@@ -218,7 +194,7 @@ mod tests {
         }
 
         fn encoder(&self) -> Option<Arc<dyn Encoder>> {
-            Some(Arc::new(MessageEncoder))
+            Some(Arc::new(PanicsOnEncode))
         }
 
         fn write_encoded(&mut self, entries: &[Vec<u8>]) {
@@ -250,25 +226,6 @@ mod tests {
         assert_eq!(recorder.lock().stats.calls, 1);
     }
 
-    /// A sink of [`MessageEncoder`] entries, which sends their text.
-    struct Entries(Sender<String>);
-
-    impl AuditSink for Entries {
-        fn write(&mut self, _record: &AuditRecord) {
-            panic!("records reach this sink encoded");
-        }
-
-        fn encoder(&self) -> Option<Arc<dyn Encoder>> {
-            Some(Arc::new(MessageEncoder))
-        }
-
-        fn write_encoded(&mut self, entries: &[Vec<u8>]) {
-            for entry in entries {
-                let _ = self.0.send(String::from_utf8(entry.clone()).unwrap());
-            }
-        }
-    }
-
     /// Sums the values of the `odoogate_calls_total` series.
     fn calls_total(metrics: &Metrics) -> u64 {
         let text = metrics.encode();
@@ -283,7 +240,7 @@ mod tests {
     fn encoder_panic_counted_nowhere() {
         let metrics = Arc::new(Metrics::new());
         let (sender, written) = mpsc::channel();
-        let metered = MeteredSink::new(Box::new(Entries(sender)), metrics.clone());
+        let metered = MeteredSink::new(Box::new(EncodedMessages(sender)), metrics.clone());
         let sink = BackgroundSink::start(Box::new(metered)).unwrap();
         let counts = Arc::new(CallCounts::new());
         let recorder = Recorder::with_counts(Box::new(sink), 10, counts.clone());
@@ -293,7 +250,7 @@ mod tests {
         let stats = recorder.stats();
         drop(recorder);
 
-        assert_eq!(written.try_iter().collect::<Vec<_>>(), ["after"]);
+        assert_eq!(written.try_iter().collect::<Vec<_>>().concat(), ["after"]);
         assert_eq!(calls_total(&metrics), 1, "metrics");
         assert_eq!(stats.calls, 1, "ProxyStats::calls");
         let allowed: u64 = counts.snapshot().values().map(|counts| counts.allow).sum();
