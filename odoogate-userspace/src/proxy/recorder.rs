@@ -38,7 +38,8 @@ pub struct ProxyStats {
 ///
 /// NOTE: a JSON line takes its timestamp when it is encoded, so records of
 /// different connections can reach the file slightly out of timestamp
-/// order. A connection's own records keep their order.
+/// order, which `odoogate audit --file` sorts back. A connection's own
+/// records keep their order.
 pub struct Recorder {
     state: Mutex<State>,
     /// The sink's encoder, if it has one.
