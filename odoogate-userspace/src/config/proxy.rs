@@ -145,9 +145,17 @@ fn connection_count(value: Spanned<usize>) -> Result<usize, Problem> {
     }
 }
 
+/// Longest proxy timeout: 7 days. Far longer than any RPC call or idle
+/// keep-alive connection, and short enough to add to the clock: a deadline
+/// some 10^19 seconds away does not fit in it.
+const MAX_TIMEOUT_SECS: u64 = 7 * 86_400;
+
 pub(super) fn seconds(value: Spanned<u64>) -> Result<Duration, Problem> {
     match *value.get_ref() {
         0 => Err(Problem::new(value.span(), "expected at least 1 (seconds), found 0")),
+        secs if secs > MAX_TIMEOUT_SECS => {
+            Err(Problem::new(value.span(), format!("expected at most {MAX_TIMEOUT_SECS} (seconds, 7 days), found {secs}")))
+        }
         secs => Ok(Duration::from_secs(secs)),
     }
 }
@@ -220,6 +228,17 @@ mod tests {
     fn zero_timeout_is_rejected() {
         let error = invalid(&format!("{HEAD}\n[proxy]\nupstream_timeout_secs = 0\n"));
         assert_eq!(error.key, "proxy.upstream_timeout_secs");
+    }
+
+    /// A timeout whose deadline does not fit in the clock would end every
+    /// connection's task with a panic, so the loader rejects it.
+    #[test]
+    fn timeout_beyond_seven_days_is_rejected() {
+        let error = invalid(&format!("{HEAD}\n[proxy]\nrequest_timeout_secs = 18446744073709551615\n"));
+        assert_eq!(error.key, "proxy.request_timeout_secs");
+        assert!(error.message.contains("at most 604800 (seconds, 7 days), found 18446744073709551615"), "{error}");
+        let seven_days = parse(&format!("{HEAD}\n[proxy]\nupstream_timeout_secs = 604800\n"), "gate.toml").unwrap();
+        assert_eq!(seven_days.proxy.upstream_timeout, Duration::from_secs(604_800));
     }
 
     #[test]
