@@ -3,12 +3,14 @@
 
 use std::future::Future as _;
 use std::io;
+use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 /// Bytes asked for per read. The buffer holds at most this much beyond
 /// what a framer has not yet taken, because every read is framed before
@@ -20,6 +22,9 @@ const READ_CHUNK: usize = 64 * 1024;
 /// small RPC calls and their responses, the usual case, take a smaller
 /// allocation than large bodies.
 const FIRST_READ: usize = 8 * 1024;
+
+/// The deadline of a timeout too long to add to the clock: about 30 years.
+const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
 
 /// Bytes read at a time while lingering; they are discarded.
 const LINGER_READ_BYTES: usize = 16 * 1024;
@@ -37,11 +42,12 @@ pub(super) enum StreamError {
 pub(super) struct Peer {
     stream: TcpStream,
     buffer: BytesMut,
+    timer: ReadTimer,
 }
 
 impl Peer {
     pub fn new(stream: TcpStream) -> Self {
-        Self { stream, buffer: BytesMut::new() }
+        Self { stream, buffer: BytesMut::new(), timer: ReadTimer::default() }
     }
 
     /// Returns the stream, dropping the read buffer. The caller checks
@@ -75,21 +81,22 @@ impl Peer {
             // are there to read.
             self.buffer = BytesMut::new();
         }
+        let Self { stream, buffer, timer } = self;
         let read = async {
             loop {
-                self.stream.readable().await?;
+                stream.readable().await?;
                 // Sized by the bytes held, not by the capacity. A read that
                 // found nothing (readiness left over from the last message)
                 // leaves an empty buffer with room, which must not grow to
                 // READ_CHUNK and copy its unused room on the retry.
-                let reserved = if self.buffer.is_empty() { FIRST_READ } else { READ_CHUNK };
-                self.buffer.reserve(reserved);
-                match self.read_ready().await {
+                let reserved = if buffer.is_empty() { FIRST_READ } else { READ_CHUNK };
+                buffer.reserve(reserved);
+                match read_ready(stream, buffer).await {
                     Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                        if self.buffer.is_empty() {
+                        if buffer.is_empty() {
                             // Nothing arrived: wait without the buffer, as
                             // an idle connection does.
-                            self.buffer = BytesMut::new();
+                            *buffer = BytesMut::new();
                         }
                         continue;
                     }
@@ -97,37 +104,14 @@ impl Peer {
                 }
             }
         };
-        match tokio::time::timeout(timeout, read).await {
-            Ok(result) => Ok(result?),
-            Err(_) => Err(StreamError::TimedOut(timeout)),
+        timer.start(timeout);
+        // The read goes first, so bytes that are already there are read
+        // even when the timeout has passed, as with `tokio::time::timeout`.
+        tokio::select! {
+            biased;
+            result = read => Ok(result?),
+            () = timer.expired() => Err(StreamError::TimedOut(timeout)),
         }
-    }
-
-    /// Reads the bytes waiting on the socket, or returns `WouldBlock` when
-    /// there are none. Unlike `try_read_buf`, tokio's `poll_read` (1.54, on
-    /// epoll and kqueue) clears the readiness after a read shorter than the
-    /// buffer's room, which means the socket is empty, so the next fill waits
-    /// without a `recv`. A read that fills the room or returns 0 keeps the
-    /// readiness.
-    ///
-    /// NOTE: Linux also ends a read at TCP's urgent mark with bytes still
-    /// queued. After a client sends urgent data (`MSG_OOB`), the bytes past
-    /// the mark wait for the client's next segment or the fill's timeout.
-    /// HTTP has no use for urgent data.
-    async fn read_ready(&mut self) -> io::Result<usize> {
-        std::future::poll_fn(|context| {
-            let read = std::pin::pin!(self.stream.read_buf(&mut self.buffer));
-            match read.poll(context) {
-                // The task's tokio budget is spent, and `poll_read` has
-                // scheduled the task again: yield. `WouldBlock` would make
-                // `fill` retry at once, and forever, because `readable`
-                // ignores the budget and the readiness is still set.
-                Poll::Pending if !tokio::task::coop::has_budget_remaining() => Poll::Pending,
-                Poll::Pending => Poll::Ready(Err(io::ErrorKind::WouldBlock.into())),
-                ready => ready,
-            }
-        })
-        .await
     }
 
     /// Writes all of `bytes`, waiting at most `timeout`.
@@ -167,6 +151,77 @@ impl Peer {
         let early_from_client = client.buffer.split();
         upstream.stream.write_all(&early_from_client).await?;
         tokio::io::copy_bidirectional(&mut client.stream, &mut upstream.stream).await
+    }
+}
+
+/// Reads the bytes waiting on the socket, or returns `WouldBlock` when
+/// there are none. Unlike `try_read_buf`, tokio's `poll_read` (1.54, on
+/// epoll and kqueue) clears the readiness after a read shorter than the
+/// buffer's room, which means the socket is empty, so the next fill waits
+/// without a `recv`. A read that fills the room or returns 0 keeps the
+/// readiness.
+///
+/// NOTE: Linux also ends a read at TCP's urgent mark with bytes still
+/// queued. After a client sends urgent data (`MSG_OOB`), the bytes past
+/// the mark wait for the client's next segment or the fill's timeout.
+/// HTTP has no use for urgent data.
+async fn read_ready(stream: &mut TcpStream, buffer: &mut BytesMut) -> io::Result<usize> {
+    std::future::poll_fn(|context| {
+        let read = std::pin::pin!(stream.read_buf(buffer));
+        match read.poll(context) {
+            // The task's tokio budget is spent, and `poll_read` has
+            // scheduled the task again: yield. `WouldBlock` would make
+            // `fill` retry at once, and forever, because `readable`
+            // ignores the budget and the readiness is still set.
+            Poll::Pending if !tokio::task::coop::has_budget_remaining() => Poll::Pending,
+            Poll::Pending => Poll::Ready(Err(io::ErrorKind::WouldBlock.into())),
+            ready => ready,
+        }
+    })
+    .await
+}
+
+/// The timeout of a peer's reads.
+///
+/// A `tokio::time::timeout` per read registered a new timer each time. When
+/// its deadline came before the earliest one tokio's time driver had
+/// planned its wait for, the driver woke its own thread: an `eventfd` write
+/// and one more `epoll_wait`. A client's read after the wait for Odoo's
+/// response (whose timeout is longer) did so once per call. This timer
+/// stays registered between reads. A later deadline leaves it where it is,
+/// and when it fires before the deadline it moves on to it. Only an
+/// earlier deadline moves it back.
+#[derive(Default)]
+struct ReadTimer {
+    sleep: Option<Pin<Box<Sleep>>>,
+    deadline: Option<Instant>,
+}
+
+impl ReadTimer {
+    /// Sets the deadline of the next wait to `timeout` from now.
+    fn start(&mut self, timeout: Duration) {
+        let now = Instant::now();
+        let deadline = now.checked_add(timeout).unwrap_or_else(|| now + FAR_FUTURE);
+        self.deadline = Some(deadline);
+        match &mut self.sleep {
+            Some(sleep) if sleep.deadline() <= deadline => {}
+            Some(sleep) => sleep.as_mut().reset(deadline),
+            None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
+    }
+
+    /// Completes at the deadline that [`Self::start`] set last.
+    async fn expired(&mut self) {
+        let (Some(sleep), Some(deadline)) = (&mut self.sleep, self.deadline) else {
+            return;
+        };
+        loop {
+            sleep.as_mut().await;
+            if Instant::now() >= deadline {
+                return;
+            }
+            sleep.as_mut().reset(deadline);
+        }
     }
 }
 
@@ -212,6 +267,56 @@ mod tests {
         assert_eq!(peer.buffered(), b"second");
         assert!(peer.buffer.capacity() < READ_CHUNK, "capacity {}", peer.buffer.capacity());
         drop(writer.await.unwrap());
+    }
+
+    /// A later deadline leaves the registered timer where it is, an earlier
+    /// one moves it back, and either way the wait ends at the deadline set
+    /// last. Time is paused, so the clock moves only by the timers.
+    #[tokio::test(start_paused = true)]
+    async fn read_timer_moves_back_only_for_an_earlier_deadline() {
+        let mut timer = ReadTimer::default();
+        let start = Instant::now();
+        timer.start(Duration::from_secs(10));
+        let first = timer.sleep.as_ref().unwrap().deadline();
+        assert_eq!(first, start + Duration::from_secs(10));
+
+        tokio::time::advance(Duration::from_secs(1)).await;
+        timer.start(Duration::from_secs(60));
+        assert_eq!(timer.sleep.as_ref().unwrap().deadline(), first, "a later deadline moved the timer");
+        timer.expired().await;
+        assert_eq!(Instant::now(), start + Duration::from_secs(61));
+
+        // The timer now sits at its passed deadline, which comes before any
+        // new one.
+        timer.start(Duration::from_secs(5));
+        assert_eq!(timer.sleep.as_ref().unwrap().deadline(), start + Duration::from_secs(61));
+        timer.expired().await;
+        assert_eq!(Instant::now(), start + Duration::from_secs(66));
+
+        let mut timer = ReadTimer::default();
+        let start = Instant::now();
+        timer.start(Duration::from_secs(300));
+        timer.start(Duration::from_secs(5));
+        assert_eq!(timer.sleep.as_ref().unwrap().deadline(), start + Duration::from_secs(5));
+        timer.expired().await;
+        assert_eq!(Instant::now(), start + Duration::from_secs(5));
+    }
+
+    /// Each fill on a silent peer times out after its own timeout, whether
+    /// it is longer or shorter than the one before, and a fill still reads
+    /// what arrives.
+    #[tokio::test(start_paused = true)]
+    async fn fills_time_out_after_their_own_timeouts() {
+        let (mut client, mut peer) = after_first_message(b"first").await;
+        for seconds in [30, 5, 300, 1] {
+            let before = Instant::now();
+            let timeout = Duration::from_secs(seconds);
+            assert!(matches!(peer.fill(timeout).await, Err(StreamError::TimedOut(t)) if t == timeout), "{seconds} s");
+            assert_eq!(Instant::now() - before, timeout);
+        }
+        client.write_all(b"late").await.unwrap();
+        assert_eq!(peer.fill(Duration::from_secs(60)).await.unwrap(), 4);
+        assert_eq!(peer.buffered(), b"late");
     }
 
     #[tokio::test]
