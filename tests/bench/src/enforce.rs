@@ -1,6 +1,7 @@
-//! Enforce mode: latency at a paced rate and the maximum rate through
-//! odoogate (listen mode and sk_lookup steering), against a direct
-//! connection to the upstream and nginx `proxy_pass` to the same upstream.
+//! Enforce mode: latency of one call at a time, latency at a paced rate
+//! and the maximum rate through odoogate (listen mode and sk_lookup
+//! steering), against a direct connection to the upstream and nginx
+//! `proxy_pass` to the same upstream.
 
 use anyhow::{Context as _, bail};
 use std::fmt::Write as _;
@@ -69,6 +70,14 @@ struct Measured {
     case: &'static str,
     body_bytes: usize,
     path: Route,
+    runs: Runs,
+}
+
+/// The runs of one path, one per load.
+struct Runs {
+    /// One connection that sends the next call as soon as the response to
+    /// the last one has arrived.
+    single: Run,
     paced: Run,
     max: Run,
 }
@@ -110,7 +119,7 @@ pub fn run(lab: &Lab, cases: &[Case], settings: &Settings) -> anyhow::Result<Str
 
         for path in Route::ALL {
             eprintln!("bench: enforce, {} upstream, {}, {}", upstream.label(), case.name, path.label());
-            let (paced, max) = match path {
+            let runs = match path {
                 Route::Direct => measure(lab, &steered_request, lab::UPSTREAM_PORT, None, settings)?,
                 Route::Nginx => {
                     let nginx = lab.start_nginx()?;
@@ -131,7 +140,7 @@ pub fn run(lab: &Lab, cases: &[Case], settings: &Settings) -> anyhow::Result<Str
                     result
                 }
             };
-            measured.push(Measured { upstream, case: case.name, body_bytes: steered_request.body.len(), path, paced, max });
+            measured.push(Measured { upstream, case: case.name, body_bytes: steered_request.body.len(), path, runs });
         }
         if upstream == Upstream::KeepAlive {
             counted.push(count(lab, case.name, &listen_config, &listen_request)?);
@@ -166,12 +175,13 @@ fn count(lab: &Lab, case: &'static str, config: &Path, request: &Request) -> any
     Ok(Counted { case, instructions })
 }
 
-/// Runs a short warm-up, then the paced run and the maximum-rate run, and
-/// reads the CPU time of `proxy` (with its child processes) around each.
-fn measure(lab: &Lab, request: &Request, port: u16, proxy: Option<u32>, settings: &Settings) -> anyhow::Result<(Run, Run)> {
+/// Runs a short warm-up, then the single-connection, paced and
+/// maximum-rate runs, and reads the CPU time of `proxy` (with its child
+/// processes) around each.
+fn measure(lab: &Lab, request: &Request, port: u16, proxy: Option<u32>, settings: &Settings) -> anyhow::Result<Runs> {
     load::run(&lab.workdir, request, port, Load::Max { connections: 8 }, Duration::from_secs(2))?;
     let mut runs = Vec::new();
-    for load in [Load::Paced { rate: PACED_RATE }, Load::Max { connections: MAX_CONNECTIONS }] {
+    for load in [Load::Max { connections: 1 }, Load::Paced { rate: PACED_RATE }, Load::Max { connections: MAX_CONNECTIONS }] {
         let cpu_before = proxy.map(lab::process_tree_cpu_time).transpose()?;
         let outcome = load::run(&lab.workdir, request, port, load, settings.duration)?;
         let cpu_after = proxy.map(lab::process_tree_cpu_time).transpose()?;
@@ -183,19 +193,20 @@ fn measure(lab: &Lab, request: &Request, port: u16, proxy: Option<u32>, settings
     }
     let max = runs.pop().context("no maximum-rate run")?;
     let paced = runs.pop().context("no paced run")?;
-    Ok((paced, max))
+    let single = runs.pop().context("no single-connection run")?;
+    Ok(Runs { single, paced, max })
 }
 
 /// Checks that odoogate allowed and recorded every call of the runs, so the
 /// numbers are those of forwarded calls and not of denials.
-fn check_allowed(config: &Path, (paced, max): &(Run, Run)) -> anyhow::Result<()> {
+fn check_allowed(config: &Path, runs: &Runs) -> anyhow::Result<()> {
     let (allowed, denied) = decisions(config);
     if denied > 0 {
         bail!("odoogate denied {denied} benchmark calls; see {}", config.with_file_name("odoogate.log").display());
     }
     // The warm-up's calls are recorded too, and calls still in flight when
     // wrk stops are recorded but not counted by wrk.
-    let completed = paced.load.requests + max.load.requests;
+    let completed = runs.single.load.requests + runs.paced.load.requests + runs.max.load.requests;
     if allowed < completed {
         bail!("odoogate recorded {allowed} allowed calls, but wrk completed {completed}");
     }
@@ -224,6 +235,50 @@ fn body_bytes(measured: &[Measured], case: &str) -> usize {
     measured.iter().find(|m| m.case == case).map_or(0, |m| m.body_bytes)
 }
 
+/// Writes the latency table of the run that `run` picks from each path's
+/// runs, with what each proxy adds to the direct path's p50 and p99.
+fn latency_table(text: &mut String, measured: &[Measured], run: impl Fn(&Runs) -> &Run) -> anyhow::Result<()> {
+    writeln!(
+        text,
+        "| upstream | call | path | calls/s | p50 µs | p90 µs | p99 µs | max µs | p50 added µs | p99 added µs | target met | proxy CPU µs per call (user + system) |"
+    )?;
+    writeln!(text, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|")?;
+    for row in measured {
+        let direct = measured.iter().find(|m| m.same_run(row) && m.path == Route::Direct).context("no direct run")?;
+        let (this, direct) = (run(&row.runs), run(&direct.runs));
+        let added_p50 = this.load.p50_us - direct.load.p50_us;
+        let added_p99 = this.load.p99_us - direct.load.p99_us;
+        let (added_p50_cell, added_p99_cell, met) = if row.path == Route::Direct {
+            ("".to_owned(), "".to_owned(), "")
+        } else {
+            let met = added_p50 <= P50_ADDED_TARGET_US && added_p99 <= P99_ADDED_TARGET_US;
+            let met = match (row.path, met) {
+                (Route::Nginx, _) => "",
+                (_, true) => "yes",
+                (_, false) => "no",
+            };
+            (signed_us(added_p50), signed_us(added_p99), met)
+        };
+        writeln!(
+            text,
+            "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            row.upstream.label(),
+            row.case,
+            row.path.label(),
+            this.load.rate(),
+            us(this.load.p50_us),
+            us(this.load.p90_us),
+            us(this.load.p99_us),
+            us(this.load.max_us),
+            added_p50_cell,
+            added_p99_cell,
+            met,
+            this.cpu_cell(),
+        )?;
+    }
+    Ok(())
+}
+
 fn report(measured: &[Measured], counted: &[Counted], machine: &Machine, settings: &Settings) -> anyhow::Result<String> {
     let mut text = String::new();
     writeln!(text, "# Enforce mode\n")?;
@@ -248,44 +303,23 @@ fn report(measured: &[Measured], counted: &[Counted], machine: &Machine, setting
          maximum rate at least nginx's.\n"
     )?;
 
-    writeln!(text, "## Latency at about {PACED_RATE} calls/s\n")?;
+    writeln!(text, "## Latency of one call at a time\n")?;
     writeln!(
         text,
-        "| upstream | call | path | calls/s | p50 µs | p90 µs | p99 µs | max µs | p50 added µs | p99 added µs | target met | proxy CPU µs per call (user + system) |"
+        "One connection sends the next call as soon as the response to the last one has arrived, so no call \
+         waits for another: the latency a single integration sees, and what each path adds to one call.\n"
     )?;
-    writeln!(text, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|")?;
-    for row in measured {
-        let direct = measured.iter().find(|m| m.same_run(row) && m.path == Route::Direct).context("no direct run")?;
-        let added_p50 = row.paced.load.p50_us - direct.paced.load.p50_us;
-        let added_p99 = row.paced.load.p99_us - direct.paced.load.p99_us;
-        let (added_p50_cell, added_p99_cell, met) = if row.path == Route::Direct {
-            ("".to_owned(), "".to_owned(), "")
-        } else {
-            let met = added_p50 <= P50_ADDED_TARGET_US && added_p99 <= P99_ADDED_TARGET_US;
-            let met = match (row.path, met) {
-                (Route::Nginx, _) => "",
-                (_, true) => "yes",
-                (_, false) => "no",
-            };
-            (signed_us(added_p50), signed_us(added_p99), met)
-        };
-        writeln!(
-            text,
-            "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            row.upstream.label(),
-            row.case,
-            row.path.label(),
-            row.paced.load.rate(),
-            us(row.paced.load.p50_us),
-            us(row.paced.load.p90_us),
-            us(row.paced.load.p99_us),
-            us(row.paced.load.max_us),
-            added_p50_cell,
-            added_p99_cell,
-            met,
-            row.paced.cpu_cell(),
-        )?;
-    }
+    latency_table(&mut text, measured, |runs| &runs.single)?;
+
+    writeln!(text, "\n## Latency at about {PACED_RATE} calls/s\n")?;
+    writeln!(
+        text,
+        "{} connections each send a call, wait 10 ms after its response, and send the next, so calls from \
+         different connections overlap at random. Between calls the machine's cores are idle, and every call \
+         finds the caches of the processes on its path cold.\n",
+        PACED_RATE / 100
+    )?;
+    latency_table(&mut text, measured, |runs| &runs.paced)?;
 
     writeln!(text, "\n## Maximum rate, {MAX_CONNECTIONS} connections\n")?;
     writeln!(
@@ -295,7 +329,7 @@ fn report(measured: &[Measured], counted: &[Counted], machine: &Machine, setting
     writeln!(text, "|---|---|---|---:|---:|---:|---:|---|---:|")?;
     for row in measured {
         let nginx = measured.iter().find(|m| m.same_run(row) && m.path == Route::Nginx).context("no nginx run")?;
-        let share = row.max.load.rate() / nginx.max.load.rate();
+        let share = row.runs.max.load.rate() / nginx.runs.max.load.rate();
         let met = match row.path {
             Route::OdoogateListen | Route::OdoogateSteered => {
                 if share >= 1.0 {
@@ -312,12 +346,12 @@ fn report(measured: &[Measured], counted: &[Counted], machine: &Machine, setting
             row.upstream.label(),
             row.case,
             row.path.label(),
-            row.max.load.rate(),
-            us(row.max.load.p50_us),
-            us(row.max.load.p99_us),
+            row.runs.max.load.rate(),
+            us(row.runs.max.load.p50_us),
+            us(row.runs.max.load.p99_us),
             share,
             met,
-            row.max.cpu_cell(),
+            row.runs.max.cpu_cell(),
         )?;
     }
 
@@ -346,8 +380,9 @@ fn report(measured: &[Measured], counted: &[Counted], machine: &Machine, setting
         "- Everything runs in one network namespace made by the benchmark, on its loopback, so wrk, the upstream \
          and the proxy share the machine's {} cores; the maximum rates are those of this whole set-up, not of the \
          proxy alone.\n\
-         - wrk {}: the paced runs use {} connections that each wait 10 ms after every response; the maximum-rate \
-         runs use {MAX_CONNECTIONS} connections on 2 threads. Each run lasts {} s, after a 2 s warm-up on the same path. \
+         - wrk {}: the one-call-at-a-time runs use 1 connection on 1 thread, the paced runs {} connections that \
+         each wait 10 ms after every response, and the maximum-rate runs {MAX_CONNECTIONS} connections on 2 \
+         threads. Each run lasts {} s, after a 2 s warm-up on the same path. \
          Latency is wrk's, from writing the request to reading the whole response.\n\
          - Proxy CPU per call: utime + stime from /proc/PID/stat of the proxy's processes (nginx's master and \
          workers, or the daemon) over the run, divided by the calls wrk completed, and in parentheses its user \
