@@ -43,7 +43,12 @@ pub(super) fn build(raw: RawConfig, text: &str) -> Checked<Config> {
     let RawPolicy { mode, unidentified, grants_file, sessions_file, session_lifetime_secs } = policy;
     let grants_file = grants_file.map_or_else(|| Ok(PathBuf::from(DEFAULT_GRANT_FILE)), absolute_path)?;
     let sessions_file = sessions_file.map(absolute_path).transpose()?;
-    let session_lifetime = session_lifetime_secs.map_or(Ok(crate::identity::SESSION_LIFETIME), super::proxy::seconds)?;
+    // No upper bound, unlike the proxy's timeouts: the lifetime is only
+    // subtracted from the clock, with `checked_sub`.
+    let session_lifetime = match session_lifetime_secs {
+        None => crate::identity::SESSION_LIFETIME,
+        Some(secs) => Duration::from_secs(positive(secs, "seconds")?),
+    };
 
     let odoo = odoo_config(odoo)?;
     let proxy = super::proxy::build(proxy, odoo.ports[0])?;

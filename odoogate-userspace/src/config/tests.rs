@@ -102,6 +102,11 @@ fn session_lifetime_defaults_to_odoos() {
 
     let text = HEAD.replace("unidentified = \"allow\"\n", "unidentified = \"allow\"\nsession_lifetime_secs = 0\n");
     assert_at(&invalid(&text), HEAD_LINES + 1, "policy.session_lifetime_secs", "at least 1");
+    // Sites may keep Odoo sessions longer than the proxy's 7-day timeout cap.
+    let text = HEAD.replace("unidentified = \"allow\"\n", "unidentified = \"allow\"\nsession_lifetime_secs = 2592000\n");
+    assert_eq!(parse(&text, "gate.toml").unwrap().policy.session_lifetime, std::time::Duration::from_secs(2_592_000));
+    let text = HEAD.replace("unidentified = \"allow\"\n", "unidentified = \"allow\"\nsession_lifetime_secs = 18446744073709551615\n");
+    assert_eq!(parse(&text, "gate.toml").unwrap().policy.session_lifetime, std::time::Duration::from_secs(u64::MAX));
 }
 
 #[test]

@@ -252,7 +252,8 @@ fn parse_line(line: Line) -> Option<Parsed> {
                 Some(text) => Some(Fingerprint::from_hex(&text).ok()?),
                 None => None,
             },
-            last_used: SystemTime::UNIX_EPOCH + Duration::from_secs(at),
+            // A time past what `SystemTime` holds makes the line unreadable.
+            last_used: SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(at))?,
         })),
         Line::Unbind { unbind } => key(&unbind).map(Parsed::Unbind),
     }

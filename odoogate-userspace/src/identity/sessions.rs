@@ -569,4 +569,17 @@ mod tests {
         table.bind(&Secret::new("very-secret-session"), "a", None, at(1));
         assert!(!format!("{table:?}").contains("very-secret-session"));
     }
+
+    /// A sessions file line whose `at` does not fit in `SystemTime` is
+    /// skipped as unreadable instead of ending the process.
+    #[test]
+    fn huge_last_use_in_file_is_skipped() {
+        let (dir, path) = fresh_file("huge-at");
+        std::fs::create_dir_all(&dir).unwrap();
+        let line = format!("{{\"bind\":\"{}\",\"integration\":\"erp\",\"at\":18446744073709551615}}\n", "ab".repeat(32));
+        std::fs::write(&path, line).unwrap();
+        let table = SessionTable::open_or_in_memory(Some(&path), SESSION_LIFETIME);
+        assert_eq!(table.len(), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
