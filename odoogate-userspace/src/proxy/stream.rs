@@ -508,4 +508,157 @@ mod tests {
         assert!(waited.is_err(), "nothing was sent");
         assert_eq!(peer.buffer.capacity(), 0);
     }
+
+    /// Sends `bytes` from `client` at `at`, in a task of its own.
+    fn send_at(mut client: TcpStream, at: Instant, bytes: &'static [u8]) -> tokio::task::JoinHandle<TcpStream> {
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            client.write_all(bytes).await.unwrap();
+            client
+        })
+    }
+
+    /// A fill that read its bytes before its deadline leaves the timer
+    /// registered at that deadline. A later fill with a longer timeout must
+    /// wait its own timeout, not end at the old deadline, and a later fill
+    /// with a shorter one must end at its own.
+    #[tokio::test(start_paused = true)]
+    async fn fill_after_early_read_keeps_own_deadline() {
+        let (client, mut peer) = after_first_message(b"first").await;
+        let start = Instant::now();
+        let writer = send_at(client, start + Duration::from_secs(1), b"data");
+        assert_eq!(peer.fill(Duration::from_secs(10)).await.unwrap(), 4);
+        assert_eq!(Instant::now(), start + Duration::from_secs(1));
+        let _client = writer.await.unwrap();
+
+        let before = Instant::now();
+        assert!(matches!(peer.fill(Duration::from_secs(60)).await, Err(StreamError::TimedOut(_))));
+        assert_eq!(Instant::now() - before, Duration::from_secs(60), "ended at the old deadline");
+
+        let before = Instant::now();
+        assert!(matches!(peer.fill(Duration::from_secs(2)).await, Err(StreamError::TimedOut(_))));
+        assert_eq!(Instant::now() - before, Duration::from_secs(2));
+    }
+
+    /// The stale timer of an earlier fill fires while the task waits in a
+    /// select with another future, as `fill_while_idle` does with the
+    /// slot's eviction. The select must not end at that firing, the other
+    /// branch must still win, and the next fill must time out on time.
+    #[tokio::test(start_paused = true)]
+    async fn stale_timer_in_select_with_eviction() {
+        let (client, mut peer) = after_first_message(b"first").await;
+        let start = Instant::now();
+        let writer = send_at(client, start + Duration::from_secs(1), b"data");
+        assert_eq!(peer.fill(Duration::from_secs(10)).await.unwrap(), 4);
+        peer.consume(4);
+        let _client = writer.await.unwrap();
+
+        let evicted = std::sync::Arc::new(tokio::sync::Notify::new());
+        let notifier = evicted.clone();
+        let eviction = tokio::spawn(async move {
+            tokio::time::sleep_until(start + Duration::from_secs(20)).await;
+            notifier.notify_one();
+        });
+        let outcome = tokio::select! {
+            filled = peer.fill(Duration::from_secs(60)) => format!("fill {filled:?}"),
+            () = evicted.notified() => "evicted".to_owned(),
+        };
+        assert_eq!(outcome, "evicted");
+        assert_eq!(Instant::now(), start + Duration::from_secs(20));
+        eviction.await.unwrap();
+
+        let before = Instant::now();
+        assert!(matches!(peer.fill(Duration::from_secs(5)).await, Err(StreamError::TimedOut(_))));
+        assert_eq!(Instant::now() - before, Duration::from_secs(5));
+    }
+
+    /// A zero timeout still reads bytes that are already waiting, as
+    /// `tokio::time::timeout` did, and with none it ends at once.
+    #[tokio::test(start_paused = true)]
+    async fn zero_timeout_reads_waiting_bytes() {
+        let (client, mut peer) = after_first_message(b"first").await;
+        // Leave the timer registered 300 s ahead.
+        let writer = send_at(client, Instant::now() + Duration::from_secs(1), b"a");
+        assert_eq!(peer.fill(Duration::from_secs(300)).await.unwrap(), 1);
+        peer.consume(1);
+        let mut client = writer.await.unwrap();
+
+        client.write_all(b"now").await.unwrap();
+        wait_queued(&peer, 3).await;
+        assert_eq!(peer.fill(Duration::ZERO).await.unwrap(), 3);
+        peer.consume(3);
+
+        let before = Instant::now();
+        assert!(matches!(peer.fill(Duration::ZERO).await, Err(StreamError::TimedOut(_))));
+        assert!(Instant::now() - before <= Duration::from_millis(1), "waited {:?}", Instant::now() - before);
+    }
+
+    /// A timeout too long to add to the clock waits for the bytes, and the
+    /// next, short timeout moves the timer back from the far future.
+    #[tokio::test(start_paused = true)]
+    async fn longest_timeout_then_short_one() {
+        let (client, mut peer) = after_first_message(b"first").await;
+        let start = Instant::now();
+        let writer = send_at(client, start + Duration::from_secs(86_400 * 400), b"late");
+        assert_eq!(peer.fill(Duration::MAX).await.unwrap(), 4);
+        assert_eq!(Instant::now(), start + Duration::from_secs(86_400 * 400));
+        let _client = writer.await.unwrap();
+
+        let before = Instant::now();
+        assert!(matches!(peer.fill(Duration::from_secs(1)).await, Err(StreamError::TimedOut(_))));
+        assert_eq!(Instant::now() - before, Duration::from_secs(1));
+    }
+
+    /// Compares fills on one peer with what `tokio::time::timeout` gives:
+    /// for a run of timeouts and arrival times, each fill ends at the
+    /// earlier of the two, with the bytes or with `TimedOut`.
+    #[tokio::test(start_paused = true)]
+    async fn fills_match_timeout_model() {
+        let (client, mut peer) = after_first_message(b"first").await;
+        let mut client = Some(client);
+        // Each round draws the fill's timeout and when bytes arrive after
+        // the fill starts (`None`: never). Timeouts are whole half seconds
+        // and arrivals are 250 ms past a whole second, so none ties.
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |bound: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % bound
+        };
+        for round in 0..200 {
+            let timeout = Duration::from_millis(1000 * (1 + next(40)) + 500 * next(2));
+            let arrival = match next(3) {
+                0 => None,
+                _ => Some(Duration::from_millis(250 + 1000 * next(45))),
+            };
+            let start = Instant::now();
+            let writer = match arrival {
+                Some(after) => Some(send_at(client.take().unwrap(), start + after, b"x")),
+                None => None,
+            };
+            let result = peer.fill(timeout).await;
+            let waited = Instant::now() - start;
+            match arrival {
+                Some(after) if after < timeout => {
+                    assert_eq!(result.unwrap(), 1, "round {round}");
+                    assert_eq!(waited, after, "round {round}: data at {after:?}, timeout {timeout:?}");
+                    peer.consume(1);
+                }
+                _ => {
+                    assert!(matches!(result, Err(StreamError::TimedOut(t)) if t == timeout), "round {round}");
+                    assert_eq!(waited, timeout, "round {round}: timeout {timeout:?}");
+                }
+            }
+            if let Some(writer) = writer {
+                client = Some(writer.await.unwrap());
+            }
+            // Bytes that arrived after a timeout are read by the next fill.
+            if !peer.has_unread_bytes() {
+                continue;
+            }
+            assert_eq!(peer.fill(Duration::from_secs(1)).await.unwrap(), 1, "round {round}");
+            peer.consume(1);
+        }
+    }
 }

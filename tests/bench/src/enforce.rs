@@ -299,8 +299,8 @@ fn report(measured: &[Measured], counted: &[Counted], machine: &Machine, setting
     )?;
     writeln!(
         text,
-        "Targets: p50 added at most {P50_ADDED_TARGET_US:.0} µs, p99 added at most {P99_ADDED_TARGET_US:.0} µs, \
-         maximum rate at least nginx's.\n"
+        "Targets: p50 added at most {P50_ADDED_TARGET_US:.0} µs and p99 added at most {P99_ADDED_TARGET_US:.0} µs, \
+         checked in both latency tables, and a maximum rate at least nginx's.\n"
     )?;
 
     writeln!(text, "## Latency of one call at a time\n")?;
@@ -315,8 +315,7 @@ fn report(measured: &[Measured], counted: &[Counted], machine: &Machine, setting
     writeln!(
         text,
         "{} connections each send a call, wait 10 ms after its response, and send the next, so calls from \
-         different connections overlap at random. Between calls the machine's cores are idle, and every call \
-         finds the caches of the processes on its path cold.\n",
+         different connections overlap at random, and most calls wake processes that were asleep.\n",
         PACED_RATE / 100
     )?;
     latency_table(&mut text, measured, |runs| &runs.paced)?;
