@@ -309,10 +309,7 @@ mod tests {
     async fn fills_time_out_after_their_own_timeouts() {
         let (mut client, mut peer) = after_first_message(b"first").await;
         for seconds in [30, 5, 300, 1] {
-            let before = Instant::now();
-            let timeout = Duration::from_secs(seconds);
-            assert!(matches!(peer.fill(timeout).await, Err(StreamError::TimedOut(t)) if t == timeout), "{seconds} s");
-            assert_eq!(Instant::now() - before, timeout);
+            assert_times_out(&mut peer, Duration::from_secs(seconds)).await;
         }
         client.write_all(b"late").await.unwrap();
         assert_eq!(peer.fill(Duration::from_secs(60)).await.unwrap(), 4);
@@ -518,26 +515,36 @@ mod tests {
         })
     }
 
+    /// Returns a client and its peer after a fill with `timeout` read
+    /// `bytes` that arrived `after` into it, which leaves the peer's timer
+    /// registered at that fill's deadline.
+    async fn after_early_read(after: Duration, timeout: Duration, bytes: &'static [u8]) -> (TcpStream, Peer) {
+        let (client, mut peer) = after_first_message(b"first").await;
+        let start = Instant::now();
+        let writer = send_at(client, start + after, bytes);
+        assert_eq!(peer.fill(timeout).await.unwrap(), bytes.len());
+        assert_eq!(Instant::now(), start + after);
+        peer.consume(bytes.len());
+        (writer.await.unwrap(), peer)
+    }
+
+    /// Checks that a fill on a silent peer times out after `timeout`, to
+    /// the nanosecond of the paused clock.
+    async fn assert_times_out(peer: &mut Peer, timeout: Duration) {
+        let before = Instant::now();
+        assert!(matches!(peer.fill(timeout).await, Err(StreamError::TimedOut(t)) if t == timeout), "{timeout:?}");
+        assert_eq!(Instant::now() - before, timeout);
+    }
+
     /// A fill that read its bytes before its deadline leaves the timer
     /// registered at that deadline. A later fill with a longer timeout must
     /// wait its own timeout, not end at the old deadline, and a later fill
     /// with a shorter one must end at its own.
     #[tokio::test(start_paused = true)]
     async fn fill_after_early_read_keeps_own_deadline() {
-        let (client, mut peer) = after_first_message(b"first").await;
-        let start = Instant::now();
-        let writer = send_at(client, start + Duration::from_secs(1), b"data");
-        assert_eq!(peer.fill(Duration::from_secs(10)).await.unwrap(), 4);
-        assert_eq!(Instant::now(), start + Duration::from_secs(1));
-        let _client = writer.await.unwrap();
-
-        let before = Instant::now();
-        assert!(matches!(peer.fill(Duration::from_secs(60)).await, Err(StreamError::TimedOut(_))));
-        assert_eq!(Instant::now() - before, Duration::from_secs(60), "ended at the old deadline");
-
-        let before = Instant::now();
-        assert!(matches!(peer.fill(Duration::from_secs(2)).await, Err(StreamError::TimedOut(_))));
-        assert_eq!(Instant::now() - before, Duration::from_secs(2));
+        let (_client, mut peer) = after_early_read(Duration::from_secs(1), Duration::from_secs(10), b"data").await;
+        assert_times_out(&mut peer, Duration::from_secs(60)).await;
+        assert_times_out(&mut peer, Duration::from_secs(2)).await;
     }
 
     /// The stale timer of an earlier fill fires while the task waits in a
@@ -546,17 +553,12 @@ mod tests {
     /// branch must still win, and the next fill must time out on time.
     #[tokio::test(start_paused = true)]
     async fn stale_timer_in_select_with_eviction() {
-        let (client, mut peer) = after_first_message(b"first").await;
+        let (_client, mut peer) = after_early_read(Duration::from_secs(1), Duration::from_secs(10), b"data").await;
         let start = Instant::now();
-        let writer = send_at(client, start + Duration::from_secs(1), b"data");
-        assert_eq!(peer.fill(Duration::from_secs(10)).await.unwrap(), 4);
-        peer.consume(4);
-        let _client = writer.await.unwrap();
-
         let evicted = std::sync::Arc::new(tokio::sync::Notify::new());
         let notifier = evicted.clone();
         let eviction = tokio::spawn(async move {
-            tokio::time::sleep_until(start + Duration::from_secs(20)).await;
+            tokio::time::sleep_until(start + Duration::from_secs(19)).await;
             notifier.notify_one();
         });
         let outcome = tokio::select! {
@@ -564,24 +566,18 @@ mod tests {
             () = evicted.notified() => "evicted".to_owned(),
         };
         assert_eq!(outcome, "evicted");
-        assert_eq!(Instant::now(), start + Duration::from_secs(20));
+        assert_eq!(Instant::now(), start + Duration::from_secs(19));
         eviction.await.unwrap();
 
-        let before = Instant::now();
-        assert!(matches!(peer.fill(Duration::from_secs(5)).await, Err(StreamError::TimedOut(_))));
-        assert_eq!(Instant::now() - before, Duration::from_secs(5));
+        assert_times_out(&mut peer, Duration::from_secs(5)).await;
     }
 
     /// A zero timeout still reads bytes that are already waiting, as
     /// `tokio::time::timeout` did, and with none it ends at once.
     #[tokio::test(start_paused = true)]
     async fn zero_timeout_reads_waiting_bytes() {
-        let (client, mut peer) = after_first_message(b"first").await;
         // Leave the timer registered 300 s ahead.
-        let writer = send_at(client, Instant::now() + Duration::from_secs(1), b"a");
-        assert_eq!(peer.fill(Duration::from_secs(300)).await.unwrap(), 1);
-        peer.consume(1);
-        let mut client = writer.await.unwrap();
+        let (mut client, mut peer) = after_early_read(Duration::from_secs(1), Duration::from_secs(300), b"a").await;
 
         client.write_all(b"now").await.unwrap();
         wait_queued(&peer, 3).await;
@@ -597,16 +593,8 @@ mod tests {
     /// next, short timeout moves the timer back from the far future.
     #[tokio::test(start_paused = true)]
     async fn longest_timeout_then_short_one() {
-        let (client, mut peer) = after_first_message(b"first").await;
-        let start = Instant::now();
-        let writer = send_at(client, start + Duration::from_secs(86_400 * 400), b"late");
-        assert_eq!(peer.fill(Duration::MAX).await.unwrap(), 4);
-        assert_eq!(Instant::now(), start + Duration::from_secs(86_400 * 400));
-        let _client = writer.await.unwrap();
-
-        let before = Instant::now();
-        assert!(matches!(peer.fill(Duration::from_secs(1)).await, Err(StreamError::TimedOut(_))));
-        assert_eq!(Instant::now() - before, Duration::from_secs(1));
+        let (_client, mut peer) = after_early_read(Duration::from_secs(86_400 * 400), Duration::MAX, b"late").await;
+        assert_times_out(&mut peer, Duration::from_secs(1)).await;
     }
 
     /// Compares fills on one peer with what `tokio::time::timeout` gives:
