@@ -6,9 +6,9 @@
 //! values strings. So `odoogate audit --file` reads these lines with the same
 //! code that reads journalctl's output.
 
-use super::journald::{bounded_text, for_each_entry_field};
+use super::journald::{MAX_FIELD_VALUE_BYTES, bounded_text, for_each_entry_field};
 use super::ratelimit::FailureReportThrottle;
-use super::record::FieldValue;
+use super::record::{FieldValue, MAX_AUDIT_RECORD_IDS};
 use super::{AuditRecord, AuditSink, Encoder};
 use crate::json_text::find_string_special;
 use std::fmt::Write as _;
@@ -193,10 +193,47 @@ fn push_line(out: &mut String, record: &AuditRecord, realtime: SystemTime) {
                     push_decimal(out, octet);
                 }
             }),
+            // Ids and names are written straight into the line, without
+            // the `String` that `bounded_text` would build, unless the
+            // names are long enough to be cut.
+            FieldValue::RecordIds(ids, total) => push_quoted(out, |out| push_record_ids(out, ids, total)),
+            FieldValue::Names(names) if joined_len(names) <= MAX_FIELD_VALUE_BYTES => push_quoted(out, |out| {
+                for (index, name) in names.iter().enumerate() {
+                    if index > 0 {
+                        out.push(',');
+                    }
+                    push_escaped(out, name);
+                }
+            }),
             other => push_json_string(out, &bounded_text(other)),
         }
     });
     out.push_str("}\n");
+}
+
+/// Returns the length of `names` joined with commas.
+fn joined_len(names: &[String]) -> usize {
+    names.iter().map(String::len).sum::<usize>() + names.len().saturating_sub(1)
+}
+
+/// Appends the text of [`FieldValue::RecordIds`]: at most
+/// [`MAX_AUDIT_RECORD_IDS`] ids, well below [`MAX_FIELD_VALUE_BYTES`], and
+/// no character that JSON escapes.
+fn push_record_ids(out: &mut String, ids: &[i64], total: Option<usize>) {
+    const _: () = assert!(MAX_AUDIT_RECORD_IDS * 24 + 64 < MAX_FIELD_VALUE_BYTES);
+    let shown = &ids[..ids.len().min(MAX_AUDIT_RECORD_IDS)];
+    for (index, &id) in shown.iter().enumerate() {
+        if index > 0 {
+            out.push(',');
+        }
+        push_decimal(out, id);
+    }
+    let total = total.unwrap_or(ids.len()).max(ids.len());
+    if total > shown.len() {
+        out.push_str(",…(+");
+        push_decimal(out, total - shown.len());
+        out.push(')');
+    }
 }
 
 fn push_quoted(out: &mut String, write: impl FnOnce(&mut String)) {
@@ -214,6 +251,12 @@ fn push_decimal(out: &mut String, number: impl itoa::Integer) {
 /// `"`, `\` and the control characters below U+0020, nothing else.
 fn push_json_string(line: &mut String, text: &str) {
     line.push('"');
+    push_escaped(line, text);
+    line.push('"');
+}
+
+/// Appends `text` escaped as in [`push_json_string`], without the quotes.
+fn push_escaped(line: &mut String, text: &str) {
     let mut rest = text;
     while let Some(at) = find_string_special(rest.as_bytes(), 0) {
         line.push_str(&rest[..at]);
@@ -232,7 +275,6 @@ fn push_json_string(line: &mut String, text: &str) {
         rest = &rest[at + 1..];
     }
     line.push_str(rest);
-    line.push('"');
 }
 
 /// Returns microseconds since the Unix epoch, 0 for a clock set before it.
@@ -246,7 +288,7 @@ fn realtime_micros(realtime: SystemTime) -> u128 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::journald::{MAX_FIELD_VALUE_BYTES, entry_fields};
+    use crate::audit::journald::entry_fields;
     use crate::audit::{AuditEvent, Decision, Identity};
     use serde_json::{Map, Value};
     use std::time::Duration;
@@ -317,11 +359,6 @@ mod tests {
                 assert_eq!(object[name], value.as_ref(), "{name} with {address}");
             }
         }
-    }
-
-    /// Returns the length of `names` joined with commas.
-    fn joined_len(names: &[String]) -> usize {
-        names.iter().map(|name| name.len() + 1).sum::<usize>().saturating_sub(1)
     }
 
     /// Encodes a line from [`entry_fields`], escaped by serde_json, as the
