@@ -66,6 +66,12 @@ fn unknown_and_malformed_tokens_fail() {
     assert_eq!(store.verify(stranger.expose(), at(1)), TokenCheck::Unknown);
     assert_eq!(store.verify("odg_short", at(1)), TokenCheck::Malformed);
     assert_eq!(store.verify("hunter2", at(1)), TokenCheck::Malformed);
+    // A token of the right length whose last digit was mistyped fails its
+    // checksum.
+    let mut mistyped = stranger.expose().to_owned();
+    let last = if mistyped.ends_with('0') { "1" } else { "0" };
+    mistyped.replace_range(mistyped.len() - 1.., last);
+    assert_eq!(store.verify(&mistyped, at(1)), TokenCheck::Malformed);
 }
 
 #[test]
