@@ -1,6 +1,9 @@
 //! Finding the bytes that end a run of plain JSON string content: a quote,
 //! a backslash or a control character. The request decoders look for them
-//! to find a string's end, and the audit writer to find what to escape.
+//! to find a string's end, and the audit writer and the XML-RPC context to
+//! find what to escape.
+
+use std::fmt::Write as _;
 
 /// Returns the index of the first byte at or after `from` that ends a run
 /// of plain string content: a quote, a backslash or a control character.
@@ -18,6 +21,30 @@ pub fn find_string_special(bytes: &[u8], from: usize) -> Option<usize> {
     }
     let tail = bytes.get(index..)?;
     tail.iter().position(|&byte| is_string_special(byte)).map(|offset| index + offset)
+}
+
+/// Appends `text` to `out` escaped for a JSON string, as serde_json
+/// escapes it: `"`, `\` and the control characters below U+0020, nothing
+/// else. The quotes around it are the caller's.
+pub fn push_escaped(out: &mut String, text: &str) {
+    let mut rest = text;
+    while let Some(at) = find_string_special(rest.as_bytes(), 0) {
+        out.push_str(&rest[..at]);
+        match rest.as_bytes()[at] {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            0x08 => out.push_str("\\b"),
+            0x0c => out.push_str("\\f"),
+            control => {
+                let _ = write!(out, "\\u{control:04x}");
+            }
+        }
+        rest = &rest[at + 1..];
+    }
+    out.push_str(rest);
 }
 
 fn is_string_special(byte: u8) -> bool {

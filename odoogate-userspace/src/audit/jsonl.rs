@@ -10,8 +10,7 @@ use super::journald::{MAX_FIELD_VALUE_BYTES, bounded_text, for_each_entry_field}
 use super::ratelimit::FailureReportThrottle;
 use super::record::{FieldValue, MAX_AUDIT_RECORD_IDS};
 use super::{AuditRecord, AuditSink, Encoder};
-use crate::json_text::find_string_special;
-use std::fmt::Write as _;
+use crate::json_text::push_escaped;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::net::IpAddr;
@@ -253,28 +252,6 @@ fn push_json_string(line: &mut String, text: &str) {
     line.push('"');
     push_escaped(line, text);
     line.push('"');
-}
-
-/// Appends `text` escaped as in [`push_json_string`], without the quotes.
-fn push_escaped(line: &mut String, text: &str) {
-    let mut rest = text;
-    while let Some(at) = find_string_special(rest.as_bytes(), 0) {
-        line.push_str(&rest[..at]);
-        match rest.as_bytes()[at] {
-            b'"' => line.push_str("\\\""),
-            b'\\' => line.push_str("\\\\"),
-            b'\n' => line.push_str("\\n"),
-            b'\r' => line.push_str("\\r"),
-            b'\t' => line.push_str("\\t"),
-            0x08 => line.push_str("\\b"),
-            0x0c => line.push_str("\\f"),
-            control => {
-                let _ = write!(line, "\\u{control:04x}");
-            }
-        }
-        rest = &rest[at + 1..];
-    }
-    line.push_str(rest);
 }
 
 /// Returns microseconds since the Unix epoch, 0 for a clock set before it.

@@ -14,7 +14,7 @@
 
 use std::hash::BuildHasher;
 
-use super::call::{Call, Context, FieldNames, MAX_RECORD_IDS};
+use super::call::{Call, FieldNames, MAX_RECORD_IDS};
 use super::value::ArgValue;
 
 /// Field names kept per call. A call with more is flagged as a mismatch, so
@@ -128,7 +128,7 @@ fn extract<V: ArgValue>(call: &mut Call, method: &str, ids: Option<&V>, args: Ar
         call.mismatches.push(format!("more than {MAX_FIELDS} field names"));
     }
     call.fields = fields.names;
-    call.context = args.named.and_then(|named| named.get("context")).filter(|c| c.entries().is_some()).map(|c| Context::Json(c.to_json()));
+    call.context = args.named.and_then(|named| named.get("context")).filter(|c| c.entries().is_some()).map(ArgValue::to_context);
 }
 
 /// Adds the fields `method` writes or reads. Positions count after the ids
@@ -540,7 +540,7 @@ fn command_values<V: ArgValue>(command: &V) -> Option<&V> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rpc::call::{CallKind, Protocol};
+    use crate::rpc::call::{CallKind, Context, Protocol};
     use serde_json::json;
 
     fn model_call(method: &str, args: serde_json::Value, kwargs: Option<serde_json::Value>) -> Call {

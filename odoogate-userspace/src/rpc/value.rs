@@ -8,6 +8,8 @@
 
 use std::borrow::Cow;
 
+use super::call::Context;
+
 /// One XML-RPC value, as Python's `xmlrpc.client` unmarshals it.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value<'a> {
@@ -44,6 +46,55 @@ impl Value<'_> {
             _ => None,
         }
     }
+
+    /// Appends the value as JSON text that serde_json reads back as the
+    /// value [`ArgValue::to_json`] builds. A struct's repeated key is
+    /// written twice, and serde_json keeps the last value at the first
+    /// key's place, as `to_json` does.
+    pub fn push_json(&self, out: &mut String) {
+        match self {
+            Self::Int(value) => out.push_str(itoa::Buffer::new().format(*value)),
+            Self::BigInt(digits) => match digits.parse::<u64>() {
+                Ok(value) => out.push_str(itoa::Buffer::new().format(value)),
+                Err(_) => push_json_string(out, digits),
+            },
+            Self::Bool(value) => out.push_str(if *value { "true" } else { "false" }),
+            Self::Double(value) => match serde_json::Number::from_f64(*value) {
+                Some(number) => out.push_str(&number.to_string()),
+                None => out.push_str("null"),
+            },
+            Self::BigDecimal(text) | Self::String(text) | Self::DateTime(text) | Self::Base64(text) => push_json_string(out, text),
+            Self::Nil => out.push_str("null"),
+            Self::Array(items) => {
+                out.push('[');
+                for (index, item) in items.iter().enumerate() {
+                    if index > 0 {
+                        out.push(',');
+                    }
+                    item.push_json(out);
+                }
+                out.push(']');
+            }
+            Self::Struct(members) => {
+                out.push('{');
+                for (index, (key, value)) in members.iter().enumerate() {
+                    if index > 0 {
+                        out.push(',');
+                    }
+                    push_json_string(out, key);
+                    out.push(':');
+                    value.push_json(out);
+                }
+                out.push('}');
+            }
+        }
+    }
+}
+
+fn push_json_string(out: &mut String, text: &str) {
+    out.push('"');
+    crate::json_text::push_escaped(out, text);
+    out.push('"');
 }
 
 /// A read-only view of a decoded argument, implemented for XML-RPC
@@ -79,6 +130,11 @@ pub trait ArgValue: Sized {
 
     /// Converts the value to JSON, for the context of a call.
     fn to_json(&self) -> serde_json::Value;
+
+    /// Returns the value as the context of a call.
+    fn to_context(&self) -> Context {
+        Context::Json(self.to_json())
+    }
 }
 
 impl ArgValue for Value<'_> {
@@ -130,6 +186,16 @@ impl ArgValue for Value<'_> {
 
     fn is_false_or_null(&self) -> bool {
         matches!(self, Self::Nil | Self::Bool(false))
+    }
+
+    /// Writes the context as JSON text instead of building a
+    /// `serde_json` map, which cost about 1,700 instructions and six
+    /// allocations per XML-RPC call. Only the full token rewrite reads a
+    /// context, and it parses the text then.
+    fn to_context(&self) -> Context {
+        let mut text = String::with_capacity(128);
+        self.push_json(&mut text);
+        Context::Text(text.into_boxed_str())
     }
 
     fn to_json(&self) -> serde_json::Value {
@@ -202,6 +268,57 @@ mod tests {
         ]);
         assert_eq!(value.get("model").and_then(ArgValue::as_text), Some("res.users"));
         assert_eq!(value.entries().map(|e| e.len()), Some(2));
+    }
+
+    /// The context text of a value reads back, with serde_json, as the
+    /// value `to_json` builds: every type, escapes, numbers at the edges
+    /// of their ranges, nesting and a repeated key.
+    #[test]
+    fn context_text_reads_back_as_json() {
+        let text = |text: &'static str| Value::String(Cow::Borrowed(text));
+        let values = [
+            Value::Int(i64::MIN),
+            Value::Int(i64::MAX),
+            Value::BigInt("-9223372036854775809".to_owned()),
+            Value::BigInt("18446744073709551615".to_owned()),
+            Value::BigInt("18446744073709551616".to_owned()),
+            Value::Bool(true),
+            Value::Double(f64::NAN),
+            Value::Double(f64::NEG_INFINITY),
+            Value::Double(-0.0),
+            Value::Double(1.0),
+            Value::Double(1e300),
+            Value::Double(5e-324),
+            Value::Double(0.1),
+            Value::BigDecimal(Cow::Borrowed("1.10")),
+            Value::DateTime(Cow::Borrowed("20200101T12:00:00")),
+            Value::Base64(Cow::Borrowed("aGk=")),
+            Value::Nil,
+            text("quote \" backslash \\ controls \u{0}\u{1f}\t\r\n\u{8}\u{c} delete \u{7f} é \u{2028} 😀"),
+            Value::Array(vec![]),
+            Value::Struct(vec![]),
+        ];
+        let context = Value::Struct(vec![
+            (Cow::Borrowed("lang"), text("fr_BE")),
+            (Cow::Borrowed("tz"), text("first")),
+            (Cow::Borrowed("all"), Value::Array(values.to_vec())),
+            (Cow::Borrowed("nested"), Value::Struct(vec![(Cow::Borrowed("a\"b"), Value::Array(vec![Value::Struct(vec![])]))])),
+            (Cow::Borrowed("tz"), text("last")),
+        ]);
+        for value in values.iter().chain([&context]) {
+            let mut written = String::new();
+            value.push_json(&mut written);
+            let read: serde_json::Value = serde_json::from_str(&written).unwrap_or_else(|error| panic!("{written}: {error}"));
+            assert_eq!(read, value.to_json(), "{written}");
+        }
+
+        let Context::Text(written) = context.to_context() else {
+            panic!("an XML-RPC context is kept as text");
+        };
+        let read: serde_json::Value = serde_json::from_str(&written).unwrap();
+        assert_eq!(read["tz"], "last");
+        assert_eq!(read.as_object().unwrap().keys().collect::<Vec<_>>(), ["lang", "tz", "all", "nested"]);
+        assert_eq!(context.to_context(), Context::Json(context.to_json()));
     }
 
     #[test]
