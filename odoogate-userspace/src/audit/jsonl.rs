@@ -220,17 +220,17 @@ fn joined_len(names: &[String]) -> usize {
 /// no character that JSON escapes.
 fn push_record_ids(out: &mut String, ids: &[i64], total: Option<usize>) {
     const _: () = assert!(MAX_AUDIT_RECORD_IDS * 24 + 64 < MAX_FIELD_VALUE_BYTES);
-    let shown = &ids[..ids.len().min(MAX_AUDIT_RECORD_IDS)];
-    for (index, &id) in shown.iter().enumerate() {
+    let listed = &ids[..ids.len().min(MAX_AUDIT_RECORD_IDS)];
+    for (index, &id) in listed.iter().enumerate() {
         if index > 0 {
             out.push(',');
         }
         push_decimal(out, id);
     }
     let total = total.unwrap_or(ids.len()).max(ids.len());
-    if total > shown.len() {
+    if total > listed.len() {
         out.push_str(",…(+");
-        push_decimal(out, total - shown.len());
+        push_decimal(out, total - listed.len());
         out.push(')');
     }
 }

@@ -145,7 +145,7 @@ fn connection_count(value: Spanned<usize>) -> Result<usize, Problem> {
     }
 }
 
-/// Longest proxy timeout: 7 days. Far longer than any RPC call or idle
+/// Maximum proxy timeout: 7 days. Far longer than any RPC call or idle
 /// keep-alive connection, and short enough to add to the clock: a deadline
 /// some 10^19 seconds away does not fit in it.
 const MAX_TIMEOUT_SECS: u64 = 7 * 86_400;

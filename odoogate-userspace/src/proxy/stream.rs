@@ -273,7 +273,7 @@ mod tests {
     /// one moves it back, and either way the wait ends at the deadline set
     /// last. Time is paused, so the clock moves only by the timers.
     #[tokio::test(start_paused = true)]
-    async fn read_timer_moves_back_only_for_an_earlier_deadline() {
+    async fn timer_moves_back_only_when_earlier() {
         let mut timer = ReadTimer::default();
         let start = Instant::now();
         timer.start(Duration::from_secs(10));

@@ -279,9 +279,10 @@ impl<S: AsRef<str>> PartialEq<Vec<S>> for FieldNames {
 pub enum Context {
     /// A JSON object built by a decoder that reads a value tree.
     Json(serde_json::Value),
-    /// The JSON text of an object, copied from the body by the one-pass JSON
-    /// decoders, which checked it as serde_json checks it. Only the token
-    /// rewrite reads a context, so the decoders leave the parsing to it.
+    /// The JSON text of an object: copied from the body by the one-pass
+    /// JSON decoders, which checked it as serde_json checks it, or written
+    /// from an XML-RPC struct. Only the token rewrite reads a context, so
+    /// the decoders leave the parsing to it.
     Text(Box<str>),
 }
 

@@ -215,7 +215,7 @@ impl TokenStore {
     /// digest in constant time, without stopping at a match, so the time
     /// taken does not depend on which stored token is closest. Only text
     /// that matches no digest has its format checked, to tell a mistyped
-    /// or cut token from an unknown one: the store holds the digests of
+    /// or cut token from an unknown one: the store contains the digests of
     /// tokens that `odoogate token` made, which have the format. Decoding
     /// the base62 digits and the checksum cost about 2 % of a proxied
     /// call's instructions.
