@@ -27,7 +27,7 @@ use bytes::Bytes;
 use odoogate::http::message::{Headers, HttpRequest, HttpVersion};
 use odoogate::rpc::{Call, DecodeLimits, decode_request};
 use odoogate::secret::Secret;
-use odoogate::token::rewrite_request;
+use odoogate::token::{RewriteError, rewrite_request};
 use proptest::prelude::RngExt;
 use proptest::test_runner::{RngAlgorithm, TestRng};
 use serde_json::Value as Json;
@@ -775,29 +775,46 @@ fn token_bodies() -> Vec<Body> {
 /// set to [`SERVICE_KEY`], or what differs.
 fn python_swap_differences(pairs: &[(Vec<u8>, Vec<u8>)]) -> Vec<Option<String>> {
     const CHECK: &str = r#"
-import json, sys, xmlrpc.client
 key = sys.argv[1]
-for line in sys.stdin:
-    pair = json.loads(line)
-    try:
-        params, method = xmlrpc.client.loads(bytes.fromhex(pair["before"]))
-    except Exception as error:
-        print(json.dumps(None))
-        continue
-    try:
-        after, after_method = xmlrpc.client.loads(bytes.fromhex(pair["after"]))
-    except Exception as error:
-        print(json.dumps("the swapped body does not parse: %r" % error))
-        continue
+for params, method, after, after_method in read_pairs():
     expected = params[:2] + (key,) + params[3:]
     if after_method != method or after != expected:
         print(json.dumps("Python reads %r %r, expected %r %r" % (after_method, after, method, expected)))
     else:
         print(json.dumps(None))
 "#;
+    python_pair_differences(CHECK, &[SERVICE_KEY], pairs)
+}
+
+/// The start of every script of [`python_pair_differences`]: `read_pairs()`
+/// yields the parameters and method of both bodies of each pair, and
+/// prints the pair's verdict itself when either does not parse.
+const PAIR_READER: &str = r#"
+import json, sys, xmlrpc.client
+def read_pairs():
+    for line in sys.stdin:
+        pair = json.loads(line)
+        try:
+            params, method = xmlrpc.client.loads(bytes.fromhex(pair["before"]))
+        except Exception:
+            print(json.dumps(None))
+            continue
+        try:
+            after, after_method = xmlrpc.client.loads(bytes.fromhex(pair["after"]))
+        except Exception as error:
+            print(json.dumps("the changed body does not parse: %r" % error))
+            continue
+        yield params, method, after, after_method
+"#;
+
+/// Runs the Python script `check`, after [`PAIR_READER`], with `args` on
+/// each pair of bodies, one JSON line `{"before": hex, "after": hex}` per
+/// pair, and returns, per pair, `None` or what differs.
+fn python_pair_differences(check: &str, args: &[&str], pairs: &[(Vec<u8>, Vec<u8>)]) -> Vec<Option<String>> {
     let python = std::env::var("ODOOGATE_PYTHON").unwrap_or_else(|_| "python3".to_owned());
     let mut child = Command::new(&python)
-        .args(["-c", CHECK, SERVICE_KEY])
+        .args(["-c", &format!("{PAIR_READER}{check}")])
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -883,4 +900,111 @@ fn password_value_with_two_values_is_not_rewritten() {
         assert!(call.credential.as_ref().is_some_and(|credential| credential.span.is_none()));
         assert!(rewrite_request(&request, &call, &Secret::new(SERVICE_KEY), None).is_err(), "{wrapping}");
     }
+}
+
+/// Integration name that [`context_injection_agrees_with_python`] writes
+/// into `context.odoogate_integration`.
+const INJECTED_INTEGRATION: &str = "n8n";
+
+/// Writes an `execute_kw` body with a generated `kwargs.context`: keys
+/// that repeat, the client's own `odoogate_integration`, nested values and
+/// doubles whose shortest form has up to 17 digits. Some bodies send a
+/// `kwargs` or a `context` that is not a struct, or no `kwargs` at all.
+fn context_body(generator: &mut Generator) -> Body {
+    let mut members = Vec::new();
+    for _ in 0..generator.rng.random_range(0..7) {
+        let key = match generator.rng.random_range(0..4) {
+            0 => "odoogate_integration".to_owned(),
+            1 => generator.pick(&["lang", "tz", "active_test", "allowed_company_ids"]).to_string(),
+            _ => generator.text(),
+        };
+        let value = match generator.rng.random_range(0..4) {
+            0 => Val::Double(generator.rng.random_range(0.0..1e6)),
+            1 => Val::Double(f64::from_bits(generator.rng.random::<u64>())),
+            _ => generator.value(1),
+        };
+        let value = match value {
+            Val::Double(number) if !number.is_finite() => Val::Nil,
+            other => other,
+        };
+        members.push((key, value));
+    }
+    let context = match generator.rng.random_range(0..10) {
+        0 => Val::Nil,
+        1 => Val::Bool(false),
+        _ => Val::Struct(members),
+    };
+    let mut params = vec![
+        Val::Str("odoo19".to_owned()),
+        Val::Int(2),
+        Val::Str(TOKEN.to_owned()),
+        Val::Str("res.partner".to_owned()),
+        Val::Str("read".to_owned()),
+        Val::Array(vec![Val::Array(vec![Val::Int(1)])]),
+    ];
+    match generator.rng.random_range(0..10) {
+        0 => {}
+        1 => params.push(Val::Nil),
+        _ => params.push(Val::Struct(vec![("context".to_owned(), context)])),
+    }
+    let xml = XmlWriter { generator: &mut *generator, xml: String::new() }.method_call("execute_kw", &params);
+    Body { surface: "xmlrpc", service: "object".to_owned(), bytes: xml.into_bytes() }
+}
+
+/// Every generated XML-RPC `execute_kw` whose token odoogate swaps while it
+/// sets `context.odoogate_integration` reads in Python as the same call
+/// with the password swapped and only that context key changed. The full
+/// rewrite takes these bodies, and it checks its output by decoding it
+/// again and comparing the contexts.
+#[test]
+fn context_injection_agrees_with_python() {
+    const CHECK: &str = r#"
+key, name = sys.argv[1], sys.argv[2]
+for params, method, after, after_method in read_pairs():
+    kwargs = params[6] if len(params) > 6 and isinstance(params[6], dict) else {}
+    context = kwargs.get("context")
+    context = dict(context) if isinstance(context, dict) else {}
+    context.pop("odoogate_integration", None)
+    context["odoogate_integration"] = name
+    kwargs = dict(kwargs, context=context)
+    expected = params[:2] + (key,) + params[3:6] + (kwargs,) + params[7:]
+    if after_method != method or after != expected:
+        print(json.dumps("Python reads %r %r, expected %r %r" % (after_method, after, method, expected)))
+    else:
+        print(json.dumps(None))
+"#;
+    let mut generator = Generator::new(11);
+    let mut pairs = Vec::new();
+    let mut rejected = Vec::new();
+    let mut layouts_rejected = 0;
+    for _ in 0..2_000 {
+        let body = context_body(&mut generator);
+        let request = http_request(&body);
+        let Ok(Some(call)) = decode_request(&request, &DecodeLimits::default()) else {
+            continue;
+        };
+        if !call.mismatches.is_empty() {
+            continue;
+        }
+        match rewrite_request(&request, &call, &Secret::new(SERVICE_KEY), Some(INJECTED_INTEGRATION)) {
+            Ok(upstream) => {
+                let split = upstream.windows(4).position(|window| window == b"\r\n\r\n").expect("the request has a head") + 4;
+                pairs.push((body.bytes.clone(), upstream[split..].to_vec()));
+            }
+            // The XML-RPC editor rejects layouts it does not edit, such as
+            // a `<name>` with an entity or CDATA, and the proxy then responds
+            // to the call with 500 without forwarding it.
+            Err(RewriteError::XmlRpc(_)) => layouts_rejected += 1,
+            Err(error) => rejected.push(format!("{error}\n  body: {}", String::from_utf8_lossy(&body.bytes))),
+        }
+    }
+
+    let failures: Vec<String> = python_pair_differences(CHECK, &[SERVICE_KEY, INJECTED_INTEGRATION], &pairs)
+        .into_iter()
+        .zip(&pairs)
+        .filter_map(|(difference, (before, _))| difference.map(|text| format!("{text}\n  body: {}", String::from_utf8_lossy(before))))
+        .collect();
+    assert!(failures.is_empty(), "rewritten bodies that Python reads differently:\n{}", failures.join("\n"));
+    assert!(rejected.is_empty(), "the full rewrite rejected {} bodies:\n{}", rejected.len(), rejected.join("\n"));
+    assert!(pairs.len() >= 1_000, "only {} bodies were rewritten, {layouts_rejected} layouts rejected", pairs.len());
 }

@@ -390,6 +390,78 @@ mod tests {
         }
     }
 
+    /// Record ids and field names at the edges of what `push_record_ids`
+    /// and the names' bound handle give the line that `entry_fields` gives.
+    #[test]
+    fn ids_and_names_match_entry_fields() {
+        let realtime = UNIX_EPOCH + Duration::from_micros(1_780_000_000_123_456);
+        let fifty: Vec<i64> = (0..50).collect();
+        let sixty: Vec<i64> = (0..60).map(|id| i64::MAX - id).collect();
+        let id_cases: [(Vec<i64>, Option<usize>); 14] = [
+            (vec![i64::MIN], None),
+            (vec![i64::MAX, i64::MIN, 0, -1], None),
+            (vec![i64::MIN; 60], None),
+            (fifty.clone(), None),
+            (fifty.clone(), Some(50)),
+            (fifty.clone(), Some(51)),
+            (fifty.clone(), Some(3)),
+            ((0..51).collect(), None),
+            (sixty.clone(), Some(10)),
+            (sixty.clone(), Some(60)),
+            (sixty.clone(), Some(usize::MAX)),
+            (vec![7], Some(0)),
+            (vec![7], Some(1000)),
+            (Vec::new(), Some(5)),
+        ];
+        let mut record = allow_record();
+        for (ids, count) in id_cases {
+            record.record_ids = ids;
+            record.record_count = count;
+            let line = encode_line(&record, realtime);
+            assert_eq!(line, line_from_entry_fields(&record, realtime), "ids {:?} count {count:?}", record.record_ids);
+            assert_eq!(parse(&line).contains_key("ODOOGATE_RECORD_IDS"), !record.record_ids.is_empty());
+        }
+
+        let controls: String = (0u8..0x20).map(char::from).collect();
+        let name_cases: Vec<Vec<String>> = vec![
+            vec![],
+            vec![String::new()],
+            vec![String::new(), String::new()],
+            vec![controls.clone()],
+            controls.chars().map(String::from).collect(),
+            vec!["\\\"".to_owned(), "\"\"".to_owned(), ",".to_owned()],
+            vec!["\u{7f}\u{80}\u{2028}\u{2029}".to_owned(), "\u{fdd0}\u{fffe}\u{ffff}\u{10ffff}".to_owned()],
+            vec!["é".repeat(10), "日本".to_owned(), "😀".to_owned(), "\u{feff}".to_owned()],
+            // Joined at the bound, and one byte over it, with a two-byte
+            // character where the cut falls.
+            vec!["é".repeat(MAX_FIELD_VALUE_BYTES / 2)],
+            vec![format!("x{}", "é".repeat(MAX_FIELD_VALUE_BYTES / 2))],
+            // Escapes double the written length but not the bounded one.
+            vec!["\"".repeat(MAX_FIELD_VALUE_BYTES - 2), "\\".to_owned()],
+            vec!["\"".repeat(MAX_FIELD_VALUE_BYTES - 2), "\\\u{1}".to_owned()],
+            // Many empty names: the commas alone reach the bound.
+            vec![String::new(); MAX_FIELD_VALUE_BYTES + 1],
+            vec![String::new(); MAX_FIELD_VALUE_BYTES + 2],
+        ];
+        for names in name_cases {
+            let joined = names.join(",").len();
+            record.fields = names;
+            let line = encode_line(&record, realtime);
+            assert!(line == line_from_entry_fields(&record, realtime), "names of {} bytes joined: {:.200}", joined, line);
+            let object = parse(&line);
+            assert_eq!(object.contains_key("ODOOGATE_FIELDS"), !record.fields.is_empty());
+            if let Some(written) = object.get("ODOOGATE_FIELDS") {
+                let written = written.as_str().unwrap();
+                assert!(written.len() <= MAX_FIELD_VALUE_BYTES, "{joined}");
+                let cut = written.ends_with(crate::audit::journald::TRUNCATION_MARK);
+                assert_eq!(cut, joined > MAX_FIELD_VALUE_BYTES, "{joined}");
+                if !cut {
+                    assert_eq!(written, record.fields.join(","));
+                }
+            }
+        }
+    }
+
     #[test]
     fn long_field_list_is_cut() {
         let mut record = allow_record();

@@ -287,3 +287,50 @@ fn token_session_lasts_through_rotation_grace_only() {
     assert_eq!(untouched.invalid_token, None);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The reason and fingerprint of a presented token that does not verify,
+/// from each place a token can come: the password argument, the
+/// `X-Odoogate-Token` header as the call's credential, and the header of a
+/// request that did not decode.
+#[test]
+fn invalid_token_reasons_by_input() {
+    let now = SystemTime::now();
+    let dir = std::env::temp_dir().join(format!("odoogate-identity-reasons-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tokens.json");
+    crate::token::TokenStore::create(&path, "portal", None, now).unwrap();
+    let store = crate::token::TokenStore::load(&path).unwrap();
+    let config = config(&integration("portal", "{ token = true }"));
+    let stranger = crate::token::format::generate().unwrap().expose().to_owned();
+    let long = format!("odg_{}", "a".repeat(1 << 20));
+    let resolve_call = |call: Option<&Call>, headers: &Headers| {
+        let sessions = SessionTable::default();
+        resolve_with_tokens(&config, Some(&store), call, headers, &source("192.0.2.1", None), &sessions, now)
+    };
+
+    let cases = [
+        (CredentialSlot::Password, "odg_short", Some("malformed_token")),
+        (CredentialSlot::Password, long.as_str(), Some("malformed_token")),
+        (CredentialSlot::Password, stranger.as_str(), Some("unknown_token")),
+        (CredentialSlot::Password, "hunter2", None),
+        (CredentialSlot::OdoogateHeader, "hunter2", Some("malformed_token")),
+        (CredentialSlot::OdoogateHeader, stranger.as_str(), Some("unknown_token")),
+    ];
+    for (slot, presented, code) in cases {
+        let excerpt: String = presented.chars().take(20).collect();
+        let resolved = resolve_call(Some(&call_with(slot, presented)), &Headers::default());
+        assert_eq!(resolved.invalid_token.as_ref().map(|invalid| invalid.reason.code()), code, "{slot:?} {excerpt}");
+        assert_eq!(resolved.resolution.integration, None, "{slot:?} {excerpt}");
+        if let Some(invalid) = resolved.invalid_token {
+            assert_eq!(invalid.fingerprint_prefix, Secret::new(presented).sha256_hex()[..12], "{slot:?} {excerpt}");
+        }
+    }
+
+    let headers = Headers(vec![("X-Odoogate-Token".into(), Bytes::from_static(b" hunter2 "))]);
+    let undecoded = resolve_call(None, &headers);
+    let invalid = undecoded.invalid_token.expect("a header token that does not verify is invalid");
+    assert_eq!(invalid.reason, InvalidTokenReason::Malformed);
+    assert_eq!(invalid.fingerprint_prefix, Secret::new("hunter2").sha256_hex()[..12]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

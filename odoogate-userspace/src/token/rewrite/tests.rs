@@ -579,3 +579,77 @@ proptest::proptest! {
         }
     }
 }
+
+/// Writes an `execute_kw` call on `/xmlrpc/2/object` whose seventh
+/// parameter is `kwargs`, the inside of its `<value>`.
+fn xmlrpc_execute_kw(kwargs: &str) -> HttpRequest {
+    let body = format!(
+        "<?xml version='1.0'?>\n<methodCall><methodName>execute_kw</methodName><params>\
+         <param><value><string>odoo19</string></value></param><param><value><int>2</int></value></param>\
+         <param><value><string>{TOKEN}</string></value></param>\
+         <param><value><string>res.partner</string></value></param><param><value><string>read</string></value></param>\
+         <param><value><array><data><value><int>1</int></value></data></array></value></param>\
+         <param><value>{kwargs}</value></param></params></methodCall>\n"
+    );
+    request("/xmlrpc/2/object", &[], &body)
+}
+
+fn member(name: &str, value: &str) -> String {
+    format!("<member><name>{name}</name><value>{value}</value></member>")
+}
+
+/// Returns the context that the full rewrite sends for an XML-RPC call,
+/// read back with the XML-RPC decoder, as a JSON value.
+fn rewritten_xmlrpc_context(req: &HttpRequest, inject: &str) -> Result<Json, RewriteError> {
+    let (head, body) = rewrite(req, Some(inject))?;
+    let upstream = request("/xmlrpc/2/object", &[], &body);
+    assert!(head.contains(&format!("Content-Length: {}", body.len())), "{head}");
+    let context = decode(&upstream).context.expect("the rewrite sets a context");
+    Ok(context.to_json().expect("an XML-RPC context parses"))
+}
+
+/// The full rewrite of XML-RPC calls whose context contains doubles that
+/// serde_json reads back inexactly, integers beyond 64 bits, repeated
+/// keys, the client's own `odoogate_integration` and characters that JSON
+/// escapes, and a context as deep as the decoder allows.
+#[test]
+fn xmlrpc_context_injection_keeps_every_value() {
+    let controls = "&#9;&#10;&#13;\"\\&lt;&#x2028;&#x2029;&#xFDD0;&#x10FFFF;";
+    let context = [
+        member("lang", "<string>fr_BE</string>"),
+        member("d", "<double>394301.33835633675</double>"),
+        member("tiny", "<double>1.0715660391465826e-75</double>"),
+        member("zero", "<double>-0.0</double>"),
+        member("big", "<int>123456789012345678901234567890</int>"),
+        member("u64", "<i8>9223372036854775807</i8>"),
+        member("odoogate_integration", "<string>spoofed</string>"),
+        member("lang", "<string>en_US</string>"),
+        member(controls, &format!("<string>{controls}</string>")),
+        member("odoogate_integration", "<boolean>1</boolean>"),
+        member("nested", &format!("<struct>{}</struct>", member("d", "<array><data><value><double>1e300</double></value></data></array>"))),
+    ]
+    .concat();
+    let req = xmlrpc_execute_kw(&format!("<struct>{}</struct>", member("context", &format!("<struct>{context}</struct>"))));
+    let original = decode(&req).context.unwrap().to_json().unwrap();
+    let mut expected = original.clone();
+    set_context_key(&mut expected, "n8n");
+    assert_eq!(expected["lang"], "en_US");
+    assert_eq!(expected["big"], "123456789012345678901234567890");
+    assert_eq!(rewritten_xmlrpc_context(&req, "n8n").unwrap(), expected);
+    // Odoo reads the doubles from the XML, which keeps their digits.
+    let (_, body) = rewrite(&req, Some("n8n")).unwrap();
+    assert!(body.contains("<double>394301.33835633675</double>"), "{body}");
+    assert!(body.contains("<double>1.0715660391465826e-75</double>"), "{body}");
+
+    // kwargs.context as deep as the proxy's decoder reads: 64 structs and
+    // arrays, `kwargs` and `context` among them.
+    let max_depth = DecodeLimits::default().max_depth;
+    let mut deep = "<struct></struct>".to_owned();
+    for _ in 0..max_depth - 3 {
+        deep = format!("<array><data><value>{deep}</value></data></array>");
+    }
+    let deep = xmlrpc_execute_kw(&format!("<struct>{}</struct>", member("context", &format!("<struct>{}</struct>", member("k", &deep)))));
+    assert!(decode(&deep).context.is_some());
+    let rewritten = rewritten_xmlrpc_context(&deep, "n8n").unwrap();
+    assert_eq!(rewritten["odoogate_integration"], "n8n");
+}

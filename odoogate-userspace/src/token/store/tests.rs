@@ -169,3 +169,61 @@ fn looks_like_token_checks_prefix() {
     assert!(TokenStore::looks_like_token("odg_anything"));
     assert!(!TokenStore::looks_like_token("0123456789abcdef0123456789abcdef01234567"));
 }
+
+/// Checks the format first, as `verify` did before it looked the digest up
+/// first: the reference for what every presented text must still give.
+fn verify_format_first(store: &TokenStore, presented: &str, now: SystemTime) -> TokenCheck {
+    match format::parse(presented) {
+        Err(_) => TokenCheck::Malformed,
+        Ok(_) => store.verify(presented, now),
+    }
+}
+
+#[test]
+fn verify_agrees_with_format_first_check() {
+    let dir = TempDir::new();
+    let (_, active) = TokenStore::create(&dir.store(), "n8n", None, at(0)).unwrap();
+    let (revoked_record, revoked) = TokenStore::create(&dir.store(), "n8n", None, at(0)).unwrap();
+    TokenStore::revoke(&dir.store(), &revoked_record.id, at(1)).unwrap();
+    let (_, expired) = TokenStore::create(&dir.store(), "cron", Some(DAY), at(0)).unwrap();
+    let store = TokenStore::load(&dir.store()).unwrap();
+    let now = at(2 * 86_400);
+
+    let active = active.expose().to_owned();
+    let body = &active[format::PREFIX.len()..];
+    let stranger = format::generate().unwrap().expose().to_owned();
+    let mut mistyped = active.clone();
+    let last = if mistyped.ends_with('0') { "1" } else { "0" };
+    mistyped.replace_range(mistyped.len() - 1.., last);
+    let inputs = [
+        active.clone(),
+        revoked.expose().to_owned(),
+        expired.expose().to_owned(),
+        stranger.clone(),
+        mistyped,
+        String::new(),
+        format::PREFIX.to_owned(),
+        "odg_short".to_owned(),
+        "hunter2".to_owned(),
+        format!("ODG_{body}"),
+        format!("{active}\n"),
+        format!(" {active}"),
+        format!("{active}0"),
+        active[..active.len() - 1].to_owned(),
+        // 53 bytes, but `é` takes two of them.
+        format!("odg_é{}", &body[2..]),
+        format!("odg_-{}", &body[1..]),
+        // 43 digits above 2^256, with a six-digit tail.
+        format!("odg_{}{}", "z".repeat(43), &body[43..]),
+        format!("odg_{}", "a".repeat(1 << 20)),
+    ];
+    for presented in &inputs {
+        let excerpt: String = presented.chars().take(60).collect();
+        assert_eq!(store.verify(presented, now), verify_format_first(&store, presented, now), "{excerpt:?}");
+    }
+    assert!(matches!(store.verify(&active, now), TokenCheck::Valid { .. }));
+    assert_eq!(store.verify(&inputs[1], now), TokenCheck::Revoked);
+    assert_eq!(store.verify(&inputs[2], now), TokenCheck::Expired);
+    assert_eq!(store.verify(&stranger, now), TokenCheck::Unknown);
+    assert_eq!(store.verify(inputs.last().unwrap(), now), TokenCheck::Malformed);
+}
