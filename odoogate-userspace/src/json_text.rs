@@ -23,6 +23,14 @@ pub fn find_string_special(bytes: &[u8], from: usize) -> Option<usize> {
     tail.iter().position(|&byte| is_string_special(byte)).map(|offset| index + offset)
 }
 
+/// Appends `text` to `out` as a JSON string, quoted and escaped as
+/// serde_json escapes it.
+pub fn push_string(out: &mut String, text: &str) {
+    out.push('"');
+    push_escaped(out, text);
+    out.push('"');
+}
+
 /// Appends `text` to `out` escaped for a JSON string, as serde_json
 /// escapes it: `"`, `\` and the control characters below U+0020, nothing
 /// else. The quotes around it are the caller's.

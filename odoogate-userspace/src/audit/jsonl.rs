@@ -10,7 +10,7 @@ use super::journald::{MAX_FIELD_VALUE_BYTES, bounded_text, for_each_entry_field}
 use super::ratelimit::FailureReportThrottle;
 use super::record::{FieldValue, MAX_AUDIT_RECORD_IDS};
 use super::{AuditRecord, AuditSink, Encoder};
-use crate::json_text::push_escaped;
+use crate::json_text::{push_escaped, push_string};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::net::IpAddr;
@@ -204,7 +204,7 @@ fn push_line(out: &mut String, record: &AuditRecord, realtime: SystemTime) {
                     push_escaped(out, name);
                 }
             }),
-            other => push_json_string(out, &bounded_text(other)),
+            other => push_string(out, &bounded_text(other)),
         }
     });
     out.push_str("}\n");
@@ -246,13 +246,6 @@ fn push_decimal(out: &mut String, number: impl itoa::Integer) {
     out.push_str(itoa::Buffer::new().format(number));
 }
 
-/// Appends `text` as a JSON string, escaped as serde_json escapes it:
-/// `"`, `\` and the control characters below U+0020, nothing else.
-fn push_json_string(line: &mut String, text: &str) {
-    line.push('"');
-    push_escaped(line, text);
-    line.push('"');
-}
 
 /// Returns microseconds since the Unix epoch, 0 for a clock set before it.
 fn realtime_micros(realtime: SystemTime) -> u128 {
@@ -600,7 +593,7 @@ mod tests {
         texts.extend(["", "plain", "\"quoted\" \\ path", "caf\u{e9} \u{1f600} \u{2028}", "\u{7f}\n\n"].map(str::to_owned));
         for text in texts {
             let mut line = String::new();
-            push_json_string(&mut line, &text);
+            push_string(&mut line, &text);
             assert_eq!(line, serde_json::to_string(&text).unwrap(), "{text:?}");
         }
     }

@@ -252,7 +252,7 @@ fn parse_line(line: Line) -> Option<Parsed> {
                 Some(text) => Some(Fingerprint::from_hex(&text).ok()?),
                 None => None,
             },
-            // A time past what `SystemTime` holds makes the line unreadable.
+            // A time that `SystemTime` cannot represent makes the line unreadable.
             last_used: SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(at))?,
         })),
         Line::Unbind { unbind } => key(&unbind).map(Parsed::Unbind),

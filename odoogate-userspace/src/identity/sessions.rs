@@ -573,7 +573,7 @@ mod tests {
     /// A sessions file line whose `at` does not fit in `SystemTime` is
     /// skipped as unreadable instead of ending the process.
     #[test]
-    fn huge_last_use_in_file_is_skipped() {
+    fn oversized_last_use_is_skipped() {
         let (dir, path) = fresh_file("huge-at");
         std::fs::create_dir_all(&dir).unwrap();
         let line = format!("{{\"bind\":\"{}\",\"integration\":\"erp\",\"at\":18446744073709551615}}\n", "ab".repeat(32));

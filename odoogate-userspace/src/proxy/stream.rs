@@ -306,7 +306,7 @@ mod tests {
     /// it is longer or shorter than the one before, and a fill still reads
     /// what arrives.
     #[tokio::test(start_paused = true)]
-    async fn fills_time_out_after_their_own_timeouts() {
+    async fn fills_time_out_on_own_timeouts() {
         let (mut client, mut peer) = after_first_message(b"first").await;
         for seconds in [30, 5, 300, 1] {
             assert_times_out(&mut peer, Duration::from_secs(seconds)).await;
@@ -541,7 +541,7 @@ mod tests {
     /// wait its own timeout, not end at the old deadline, and a later fill
     /// with a shorter one must end at its own.
     #[tokio::test(start_paused = true)]
-    async fn fill_after_early_read_keeps_own_deadline() {
+    async fn early_read_keeps_next_deadline() {
         let (_client, mut peer) = after_early_read(Duration::from_secs(1), Duration::from_secs(10), b"data").await;
         assert_times_out(&mut peer, Duration::from_secs(60)).await;
         assert_times_out(&mut peer, Duration::from_secs(2)).await;

@@ -9,6 +9,7 @@
 use std::borrow::Cow;
 
 use super::call::Context;
+use crate::json_text::push_string;
 
 /// One XML-RPC value, as Python's `xmlrpc.client` unmarshals it.
 #[derive(Clone, Debug, PartialEq)]
@@ -56,14 +57,14 @@ impl Value<'_> {
             Self::Int(value) => out.push_str(itoa::Buffer::new().format(*value)),
             Self::BigInt(digits) => match digits.parse::<u64>() {
                 Ok(value) => out.push_str(itoa::Buffer::new().format(value)),
-                Err(_) => push_json_string(out, digits),
+                Err(_) => push_string(out, digits),
             },
             Self::Bool(value) => out.push_str(if *value { "true" } else { "false" }),
             Self::Double(value) => match serde_json::Number::from_f64(*value) {
                 Some(number) => out.push_str(&number.to_string()),
                 None => out.push_str("null"),
             },
-            Self::BigDecimal(text) | Self::String(text) | Self::DateTime(text) | Self::Base64(text) => push_json_string(out, text),
+            Self::BigDecimal(text) | Self::String(text) | Self::DateTime(text) | Self::Base64(text) => push_string(out, text),
             Self::Nil => out.push_str("null"),
             Self::Array(items) => {
                 out.push('[');
@@ -81,7 +82,7 @@ impl Value<'_> {
                     if index > 0 {
                         out.push(',');
                     }
-                    push_json_string(out, key);
+                    push_string(out, key);
                     out.push(':');
                     value.push_json(out);
                 }
@@ -89,12 +90,6 @@ impl Value<'_> {
             }
         }
     }
-}
-
-fn push_json_string(out: &mut String, text: &str) {
-    out.push('"');
-    crate::json_text::push_escaped(out, text);
-    out.push('"');
 }
 
 /// A read-only view of a decoded argument, implemented for XML-RPC
