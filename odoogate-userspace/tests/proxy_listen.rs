@@ -361,6 +361,36 @@ async fn keep_alive_carries_several_calls() {
     assert!(conn_ids.iter().all(|id| *id == conn_ids[0]), "one connection: {conn_ids:?}");
 }
 
+/// A client that sends TCP urgent data in the middle of a body. Linux ends
+/// a read at the urgent mark and leaves the rest queued; the proxy must go
+/// on reading it, and, like Odoo's server, leave the urgent byte out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn urgent_byte_inside_body_is_left_out() {
+    use std::os::fd::AsRawFd as _;
+
+    let site = Site::start("urgent").await;
+    let stream = TcpStream::connect(("127.0.0.1", site.port)).await.unwrap();
+    let request = post("/jsonrpc", &jsonrpc_body("search", API_KEY), "");
+    let (before, after) = request.split_at(request.len() - 20);
+    let send = |bytes: &[u8], flags: libc::c_int| {
+        // SAFETY: `bytes` is a valid buffer of its length, and the
+        // descriptor is the client's open socket.
+        let sent = unsafe { libc::send(stream.as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), flags) };
+        assert_eq!(sent, bytes.len() as isize);
+    };
+    send(before, 0);
+    // Not counted in Content-Length: Odoo's server never reads it.
+    send(b"!", libc::MSG_OOB);
+    send(after, 0);
+
+    let mut stream = stream;
+    let response = tokio::time::timeout(Duration::from_secs(5), read_response(&mut stream)).await;
+    let (head, body) = response.expect("the bytes after the urgent mark were not read");
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert!(serde_json::from_str::<Json>(&body).unwrap().get("result").is_some(), "{body}");
+    assert!(site.upstream.received("search"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_routes_pass_through() {
     let site = Site::start("passthrough").await;

@@ -209,7 +209,7 @@ impl<C: UpstreamConnector> Session<'_, C> {
                     return Ok(StreamedBody::Complete);
                 }
             }
-            match self.client.fill(timeout).await {
+            match self.client.fill_more(timeout).await {
                 Ok(0) => return Ok(StreamedBody::Closed),
                 Ok(_) => {}
                 Err(StreamError::TimedOut(_)) => return Ok(StreamedBody::TimedOut),
@@ -230,7 +230,7 @@ impl<C: UpstreamConnector> Session<'_, C> {
     /// the deadline passed.
     async fn fill_until_deadline(&mut self) -> Result<Option<usize>, SessionError> {
         let remaining = self.deadline.saturating_duration_since(Instant::now());
-        match self.client.fill(remaining).await {
+        match self.client.fill_more(remaining).await {
             Ok(read) => Ok(Some(read)),
             Err(StreamError::TimedOut(_)) => Ok(None),
             Err(error) => Err(SessionError::Client(error)),

@@ -326,7 +326,11 @@ impl<C: UpstreamConnector> Session<'_, C> {
                 }
             }
             let received = first_byte_at.is_some();
-            match upstream.fill(timeout).await.map_err(|error| (SessionError::Upstream(error), received))? {
+            let filled = match received {
+                true => upstream.fill_more(timeout).await,
+                false => upstream.fill(timeout).await,
+            };
+            match filled.map_err(|error| (SessionError::Upstream(error), received))? {
                 0 => return Err((SessionError::UpstreamClosed, received)),
                 _ => {
                     first_byte_at.get_or_insert_with(Instant::now);
@@ -363,7 +367,7 @@ impl<C: UpstreamConnector> Session<'_, C> {
             if let Some(head) = head.take() {
                 self.send(&head).await?;
             }
-            if upstream.fill(timeout).await.map_err(SessionError::Upstream)? == 0 {
+            if upstream.fill_more(timeout).await.map_err(SessionError::Upstream)? == 0 {
                 // The close ends a body delimited by it; any other body is cut.
                 framer.finish(&mut events);
                 return take_response(&mut events)?.ok_or(SessionError::UpstreamClosed);

@@ -43,11 +43,14 @@ pub(super) struct Peer {
     stream: TcpStream,
     buffer: BytesMut,
     timer: ReadTimer,
+    /// Whether the last read returned less than its room. tokio then
+    /// cleared the readiness, so [`Peer::fill_more`] reads the socket first.
+    short_read: bool,
 }
 
 impl Peer {
     pub fn new(stream: TcpStream) -> Self {
-        Self { stream, buffer: BytesMut::new(), timer: ReadTimer::default() }
+        Self { stream, buffer: BytesMut::new(), timer: ReadTimer::default(), short_read: false }
     }
 
     /// Returns the stream, dropping the read buffer. The caller checks
@@ -72,6 +75,31 @@ impl Peer {
         self.buffer.split_to(count).freeze()
     }
 
+    /// Reads more of a message whose first bytes were read, waiting at most
+    /// `timeout`, as [`Peer::fill`] does.
+    ///
+    /// Linux ends a read at TCP's urgent mark with the bytes past it still
+    /// queued, and that short read cleared tokio's readiness. A wait on the
+    /// readiness would last until the peer sends again, and a client that
+    /// sent its whole request waits for the response instead. So after a
+    /// short read this asks the socket once without waiting. Mid-message
+    /// waits are rare for RPC calls, whose requests and responses usually
+    /// arrive in one read, so the extra `recv` costs them nothing.
+    pub async fn fill_more(&mut self, timeout: Duration) -> Result<usize, StreamError> {
+        if self.short_read {
+            self.buffer.reserve(READ_CHUNK);
+            match recv_now(&self.stream, &mut self.buffer) {
+                Ok(read) => {
+                    self.short_read = read > 0 && self.buffer.capacity() > self.buffer.len();
+                    return Ok(read);
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        self.fill(timeout).await
+    }
+
     /// Reads more bytes into the buffer, waiting at most `timeout`. Returns
     /// how many arrived; 0 means the peer closed its side.
     pub async fn fill(&mut self, timeout: Duration) -> Result<usize, StreamError> {
@@ -81,7 +109,7 @@ impl Peer {
             // are there to read.
             self.buffer = BytesMut::new();
         }
-        let Self { stream, buffer, timer } = self;
+        let Self { stream, buffer, timer, short_read } = self;
         let read = async {
             loop {
                 stream.readable().await?;
@@ -100,7 +128,10 @@ impl Peer {
                         }
                         continue;
                     }
-                    result => return result,
+                    result => {
+                        *short_read = matches!(result, Ok(read) if read > 0 && buffer.capacity() > buffer.len());
+                        return result;
+                    }
                 }
             }
         };
@@ -161,10 +192,14 @@ impl Peer {
 /// without a `recv`. A read that fills the room or returns 0 keeps the
 /// readiness.
 ///
-/// NOTE: Linux also ends a read at TCP's urgent mark with bytes still
-/// queued. After a client sends urgent data (`MSG_OOB`), the bytes past
-/// the mark wait for the client's next segment or the fill's timeout.
-/// HTTP has no use for urgent data.
+/// Linux also ends a read at TCP's urgent mark with bytes still queued;
+/// [`Peer::fill_more`] reads past it.
+///
+/// NOTE: a mark right at the end of one message, with the next message
+/// already queued behind it (pipelined), still leaves that message waiting
+/// for the client's next segment or the request timeout. Asking the socket
+/// after every message would cost each kept-alive call a `recv`. HTTP has
+/// no use for urgent data.
 async fn read_ready(stream: &mut TcpStream, buffer: &mut BytesMut) -> io::Result<usize> {
     std::future::poll_fn(|context| {
         let read = std::pin::pin!(stream.read_buf(buffer));
@@ -228,6 +263,22 @@ impl ReadTimer {
 /// Peeks at the next byte waiting on `stream`, without consuming it and
 /// without waiting. Returns 1 when a byte is there, 0 at the peer's close,
 /// and `EAGAIN` when nothing arrived.
+/// Reads the bytes waiting on the socket into `buffer`'s spare room without
+/// waiting and without tokio's readiness, which a short read cleared.
+/// `WouldBlock` means none are waiting. Like a plain `recv`, the read skips
+/// an urgent byte and goes on past the mark.
+fn recv_now(stream: &TcpStream, buffer: &mut BytesMut) -> io::Result<usize> {
+    use std::os::fd::AsRawFd as _;
+    let room = buffer.spare_capacity_mut();
+    // SAFETY: the descriptor is the stream's open socket, and `room` is
+    // writable memory of its length, which `recv` writes at most.
+    let read = unsafe { libc::recv(stream.as_raw_fd(), room.as_mut_ptr().cast(), room.len(), libc::MSG_DONTWAIT) };
+    let read = usize::try_from(read).map_err(|_| io::Error::last_os_error())?;
+    // SAFETY: `recv` initialized the first `read` bytes of the spare room.
+    unsafe { buffer.set_len(buffer.len() + read) };
+    Ok(read)
+}
+
 pub(super) fn peek(stream: &TcpStream) -> nix::Result<usize> {
     use nix::sys::socket::{MsgFlags, recv};
     use std::os::fd::AsRawFd as _;
@@ -470,7 +521,6 @@ mod tests {
     /// Reads the bytes after TCP's urgent mark. A read stops at the mark,
     /// short, while those bytes are still queued.
     #[tokio::test]
-    #[ignore = "the short read at the urgent mark clears the readiness (see Peer::read_ready)"]
     async fn urgent_mark_short_read() {
         use std::os::fd::AsRawFd as _;
 
@@ -489,10 +539,34 @@ mod tests {
 
         let first = peer.fill(Duration::from_secs(5)).await.unwrap();
         assert_eq!(first, 3, "read up to the mark");
-        let rest = tokio::time::timeout(Duration::from_secs(2), peer.fill(Duration::from_secs(5))).await;
+        let rest = tokio::time::timeout(Duration::from_secs(2), peer.fill_more(Duration::from_secs(5))).await;
         assert_eq!(rest.expect("the bytes after the urgent mark were not read").unwrap(), 3);
         assert_eq!(peer.buffered(), b"abcdef");
         drop(client);
+    }
+
+    /// After a short read with nothing queued, `fill_more` waits for the
+    /// next bytes as `fill` does, then for the close, then times out.
+    #[tokio::test]
+    async fn fill_more_waits_after_short_read() {
+        let (mut client, mut peer) = after_first_message(b"first").await;
+        client.write_all(b"head").await.unwrap();
+        assert_eq!(peer.fill(Duration::from_secs(5)).await.unwrap(), 4);
+        assert!(peer.short_read);
+
+        let waited = tokio::time::timeout(Duration::from_millis(50), peer.fill_more(Duration::from_secs(5))).await;
+        assert!(waited.is_err(), "nothing was sent");
+        client.write_all(b"body").await.unwrap();
+        let read = tokio::time::timeout(Duration::from_secs(2), peer.fill_more(Duration::from_secs(5))).await;
+        assert_eq!(read.expect("the body was not read").unwrap(), 4);
+        assert_eq!(peer.buffered(), b"headbody");
+
+        let silent = peer.fill_more(Duration::from_millis(20)).await;
+        assert!(matches!(silent, Err(StreamError::TimedOut(_))), "{silent:?}");
+        drop(client);
+        let end = tokio::time::timeout(Duration::from_secs(2), peer.fill_more(Duration::from_secs(5))).await;
+        assert_eq!(end.expect("the close was not read").unwrap(), 0);
+        assert_eq!(peer.buffered(), b"headbody");
     }
 
     #[tokio::test]
