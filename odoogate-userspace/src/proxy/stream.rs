@@ -82,7 +82,7 @@ impl Peer {
     /// queued, and that short read cleared tokio's readiness. A wait on the
     /// readiness would last until the peer sends again, and a client that
     /// sent its whole request waits for the response instead. So after a
-    /// short read this asks the socket once without waiting. Mid-message
+    /// short read this reads the socket once without waiting. Mid-message
     /// waits are rare for RPC calls, whose requests and responses usually
     /// arrive in one read, so the extra `recv` costs them nothing.
     pub async fn fill_more(&mut self, timeout: Duration) -> Result<usize, StreamError> {
