@@ -53,7 +53,9 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     result
 }
 
-fn demo_config(audit_file: &Path, stats_cgroup: &str) -> String {
+/// Returns the demo daemon's configuration. Its control socket is in the
+/// work directory, so `odoogate status` on the host never reaches it.
+fn demo_config(workdir: &Path, audit_file: &Path, stats_cgroup: &str) -> String {
     let fingerprint = crate::secret::Secret::new(MCP_API_KEY).sha256_hex();
     format!(
         r#"# odoogate demo configuration (observe mode)
@@ -68,6 +70,9 @@ unidentified = "deny"
 [audit]
 output = "file"
 file = "{audit}"
+
+[control]
+socket = "{control}"
 
 [[integration]]
 name = "mcp-assistant"
@@ -88,6 +93,7 @@ match = {{ cgroup = "{stats_cgroup}" }}
 allow = [{{ models = ["x_saas_stat"], methods = ["create", "write", "search_read"] }}]
 "#,
         audit = audit_file.display(),
+        control = workdir.join("control.sock").display(),
     )
 }
 
@@ -114,7 +120,7 @@ fn run_in(workdir: &Path) -> anyhow::Result<ExitCode> {
     std::fs::write(&clients_script, CLIENTS)?;
     let audit_file = workdir.join("audit.jsonl");
     let config_file = workdir.join("odoogate.toml");
-    std::fs::write(&config_file, demo_config(&audit_file, "odoogate-demo-*/stats-sync"))?;
+    std::fs::write(&config_file, demo_config(workdir, &audit_file, "odoogate-demo-*/stats-sync"))?;
 
     let in_odoo = Placement { netns: Some(odoo_ns.path()), ..Placement::default() };
 
@@ -189,7 +195,10 @@ fn print_attribution(audit_file: &PathBuf) -> anyhow::Result<()> {
         journal_directory: None,
     };
     let entries = reader::read(&query)?;
-    println!("\nThe audit records odoogate wrote (`odoogate audit` prints the same from journald):\n");
+    println!(
+        "\nThe audit records odoogate wrote to its JSON lines file, which the demo removes at the end \
+         (`odoogate audit --file FILE` prints such a file, and `odoogate audit` the journal):\n"
+    );
     reader::print_table(&entries, &mut std::io::stdout().lock())?;
     println!("\nAttribution table:\n");
     print_summary(&entries);
