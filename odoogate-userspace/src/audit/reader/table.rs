@@ -133,14 +133,16 @@ fn target(entry: &AuditEntry) -> String {
 
 /// Returns the call's outcome, or the error code of an error record, with
 /// the number of events it stands for when more than one.
+/// Returns Odoo's outcome, else the error code, else the HTTP status the
+/// client got (`http:502` when odoogate responded because Odoo did not).
 fn outcome(entry: &AuditEntry) -> String {
-    let base = entry
-        .field("ODOOGATE_OUTCOME")
-        .or(entry.field("ODOOGATE_ERROR_CODE"))
-        .unwrap_or_default();
+    let base = match entry.field("ODOOGATE_OUTCOME").or(entry.field("ODOOGATE_ERROR_CODE")) {
+        Some(base) => base.to_owned(),
+        None => entry.field("ODOOGATE_HTTP_STATUS").map(|status| format!("http:{status}")).unwrap_or_default(),
+    };
     match entry.field("ODOOGATE_COUNT") {
         Some(count) if count != "1" => format!("{base} ×{count}").trim_start().to_owned(),
-        _ => base.to_owned(),
+        _ => base,
     }
 }
 

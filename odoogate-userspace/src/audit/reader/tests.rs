@@ -489,6 +489,24 @@ fn missing_file_is_typed() {
 
 // === printing ===
 
+/// A call that Odoo never answered has no outcome: the table shows the
+/// status odoogate gave the client instead of a dash.
+#[test]
+fn table_shows_status_without_outcome() {
+    let entries = vec![entry(&[
+        ("ODOOGATE_EVENT", "call"),
+        ("ODOOGATE_DECISION", "allow"),
+        ("ODOOGATE_HTTP_STATUS", "502"),
+        ("ODOOGATE_REASON", "(no response: Odoo is unreachable)"),
+    ])];
+
+    let mut out = Vec::new();
+    write_table(&entries, &mut out, &TimeZone::UTC).unwrap();
+    let text = String::from_utf8(out).unwrap();
+
+    assert!(text.lines().nth(1).unwrap().split_whitespace().any(|cell| cell == "http:502"), "{text}");
+}
+
 #[test]
 fn table_shows_one_row_per_entry() {
     let mut entries = parse_all(DENY_LINE, &no_filter()).unwrap();
