@@ -29,6 +29,8 @@ pub mod policy;
 pub mod preflight;
 pub mod proxy;
 pub mod rpc;
+#[doc(hidden)]
+pub mod scratch;
 pub mod secret;
 pub mod state_file;
 pub mod steer;

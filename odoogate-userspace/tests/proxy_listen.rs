@@ -94,7 +94,7 @@ struct Site {
     records: Records,
     port: u16,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    _dir: PathBuf,
+    _dir: support::ScratchDir,
 }
 
 impl Site {

@@ -176,6 +176,8 @@ struct Site {
     port: u16,
     token: Secret,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The token store and credentials, kept while the proxy runs.
+    _dir: support::ScratchDir,
 }
 
 impl Site {
@@ -205,7 +207,7 @@ impl Site {
         tokio::spawn(async move {
             proxy.serve(listener, async { stopped.await.unwrap_or(()) }).await.unwrap();
         });
-        Site { upstream, records, port, token, stop: Some(stop) }
+        Site { upstream, records, port, token, stop: Some(stop), _dir: dir }
     }
 
     /// Sends one request on a new client connection and reads until the

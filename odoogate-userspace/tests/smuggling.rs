@@ -356,9 +356,7 @@ async fn send(port: u16, case: &Case) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enforce_rejects_every_case() {
-    let dir = std::env::temp_dir().join(format!("odoogate-smuggling-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = support::temp_dir("smuggling");
     let upstream = Upstream::start(&dir, API_KEY);
     let config = Arc::new(config("enforce", upstream.port));
     let records = Records::default();

@@ -1,9 +1,11 @@
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde_json::json;
+
+use crate::scratch::ScratchDir;
 
 use super::*;
 use crate::config;
@@ -18,11 +20,8 @@ mode = "observe"
 unidentified = "deny"
 "#;
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("odoogate-control-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn scratch(name: &str) -> ScratchDir {
+    ScratchDir::new(&format!("control-{name}"))
 }
 
 fn write_config(path: &Path, rules: &str) {

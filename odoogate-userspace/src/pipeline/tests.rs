@@ -4,6 +4,7 @@
 use super::*;
 use crate::audit::{AuditEvent, Decision, Identity};
 use crate::capture::{Segment, TcpFlags};
+use crate::scratch::ScratchDir;
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -374,8 +375,7 @@ fn reload_sets_session_lifetime() {
 #[test]
 fn tick_compacts_sessions_file() {
     use crate::secret::Secret;
-    let dir = std::env::temp_dir().join(format!("odoogate-pipeline-compact-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = ScratchDir::new("pipeline-compact");
     let file = dir.join("sessions.json");
     let text = CONFIG.replacen("[policy]\n", &format!("[policy]\nsessions_file = \"{}\"\n", file.display()), 1);
     let config = Arc::new(crate::config::parse(&text, "test.toml").expect("test config is valid"));
@@ -406,7 +406,6 @@ fn tick_compacts_sessions_file() {
     pipeline.sessions.bind(&Secret::new("last"), "website-form", None, now);
     drop(pipeline);
     assert_eq!(lines(), 3, "kept, late and last");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -446,12 +445,11 @@ fn session_web_route_would_deny() {
 
 // === grants, rate limits and reload ===
 
-/// A configuration whose grant file lives in a fresh directory; `rule`
-/// is the allow list of the integration `erp` at 10.0.0.3.
-fn policy_config(name: &str, rule: &str) -> (Arc<Config>, std::path::PathBuf) {
-    let dir = std::env::temp_dir().join(format!("odoogate-pipeline-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+/// A configuration whose grant file, `grants.json`, lives in the fresh
+/// directory returned with it; `rule` is the allow list of the integration
+/// `erp` at 10.0.0.3.
+fn policy_config(name: &str, rule: &str) -> (Arc<Config>, ScratchDir) {
+    let dir = ScratchDir::new(&format!("pipeline-{name}"));
     let grants_file = dir.join("grants.json");
     let text = format!(
         r#"
@@ -477,7 +475,7 @@ allow = [{{ models = ["crm.lead"], methods = ["create"] }}]
 "#,
         grants_file.display()
     );
-    (Arc::new(crate::config::parse(&text, "test.toml").expect("valid test config")), grants_file)
+    (Arc::new(crate::config::parse(&text, "test.toml").expect("valid test config")), dir)
 }
 
 /// Sends one call on a fresh connection and answers it.
@@ -508,8 +506,8 @@ fn create_lead_call_kw(header: &str) -> Vec<u8> {
 }
 
 /// Returns an observe pipeline that allows unidentified calls and whose
-/// token store cannot be loaded, its sink, and the directory to remove.
-fn pipeline_without_store(name: &str) -> (Pipeline, MemorySink, std::path::PathBuf) {
+/// token store cannot be loaded, its sink, and its scratch directory.
+fn pipeline_without_store(name: &str) -> (Pipeline, MemorySink, ScratchDir) {
     let dir = fresh_dir(name);
     let store = dir.join("tokens.json");
     std::fs::write(&store, "not json").unwrap();
@@ -523,7 +521,7 @@ fn pipeline_without_store(name: &str) -> (Pipeline, MemorySink, std::path::PathB
 #[test]
 fn rate_limit_turns_allow_into_would_deny() {
     let rule = r#"[{ models = ["crm.lead"], methods = ["create"], rate = "1/h", burst = 2 }]"#;
-    let (config, _) = policy_config("rate", rule);
+    let (config, _dir) = policy_config("rate", rule);
     let sink = MemorySink::default();
     let mut pipeline = Pipeline::new(config, None, Box::new(sink.clone()));
 
@@ -547,7 +545,8 @@ fn rate_limit_turns_allow_into_would_deny() {
 
 #[test]
 fn grant_enables_disabled_integration() {
-    let (config, grants_file) = policy_config("grant", r#"[{ models = ["crm.lead"], methods = ["read"] }]"#);
+    let (config, dir) = policy_config("grant", r#"[{ models = ["crm.lead"], methods = ["read"] }]"#);
+    let grants_file = dir.join("grants.json");
     let sink = MemorySink::default();
     let mut pipeline = Pipeline::new(config, None, Box::new(sink.clone()));
 
@@ -575,12 +574,12 @@ fn grant_enables_disabled_integration() {
 
 #[test]
 fn set_config_changes_next_decision() {
-    let (config, _) = policy_config("reload", r#"[{ models = ["crm.lead"], methods = ["read"] }]"#);
+    let (config, _dir) = policy_config("reload", r#"[{ models = ["crm.lead"], methods = ["read"] }]"#);
     let sink = MemorySink::default();
     let mut pipeline = Pipeline::new(config, None, Box::new(sink.clone()));
 
     one_call(&mut pipeline, "10.0.0.3:43000", "crm.lead", "create");
-    let (reloaded, _) = policy_config("reload", r#"[{ models = ["crm.lead"], methods = ["create"] }]"#);
+    let (reloaded, _reloaded_dir) = policy_config("reload", r#"[{ models = ["crm.lead"], methods = ["create"] }]"#);
     pipeline.set_config(reloaded);
     one_call(&mut pipeline, "10.0.0.3:43001", "crm.lead", "create");
 
@@ -592,9 +591,7 @@ fn set_config_changes_next_decision() {
 
 #[test]
 fn observe_mode_identifies_scoped_tokens() {
-    let dir = std::env::temp_dir().join(format!("odoogate-pipeline-tokens-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = ScratchDir::new("pipeline-tokens");
     let store = dir.join("tokens.json");
     let (_, token) = crate::token::TokenStore::create(&store, "website-form", None, std::time::SystemTime::now()).unwrap();
     let text = format!("{CONFIG}\n[tokens]\nstore = \"{}\"\n", store.display());
@@ -630,15 +627,11 @@ fn observe_mode_identifies_scoped_tokens() {
     for record in &records {
         assert!(!format!("{record:?}").contains(token.expose()), "no record holds the token");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Returns an empty directory named after `name` and this process.
-fn fresh_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("odoogate-pipeline-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn fresh_dir(name: &str) -> ScratchDir {
+    ScratchDir::new(&format!("pipeline-{name}"))
 }
 
 /// Frames `bytes`, which must hold exactly one complete request.
@@ -680,7 +673,6 @@ fn revoked_token_session_opens_no_route() {
 
     let logout = frame_request(b"GET /web/session/logout HTTP/1.1\r\nCookie: session_id=s3ss10n\r\n\r\n");
     assert_eq!(web_route_refusal(&config, &sessions, Some(&store), &logout), None, "the logout stays open");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Asserts that `sink` got one call record, `would_deny` for an unknown
@@ -697,7 +689,7 @@ fn observe_mode_without_store_flags_ended_token_session() {
     // Enforce mode without a token store refuses a model call whose web
     // session a token logged in (proxy::session resolve), so observe mode
     // must record would_deny too, even when unidentified calls are allowed.
-    let (mut pipeline, sink, dir) = pipeline_without_store("no-store");
+    let (mut pipeline, sink, _dir) = pipeline_without_store("no-store");
     let digest = crate::identity::Fingerprint::of(&crate::secret::Secret::new("odg_gone"));
     pipeline.sessions.bind(&crate::secret::Secret::new("s3ss10n"), "website-form", Some(digest), std::time::SystemTime::now());
 
@@ -705,20 +697,18 @@ fn observe_mode_without_store_flags_ended_token_session() {
     pipeline.finish();
 
     assert_one_unknown_token(&sink);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn observe_mode_without_store_flags_presented_token() {
     // Enforce mode without a token store rejects a presented token with
     // AccessDenied, so observe mode records would_deny for it too.
-    let (mut pipeline, sink, dir) = pipeline_without_store("no-store-token");
+    let (mut pipeline, sink, _dir) = pipeline_without_store("no-store-token");
 
     send_answered(&mut pipeline, "10.0.0.9:40022", &create_lead_call_kw("X-Odoogate-Token: odg_2C9mbw3wJ9fhP5EXAMPLExx"));
     pipeline.finish();
 
     assert_one_unknown_token(&sink);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+pub use odoogate::scratch::ScratchDir;
+
 /// A child process killed on drop.
 pub struct Guard(pub Child);
 
@@ -44,12 +46,10 @@ pub fn fingerprint(key: &str) -> String {
     hex::encode(<sha2::Sha256 as sha2::Digest>::digest(key.as_bytes()))
 }
 
-/// Returns an empty directory named after `name` and this process.
-pub fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("odoogate-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// Returns an empty directory named after `name` and this process, removed
+/// when dropped.
+pub fn temp_dir(name: &str) -> ScratchDir {
+    ScratchDir::new(name)
 }
 
 /// Starts the Odoo-like upstream on 127.0.0.1:`port` with `args` (API

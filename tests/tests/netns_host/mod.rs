@@ -7,6 +7,7 @@
 
 use anyhow::{Context as _, bail};
 use odoogate::demo::lab::{self, Cgroup, ChildGuard, Netns, Placement};
+use odoogate::scratch::ScratchDir;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -48,15 +49,13 @@ pub struct Host {
     upstream: ChildGuard,
     pub client_cgroup: Cgroup,
     pub netns: Netns,
-    pub workdir: PathBuf,
+    pub workdir: ScratchDir,
 }
 
 impl Host {
     pub fn start(name: &str) -> anyhow::Result<Self> {
         let tag = format!("{name}-{}", std::process::id());
-        let workdir = std::env::temp_dir().join(format!("odoogate-netns-{tag}"));
-        let _ = std::fs::remove_dir_all(&workdir);
-        std::fs::create_dir_all(&workdir)?;
+        let workdir = ScratchDir::new(&format!("netns-{name}"));
         let netns = Netns::create(&format!("ognh-{tag}"))?;
         let client_cgroup = Cgroup::create(&format!("odoogate-netns-{tag}/client"))?;
 

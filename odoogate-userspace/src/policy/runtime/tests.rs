@@ -5,6 +5,7 @@ use super::*;
 use crate::audit::record::Identity;
 use crate::grant::store::{self, GrantRequest};
 use crate::rpc::call::{CallKind, Protocol};
+use crate::scratch::ScratchDir;
 
 fn config(grants_file: &Path) -> Config {
     let text = format!(
@@ -50,11 +51,8 @@ fn by(integration: &str) -> Resolution {
     }
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("odoogate-runtime-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn temp_dir(name: &str) -> ScratchDir {
+    ScratchDir::new(&format!("runtime-{name}"))
 }
 
 #[test]
