@@ -81,8 +81,8 @@ pub enum ReaderError {
         source: EntryError,
     },
     #[error(
-        "invalid --since value {value:?}: {reason}; use a shorthand such as 30m, 2h or 7d, \
-         \"N minutes ago\", or a local date and time such as 2026-12-01 or \"2026-12-01 08:30:00\""
+        "invalid --since value {value:?}: expected a shorthand such as 30m, 2h or 7d, \"N minutes ago\", \
+         or a local date and time such as 2026-12-01 or \"2026-12-01 08:30:00\" ({reason})"
     )]
     InvalidSince { value: String, reason: String },
 }

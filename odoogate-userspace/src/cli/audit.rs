@@ -1,7 +1,9 @@
 //! `odoogate audit`: prints audit records.
 
 use crate::audit::reader::{self, AuditQuery};
-use std::path::PathBuf;
+use crate::config::{self, AuditOutput};
+use anyhow::Context as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
@@ -27,18 +29,28 @@ pub struct AuditArgs {
     /// journald.
     #[arg(long)]
     file: Option<PathBuf>,
+    /// The daemon's configuration file: read its `audit.file` when its
+    /// `audit.output` is `file`, else journald.
+    #[arg(long, short, conflicts_with = "file")]
+    config: Option<PathBuf>,
     /// Read the journal files in this directory (`journalctl -D`).
     #[arg(long)]
     directory: Option<PathBuf>,
 }
 
+/// Exits 0 also when no record matches, after a note on stderr that names
+/// where the command looked.
 pub fn audit(args: &AuditArgs) -> anyhow::Result<ExitCode> {
+    let file = match &args.config {
+        Some(path) => file_of_config(path)?,
+        None => args.file.clone(),
+    };
     let query = AuditQuery {
         since: args.since.clone(),
         integration: args.integration.clone(),
         decision: args.decision.clone(),
         model: args.model.clone(),
-        file: args.file.clone(),
+        file,
         journal_directory: args.directory.clone(),
     };
     let entries = reader::read(&query)?;
@@ -52,6 +64,64 @@ pub fn audit(args: &AuditArgs) -> anyhow::Result<ExitCode> {
         // A reader such as `head` that stops early is not an error.
         Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
         Err(error) => Err(error.into()),
-        Ok(()) => Ok(ExitCode::SUCCESS),
+        Ok(()) => {
+            if entries.is_empty() {
+                eprintln!("{}", empty_note(&query, args.config.as_deref()));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Returns `audit.file` of the configuration at `path` when its
+/// `audit.output` is `file`, else `None` for journald.
+fn file_of_config(path: &Path) -> anyhow::Result<Option<PathBuf>> {
+    let config = config::load(path)
+        .with_context(|| format!("failed to find the audit records (pass --file PATH, or fix {})", path.display()))?;
+    Ok((config.audit.output == AuditOutput::File).then_some(config.audit.file))
+}
+
+/// Returns the note naming where `odoogate audit` looked when no record
+/// matched, and how to read records written elsewhere.
+fn empty_note(query: &AuditQuery, config: Option<&Path>) -> String {
+    let filtered = query.since.is_some() || query.integration.is_some() || query.decision.is_some() || query.model.is_some();
+    let found = if filtered { "no audit record matched the filters" } else { "no audit records found" };
+    if let Some(file) = &query.file {
+        let origin = config.map(|config| format!(" (audit.file of {})", config.display())).unwrap_or_default();
+        return format!("{found} in {}{origin}", file.display());
+    }
+    let journal = match &query.journal_directory {
+        Some(directory) => format!("the journal files in {}", directory.display()),
+        None => "the journal".to_owned(),
+    };
+    let mut note = format!("{found} in {journal} (SYSLOG_IDENTIFIER=odoogate)");
+    if config.is_none() {
+        note.push_str(
+            "; if the daemon writes a file (audit.output = \"file\"), read it with --file PATH or --config FILE",
+        );
+    }
+    if query.journal_directory.is_none() && !nix::unistd::geteuid().is_root() {
+        note.push_str("; outside the systemd-journal group, journalctl shows only this user's own entries");
+    }
+    note
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_note_names_the_file() {
+        let query = AuditQuery { file: Some("/var/log/odoogate/audit.jsonl".into()), ..Default::default() };
+        let note = empty_note(&query, Some(Path::new("/etc/odoogate/odoogate.toml")));
+        assert_eq!(note, "no audit records found in /var/log/odoogate/audit.jsonl (audit.file of /etc/odoogate/odoogate.toml)");
+    }
+
+    #[test]
+    fn empty_note_for_journal_suggests_a_file() {
+        let query = AuditQuery { since: Some("1h".into()), ..Default::default() };
+        let note = empty_note(&query, None);
+        assert!(note.starts_with("no audit record matched the filters in the journal"), "{note}");
+        assert!(note.contains("--file PATH or --config FILE"), "{note}");
     }
 }

@@ -132,15 +132,15 @@ fn list(path: &std::path::Path, now: SystemTime) -> anyhow::Result<ExitCode> {
 fn tell_daemon(files: &GrantFiles) {
     // With only `--grants-file`, the configuration may not load, and the
     // daemon then listens on the default socket.
-    let socket = config::load(&files.config).map_or_else(|_| PathBuf::from(control::DEFAULT_SOCKET), |config| config.control.socket);
+    let target = super::control_socket::Target::locate(None, Some(&files.config));
     let seconds = GRANT_FILE_CHECK_INTERVAL.as_secs();
-    match control::send(&socket, ControlRequest::GrantsChanged) {
+    match control::send(&target.socket, ControlRequest::GrantsChanged) {
         Ok(response) if response["ok"] == true => {}
         Ok(response) => {
             let error = response["error"].as_str().unwrap_or("no reason given");
             eprintln!("warning: the daemon did not reread the grant file ({error}); it checks the file within {seconds} s");
         }
-        Err(ControlError::NotRunning { .. }) => {}
+        Err(ControlError::NotRunning { .. } | ControlError::NoListener { .. }) => {}
         Err(error) => eprintln!("warning: {error}; the running daemon checks the grant file within {seconds} s"),
     }
 }

@@ -55,10 +55,31 @@ pub fn init(format: LogFormat) -> LogTarget {
 /// (the startup checks list one failure a line), where the stderr stream
 /// would store one entry per line at its default priority 6 (info).
 pub fn report_fatal(target: LogTarget, error: &anyhow::Error) {
+    let message = chain_text(error);
     match target {
-        LogTarget::StderrText => eprintln!("odoogate: {error:#}"),
-        LogTarget::StderrJson | LogTarget::Journald => tracing::error!("{error:#}"),
+        LogTarget::StderrText => eprintln!("odoogate: {message}"),
+        LogTarget::StderrJson | LogTarget::Journald => tracing::error!("{message}"),
     }
+}
+
+/// Joins the messages of `error` and its causes with `: `, as `{error:#}`
+/// does, but leaves out a cause whose message is already in the text. Many
+/// errors here put their source in their own message and also return it
+/// from `source()` (thiserror's `{source}` with a `source` field), which
+/// `{error:#}` would print twice.
+fn chain_text(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let message = cause.to_string();
+        if text.contains(&message) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&message);
+    }
+    text
 }
 
 /// Sends messages to journald. Returns false when the journald socket
@@ -83,5 +104,28 @@ fn stderr_is_journal() -> bool {
     match nix::sys::stat::fstat(std::io::stderr()) {
         Ok(stat) => stat.st_dev == device && stat.st_ino == inode,
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context as _;
+
+    #[test]
+    fn chain_text_prints_each_cause_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let error = crate::config::ConfigError::Read { path: "nope.toml".into(), source: io };
+        let error = anyhow::Error::from(error);
+        assert_eq!(chain_text(&error), "failed to read the configuration nope.toml: entity not found");
+
+        let error = error.context("failed to find the grant file");
+        assert_eq!(chain_text(&error), "failed to find the grant file: failed to read the configuration nope.toml: entity not found");
+    }
+
+    #[test]
+    fn chain_text_keeps_causes_missing_from_the_message() {
+        let error = Err::<(), _>(std::io::Error::from(std::io::ErrorKind::AddrInUse)).context("failed to listen").unwrap_err();
+        assert_eq!(chain_text(&error), "failed to listen: address in use");
     }
 }

@@ -2,6 +2,7 @@
 
 mod audit;
 mod check;
+mod control_socket;
 mod grant;
 mod install;
 mod explain;
@@ -39,7 +40,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Attach the capture programs and record every Odoo call (observe mode).
+    /// Start the daemon in observe or enforce mode, as `policy.mode` sets.
     Run {
         /// Configuration file.
         #[arg(long, short, default_value = DEFAULT_CONFIG)]

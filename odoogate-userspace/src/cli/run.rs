@@ -44,6 +44,10 @@ const EVENT_CHANNEL_CAPACITY: usize = 16_384;
 const TICK_INTERVAL: Duration = Duration::from_secs(1);
 
 pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
+    // Absolute, so that the log and `odoogate status` name the file the
+    // same way whatever directory the daemon was started in.
+    let path = &std::path::absolute(path)
+        .with_context(|| format!("failed to make the configuration path {} absolute", path.display()))?;
     let config = Arc::new(config::load(path).map_err(|error| anyhow::anyhow!("{error}"))?);
     crate::preflight::run(&config)?;
     fd_limit::raise(&config);

@@ -2,22 +2,17 @@
 //! socket.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use serde_json::Value;
 
-use crate::control::{self, ControlRequest};
+use super::control_socket::{self, DaemonArgs};
+use crate::control::ControlRequest;
 
 #[derive(clap::Args)]
 pub struct StatusArgs {
-    /// The control socket of the running daemon [default: `control.socket`
-    /// of the configuration file, else /run/odoogate/control.sock].
-    #[arg(long)]
-    socket: Option<PathBuf>,
-    /// The daemon's configuration file, read for `control.socket`.
-    #[arg(long, short, default_value = super::DEFAULT_CONFIG)]
-    config: PathBuf,
+    #[command(flatten)]
+    daemon: DaemonArgs,
     /// Print the daemon's JSON response as it is.
     #[arg(long)]
     json: bool,
@@ -25,8 +20,7 @@ pub struct StatusArgs {
 
 /// Exits 1 with a message when the daemon is not running.
 pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
-    let socket = control_socket(args.socket.as_deref(), &args.config);
-    let response = control::send(&socket, ControlRequest::Status)?;
+    let response = control_socket::send(&args.daemon, ControlRequest::Status)?;
     if response["ok"] != true {
         let error = response["error"].as_str().unwrap_or("no error message");
         anyhow::bail!("the daemon could not report its status: {error}");
@@ -37,20 +31,6 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         print!("{}", render(&response));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Returns the control socket to use: `explicit` when given, else
-/// `control.socket` of the configuration at `config`, else the default. A
-/// configuration that cannot be loaded falls back to the default, because
-/// the daemon may run with another file.
-pub(super) fn control_socket(explicit: Option<&Path>, config: &Path) -> PathBuf {
-    if let Some(socket) = explicit {
-        return socket.to_path_buf();
-    }
-    match crate::config::load(config) {
-        Ok(config) => config.control.socket.clone(),
-        Err(_) => PathBuf::from(control::DEFAULT_SOCKET),
-    }
 }
 
 /// Renders a status object as indented `key: value` lines, in the

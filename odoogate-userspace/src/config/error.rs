@@ -3,7 +3,7 @@
 use std::fmt;
 use std::io;
 use std::ops::Range;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
@@ -11,7 +11,7 @@ use toml::de::{DeTable, DeValue};
 /// An error from loading a configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("failed to read the configuration {}: {source}", path.display())]
+    #[error("failed to read the configuration {}: {source}{}", path.display(), read_hint(path, source))]
     Read {
         path: PathBuf,
         #[source]
@@ -21,6 +21,16 @@ pub enum ConfigError {
     TooLarge { path: PathBuf, max: u64 },
     #[error("{0}")]
     Invalid(Box<InvalidConfig>),
+}
+
+/// Returns the next step for a default configuration file that does not
+/// exist, else nothing.
+fn read_hint(path: &Path, error: &io::Error) -> &'static str {
+    if error.kind() == io::ErrorKind::NotFound && path == Path::new(crate::cli::DEFAULT_CONFIG) {
+        "; pass --config FILE, or write the default configuration there with `odoogate install` (see docs/getting-started.md)"
+    } else {
+        ""
+    }
 }
 
 /// A configuration that was read but is wrong, with where and why.
@@ -75,8 +85,30 @@ impl Problem {
         // about the one that happens to come first.
         let whole_document = self.span == (0..0);
         let key = if whole_document { String::new() } else { key_path_at(text, offset) };
-        ConfigError::Invalid(Box::new(InvalidConfig { origin: origin.to_owned(), line, column, key, message: self.message }))
+        let message = with_layout_hint(&key, self.message);
+        ConfigError::Invalid(Box::new(InvalidConfig { origin: origin.to_owned(), line, column, key, message }))
     }
+}
+
+/// Adds the fix to toml's message for a required table that is missing or
+/// for `[integration]` written with single brackets. toml then reports a
+/// map where the integration list belongs, or a duplicate key for a second
+/// `[integration]`.
+fn with_layout_hint(key: &str, message: String) -> String {
+    let hint = match (key, message.as_str()) {
+        ("integration", "duplicate key") => "write each integration as `[[integration]]`, with double brackets",
+        ("integration", message) if message.starts_with("invalid type: map") => {
+            "write each integration as `[[integration]]`, with double brackets"
+        }
+        ("", "missing field `odoo`") => {
+            "add an [odoo] table with `ports` (Odoo's HTTP ports, such as [8069]) and `interfaces` (such as [\"lo\"])"
+        }
+        ("", "missing field `policy`") => {
+            "add a [policy] table with `mode` (\"observe\" or \"enforce\") and `unidentified` (\"allow\" or \"deny\")"
+        }
+        _ => return message,
+    };
+    format!("{message}; {hint}")
 }
 
 impl From<toml::de::Error> for Problem {
@@ -176,6 +208,17 @@ mod tests {
         assert_eq!(key_path_at(text, second_port), "odoo.ports[1]");
         let second_name = text.find("\"b\"").unwrap();
         assert_eq!(key_path_at(text, second_name), "integration[1].name");
+    }
+
+    #[test]
+    fn missing_default_file_names_next_step() {
+        let missing = || io::Error::from(io::ErrorKind::NotFound);
+        let error = ConfigError::Read { path: crate::cli::DEFAULT_CONFIG.into(), source: missing() };
+        assert!(error.to_string().contains("pass --config FILE"), "{error}");
+        assert!(error.to_string().contains("odoogate install"), "{error}");
+
+        let error = ConfigError::Read { path: "gate.toml".into(), source: missing() };
+        assert!(!error.to_string().contains("odoogate install"), "{error}");
     }
 
     #[test]

@@ -186,7 +186,22 @@ fn missing_section_is_rejected() {
 
     let error = invalid("[policy]\nmode = \"observe\"\nunidentified = \"allow\"\n");
     assert!(error.message.contains("missing field `odoo`"), "{error}");
+    assert!(error.message.contains("`ports`"), "{error}");
+    assert!(error.message.contains("`interfaces`"), "{error}");
     assert_eq!(error.key, "", "{error}");
+}
+
+#[test]
+fn single_bracket_integration_hints_array_table() {
+    let one = "\n[integration]\nname = \"a\"\nmatch = { ip = [\"10.0.0.1/32\"] }\n";
+    let error = invalid(&with_head(one));
+    assert_at(&error, HEAD_LINES + 2, "integration", "invalid type: map");
+    assert!(error.message.contains("`[[integration]]`"), "{error}");
+
+    let two = format!("{one}[integration]\nname = \"b\"\n");
+    let error = invalid(&with_head(&two));
+    assert_at(&error, HEAD_LINES + 5, "integration", "duplicate key");
+    assert!(error.message.contains("`[[integration]]`"), "{error}");
 }
 
 #[test]

@@ -51,8 +51,12 @@ pub type Handler = Arc<dyn Fn(ControlRequest) -> Value + Send + Sync>;
 /// An error talking to the daemon.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
-    #[error("the odoogate daemon is not running (no control socket at {}); start it with `odoogate run`", path.display())]
+    #[error("no odoogate daemon listens on {}: the socket file does not exist", path.display())]
     NotRunning { path: PathBuf },
+    /// The socket file exists but nothing accepts on it, as after a daemon
+    /// was killed with SIGKILL. The next `odoogate run` replaces the file.
+    #[error("no odoogate daemon answers on the control socket {} (a stale socket file, left by a daemon that did not stop cleanly)", path.display())]
+    NoListener { path: PathBuf },
     #[error("failed to connect to the control socket {}: {source}", path.display())]
     Connect { path: PathBuf, source: io::Error },
     #[error("failed to talk to the daemon on {}: {source}", path.display())]
@@ -180,7 +184,8 @@ fn serve(stream: UnixStream, handler: &Handler) -> io::Result<()> {
 /// response object.
 pub fn send(path: &Path, request: ControlRequest) -> Result<Value, ControlError> {
     let stream = UnixStream::connect(path).map_err(|source| match source.kind() {
-        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => ControlError::NotRunning { path: path.to_owned() },
+        io::ErrorKind::NotFound => ControlError::NotRunning { path: path.to_owned() },
+        io::ErrorKind::ConnectionRefused => ControlError::NoListener { path: path.to_owned() },
         _ => ControlError::Connect { path: path.to_owned(), source },
     })?;
     let io_error = |source| ControlError::Io { path: path.to_owned(), source };

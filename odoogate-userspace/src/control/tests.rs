@@ -147,11 +147,22 @@ fn stops_when_socket_file_was_replaced() {
 }
 
 #[test]
-fn send_without_daemon_says_not_running() {
+fn send_without_socket_file_is_not_running() {
     let dir = scratch("absent");
     let error = send(&dir.join("control.sock"), ControlRequest::Status).unwrap_err();
     assert!(matches!(error, ControlError::NotRunning { .. }), "{error}");
-    assert!(error.to_string().contains("not running"), "{error}");
+    assert!(error.to_string().contains("the socket file does not exist"), "{error}");
+}
+
+#[test]
+fn send_to_stale_socket_says_no_listener() {
+    let dir = scratch("stale");
+    let socket = dir.join("control.sock");
+    // Dropping a listener leaves its file, as a killed daemon does.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    let error = send(&socket, ControlRequest::Status).unwrap_err();
+    assert!(matches!(error, ControlError::NoListener { .. }), "{error}");
+    assert!(error.to_string().contains("no odoogate daemon answers"), "{error}");
 }
 
 #[test]

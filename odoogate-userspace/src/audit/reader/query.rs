@@ -201,7 +201,7 @@ pub(super) fn since_cutoff(
     if let Ok(span) = normalized.parse::<Span>() {
         if !span.is_negative() {
             return Err(invalid(
-                "a relative time must be in the past (\"… ago\")".to_owned(),
+                "a time span needs \"ago\" to be in the past, as in \"1 hour ago\"".to_owned(),
             ));
         }
         return now

@@ -83,9 +83,7 @@ async fn serve(
             if let Some(metrics) = metrics {
                 report_programs(metrics, guard.as_ref(), None);
             }
-            let listener = TcpListener::bind(address)
-                .await
-                .with_context(|| format!("failed to listen on {address} (proxy.listen)"))?;
+            let listener = TcpListener::bind(address).await.map_err(|error| listen_error(address, &error))?;
             tracing::info!(listen = %address, %upstream, mode = "enforce", "Proxying Odoo traffic in listen mode");
             let daemon = Daemon {
                 handle,
@@ -249,6 +247,26 @@ const LISTEN_BACKLOG: u32 = 1024;
 /// Binds the listener that the steering hands connections to: dual-stack
 /// (the kernel's default for `::`), so steered IPv4 and IPv6 connections
 /// both land here, on an ephemeral port.
+/// Describes a failure to listen on `proxy.listen`, with the next step for
+/// the usual causes.
+fn listen_error(address: SocketAddr, error: &std::io::Error) -> anyhow::Error {
+    let port = address.port();
+    let next = match error.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "; another process listens there, often Odoo itself: find it with `ss -ltnp 'sport = :{port}'`, \
+             then set proxy.listen to a free address, or move Odoo to another port (`http_port` in odoo.conf) and set proxy.upstream to it"
+        ),
+        std::io::ErrorKind::AddrNotAvailable => {
+            "; no interface of this host has that address: use one that `ip address` lists, or 127.0.0.1".to_owned()
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            "; a port below 1024 needs CAP_NET_BIND_SERVICE, which the packaged unit's CapabilityBoundingSet leaves out".to_owned()
+        }
+        _ => String::new(),
+    };
+    anyhow::anyhow!("failed to listen on {address} (proxy.listen): {error}{next}")
+}
+
 fn bind_steering_listener() -> anyhow::Result<std::net::TcpListener> {
     let socket = tokio::net::TcpSocket::new_v6().context("failed to create the steering listener")?;
     socket

@@ -1,0 +1,185 @@
+//! Error messages and notes of the `odoogate` CLI, from the real binary:
+//! reaching the daemon's control socket, reading audit records, and
+//! starting the enforce-mode proxy on a taken port. Needs no root and no
+//! upstream: the proxy connects to Odoo only when a call arrives.
+
+mod support;
+
+use support::{Guard, free_port, temp_dir, wait_until};
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+/// Writes an enforce-mode configuration in listen mode to `dir/name`, with
+/// its control socket, audit file and token store in `dir`.
+fn write_config(dir: &Path, name: &str, listen_port: u16) -> std::path::PathBuf {
+    let text = format!(
+        r#"
+[odoo]
+ports = [{upstream}]
+interfaces = ["lo"]
+
+[policy]
+mode = "enforce"
+unidentified = "deny"
+grants_file = "{dir}/grants.json"
+
+[proxy]
+listen = "127.0.0.1:{listen_port}"
+
+[audit]
+output = "file"
+file = "{dir}/audit.jsonl"
+
+[tokens]
+store = "{dir}/no-tokens.json"
+
+[control]
+socket = "{dir}/control.sock"
+"#,
+        upstream = free_port(),
+        dir = dir.display(),
+    );
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn odoogate(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_odoogate")).args(args).current_dir(dir).output().expect("odoogate runs")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn status_without_daemon_suggests_options() {
+    let dir = temp_dir("cli-no-daemon");
+    write_config(&dir, "odoogate.toml", free_port());
+    let output = odoogate(&["status", "--config", "odoogate.toml"], &dir);
+    let error = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{error}");
+    assert!(error.contains(&format!("no odoogate daemon listens on {}", dir.join("control.sock").display())), "{error}");
+    assert!(error.contains("control.socket of odoogate.toml"), "{error}");
+    assert!(error.contains("--config FILE"), "{error}");
+    assert!(error.contains("--socket PATH"), "{error}");
+}
+
+#[test]
+fn stale_socket_says_no_daemon_answers() {
+    let dir = temp_dir("cli-stale");
+    let socket = dir.join("control.sock");
+    // A listener dropped without removing its file, as a killed daemon leaves it.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    let output = odoogate(&["status", "--socket", socket.to_str().unwrap()], &dir);
+    let error = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{error}");
+    assert!(error.contains(&format!("no odoogate daemon answers on the control socket {}", socket.display())), "{error}");
+    assert!(!error.contains("does not exist"), "{error}");
+}
+
+#[test]
+fn invalid_config_is_named_with_socket_option() {
+    // The command falls back to the default socket, so a daemon running
+    // there on this host would respond instead.
+    if Path::new(odoogate::control::DEFAULT_SOCKET).exists() {
+        eprintln!("skipped: {} exists", odoogate::control::DEFAULT_SOCKET);
+        return;
+    }
+    let dir = temp_dir("cli-typo");
+    let config = write_config(&dir, "odoogate.toml", free_port());
+    let text = std::fs::read_to_string(&config).unwrap().replace("unidentified", "unidentifed");
+    std::fs::write(&config, text).unwrap();
+
+    let output = odoogate(&["status", "--config", "odoogate.toml"], &dir);
+    let error = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{error}");
+    assert!(error.contains("odoogate.toml:8:1: policy.unidentifed: unknown field `unidentifed`"), "{error}");
+    assert!(error.contains("--socket PATH"), "{error}");
+
+    let output = odoogate(&["status", "--config", "missing.toml"], &dir);
+    let error = stderr(&output);
+    assert!(error.contains("failed to read the configuration missing.toml"), "{error}");
+    assert_eq!(error.matches("No such file or directory").count(), 1, "{error}");
+}
+
+#[test]
+fn status_shows_absolute_config_path() {
+    let dir = temp_dir("cli-absolute");
+    let listen_port = free_port();
+    write_config(&dir, "odoogate.toml", listen_port);
+    let daemon = Command::new(env!("CARGO_BIN_EXE_odoogate"))
+        .args(["run", "--config", "odoogate.toml"])
+        .current_dir(&dir)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("odoogate starts");
+    let _daemon = Guard(daemon);
+    let socket = dir.join("control.sock");
+    wait_until("the control socket", || socket.exists());
+
+    let output = odoogate(&["status", "--socket", socket.to_str().unwrap()], &dir);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(printed.contains(&format!("config: {}\n", dir.join("odoogate.toml").display())), "{printed}");
+}
+
+#[test]
+fn proxy_listen_in_use_names_next_step() {
+    let dir = temp_dir("cli-listen-in-use");
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    write_config(&dir, "odoogate.toml", port);
+
+    let output = odoogate(&["run", "--config", "odoogate.toml"], &dir);
+    let error = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{error}");
+    assert!(error.contains(&format!("failed to listen on 127.0.0.1:{port} (proxy.listen)")), "{error}");
+    assert!(error.contains(&format!("ss -ltnp 'sport = :{port}'")), "{error}");
+    drop(holder);
+}
+
+/// Returns one audit line in the form the JSON lines sink writes.
+fn audit_line(integration: &str) -> String {
+    let micros = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros();
+    serde_json::json!({
+        "__REALTIME_TIMESTAMP": micros.to_string(),
+        "SYSLOG_IDENTIFIER": "odoogate",
+        "ODOOGATE_EVENT": "call",
+        "ODOOGATE_DECISION": "allow",
+        "ODOOGATE_INTEGRATION": integration,
+        "ODOOGATE_MODEL": "res.partner",
+        "ODOOGATE_METHOD": "read",
+    })
+    .to_string()
+}
+
+#[test]
+fn audit_config_reads_audit_file() {
+    let dir = temp_dir("cli-audit-config");
+    write_config(&dir, "odoogate.toml", free_port());
+    std::fs::write(dir.join("audit.jsonl"), format!("{}\n", audit_line("crm"))).unwrap();
+
+    let output = odoogate(&["audit", "--config", "odoogate.toml", "--json"], &dir);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(printed.contains("\"ODOOGATE_INTEGRATION\":\"crm\""), "{printed}");
+    assert_eq!(stderr(&output), "");
+
+    let output = odoogate(&["audit", "--config", "odoogate.toml", "--integration", "shop"], &dir);
+    let note = stderr(&output);
+    assert!(output.status.success(), "{note}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout).lines().count(), 1, "only the table header");
+    let expected = format!("no audit record matched the filters in {} (audit.file of odoogate.toml)\n", dir.join("audit.jsonl").display());
+    assert_eq!(note, expected);
+}
+
+#[test]
+fn missing_audit_file_prints_cause_once() {
+    let dir = temp_dir("cli-audit-missing");
+    let output = odoogate(&["audit", "--file", "nope.jsonl"], &dir);
+    let error = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{error}");
+    assert_eq!(error, "odoogate: failed to open the audit file nope.jsonl: No such file or directory (os error 2)\n");
+}
