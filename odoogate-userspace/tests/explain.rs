@@ -284,6 +284,39 @@ fn explain_valid_token_one_answer() {
     assert_eq!(status, 1);
 }
 
+/// A token of an integration whose match has no `token = true` is refused
+/// from every address, and the address line tells the real address apart.
+#[test]
+fn explain_token_needs_token_match() {
+    let (dir, config) = setup("token-ip-only");
+    let text = std::fs::read_to_string(&config).unwrap()
+        + "\n[[integration]]\nname = \"local-script\"\nmatch = { ip = [\"127.0.0.1\"] }\n\
+           allow = [{ models = [\"res.partner\"], methods = [\"search_read\"] }]\n";
+    std::fs::write(&config, text).unwrap();
+    let store = dir.join("tokens.json");
+    let (_, token) = odoogate::token::TokenStore::create(&store, "local-script", None, std::time::SystemTime::now()).unwrap();
+    let request = token_request(&dir, token.expose());
+    let refusal = "token used outside its integration's match (sha256 ";
+
+    for (from, ip_line) in [
+        ("127.0.0.2", "    [no] ip: client 127.0.0.2 is not in 127.0.0.1/32"),
+        ("127.0.0.1", "    [yes] ip: client 127.0.0.1 is in 127.0.0.1/32"),
+    ] {
+        let (status, out) = explain(&config, &request, &["--tokens", &store.to_string_lossy(), "--from", from]);
+        let out = lines(&out);
+        assert!(out.contains(&"  local-script: match does not hold"), "{from}: {out:#?}");
+        assert!(
+            out.contains(&"    [no] token: the call carries a scoped token, and the match has no `token = true` to accept one"),
+            "{from}: {out:#?}"
+        );
+        assert!(out.contains(&ip_line), "{from}: {out:#?}");
+        assert!(out.contains(&"integration: local-script (identity token)"), "{from}: {out:#?}");
+        assert!(out.iter().any(|line| line.starts_with(&format!("observe: would_deny: {refusal}"))), "{from}: {out:#?}");
+        assert!(out.last().unwrap().starts_with(&format!("enforce: deny: {refusal}")), "{from}: {out:#?}");
+        assert_eq!(status, 1, "{from}");
+    }
+}
+
 #[test]
 fn explain_missing_tokens_file_exits_2() {
     let (dir, config) = setup("no-token-store");

@@ -657,6 +657,55 @@ async fn revoked_token_ends_its_session() {
     assert_eq!(last_search.decision, Some(Decision::Deny));
     assert_eq!(last_search.error_code.as_deref(), Some("revoked_token"));
     assert!(last_search.reason.as_deref().unwrap().starts_with("web session of a revoked token"), "{last_search:?}");
+    assert_eq!(last_search.integration.as_deref(), Some("assistant"), "{last_search:?}");
+    assert_eq!(last_search.identity, Some(odoogate::audit::Identity::Session), "{last_search:?}");
+}
+
+/// A refused token's call is recorded under the integration the token was
+/// issued for, never under `local`, whose address match holds for
+/// 127.0.0.1. A token of `local`, whose match has no `token = true`, is
+/// refused from any address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_tokens_name_their_integration() {
+    let (site, assistant_token) = Site::start_with_token("refused-names").await;
+    let store = site._dir.join("tokens.json");
+    let now = std::time::SystemTime::now();
+    let (_, local_token) = TokenStore::create(&store, "local", None, now).unwrap();
+    let assistant_id = TokenStore::load(&store).unwrap().records().next().unwrap().id.clone();
+    TokenStore::revoke(&store, &assistant_id, now).unwrap();
+    let call = |token: &Secret| post("/jsonrpc", &jsonrpc_body("search_read", token.expose()), "Connection: close\r\n");
+
+    // The proxy loads the changed store on its next maintenance tick.
+    let mut refused = String::new();
+    for _ in 0..50 {
+        refused = site.raw(&call(&assistant_token)).await;
+        if refused.contains("\"error\"") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(refused.contains("AccessDenied"), "the revoked token is refused: {refused}");
+    // Calls before the reload were allowed and reached Odoo.
+    let forwarded = site.upstream.requests().len();
+    let from_local = site.raw(&call(&local_token)).await;
+    assert!(from_local.contains("AccessDenied"), "a token of local is refused from its own address: {from_local}");
+    let from_other = raw_from_other_address(site.port, call(&local_token)).await;
+    assert!(from_other.contains("AccessDenied"), "a token of local is refused from elsewhere: {from_other}");
+
+    let records = site.records.calls();
+    let [.., revoked, local, other] = &records[..] else { panic!("expected three refused calls: {records:?}") };
+    assert_eq!(revoked.decision, Some(Decision::Deny), "{revoked:?}");
+    assert_eq!(revoked.error_code.as_deref(), Some("revoked_token"), "{revoked:?}");
+    assert!(revoked.reason.as_deref().unwrap().starts_with("revoked token (sha256 "), "{revoked:?}");
+    assert_eq!(revoked.integration.as_deref(), Some("assistant"), "{revoked:?}");
+    assert_eq!(revoked.identity, Some(odoogate::audit::Identity::Token), "{revoked:?}");
+    for record in [local, other] {
+        assert_eq!(record.decision, Some(Decision::Deny), "{record:?}");
+        assert_eq!(record.error_code.as_deref(), Some("token_outside_match"), "{record:?}");
+        assert_eq!(record.integration.as_deref(), Some("local"), "{record:?}");
+        assert_eq!(record.identity, Some(odoogate::audit::Identity::Token), "{record:?}");
+    }
+    assert_eq!(site.upstream.requests().len(), forwarded, "a refused call reached Odoo");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

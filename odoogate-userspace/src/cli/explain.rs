@@ -162,8 +162,9 @@ pub fn explain_request(
     let presents_token = identity::presented_token(Some(&call), &request.headers).is_some();
     let tokens = tokens.filter(|_| presents_token);
     let identify = matching::Request { call: Some(&call), headers: &request.headers, source, tokens, now };
-    let resolution = identify.resolve(config);
-    let invalid_token = invalid_token(&identify, config);
+    let resolved = identify.resolve(config);
+    let resolution = resolved.resolution;
+    let invalid_token = resolved.invalid_token.map(|invalid| invalid.reason_text());
 
     let _ = writeln!(out, "client: {} (peer {}), cgroup {}", resolution.client_ip, source.peer, source.cgroup.as_deref().unwrap_or("unknown"));
     write_integrations(&mut out, &matching::check_integrations(config, &identify));
@@ -260,15 +261,6 @@ fn write_resolution(out: &mut String, resolution: &Resolution, config: &Config) 
             let _ = writeln!(out, "integration: none (unidentified, policy.unidentified = \"{policy}\")");
         }
     }
-}
-
-/// Returns why a presented token does not verify against the store, or
-/// `None` when no token or no store is involved or the token is valid.
-fn invalid_token(request: &matching::Request<'_>, config: &Config) -> Option<String> {
-    let store = request.tokens?;
-    let sessions = identity::SessionTable::default();
-    let resolved = identity::resolve_with_tokens(config, Some(store), request.call, request.headers, request.source, &sessions, request.now);
-    resolved.invalid_token.map(|invalid| invalid.reason_text())
 }
 
 fn write_rules(out: &mut String, checks: &[RuleCheck]) {

@@ -8,8 +8,8 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use jiff::Timestamp;
 
-use crate::config;
-use crate::token::{TokenRecord, TokenStore};
+use crate::config::{self, Config};
+use crate::token::{TokenRecord, TokenState, TokenStore};
 
 /// Hex characters of a token's SHA-256 shown by `token list`.
 const FINGERPRINT_PREFIX_LEN: usize = 12;
@@ -65,9 +65,7 @@ pub fn token(args: &TokenArgs) -> anyhow::Result<ExitCode> {
 
     match &args.command {
         TokenCommand::Create { integration, expires } => {
-            if config.integration(integration).is_none() {
-                bail!("integration {integration:?} is not defined in {}", args.config.display());
-            }
+            check_accepts_tokens(&config, integration, &args.config)?;
             let (record, token) = TokenStore::create(&store, integration, *expires, now)?;
             println!("{}", token.expose());
             eprintln!("created token {} for {integration}{}", record.id, expiry_note(&record));
@@ -79,6 +77,11 @@ pub fn token(args: &TokenArgs) -> anyhow::Result<ExitCode> {
             eprintln!("revoked token {} of {}", record.id, record.integration);
         }
         TokenCommand::Rotate { id, grace } => {
+            // A missing id is reported by `rotate` itself.
+            let loaded = TokenStore::load(&store)?;
+            if let Some(old) = loaded.records().find(|record| record.id == *id) {
+                check_accepts_tokens(&config, &old.integration, &args.config)?;
+            }
             let (old, new, token) = TokenStore::rotate(&store, id, *grace, now)?;
             println!("{}", token.expose());
             let deadline = old.grace_until.map_or_else(String::new, |time| time.to_string());
@@ -87,6 +90,49 @@ pub fn token(args: &TokenArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Fails unless `config` defines `integration` with `token = true` in its
+/// match, since the daemon refuses every other integration's tokens.
+fn check_accepts_tokens(config: &Config, integration: &str, config_path: &Path) -> anyhow::Result<()> {
+    let Some(defined) = config.integration(integration) else {
+        bail!("integration {integration:?} is not defined in {}", config_path.display());
+    };
+    if !defined.matcher.token {
+        bail!(
+            "integration {integration:?} does not accept scoped tokens, because its match in {} has no `token = true`; \
+             add it (the other keys of the match then also apply to token calls)",
+            config_path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Returns a warning for each active or rotating token in `store` that the
+/// daemon would refuse under `config`, because its integration is missing
+/// or its match has no `token = true`.
+pub fn refused_token_warnings(config: &Config, store: &TokenStore, now: SystemTime) -> Vec<String> {
+    let Ok(now) = Timestamp::try_from(now) else {
+        return Vec::new();
+    };
+    let mut warnings = Vec::new();
+    for record in store.records().filter(|record| matches!(record.state(now), TokenState::Active | TokenState::Rotating)) {
+        let (id, name) = (&record.id, &record.integration);
+        let revoke = format!("`odoogate token revoke {id}`");
+        match config.integration(name) {
+            None => warnings.push(format!(
+                "token {id} of {name} is active, but the configuration defines no integration {name:?}, \
+                 so calls with it are refused (token_of_unknown_integration); revoke it with {revoke}"
+            )),
+            Some(integration) if !integration.matcher.token => warnings.push(format!(
+                "token {id} of {name} is active, but the match of integration {name:?} has no `token = true`, \
+                 so calls with it are refused (token_outside_match); add `token = true` to that match, \
+                 or revoke the token with {revoke}"
+            )),
+            Some(_) => {}
+        }
+    }
+    warnings
 }
 
 fn expiry_note(record: &TokenRecord) -> String {
@@ -151,6 +197,51 @@ mod tests {
         assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
         assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("2w"), Ok(Duration::from_secs(14 * 86_400)));
+    }
+
+    /// `local-script` matches by address only; `mcp-assistant` takes tokens.
+    fn token_config() -> Config {
+        let text = "[odoo]\nports = [8069]\ninterfaces = [\"lo\"]\n[policy]\nmode = \"enforce\"\nunidentified = \"deny\"\n\
+                    [[integration]]\nname = \"local-script\"\nmatch = { ip = [\"127.0.0.1\"] }\n\
+                    [[integration]]\nname = \"mcp-assistant\"\nmatch = { token = true }\n";
+        config::parse(text, "odoogate.toml").expect("valid test config")
+    }
+
+    #[test]
+    fn create_needs_token_match() {
+        let config = token_config();
+        let path = Path::new("odoogate.toml");
+        assert!(check_accepts_tokens(&config, "mcp-assistant", path).is_ok());
+
+        let error = check_accepts_tokens(&config, "local-script", path).unwrap_err().to_string();
+        assert!(error.contains("does not accept scoped tokens"), "{error}");
+        assert!(error.contains("its match in odoogate.toml has no `token = true`"), "{error}");
+        let missing = check_accepts_tokens(&config, "nope", path).unwrap_err().to_string();
+        assert!(missing.contains("\"nope\" is not defined in odoogate.toml"), "{missing}");
+    }
+
+    #[test]
+    fn warnings_name_refused_active_tokens() {
+        let dir = std::env::temp_dir().join(format!("odoogate-cli-token-warnings-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tokens.json");
+        let now = SystemTime::now();
+        TokenStore::create(&path, "mcp-assistant", None, now).unwrap();
+        let (local, _) = TokenStore::create(&path, "local-script", None, now).unwrap();
+        let (gone, _) = TokenStore::create(&path, "gone", None, now).unwrap();
+        let (revoked, _) = TokenStore::create(&path, "local-script", None, now).unwrap();
+        TokenStore::revoke(&path, &revoked.id, now).unwrap();
+        let store = TokenStore::load(&path).unwrap();
+
+        let warnings = refused_token_warnings(&token_config(), &store, now);
+        assert_eq!(warnings.len(), 2, "{warnings:#?}");
+        assert!(warnings[0].starts_with(&format!("token {} of local-script is active", local.id)), "{}", warnings[0]);
+        assert!(warnings[0].contains("has no `token = true`"), "{}", warnings[0]);
+        assert!(warnings[0].contains("token_outside_match"), "{}", warnings[0]);
+        assert!(warnings[1].starts_with(&format!("token {} of gone is active", gone.id)), "{}", warnings[1]);
+        assert!(warnings[1].contains("token_of_unknown_integration"), "{}", warnings[1]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -298,9 +298,10 @@ pub struct Match {
     /// password argument or a bearer key) has one of them.
     pub api_key_sha256: Vec<Fingerprint>,
     /// `token = true`: holds when the call carries a valid scoped token of
-    /// this integration. Without it, the integration's tokens still
-    /// identify it before any other match; with it, a call without a token
-    /// never matches, and the other keys become conditions on token calls
+    /// this integration. Only such an integration accepts its tokens:
+    /// without it, a call with one of its tokens is refused
+    /// (`token_outside_match`). With it, a call without a token never
+    /// matches, and the other keys become conditions on token calls
     /// (`{ token = true, ip = [...] }`: this integration's tokens, only from
     /// these addresses). `token = false` is the same as leaving it out.
     pub token: bool,

@@ -1,11 +1,15 @@
 //! Ties each call to an integration.
 //!
-//! A valid scoped token identifies its integration before anything else
-//! ([`resolve_with_tokens`]). Otherwise an integration's `match` is a
-//! conjunction of its keys (`api_key_sha256`, `cgroup`, `ip`); the first
-//! integration in configuration order whose match holds takes the call. A call that no match takes but whose session was
-//! logged in by an integration belongs to that integration. Everything else
-//! is unidentified and follows `policy.unidentified`.
+//! A valid scoped token identifies its integration before anything else,
+//! when that integration's match has `token = true` and holds
+//! ([`resolve_with_tokens`]). A call with any other token belongs to the
+//! integration the token was issued for, or to none, and is denied. Without
+//! a token, an integration's `match` is a conjunction of its keys
+//! (`api_key_sha256`, `cgroup`, `ip`); the first integration in
+//! configuration order whose match holds takes the call. A call that no
+//! match takes but whose session was logged in by an integration belongs to
+//! that integration. Everything else is unidentified and follows
+//! `policy.unidentified`.
 
 mod client;
 mod fingerprint;

@@ -246,7 +246,8 @@ fn token_session_ends_when_token_is_revoked() {
 
     crate::token::TokenStore::revoke(&path, &token_id, now).unwrap();
     let revoked = resolve_at(&crate::token::TokenStore::load(&path).unwrap());
-    assert_eq!(revoked.resolution.integration, None, "the revoked token's session still counts");
+    assert_eq!(revoked.resolution.integration.as_deref(), Some("portal"), "the record names the token's integration");
+    assert_eq!(revoked.resolution.identity, Identity::Session);
     let invalid = revoked.invalid_token.expect("the session of a revoked token is refused");
     assert_eq!(invalid.reason, InvalidTokenReason::Revoked);
     assert!(invalid.via_session);
@@ -332,5 +333,128 @@ fn invalid_token_reasons_by_input() {
     let invalid = undecoded.invalid_token.expect("a header token that does not verify is invalid");
     assert_eq!(invalid.reason, InvalidTokenReason::Malformed);
     assert_eq!(invalid.fingerprint_prefix, Secret::new("hunter2").sha256_hex()[..12]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Returns a fresh directory named after `name` and the path of a token
+/// store file in it, which does not exist yet.
+fn fresh_store(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("odoogate-identity-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tokens.json");
+    (dir, path)
+}
+
+/// `local-script` matches by address only; `mcp-assistant` takes tokens
+/// from the same address.
+fn token_and_ip_config() -> Config {
+    config(&format!(
+        "{}{}",
+        integration("local-script", "{ ip = [\"127.0.0.1\"] }"),
+        integration("mcp-assistant", "{ token = true, ip = [\"127.0.0.1\"] }"),
+    ))
+}
+
+#[test]
+fn token_needs_token_match() {
+    let now = SystemTime::now();
+    let (dir, path) = fresh_store("token-match");
+    let (_, local) = crate::token::TokenStore::create(&path, "local-script", None, now).unwrap();
+    let (_, assistant) = crate::token::TokenStore::create(&path, "mcp-assistant", None, now).unwrap();
+    let store = crate::token::TokenStore::load(&path).unwrap();
+    let config = token_and_ip_config();
+    let sessions = SessionTable::default();
+
+    let cases = [
+        (&local, "127.0.0.1", "local-script", Some(InvalidTokenReason::OutsideMatch)),
+        (&local, "127.0.0.2", "local-script", Some(InvalidTokenReason::OutsideMatch)),
+        (&assistant, "127.0.0.1", "mcp-assistant", None),
+        (&assistant, "127.0.0.2", "mcp-assistant", Some(InvalidTokenReason::OutsideMatch)),
+    ];
+    for (token, peer, integration, reason) in cases {
+        let call = call_with(CredentialSlot::Password, token.expose());
+        let resolved = resolve_with_tokens(&config, Some(&store), Some(&call), &Headers::default(), &source(peer, None), &sessions, now);
+        assert_eq!(resolved.invalid_token.as_ref().map(|invalid| invalid.reason), reason, "{integration} from {peer}");
+        assert_eq!(resolved.resolution.integration.as_deref(), Some(integration), "{integration} from {peer}");
+        assert_eq!(resolved.resolution.identity, Identity::Token, "{integration} from {peer}");
+        let fingerprint = reason.is_none().then(|| Fingerprint::of(token).to_hex());
+        assert_eq!(resolved.resolution.key_fingerprint, fingerprint, "{integration} from {peer}");
+    }
+    let outside = call_with(CredentialSlot::Password, local.expose());
+    let resolved = resolve_with_tokens(&config, Some(&store), Some(&outside), &Headers::default(), &source("127.0.0.2", None), &sessions, now);
+    assert_eq!(resolved.invalid_token.map(|invalid| invalid.reason.code()), Some("token_outside_match"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A refused token's call belongs to the integration the store issued the
+/// token for, or to none, and never to `local-script`, whose address match
+/// holds for every case here.
+#[test]
+fn refused_token_names_its_integration() {
+    let now = SystemTime::now();
+    let hour = std::time::Duration::from_secs(3600);
+    let (dir, path) = fresh_store("refused-names");
+    let (revoked_record, revoked) = crate::token::TokenStore::create(&path, "mcp-assistant", None, now).unwrap();
+    crate::token::TokenStore::revoke(&path, &revoked_record.id, now).unwrap();
+    let (_, expired) = crate::token::TokenStore::create(&path, "mcp-assistant", Some(hour), now - 2 * hour).unwrap();
+    let (_, orphan) = crate::token::TokenStore::create(&path, "gone", None, now).unwrap();
+    let (_, valid) = crate::token::TokenStore::create(&path, "mcp-assistant", None, now).unwrap();
+    let store = crate::token::TokenStore::load(&path).unwrap();
+    let stranger = crate::token::format::generate().unwrap();
+    let config = token_and_ip_config();
+    let sessions = SessionTable::default();
+
+    let cases = [
+        (Some(&store), revoked.expose(), Some("mcp-assistant"), InvalidTokenReason::Revoked),
+        (Some(&store), expired.expose(), Some("mcp-assistant"), InvalidTokenReason::Expired),
+        (Some(&store), orphan.expose(), Some("gone"), InvalidTokenReason::UnknownIntegration),
+        (Some(&store), stranger.expose(), None, InvalidTokenReason::Unknown),
+        (Some(&store), "odg_short", None, InvalidTokenReason::Malformed),
+        (None, valid.expose(), None, InvalidTokenReason::Unknown),
+    ];
+    for (tokens, presented, integration, reason) in cases {
+        let call = call_with(CredentialSlot::Password, presented);
+        let resolved =
+            resolve_with_tokens(&config, tokens, Some(&call), &Headers::default(), &source("127.0.0.1", None), &sessions, now);
+        let case = format!("{reason:?} with store {}", tokens.is_some());
+        assert_eq!(resolved.invalid_token.map(|invalid| invalid.reason), Some(reason), "{case}");
+        assert_eq!(resolved.resolution.integration.as_deref(), integration, "{case}");
+        let identity = if integration.is_some() { Identity::Token } else { Identity::None };
+        assert_eq!(resolved.resolution.identity, identity, "{case}");
+        assert_eq!(resolved.resolution.key_fingerprint, None, "{case}");
+        assert_eq!(resolved.resolution.token(), None, "{case}: a refused token must not bind a session");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A model call whose web session a now revoked token logged in belongs to
+/// that session's integration, even from an address another integration
+/// matches, and with or without a token store.
+#[test]
+fn ended_session_names_its_integration() {
+    let now = SystemTime::now();
+    let TokenSession { dir, store: path, token_id, sessions } = token_session("ended-session-names", now);
+    let config = config(&format!("{}{}", integration("office", "{ ip = [\"192.0.2.0/24\"] }"), integration("portal", "{ token = true }")));
+    crate::token::TokenStore::revoke(&path, &token_id, now).unwrap();
+    let store = crate::token::TokenStore::load(&path).unwrap();
+    let mut call = Call::new(Protocol::Web, CallKind::Model);
+    call.session_id = Some(Secret::new("sess-1"));
+
+    for (tokens, reason) in [(Some(&store), InvalidTokenReason::Revoked), (None, InvalidTokenReason::Unknown)] {
+        let resolved =
+            resolve_with_tokens(&config, tokens, Some(&call), &Headers::default(), &source("192.0.2.1", None), &sessions, now);
+        let invalid = resolved.invalid_token.expect("the session of an ended token is refused");
+        assert_eq!(invalid.reason, reason);
+        assert!(invalid.via_session, "{reason:?}");
+        assert_eq!(resolved.resolution.integration.as_deref(), Some("portal"), "{reason:?}");
+        assert_eq!(resolved.resolution.identity, Identity::Session, "{reason:?}");
+    }
+
+    // Without the session, the address decides as before.
+    call.session_id = None;
+    let plain = resolve_with_tokens(&config, Some(&store), Some(&call), &Headers::default(), &source("192.0.2.1", None), &sessions, now);
+    assert_eq!(plain.invalid_token, None);
+    assert_eq!(plain.resolution.integration.as_deref(), Some("office"));
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -5,7 +5,8 @@
 //! whichever applies in [`Call::credential`]). Anything in
 //! `X-Odoogate-Token`, and any credential with the `odg_` prefix, claims to
 //! be a token: when it does not verify, the call gets an [`InvalidToken`]
-//! instead of being matched as a password, and enforce mode denies it.
+//! instead of being matched as a password, and enforce mode denies it. A
+//! token identifies only an integration whose match has `token = true`.
 
 use std::time::SystemTime;
 
@@ -25,8 +26,12 @@ const FINGERPRINT_PREFIX_LEN: usize = 12;
 /// The identity of a call, with the verdict on a presented scoped token.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenResolution {
-    /// For a valid token, its integration with [`Identity::Token`];
-    /// otherwise the result of the other match kinds.
+    /// For a valid token, its integration with [`Identity::Token`]. For a
+    /// refused token, the integration the token store issued it for with
+    /// [`Identity::Token`], or no integration when the store does not know
+    /// the token. For a web session whose token ended, the session's
+    /// integration with [`Identity::Session`]. Otherwise the result of the
+    /// other match kinds.
     pub resolution: Resolution,
     /// Set when the call presented a token that did not verify. Enforce mode
     /// answers such a call with AccessDenied whatever `resolution` says.
@@ -56,8 +61,8 @@ pub enum InvalidTokenReason {
     Malformed,
     /// Valid, but its integration is no longer in the configuration.
     UnknownIntegration,
-    /// Valid, but its integration has `match.token = true` with `ip` or
-    /// `cgroup` keys that the call does not meet.
+    /// Valid, but its integration's match has no `token = true`, or has
+    /// other keys that the call does not meet.
     OutsideMatch,
 }
 
@@ -128,12 +133,14 @@ pub fn presented_token<'a>(call: Option<&'a Call>, headers: &'a Headers) -> Opti
 
 /// Finds the integration of a call, trying its scoped token first.
 ///
-/// A valid token gives its integration with [`Identity::Token`], before
-/// every other match kind and whatever the order of integrations. A token
-/// that does not verify sets [`TokenResolution::invalid_token`], and the
-/// call is resolved as if it carried no credential. Without a store
-/// (`tokens` is `None`, or the store failed to load) no token verifies,
-/// and no session that a token logged in may be used.
+/// A valid token whose integration's match holds gives that integration
+/// with [`Identity::Token`], before every other match kind and whatever the
+/// order of integrations. Any other presented token sets
+/// [`TokenResolution::invalid_token`], and the call belongs to the token's
+/// integration when the store knows it, else to none: the other match kinds
+/// never take a call that presents a token. Without a store (`tokens` is
+/// `None`, or the store failed to load) no token verifies, and no session
+/// that a token logged in may be used.
 pub fn resolve_with_tokens(
     config: &Config,
     tokens: Option<&TokenStore>,
@@ -145,16 +152,21 @@ pub fn resolve_with_tokens(
 ) -> TokenResolution {
     let Some(presented) = presented_token(call, headers) else {
         let facts = facts_of(config, call, headers, source, None);
-        let resolution = resolve_facts(config, call, &facts, sessions, tokens, now);
+        let mut resolution = resolve_facts(config, call, &facts, sessions, tokens, now);
         // The web session is the call's credential at Odoo, so a session
-        // whose token was revoked or expired is refused as that token is.
-        let invalid_token = ended_session_token(call, sessions, tokens, now);
-        return TokenResolution { resolution, invalid_token };
+        // whose token was revoked or expired is refused as that token is,
+        // and recorded under the integration that token logged in.
+        let Some((invalid_token, integration)) = ended_session(call, sessions, tokens, now) else {
+            return TokenResolution { resolution, invalid_token: None };
+        };
+        resolution.integration = Some(integration.to_owned());
+        resolution.identity = Identity::Session;
+        return TokenResolution { resolution, invalid_token: Some(invalid_token) };
     };
 
     let facts = Facts { key: None, ..facts_of(config, None, headers, source, None) };
     let check = tokens.map_or(TokenCheck::Unknown, |store| store.verify(presented, now));
-    let reason = match check {
+    let (reason, integration) = match check {
         TokenCheck::Valid { integration, fingerprint } => {
             let facts = Facts { token_integration: Some(integration.as_str()), ..facts };
             match token_identity(config, &integration, &facts) {
@@ -167,18 +179,23 @@ pub fn resolve_with_tokens(
                     };
                     return TokenResolution { resolution, invalid_token: None };
                 }
-                Err(reason) => reason,
+                Err(reason) => (reason, Some(integration)),
             }
         }
-        TokenCheck::Expired => InvalidTokenReason::Expired,
-        TokenCheck::Revoked => InvalidTokenReason::Revoked,
-        TokenCheck::Unknown => InvalidTokenReason::Unknown,
-        TokenCheck::Malformed => InvalidTokenReason::Malformed,
+        TokenCheck::Expired { integration } => (InvalidTokenReason::Expired, Some(integration)),
+        TokenCheck::Revoked { integration } => (InvalidTokenReason::Revoked, Some(integration)),
+        TokenCheck::Unknown => (InvalidTokenReason::Unknown, None),
+        TokenCheck::Malformed => (InvalidTokenReason::Malformed, None),
     };
 
     let fingerprint = Fingerprint::of(&Secret::new(presented)).to_hex();
     let invalid_token = InvalidToken { reason, fingerprint_prefix: fingerprint[..FINGERPRINT_PREFIX_LEN].to_owned(), via_session: false };
-    TokenResolution { resolution: resolve_facts(config, call, &facts, sessions, tokens, now), invalid_token: Some(invalid_token) }
+    // The record names who the token was issued to, never the integration
+    // that the call's address or cgroup would give. The fingerprint stays
+    // out, so that a refused token cannot bind a web session.
+    let identity = if integration.is_some() { Identity::Token } else { Identity::None };
+    let resolution = Resolution { integration, identity, client_ip: facts.client_ip, key_fingerprint: None };
+    TokenResolution { resolution, invalid_token: Some(invalid_token) }
 }
 
 /// Returns the token that logged in the web session `call` carries, when
@@ -192,18 +209,30 @@ pub fn ended_session_token(
     tokens: Option<&TokenStore>,
     now: SystemTime,
 ) -> Option<InvalidToken> {
+    ended_session(call, sessions, tokens, now).map(|(invalid, _)| invalid)
+}
+
+/// Returns [`ended_session_token`] with the integration the session table
+/// bound the session to, which is the integration its token was issued for.
+fn ended_session<'s>(
+    call: Option<&Call>,
+    sessions: &'s SessionTable,
+    tokens: Option<&TokenStore>,
+    now: SystemTime,
+) -> Option<(InvalidToken, &'s str)> {
     let call = call.filter(|call| matches!(call.kind, CallKind::Model | CallKind::Database))?;
-    let token = sessions.lookup(call.session_id.as_ref()?)?.token?;
-    InvalidToken::of_session(tokens, &token, now)
+    let owner = sessions.lookup(call.session_id.as_ref()?)?;
+    let invalid = InvalidToken::of_session(tokens, &owner.token?, now)?;
+    Some((invalid, owner.integration))
 }
 
 /// Checks that a valid token of `name` may identify the call: the
-/// integration exists, and when its match has `token = true`, the rest of
-/// that match holds too.
+/// integration exists, its match has `token = true`, and the rest of that
+/// match holds too.
 fn token_identity(config: &Config, name: &str, facts: &Facts<'_>) -> Result<(), InvalidTokenReason> {
     let integration = config.integration(name).ok_or(InvalidTokenReason::UnknownIntegration)?;
     if !integration.matcher.token {
-        return Ok(());
+        return Err(InvalidTokenReason::OutsideMatch);
     }
     evaluate(name, &integration.matcher, facts).map(|_| ()).ok_or(InvalidTokenReason::OutsideMatch)
 }

@@ -4,8 +4,10 @@
 //! of both paths is wrapped in a [`MeteredSink`], which calls
 //! [`Metrics::observe`] for each record written. The run paths copy in the
 //! capture's kernel counters and the attached eBPF programs. Every label value
-//! comes from a bounded set: integration names from the configuration,
-//! protocols, decisions, error codes and reasons from the code.
+//! comes from a bounded set: integration names from the configuration (or,
+//! for a call refused for its scoped token, from the token store or the
+//! session table), protocols, decisions, error codes and reasons from the
+//! code.
 //!
 //! Metric names, all prefixed `odoogate_`:
 //!

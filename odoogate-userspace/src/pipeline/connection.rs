@@ -380,15 +380,21 @@ impl Connection {
                     Some(resolved) => resolved,
                     None => resolve(config, tokens, Some(&call), &request, &source, sessions),
                 };
-                let mut decided = records::decide_call(&call, &request, &resolution, config, policy);
+                let mut verdict = match &invalid_token {
+                    // As in enforce mode, a call refused for its token is
+                    // decided without grants or rate limits, so it takes
+                    // nothing from its integration's buckets.
+                    Some(_) => crate::policy::decide(&call, &resolution, config, std::time::SystemTime::now()),
+                    None => records::decide_call(&call, &request, &resolution, config, policy).verdict,
+                };
                 if let Some(invalid) = &invalid_token {
-                    // Enforce mode answers AccessDenied whatever the other
-                    // match kinds say, so observe mode records would_deny.
-                    decided.verdict.allowed = false;
-                    decided.verdict.rule = None;
-                    decided.verdict.reason = invalid.reason_text();
+                    // Enforce mode denies the call with AccessDenied whatever
+                    // the rules say, so observe mode records would_deny.
+                    verdict.allowed = false;
+                    verdict.rule = None;
+                    verdict.reason = invalid.reason_text();
                 }
-                let mut record = records::call_record(&call, &request, &resolution, &source, config, &decided.verdict);
+                let mut record = records::call_record(&call, &request, &resolution, &source, config, &verdict);
                 if let Some(invalid) = &invalid_token {
                     record.error_code = Some(invalid.reason.code().to_owned());
                 }

@@ -594,12 +594,14 @@ fn observe_mode_identifies_scoped_tokens() {
     let dir = ScratchDir::new("pipeline-tokens");
     let store = dir.join("tokens.json");
     let (_, token) = crate::token::TokenStore::create(&store, "website-form", None, std::time::SystemTime::now()).unwrap();
-    let text = format!("{CONFIG}\n[tokens]\nstore = \"{}\"\n", store.display());
+    // A token identifies only an integration whose match has `token = true`.
+    let text = CONFIG.replace(r#"match = { ip = ["10.0.0.2/32"] }"#, r#"match = { token = true, ip = ["10.0.0.0/24"] }"#);
+    let text = format!("{text}\n[tokens]\nstore = \"{}\"\n", store.display());
     let config = Arc::new(crate::config::parse(&text, "test.toml").expect("test config is valid"));
     let sink = MemorySink::default();
     let mut pipeline = Pipeline::new(config, None, Box::new(sink.clone()));
 
-    // From an address no integration matches, with the token in the header
+    // From an address only the token's match takes, with the token in the header
     // Odoo ignores, and then with a token that was never issued.
     let mut conn = Conn::new("10.0.0.9:40020");
     conn.open(&mut pipeline);
@@ -627,6 +629,46 @@ fn observe_mode_identifies_scoped_tokens() {
     for record in &records {
         assert!(!format!("{record:?}").contains(token.expose()), "no record holds the token");
     }
+}
+
+#[test]
+fn observe_refused_token_names_integration() {
+    use crate::token::TokenStore;
+    let dir = fresh_dir("refused-token");
+    let store = dir.join("tokens.json");
+    let now = std::time::SystemTime::now();
+    let (revoked_record, revoked) = TokenStore::create(&store, "mcp-assistant", None, now).unwrap();
+    TokenStore::revoke(&store, &revoked_record.id, now).unwrap();
+    let (_, valid) = TokenStore::create(&store, "mcp-assistant", None, now).unwrap();
+    let assistant = r#"
+[[integration]]
+name = "mcp-assistant"
+match = { token = true }
+allow = [{ models = ["crm.lead"], methods = ["create"], rate = "1/h", burst = 1 }]
+"#;
+    let text = format!("{CONFIG}{assistant}\n[tokens]\nstore = \"{}\"\n", store.display());
+    let config = Arc::new(crate::config::parse(&text, "test.toml").expect("test config is valid"));
+    let sink = MemorySink::default();
+    let mut pipeline = Pipeline::new(config, None, Box::new(sink.clone()));
+
+    // From website-form's address: the revoked token, then a valid one,
+    // which still finds the one call of its rate limit.
+    for (port, token) in [(40030, &revoked), (40031, &valid)] {
+        let header = format!("X-Odoogate-Token: {}", token.expose());
+        send_answered(&mut pipeline, &format!("10.0.0.2:{port}"), &create_lead_call_kw(&header));
+    }
+    pipeline.finish();
+
+    let records = calls(&sink);
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert_eq!(records[0].integration.as_deref(), Some("mcp-assistant"), "{:?}", records[0]);
+    assert_eq!(records[0].identity, Some(Identity::Token), "{:?}", records[0]);
+    assert_eq!(records[0].decision, Some(Decision::WouldDeny), "{:?}", records[0]);
+    assert_eq!(records[0].error_code.as_deref(), Some("revoked_token"), "{:?}", records[0]);
+    assert!(records[0].reason.as_deref().is_some_and(|reason| reason.starts_with("revoked token (sha256 ")), "{:?}", records[0]);
+    assert_eq!(records[1].integration.as_deref(), Some("mcp-assistant"), "{:?}", records[1]);
+    assert_eq!(records[1].decision, Some(Decision::Allow), "a refused call used up the rate limit: {:?}", records[1]);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Returns an empty directory named after `name` and this process.

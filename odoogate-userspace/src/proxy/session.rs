@@ -212,7 +212,7 @@ impl<'s, C: UpstreamConnector> Session<'s, C> {
     /// or forwards it and records Odoo's outcome.
     async fn on_call(&mut self, request: &HttpRequest, call: &Call, keep_alive: bool) -> Result<Next, SessionError> {
         let config = self.config.clone();
-        let TokenResolution { resolution, invalid_token } = self.resolve(request, call);
+        let TokenResolution { resolution, invalid_token } = self.resolve(request, Some(call));
 
         if let Some(invalid) = invalid_token {
             // The call is refused whatever the policy says, so it is decided
@@ -306,13 +306,14 @@ impl<'s, C: UpstreamConnector> Session<'s, C> {
         Some((narrowed, decided))
     }
 
-    /// Resolves the integration of a call, its scoped token first. Without
-    /// a token store, a presented token cannot be valid.
-    fn resolve(&self, request: &HttpRequest, call: &Call) -> TokenResolution {
+    /// Resolves the integration of a request, its scoped token first, as
+    /// observe mode does. `call` is `None` for a body that did not decode.
+    /// Without a token store, a presented token cannot be valid.
+    fn resolve(&self, request: &HttpRequest, call: Option<&Call>) -> TokenResolution {
         let sessions = self.shared.sessions();
         let store = self.shared.tokens.as_ref().map(|tokens| tokens.store());
         let now = std::time::SystemTime::now();
-        identity::resolve_with_tokens(&self.config, store.as_deref(), Some(call), &request.headers, &self.source, &sessions, now)
+        identity::resolve_with_tokens(&self.config, store.as_deref(), call, &request.headers, &self.source, &sessions, now)
     }
 
     /// Answers a call whose scoped token did not verify with Odoo's
@@ -387,7 +388,7 @@ impl<'s, C: UpstreamConnector> Session<'s, C> {
         }
         if let Some(call) = call {
             let config = self.config.clone();
-            let resolution = identity::resolve(&config, Some(call), &request.headers, &self.source, &self.shared.sessions());
+            let resolution = self.resolve(request, Some(call)).resolution;
             let decided = self.shared.live.decide(call, request, &resolution, &config);
             let mut record = records::call_record(call, request, &resolution, &self.source, &config, &decided.verdict);
             record.outcome = Some(rpc::Outcome::HttpStatus(400).to_field());
@@ -402,8 +403,7 @@ impl<'s, C: UpstreamConnector> Session<'s, C> {
     /// Answers a request to an RPC surface whose body does not decode the
     /// way Odoo answers a body it cannot parse.
     async fn reject_undecodable(&mut self, request: &HttpRequest, error: &DecodeError, keep_alive: bool) -> Result<Next, SessionError> {
-        let config = self.config.clone();
-        let resolution = identity::resolve(&config, None, &request.headers, &self.source, &self.shared.sessions());
+        let resolution = self.resolve(request, None).resolution;
         self.shared.recorder.write(records::decode_error(&self.source, request, error, &resolution));
 
         let message = format!("odoogate could not read the request: {error}");
@@ -414,8 +414,7 @@ impl<'s, C: UpstreamConnector> Session<'s, C> {
     async fn reject_oversized(&mut self, request: &HttpRequest) -> Result<Next, SessionError> {
         let limit = self.config().proxy.max_request_bytes;
         let error = DecodeError::Truncated(limit);
-        let config = self.config.clone();
-        let resolution = identity::resolve(&config, None, &request.headers, &self.source, &self.shared.sessions());
+        let resolution = self.resolve(request, None).resolution;
         self.shared.recorder.write(records::decode_error(&self.source, request, &error, &resolution));
         let message = format!("odoogate rejected the request: its body exceeds proxy.max_request_bytes ({limit} bytes)");
         self.fail(413, "REQUEST ENTITY TOO LARGE", &message).await

@@ -72,14 +72,15 @@ pub enum TokenError {
     Time(String),
 }
 
-/// The result of checking a presented token.
+/// The result of checking a presented token. `integration` names the
+/// integration the store issued a known token for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TokenCheck {
     /// A known, active token. `fingerprint` is the hex SHA-256 of the token.
     Valid { integration: String, fingerprint: String },
     /// Past its expiry, or past the grace deadline after a rotation.
-    Expired,
-    Revoked,
+    Expired { integration: String },
+    Revoked { integration: String },
     /// Well formed, but not in the store.
     Unknown,
     /// Not a token: wrong prefix, length, characters or checksum.
@@ -235,16 +236,17 @@ impl TokenStore {
             };
         };
 
+        let integration = entry.record.integration.clone();
         let Ok(now) = Timestamp::try_from(now) else {
-            return TokenCheck::Expired;
+            return TokenCheck::Expired { integration };
         };
         match entry.record.state(now) {
-            TokenState::Revoked => TokenCheck::Revoked,
-            TokenState::Expired => TokenCheck::Expired,
+            TokenState::Revoked => TokenCheck::Revoked { integration },
+            TokenState::Expired => TokenCheck::Expired { integration },
             TokenState::Active | TokenState::Rotating => {
                 entry.last_used.fetch_max(now.as_second(), Ordering::Relaxed);
                 self.dirty.store(true, Ordering::Relaxed);
-                TokenCheck::Valid { integration: entry.record.integration.clone(), fingerprint: digest.to_hex() }
+                TokenCheck::Valid { integration, fingerprint: digest.to_hex() }
             }
         }
     }

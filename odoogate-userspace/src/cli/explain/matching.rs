@@ -1,15 +1,16 @@
 //! Why each integration's `match` holds or not for one request.
 //!
 //! Each key of a match is tested on its own by running the real
-//! [`identity::resolve`] (or [`identity::resolve_with_tokens`]) on a
-//! configuration that holds only that integration with only that key. So
-//! the explanation cannot drift from the resolver it explains.
+//! [`identity::resolve_with_tokens`] (for the `token` key) or
+//! [`identity::resolve`] (for the others, which it tests without the
+//! token) on a configuration that holds only that integration with only
+//! that key. So the explanation cannot drift from the resolver it explains.
 
 use std::time::SystemTime;
 
 use crate::config::{Config, Integration, Match};
 use crate::http::message::Headers;
-use crate::identity::{self, Resolution, SessionTable, Source};
+use crate::identity::{self, SessionTable, Source, TokenResolution};
 use crate::rpc::call::{Call, CredentialSlot};
 use crate::token::TokenStore;
 
@@ -35,7 +36,8 @@ pub struct Request<'a> {
     pub headers: &'a Headers,
     pub source: &'a Source,
     /// The token store, when the request presents a token and the store
-    /// could be read.
+    /// could be read. Without it a presented token is unknown, as in the
+    /// daemon.
     pub tokens: Option<&'a TokenStore>,
     pub now: SystemTime,
 }
@@ -45,15 +47,9 @@ pub struct Request<'a> {
 impl Request<'_> {
     /// Resolves the request against `config` as the daemon would, without
     /// a session table (sessions are not known offline).
-    pub fn resolve(&self, config: &Config) -> Resolution {
+    pub fn resolve(&self, config: &Config) -> TokenResolution {
         let sessions = SessionTable::default();
-        match self.tokens {
-            Some(store) => {
-                identity::resolve_with_tokens(config, Some(store), self.call, self.headers, self.source, &sessions, self.now)
-                    .resolution
-            }
-            None => identity::resolve(config, self.call, self.headers, self.source, &sessions),
-        }
+        identity::resolve_with_tokens(config, self.tokens, self.call, self.headers, self.source, &sessions, self.now)
     }
 }
 
@@ -80,6 +76,9 @@ fn check_keys(config: &Config, integration: &Integration, request: &Request<'_>)
     if *token {
         let holds = only(Match { token: true, ..Match::default() });
         keys.push(KeyCheck { holds, detail: token_detail(holds, &integration.name, request) });
+    } else if identity::presented_token(request.call, request.headers).is_some() {
+        let detail = "token: the call carries a scoped token, and the match has no `token = true` to accept one".to_owned();
+        keys.push(KeyCheck { holds: false, detail });
     }
     if !api_key_sha256.is_empty() {
         let holds = only(Match { api_key_sha256: api_key_sha256.clone(), ..Match::default() });
@@ -91,7 +90,7 @@ fn check_keys(config: &Config, integration: &Integration, request: &Request<'_>)
     }
     if !ip.is_empty() {
         let holds = only(Match { ip: ip.clone(), ..Match::default() });
-        let client = request.resolve(config).client_ip;
+        let client = request.resolve(config).resolution.client_ip;
         let nets = join(ip);
         let verb = if holds { "is in" } else { "is not in" };
         keys.push(KeyCheck { holds, detail: format!("ip: client {client} {verb} {nets}") });
@@ -100,11 +99,20 @@ fn check_keys(config: &Config, integration: &Integration, request: &Request<'_>)
 }
 
 /// Resolves `request` against a configuration whose only integration is
-/// `integration` with `matcher`, and tells whether it took the call.
+/// `integration` with `matcher`, and tells whether it took the call. A
+/// `matcher` without `token` is tested on the call's address, cgroup and
+/// credential alone, because a call that presents a token belongs to the
+/// token's integration whatever those give.
 fn key_holds(config: &Config, integration: &Integration, matcher: Match, request: &Request<'_>) -> bool {
     let mut probe = config.clone();
+    let token = matcher.token;
     probe.integrations = vec![Integration { matcher, rules: Vec::new(), ..integration.clone() }];
-    request.resolve(&probe).integration.is_some()
+    if !token {
+        let sessions = SessionTable::default();
+        return identity::resolve(&probe, request.call, request.headers, request.source, &sessions).integration.is_some();
+    }
+    let resolved = request.resolve(&probe);
+    resolved.resolution.integration.is_some() && resolved.invalid_token.is_none()
 }
 
 fn token_detail(holds: bool, name: &str, request: &Request<'_>) -> String {

@@ -82,7 +82,7 @@ fn token_expires_at_deadline() {
     let store = TokenStore::load(&dir.store()).unwrap();
 
     assert!(matches!(store.verify(token.expose(), at(86_399)), TokenCheck::Valid { .. }));
-    assert_eq!(store.verify(token.expose(), at(86_400)), TokenCheck::Expired);
+    assert_eq!(store.verify(token.expose(), at(86_400)), TokenCheck::Expired { integration: "n8n".to_owned() });
 }
 
 #[test]
@@ -92,7 +92,7 @@ fn revoked_token_fails() {
     TokenStore::revoke(&dir.store(), &record.id, at(5)).unwrap();
 
     let store = TokenStore::load(&dir.store()).unwrap();
-    assert_eq!(store.verify(token.expose(), at(6)), TokenCheck::Revoked);
+    assert_eq!(store.verify(token.expose(), at(6)), TokenCheck::Revoked { integration: "n8n".to_owned() });
     assert!(matches!(TokenStore::revoke(&dir.store(), &record.id, at(7)), Err(TokenError::AlreadyRevoked(_))));
     assert!(matches!(TokenStore::revoke(&dir.store(), "nope", at(7)), Err(TokenError::NotFound(_))));
 }
@@ -109,7 +109,7 @@ fn rotation_keeps_old_token_until_grace() {
 
     let store = TokenStore::load(&dir.store()).unwrap();
     assert!(matches!(store.verify(old_token.expose(), at(100 + 86_399)), TokenCheck::Valid { .. }));
-    assert_eq!(store.verify(old_token.expose(), at(100 + 86_400)), TokenCheck::Expired);
+    assert_eq!(store.verify(old_token.expose(), at(100 + 86_400)), TokenCheck::Expired { integration: "n8n".to_owned() });
     assert!(matches!(store.verify(new_token.expose(), at(100 + 86_400)), TokenCheck::Valid { .. }));
     assert_eq!(rotated.state(timestamp(at(200)).unwrap()), TokenState::Rotating);
 }
@@ -222,8 +222,8 @@ fn verify_agrees_with_format_first_check() {
         assert_eq!(store.verify(presented, now), verify_format_first(&store, presented, now), "{excerpt:?}");
     }
     assert!(matches!(store.verify(&active, now), TokenCheck::Valid { .. }));
-    assert_eq!(store.verify(&inputs[1], now), TokenCheck::Revoked);
-    assert_eq!(store.verify(&inputs[2], now), TokenCheck::Expired);
+    assert_eq!(store.verify(&inputs[1], now), TokenCheck::Revoked { integration: "n8n".to_owned() });
+    assert_eq!(store.verify(&inputs[2], now), TokenCheck::Expired { integration: "cron".to_owned() });
     assert_eq!(store.verify(&stranger, now), TokenCheck::Unknown);
     assert_eq!(store.verify(inputs.last().unwrap(), now), TokenCheck::Malformed);
 }
