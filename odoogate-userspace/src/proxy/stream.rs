@@ -82,12 +82,21 @@ impl Peer {
     /// queued, and that short read cleared tokio's readiness. A wait on the
     /// readiness would last until the peer sends again, and a client that
     /// sent its whole request waits for the response instead. So after a
-    /// short read this reads the socket once without waiting. Mid-message
-    /// waits are rare for RPC calls, whose requests and responses usually
-    /// arrive in one read, so the extra `recv` costs them nothing.
+    /// short read this reads the socket once without waiting. That costs
+    /// one `recv` only when nothing has arrived yet. An RPC request usually
+    /// arrives in one read, and when Odoo writes a response's head and body
+    /// apart, the direct read usually finds the body already there.
     pub async fn fill_more(&mut self, timeout: Duration) -> Result<usize, StreamError> {
         if self.short_read {
-            self.buffer.reserve(READ_CHUNK);
+            // tokio's own reads spend the task's budget, and this read
+            // bypasses them. Without this, a peer that has sent more by
+            // each next read keeps the other tasks on the thread waiting
+            // until the message ends, because reading an RPC body awaits
+            // nothing else.
+            tokio::task::coop::consume_budget().await;
+            // As in `fill`, a small message gets a small buffer.
+            let reserved = if self.buffer.is_empty() { FIRST_READ } else { READ_CHUNK };
+            self.buffer.reserve(reserved);
             match recv_now(&self.stream, &mut self.buffer) {
                 Ok(read) => {
                     self.short_read = read > 0 && self.buffer.capacity() > self.buffer.len();
@@ -260,9 +269,6 @@ impl ReadTimer {
     }
 }
 
-/// Peeks at the next byte waiting on `stream`, without consuming it and
-/// without waiting. Returns 1 when a byte is there, 0 at the peer's close,
-/// and `EAGAIN` when nothing arrived.
 /// Reads the bytes waiting on the socket into `buffer`'s spare room without
 /// waiting and without tokio's readiness, which a short read cleared.
 /// `WouldBlock` means none are waiting. Like a plain `recv`, the read skips
@@ -279,6 +285,9 @@ fn recv_now(stream: &TcpStream, buffer: &mut BytesMut) -> io::Result<usize> {
     Ok(read)
 }
 
+/// Peeks at the next byte waiting on `stream`, without consuming it and
+/// without waiting. Returns 1 when a byte is there, 0 at the peer's close,
+/// and `EAGAIN` when nothing arrived.
 pub(super) fn peek(stream: &TcpStream) -> nix::Result<usize> {
     use nix::sys::socket::{MsgFlags, recv};
     use std::os::fd::AsRawFd as _;
@@ -516,6 +525,69 @@ mod tests {
         });
         let read = finished.recv_timeout(Duration::from_secs(20)).expect("fill spun without yielding");
         assert_eq!(read, TOTAL);
+    }
+
+    /// A peer that has sent more by each next read, but less than a read's
+    /// room, has `fill_more` read the socket directly, read after read.
+    /// Those reads must spend the task's tokio budget as `fill`'s do, so
+    /// that the other tasks on the thread still run, because reading an
+    /// RPC body has no other await that spends it.
+    #[tokio::test]
+    async fn fill_more_stream_lets_others_run() {
+        use std::io::Write as _;
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        const READS: usize = 1000;
+        let (client, mut peer) = after_first_message(b"first").await;
+        let mut client = client.into_std().unwrap();
+        client.set_nonblocking(false).unwrap();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let other = tokio::spawn({
+            let runs = runs.clone();
+            async move {
+                loop {
+                    runs.fetch_add(1, Ordering::Relaxed);
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+
+        let mut last_runs = runs.load(Ordering::Relaxed);
+        let mut reads_in_a_row = 0;
+        let mut max_reads_in_a_row = 0;
+        for _ in 0..READS {
+            client.write_all(&[b'x'; 4096]).unwrap();
+            let queued = std::time::Instant::now();
+            while peek(&peer.stream) != Ok(1) {
+                assert!(queued.elapsed() < Duration::from_secs(2), "the bytes did not arrive");
+            }
+            assert_eq!(peer.fill_more(Duration::from_secs(5)).await.unwrap(), 4096);
+            peer.consume(4096);
+            let now_runs = runs.load(Ordering::Relaxed);
+            reads_in_a_row = if now_runs == last_runs { reads_in_a_row + 1 } else { 0 };
+            max_reads_in_a_row = max_reads_in_a_row.max(reads_in_a_row);
+            last_runs = now_runs;
+        }
+        other.abort();
+        // tokio's budget is 128 operations between yields.
+        assert!(max_reads_in_a_row <= 128, "{max_reads_in_a_row} reads in a row while another task was ready");
+    }
+
+    /// A small message read after a short read, with the buffer emptied
+    /// before, takes a buffer of `FIRST_READ` bytes, as `fill` gives it.
+    #[tokio::test]
+    async fn fill_more_keeps_small_buffer() {
+        let (mut client, mut peer) = after_first_message(b"first").await;
+        client.write_all(b"head").await.unwrap();
+        wait_queued(&peer, 4).await;
+        assert_eq!(peer.fill(Duration::from_secs(5)).await.unwrap(), 4);
+        peer.consume(4);
+
+        client.write_all(b"body").await.unwrap();
+        wait_queued(&peer, 4).await;
+        assert_eq!(peer.fill_more(Duration::from_secs(5)).await.unwrap(), 4);
+        assert!(peer.buffer.capacity() < READ_CHUNK, "capacity {}", peer.buffer.capacity());
     }
 
     /// Reads the bytes after TCP's urgent mark. A read stops at the mark,
