@@ -125,6 +125,26 @@ fn status_shows_absolute_config_path() {
     assert!(printed.contains(&format!("config: {}\n", dir.join("odoogate.toml").display())), "{printed}");
 }
 
+/// Odoo is not listening at `proxy.upstream` (the configuration's free
+/// port): the daemon still starts, and its log says why calls will fail.
+#[test]
+fn unreachable_upstream_is_logged_at_start() {
+    let dir = temp_dir("cli-unreachable");
+    write_config(&dir, "odoogate.toml", free_port());
+    let log = dir.join("daemon.log");
+    let daemon = Command::new(env!("CARGO_BIN_EXE_odoogate"))
+        .args(["run", "--config", "odoogate.toml"])
+        .current_dir(&dir)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("odoogate starts");
+    let _daemon = Guard(daemon);
+
+    let warned = || std::fs::read_to_string(&log).unwrap_or_default().contains("Odoo does not accept connections at proxy.upstream");
+    wait_until("the warning about proxy.upstream", warned);
+}
+
 #[test]
 fn proxy_listen_in_use_names_next_step() {
     let dir = temp_dir("cli-listen-in-use");

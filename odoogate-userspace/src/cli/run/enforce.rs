@@ -15,7 +15,7 @@ use std::net::{Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::{Arc, Weak};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
@@ -85,6 +85,7 @@ async fn serve(
             }
             let listener = TcpListener::bind(address).await.map_err(|error| listen_error(address, &error))?;
             tracing::info!(listen = %address, %upstream, mode = "enforce", "Proxying Odoo traffic in listen mode");
+            tokio::spawn(warn_if_unreachable(upstream));
             let daemon = Daemon {
                 handle,
                 steering: format!("listen {address}"),
@@ -244,9 +245,27 @@ fn report_programs(metrics: &Metrics, capture: Option<&LocalCapture>, steering: 
 /// its SYNs dropped and retried a second later.
 const LISTEN_BACKLOG: u32 = 1024;
 
-/// Binds the listener that the steering hands connections to: dual-stack
-/// (the kernel's default for `::`), so steered IPv4 and IPv6 connections
-/// both land here, on an ephemeral port.
+/// How long the start-up check waits for Odoo to accept a connection.
+const UPSTREAM_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Connects to Odoo once at start and logs a warning when it does not
+/// accept, so that the log shows at once why clients will get 502. The
+/// connection closes without a request. Steering mode does not check,
+/// since its connections to Odoo's port come back to odoogate.
+async fn warn_if_unreachable(upstream: SocketAddr) {
+    match tokio::time::timeout(UPSTREAM_CHECK_TIMEOUT, tokio::net::TcpStream::connect(upstream)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => tracing::warn!(
+            %upstream, %error,
+            "Odoo does not accept connections at proxy.upstream: calls get 502 until it does; check that Odoo runs and listens there"
+        ),
+        Err(_) => tracing::warn!(
+            %upstream, timeout_secs = UPSTREAM_CHECK_TIMEOUT.as_secs(),
+            "Odoo did not accept a connection at proxy.upstream in time: calls get 502 until it does; check that Odoo runs and listens there"
+        ),
+    }
+}
+
 /// Describes a failure to listen on `proxy.listen`, with the next step for
 /// the usual causes.
 fn listen_error(address: SocketAddr, error: &std::io::Error) -> anyhow::Error {
@@ -267,6 +286,9 @@ fn listen_error(address: SocketAddr, error: &std::io::Error) -> anyhow::Error {
     anyhow::anyhow!("failed to listen on {address} (proxy.listen): {error}{next}")
 }
 
+/// Binds the listener that the steering hands connections to: dual-stack
+/// (the kernel's default for `::`), so steered IPv4 and IPv6 connections
+/// both land here, on an ephemeral port.
 fn bind_steering_listener() -> anyhow::Result<std::net::TcpListener> {
     let socket = tokio::net::TcpSocket::new_v6().context("failed to create the steering listener")?;
     socket
@@ -374,7 +396,6 @@ fn load_tokens(config: &Config) -> anyhow::Result<Option<Tokens>> {
 mod tests {
     use super::*;
     use crate::notify::NotifyTarget;
-    use std::time::Duration;
 
     /// Receives the next notification, or `None` after `timeout`.
     async fn receive(socket: &tokio::net::UnixDatagram, timeout: Duration) -> Option<String> {
