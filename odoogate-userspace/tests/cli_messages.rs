@@ -125,6 +125,35 @@ fn status_shows_absolute_config_path() {
     assert!(printed.contains(&format!("config: {}\n", dir.join("odoogate.toml").display())), "{printed}");
 }
 
+/// `check` prints where an enforce-mode daemon would listen, forward and
+/// write, and fails on service credentials that `run` would stop on.
+#[test]
+fn check_shows_proxy_and_checks_credentials() {
+    let dir = temp_dir("cli-check");
+    let listen_port = free_port();
+    let config = write_config(&dir, "odoogate.toml", listen_port);
+
+    let output = odoogate(&["check", "--config", "odoogate.toml"], &dir);
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(printed.contains(&format!("proxy: listen 127.0.0.1:{listen_port}, upstream 127.0.0.1:")), "{printed}");
+    assert!(printed.contains(&format!("audit: file {}\n", dir.join("audit.jsonl").display())), "{printed}");
+    assert!(printed.contains("scoped tokens: off"), "{printed}");
+
+    let credentials = dir.join("credentials.toml");
+    std::fs::write(&credentials, "default = \"0123456789abcdef\"\n").unwrap();
+    std::fs::set_permissions(&credentials, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text.replace("[tokens]\n", &format!("[tokens]\ncredentials_file = \"{}\"\n", credentials.display()));
+    std::fs::write(&config, text).unwrap();
+
+    let output = odoogate(&["check", "--config", "odoogate.toml"], &dir);
+    let error = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{error}");
+    assert!(error.contains("the credentials file"), "{error}");
+    assert!(error.contains("`odoogate run` would stop at start"), "{error}");
+}
+
 /// Odoo is not listening at `proxy.upstream` (the configuration's free
 /// port): the daemon still starts, and its log says why calls will fail.
 #[test]

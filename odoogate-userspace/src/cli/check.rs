@@ -1,6 +1,7 @@
 //! `odoogate check`: validates a configuration file.
 
-use crate::config;
+use crate::config::{self, Mode};
+use crate::token::{CredentialsError, ServiceCredentials};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -9,11 +10,44 @@ pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
         Ok(summary) => {
             println!("{summary}");
             warn_about_stored_tokens(path);
-            Ok(ExitCode::SUCCESS)
+            Ok(check_credentials(path))
         }
         Err(error) => {
             eprintln!("{error}");
             Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Loads the service credentials as enforce mode does at start, and fails
+/// when `odoogate run` would stop on them. A file that this user may not
+/// read gets a warning only, since the daemon may run as another user.
+fn check_credentials(path: &Path) -> ExitCode {
+    let Ok(config) = config::load(path) else {
+        return ExitCode::FAILURE;
+    };
+    if config.policy.mode != Mode::Enforce {
+        return ExitCode::SUCCESS;
+    }
+    match ServiceCredentials::load(&config) {
+        Ok(_) => {
+            println!("scoped tokens: on, with the service credentials");
+            ExitCode::SUCCESS
+        }
+        Err(CredentialsError::NotConfigured) if !config.tokens.store.exists() => {
+            println!("scoped tokens: off (no token store and no service credential)");
+            ExitCode::SUCCESS
+        }
+        Err(CredentialsError::Read { source, .. }) if source.kind() == std::io::ErrorKind::PermissionDenied => {
+            eprintln!(
+                "warning: the service credentials could not be read as this user ({source}); \
+                 run `odoogate check` as root or as the daemon's user to check them"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("{error}; `odoogate run` would stop at start");
+            ExitCode::FAILURE
         }
     }
 }

@@ -227,6 +227,17 @@ pub enum AuditOutput {
     File,
 }
 
+impl AuditOutput {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Journald => "journald",
+            Self::Stderr => "stderr",
+            Self::File => "file",
+        }
+    }
+}
+
 /// `[tokens]`: scoped tokens and the service credential that replaces them.
 /// Every key is optional.
 ///
@@ -451,6 +462,13 @@ pub struct CheckSummary {
     pub unidentified: Unidentified,
     pub ports: Vec<u16>,
     pub interfaces: Vec<String>,
+    /// The audit output: `journald`, `file PATH` and so on.
+    pub audit: String,
+    /// In enforce mode, the way odoogate sits in the path and the address it
+    /// forwards to, such as `listen 127.0.0.1:8070, upstream 127.0.0.1:8069`.
+    pub proxy: Option<String>,
+    /// In enforce mode, the token store.
+    pub token_store: Option<PathBuf>,
     pub integrations: Vec<IntegrationSummary>,
 }
 
@@ -470,6 +488,18 @@ impl From<&Config> for CheckSummary {
             unidentified: config.policy.unidentified,
             ports: config.odoo.ports.clone(),
             interfaces: config.odoo.interfaces.clone(),
+            audit: match config.audit.output {
+                AuditOutput::File => format!("file {}", config.audit.file.display()),
+                output => output.as_str().to_owned(),
+            },
+            proxy: (config.policy.mode == Mode::Enforce).then(|| {
+                let upstream = config.proxy.upstream;
+                match config.proxy.listen {
+                    Some(listen) => format!("listen {listen}, upstream {upstream}"),
+                    None => format!("sk_lookup steering on ports {:?}, upstream {upstream}", config.odoo.ports),
+                }
+            }),
+            token_store: (config.policy.mode == Mode::Enforce).then(|| config.tokens.store.clone()),
             integrations: config
                 .integrations
                 .iter()
@@ -490,6 +520,13 @@ impl fmt::Display for CheckSummary {
         writeln!(f, "unidentified calls: {}", self.unidentified.as_str())?;
         writeln!(f, "ports: {}", ports.join(", "))?;
         writeln!(f, "interfaces: {}", self.interfaces.join(", "))?;
+        writeln!(f, "audit: {}", self.audit)?;
+        if let Some(proxy) = &self.proxy {
+            writeln!(f, "proxy: {proxy}")?;
+        }
+        if let Some(store) = &self.token_store {
+            writeln!(f, "token store: {}", store.display())?;
+        }
         writeln!(f, "integrations: {}", self.integrations.len())?;
         for integration in &self.integrations {
             let rules = if integration.rules == 1 { "rule" } else { "rules" };
