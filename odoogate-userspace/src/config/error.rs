@@ -85,7 +85,7 @@ impl Problem {
         // about the one that happens to come first.
         let whole_document = self.span == (0..0);
         let key = if whole_document { String::new() } else { key_path_at(text, offset) };
-        let message = with_layout_hint(&key, self.message);
+        let message = with_layout_hint(&key, plain_types(self.message));
         ConfigError::Invalid(Box::new(InvalidConfig { origin: origin.to_owned(), line, column, key, message }))
     }
 }
@@ -109,6 +109,27 @@ fn with_layout_hint(key: &str, message: String) -> String {
         _ => return message,
     };
     format!("{message}; {hint}")
+}
+
+/// Replaces the Rust type names in serde's messages, such as `expected
+/// usize` or `expected struct RawOdoo`, with words for the TOML value.
+fn plain_types(message: String) -> String {
+    const NAMES: [(&str, &str); 7] = [
+        ("expected usize", "expected a whole number, 0 or more"),
+        ("expected u64", "expected a whole number, 0 or more"),
+        ("expected u32", "expected a whole number, 0 or more"),
+        ("expected u16", "expected a whole number from 0 to 65535"),
+        ("expected u8", "expected a whole number from 0 to 255"),
+        ("expected i64", "expected a whole number"),
+        ("expected f64", "expected a number"),
+    ];
+    if let Some(at) = message.find("expected struct ") {
+        return format!("{}expected a table", &message[..at]);
+    }
+    match NAMES.iter().find(|(rust, _)| message.ends_with(rust)) {
+        Some((rust, plain)) => format!("{}{plain}", &message[..message.len() - rust.len()]),
+        None => message,
+    }
 }
 
 impl From<toml::de::Error> for Problem {

@@ -160,7 +160,7 @@ fn unknown_key_in_rule_is_rejected() {
 fn wrong_type_names_element() {
     let error = invalid(&HEAD.replace("ports = [8069]", "ports = [\"8069\"]"));
     assert_at(&error, 2, "odoo.ports[0]", "invalid type");
-    assert!(error.message.contains("expected u16"), "{error}");
+    assert!(error.message.contains("expected a whole number from 0 to 65535"), "{error}");
     assert_eq!(error.column, 10);
 }
 
@@ -189,6 +189,16 @@ fn missing_section_is_rejected() {
     assert!(error.message.contains("`ports`"), "{error}");
     assert!(error.message.contains("`interfaces`"), "{error}");
     assert_eq!(error.key, "", "{error}");
+}
+
+#[test]
+fn type_errors_name_toml_values() {
+    let error = invalid(&format!("{HEAD}\n[proxy]\nmax_connections = \"many\"\n"));
+    assert!(error.message.ends_with("expected a whole number, 0 or more"), "{error}");
+    assert!(!error.message.contains("usize"), "{error}");
+
+    let error = invalid("odoo = 1\n[policy]\nmode = \"observe\"\nunidentified = \"allow\"\n");
+    assert!(error.message.ends_with("expected a table"), "{error}");
 }
 
 #[test]
