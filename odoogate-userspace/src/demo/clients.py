@@ -54,10 +54,17 @@ def jsonrpc(url, service, method, args, source_ip=None):
     return reply["result"]
 
 
-def report(label, call):
+def report(label, call, meaning=None):
+    """Prints one call's result; `meaning` names a result that is a number,
+    such as the uid of a login or the id of a created record."""
     try:
         result = call()
-        shown = f"{len(result)} records" if isinstance(result, list) else json.dumps(result)
+        if isinstance(result, list):
+            shown = f"{len(result)} records"
+        elif meaning:
+            shown = f"{meaning} {json.dumps(result)}"
+        else:
+            shown = json.dumps(result)
         print(f"  {label}: ok ({shown})")
         return True
     except (xmlrpc.client.Fault, RuntimeError) as error:
@@ -74,22 +81,22 @@ def mcp_assistant(url, api_key, source_ip):
     print(f"  json2 res.partner.search_read: HTTP {status}, {len(partners or [])} partners")
     ok &= status == 200
     models = xmlrpc.client.ServerProxy(f"{url}/xmlrpc/2/object", transport=SourceTransport(source_ip))
-    ok &= report("xmlrpc crm.lead.search_count", lambda: models.execute_kw(DB, 2, api_key, "crm.lead", "search_count", [[]]))
+    ok &= report("xmlrpc crm.lead.search_count", lambda: models.execute_kw(DB, 2, api_key, "crm.lead", "search_count", [[]]), "count")
     # Not in its scopes: observe mode records it as would_deny.
     status, _ = post_json(url, "/json/2/res.partner/unlink", {"ids": [3]}, headers)
-    print(f"  json2 res.partner.unlink: HTTP {status} (outside its scopes)")
+    print(f"  json2 res.partner.unlink: HTTP {status} (outside its scopes: observe mode lets it through)")
     return ok
 
 
 def website_form(url, api_key, source_ip):
     """The public website form: creates leads over JSON-RPC from its own host."""
     uid = jsonrpc(url, "common", "login", [DB, "admin", PASSWORD], source_ip)
-    ok = report("jsonrpc common.login", lambda: uid)
+    ok = report("jsonrpc common.login", lambda: uid, "uid")
     ok &= report("jsonrpc crm.lead.create", lambda: jsonrpc(
         url, "object", "execute_kw",
         [DB, uid, PASSWORD, "crm.lead", "create", [{"name": "Website inquiry", "email_from": "visitor@example.com"}]],
-        source_ip))
-    report("jsonrpc res.partner.search_read (outside its scopes)", lambda: jsonrpc(
+        source_ip), "new record id")
+    report("jsonrpc res.partner.search_read (outside its scopes: observe mode lets it through)", lambda: jsonrpc(
         url, "object", "execute_kw", [DB, uid, PASSWORD, "res.partner", "search_read", [[]], {"fields": ["email"]}], source_ip))
     return ok
 
@@ -98,10 +105,10 @@ def stats_sync(url, api_key, source_ip):
     """A nightly sync run by a systemd timer: writes statistics over XML-RPC."""
     common = xmlrpc.client.ServerProxy(f"{url}/xmlrpc/2/common")
     uid = common.authenticate(DB, "admin", PASSWORD, {})
-    ok = report("xmlrpc common.authenticate", lambda: uid)
+    ok = report("xmlrpc common.authenticate", lambda: uid, "uid")
     models = xmlrpc.client.ServerProxy(f"{url}/xmlrpc/2/object")
     ok &= report("xmlrpc x_saas_stat.create", lambda: models.execute_kw(
-        DB, uid, PASSWORD, "x_saas_stat", "create", [{"x_name": "active_users", "x_value": 42.0}]))
+        DB, uid, PASSWORD, "x_saas_stat", "create", [{"x_name": "active_users", "x_value": 42.0}]), "new record id")
     ok &= report("xmlrpc x_saas_stat.search_read", lambda: models.execute_kw(
         DB, uid, PASSWORD, "x_saas_stat", "search_read", [[]], {"fields": ["x_name", "x_value"]}))
     return ok
