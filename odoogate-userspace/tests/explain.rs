@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use odoogate::scratch::ScratchDir;
 use sha2::Digest as _;
 
 fn captures() -> PathBuf {
@@ -13,10 +14,8 @@ fn captures() -> PathBuf {
 /// A scratch directory with a configuration: `website-form` by address,
 /// `sync` by the captures' password and a cgroup, `reader` by the JSON-2
 /// captures' bearer key.
-fn setup(name: &str) -> (PathBuf, PathBuf) {
-    let dir = std::env::temp_dir().join(format!("odoogate-explain-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+fn setup(name: &str) -> (ScratchDir, PathBuf) {
+    let dir = ScratchDir::new(&format!("explain-{name}"));
     let password = hex::encode(sha2::Sha256::digest(b"PASSWORD_PLACEHOLDER"));
     let bearer = hex::encode(sha2::Sha256::digest(b"APIKEY_PLACEHOLDER_000000000000000000000"));
     let config = dir.join("odoogate.toml");

@@ -119,11 +119,8 @@ pub(super) fn send(args: &DaemonArgs, request: ControlRequest) -> anyhow::Result
 mod tests {
     use super::*;
 
-    fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("odoogate-control-socket-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+    fn scratch(name: &str) -> crate::scratch::ScratchDir {
+        crate::scratch::ScratchDir::new(&format!("control-socket-{name}"))
     }
 
     #[test]
