@@ -6,6 +6,7 @@
 //! failed check is one [`Failure`]: what is wrong, with the value found,
 //! and how to fix it. The daemon prints them all and exits non-zero.
 
+pub mod exposure;
 mod readings;
 
 #[cfg(test)]

@@ -86,6 +86,7 @@ async fn serve(
             let listener = TcpListener::bind(address).await.map_err(|error| listen_error(address, &error))?;
             tracing::info!(listen = %address, %upstream, mode = "enforce", "Proxying Odoo traffic in listen mode");
             tokio::spawn(warn_if_unreachable(upstream));
+            warn_if_exposed(upstream, address);
             let daemon = Daemon {
                 handle,
                 steering: format!("listen {address}"),
@@ -263,6 +264,22 @@ async fn warn_if_unreachable(upstream: SocketAddr) {
             %upstream, timeout_secs = UPSTREAM_CHECK_TIMEOUT.as_secs(),
             "Odoo did not accept a connection at proxy.upstream in time: calls get 502 until it does; check that Odoo runs and listens there"
         ),
+    }
+}
+
+/// Logs a warning for each address other than loopback where something,
+/// most likely Odoo, listens on the upstream's port in this network
+/// namespace. Clients that reach Odoo there bypass odoogate unrecorded.
+fn warn_if_exposed(upstream: SocketAddr, listen: SocketAddr) {
+    for exposed in crate::preflight::exposure::read_exposed_listeners(upstream.port()) {
+        if exposed == listen {
+            continue;
+        }
+        tracing::warn!(
+            %exposed, %upstream,
+            "Odoo's port is open on an address other than loopback: clients that reach it bypass odoogate, and no record is written; \
+             bind Odoo to 127.0.0.1 (http_interface in odoo.conf) or block the port with a firewall rule"
+        );
     }
 }
 
