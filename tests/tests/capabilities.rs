@@ -10,7 +10,8 @@ mod common;
 mod netns_host;
 
 use anyhow::bail;
-use netns_host::{Bpffs, DaemonStart, Host, INTEGRATION, binary, effective_capabilities};
+use netns_host::{DaemonStart, Host, INTEGRATION, binary, effective_capabilities};
+use odoogate::demo::lab::Bpffs;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;

@@ -6,7 +6,8 @@
 mod common;
 mod netns_host;
 
-use netns_host::{Bpffs, Host, binary};
+use netns_host::{Host, binary};
+use odoogate::demo::lab::Bpffs;
 use std::process::Command;
 use std::time::Duration;
 

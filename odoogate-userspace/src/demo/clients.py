@@ -1,9 +1,10 @@
 """The demo's integrations: each one talks to the Odoo-like upstream the way
 a real integration of its kind would, with Python's standard library only.
 
-Usage: clients.py SCENARIO URL [--api-key KEY] [--source-ip IP]
+Usage: clients.py SCENARIO URL [--api-key KEY] [--source-ip IP] [--enforce]
 Each scenario prints one line per call and exits non-zero if a call that the
-upstream should accept fails.
+upstream should accept fails, or, with --enforce, if a call that odoogate
+should deny goes through.
 """
 
 import argparse
@@ -54,11 +55,20 @@ def jsonrpc(url, service, method, args, source_ip=None):
     return reply["result"]
 
 
-def report(label, call, meaning=None):
+def outside(enforce):
+    """The note on a call outside the integration's scopes."""
+    return "outside its scopes: enforce mode denies it" if enforce else "outside its scopes: observe mode lets it through"
+
+
+def report(label, call, meaning=None, denied=False):
     """Prints one call's result; `meaning` names a result that is a number,
-    such as the uid of a login or the id of a created record."""
+    such as the uid of a login or the id of a created record. With `denied`,
+    the call is expected to fail, and succeeding is the failure."""
     try:
         result = call()
+        if denied:
+            print(f"  {label}: went through, but odoogate should have denied it")
+            return False
         if isinstance(result, list):
             shown = f"{len(result)} records"
         elif meaning:
@@ -68,11 +78,14 @@ def report(label, call, meaning=None):
         print(f"  {label}: ok ({shown})")
         return True
     except (xmlrpc.client.Fault, RuntimeError) as error:
+        if denied:
+            print(f"  {label}: denied ({error})")
+            return True
         print(f"  {label}: Odoo error {error}")
         return False
 
 
-def mcp_assistant(url, api_key, source_ip):
+def mcp_assistant(url, api_key, source_ip, enforce):
     """An AI assistant over MCP: reads with its own API key (JSON-2 and XML-RPC)."""
     headers = {"Authorization": f"bearer {api_key}", "X-Odoo-Database": DB}
     ok = True
@@ -82,13 +95,16 @@ def mcp_assistant(url, api_key, source_ip):
     ok &= status == 200
     models = xmlrpc.client.ServerProxy(f"{url}/xmlrpc/2/object", transport=SourceTransport(source_ip))
     ok &= report("xmlrpc crm.lead.search_count", lambda: models.execute_kw(DB, 2, api_key, "crm.lead", "search_count", [[]]), "count")
-    # Not in its scopes: observe mode records it as would_deny.
+    # Not in its scopes: observe mode records it as would_deny, enforce
+    # mode answers 403 itself.
     status, _ = post_json(url, "/json/2/res.partner/unlink", {"ids": [3]}, headers)
-    print(f"  json2 res.partner.unlink: HTTP {status} (outside its scopes: observe mode lets it through)")
+    print(f"  json2 res.partner.unlink: HTTP {status} ({outside(enforce)})")
+    if enforce:
+        ok &= status == 403
     return ok
 
 
-def website_form(url, api_key, source_ip):
+def website_form(url, api_key, source_ip, enforce):
     """The public website form: creates leads over JSON-RPC from its own host."""
     uid = jsonrpc(url, "common", "login", [DB, "admin", PASSWORD], source_ip)
     ok = report("jsonrpc common.login", lambda: uid, "uid")
@@ -96,12 +112,15 @@ def website_form(url, api_key, source_ip):
         url, "object", "execute_kw",
         [DB, uid, PASSWORD, "crm.lead", "create", [{"name": "Website inquiry", "email_from": "visitor@example.com"}]],
         source_ip), "new record id")
-    report("jsonrpc res.partner.search_read (outside its scopes: observe mode lets it through)", lambda: jsonrpc(
-        url, "object", "execute_kw", [DB, uid, PASSWORD, "res.partner", "search_read", [[]], {"fields": ["email"]}], source_ip))
+    outside_call = report(f"jsonrpc res.partner.search_read ({outside(enforce)})", lambda: jsonrpc(
+        url, "object", "execute_kw", [DB, uid, PASSWORD, "res.partner", "search_read", [[]], {"fields": ["email"]}], source_ip),
+        denied=enforce)
+    if enforce:
+        ok &= outside_call
     return ok
 
 
-def stats_sync(url, api_key, source_ip):
+def stats_sync(url, api_key, source_ip, enforce):
     """A nightly sync run by a systemd timer: writes statistics over XML-RPC."""
     common = xmlrpc.client.ServerProxy(f"{url}/xmlrpc/2/common")
     uid = common.authenticate(DB, "admin", PASSWORD, {})
@@ -114,10 +133,11 @@ def stats_sync(url, api_key, source_ip):
     return ok
 
 
-def unknown_script(url, api_key, source_ip):
+def unknown_script(url, api_key, source_ip, enforce):
     """A script nobody declared: it matches no integration."""
     models = xmlrpc.client.ServerProxy(f"{url}/xmlrpc/2/object", transport=SourceTransport(source_ip))
-    return report("xmlrpc res.partner.search", lambda: models.execute_kw(DB, 2, PASSWORD, "res.partner", "search", [[]]))
+    label = "xmlrpc res.partner.search (unidentified: enforce mode denies it)" if enforce else "xmlrpc res.partner.search"
+    return report(label, lambda: models.execute_kw(DB, 2, PASSWORD, "res.partner", "search", [[]]), denied=enforce)
 
 
 SCENARIOS = {
@@ -134,9 +154,10 @@ def main():
     parser.add_argument("url")
     parser.add_argument("--api-key", default="")
     parser.add_argument("--source-ip", default=None)
+    parser.add_argument("--enforce", action="store_true")
     options = parser.parse_args()
     print(f"{options.scenario}:")
-    ok = SCENARIOS[options.scenario](options.url, options.api_key, options.source_ip)
+    ok = SCENARIOS[options.scenario](options.url, options.api_key, options.source_ip, options.enforce)
     sys.exit(0 if ok else 1)
 
 

@@ -233,6 +233,36 @@ impl Drop for ChildGuard {
     }
 }
 
+/// A bpffs instance mounted for a demo or test, with odoogate's steering
+/// pins under `path/odoogate`. On drop the pins are removed and the
+/// instance unmounted.
+pub struct Bpffs {
+    pub path: PathBuf,
+}
+
+impl Bpffs {
+    pub fn mount(path: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(path)?;
+        let status = Command::new("mount").args(["-t", "bpf", "bpf"]).arg(path).status()?;
+        if !status.success() {
+            bail!("mount -t bpf bpf {} failed: {status}", path.display());
+        }
+        Ok(Self { path: path.to_path_buf() })
+    }
+
+    /// Returns the directory of the steering pins.
+    pub fn pin_dir(&self) -> PathBuf {
+        self.path.join("odoogate")
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        let _ = crate::steer::uninstall(&self.pin_dir());
+        let _ = Command::new("umount").arg(&self.path).status();
+    }
+}
+
 /// Waits until `ready` returns true, polling every 50 ms, or fails after
 /// `timeout` with `what` in the message.
 pub fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) -> anyhow::Result<()> {

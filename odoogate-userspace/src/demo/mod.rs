@@ -1,4 +1,5 @@
-//! `odoogate demo`: a self-contained demonstration of observe mode.
+//! `odoogate demo`: a self-contained demonstration of observe mode, then
+//! of enforce mode on the same site.
 //!
 //! It builds a small site in private network namespaces: an "Odoo host"
 //! namespace running the Odoo-like upstream and the real daemon (`odoogate
@@ -6,16 +7,19 @@
 //! "clients" namespace with two addresses. Four integrations then call
 //! Odoo, each identified differently (API key fingerprint, source IP,
 //! cgroup, and one unidentified script), including calls outside their
-//! scopes, and the demo prints the audit records the daemon wrote.
-//! Everything it creates is removed when it ends.
+//! scopes, and the demo prints the audit records the daemon wrote. Then the
+//! daemon runs again in enforce mode, steering the connections to Odoo's
+//! port to itself with sk_lookup, and the same clients run again: calls
+//! outside their scopes are denied before they reach Odoo. Everything it
+//! creates is removed when it ends.
 
 pub mod lab;
 
 use crate::audit::reader::{self, AuditQuery};
 use anyhow::{Context as _, bail};
 use std::collections::BTreeMap;
-use lab::{Cgroup, ChildGuard, Netns, Placement};
-use std::path::{Path, PathBuf};
+use lab::{Bpffs, Cgroup, ChildGuard, Netns, Placement};
+use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
@@ -53,19 +57,32 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     result
 }
 
-/// Returns the demo daemon's configuration. Its control socket is in the
-/// work directory, so `odoogate status` on the host never reaches it.
-fn demo_config(workdir: &Path, audit_file: &Path, stats_cgroup: &str) -> String {
+/// One run of the daemon in the demo: its mode, and for enforce mode the
+/// directory of the steering pins.
+struct Stage<'a> {
+    mode: &'static str,
+    pin_dir: Option<&'a Path>,
+}
+
+/// Returns the demo daemon's configuration for `stage`. Its control socket
+/// and state files are in the work directory, so the demo neither reaches
+/// nor changes a daemon installed on the host.
+fn demo_config(workdir: &Path, stage: &Stage<'_>, audit_file: &Path, stats_cgroup: &str) -> String {
     let fingerprint = crate::secret::Secret::new(MCP_API_KEY).sha256_hex();
+    let steering = match stage.pin_dir {
+        Some(pin_dir) => format!("\n[steering]\npin_dir = \"{}\"\n", pin_dir.display()),
+        None => String::new(),
+    };
     format!(
-        r#"# odoogate demo configuration (observe mode)
+        r#"# odoogate demo configuration ({mode} mode)
 [odoo]
 ports = [{ODOO_PORT}]
 interfaces = ["lo", "og-odoo"]
 
 [policy]
-mode = "observe"
+mode = "{mode}"
 unidentified = "deny"
+grants_file = "{grants}"
 
 [audit]
 output = "file"
@@ -74,6 +91,9 @@ file = "{audit}"
 [control]
 socket = "{control}"
 
+[tokens]
+store = "{tokens}"
+{steering}
 [[integration]]
 name = "mcp-assistant"
 match = {{ api_key_sha256 = ["{fingerprint}"] }}
@@ -92,8 +112,11 @@ name = "stats-sync"
 match = {{ cgroup = "{stats_cgroup}" }}
 allow = [{{ models = ["x_saas_stat"], methods = ["create", "write", "search_read"] }}]
 "#,
+        mode = stage.mode,
+        grants = workdir.join("grants.json").display(),
         audit = audit_file.display(),
         control = workdir.join("control.sock").display(),
+        tokens = workdir.join("tokens.json").display(),
     )
 }
 
@@ -118,10 +141,6 @@ fn run_in(workdir: &Path) -> anyhow::Result<ExitCode> {
     let upstream_script = crate::upstream::write_script(workdir)?;
     let clients_script = workdir.join("clients.py");
     std::fs::write(&clients_script, CLIENTS)?;
-    let audit_file = workdir.join("audit.jsonl");
-    let config_file = workdir.join("odoogate.toml");
-    std::fs::write(&config_file, demo_config(workdir, &audit_file, "odoogate-demo-*/stats-sync"))?;
-
     let in_odoo = Placement { netns: Some(odoo_ns.path()), ..Placement::default() };
 
     let ready_file = workdir.join("upstream.ready");
@@ -134,19 +153,6 @@ fn run_in(workdir: &Path) -> anyhow::Result<ExitCode> {
     lab::wait_for("the Odoo-like upstream", Duration::from_secs(10), || ready_file.exists())?;
     println!("  Odoo-like upstream listening on {ODOO_ADDRESS}:{ODOO_PORT} (namespace {})", odoo_ns.name());
 
-    let daemon_log = workdir.join("odoogate.log");
-    let mut daemon_command = Command::new(std::env::current_exe().context("cannot find the odoogate binary")?);
-    daemon_command.arg("run").arg("--config").arg(&config_file);
-    let mut daemon = ChildGuard::spawn("odoogate run", daemon_command, &in_odoo, &daemon_log)?;
-    let started = lab::wait_for("odoogate run to attach its programs", Duration::from_secs(30), || {
-        lab::file_contains(&daemon_log, "Observing Odoo traffic") || matches!(daemon.try_wait(), Ok(Some(_)))
-    });
-    if started.is_err() || !lab::file_contains(&daemon_log, "Observing Odoo traffic") {
-        let log = std::fs::read_to_string(&daemon_log).unwrap_or_default();
-        bail!("odoogate run did not start:\n{log}");
-    }
-    println!("  odoogate run: observe mode, eBPF programs on lo and og-odoo, cgroup programs on the cgroup v2 root\n");
-
     let url = format!("http://{ODOO_ADDRESS}:{ODOO_PORT}");
     let scenarios: [(&str, Placement, Option<&str>); 4] = [
         ("mcp-assistant", Placement { cgroup: Some(other_cgroup.path().to_path_buf()), ..in_odoo.clone() }, None),
@@ -154,44 +160,98 @@ fn run_in(workdir: &Path) -> anyhow::Result<ExitCode> {
         ("stats-sync", Placement { cgroup: Some(stats_cgroup.path().to_path_buf()), ..in_odoo.clone() }, None),
         ("unknown-script", Placement { netns: Some(clients_ns.path()), ..Placement::default() }, Some(UNKNOWN_ADDRESS)),
     ];
-    let mut failures = 0;
-    for (scenario, placement, source_ip) in scenarios {
-        let scenario_url = if placement.netns == in_odoo.netns { format!("http://127.0.0.1:{ODOO_PORT}") } else { url.clone() };
-        let mut command = Command::new("python3");
-        command.arg(&clients_script).arg(scenario).arg(&scenario_url).args(["--api-key", MCP_API_KEY]);
-        if let Some(ip) = source_ip {
-            command.args(["--source-ip", ip]);
+    let run_clients = |enforce: bool| -> anyhow::Result<usize> {
+        let mut failures = 0;
+        for (scenario, placement, source_ip) in &scenarios {
+            let scenario_url = if placement.netns == in_odoo.netns { format!("http://127.0.0.1:{ODOO_PORT}") } else { url.clone() };
+            let mut command = Command::new("python3");
+            command.arg(&clients_script).arg(scenario).arg(&scenario_url).args(["--api-key", MCP_API_KEY]);
+            if let Some(ip) = source_ip {
+                command.args(["--source-ip", ip]);
+            }
+            if enforce {
+                command.arg("--enforce");
+            }
+            lab::place(&mut command, placement)?;
+            let status = command.status().with_context(|| format!("failed to run the {scenario} client"))?;
+            if !status.success() {
+                failures += 1;
+            }
         }
-        lab::place(&mut command, &placement)?;
-        let status = command.status().with_context(|| format!("failed to run the {scenario} client"))?;
-        if !status.success() {
-            failures += 1;
-        }
-    }
+        Ok(failures)
+    };
 
-    // Give the pipeline a moment to see the last responses, then stop it so
-    // it writes every pending record.
-    std::thread::sleep(Duration::from_millis(500));
-    let stopped_cleanly = daemon.stop(Duration::from_secs(10))?;
-    if !stopped_cleanly {
-        let log = std::fs::read_to_string(&daemon_log).unwrap_or_default();
-        bail!("odoogate run did not exit cleanly:\n{log}");
-    }
+    let observe = Stage { mode: "observe", pin_dir: None };
+    let audit_file = workdir.join("audit.jsonl");
+    let daemon = start_daemon(workdir, &observe, &audit_file, &in_odoo, "Observing Odoo traffic")?;
+    println!("  odoogate run: observe mode, eBPF programs on lo and og-odoo, cgroup programs on the cgroup v2 root\n");
+    let mut failures = run_clients(false)?;
+    stop_daemon(workdir, daemon)?;
+    print_attribution(&audit_file, "WOULD_DENY")?;
 
-    print_attribution(&audit_file)?;
+    let bpffs = Bpffs::mount(&workdir.join("bpffs"))?;
+    let enforce = Stage { mode: "enforce", pin_dir: Some(&bpffs.pin_dir()) };
+    let enforce_audit = workdir.join("audit-enforce.jsonl");
+    println!("\nThe same site in enforce mode:\n");
+    let daemon = start_daemon(workdir, &enforce, &enforce_audit, &in_odoo, "Proxying Odoo traffic steered by sk_lookup")?;
+    println!(
+        "  odoogate run: enforce mode, new connections to port {ODOO_PORT} steered to odoogate by sk_lookup; \
+         the clients keep Odoo's address\n"
+    );
+    failures += run_clients(true)?;
+    stop_daemon(workdir, daemon)?;
+    print_attribution(&enforce_audit, "DENIED")?;
+    drop(bpffs);
+
     if failures > 0 {
-        bail!("{failures} demo client(s) failed; see the output above");
+        bail!("{failures} demo client run(s) failed; see the output above");
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_attribution(audit_file: &PathBuf) -> anyhow::Result<()> {
+/// Writes the configuration of `stage` and starts `odoogate run` in the
+/// Odoo namespace, waiting until its log shows `ready`.
+fn start_daemon(workdir: &Path, stage: &Stage<'_>, audit_file: &Path, in_odoo: &Placement, ready: &str) -> anyhow::Result<ChildGuard> {
+    let config_file = workdir.join(format!("odoogate-{}.toml", stage.mode));
+    std::fs::write(&config_file, demo_config(workdir, stage, audit_file, "odoogate-demo-*/stats-sync"))?;
+    let daemon_log = workdir.join(format!("odoogate-{}.log", stage.mode));
+    let mut daemon_command = Command::new(std::env::current_exe().context("cannot find the odoogate binary")?);
+    daemon_command.arg("run").arg("--config").arg(&config_file);
+    let mut daemon = ChildGuard::spawn("odoogate run", daemon_command, in_odoo, &daemon_log)?;
+    let started = lab::wait_for("odoogate run to attach its programs", Duration::from_secs(30), || {
+        lab::file_contains(&daemon_log, ready) || matches!(daemon.try_wait(), Ok(Some(_)))
+    });
+    if started.is_err() || !lab::file_contains(&daemon_log, ready) {
+        let log = std::fs::read_to_string(&daemon_log).unwrap_or_default();
+        bail!("odoogate run did not start in {} mode:\n{log}", stage.mode);
+    }
+    Ok(daemon)
+}
+
+/// Stops the daemon so that it writes every pending record, after a moment
+/// for the observe pipeline to see the last responses.
+fn stop_daemon(workdir: &Path, mut daemon: ChildGuard) -> anyhow::Result<()> {
+    std::thread::sleep(Duration::from_millis(500));
+    if !daemon.stop(Duration::from_secs(10))? {
+        let logs: Vec<String> = ["observe", "enforce"]
+            .iter()
+            .filter_map(|mode| std::fs::read_to_string(workdir.join(format!("odoogate-{mode}.log"))).ok())
+            .collect();
+        bail!("odoogate run did not exit cleanly:\n{}", logs.join("\n"));
+    }
+    Ok(())
+}
+
+/// Prints the records of `audit_file` and one line per integration.
+/// `denied` heads the column of calls not allowed: `WOULD_DENY` in observe
+/// mode, `DENIED` in enforce mode.
+fn print_attribution(audit_file: &Path, denied: &str) -> anyhow::Result<()> {
     let query = AuditQuery {
         since: None,
         integration: None,
         decision: None,
         model: None,
-        file: Some(audit_file.clone()),
+        file: Some(audit_file.to_path_buf()),
         journal_directory: None,
     };
     let entries = reader::read(&query)?;
@@ -201,13 +261,13 @@ fn print_attribution(audit_file: &PathBuf) -> anyhow::Result<()> {
     );
     reader::print_table(&entries, &mut std::io::stdout().lock())?;
     println!("\nAttribution table:\n");
-    print_summary(&entries);
+    print_summary(&entries, denied);
     Ok(())
 }
 
 /// Prints one line per integration: how it was identified and how many of
-/// its calls were allowed and would have been denied.
-fn print_summary(entries: &[reader::AuditEntry]) {
+/// its calls were allowed and denied (or, in observe mode, would have been).
+fn print_summary(entries: &[reader::AuditEntry], denied_header: &str) {
     let mut rows: BTreeMap<(String, String), (usize, usize)> = BTreeMap::new();
     for entry in entries.iter().filter(|e| e.field("ODOOGATE_EVENT") == Some("call")) {
         let integration = entry.field("ODOOGATE_INTEGRATION").unwrap_or("(unidentified)").to_owned();
@@ -218,7 +278,7 @@ fn print_summary(entries: &[reader::AuditEntry]) {
             _ => counts.1 += 1,
         }
     }
-    println!("{:<16} {:<10} {:>7} {:>11}", "INTEGRATION", "IDENTITY", "ALLOWED", "WOULD_DENY");
+    println!("{:<16} {:<10} {:>7} {:>11}", "INTEGRATION", "IDENTITY", "ALLOWED", denied_header);
     for ((integration, identity), (allowed, denied)) in rows {
         println!("{integration:<16} {identity:<10} {allowed:>7} {denied:>11}");
     }

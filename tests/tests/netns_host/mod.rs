@@ -20,29 +20,6 @@ pub const PORT: u16 = 18069;
 /// The integration the client's cgroup matches.
 pub const INTEGRATION: &str = "netns-client";
 
-/// A bpffs instance mounted for the test, unmounted on drop.
-pub struct Bpffs {
-    pub path: PathBuf,
-}
-
-impl Bpffs {
-    pub fn mount(path: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(path)?;
-        let status = Command::new("mount").args(["-t", "bpf", "bpf"]).arg(path).status()?;
-        if !status.success() {
-            bail!("mount -t bpf bpf {} failed: {status}", path.display());
-        }
-        Ok(Self { path: path.to_path_buf() })
-    }
-}
-
-impl Drop for Bpffs {
-    fn drop(&mut self) {
-        let _ = odoogate::steer::uninstall(&self.path.join("odoogate"));
-        let _ = Command::new("umount").arg(&self.path).status();
-    }
-}
-
 /// A network namespace with the Odoo-like upstream on 127.0.0.1:PORT and a
 /// cgroup for the client. Fields drop in order: the upstream first.
 pub struct Host {
