@@ -72,7 +72,14 @@ impl Target {
     /// daemon that listens elsewhere.
     pub fn explain(&self, error: ControlError, request: ControlRequest) -> anyhow::Error {
         if !matches!(error, ControlError::NotRunning { .. } | ControlError::NoListener { .. }) {
-            return error.into();
+            // Any other failure on the default socket still leaves the
+            // configuration's error unread by the user, so both are shown.
+            return match &self.origin {
+                Origin::ConfigFailed(config_error) => anyhow::anyhow!(
+                    "failed to read control.socket from the configuration: {config_error}. The default socket was tried instead: {error}"
+                ),
+                _ => error.into(),
+            };
         }
         let elsewhere = "pass the running daemon's configuration with --config FILE or its socket with --socket PATH";
         match &self.origin {
@@ -145,6 +152,22 @@ mod tests {
         assert!(message.contains("unknown field `unidentifed`"), "{message}");
         assert!(message.contains("--socket PATH"), "{message}");
         assert!(message.contains("To reload anyway"), "{message}");
+    }
+
+    /// A default socket this user may not open is another failure than
+    /// a missing daemon, and the configuration's error must still show.
+    #[test]
+    fn other_socket_error_keeps_config_error() {
+        let dir = scratch("typo-denied");
+        let config = dir.join("odoogate.toml");
+        std::fs::write(&config, "[odoo]\nports = [8069]\n[policy]\n").unwrap();
+        let target = Target::locate(None, Some(&config));
+        let denied = ControlError::Connect { path: target.socket.clone(), source: std::io::ErrorKind::PermissionDenied.into() };
+
+        let message = target.explain(denied, ControlRequest::Status).to_string();
+
+        assert!(message.contains("failed to read control.socket from the configuration"), "{message}");
+        assert!(message.contains("odoogate.toml"), "{message}");
     }
 
     #[test]

@@ -117,14 +117,19 @@ fn plain_types(message: String) -> String {
     const NAMES: [(&str, &str); 7] = [
         ("expected usize", "expected a whole number, 0 or more"),
         ("expected u64", "expected a whole number, 0 or more"),
-        ("expected u32", "expected a whole number, 0 or more"),
+        ("expected u32", "expected a whole number from 0 to 4294967295"),
         ("expected u16", "expected a whole number from 0 to 65535"),
         ("expected u8", "expected a whole number from 0 to 255"),
         ("expected i64", "expected a whole number"),
         ("expected f64", "expected a number"),
     ];
-    if let Some(at) = message.find("expected struct ") {
-        return format!("{}expected a table", &message[..at]);
+    // Only serde's own words at the end name a struct: the same words
+    // earlier are the user's, inside a quoted value.
+    if let Some(at) = message.rfind("expected struct ") {
+        let name = &message[at + "expected struct ".len()..];
+        if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return format!("{}expected a table", &message[..at]);
+        }
     }
     match NAMES.iter().find(|(rust, _)| message.ends_with(rust)) {
         Some((rust, plain)) => format!("{}{plain}", &message[..message.len() - rust.len()]),
@@ -240,6 +245,20 @@ mod tests {
 
         let error = ConfigError::Read { path: "gate.toml".into(), source: missing() };
         assert!(!error.to_string().contains("odoogate install"), "{error}");
+    }
+
+    #[test]
+    fn plain_types_name_range_of_u32() {
+        let message = plain_types("invalid value: integer `70000000000`, expected u32".to_owned());
+        assert_eq!(message, "invalid value: integer `70000000000`, expected a whole number from 0 to 4294967295");
+    }
+
+    #[test]
+    fn plain_types_leave_quoted_values() {
+        let message = "unknown variant `expected struct X`, expected `file` or `journald`";
+        assert_eq!(plain_types(message.to_owned()), message);
+        let table = plain_types("invalid type: integer `5`, expected struct RawMatch".to_owned());
+        assert_eq!(table, "invalid type: integer `5`, expected a table");
     }
 
     #[test]

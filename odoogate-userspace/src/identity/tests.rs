@@ -255,12 +255,12 @@ fn token_session_ends_when_token_is_revoked() {
     let mut logout = Call::new(Protocol::Web, CallKind::Meta);
     logout.session_id = Some(Secret::new("sess-1"));
     let store = crate::token::TokenStore::load(&path).unwrap();
-    assert_eq!(ended_session_token(Some(&logout), &sessions, Some(&store), now), None, "a logout is left alone");
+    assert_eq!(ended_session_token(&config, Some(&logout), &sessions, Some(&store), now), None, "a logout is left alone");
 
     // Without a token store no token can be checked, so neither can its session.
     let unchecked = resolve(&config, Some(&call), &Headers::default(), &source("192.0.2.1", None), &sessions);
     assert_eq!(unchecked.integration, None);
-    let ended = ended_session_token(Some(&call), &sessions, None, now).expect("refused without a store");
+    let ended = ended_session_token(&config, Some(&call), &sessions, None, now).expect("refused without a store");
     assert_eq!(ended.reason, InvalidTokenReason::Unknown);
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -456,5 +456,34 @@ fn ended_session_names_its_integration() {
     let plain = resolve_with_tokens(&config, Some(&store), Some(&call), &Headers::default(), &source("192.0.2.1", None), &sessions, now);
     assert_eq!(plain.invalid_token, None);
     assert_eq!(plain.resolution.integration.as_deref(), Some("office"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A web session that a token logged in is that token's credential at
+/// Odoo, so a reload that makes the daemon refuse the token (its
+/// integration loses `token = true`, or is gone) ends the session too,
+/// also from an address another integration matches.
+#[test]
+fn token_session_ends_with_token_match() {
+    let now = SystemTime::now();
+    let TokenSession { dir, store: path, sessions, .. } = token_session("session-token-match", now);
+    let store = crate::token::TokenStore::load(&path).unwrap();
+    let mut call = Call::new(Protocol::Web, CallKind::Model);
+    call.session_id = Some(Secret::new("sess-1"));
+    let office = integration("office", "{ ip = [\"192.0.2.0/24\"] }");
+
+    let cases = [
+        (format!("{}{office}", integration("portal", "{ ip = [\"198.51.100.0/24\"] }")), InvalidTokenReason::OutsideMatch),
+        (office.clone(), InvalidTokenReason::UnknownIntegration),
+    ];
+    for (integrations, reason) in cases {
+        let config = config(&integrations);
+        let resolved =
+            resolve_with_tokens(&config, Some(&store), Some(&call), &Headers::default(), &source("192.0.2.1", None), &sessions, now);
+        let invalid = resolved.invalid_token.unwrap_or_else(|| panic!("{reason:?}: the session outlived its token's match"));
+        assert_eq!(invalid.reason, reason);
+        assert!(invalid.via_session, "{reason:?}");
+        assert_ne!(resolved.resolution.integration.as_deref(), Some("office"), "{reason:?}");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }

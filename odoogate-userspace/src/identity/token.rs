@@ -113,6 +113,19 @@ impl InvalidToken {
         let fingerprint_prefix = token.to_hex()[..FINGERPRINT_PREFIX_LEN].to_owned();
         Some(Self { reason, fingerprint_prefix, via_session: true })
     }
+
+    /// Describes the usable token of a web session that `config` refuses,
+    /// because a reload removed the session's integration or its
+    /// `token = true`, or returns `None` while `config` accepts the token.
+    fn of_refused_session(config: &Config, integration: &str, token: &Fingerprint) -> Option<Self> {
+        let reason = match config.integration(integration) {
+            None => InvalidTokenReason::UnknownIntegration,
+            Some(defined) if !defined.matcher.token => InvalidTokenReason::OutsideMatch,
+            Some(_) => return None,
+        };
+        let fingerprint_prefix = token.to_hex()[..FINGERPRINT_PREFIX_LEN].to_owned();
+        Some(Self { reason, fingerprint_prefix, via_session: true })
+    }
 }
 
 /// Returns the token a call presents: its credential when that came from
@@ -156,7 +169,7 @@ pub fn resolve_with_tokens(
         // The web session is the call's credential at Odoo, so a session
         // whose token was revoked or expired is refused as that token is,
         // and recorded under the integration that token logged in.
-        let Some((invalid_token, integration)) = ended_session(call, sessions, tokens, now) else {
+        let Some((invalid_token, integration)) = ended_session(config, call, sessions, tokens, now) else {
             return TokenResolution { resolution, invalid_token: None };
         };
         resolution.integration = Some(integration.to_owned());
@@ -199,22 +212,26 @@ pub fn resolve_with_tokens(
 }
 
 /// Returns the token that logged in the web session `call` carries, when
-/// that token may no longer be used. The session is the call's credential
+/// that token may no longer be used: it is revoked, expired or gone from
+/// the store, or `config` no longer accepts it (its integration is gone or
+/// its match lost `token = true`). The session is the call's credential
 /// at Odoo, so such a call is refused as a revoked token is. Logins and
 /// metadata calls (session info, logout) are left alone, so a client can
 /// still log the session out or log in again.
 pub fn ended_session_token(
+    config: &Config,
     call: Option<&Call>,
     sessions: &SessionTable,
     tokens: Option<&TokenStore>,
     now: SystemTime,
 ) -> Option<InvalidToken> {
-    ended_session(call, sessions, tokens, now).map(|(invalid, _)| invalid)
+    ended_session(config, call, sessions, tokens, now).map(|(invalid, _)| invalid)
 }
 
 /// Returns [`ended_session_token`] with the integration the session table
 /// bound the session to, which is the integration its token was issued for.
 fn ended_session<'s>(
+    config: &Config,
     call: Option<&Call>,
     sessions: &'s SessionTable,
     tokens: Option<&TokenStore>,
@@ -222,7 +239,9 @@ fn ended_session<'s>(
 ) -> Option<(InvalidToken, &'s str)> {
     let call = call.filter(|call| matches!(call.kind, CallKind::Model | CallKind::Database))?;
     let owner = sessions.lookup(call.session_id.as_ref()?)?;
-    let invalid = InvalidToken::of_session(tokens, &owner.token?, now)?;
+    let token = owner.token?;
+    let invalid = InvalidToken::of_session(tokens, &token, now)
+        .or_else(|| InvalidToken::of_refused_session(config, owner.integration, &token))?;
     Some((invalid, owner.integration))
 }
 

@@ -403,7 +403,9 @@ impl Connection {
                 }
                 PendingCall {
                     record: Some(record),
-                    integration: resolution.integration.clone(),
+                    // Enforce mode denies a call with a refused token, so
+                    // a login Odoo accepts anyway binds no session.
+                    integration: resolution.integration.clone().filter(|_| invalid_token.is_none()),
                     token: login_token(&call, &resolution),
                     call: Some(call),
                     request_last_byte_ns: request.last_byte_ns,

@@ -810,3 +810,48 @@ fn ended_token_session_in_use_outlives_a_week() {
     // Odoo has deleted the idle session, and odoogate drops its binding.
     assert_eq!(web_route_refusal(&config, &sessions, None, &idle), None);
 }
+
+/// In observe mode Odoo still gets a login whose token is refused, and may
+/// accept its password. Enforce mode would have denied that login, so the
+/// session it opens belongs to no integration, not to the token's.
+#[test]
+fn refused_token_login_binds_no_session() {
+    use crate::token::TokenStore;
+    let dir = fresh_dir("refused-login");
+    let store = dir.join("tokens.json");
+    let now = std::time::SystemTime::now();
+    let (revoked_record, revoked) = TokenStore::create(&store, "mcp-assistant", None, now).unwrap();
+    TokenStore::revoke(&store, &revoked_record.id, now).unwrap();
+    let assistant = "\n[[integration]]\nname = \"mcp-assistant\"\nmatch = { token = true }\n\
+                     allow = [{ models = [\"crm.lead\"], methods = [\"create\"] }]\n";
+    let text = format!("{CONFIG}{assistant}\n[tokens]\nstore = \"{}\"\n", store.display());
+    let config = Arc::new(crate::config::parse(&text, "test.toml").expect("test config is valid"));
+    let sink = MemorySink::default();
+    let mut pipeline = Pipeline::new(config, None, Box::new(sink.clone()));
+
+    let authenticate = br#"{"jsonrpc":"2.0","method":"call","id":1,"params":{"db":"odoo19","login":"admin","password":"pw"}}"#;
+    let mut login = format!(
+        "POST /web/session/authenticate HTTP/1.1\r\nContent-Type: application/json\r\nX-Odoogate-Token: {}\r\nContent-Length: {}\r\n\r\n",
+        revoked.expose(),
+        authenticate.len()
+    )
+    .into_bytes();
+    login.extend_from_slice(authenticate);
+    let body = r#"{"jsonrpc":"2.0","id":1,"result":{"uid":2}}"#;
+    let accepted = format!("HTTP/1.1 200 OK\r\nSet-Cookie: session_id=s3ss10n; Path=/\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    let mut conn = Conn::new("10.0.0.7:40040");
+    conn.open(&mut pipeline);
+    conn.send(&mut pipeline, &login);
+    conn.answer(&mut pipeline, accepted.as_bytes());
+    conn.send(&mut pipeline, &create_lead_call_kw("Cookie: session_id=s3ss10n"));
+    conn.answer(&mut pipeline, &jsonrpc_response("42"));
+    conn.close(&mut pipeline);
+    pipeline.finish();
+
+    let records = calls(&sink);
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert_eq!(records[0].error_code.as_deref(), Some("revoked_token"), "{:?}", records[0]);
+    assert_eq!(records[1].integration, None, "the refused login bound its session: {:?}", records[1]);
+    assert_eq!(records[1].decision, Some(Decision::WouldDeny), "{:?}", records[1]);
+    let _ = std::fs::remove_dir_all(&dir);
+}

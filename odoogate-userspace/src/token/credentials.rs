@@ -186,7 +186,27 @@ fn invalid(text: &str, path: &Path, error: &toml::de::Error) -> CredentialsError
     let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |line| line.chars().count()) + 1;
-    CredentialsError::Invalid { path: path.to_owned(), line, column, message: error.message().to_owned() }
+    CredentialsError::Invalid { path: path.to_owned(), line, column, message: without_value(error.message()) }
+}
+
+/// Removes the value that serde quotes in a type or value error, such as
+/// `invalid type: string "…", expected struct RawOverride`, since that
+/// value may be a credential written in the wrong place. Keeps its kind
+/// and what was expected, naming a struct as the TOML table it reads.
+fn without_value(message: &str) -> String {
+    let Some((prefix, rest)) =
+        ["invalid type: ", "invalid value: "].into_iter().find_map(|prefix| Some((prefix, message.strip_prefix(prefix)?)))
+    else {
+        return message.to_owned();
+    };
+    // The value comes first and may itself contain ", expected ".
+    let Some(at) = rest.rfind(", expected ") else {
+        return format!("{prefix}value not shown");
+    };
+    let kind = rest[..at].split(['`', '"']).next().unwrap_or_default().trim();
+    let expected = &rest[at + ", expected ".len()..];
+    let expected = if expected.starts_with("struct ") { "a table" } else { expected };
+    format!("{prefix}{kind}, expected {expected}")
 }
 
 #[cfg(test)]
@@ -221,6 +241,21 @@ mod tests {
         let message = error.to_string();
         assert!(matches!(error, CredentialsError::Invalid { line: 1, .. }), "{message}");
         assert!(!message.contains(KEY), "{message}");
+    }
+
+    #[test]
+    fn type_error_does_not_echo_value() {
+        let cases = [
+            ("default = \"x\"\n[integration]\nerp = \"S3CRET, expected\"\n", "invalid type: string, expected a table"),
+            ("default = \"x\"\nintegration = \"S3CRET\"\n", "invalid type: string, expected a map"),
+            ("default = 12345678\n", "invalid type: integer, expected a string"),
+        ];
+        for (text, expected) in cases {
+            let message = parse(text).unwrap_err().to_string();
+            assert!(!message.contains("S3CRET"), "{message}");
+            assert!(!message.contains("12345678"), "{message}");
+            assert!(message.ends_with(expected), "{message}");
+        }
     }
 
     #[test]

@@ -272,7 +272,9 @@ async fn warn_if_unreachable(upstream: SocketAddr) {
 /// namespace. Clients that reach Odoo there bypass odoogate unrecorded.
 fn warn_if_exposed(upstream: SocketAddr, listen: SocketAddr) {
     for exposed in crate::preflight::exposure::read_exposed_listeners(upstream.port()) {
-        if exposed == listen {
+        // By address and port only: a link-local `proxy.listen` carries a
+        // scope id that the kernel's table does not show.
+        if exposed.ip() == listen.ip() && exposed.port() == listen.port() {
             continue;
         }
         tracing::warn!(
