@@ -175,7 +175,7 @@ fn session_integration<'c>(
     now: SystemTime,
 ) -> Option<(&'c str, Identity)> {
     let owner = sessions.lookup(call?.session_id.as_ref()?)?;
-    if owner.token_ended(tokens, now) {
+    if owner.token_ended(config, tokens, now) {
         return None;
     }
     let name = owner.integration;

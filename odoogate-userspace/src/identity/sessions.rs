@@ -16,6 +16,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::Fingerprint;
 use super::session_file::{Compacted, Compaction, SavedBinding, SessionFileError, SessionLog};
+use crate::config::Config;
 use crate::secret::Secret;
 use crate::token::TokenStore;
 
@@ -68,10 +69,13 @@ pub struct SessionOwner<'a> {
 
 impl SessionOwner<'_> {
     /// Tells whether a scoped token opened the session and may no longer be
-    /// used at `now`: revoked, expired or not in `tokens`. Without a token
-    /// store no token may be used.
-    pub fn token_ended(&self, tokens: Option<&TokenStore>, now: SystemTime) -> bool {
-        self.token.is_some_and(|token| !tokens.is_some_and(|store| store.is_usable(&token, now)))
+    /// used at `now`: revoked, expired or not in `tokens`, or refused by
+    /// `config` because the session's integration is gone or its match has
+    /// no `token = true` any more. Without a token store no token may be
+    /// used.
+    pub fn token_ended(&self, config: &Config, tokens: Option<&TokenStore>, now: SystemTime) -> bool {
+        let accepts_tokens = config.integration(self.integration).is_some_and(|integration| integration.matcher.token);
+        self.token.is_some_and(|token| !accepts_tokens || !tokens.is_some_and(|store| store.is_usable(&token, now)))
     }
 }
 

@@ -93,11 +93,14 @@ pub(crate) fn web_route_refusal(
     let session_owners: Vec<_> =
         rpc::web::session_ids(request).iter().filter_map(|id| sessions.lookup(&Secret::new(id.as_str()))).collect();
     // The web session is the request's credential at Odoo, so a session
-    // whose scoped token was revoked or expired opens no route but the
-    // static files and the logout that every session may open.
-    let ended = session_owners.iter().find(|owner| owner.token_ended(tokens, now));
+    // whose scoped token was revoked, expired or is no longer accepted opens
+    // no route but the static files and the logout that every session may
+    // open.
+    let ended = session_owners.iter().find(|owner| owner.token_ended(config, tokens, now));
     if let Some(ended) = ended.filter(|_| !crate::policy::web_routes::is_always_allowed(request.path())) {
-        let reason = "the web session was opened with a scoped token that is revoked, expired or gone".to_owned();
+        let reason = "the web session was opened with a scoped token that is revoked, expired or gone, \
+                      or that its integration no longer accepts"
+            .to_owned();
         return Some((ended.integration.to_owned(), reason));
     }
     let mut owners: Vec<&str> = session_owners.iter().map(|owner| owner.integration).collect();

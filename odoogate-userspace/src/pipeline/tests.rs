@@ -690,6 +690,12 @@ fn web_routes_config() -> crate::config::Config {
     crate::config::parse(&format!("{CONFIG}web_routes = [\"/web/image/**\"]\n"), "test.toml").expect("test config is valid")
 }
 
+/// [`web_routes_config`] with `website-form` accepting scoped tokens.
+fn web_routes_token_config() -> crate::config::Config {
+    let text = CONFIG.replace("match = { ip = ", "match = { token = true, ip = ");
+    crate::config::parse(&format!("{text}web_routes = [\"/web/image/**\"]\n"), "test.toml").expect("test config is valid")
+}
+
 #[test]
 fn revoked_token_session_opens_no_route() {
     use crate::secret::Secret;
@@ -697,7 +703,7 @@ fn revoked_token_session_opens_no_route() {
     let path = dir.join("tokens.json");
     let now = std::time::SystemTime::now();
     let (record, token) = crate::token::TokenStore::create(&path, "website-form", None, now).unwrap();
-    let config = web_routes_config();
+    let config = web_routes_token_config();
     let mut sessions = crate::identity::SessionTable::default();
     let digest = crate::identity::Fingerprint::of(&token);
     sessions.bind(&Secret::new("s3ss10n"), "website-form", Some(digest), now);
@@ -705,6 +711,11 @@ fn revoked_token_session_opens_no_route() {
 
     let store = crate::token::TokenStore::load(&path).unwrap();
     assert_eq!(web_route_refusal(&config, &sessions, Some(&store), &request), None, "a listed route");
+    // A reload that takes `token = true` away refuses the token, and so
+    // its session.
+    let without_tokens = web_routes_config();
+    let (_, reason) = web_route_refusal(&without_tokens, &sessions, Some(&store), &request).expect("the route is refused");
+    assert!(reason.contains("no longer accepts"), "{reason}");
 
     crate::token::TokenStore::revoke(&path, &record.id, now).unwrap();
     let store = crate::token::TokenStore::load(&path).unwrap();
