@@ -319,6 +319,25 @@ async fn ambiguous_framings_are_rejected() {
 
 /// Reads one response framed by `Content-Length` from a kept-alive
 /// connection.
+/// A call rejected for its framing that presents a token the proxy
+/// refuses is recorded with the token's error code, as its own refusal
+/// would be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framing_rejection_names_refused_token() {
+    let site = Site::start("framing-token").await;
+    let body = jsonrpc_body("search", "odg_notatoken");
+    let len = body.len();
+    let request = format!("POST /jsonrpc HTTP/1.1\r\nHost: odoo\r\nTransfer-Encoding: chunked\r\n\r\n{len:x}\n{body}\r\n0\r\n\r\n");
+
+    let response = site.raw(request.as_bytes()).await;
+
+    assert!(response.starts_with("HTTP/1.1 400 BAD REQUEST\r\n"), "{response}");
+    let calls = site.records.calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].decision, Some(Decision::Deny));
+    assert_eq!(calls[0].error_code.as_deref(), Some("unknown_token"), "{:?}", calls[0]);
+}
+
 async fn read_response(stream: &mut TcpStream) -> (String, String) {
     let mut bytes = Vec::new();
     let mut byte = [0u8; 1];

@@ -388,9 +388,17 @@ impl<'s, C: UpstreamConnector> Session<'s, C> {
         }
         if let Some(call) = call {
             let config = self.config.clone();
-            let resolution = self.resolve(request, Some(call)).resolution;
+            let resolved = self.resolve(request, Some(call));
+            let resolution = resolved.resolution;
             let decided = self.shared.live.decide(call, request, &resolution, &config);
             let mut record = records::call_record(call, request, &resolution, &self.source, &config, &decided.verdict);
+            // A refused token is named as the call's own refusal would name it.
+            if let Some(invalid) = &resolved.invalid_token {
+                record.decision = Some(Decision::Deny);
+                record.rule = None;
+                record.reason = Some(invalid.reason_text());
+                record.error_code = Some(invalid.reason.code().to_owned());
+            }
             record.outcome = Some(rpc::Outcome::HttpStatus(400).to_field());
             record.http_status = Some(400);
             self.shared.recorder.write(record);
