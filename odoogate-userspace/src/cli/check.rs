@@ -30,8 +30,12 @@ fn check_credentials(path: &Path) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     match ServiceCredentials::load(&config) {
-        Ok(_) => {
+        Ok(_) if config.integrations.iter().any(|integration| integration.matcher.token) => {
             println!("scoped tokens: on, with the service credentials");
+            ExitCode::SUCCESS
+        }
+        Ok(_) => {
+            println!("scoped tokens: on, but no integration has `token = true` in its match, so every token is refused");
             ExitCode::SUCCESS
         }
         Err(CredentialsError::NotConfigured) if !config.tokens.store.exists() => {

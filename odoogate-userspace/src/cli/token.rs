@@ -14,6 +14,10 @@ use crate::token::{TokenRecord, TokenState, TokenStore};
 /// Hex characters of a token's SHA-256 shown by `token list`.
 const FINGERPRINT_PREFIX_LEN: usize = 12;
 
+/// Printed after a change to the token store: the daemon notices the
+/// changed file on its next check, not at once.
+const RUNNING_DAEMON_NOTE: &str = "a running daemon loads the change within about a second";
+
 #[derive(Args)]
 pub struct TokenArgs {
     /// Configuration file; its `[tokens] store` is used and integrations
@@ -42,7 +46,7 @@ enum TokenCommand {
     },
     /// List tokens: id, integration, fingerprint prefix, times and state.
     List,
-    /// Revoke a token at once.
+    /// Revoke a token: a running daemon refuses it within about a second.
     Revoke {
         /// Token id, from `odoogate token list`.
         id: String,
@@ -70,11 +74,13 @@ pub fn token(args: &TokenArgs) -> anyhow::Result<ExitCode> {
             println!("{}", token.expose());
             eprintln!("created token {} for {integration}{}", record.id, expiry_note(&record));
             eprintln!("the token is shown only once; odoogate stores only its SHA-256");
+            eprintln!("{RUNNING_DAEMON_NOTE}");
         }
         TokenCommand::List => print!("{}", list(&store, now)?),
         TokenCommand::Revoke { id } => {
             let record = TokenStore::revoke(&store, id, now)?;
             eprintln!("revoked token {} of {}", record.id, record.integration);
+            eprintln!("{RUNNING_DAEMON_NOTE}");
         }
         TokenCommand::Rotate { id, grace } => {
             // A missing id is reported by `rotate` itself.
@@ -87,6 +93,7 @@ pub fn token(args: &TokenArgs) -> anyhow::Result<ExitCode> {
             let deadline = old.grace_until.map_or_else(String::new, |time| time.to_string());
             eprintln!("created token {} for {}{}", new.id, new.integration, expiry_note(&new));
             eprintln!("token {} stays valid until {deadline}", old.id);
+            eprintln!("{RUNNING_DAEMON_NOTE}");
         }
     }
     Ok(ExitCode::SUCCESS)

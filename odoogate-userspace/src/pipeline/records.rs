@@ -157,8 +157,9 @@ pub fn trace_decision(record: &AuditRecord) {
             method,
             conn_id,
             decision = record.decision.map(Decision::as_str).unwrap_or(""),
+            error_code = record.error_code.as_deref().unwrap_or(""),
             reason = record.reason.as_deref().unwrap_or(""),
-            "Call denied by policy"
+            "Call denied"
         ),
         _ => tracing::debug!(integration, model, method, conn_id, "Call allowed"),
     }

@@ -12,7 +12,7 @@
 //! ```
 //!
 //! The file is `[tokens] credentials_file` (mode 0600 or 0400, owned by
-//! root or the `odoogate` user), or else the systemd credential
+//! root, the `odoogate` user or the user running odoogate), or else the systemd credential
 //! `$CREDENTIALS_DIRECTORY/odoogate-credentials` (`LoadCredential=` in the
 //! unit). Values are [`Secret`]s and no error message repeats them.
 
@@ -56,7 +56,10 @@ pub enum CredentialsError {
         path.display()
     )]
     Permissions { path: PathBuf, mode: u32 },
-    #[error("the credentials file {} is owned by uid {uid}; it must be owned by root or odoogate", path.display())]
+    #[error(
+        "the credentials file {} is owned by uid {uid}; it must be owned by root, the odoogate user or the user running odoogate",
+        path.display()
+    )]
     Owner { path: PathBuf, uid: u32 },
     /// A syntax or shape error, by line and column only, since the line
     /// itself may hold a credential.
