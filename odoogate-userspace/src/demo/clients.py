@@ -86,7 +86,8 @@ def report(label, call, meaning=None, denied=False):
 
 
 def mcp_assistant(url, api_key, source_ip, enforce):
-    """An AI assistant over MCP: reads with its own API key (JSON-2 and XML-RPC)."""
+    """An AI assistant over MCP: reads with its own API key, or in the enforce
+    stage with a scoped token (JSON-2 and XML-RPC)."""
     headers = {"Authorization": f"bearer {api_key}", "X-Odoo-Database": DB}
     ok = True
     status, partners = post_json(url, "/json/2/res.partner/search_read",

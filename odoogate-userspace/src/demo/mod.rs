@@ -58,10 +58,12 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// One run of the daemon in the demo: its mode, and for enforce mode the
-/// directory of the steering pins.
+/// directory of the steering pins and the service credentials file, with
+/// which the MCP assistant switches from its API key to a scoped token.
 struct Stage<'a> {
     mode: &'static str,
     pin_dir: Option<&'a Path>,
+    credentials_file: Option<&'a Path>,
 }
 
 /// Returns the demo daemon's configuration for `stage`. Its control socket
@@ -72,6 +74,10 @@ fn demo_config(workdir: &Path, stage: &Stage<'_>, audit_file: &Path, stats_cgrou
     let steering = match stage.pin_dir {
         Some(pin_dir) => format!("\n[steering]\npin_dir = \"{}\"\n", pin_dir.display()),
         None => String::new(),
+    };
+    let (credentials, assistant_match) = match stage.credentials_file {
+        Some(file) => (format!("credentials_file = \"{}\"\n", file.display()), "token = true".to_owned()),
+        None => (String::new(), format!("api_key_sha256 = [\"{fingerprint}\"]")),
     };
     format!(
         r#"# odoogate demo configuration ({mode} mode)
@@ -93,10 +99,10 @@ socket = "{control}"
 
 [tokens]
 store = "{tokens}"
-{steering}
+{credentials}{steering}
 [[integration]]
 name = "mcp-assistant"
-match = {{ api_key_sha256 = ["{fingerprint}"] }}
+match = {{ {assistant_match} }}
 allow = [
   {{ models = ["res.partner", "crm.lead", "sale.order"], methods = ["read", "search_read", "search", "search_count", "fields_get", "name_search"] }},
   {{ models = ["crm.lead", "sale.order"], methods = ["write"] }},
@@ -160,12 +166,13 @@ fn run_in(workdir: &Path) -> anyhow::Result<ExitCode> {
         ("stats-sync", Placement { cgroup: Some(stats_cgroup.path().to_path_buf()), ..in_odoo.clone() }, None),
         ("unknown-script", Placement { netns: Some(clients_ns.path()), ..Placement::default() }, Some(UNKNOWN_ADDRESS)),
     ];
-    let run_clients = |enforce: bool| -> anyhow::Result<usize> {
+    // `key` is what the MCP assistant sends as its credential.
+    let run_clients = |enforce: bool, key: &str| -> anyhow::Result<usize> {
         let mut failures = 0;
         for (scenario, placement, source_ip) in &scenarios {
             let scenario_url = if placement.netns == in_odoo.netns { format!("http://127.0.0.1:{ODOO_PORT}") } else { url.clone() };
             let mut command = Command::new("python3");
-            command.arg(&clients_script).arg(scenario).arg(&scenario_url).args(["--api-key", MCP_API_KEY]);
+            command.arg(&clients_script).arg(scenario).arg(&scenario_url).args(["--api-key", key]);
             if let Some(ip) = source_ip {
                 command.args(["--source-ip", ip]);
             }
@@ -181,24 +188,33 @@ fn run_in(workdir: &Path) -> anyhow::Result<ExitCode> {
         Ok(failures)
     };
 
-    let observe = Stage { mode: "observe", pin_dir: None };
+    let observe = Stage { mode: "observe", pin_dir: None, credentials_file: None };
     let audit_file = workdir.join("audit.jsonl");
     let daemon = start_daemon(workdir, &observe, &audit_file, &in_odoo, "Observing Odoo traffic")?;
     println!("  odoogate run: observe mode, eBPF programs on lo and og-odoo, cgroup programs on the cgroup v2 root\n");
-    let mut failures = run_clients(false)?;
+    let mut failures = run_clients(false, MCP_API_KEY)?;
     stop_daemon(workdir, daemon)?;
     print_attribution(&audit_file, "WOULD_DENY")?;
 
     let bpffs = Bpffs::mount(&workdir.join("bpffs"))?;
-    let enforce = Stage { mode: "enforce", pin_dir: Some(&bpffs.pin_dir()) };
+    let credentials_file = workdir.join("credentials.toml");
+    write_private(&credentials_file, &format!("default = \"{MCP_API_KEY}\"\n"))?;
+    let pin_dir = bpffs.pin_dir();
+    let enforce = Stage { mode: "enforce", pin_dir: Some(&pin_dir), credentials_file: Some(&credentials_file) };
     let enforce_audit = workdir.join("audit-enforce.jsonl");
     println!("\nThe same site in enforce mode:\n");
+    let token = create_token(&write_config(workdir, &enforce, &enforce_audit)?)?;
     let daemon = start_daemon(workdir, &enforce, &enforce_audit, &in_odoo, "Proxying Odoo traffic steered by sk_lookup")?;
     println!(
         "  odoogate run: enforce mode, new connections to port {ODOO_PORT} steered to odoogate by sk_lookup; \
-         the clients keep Odoo's address\n"
+         the clients keep Odoo's address"
     );
-    failures += run_clients(true)?;
+    println!(
+        "  mcp-assistant now sends a scoped token (odg_…, from `odoogate token create`) where it sent its API key; \
+         odoogate swaps it for the shared key in {}\n",
+        credentials_file.display()
+    );
+    failures += run_clients(true, &token)?;
     stop_daemon(workdir, daemon)?;
     print_attribution(&enforce_audit, "DENIED")?;
     drop(bpffs);
@@ -209,11 +225,47 @@ fn run_in(workdir: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Writes the configuration of `stage` and returns its path.
+fn write_config(workdir: &Path, stage: &Stage<'_>, audit_file: &Path) -> anyhow::Result<std::path::PathBuf> {
+    let config_file = workdir.join(format!("odoogate-{}.toml", stage.mode));
+    std::fs::write(&config_file, demo_config(workdir, stage, audit_file, "odoogate-demo-*/stats-sync"))?;
+    Ok(config_file)
+}
+
+/// Writes `text` to a new file with mode 0600, as the service credentials
+/// file must be.
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("failed to create {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// Creates a scoped token of the MCP assistant with `odoogate token create`
+/// and returns it.
+fn create_token(config_file: &Path) -> anyhow::Result<String> {
+    let output = Command::new(std::env::current_exe().context("cannot find the odoogate binary")?)
+        .args(["token", "create", "mcp-assistant", "--config"])
+        .arg(config_file)
+        .output()
+        .context("failed to run odoogate token create")?;
+    if !output.status.success() {
+        bail!("odoogate token create failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
 /// Writes the configuration of `stage` and starts `odoogate run` in the
 /// Odoo namespace, waiting until its log shows `ready`.
 fn start_daemon(workdir: &Path, stage: &Stage<'_>, audit_file: &Path, in_odoo: &Placement, ready: &str) -> anyhow::Result<ChildGuard> {
-    let config_file = workdir.join(format!("odoogate-{}.toml", stage.mode));
-    std::fs::write(&config_file, demo_config(workdir, stage, audit_file, "odoogate-demo-*/stats-sync"))?;
+    let config_file = write_config(workdir, stage, audit_file)?;
     let daemon_log = workdir.join(format!("odoogate-{}.log", stage.mode));
     let mut daemon_command = Command::new(std::env::current_exe().context("cannot find the odoogate binary")?);
     daemon_command.arg("run").arg("--config").arg(&config_file);
