@@ -154,6 +154,65 @@ fn check_shows_proxy_and_checks_credentials() {
     assert!(error.contains("`odoogate run` would stop at start"), "{error}");
 }
 
+/// `token revoke` tells the running daemon, which refuses the token from
+/// the next call on instead of at its next check of the store.
+#[test]
+fn revoke_reaches_running_daemon() {
+    use std::io::{Read as _, Write as _};
+
+    let dir = temp_dir("cli-revoke");
+    let listen_port = free_port();
+    let credentials = dir.join("credentials.toml");
+    std::fs::write(&credentials, "default = \"0123456789abcdef0123456789abcdef01234567\"\n").unwrap();
+    std::fs::set_permissions(&credentials, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let text = format!(
+        "[odoo]\nports = [{upstream}]\ninterfaces = [\"lo\"]\n\n[policy]\nmode = \"enforce\"\nunidentified = \"deny\"\n\
+         grants_file = \"{dir}/grants.json\"\n\n[proxy]\nlisten = \"127.0.0.1:{listen_port}\"\n\n[audit]\noutput = \"file\"\n\
+         file = \"{dir}/audit.jsonl\"\n\n[tokens]\nstore = \"{dir}/tokens.json\"\ncredentials_file = \"{credentials}\"\n\n\
+         [control]\nsocket = \"{dir}/control.sock\"\n\n[[integration]]\nname = \"assistant\"\nmatch = {{ token = true }}\n\
+         allow = [{{ models = [\"res.partner\"], methods = [\"search\"] }}]\n",
+        upstream = free_port(),
+        dir = dir.display(),
+        credentials = credentials.display(),
+    );
+    std::fs::write(dir.join("odoogate.toml"), text).unwrap();
+    let created = odoogate(&["token", "create", "assistant", "--config", "odoogate.toml"], &dir);
+    assert!(created.status.success(), "{}", stderr(&created));
+    let token = String::from_utf8(created.stdout).unwrap().trim().to_owned();
+    let id = std::fs::read_to_string(dir.join("tokens.json")).unwrap();
+    let id: serde_json::Value = serde_json::from_str(&id).unwrap();
+    let id = id["tokens"][0]["id"].as_str().expect("the store lists the token").to_owned();
+
+    let daemon = Command::new(env!("CARGO_BIN_EXE_odoogate"))
+        .args(["run", "--config", "odoogate.toml"])
+        .current_dir(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("odoogate starts");
+    let _daemon = Guard(daemon);
+    let socket = dir.join("control.sock");
+    wait_until("the control socket", || socket.exists());
+
+    let revoked = odoogate(&["token", "revoke", &id, "--config", "odoogate.toml"], &dir);
+    assert!(revoked.status.success(), "{}", stderr(&revoked));
+    assert!(stderr(&revoked).contains("the running daemon loaded the change"), "{}", stderr(&revoked));
+
+    let body = format!(
+        "<?xml version=\"1.0\"?><methodCall><methodName>execute_kw</methodName><params>\
+         <param><value><string>odoo19</string></value></param><param><value><int>2</int></value></param>\
+         <param><value><string>{token}</string></value></param><param><value><string>res.partner</string></value></param>\
+         <param><value><string>search</string></value></param><param><value><array><data/></array></value></param>\
+         </params></methodCall>"
+    );
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", listen_port)).unwrap();
+    write!(stream, "POST /xmlrpc/2/object HTTP/1.1\r\nHost: odoo\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 "), "odoogate answers the fault itself: {response}");
+    assert!(response.contains("<int>3</int>"), "AccessDenied, not a call forwarded to the missing Odoo: {response}");
+}
+
 /// Odoo is not listening at `proxy.upstream` (the configuration's free
 /// port): the daemon still starts, and its log says why calls will fail.
 #[test]

@@ -97,7 +97,9 @@ impl Target {
                     ControlRequest::Reload => {
                         "To reload anyway, pass the daemon's socket with --socket PATH: the daemon then reads its own configuration file and reports any error in it"
                     }
-                    ControlRequest::Status | ControlRequest::GrantsChanged => "Pass --socket PATH to reach the daemon anyway",
+                    ControlRequest::Status | ControlRequest::GrantsChanged | ControlRequest::TokensChanged => {
+                        "Pass --socket PATH to reach the daemon anyway"
+                    }
                 };
                 anyhow::anyhow!(
                     "failed to read control.socket from the configuration: {config_error}. The default socket was tried instead: {error}. {next}"

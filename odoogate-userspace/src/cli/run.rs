@@ -172,6 +172,9 @@ fn status_sources(handle: &Arc<ConfigHandle>, pipeline: &Pipeline, capture: &Arc
             let flows_evicted = pipeline.flows_evicted();
             Box::new(move || serde_json::json!({ "flows_evicted": flows_evicted.load(Ordering::Relaxed) }))
         },
+        // The pipeline thread owns the token store and checks its file
+        // every second.
+        tokens_changed: None,
     }
 }
 

@@ -9,13 +9,14 @@ use clap::{Args, Subcommand};
 use jiff::Timestamp;
 
 use crate::config::{self, Config};
+use crate::control::{self, ControlError, ControlRequest};
 use crate::token::{TokenRecord, TokenState, TokenStore};
 
 /// Hex characters of a token's SHA-256 shown by `token list`.
 const FINGERPRINT_PREFIX_LEN: usize = 12;
 
-/// Printed after a change to the token store: the daemon notices the
-/// changed file on its next check, not at once.
+/// Printed after a change to the token store that no daemon confirmed:
+/// a daemon notices the changed file on its next check.
 const RUNNING_DAEMON_NOTE: &str = "a running daemon loads the change within about a second";
 
 #[derive(Args)]
@@ -46,7 +47,7 @@ enum TokenCommand {
     },
     /// List tokens: id, integration, fingerprint prefix, times and state.
     List,
-    /// Revoke a token: a running daemon refuses it within about a second.
+    /// Revoke a token; a running daemon refuses it from its next call on.
     Revoke {
         /// Token id, from `odoogate token list`.
         id: String,
@@ -74,13 +75,13 @@ pub fn token(args: &TokenArgs) -> anyhow::Result<ExitCode> {
             println!("{}", token.expose());
             eprintln!("created token {} for {integration}{}", record.id, expiry_note(&record));
             eprintln!("the token is shown only once; odoogate stores only its SHA-256");
-            eprintln!("{RUNNING_DAEMON_NOTE}");
+            tell_daemon(&args.config);
         }
         TokenCommand::List => print!("{}", list(&store, now)?),
         TokenCommand::Revoke { id } => {
             let record = TokenStore::revoke(&store, id, now)?;
             eprintln!("revoked token {} of {}", record.id, record.integration);
-            eprintln!("{RUNNING_DAEMON_NOTE}");
+            tell_daemon(&args.config);
         }
         TokenCommand::Rotate { id, grace } => {
             // A missing id is reported by `rotate` itself.
@@ -93,10 +94,25 @@ pub fn token(args: &TokenArgs) -> anyhow::Result<ExitCode> {
             let deadline = old.grace_until.map_or_else(String::new, |time| time.to_string());
             eprintln!("created token {} for {}{}", new.id, new.integration, expiry_note(&new));
             eprintln!("token {} stays valid until {deadline}", old.id);
-            eprintln!("{RUNNING_DAEMON_NOTE}");
+            tell_daemon(&args.config);
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Tells the daemon of the configuration to load the changed token store
+/// now, as `grant` does with the grant file. A daemon that is not running
+/// loads the store when it starts; one that cannot be reached loads it on
+/// its next check, and the command prints which of these happened.
+fn tell_daemon(config: &Path) {
+    let target = super::control_socket::Target::locate(None, Some(config));
+    match control::send(&target.socket, ControlRequest::TokensChanged) {
+        Ok(response) if response["ok"] == true && response.get("note").is_none() => {
+            eprintln!("the running daemon loaded the change");
+        }
+        Ok(_) | Err(ControlError::NotRunning { .. } | ControlError::NoListener { .. }) => eprintln!("{RUNNING_DAEMON_NOTE}"),
+        Err(error) => eprintln!("warning: {error}; {RUNNING_DAEMON_NOTE}"),
+    }
 }
 
 /// Fails unless `config` defines `integration` with `token = true` in its

@@ -43,6 +43,8 @@ pub enum ControlRequest {
     Reload,
     /// The grant file changed: reread it before the next call.
     GrantsChanged,
+    /// The token store changed: load it before the next call.
+    TokensChanged,
 }
 
 /// The daemon's side: returns the response object for a request.

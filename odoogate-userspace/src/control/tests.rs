@@ -40,6 +40,7 @@ fn server(socket: &Path, handle: &Arc<ConfigHandle>) -> ControlServer {
         ControlRequest::Status => json!({ "ok": true, "rules": handle.current().integrations[0].rules.len() }),
         ControlRequest::Reload => reload_response(&handle),
         ControlRequest::GrantsChanged => json!({ "ok": true, "reread": "grants" }),
+        ControlRequest::TokensChanged => json!({ "ok": true, "reread": "tokens" }),
     });
     ControlServer::start(socket, handler).unwrap()
 }
@@ -73,6 +74,18 @@ fn grants_changed_reaches_handler() {
 
     let response = send(&socket, ControlRequest::GrantsChanged).unwrap();
     assert_eq!(response, json!({ "ok": true, "reread": "grants" }));
+}
+
+#[test]
+fn tokens_changed_reaches_handler() {
+    let dir = scratch("tokens");
+    let path = dir.join("odoogate.toml");
+    write_config(&path, r#"{ models = ["crm.lead"], methods = ["read"] }"#);
+    let socket = dir.join("run/control.sock");
+    let _server = server(&socket, &handle(&path));
+
+    let response = send(&socket, ControlRequest::TokensChanged).unwrap();
+    assert_eq!(response, json!({ "ok": true, "reread": "tokens" }));
 }
 
 #[test]

@@ -297,6 +297,15 @@ impl<C: UpstreamConnector> Proxy<C> {
         }
     }
 
+    /// Loads the token store again now when its file changed, as the
+    /// periodic check would within a second. Without scoped tokens it does
+    /// nothing.
+    pub fn refresh_tokens(&self) {
+        if let Some(tokens) = &self.shared.tokens {
+            tokens.refresh(std::time::Instant::now());
+        }
+    }
+
     fn maintain(&self) {
         let now = std::time::Instant::now();
         self.log_refusals();

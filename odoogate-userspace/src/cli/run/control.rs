@@ -70,6 +70,9 @@ pub struct StatusSources {
     pub policy: Arc<dyn PolicyView>,
     pub capture_stats: Option<CaptureStatsSource>,
     pub overload: OverloadSource,
+    /// Loads the token store again when its file changed. `None` where
+    /// the daemon checks the file on its own, within about a second.
+    pub tokens_changed: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl StatusSources {
@@ -105,8 +108,8 @@ impl StatusSources {
 }
 
 /// Starts the control socket at `control.socket`, which serves `status`
-/// from `sources`, handles `reload` with [`reload`] and rereads the grant
-/// file on `grants_changed`. A socket that cannot be
+/// from `sources`, handles `reload` with [`reload`], rereads the grant
+/// file on `grants_changed` and the token store on `tokens_changed`. A socket that cannot be
 /// created is logged and the daemon runs without it, since SIGHUP still
 /// reloads.
 pub fn start_server(
@@ -124,6 +127,13 @@ pub fn start_server(
                 sources.policy.reread_grants();
                 json!({ "ok": true })
             }
+            ControlRequest::TokensChanged => match &sources.tokens_changed {
+                Some(load) => {
+                    load();
+                    json!({ "ok": true })
+                }
+                None => json!({ "ok": true, "note": "the token store is checked within about a second" }),
+            },
         })
     };
     match ControlServer::start(&path, handler) {
