@@ -196,7 +196,7 @@ fn revoke_reaches_running_daemon() {
 
     let revoked = odoogate(&["token", "revoke", &id, "--config", "odoogate.toml"], &dir);
     assert!(revoked.status.success(), "{}", stderr(&revoked));
-    assert!(stderr(&revoked).contains("the running daemon loaded the change"), "{}", stderr(&revoked));
+    assert!(stderr(&revoked).contains("the running daemon loads the change before its next call"), "{}", stderr(&revoked));
 
     let body = format!(
         "<?xml version=\"1.0\"?><methodCall><methodName>execute_kw</methodName><params>\

@@ -172,9 +172,12 @@ fn status_sources(handle: &Arc<ConfigHandle>, pipeline: &Pipeline, capture: &Arc
             let flows_evicted = pipeline.flows_evicted();
             Box::new(move || serde_json::json!({ "flows_evicted": flows_evicted.load(Ordering::Relaxed) }))
         },
-        // The pipeline thread owns the token store and checks its file
-        // every second.
-        tokens_changed: None,
+        // The pipeline thread owns the token store: it checks the file
+        // before its next event.
+        tokens_changed: {
+            let flag = pipeline.tokens_changed();
+            Box::new(move || flag.store(true, Ordering::SeqCst))
+        },
     }
 }
 
@@ -235,6 +238,7 @@ fn run_pipeline(
                 // reload (which may have come during the wait) is decided
                 // under the new configuration.
                 pipeline.set_config(handle.current());
+                pipeline.check_tokens_when_told();
                 pipeline.handle(event);
                 // Drain what is queued before looking at the clock again.
                 while let Ok(event) = events.try_recv() {

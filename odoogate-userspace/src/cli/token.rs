@@ -107,8 +107,8 @@ pub fn token(args: &TokenArgs) -> anyhow::Result<ExitCode> {
 fn tell_daemon(config: &Path) {
     let target = super::control_socket::Target::locate(None, Some(config));
     match control::send(&target.socket, ControlRequest::TokensChanged) {
-        Ok(response) if response["ok"] == true && response.get("note").is_none() => {
-            eprintln!("the running daemon loaded the change");
+        Ok(response) if response["ok"] == true => {
+            eprintln!("the running daemon loads the change before its next call");
         }
         Ok(_) | Err(ControlError::NotRunning { .. } | ControlError::NoListener { .. }) => eprintln!("{RUNNING_DAEMON_NOTE}"),
         Err(error) => eprintln!("warning: {error}; {RUNNING_DAEMON_NOTE}"),

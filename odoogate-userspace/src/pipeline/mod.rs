@@ -26,7 +26,7 @@ use crate::policy::runtime::{CallCounts, PolicyRuntime};
 use connection::{CallContext, Connection, Origin};
 use tokens::ObservedTokens;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -66,6 +66,9 @@ pub struct Pipeline {
     counts: Arc<CallCounts>,
     /// [`PipelineStats::flows_evicted`], shared with the status response.
     flows_evicted: Arc<AtomicU64>,
+    /// Set by the control socket's `tokens_changed`: the token store is
+    /// checked before the next event instead of at the next tick.
+    tokens_changed: Arc<AtomicBool>,
     sink: Box<dyn AuditSink>,
     limiter: ErrorRateLimiter,
     last_capture_stats: CaptureStats,
@@ -94,6 +97,7 @@ impl Pipeline {
             policy,
             counts: Arc::new(CallCounts::new()),
             flows_evicted: Arc::new(AtomicU64::new(0)),
+            tokens_changed: Arc::new(AtomicBool::new(false)),
             config,
             flows,
             connections: HashMap::new(),
@@ -154,6 +158,20 @@ impl Pipeline {
     /// since start, which the pipeline keeps current.
     pub fn flows_evicted(&self) -> Arc<AtomicU64> {
         self.flows_evicted.clone()
+    }
+
+    /// Returns the flag that makes the pipeline check the token store
+    /// before its next event.
+    pub fn tokens_changed(&self) -> Arc<AtomicBool> {
+        self.tokens_changed.clone()
+    }
+
+    /// Loads the token store now when the flag of [`Pipeline::tokens_changed`]
+    /// was set and the file changed. Called before each batch of events.
+    pub fn check_tokens_when_told(&mut self) {
+        if self.tokens_changed.swap(false, Ordering::SeqCst) {
+            self.tokens.check_now();
+        }
     }
 
     /// Puts a reloaded configuration in force for the next event. Calls

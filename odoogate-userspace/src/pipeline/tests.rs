@@ -589,6 +589,30 @@ fn set_config_changes_next_decision() {
     assert_eq!(records[1].decision, Some(Decision::Allow));
 }
 
+/// `tokens_changed` on the control socket has the pipeline load a changed
+/// store before its next event, not at the check a second later.
+#[test]
+fn tokens_changed_loads_store_before_next_event() {
+    let dir = ScratchDir::new("pipeline-tokens-changed");
+    let store = dir.join("tokens.json");
+    let now = std::time::SystemTime::now();
+    let (record, token) = crate::token::TokenStore::create(&store, "website-form", None, now).unwrap();
+    let text = format!("{CONFIG}\n[tokens]\nstore = \"{}\"\n", store.display());
+    let config = Arc::new(crate::config::parse(&text, "test.toml").expect("test config is valid"));
+    let mut pipeline = Pipeline::new(config, None, Box::new(MemorySink::default()));
+    let fingerprint = crate::identity::Fingerprint::of(&token);
+    let state = |pipeline: &Pipeline| pipeline.tokens.store().and_then(|store| store.state_of(&fingerprint, now));
+    assert_eq!(state(&pipeline), Some(crate::token::TokenState::Active));
+
+    crate::token::TokenStore::revoke(&store, &record.id, now).unwrap();
+    pipeline.check_tokens_when_told();
+    assert_eq!(state(&pipeline), Some(crate::token::TokenState::Active), "not told yet");
+
+    pipeline.tokens_changed().store(true, std::sync::atomic::Ordering::SeqCst);
+    pipeline.check_tokens_when_told();
+    assert_eq!(state(&pipeline), Some(crate::token::TokenState::Revoked));
+}
+
 #[test]
 fn observe_mode_identifies_scoped_tokens() {
     let dir = ScratchDir::new("pipeline-tokens");

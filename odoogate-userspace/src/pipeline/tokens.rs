@@ -39,18 +39,23 @@ impl ObservedTokens {
     /// now and then. Cheap enough to call on every pipeline tick.
     pub fn refresh(&mut self, now: Instant) {
         if now.duration_since(self.last_check) >= CHECK_INTERVAL {
-            self.last_check = now;
-            let stale = self.store.as_ref().is_none_or(TokenStore::is_stale);
-            if stale {
-                self.flush();
-                if let Some(store) = load(&self.path) {
-                    self.store = Some(store);
-                }
-            }
+            self.check_now();
         }
         if now.duration_since(self.last_flush) >= FLUSH_INTERVAL {
             self.last_flush = now;
             self.flush();
+        }
+    }
+
+    /// Loads the store now when its file changed, whatever the time since
+    /// the last check.
+    pub fn check_now(&mut self) {
+        self.last_check = Instant::now();
+        if self.store.as_ref().is_none_or(TokenStore::is_stale) {
+            self.flush();
+            if let Some(store) = load(&self.path) {
+                self.store = Some(store);
+            }
         }
     }
 

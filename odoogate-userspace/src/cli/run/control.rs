@@ -70,9 +70,9 @@ pub struct StatusSources {
     pub policy: Arc<dyn PolicyView>,
     pub capture_stats: Option<CaptureStatsSource>,
     pub overload: OverloadSource,
-    /// Loads the token store again when its file changed. `None` where
-    /// the daemon checks the file on its own, within about a second.
-    pub tokens_changed: Option<Box<dyn Fn() + Send + Sync>>,
+    /// Has the token store loaded again before the next call when its
+    /// file changed.
+    pub tokens_changed: Box<dyn Fn() + Send + Sync>,
 }
 
 impl StatusSources {
@@ -127,13 +127,10 @@ pub fn start_server(
                 sources.policy.reread_grants();
                 json!({ "ok": true })
             }
-            ControlRequest::TokensChanged => match &sources.tokens_changed {
-                Some(load) => {
-                    load();
-                    json!({ "ok": true })
-                }
-                None => json!({ "ok": true, "note": "the token store is checked within about a second" }),
-            },
+            ControlRequest::TokensChanged => {
+                (sources.tokens_changed)();
+                json!({ "ok": true })
+            }
         })
     };
     match ControlServer::start(&path, handler) {

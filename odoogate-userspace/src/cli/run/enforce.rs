@@ -369,14 +369,14 @@ impl Daemon {
             policy: live,
             capture_stats: None,
             overload,
-            tokens_changed: Some({
+            tokens_changed: {
                 let proxy = Arc::downgrade(proxy);
                 Box::new(move || {
                     if let Some(proxy) = proxy.upgrade() {
                         proxy.refresh_tokens();
                     }
                 })
-            }),
+            },
         }
     }
 }
