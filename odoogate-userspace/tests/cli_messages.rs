@@ -49,6 +49,19 @@ fn odoogate(args: &[&str], dir: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_odoogate")).args(args).current_dir(dir).output().expect("odoogate runs")
 }
 
+/// Starts `odoogate run --config odoogate.toml` in `dir`, with its log on
+/// `log`, and returns the guard that ends it.
+fn start_daemon(dir: &Path, log: Stdio) -> Guard {
+    let daemon = Command::new(env!("CARGO_BIN_EXE_odoogate"))
+        .args(["run", "--config", "odoogate.toml"])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("odoogate starts");
+    Guard(daemon)
+}
+
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
@@ -109,13 +122,7 @@ fn status_shows_absolute_config_path() {
     let dir = temp_dir("cli-absolute");
     let listen_port = free_port();
     write_config(&dir, "odoogate.toml", listen_port);
-    let daemon = Command::new(env!("CARGO_BIN_EXE_odoogate"))
-        .args(["run", "--config", "odoogate.toml"])
-        .current_dir(&dir)
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("odoogate starts");
-    let _daemon = Guard(daemon);
+    let _daemon = start_daemon(&dir, Stdio::null());
     let socket = dir.join("control.sock");
     wait_until("the control socket", || socket.exists());
 
@@ -183,14 +190,7 @@ fn revoke_reaches_running_daemon() {
     let id: serde_json::Value = serde_json::from_str(&id).unwrap();
     let id = id["tokens"][0]["id"].as_str().expect("the store lists the token").to_owned();
 
-    let daemon = Command::new(env!("CARGO_BIN_EXE_odoogate"))
-        .args(["run", "--config", "odoogate.toml"])
-        .current_dir(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("odoogate starts");
-    let _daemon = Guard(daemon);
+    let _daemon = start_daemon(&dir, Stdio::null());
     let socket = dir.join("control.sock");
     wait_until("the control socket", || socket.exists());
 
@@ -220,14 +220,7 @@ fn unreachable_upstream_is_logged_at_start() {
     let dir = temp_dir("cli-unreachable");
     write_config(&dir, "odoogate.toml", free_port());
     let log = dir.join("daemon.log");
-    let daemon = Command::new(env!("CARGO_BIN_EXE_odoogate"))
-        .args(["run", "--config", "odoogate.toml"])
-        .current_dir(&dir)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("odoogate starts");
-    let _daemon = Guard(daemon);
+    let _daemon = start_daemon(&dir, Stdio::from(std::fs::File::create(&log).unwrap()));
 
     let warned = || std::fs::read_to_string(&log).unwrap_or_default().contains("Odoo does not accept connections at proxy.upstream");
     wait_until("the warning about proxy.upstream", warned);

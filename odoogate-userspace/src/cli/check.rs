@@ -1,16 +1,16 @@
 //! `odoogate check`: validates a configuration file.
 
-use crate::config::{self, Mode};
+use crate::config::{self, CheckSummary, Config, Mode};
 use crate::token::{CredentialsError, ServiceCredentials};
 use std::path::Path;
 use std::process::ExitCode;
 
 pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
-    match config::check(path) {
-        Ok(summary) => {
-            println!("{summary}");
-            warn_about_stored_tokens(path);
-            Ok(check_credentials(path))
+    match config::load(path) {
+        Ok(config) => {
+            println!("{}", CheckSummary::from(&config));
+            warn_about_stored_tokens(&config);
+            Ok(check_credentials(&config))
         }
         Err(error) => {
             eprintln!("{error}");
@@ -22,23 +22,20 @@ pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
 /// Loads the service credentials as enforce mode does at start, and fails
 /// when `odoogate run` would stop on them. A file that this user may not
 /// read gets a warning only, since the daemon may run as another user.
-fn check_credentials(path: &Path) -> ExitCode {
-    let Ok(config) = config::load(path) else {
-        return ExitCode::FAILURE;
-    };
+fn check_credentials(config: &Config) -> ExitCode {
     if config.policy.mode != Mode::Enforce {
         return ExitCode::SUCCESS;
     }
-    match ServiceCredentials::load(&config) {
-        Ok(_) if config.integrations.iter().any(|integration| integration.matcher.token) => {
+    match ServiceCredentials::load_for_tokens(config) {
+        Ok(Some(_)) if config.integrations.iter().any(|integration| integration.matcher.token) => {
             println!("scoped tokens: on, with the service credentials");
             ExitCode::SUCCESS
         }
-        Ok(_) => {
+        Ok(Some(_)) => {
             println!("scoped tokens: on, but no integration has `token = true` in its match, so every token is refused");
             ExitCode::SUCCESS
         }
-        Err(CredentialsError::NotConfigured) if !config.tokens.store.exists() => {
+        Ok(None) => {
             println!("scoped tokens: off (no token store and no service credential)");
             ExitCode::SUCCESS
         }
@@ -58,12 +55,8 @@ fn check_credentials(path: &Path) -> ExitCode {
 
 /// Prints a warning for each active token in the configuration's token
 /// store that the daemon would refuse, and for a store that cannot be read.
-/// Warnings leave the exit status at 0. `config::check` returns only the
-/// summary, so the configuration is loaded again here.
-fn warn_about_stored_tokens(path: &Path) {
-    let Ok(config) = config::load(path) else {
-        return;
-    };
+/// Warnings leave the exit status at 0.
+fn warn_about_stored_tokens(config: &Config) {
     let store = match crate::token::TokenStore::load(&config.tokens.store) {
         Ok(store) => store,
         Err(error) => {
@@ -71,7 +64,7 @@ fn warn_about_stored_tokens(path: &Path) {
             return;
         }
     };
-    for warning in super::token::refused_token_warnings(&config, &store, std::time::SystemTime::now()) {
+    for warning in super::token::refused_token_warnings(config, &store, std::time::SystemTime::now()) {
         eprintln!("warning: {warning}");
     }
 }

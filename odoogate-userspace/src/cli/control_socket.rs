@@ -124,6 +124,31 @@ pub(super) fn send(args: &DaemonArgs, request: ControlRequest) -> anyhow::Result
     Ok(response)
 }
 
+/// What became of a change notice sent with [`notify`].
+pub(super) enum Notice {
+    /// The daemon applied the change.
+    Applied,
+    /// No daemon listens, so the change applies when one starts.
+    NoDaemon,
+    /// The daemon responded that it could not apply the change.
+    Refused(String),
+    /// The daemon could not be reached for another reason.
+    Failed(ControlError),
+}
+
+/// Sends `request`, a notice that a file the daemon reads changed, to the
+/// daemon of the configuration `config`. When the configuration does not
+/// load, the daemon on the default socket gets it.
+pub(super) fn notify(config: &Path, request: ControlRequest) -> Notice {
+    let target = Target::locate(None, Some(config));
+    match control::send(&target.socket, request) {
+        Ok(response) if response["ok"] == true => Notice::Applied,
+        Ok(response) => Notice::Refused(response["error"].as_str().unwrap_or("no reason given").to_owned()),
+        Err(ControlError::NotRunning { .. } | ControlError::NoListener { .. }) => Notice::NoDaemon,
+        Err(error) => Notice::Failed(error),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

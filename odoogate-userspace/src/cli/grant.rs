@@ -9,7 +9,8 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 
 use crate::config;
-use crate::control::{self, ControlError, ControlRequest};
+use super::control_socket::{Notice, notify};
+use crate::control::ControlRequest;
 use crate::grant::store::{self, GrantRequest};
 use crate::policy::runtime::GRANT_FILE_CHECK_INTERVAL;
 
@@ -132,16 +133,13 @@ fn list(path: &std::path::Path, now: SystemTime) -> anyhow::Result<ExitCode> {
 fn tell_daemon(files: &GrantFiles) {
     // With only `--grants-file`, the configuration may not load, and the
     // daemon then listens on the default socket.
-    let target = super::control_socket::Target::locate(None, Some(&files.config));
     let seconds = GRANT_FILE_CHECK_INTERVAL.as_secs();
-    match control::send(&target.socket, ControlRequest::GrantsChanged) {
-        Ok(response) if response["ok"] == true => {}
-        Ok(response) => {
-            let error = response["error"].as_str().unwrap_or("no reason given");
+    match notify(&files.config, ControlRequest::GrantsChanged) {
+        Notice::Applied | Notice::NoDaemon => {}
+        Notice::Refused(error) => {
             eprintln!("warning: the daemon did not reread the grant file ({error}); it checks the file within {seconds} s");
         }
-        Err(ControlError::NotRunning { .. } | ControlError::NoListener { .. }) => {}
-        Err(error) => eprintln!("warning: {error}; the running daemon checks the grant file within {seconds} s"),
+        Notice::Failed(error) => eprintln!("warning: {error}; the running daemon checks the grant file within {seconds} s"),
     }
 }
 

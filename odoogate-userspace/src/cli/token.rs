@@ -9,7 +9,9 @@ use clap::{Args, Subcommand};
 use jiff::Timestamp;
 
 use crate::config::{self, Config};
-use crate::control::{self, ControlError, ControlRequest};
+use super::control_socket::{Notice, notify};
+use crate::control::ControlRequest;
+use crate::identity::{InvalidTokenReason, token_acceptance};
 use crate::token::{TokenRecord, TokenState, TokenStore};
 
 /// Hex characters of a token's SHA-256 shown by `token list`.
@@ -100,35 +102,31 @@ pub fn token(args: &TokenArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Tells the daemon of the configuration to load the changed token store
-/// now, as `grant` does with the grant file. A daemon that is not running
-/// loads the store when it starts; one that cannot be reached loads it on
-/// its next check, and the command prints which of these happened.
+/// Has the daemon of the configuration load the changed token store now,
+/// as `grant` does with the grant file, and prints what became of it. A
+/// daemon that is not running loads the store when it starts. One that
+/// cannot be reached loads it on its next check.
 fn tell_daemon(config: &Path) {
-    let target = super::control_socket::Target::locate(None, Some(config));
-    match control::send(&target.socket, ControlRequest::TokensChanged) {
-        Ok(response) if response["ok"] == true => {
-            eprintln!("the running daemon loads the change before its next call");
-        }
-        Ok(_) | Err(ControlError::NotRunning { .. } | ControlError::NoListener { .. }) => eprintln!("{RUNNING_DAEMON_NOTE}"),
-        Err(error) => eprintln!("warning: {error}; {RUNNING_DAEMON_NOTE}"),
+    match notify(config, ControlRequest::TokensChanged) {
+        Notice::Applied => eprintln!("the running daemon loads the change before its next call"),
+        Notice::NoDaemon => eprintln!("{RUNNING_DAEMON_NOTE}"),
+        Notice::Refused(error) => eprintln!("warning: the daemon did not load the token store ({error}); {RUNNING_DAEMON_NOTE}"),
+        Notice::Failed(error) => eprintln!("warning: {error}; {RUNNING_DAEMON_NOTE}"),
     }
 }
 
 /// Fails unless `config` defines `integration` with `token = true` in its
 /// match, since the daemon refuses every other integration's tokens.
 fn check_accepts_tokens(config: &Config, integration: &str, config_path: &Path) -> anyhow::Result<()> {
-    let Some(defined) = config.integration(integration) else {
-        bail!("integration {integration:?} is not defined in {}", config_path.display());
-    };
-    if !defined.matcher.token {
-        bail!(
+    match token_acceptance(config, integration) {
+        Ok(_) => Ok(()),
+        Err(InvalidTokenReason::UnknownIntegration) => bail!("integration {integration:?} is not defined in {}", config_path.display()),
+        Err(_) => bail!(
             "integration {integration:?} does not accept scoped tokens, because its match in {} has no `token = true`; \
              add it (the other keys of the match then also apply to token calls)",
             config_path.display()
-        );
+        ),
     }
-    Ok(())
 }
 
 /// Returns a warning for each active or rotating token in `store` that the
@@ -142,17 +140,17 @@ pub fn refused_token_warnings(config: &Config, store: &TokenStore, now: SystemTi
     for record in store.records().filter(|record| matches!(record.state(now), TokenState::Active | TokenState::Rotating)) {
         let (id, name) = (&record.id, &record.integration);
         let revoke = format!("`odoogate token revoke {id}`");
-        match config.integration(name) {
-            None => warnings.push(format!(
+        match token_acceptance(config, name) {
+            Ok(_) => {}
+            Err(InvalidTokenReason::UnknownIntegration) => warnings.push(format!(
                 "token {id} of {name} is active, but the configuration defines no integration {name:?}, \
                  so calls with it are refused (token_of_unknown_integration); revoke it with {revoke}"
             )),
-            Some(integration) if !integration.matcher.token => warnings.push(format!(
+            Err(_) => warnings.push(format!(
                 "token {id} of {name} is active, but the match of integration {name:?} has no `token = true`, \
                  so calls with it are refused (token_outside_match); add `token = true` to that match, \
                  or revoke the token with {revoke}"
             )),
-            Some(_) => {}
         }
     }
     warnings

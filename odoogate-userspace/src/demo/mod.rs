@@ -190,7 +190,8 @@ fn run_in(workdir: &Path) -> anyhow::Result<ExitCode> {
 
     let observe = Stage { mode: "observe", pin_dir: None, credentials_file: None };
     let audit_file = workdir.join("audit.jsonl");
-    let daemon = start_daemon(workdir, &observe, &audit_file, &in_odoo, "Observing Odoo traffic")?;
+    let config_file = write_config(workdir, &observe, &audit_file)?;
+    let daemon = start_daemon(workdir, &config_file, observe.mode, &in_odoo, "Observing Odoo traffic")?;
     println!("  odoogate run: observe mode, eBPF programs on lo and og-odoo, cgroup programs on the cgroup v2 root\n");
     let mut failures = run_clients(false, MCP_API_KEY)?;
     stop_daemon(workdir, daemon)?;
@@ -203,8 +204,9 @@ fn run_in(workdir: &Path) -> anyhow::Result<ExitCode> {
     let enforce = Stage { mode: "enforce", pin_dir: Some(&pin_dir), credentials_file: Some(&credentials_file) };
     let enforce_audit = workdir.join("audit-enforce.jsonl");
     println!("\nThe same site in enforce mode:\n");
-    let token = create_token(&write_config(workdir, &enforce, &enforce_audit)?)?;
-    let daemon = start_daemon(workdir, &enforce, &enforce_audit, &in_odoo, "Proxying Odoo traffic steered by sk_lookup")?;
+    let config_file = write_config(workdir, &enforce, &enforce_audit)?;
+    let token = create_token(&config_file)?;
+    let daemon = start_daemon(workdir, &config_file, enforce.mode, &in_odoo, "Proxying Odoo traffic steered by sk_lookup")?;
     println!(
         "  odoogate run: enforce mode, new connections to port {ODOO_PORT} steered to odoogate by sk_lookup; \
          the clients keep Odoo's address"
@@ -262,20 +264,19 @@ fn create_token(config_file: &Path) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
-/// Writes the configuration of `stage` and starts `odoogate run` in the
-/// Odoo namespace, waiting until its log shows `ready`.
-fn start_daemon(workdir: &Path, stage: &Stage<'_>, audit_file: &Path, in_odoo: &Placement, ready: &str) -> anyhow::Result<ChildGuard> {
-    let config_file = write_config(workdir, stage, audit_file)?;
-    let daemon_log = workdir.join(format!("odoogate-{}.log", stage.mode));
+/// Starts `odoogate run` in `mode` with `config_file` in the Odoo namespace
+/// and waits until its log shows `ready`.
+fn start_daemon(workdir: &Path, config_file: &Path, mode: &str, in_odoo: &Placement, ready: &str) -> anyhow::Result<ChildGuard> {
+    let daemon_log = workdir.join(format!("odoogate-{mode}.log"));
     let mut daemon_command = Command::new(std::env::current_exe().context("cannot find the odoogate binary")?);
-    daemon_command.arg("run").arg("--config").arg(&config_file);
+    daemon_command.arg("run").arg("--config").arg(config_file);
     let mut daemon = ChildGuard::spawn("odoogate run", daemon_command, in_odoo, &daemon_log)?;
     let started = lab::wait_for("odoogate run to attach its programs", Duration::from_secs(30), || {
         lab::file_contains(&daemon_log, ready) || matches!(daemon.try_wait(), Ok(Some(_)))
     });
     if started.is_err() || !lab::file_contains(&daemon_log, ready) {
         let log = std::fs::read_to_string(&daemon_log).unwrap_or_default();
-        bail!("odoogate run did not start in {} mode:\n{log}", stage.mode);
+        bail!("odoogate run did not start in {mode} mode:\n{log}");
     }
     Ok(daemon)
 }

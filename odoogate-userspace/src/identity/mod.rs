@@ -29,7 +29,9 @@ use crate::token::TokenStore;
 pub use client::{ForwardedHeader, client_ip};
 pub use fingerprint::{Fingerprint, FingerprintError};
 pub use sessions::{DEFAULT_MAX_SESSIONS, SESSION_LIFETIME, SessionOwner, SessionTable};
-pub use token::{InvalidToken, InvalidTokenReason, TokenResolution, ended_session_token, presented_token, resolve_with_tokens};
+pub use token::{
+    InvalidToken, InvalidTokenReason, TokenResolution, ended_session_token, presented_token, resolve_with_tokens, token_acceptance,
+};
 
 /// The origin of a connection.
 #[derive(Clone, Debug, PartialEq, Eq)]

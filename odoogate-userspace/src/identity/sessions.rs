@@ -74,7 +74,7 @@ impl SessionOwner<'_> {
     /// no `token = true` any more. Without a token store no token may be
     /// used.
     pub fn token_ended(&self, config: &Config, tokens: Option<&TokenStore>, now: SystemTime) -> bool {
-        let accepts_tokens = config.integration(self.integration).is_some_and(|integration| integration.matcher.token);
+        let accepts_tokens = super::token_acceptance(config, self.integration).is_ok();
         self.token.is_some_and(|token| !accepts_tokens || !tokens.is_some_and(|store| store.is_usable(&token, now)))
     }
 }

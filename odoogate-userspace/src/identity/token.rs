@@ -12,7 +12,7 @@ use std::time::SystemTime;
 
 use super::{Facts, Resolution, Source, evaluate, facts_of, resolve_facts};
 use crate::audit::record::Identity;
-use crate::config::Config;
+use crate::config::{Config, Integration};
 use crate::http::message::Headers;
 use crate::identity::{Fingerprint, SessionTable};
 use crate::rpc::call::{Call, CallKind, CredentialSlot};
@@ -118,11 +118,7 @@ impl InvalidToken {
     /// because a reload removed the session's integration or its
     /// `token = true`, or returns `None` while `config` accepts the token.
     fn of_refused_session(config: &Config, integration: &str, token: &Fingerprint) -> Option<Self> {
-        let reason = match config.integration(integration) {
-            None => InvalidTokenReason::UnknownIntegration,
-            Some(defined) if !defined.matcher.token => InvalidTokenReason::OutsideMatch,
-            Some(_) => return None,
-        };
+        let reason = token_acceptance(config, integration).err()?;
         let fingerprint_prefix = token.to_hex()[..FINGERPRINT_PREFIX_LEN].to_owned();
         Some(Self { reason, fingerprint_prefix, via_session: true })
     }
@@ -249,9 +245,17 @@ fn ended_session<'s>(
 /// integration exists, its match has `token = true`, and the rest of that
 /// match holds too.
 fn token_identity(config: &Config, name: &str, facts: &Facts<'_>) -> Result<(), InvalidTokenReason> {
-    let integration = config.integration(name).ok_or(InvalidTokenReason::UnknownIntegration)?;
-    if !integration.matcher.token {
-        return Err(InvalidTokenReason::OutsideMatch);
-    }
+    let integration = token_acceptance(config, name)?;
     evaluate(name, &integration.matcher, facts).map(|_| ()).ok_or(InvalidTokenReason::OutsideMatch)
+}
+
+/// Returns integration `name` when `config` lets a token identify it: the
+/// integration is defined and its match has `token = true`. Otherwise
+/// returns why the daemon refuses the integration's tokens.
+pub fn token_acceptance<'c>(config: &'c Config, name: &str) -> Result<&'c Integration, InvalidTokenReason> {
+    match config.integration(name) {
+        None => Err(InvalidTokenReason::UnknownIntegration),
+        Some(integration) if !integration.matcher.token => Err(InvalidTokenReason::OutsideMatch),
+        Some(integration) => Ok(integration),
+    }
 }

@@ -94,12 +94,10 @@ impl Peer {
             // until the message ends, because reading an RPC body awaits
             // nothing else.
             tokio::task::coop::consume_budget().await;
-            // As in `fill`, a small message gets a small buffer.
-            let reserved = if self.buffer.is_empty() { FIRST_READ } else { READ_CHUNK };
-            self.buffer.reserve(reserved);
+            reserve_for_read(&mut self.buffer);
             match recv_now(&self.stream, &mut self.buffer) {
                 Ok(read) => {
-                    self.short_read = read > 0 && self.buffer.capacity() > self.buffer.len();
+                    self.short_read = is_short_read(read, &self.buffer);
                     return Ok(read);
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
@@ -122,12 +120,7 @@ impl Peer {
         let read = async {
             loop {
                 stream.readable().await?;
-                // Sized by the bytes held, not by the capacity. A read that
-                // found nothing (readiness left over from the last message)
-                // leaves an empty buffer with room, which must not grow to
-                // READ_CHUNK and copy its unused room on the retry.
-                let reserved = if buffer.is_empty() { FIRST_READ } else { READ_CHUNK };
-                buffer.reserve(reserved);
+                reserve_for_read(buffer);
                 match read_ready(stream, buffer).await {
                     Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                         if buffer.is_empty() {
@@ -138,7 +131,7 @@ impl Peer {
                         continue;
                     }
                     result => {
-                        *short_read = matches!(result, Ok(read) if read > 0 && buffer.capacity() > buffer.len());
+                        *short_read = matches!(result, Ok(read) if is_short_read(read, buffer));
                         return result;
                     }
                 }
@@ -267,6 +260,23 @@ impl ReadTimer {
             sleep.as_mut().reset(deadline);
         }
     }
+}
+
+/// Makes room in `buffer` for the next read: [`FIRST_READ`] bytes for a new
+/// message, [`READ_CHUNK`] for the rest of one. The size follows the bytes
+/// held, not the capacity. A read that found nothing (readiness left over
+/// from the last message) leaves an empty buffer with room, which must not
+/// grow to `READ_CHUNK` and copy its unused room on the retry.
+fn reserve_for_read(buffer: &mut BytesMut) {
+    let reserved = if buffer.is_empty() { FIRST_READ } else { READ_CHUNK };
+    buffer.reserve(reserved);
+}
+
+/// Tells whether a read of `read` bytes into `buffer` was shorter than its
+/// room. tokio clears the socket's readiness after such a read of its own.
+/// A read of 0 bytes is the peer's close, not a short read.
+fn is_short_read(read: usize, buffer: &BytesMut) -> bool {
+    read > 0 && buffer.capacity() > buffer.len()
 }
 
 /// Reads the bytes waiting on the socket into `buffer`'s spare room without

@@ -112,6 +112,16 @@ impl ServiceCredentials {
         Ok(credentials)
     }
 
+    /// Loads the credentials as scoped tokens need them. Tokens are on when
+    /// a credential is configured or the token store exists, and `Ok(None)`
+    /// means they are off: neither is there.
+    pub fn load_for_tokens(config: &Config) -> Result<Option<ServiceCredentials>, CredentialsError> {
+        match Self::load(config) {
+            Err(CredentialsError::NotConfigured) if !config.tokens.store.exists() => Ok(None),
+            result => result.map(Some),
+        }
+    }
+
     /// Reads a credentials file after checking its mode and owner.
     pub fn from_file(path: &Path) -> Result<ServiceCredentials, CredentialsError> {
         let read_error = |source| CredentialsError::Read { path: path.to_owned(), source };

@@ -31,7 +31,7 @@ use crate::proxy::{
     CredentialsReloader, DirectConnector, LivePolicy, Origins, Proxy, ProxyStats, Shards, SteeredConnector, Tokens, UpstreamConnector,
 };
 use crate::steer::{Steering, SteeringOptions};
-use crate::token::{CredentialsError, ServiceCredentials, TokenStore};
+use crate::token::{ServiceCredentials, TokenStore};
 use super::control::StatusSources;
 use capture::LocalCapture;
 
@@ -407,12 +407,10 @@ fn spawn_watchdog(notifier: &Arc<Notifier>, shards: Arc<Shards>) -> Option<tokio
 /// scoped tokens are off and every presented token gets AccessDenied.
 fn load_tokens(config: &Config) -> anyhow::Result<Option<Tokens>> {
     let path: &Path = &config.tokens.store;
-    let credentials = match ServiceCredentials::load(config) {
-        Err(CredentialsError::NotConfigured) if !path.exists() => {
-            tracing::info!(store = %path.display(), "No token store and no service credential: scoped tokens are off");
-            return Ok(None);
-        }
-        result => result.context("failed to load the service credentials for scoped tokens")?,
+    let Some(credentials) = ServiceCredentials::load_for_tokens(config).context("failed to load the service credentials for scoped tokens")?
+    else {
+        tracing::info!(store = %path.display(), "No token store and no service credential: scoped tokens are off");
+        return Ok(None);
     };
     let store = TokenStore::load(path).with_context(|| format!("failed to load the token store {}", path.display()))?;
     tracing::info!(store = %path.display(), tokens = store.records().count(), "Scoped tokens are on");
