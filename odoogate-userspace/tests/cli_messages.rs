@@ -161,8 +161,8 @@ fn check_shows_proxy_and_checks_credentials() {
     assert!(error.contains("`odoogate run` would stop at start"), "{error}");
 }
 
-/// `token revoke` tells the running daemon, which refuses the token from
-/// the next call on instead of at its next check of the store.
+/// `token revoke` notifies the running daemon, which rejects the token from
+/// the next call on, not only at its next check of the store.
 #[test]
 fn revoke_reaches_running_daemon() {
     use std::io::{Read as _, Write as _};
@@ -214,7 +214,7 @@ fn revoke_reaches_running_daemon() {
 }
 
 /// Odoo is not listening at `proxy.upstream` (the configuration's free
-/// port): the daemon still starts, and its log says why calls will fail.
+/// port): the daemon still starts, and its log shows why calls will fail.
 #[test]
 fn unreachable_upstream_is_logged_at_start() {
     let dir = temp_dir("cli-unreachable");

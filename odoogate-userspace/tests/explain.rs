@@ -284,7 +284,7 @@ fn explain_valid_token_one_answer() {
 }
 
 /// A token of an integration whose match has no `token = true` is refused
-/// from every address, and the address line tells the real address apart.
+/// from every address, and the address line shows the real address.
 #[test]
 fn explain_token_needs_token_match() {
     let (dir, config) = setup("token-ip-only");

@@ -381,8 +381,8 @@ async fn keep_alive_carries_several_calls() {
 }
 
 /// A client that sends TCP urgent data in the middle of a body. Linux ends
-/// a read at the urgent mark and leaves the rest queued; the proxy must go
-/// on reading it, and, like Odoo's server, leave the urgent byte out.
+/// a read at the urgent mark and leaves the rest queued. The proxy must go
+/// on reading it and, like Odoo's server, leave the urgent byte out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn urgent_byte_inside_body_is_left_out() {
     use std::os::fd::AsRawFd as _;

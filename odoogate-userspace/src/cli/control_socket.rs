@@ -124,7 +124,7 @@ pub(super) fn send(args: &DaemonArgs, request: ControlRequest) -> anyhow::Result
     Ok(response)
 }
 
-/// What became of a change notice sent with [`notify`].
+/// The outcome of a change notice sent with [`notify`].
 pub(super) enum Notice {
     /// The daemon applied the change.
     Applied,

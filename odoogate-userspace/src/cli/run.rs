@@ -238,7 +238,7 @@ fn run_pipeline(
                 // reload (which may have come during the wait) is decided
                 // under the new configuration.
                 pipeline.set_config(handle.current());
-                pipeline.check_tokens_when_told();
+                pipeline.load_tokens_on_notice();
                 pipeline.handle(event);
                 // Drain what is queued before looking at the clock again.
                 while let Ok(event) = events.try_recv() {

@@ -203,12 +203,12 @@ fn type_errors_name_toml_values() {
 
 #[test]
 fn single_bracket_integration_hints_array_table() {
-    let one = "\n[integration]\nname = \"a\"\nmatch = { ip = [\"10.0.0.1/32\"] }\n";
-    let error = invalid(&with_head(one));
+    let single = "\n[integration]\nname = \"a\"\nmatch = { ip = [\"10.0.0.1/32\"] }\n";
+    let error = invalid(&with_head(single));
     assert_at(&error, HEAD_LINES + 2, "integration", "invalid type: map");
     assert!(error.message.contains("`[[integration]]`"), "{error}");
 
-    let two = format!("{one}[integration]\nname = \"b\"\n");
+    let two = format!("{single}[integration]\nname = \"b\"\n");
     let error = invalid(&with_head(&two));
     assert_at(&error, HEAD_LINES + 5, "integration", "duplicate key");
     assert!(error.message.contains("`[[integration]]`"), "{error}");

@@ -56,26 +56,26 @@ def jsonrpc(url, service, method, args, source_ip=None):
 
 
 def outside(enforce):
-    """The note on a call outside the integration's scopes."""
+    """Returns the note on a call outside the integration's scopes."""
     return "outside its scopes: enforce mode denies it" if enforce else "outside its scopes: observe mode lets it through"
 
 
 def report(label, call, meaning=None, denied=False):
-    """Prints one call's result; `meaning` names a result that is a number,
-    such as the uid of a login or the id of a created record. With `denied`,
-    the call is expected to fail, and succeeding is the failure."""
+    """Prints one call's result and returns whether it went as expected.
+    `meaning` names a result that is a number, such as the uid of a login or
+    the id of a created record. With `denied` the call is expected to fail."""
     try:
         result = call()
         if denied:
             print(f"  {label}: went through, but odoogate should have denied it")
             return False
         if isinstance(result, list):
-            shown = f"{len(result)} records"
+            summary = f"{len(result)} records"
         elif meaning:
-            shown = f"{meaning} {json.dumps(result)}"
+            summary = f"{meaning} {json.dumps(result)}"
         else:
-            shown = json.dumps(result)
-        print(f"  {label}: ok ({shown})")
+            summary = json.dumps(result)
+        print(f"  {label}: ok ({summary})")
         return True
     except (xmlrpc.client.Fault, RuntimeError) as error:
         if denied:
@@ -86,8 +86,8 @@ def report(label, call, meaning=None, denied=False):
 
 
 def mcp_assistant(url, api_key, source_ip, enforce):
-    """An AI assistant over MCP: reads with its own API key, or in the enforce
-    stage with a scoped token (JSON-2 and XML-RPC)."""
+    """Reads as an AI assistant over MCP does (JSON-2 and XML-RPC): with its
+    own API key, or in the enforce stage with a scoped token."""
     headers = {"Authorization": f"bearer {api_key}", "X-Odoo-Database": DB}
     ok = True
     status, partners = post_json(url, "/json/2/res.partner/search_read",
@@ -96,8 +96,8 @@ def mcp_assistant(url, api_key, source_ip, enforce):
     ok &= status == 200
     models = xmlrpc.client.ServerProxy(f"{url}/xmlrpc/2/object", transport=SourceTransport(source_ip))
     ok &= report("xmlrpc crm.lead.search_count", lambda: models.execute_kw(DB, 2, api_key, "crm.lead", "search_count", [[]]), "count")
-    # Not in its scopes: observe mode records it as would_deny, enforce
-    # mode answers 403 itself.
+    # Not in its scopes: observe mode records it as would_deny, and enforce
+    # mode responds 403 itself.
     status, _ = post_json(url, "/json/2/res.partner/unlink", {"ids": [3]}, headers)
     print(f"  json2 res.partner.unlink: HTTP {status} ({outside(enforce)})")
     if enforce:

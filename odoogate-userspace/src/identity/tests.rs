@@ -460,9 +460,9 @@ fn ended_session_names_its_integration() {
 }
 
 /// A web session that a token logged in is that token's credential at
-/// Odoo, so a reload that makes the daemon refuse the token (its
-/// integration loses `token = true`, or is gone) ends the session too,
-/// also from an address another integration matches.
+/// Odoo. So a reload that makes the daemon refuse the token (its
+/// integration loses `token = true`, or is gone) ends the session too. It
+/// ends also for calls from an address another integration matches.
 #[test]
 fn token_session_ends_with_token_match() {
     let now = SystemTime::now();

@@ -392,7 +392,7 @@ impl Connection {
                 };
                 if let Some(invalid) = &invalid_token {
                     // Enforce mode denies the call with AccessDenied whatever
-                    // the rules say, so observe mode records would_deny.
+                    // the rules allow, so observe mode records would_deny.
                     verdict.allowed = false;
                     verdict.rule = None;
                     verdict.reason = invalid.reason_text();

@@ -168,7 +168,7 @@ impl Pipeline {
 
     /// Loads the token store now when the flag of [`Pipeline::tokens_changed`]
     /// was set and the file changed. Called before each batch of events.
-    pub fn check_tokens_when_told(&mut self) {
+    pub fn load_tokens_on_notice(&mut self) {
         if self.tokens_changed.swap(false, Ordering::SeqCst) {
             self.tokens.check_now();
         }

@@ -445,9 +445,9 @@ fn session_web_route_would_deny() {
 
 // === grants, rate limits and reload ===
 
-/// A configuration whose grant file, `grants.json`, lives in the fresh
-/// directory returned with it; `rule` is the allow list of the integration
-/// `erp` at 10.0.0.3.
+/// Returns a configuration whose grant file, `grants.json`, lives in the
+/// fresh directory returned with it. `rule` is the allow list of the
+/// integration `erp` at 10.0.0.3.
 fn policy_config(name: &str, rule: &str) -> (Arc<Config>, ScratchDir) {
     let dir = ScratchDir::new(&format!("pipeline-{name}"));
     let grants_file = dir.join("grants.json");
@@ -605,11 +605,11 @@ fn tokens_changed_loads_store_before_next_event() {
     assert_eq!(state(&pipeline), Some(crate::token::TokenState::Active));
 
     crate::token::TokenStore::revoke(&store, &record.id, now).unwrap();
-    pipeline.check_tokens_when_told();
-    assert_eq!(state(&pipeline), Some(crate::token::TokenState::Active), "not told yet");
+    pipeline.load_tokens_on_notice();
+    assert_eq!(state(&pipeline), Some(crate::token::TokenState::Active), "no notice yet");
 
     pipeline.tokens_changed().store(true, std::sync::atomic::Ordering::SeqCst);
-    pipeline.check_tokens_when_told();
+    pipeline.load_tokens_on_notice();
     assert_eq!(state(&pipeline), Some(crate::token::TokenState::Revoked));
 }
 

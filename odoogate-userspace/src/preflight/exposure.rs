@@ -2,7 +2,7 @@
 //!
 //! In listen mode odoogate receives only the connections made to
 //! `proxy.listen`. When Odoo also listens on an address other than
-//! loopback, a client that holds a real credential can call Odoo there,
+//! loopback, a client that has a real credential can call Odoo there,
 //! and no record is written. The daemon reads `/proc/net/tcp` and
 //! `/proc/net/tcp6` of its own network namespace at start and warns about
 //! such listeners. A firewall rule may still block them; odoogate cannot

@@ -490,7 +490,7 @@ fn missing_file_is_typed() {
 
 // === printing ===
 
-/// A call that Odoo never answered has no outcome: the table shows the
+/// A call that Odoo never responded to has no outcome: the table shows the
 /// status odoogate gave the client instead of a dash.
 #[test]
 fn table_shows_status_without_outcome() {

@@ -99,7 +99,7 @@ fn check_keys(config: &Config, integration: &Integration, request: &Request<'_>)
 }
 
 /// Resolves `request` against a configuration whose only integration is
-/// `integration` with `matcher`, and tells whether it took the call. A
+/// `integration` with `matcher`, and returns whether it took the call. A
 /// `matcher` without `token` is tested on the call's address, cgroup and
 /// credential alone, because a call that presents a token belongs to the
 /// token's integration whatever those give.
