@@ -187,25 +187,36 @@ allow = [{ models = ["res.partner"], methods = ["search_read", "search", "read"]
     assert_eq!(step(&trusted, "allowed")["ok"], true, "{trusted:?}");
     assert_eq!(step(&trusted, "denied")["fault_code"], 4, "{trusted:?}");
 
+    // The same cgroup in the clients namespace, as a container on the Odoo
+    // host would be: the veth's subnet is a container network, so the
+    // daemon waits for the connection's origin and names its cgroup too.
+    let contained = site.run_client("enforce_client.py", &["xmlrpc", common::ODOO_ADDRESS, &port, API_KEY], Some("trusted"), true)?;
+    assert_eq!(step(&contained, "allowed")["ok"], true, "{contained:?}");
+    assert_eq!(step(&contained, "denied")["fault_code"], 4, "{contained:?}");
+
     let stranger = site.run_client("enforce_client.py", &["connect", "127.0.0.1", &port, "-"], Some("stranger"), false)?;
     let connect = step(&stranger, "connect");
     assert_eq!(connect["ok"], false, "{connect}");
     assert_eq!(connect["errno"], nix::libc::EPERM, "the guard refuses with EPERM: {connect}");
 
-    let records = site.stop_and_read(3)?;
+    let records = site.stop_and_read(5)?;
     let trusted_cgroup = site.cgroups[0].relative().to_owned();
     let stranger_cgroup = site.cgroups[1].relative().to_owned();
     let search_read = find(&records, Some("res.partner"), "search_read");
-    assert_eq!(search_read.len(), 1, "search_read records");
-    assert_field(search_read[0], "ODOOGATE_IDENTITY", "cgroup");
-    assert_field(search_read[0], "ODOOGATE_INTEGRATION", "importer");
-    assert_field(search_read[0], "ODOOGATE_CGROUP", &trusted_cgroup);
-    assert_field(search_read[0], "ODOOGATE_DECISION", "allow");
-    assert!(search_read[0].get("ODOOGATE_COMM").is_some_and(|comm| comm.starts_with("python")), "{:?}", search_read[0]);
-    assert!(search_read[0].contains_key("ODOOGATE_PID"), "the pid is recorded");
+    assert_eq!(search_read.len(), 2, "search_read records, from this namespace and from the clients one");
+    for record in &search_read {
+        assert_field(record, "ODOOGATE_IDENTITY", "cgroup");
+        assert_field(record, "ODOOGATE_INTEGRATION", "importer");
+        assert_field(record, "ODOOGATE_CGROUP", &trusted_cgroup);
+        assert_field(record, "ODOOGATE_DECISION", "allow");
+        assert!(record.get("ODOOGATE_COMM").is_some_and(|comm| comm.starts_with("python")), "{record:?}");
+        assert!(record.contains_key("ODOOGATE_PID"), "the pid is recorded");
+    }
+    let sources: Vec<&str> = search_read.iter().filter_map(|record| record.get("ODOOGATE_SRC_IP").map(String::as_str)).collect();
+    assert!(sources.contains(&"127.0.0.1") && sources.contains(&"10.214.0.2"), "{sources:?}");
     let unlink = find(&records, Some("res.partner"), "unlink");
-    assert_eq!(unlink.len(), 1, "unlink records");
-    assert_field(unlink[0], "ODOOGATE_DECISION", "deny");
+    assert_eq!(unlink.len(), 2, "unlink records");
+    assert!(unlink.iter().all(|record| record.get("ODOOGATE_DECISION").map(String::as_str) == Some("deny")), "{unlink:?}");
 
     let refusals: Vec<&Record> = records
         .iter()

@@ -164,7 +164,7 @@ fn status_sources(handle: &Arc<ConfigHandle>, pipeline: &Pipeline, capture: &Arc
         handle: handle.clone(),
         started: SystemTime::now(),
         capture: capture.attachments(),
-        steering: None,
+        proxy: None,
         counts: pipeline.counts(),
         policy: pipeline.policy(),
         capture_stats: Some(stats),

@@ -9,13 +9,24 @@
 //! [`Origins::wait_for`] when it accepts. The reader may lag behind the
 //! accept, so the proxy waits a little for a local client's origin;
 //! connections from other hosts never get one and are not waited for.
+//!
+//! A local client is one whose address is this host's, or one in a
+//! container network: the subnet of a veth interface, or of a bridge whose
+//! ports are all veth interfaces (docker0, podman0, lxdbr0). Processes in
+//! other network namespaces reach Odoo from there, and the cgroup
+//! programs, which see every cgroup of the host, report their origins too.
+//! A bridge with any other port (a physical interface, a virtual machine's
+//! tap) also reaches other machines, so its clients are not waited for.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use ipnet::IpNet;
 use tokio::sync::Notify;
+
+mod links;
 
 /// Origins kept at once. The oldest is dropped beyond it, so a flood of
 /// connections that are never accepted cannot grow the table.
@@ -49,10 +60,18 @@ pub struct Origins {
 struct Inner {
     table: Mutex<Table>,
     arrived: Notify,
-    /// Addresses of this host's interfaces, found at start: a connection
-    /// from one of them (or from a loopback address) comes from a local
-    /// process.
-    local_addresses: BTreeSet<IpAddr>,
+    local: LocalNetworks,
+}
+
+/// Where local clients connect from, found at start.
+#[derive(Debug, Default)]
+pub struct LocalNetworks {
+    /// Addresses of this host's interfaces: a connection from one of them
+    /// (or from a loopback address) comes from a local process.
+    pub addresses: BTreeSet<IpAddr>,
+    /// Container networks, whose clients are processes of this host in
+    /// other network namespaces.
+    pub containers: Vec<IpNet>,
 }
 
 #[derive(Debug, Default)]
@@ -67,32 +86,26 @@ struct Table {
 // === impl Origins ===
 
 impl Origins {
-    /// Builds an empty table for a host with `local_addresses`.
-    pub fn new(local_addresses: BTreeSet<IpAddr>) -> Self {
-        let local_addresses = local_addresses.into_iter().map(|ip| ip.to_canonical()).collect();
-        let inner = Inner { table: Mutex::new(Table::default()), arrived: Notify::new(), local_addresses };
+    /// Builds an empty table for a host whose local clients come from
+    /// `local`.
+    pub fn new(local: LocalNetworks) -> Self {
+        let LocalNetworks { addresses, containers } = local;
+        let addresses = addresses.into_iter().map(|ip| ip.to_canonical()).collect();
+        let local = LocalNetworks { addresses, containers };
+        let inner = Inner { table: Mutex::new(Table::default()), arrived: Notify::new(), local };
         Self { inner: Arc::new(inner) }
     }
 
-    /// Builds an empty table with the addresses of the calling thread's
-    /// network namespace. Interfaces that cannot be listed leave only
-    /// loopback clients counted as local.
+    /// Builds an empty table with the addresses and container networks of
+    /// the calling thread's network namespace. Interfaces that cannot be
+    /// listed leave only loopback clients counted as local.
     pub fn for_this_host() -> Self {
-        let addresses = match nix::ifaddrs::getifaddrs() {
-            Ok(interfaces) => interfaces
-                .filter_map(|interface| interface.address)
-                .filter_map(|address| match (address.as_sockaddr_in(), address.as_sockaddr_in6()) {
-                    (Some(v4), _) => Some(IpAddr::V4(v4.ip())),
-                    (_, Some(v6)) => Some(IpAddr::V6(v6.ip())),
-                    _ => None,
-                })
-                .collect(),
-            Err(error) => {
-                tracing::warn!(%error, "Failed to list the host's addresses: only loopback clients get a cgroup");
-                BTreeSet::new()
-            }
-        };
-        Self::new(addresses)
+        let local = LocalNetworks::of_this_host();
+        if !local.containers.is_empty() {
+            let containers: Vec<String> = local.containers.iter().map(ToString::to_string).collect();
+            tracing::info!(?containers, "Clients in these container networks get their cgroup and process");
+        }
+        Self::new(local)
     }
 
     /// Stores the origin of the connection from `client` to `server` and
@@ -148,7 +161,11 @@ impl Origins {
     /// process on this host.
     pub fn is_local(&self, client: IpAddr, server: IpAddr) -> bool {
         let client = client.to_canonical();
-        client.is_loopback() || client == server.to_canonical() || self.inner.local_addresses.contains(&client)
+        let local = &self.inner.local;
+        client.is_loopback()
+            || client == server.to_canonical()
+            || local.addresses.contains(&client)
+            || local.containers.iter().any(|network| network.contains(&client))
     }
 
     /// The number of origins waiting to be taken.
@@ -164,6 +181,71 @@ impl Origins {
         // The table stays consistent across a panic in a holder: every
         // mutation is a single map or queue operation.
         self.inner.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+// === impl LocalNetworks ===
+
+impl LocalNetworks {
+    /// Finds the addresses and container networks of the calling thread's
+    /// network namespace.
+    pub fn of_this_host() -> Self {
+        let interfaces: Vec<(String, IpAddr, Option<IpAddr>)> = match nix::ifaddrs::getifaddrs() {
+            Ok(interfaces) => interfaces
+                .filter_map(|interface| {
+                    let address = interface.address.as_ref().and_then(ip_of)?;
+                    let netmask = interface.netmask.as_ref().and_then(ip_of);
+                    Some((interface.interface_name, address, netmask))
+                })
+                .collect(),
+            Err(error) => {
+                tracing::warn!(%error, "Failed to list the host's addresses: only loopback clients get a cgroup");
+                return Self::default();
+            }
+        };
+        let links = links::list().unwrap_or_else(|error| {
+            tracing::warn!(%error, "Failed to list the network interfaces: clients in containers get no cgroup");
+            Vec::new()
+        });
+        Self::from_interfaces(&interfaces, &links)
+    }
+
+    /// Builds the networks from each interface's name, address and netmask,
+    /// and the interfaces' kinds.
+    fn from_interfaces(interfaces: &[(String, IpAddr, Option<IpAddr>)], links: &[links::Link]) -> Self {
+        let addresses = interfaces.iter().map(|(_, address, _)| *address).collect();
+        let mut containers: Vec<IpNet> = interfaces
+            .iter()
+            .filter(|(name, _, _)| links.iter().any(|link| &link.name == name && reaches_only_containers(link, links)))
+            .filter_map(|(_, address, netmask)| IpNet::with_netmask(*address, (*netmask)?).ok())
+            .map(|network| network.trunc())
+            // An IPv6 link-local network is on every interface.
+            .filter(|network| !matches!(network, IpNet::V6(v6) if v6.addr().is_unicast_link_local()))
+            .collect();
+        containers.sort();
+        containers.dedup();
+        Self { addresses, containers }
+    }
+}
+
+/// Tells whether `link` leads only to this host's own network namespaces:
+/// a veth interface, or a bridge whose ports are all veth interfaces.
+fn reaches_only_containers(link: &links::Link, links: &[links::Link]) -> bool {
+    match link.kind.as_deref() {
+        Some("veth") => true,
+        Some("bridge") => {
+            let mut ports = links.iter().filter(|port| port.master == Some(link.index));
+            ports.all(|port| port.kind.as_deref() == Some("veth"))
+        }
+        _ => false,
+    }
+}
+
+fn ip_of(address: &nix::sys::socket::SockaddrStorage) -> Option<IpAddr> {
+    match (address.as_sockaddr_in(), address.as_sockaddr_in6()) {
+        (Some(v4), _) => Some(IpAddr::V4(v4.ip())),
+        (_, Some(v6)) => Some(IpAddr::V6(v6.ip())),
+        _ => None,
     }
 }
 
@@ -221,7 +303,7 @@ mod tests {
 
     #[test]
     fn mapped_addresses_find_ipv4_origins() {
-        let origins = Origins::new(BTreeSet::new());
+        let origins = Origins::new(LocalNetworks::default());
         origins.insert(address("127.0.0.1:40000"), address("127.0.0.1:8069"), origin("python3"));
 
         let found = origins.take(address("[::ffff:127.0.0.1]:40000"), address("[::ffff:127.0.0.1]:8069"));
@@ -231,7 +313,7 @@ mod tests {
 
     #[test]
     fn other_connections_do_not_match() {
-        let origins = Origins::new(BTreeSet::new());
+        let origins = Origins::new(LocalNetworks::default());
         origins.insert(address("127.0.0.1:40000"), address("127.0.0.1:8069"), origin("python3"));
 
         assert_eq!(origins.take(address("127.0.0.1:40001"), address("127.0.0.1:8069")), None);
@@ -241,7 +323,7 @@ mod tests {
 
     #[test]
     fn table_is_bounded() {
-        let origins = Origins::new(BTreeSet::new());
+        let origins = Origins::new(LocalNetworks::default());
         let server = address("127.0.0.1:8069");
         for port in 0..(MAX_ORIGINS as u32 + 10) {
             let client = SocketAddr::new("127.0.0.1".parse().unwrap(), 1024 + (port % 60_000) as u16);
@@ -257,18 +339,63 @@ mod tests {
 
     #[test]
     fn local_clients_are_recognised() {
-        let origins = Origins::new(BTreeSet::from(["10.214.0.1".parse().unwrap()]));
+        let local = LocalNetworks {
+            addresses: BTreeSet::from(["10.214.0.1".parse().unwrap()]),
+            containers: vec!["172.17.0.0/16".parse().unwrap()],
+        };
+        let origins = Origins::new(local);
         let server: IpAddr = "10.214.0.1".parse().unwrap();
 
         assert!(origins.is_local("127.0.0.1".parse().unwrap(), server));
         assert!(origins.is_local("::ffff:10.214.0.1".parse().unwrap(), server));
         assert!(origins.is_local("::1".parse().unwrap(), server));
         assert!(!origins.is_local("10.214.0.2".parse().unwrap(), server));
+        assert!(origins.is_local("172.17.0.5".parse().unwrap(), server), "a container network");
+        assert!(!origins.is_local("172.18.0.5".parse().unwrap(), server));
+    }
+
+    fn link(index: u32, name: &str, kind: Option<&str>, master: Option<u32>) -> links::Link {
+        links::Link { index, name: name.to_owned(), kind: kind.map(str::to_owned), master }
+    }
+
+    fn interface(name: &str, address: &str, netmask: &str) -> (String, IpAddr, Option<IpAddr>) {
+        (name.to_owned(), address.parse().unwrap(), Some(netmask.parse().unwrap()))
+    }
+
+    #[test]
+    fn container_networks_are_veths_and_bridges_of_veths() {
+        let links = [
+            link(1, "lo", None, None),
+            link(2, "eth0", None, None),
+            link(3, "docker0", Some("bridge"), None),
+            link(4, "veth1", Some("veth"), Some(3)),
+            link(5, "br0", Some("bridge"), None),
+            link(6, "eth1", None, Some(5)),
+            link(7, "vethlab", Some("veth"), None),
+            link(8, "virbr0", Some("bridge"), None),
+            link(9, "vnet0", Some("tun"), Some(8)),
+            link(10, "wg0", Some("wireguard"), None),
+        ];
+        let interfaces = [
+            interface("lo", "127.0.0.1", "255.0.0.0"),
+            interface("eth0", "192.0.2.10", "255.255.255.0"),
+            interface("docker0", "172.17.0.1", "255.255.0.0"),
+            interface("docker0", "fe80::1", "ffff:ffff:ffff:ffff::"),
+            interface("br0", "198.51.100.1", "255.255.255.0"),
+            interface("vethlab", "10.214.0.1", "255.255.255.0"),
+            interface("virbr0", "192.168.122.1", "255.255.255.0"),
+            interface("wg0", "10.8.0.1", "255.255.255.0"),
+        ];
+        let local = LocalNetworks::from_interfaces(&interfaces, &links);
+        let containers: Vec<String> = local.containers.iter().map(ToString::to_string).collect();
+        assert_eq!(containers, ["10.214.0.0/24", "172.17.0.0/16"]);
+        assert!(local.addresses.contains(&"192.0.2.10".parse::<IpAddr>().unwrap()));
+        assert_eq!(local.addresses.len(), interfaces.len());
     }
 
     #[tokio::test]
     async fn wait_for_sees_a_later_insert() {
-        let origins = Origins::new(BTreeSet::new());
+        let origins = Origins::new(LocalNetworks::default());
         let (client, server) = (address("127.0.0.1:40000"), address("127.0.0.1:8069"));
         let writer = origins.clone();
         let insert = std::thread::spawn(move || writer.insert(client, server, origin("late")));
@@ -280,7 +407,7 @@ mod tests {
 
     #[tokio::test]
     async fn remote_clients_are_not_waited_for() {
-        let origins = Origins::new(BTreeSet::new());
+        let origins = Origins::new(LocalNetworks::default());
         origins.insert(address("10.214.0.2:40000"), address("10.214.0.1:8069"), origin("remote"));
 
         // A remote client's connection never has an origin worth waiting

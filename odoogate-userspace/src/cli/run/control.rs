@@ -63,9 +63,9 @@ pub struct StatusSources {
     pub started: SystemTime,
     /// The eBPF programs of the capture, as `tcx ingress lo`.
     pub capture: Vec<String>,
-    /// The way calls reach the proxy, as `sk_lookup on ports [8069]` or
-    /// `listen 127.0.0.1:8070`. `None` in observe mode.
-    pub steering: Option<String>,
+    /// How clients reach the enforce-mode proxy, as `sk_lookup on ports
+    /// [8069]` or `listen 127.0.0.1:8070`. `None` in observe mode.
+    pub proxy: Option<String>,
     pub counts: Arc<CallCounts>,
     pub policy: Arc<dyn PolicyView>,
     pub capture_stats: Option<CaptureStatsSource>,
@@ -94,7 +94,7 @@ impl StatusSources {
             "config_loaded": timestamp(self.handle.loaded_at()),
             "started": timestamp(self.started),
             "capture": self.capture,
-            "steering": self.steering.as_deref().unwrap_or("none"),
+            "proxy": self.proxy.as_deref().unwrap_or("none"),
             "calls": self.counts.snapshot(),
             "grants": grants,
             "rate_limits": buckets,

@@ -89,7 +89,7 @@ async fn serve(
             warn_if_exposed(upstream, address);
             let daemon = Daemon {
                 handle,
-                steering: format!("listen {address}"),
+                proxy: format!("listen {address}"),
                 capture: guard.as_ref().map(LocalCapture::attachments).unwrap_or_default(),
             };
             let parts = ProxyParts { config, sink: Box::new(sink), tokens, shards: shards.clone() };
@@ -113,7 +113,7 @@ async fn serve(
             tracing::info!(ports = ?config.odoo.ports, %upstream, mode = "enforce", "Proxying Odoo traffic steered by sk_lookup");
             let daemon = Daemon {
                 handle,
-                steering: steering_description,
+                proxy: steering_description,
                 capture: local_capture.attachments(),
             };
             let connector = SteeredConnector::new(steering, upstream);
@@ -335,8 +335,8 @@ fn reload_into(live: &LivePolicy, credentials: Option<&CredentialsReloader>, con
 /// What `odoogate status` reports about the proxy besides its policy state.
 struct Daemon {
     handle: Arc<ConfigHandle>,
-    /// How clients reach the proxy.
-    steering: String,
+    /// How clients reach the proxy, for `status`.
+    proxy: String,
     /// The attached cgroup programs.
     capture: Vec<String>,
 }
@@ -364,7 +364,7 @@ impl Daemon {
             handle: self.handle.clone(),
             started: SystemTime::now(),
             capture: self.capture.clone(),
-            steering: Some(self.steering.clone()),
+            proxy: Some(self.proxy.clone()),
             counts: live.counts(),
             policy: live,
             capture_stats: None,
