@@ -41,6 +41,20 @@ impl Drop for ScratchDir {
             eprintln!("kept the failed test's files in {}", self.0.display());
             return;
         }
-        let _ = std::fs::remove_dir_all(&self.0);
+        // A process the test started may still write into the directory
+        // while it exits, and the removal then fails with "directory not
+        // empty". Try again a few times before leaving it.
+        for _ in 0..REMOVE_ATTEMPTS {
+            match std::fs::remove_dir_all(&self.0) {
+                Err(error) if error.kind() == std::io::ErrorKind::DirectoryNotEmpty => {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                _ => return,
+            }
+        }
+        eprintln!("failed to remove the test directory {}", self.0.display());
     }
 }
+
+/// Removals tried before a scratch directory is left behind.
+const REMOVE_ATTEMPTS: usize = 10;
