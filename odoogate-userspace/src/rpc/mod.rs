@@ -148,23 +148,24 @@ fn single_segment(segment: &str) -> Option<&str> {
     (!segment.is_empty() && !segment.contains('/')).then_some(segment)
 }
 
-/// Returns the path Odoo's router matches: the path of an absolute-form
-/// target, percent-decoded, with runs of `/` merged and one trailing `/`
-/// removed. A path that decodes to invalid UTF-8 is kept as sent, which
-/// matches no surface.
+/// Returns the path Odoo's router matches: the path werkzeug takes from the
+/// target ([`target_path`]), percent-decoded, with runs of `/` merged and one
+/// trailing `/` removed. Escapes that decode to invalid UTF-8 become U+FFFD,
+/// as Python's `urllib.parse.unquote` makes them, so
+/// `/web/dataset/call%5Fkw/%FF` still reaches `call_kw`.
 ///
 /// Odoo builds its werkzeug routing map with `strict_slashes=False`, so
 /// `/xmlrpc/2/object/` reaches the same endpoint as `/xmlrpc/2/object`.
 /// Normalising both forms here errs towards decoding a call Odoo might run.
 fn route_path(path: &str) -> Cow<'_, str> {
-    let path = strip_scheme_and_authority(path);
+    let path = target_path(path);
     let decoded = if contains_byte(path.as_bytes(), b'%') {
         match String::from_utf8(percent_decode(path.as_bytes())) {
             Ok(decoded) => Cow::Owned(decoded),
-            Err(_) => Cow::Borrowed(path),
+            Err(invalid) => Cow::Owned(String::from_utf8_lossy(invalid.as_bytes()).into_owned()),
         }
     } else {
-        Cow::Borrowed(path)
+        path
     };
     normalize_slashes(decoded)
 }
@@ -197,20 +198,36 @@ fn normalize_slashes(path: Cow<'_, str>) -> Cow<'_, str> {
     Cow::Owned(normalized)
 }
 
-/// `http://host:port/path` becomes `/path`; an origin-form path is unchanged.
-fn strip_scheme_and_authority(target: &str) -> &str {
-    // In an origin-form target, the text before any `://` contains `/`, so
-    // it is no scheme.
+/// Returns the path werkzeug's development server routes a request target
+/// on, given the target without its query and fragment (checked against
+/// werkzeug 3.1 on Python 3.11). `urllib.parse.urlsplit` drops a scheme of any name, so
+/// `x:/jsonrpc`, `ftp://host/jsonrpc` and `http:jsonrpc` have the path
+/// `/jsonrpc` or `jsonrpc`, and the authority after `//` goes too. Then
+/// werkzeug's `Request.path` adds the `/` that `jsonrpc` lacks. An
+/// origin-form target (`/path`, or `//host/path`, which werkzeug reads as
+/// the path `/host/path`) is returned unchanged.
+fn target_path(target: &str) -> Cow<'_, str> {
     if target.starts_with('/') {
-        return target;
+        return Cow::Borrowed(target);
     }
-    let Some((scheme, rest)) = target.split_once("://") else {
+    let rest = strip_scheme(target);
+    let path = match rest.strip_prefix("//") {
+        Some(authority_and_path) => authority_and_path.find('/').map_or("", |slash| &authority_and_path[slash..]),
+        None => rest,
+    };
+    if path.starts_with('/') { Cow::Borrowed(path) } else { Cow::Owned(format!("/{path}")) }
+}
+
+/// Drops a URL scheme and its `:` as `urllib.parse.urlsplit` does: an ASCII
+/// letter followed by letters, digits, `+`, `-` or `.`, up to the first `:`.
+fn strip_scheme(target: &str) -> &str {
+    let Some(colon) = target.find(':') else {
         return target;
     };
-    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
-        return target;
-    }
-    rest.find('/').map_or("/", |slash| &rest[slash..])
+    let scheme = &target.as_bytes()[..colon];
+    let is_scheme = scheme.first().is_some_and(u8::is_ascii_alphabetic)
+        && scheme.iter().all(|&byte| byte.is_ascii_alphanumeric() || matches!(byte, b'+' | b'-' | b'.'));
+    if is_scheme { &target[colon + 1..] } else { target }
 }
 
 /// Decodes `%XX` escapes; a `%` not followed by two hex digits stays as is.
@@ -298,6 +315,53 @@ mod tests {
     fn absolute_form_target_is_routed() {
         let call = decode_request(&request("POST", "http://odoo:8069/jsonrpc", &[], EXECUTE), &DecodeLimits::default()).unwrap();
         assert_eq!(call.map(|c| c.protocol), Some(Protocol::JsonRpc));
+    }
+
+    /// werkzeug routes each of these targets to `/jsonrpc`, because
+    /// `urlsplit` drops any scheme and the authority after it, and
+    /// `Request.path` adds a missing leading `/`.
+    #[test]
+    fn non_origin_targets_are_routed() {
+        let targets = [
+            "jsonrpc",
+            "jsonrpc?debug=1",
+            "x:/jsonrpc",
+            "x:jsonrpc",
+            "http:/jsonrpc",
+            "http:jsonrpc",
+            "ftp://odoo/jsonrpc",
+            "h+t.t-p://odoo:8069/jsonrpc",
+            "x:%2Fjsonrpc",
+            "%2Fjsonrpc",
+        ];
+        for target in targets {
+            let call = decode_request(&request("POST", target, &[], EXECUTE), &DecodeLimits::default()).unwrap();
+            assert_eq!(call.map(|c| c.protocol), Some(Protocol::JsonRpc), "target {target:?}");
+            assert!(is_rpc_surface("POST", target), "target {target:?}");
+        }
+        assert_eq!(surface_protocol("x:/xmlrpc/2/object"), Some(Protocol::XmlRpc));
+        assert_eq!(surface_protocol("json/2/res.partner/unlink"), Some(Protocol::Json2));
+    }
+
+    /// A colon after a character that cannot start or continue a scheme
+    /// leaves the target a relative path, as `urlsplit` leaves it.
+    #[test]
+    fn colon_without_scheme_stays_in_path() {
+        for target in ["1x:/jsonrpc", "x_y:/jsonrpc", ":/jsonrpc"] {
+            assert!(!is_rpc_surface("POST", target), "target {target:?}");
+        }
+    }
+
+    /// Python's `unquote` turns escapes that are not UTF-8 into U+FFFD, so
+    /// the rest of the path still routes.
+    #[test]
+    fn invalid_utf8_escape_still_routes() {
+        let body = r#"{"params":{"model":"res.partner","method":"unlink","args":[[1]],"kwargs":{}}}"#;
+        for target in ["/web/dataset/call%5Fkw/%FF", "/%77eb/dataset/call_kw/%ff%fe"] {
+            let call = decode_request(&request("POST", target, &[], body), &DecodeLimits::default()).unwrap().unwrap();
+            assert_eq!(call.protocol, Protocol::Web, "target {target:?}");
+            assert_eq!(call.method.as_deref(), Some("unlink"), "target {target:?}");
+        }
     }
 
     #[test]
