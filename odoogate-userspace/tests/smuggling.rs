@@ -282,6 +282,18 @@ fn cases() -> Vec<Case> {
         "absolute-form target to another host",
         raw_request("POST http://other.example/jsonrpc HTTP/1.1", &fields, unlink.as_bytes()),
     ));
+    // werkzeug routes each of these targets to /jsonrpc: urlsplit drops any
+    // scheme and the authority after it, and Request.path adds the missing
+    // leading slash.
+    let unusual_targets = [
+        ("target without leading slash", "jsonrpc"),
+        ("target with unknown scheme", "x:/jsonrpc"),
+        ("target with scheme and no slash", "http:jsonrpc"),
+        ("target with ftp URL", "ftp://odoo/jsonrpc"),
+    ];
+    for (name, target) in unusual_targets {
+        cases.push(case(name, raw_request(&format!("POST {target} HTTP/1.1"), &fields, unlink.as_bytes())));
+    }
     cases.push(not_forwarded("lowercase method", raw_request("post /jsonrpc HTTP/1.1", &fields, unlink.as_bytes())));
     let json2 = format!("Authorization: bearer {API_KEY}\r\nContent-Length: 10\r\n");
     cases.push(not_forwarded(

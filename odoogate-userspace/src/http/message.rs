@@ -166,6 +166,11 @@ pub enum FramingAnomaly {
     /// A `Content-Encoding` (such as gzip) on a request body, which the
     /// decoders cannot read.
     EncodedBody,
+    /// A request target that is neither a path starting with `/`, an
+    /// absolute `http://` or `https://` URL, nor `*`. werkzeug still
+    /// routes such targets (`jsonrpc`, `x:/jsonrpc`, `ftp://host/jsonrpc`
+    /// all reach `/jsonrpc`), but no HTTP client sends them.
+    UnusualTarget,
     /// A request that follows, on the same connection, a request with
     /// ambiguous framing or one that could not be parsed. Where it starts
     /// depends on how that earlier request was read, so it may be a request
@@ -187,6 +192,7 @@ impl FramingAnomaly {
             Self::UnderscoreInHeaderName => "underscore_in_header_name",
             Self::ChunkLineNotCrlf => "chunk_line_not_crlf",
             Self::EncodedBody => "encoded_body",
+            Self::UnusualTarget => "unusual_target",
             Self::FollowsAmbiguousRequest => "follows_ambiguous_request",
         }
     }

@@ -92,6 +92,11 @@ pub(super) fn parse_head(head: &Bytes, role: Role) -> Result<Head, HeadError> {
         Role::Request => parse_request_line(first)?,
         Role::Response => parse_status_line(first)?,
     };
+    if let StartLine::Request { target, .. } = &start
+        && !is_usual_target(target.as_bytes())
+    {
+        anomalies.push(FramingAnomaly::UnusualTarget);
+    }
     let headers = parse_fields(head, lines, role, &mut anomalies)?;
     Ok(Head {
         start,
@@ -155,6 +160,14 @@ fn parse_request_line(line: &[u8]) -> Result<(StartLine, HttpVersion), HeadError
         target: String::from_utf8_lossy(target).into_owned(),
     };
     Ok((start, version))
+}
+
+/// Tells whether a request target has a form that clients send: a path
+/// starting with `/` (origin-form), an absolute URL with the `http` or
+/// `https` scheme (absolute-form), or `*` (asterisk-form, for `OPTIONS`).
+fn is_usual_target(target: &[u8]) -> bool {
+    let has_prefix = |prefix: &[u8]| target.get(..prefix.len()).is_some_and(|start| start.eq_ignore_ascii_case(prefix));
+    target.first() == Some(&b'/') || target == b"*" || has_prefix(b"http://") || has_prefix(b"https://")
 }
 
 /// Parses `HTTP-version SP 3DIGIT SP reason-phrase` (RFC 9112 §4); the

@@ -144,6 +144,20 @@ fn lowercase_method_reads_as_uppercase() {
 }
 
 #[test]
+fn unusual_targets_are_flagged() {
+    for target in ["jsonrpc", "x:/jsonrpc", "http:jsonrpc", "ftp://odoo/jsonrpc", "odoo:8069"] {
+        let head = format!("POST {target} HTTP/1.1\r\nHost: odoo\r\n\r\n");
+        let events = frame_requests(&[head.as_bytes()]);
+        assert_eq!(only_request(&events).anomalies, vec![FramingAnomaly::UnusualTarget], "target {target:?}");
+    }
+    for target in ["/jsonrpc", "//jsonrpc", "http://odoo/jsonrpc", "HTTPS://odoo/jsonrpc", "*"] {
+        let head = format!("OPTIONS {target} HTTP/1.1\r\nHost: odoo\r\n\r\n");
+        let events = frame_requests(&[head.as_bytes()]);
+        assert!(only_request(&events).anomalies.is_empty(), "target {target:?}");
+    }
+}
+
+#[test]
 fn chunk_line_with_bare_lf_is_flagged() {
     let events =
         frame_requests(&[b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\n0\n\n"]);
