@@ -17,10 +17,12 @@
 //! programs, which see every cgroup of the host, report their origins too.
 //! A bridge with any other port (a physical interface, a virtual machine's
 //! tap) also reaches other machines, so its clients are not waited for.
+//! The origin thread lists the networks again every few seconds, so a
+//! container network created later counts too.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
@@ -60,11 +62,12 @@ pub struct Origins {
 struct Inner {
     table: Mutex<Table>,
     arrived: Notify,
-    local: LocalNetworks,
+    local: RwLock<LocalNetworks>,
 }
 
-/// Where local clients connect from, found at start.
-#[derive(Debug, Default)]
+/// Where local clients connect from, found at start and again by
+/// [`Origins::refresh_local_networks`].
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct LocalNetworks {
     /// Addresses of this host's interfaces: a connection from one of them
     /// (or from a loopback address) comes from a local process.
@@ -91,7 +94,7 @@ impl Origins {
     pub fn new(local: LocalNetworks) -> Self {
         let LocalNetworks { addresses, containers } = local;
         let addresses = addresses.into_iter().map(|ip| ip.to_canonical()).collect();
-        let local = LocalNetworks { addresses, containers };
+        let local = RwLock::new(LocalNetworks { addresses, containers });
         let inner = Inner { table: Mutex::new(Table::default()), arrived: Notify::new(), local };
         Self { inner: Arc::new(inner) }
     }
@@ -102,10 +105,24 @@ impl Origins {
     pub fn for_this_host() -> Self {
         let local = LocalNetworks::of_this_host();
         if !local.containers.is_empty() {
-            let containers: Vec<String> = local.containers.iter().map(ToString::to_string).collect();
-            tracing::info!(?containers, "Clients in these container networks get their cgroup and process");
+            log_container_networks(&local);
         }
         Self::new(local)
+    }
+
+    /// Finds the addresses and container networks of the calling thread's
+    /// network namespace again, so that a container network created after
+    /// the start (`docker network create`) counts as local from now on.
+    pub fn refresh_local_networks(&self) {
+        let mut found = LocalNetworks::of_this_host();
+        found.addresses = found.addresses.into_iter().map(|ip| ip.to_canonical()).collect();
+        let mut local = self.inner.local.write().unwrap_or_else(PoisonError::into_inner);
+        if *local != found {
+            if local.containers != found.containers {
+                log_container_networks(&found);
+            }
+            *local = found;
+        }
     }
 
     /// Stores the origin of the connection from `client` to `server` and
@@ -161,7 +178,7 @@ impl Origins {
     /// process on this host.
     pub fn is_local(&self, client: IpAddr, server: IpAddr) -> bool {
         let client = client.to_canonical();
-        let local = &self.inner.local;
+        let local = self.inner.local.read().unwrap_or_else(PoisonError::into_inner);
         client.is_loopback()
             || client == server.to_canonical()
             || local.addresses.contains(&client)
@@ -226,6 +243,11 @@ impl LocalNetworks {
         containers.dedup();
         Self { addresses, containers }
     }
+}
+
+fn log_container_networks(local: &LocalNetworks) {
+    let containers: Vec<String> = local.containers.iter().map(ToString::to_string).collect();
+    tracing::info!(?containers, "Clients in these container networks get their cgroup and process");
 }
 
 /// Tells whether `link` leads only to this host's own network namespaces:
@@ -391,6 +413,23 @@ mod tests {
         assert_eq!(containers, ["10.214.0.0/24", "172.17.0.0/16"]);
         assert!(local.addresses.contains(&"192.0.2.10".parse::<IpAddr>().unwrap()));
         assert_eq!(local.addresses.len(), interfaces.len());
+    }
+
+    #[test]
+    fn refresh_replaces_the_networks() {
+        let local = LocalNetworks { addresses: BTreeSet::new(), containers: vec!["192.0.2.0/24".parse().unwrap()] };
+        let origins = Origins::new(local);
+        let server: IpAddr = "198.51.100.1".parse().unwrap();
+        assert!(origins.is_local("192.0.2.5".parse().unwrap(), server));
+
+        // This host has no container network in the documentation range,
+        // and its own addresses count as local after the refresh.
+        origins.refresh_local_networks();
+        assert!(!origins.is_local("192.0.2.5".parse().unwrap(), server));
+        let own = nix::ifaddrs::getifaddrs().unwrap().find_map(|interface| interface.address.as_ref().and_then(ip_of));
+        if let Some(own) = own {
+            assert!(origins.is_local(own, server), "{own} is this host's address");
+        }
     }
 
     #[tokio::test]

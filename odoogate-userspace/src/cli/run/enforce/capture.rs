@@ -31,6 +31,10 @@ const EVENT_CHANNEL_CAPACITY: usize = 4096;
 /// How often held-back refusal records are summarised.
 const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How often the origin thread lists the host's addresses and container
+/// networks again, as the guard rereads the cgroups.
+const NETWORKS_INTERVAL: Duration = guard::REFRESH_INTERVAL;
+
 /// The running cgroup programs, the thread that files their records and,
 /// with the guard, the thread that keeps its allow list current. Dropping
 /// it detaches the programs and stops both threads.
@@ -124,7 +128,12 @@ impl Drop for LocalCapture {
 /// program is attached.
 fn file_events(events: &Receiver<CaptureEvent>, mut resolver: Option<CgroupResolver>, origins: &Origins, recorder: &Recorder) {
     let mut cgroup_path = |id: u64| resolver.as_mut().and_then(|resolver| resolver.path(id));
+    let mut networks_found = Instant::now();
     loop {
+        if networks_found.elapsed() >= NETWORKS_INTERVAL {
+            origins.refresh_local_networks();
+            networks_found = Instant::now();
+        }
         match events.recv_timeout(FLUSH_INTERVAL) {
             Ok(CaptureEvent::Origin(origin)) => {
                 let FlowOrigin { client, server, cgroup_id, pid, comm, .. } = origin;
