@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{Config, Mode};
 
-pub use readings::{HostReadings, KernelVersion, MountEntry, ReadingError};
+pub use readings::{HostReadings, KernelVersion, MountEntry, MountInfoEntry, ReadingError};
 
 /// Oldest kernel with TCX attachment (`BPF_TCX_INGRESS`), added in 6.6.
 pub const MIN_KERNEL: KernelVersion = KernelVersion { major: 6, minor: 6 };
@@ -150,7 +150,10 @@ pub fn check(config: &Config, readings: &HostReadings) -> Result<(), PreflightEr
         failures.extend(check_interfaces(config, readings));
     }
     if path == Datapath::Steer {
-        failures.extend(check_bpffs(&config.steering.pin_dir, readings));
+        match check_bpffs(&config.steering.pin_dir, readings) {
+            Some(failure) => failures.push(failure),
+            None => failures.extend(check_pins_outlive(&config.steering.pin_dir, readings)),
+        }
     }
     if failures.is_empty() { Ok(()) } else { Err(PreflightError(failures)) }
 }
@@ -185,7 +188,8 @@ fn check_cgroup_v2(readings: &HostReadings) -> Option<Failure> {
         check: Check::CgroupV2,
         problem: "no cgroup2 file system is mounted".to_owned(),
         fix: "mount cgroup v2 (`mount -t cgroup2 none /sys/fs/cgroup`) or boot with \
-              systemd.unified_cgroup_hierarchy=1"
+              systemd.unified_cgroup_hierarchy=1; under `ip netns exec`, which mounts a /sys of its own, \
+              join only the network namespace instead (`nsenter --net=/run/netns/NAME`)"
             .to_owned(),
     })
 }
@@ -211,12 +215,46 @@ fn check_bpffs(pin_dir: &Path, readings: &HostReadings) -> Option<Failure> {
                 check: Check::Bpffs,
                 problem: format!("steering.pin_dir {} is not on a bpf file system but on {found}", pin_dir.display()),
                 fix: format!(
-                    "mount bpffs (`mount -t bpf bpf {}`) or set steering.pin_dir under a bpffs mount",
+                    "mount bpffs (`mount -t bpf bpf {}`) or set steering.pin_dir under a bpffs mount; under \
+                     `ip netns exec`, which mounts a /sys of its own, join only the network namespace instead \
+                     (`nsenter --net=/run/netns/NAME`)",
                     bpffs_mount_hint(pin_dir).display()
                 ),
             })
         }
     }
+}
+
+/// Checks that the bpf file system of `pin_dir` is also mounted in the
+/// host's init's mount namespace. `ip netns exec` gives the command a
+/// mount namespace with its own `/sys`, and a bpffs mounted there goes
+/// away with the last process in it. The pins would then go with odoogate,
+/// the sk_lookup link would be released, and new connections would reach
+/// Odoo directly instead of failing closed. When `/proc/1/mountinfo`
+/// cannot be read, the check is skipped.
+fn check_pins_outlive(pin_dir: &Path, readings: &HostReadings) -> Option<Failure> {
+    let own = match readings.own_mount_info() {
+        Ok(own) => own,
+        Err(error) => return Some(reading_failure(&error)),
+    };
+    let host = readings.host_mount_info().ok()?;
+    let containing = own
+        .iter()
+        .filter(|mount| pin_dir.starts_with(&mount.mount_point))
+        .max_by_key(|mount| mount.mount_point.components().count())?;
+    let shared = host.iter().any(|mount| mount.fs_type == "bpf" && mount.device == containing.device);
+    (!shared).then(|| Failure {
+        check: Check::Bpffs,
+        problem: format!(
+            "steering.pin_dir {} is on a bpf file system (at {}) that the host's mount namespace does not see, so the \
+             pins would go with odoogate and new connections would then reach Odoo directly instead of being dropped",
+            pin_dir.display(),
+            containing.mount_point.display()
+        ),
+        fix: "start odoogate in the host's mount namespace: join only the network namespace \
+              (`nsenter --net=/run/netns/NAME odoogate run ...`), since `ip netns exec` mounts a /sys of its own"
+            .to_owned(),
+    })
 }
 
 /// `/sys/fs/bpf` for pins under it, else the pin directory itself.

@@ -23,6 +23,8 @@ pub enum ReadingError {
     CapEff(String),
     #[error("invalid line {0:?} in /proc/self/mounts")]
     MountLine(String),
+    #[error("invalid line {0:?} in a mountinfo file")]
+    MountInfoLine(String),
 }
 
 /// A kernel `MAJOR.MINOR` version.
@@ -56,6 +58,17 @@ pub struct MountEntry {
     pub fs_type: String,
 }
 
+/// One line of a `/proc/PID/mountinfo` file: where a file system is
+/// mounted, and which one (its device number, the same in every mount
+/// namespace that sees it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MountInfoEntry {
+    /// `MAJOR:MINOR` of the file system.
+    pub device: String,
+    pub mount_point: PathBuf,
+    pub fs_type: String,
+}
+
 /// The raw host readings. Each is the file's contents, or the error met
 /// reading it.
 #[derive(Clone, Debug)]
@@ -68,6 +81,11 @@ pub struct HostReadings {
     pub status: Result<String, ReadingError>,
     /// The network interfaces of this process's network namespace.
     pub interfaces: Result<Vec<String>, ReadingError>,
+    /// `/proc/self/mountinfo`.
+    pub own_mountinfo: Result<String, ReadingError>,
+    /// `/proc/1/mountinfo`: the mounts of the host's init, which outlive
+    /// this process.
+    pub host_mountinfo: Result<String, ReadingError>,
 }
 
 impl HostReadings {
@@ -78,6 +96,8 @@ impl HostReadings {
             mounts: read("/proc/self/mounts"),
             status: read("/proc/self/status"),
             interfaces: list_interfaces(),
+            own_mountinfo: read("/proc/self/mountinfo"),
+            host_mountinfo: read("/proc/1/mountinfo"),
         }
     }
 
@@ -90,6 +110,16 @@ impl HostReadings {
     pub fn mounts(&self) -> Result<Vec<MountEntry>, ReadingError> {
         let table = self.mounts.as_ref().map_err(Clone::clone)?;
         table.lines().filter(|line| !line.trim().is_empty()).map(parse_mount_line).collect()
+    }
+
+    /// Parses `/proc/self/mountinfo`.
+    pub fn own_mount_info(&self) -> Result<Vec<MountInfoEntry>, ReadingError> {
+        parse_mountinfo(self.own_mountinfo.as_ref().map_err(Clone::clone)?)
+    }
+
+    /// Parses `/proc/1/mountinfo`.
+    pub fn host_mount_info(&self) -> Result<Vec<MountInfoEntry>, ReadingError> {
+        parse_mountinfo(self.host_mountinfo.as_ref().map_err(Clone::clone)?)
     }
 
     /// Returns the `CapEff` mask of `/proc/self/status`.
@@ -114,6 +144,28 @@ fn parse_mount_line(line: &str) -> Result<MountEntry, ReadingError> {
         return Err(ReadingError::MountLine(line.to_owned()));
     };
     Ok(MountEntry { mount_point: PathBuf::from(unescape_mount_field(mount_point)), fs_type: fs_type.to_owned() })
+}
+
+/// Parses mountinfo lines (proc(5)): `ID PARENT MAJOR:MINOR ROOT
+/// MOUNT-POINT OPTIONS [OPTIONAL...] - FS-TYPE SOURCE SUPER-OPTIONS`.
+fn parse_mountinfo(table: &str) -> Result<Vec<MountInfoEntry>, ReadingError> {
+    let parse = |line: &str| {
+        let invalid = || ReadingError::MountInfoLine(line.to_owned());
+        let (before, after) = line.split_once(" - ").ok_or_else(invalid)?;
+        let mut fields = before.split_ascii_whitespace();
+        let (Some(_id), Some(_parent), Some(device), Some(_root), Some(mount_point)) =
+            (fields.next(), fields.next(), fields.next(), fields.next(), fields.next())
+        else {
+            return Err(invalid());
+        };
+        let fs_type = after.split_ascii_whitespace().next().ok_or_else(invalid)?;
+        Ok(MountInfoEntry {
+            device: device.to_owned(),
+            mount_point: PathBuf::from(unescape_mount_field(mount_point)),
+            fs_type: fs_type.to_owned(),
+        })
+    };
+    table.lines().filter(|line| !line.trim().is_empty()).map(parse).collect()
 }
 
 fn read(path: &'static str) -> Result<String, ReadingError> {

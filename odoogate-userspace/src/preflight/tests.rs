@@ -14,6 +14,20 @@ tmpfs /sys/fs/cgroup tmpfs ro,mode=755 0 0
 cgroup /sys/fs/cgroup/memory cgroup rw,memory 0 0
 ";
 
+const MOUNTINFO: &str = "\
+22 1 0:21 / /sys rw,nosuid shared:7 - sysfs sysfs rw
+26 22 0:24 / /sys/fs/cgroup rw,nosuid shared:9 - cgroup2 cgroup2 rw
+33 22 0:30 / /sys/fs/bpf rw,nosuid shared:13 - bpf bpf rw,mode=700
+";
+
+/// The mounts `ip netns exec` leaves: its own sysfs, and a bpffs mounted
+/// in its mount namespace, which the host's init does not see.
+const PRIVATE_MOUNTINFO: &str = "\
+22 1 0:21 / /sys rw,nosuid shared:7 - sysfs sysfs rw
+612 600 0:85 / /sys rw,relatime - sysfs ogtr3-odoo rw
+613 612 0:86 / /sys/fs/bpf rw,relatime - bpf bpf rw
+";
+
 /// CapEff of root: every capability up to CAP_CHECKPOINT_RESTORE (40).
 const ROOT_CAPS: &str = "000001ffffffffff";
 
@@ -27,6 +41,8 @@ fn healthy() -> HostReadings {
         mounts: Ok(MOUNTS.to_owned()),
         status: Ok(status(ROOT_CAPS)),
         interfaces: Ok(vec!["eth0".to_owned(), "lo".to_owned()]),
+        own_mountinfo: Ok(MOUNTINFO.to_owned()),
+        host_mountinfo: Ok(MOUNTINFO.to_owned()),
     }
 }
 
@@ -111,6 +127,34 @@ fn pin_dir_outside_bpffs_fails() {
 }
 
 #[test]
+fn private_bpffs_fails_steering() {
+    let readings = HostReadings { own_mountinfo: Ok(PRIVATE_MOUNTINFO.to_owned()), ..healthy() };
+    let failures = failures(&enforce_config(""), &readings);
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0].check, Check::Bpffs);
+    assert!(failures[0].problem.contains("the host's mount namespace does not see"), "{}", failures[0].problem);
+    assert!(failures[0].fix.contains("nsenter --net="), "{}", failures[0].fix);
+
+    assert!(check(&observe_config(), &readings).is_ok(), "observe mode pins nothing");
+}
+
+#[test]
+fn unreadable_host_mountinfo_skips_check() {
+    let unreadable = ReadingError::Unreadable { source_name: "/proc/1/mountinfo", message: "permission denied".to_owned() };
+    let readings = HostReadings { own_mountinfo: Ok(PRIVATE_MOUNTINFO.to_owned()), host_mountinfo: Err(unreadable), ..healthy() };
+    assert!(check(&enforce_config(""), &readings).is_ok());
+}
+
+#[test]
+fn mountinfo_lines_parse() {
+    let readings = healthy();
+    let mounts = readings.own_mount_info().unwrap();
+    assert_eq!(mounts[2], MountInfoEntry { device: "0:30".to_owned(), mount_point: PathBuf::from("/sys/fs/bpf"), fs_type: "bpf".to_owned() });
+    let broken = HostReadings { own_mountinfo: Ok("33 22 0:30 / /sys/fs/bpf rw\n".to_owned()), ..healthy() };
+    assert!(matches!(broken.own_mount_info(), Err(ReadingError::MountInfoLine(_))));
+}
+
+#[test]
 fn escaped_mount_point_decodes() {
     let readings = HostReadings { mounts: Ok("bpf /sys/fs/bpf\\040pins bpf rw 0 0\n".to_owned()), ..healthy() };
     let mounts = readings.mounts().unwrap();
@@ -179,6 +223,8 @@ fn listen_mode_skips_ebpf_checks() {
         mounts: Ok(MOUNTS_V1.to_owned()),
         status: Ok(status("0000000000000000")),
         interfaces: Ok(Vec::new()),
+        own_mountinfo: Ok(PRIVATE_MOUNTINFO.to_owned()),
+        host_mountinfo: Ok(MOUNTINFO.to_owned()),
     };
     assert!(check(&config, &readings).is_ok());
 }
@@ -190,6 +236,7 @@ fn every_failure_is_reported() {
         mounts: Ok(MOUNTS_V1.to_owned()),
         status: Ok(status("0000000000000000")),
         interfaces: Ok(vec!["lo".to_owned()]),
+        ..healthy()
     };
     let error = check(&observe_config(), &readings).unwrap_err();
     let checks: Vec<Check> = error.0.iter().map(|failure| failure.check).collect();
@@ -206,5 +253,8 @@ fn real_host_readings_parse() {
     assert!(readings.effective_capabilities().is_ok(), "{:?}", readings.status);
     let mounts = readings.mounts().unwrap();
     assert!(mounts.iter().any(|mount| mount.mount_point == Path::new("/")), "{mounts:?}");
+    let own = readings.own_mount_info().unwrap();
+    assert!(own.iter().any(|mount| mount.mount_point == Path::new("/")), "{own:?}");
+    assert!(readings.host_mount_info().is_ok(), "{:?}", readings.host_mountinfo);
     assert!(readings.interfaces().unwrap().iter().any(|name| name == "lo"));
 }
