@@ -296,7 +296,28 @@ fn fail_closed_across_kill_and_restart() -> anyhow::Result<()> {
     let restart_log = std::fs::read_to_string(site.workdir.join("odoogate-1.log"))?;
     assert!(restart_log.contains("reused=true"), "the restart reused the pinned link:\n{restart_log}");
     lab::wait_for("calls through the restarted odoogate", Duration::from_secs(20), || count(&site) >= at_kill + 3)?;
+
+    // While the daemon steers through the pins, uninstall refuses and
+    // leaves them.
+    let refused = site.odoogate(&["uninstall", "--pin-dir", &pin_dir.to_string_lossy()]);
+    let message = refused.expect_err("uninstall refuses while odoogate run steers").to_string();
+    assert!(message.contains("still steers through"), "{message}");
+    assert!(pin_dir.join("steer_link").exists(), "the steering link stays pinned");
+    let before_refusal = count(&site);
+    lab::wait_for("calls through odoogate after the refusal", Duration::from_secs(20), || count(&site) >= before_refusal + 2)?;
     client.stop(Duration::from_secs(5))?;
+
+    // `--force` removes the pins under the running daemon: Odoo is
+    // reachable directly, and the daemon logs that it no longer steers.
+    site.odoogate(&["uninstall", "--force", "--pin-dir", &pin_dir.to_string_lossy()])?;
+    let left: Vec<_> = std::fs::read_dir(&pin_dir).map(|entries| entries.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "pins left in {}: {left:?}", pin_dir.display());
+    let direct = site.run_client("enforce_client.py", &["connect", "127.0.0.1", &site.port.to_string(), "-"], None, false)?;
+    assert_eq!(step(&direct, "connect")["ok"], true, "Odoo answers directly after uninstall: {direct:?}");
+    let restart_log_path = site.workdir.join("odoogate-1.log");
+    lab::wait_for("the daemon to notice the removed steering", Duration::from_secs(15), || {
+        lab::file_contains(&restart_log_path, "The steering link was removed or detached")
+    })?;
 
     // Every call Odoo saw was decided and recorded, except at most the one
     // in flight when the daemon died: it was decided, but its record is
@@ -309,11 +330,8 @@ fn fail_closed_across_kill_and_restart() -> anyhow::Result<()> {
     let seen = count(&site);
     assert!(seen <= recorded.len() + 1, "Odoo saw {seen} calls, odoogate recorded {}", recorded.len());
 
-    // `odoogate uninstall` removes the pins, and Odoo is reachable directly.
-    site.odoogate(&["uninstall", "--pin-dir", &pin_dir.to_string_lossy()])?;
-    let left: Vec<_> = std::fs::read_dir(&pin_dir).map(|entries| entries.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
-    assert!(left.is_empty(), "pins left in {}: {left:?}", pin_dir.display());
-    let direct = site.run_client("enforce_client.py", &["connect", "127.0.0.1", &site.port.to_string(), "-"], None, false)?;
-    assert_eq!(step(&direct, "connect")["ok"], true, "Odoo answers directly after uninstall: {direct:?}");
+    // With the daemon stopped and nothing pinned, uninstall finds nothing.
+    let output = site.odoogate(&["uninstall", "--pin-dir", &pin_dir.to_string_lossy()])?;
+    assert!(output.contains("nothing to remove"), "{output}");
     Ok(())
 }

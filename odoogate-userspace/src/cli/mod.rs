@@ -74,11 +74,7 @@ enum Command {
     /// Remove the pinned sk_lookup steering of enforce mode, so new
     /// connections reach Odoo directly again (stopping the daemon leaves it
     /// pinned, which drops new connections to Odoo's ports).
-    Uninstall {
-        /// bpffs directory of the steering pins (`steering.pin_dir`).
-        #[arg(long, default_value = crate::steer::DEFAULT_PIN_DIR)]
-        pin_dir: PathBuf,
-    },
+    Uninstall(uninstall::UninstallArgs),
     /// Run a self-contained demonstration in private network namespaces
     /// (needs root and python3).
     Demo(crate::demo::DemoArgs),
@@ -115,7 +111,7 @@ pub fn main() -> ExitCode {
         Command::Install(args) => install::install(&args),
         Command::Grant(args) => grant::grant(&args),
         Command::RevokeGrant(args) => grant::revoke_grant(&args),
-        Command::Uninstall { pin_dir } => uninstall::uninstall(&pin_dir),
+        Command::Uninstall(args) => uninstall::uninstall(&args),
         Command::Demo(args) => crate::demo::run(&args),
         Command::GenerateManual(args) => manual::generate(&args),
         Command::OdooLike { args } => crate::upstream::run_foreground(&args),

@@ -64,6 +64,33 @@ pub fn netns_inode(link: BorrowedFd<'_>) -> io::Result<u32> {
     Ok(info.netns_ino)
 }
 
+/// Returns the id of the map, program or link `object`, the id that
+/// `/proc/PID/fdinfo` shows for its descriptors (`BPF_OBJ_GET_INFO_BY_FD`).
+pub fn object_id(object: BorrowedFd<'_>) -> io::Result<u32> {
+    /// The members that `struct bpf_map_info`, `bpf_prog_info` and
+    /// `bpf_link_info` begin with. The kernel fills only `info_len` bytes.
+    #[repr(C)]
+    #[derive(Default)]
+    struct InfoStart {
+        kind: u32,
+        id: u32,
+    }
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+
+    let mut info = InfoStart::default();
+    let info_len = u32::try_from(std::mem::size_of::<InfoStart>()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let attr = InfoAttr { bpf_fd: fd_number(object)?, info_len, info: (&raw mut info) as u64 };
+    // SAFETY: `attr` is the member for this command, and the kernel writes
+    // at most `info_len` bytes into `info`, which lives across the call.
+    unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &attr)? };
+    Ok(info.id)
+}
+
 /// Detaches `link` from where it is attached (`BPF_LINK_DETACH`, Linux
 /// 5.9), even while other descriptors or pins still hold it.
 pub fn detach(link: BorrowedFd<'_>) -> io::Result<()> {

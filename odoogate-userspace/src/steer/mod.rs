@@ -36,6 +36,7 @@
 
 mod bpffs;
 pub mod guard;
+mod holders;
 pub mod link;
 
 use std::collections::BTreeSet;
@@ -58,6 +59,7 @@ use odoogate_common::steer::{
 use odoogate_common::{MAX_PORTS, SteerConfig};
 
 pub use bpffs::{BPFFS_MOUNT, BpffsError};
+pub use holders::{Holder, holders};
 
 /// The steering object built by `build.rs` (empty when the build skipped it).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/odoogate-steer"));
@@ -191,6 +193,8 @@ pub struct SteerStats {
 /// The installed steering: handles on the pinned maps.
 pub struct Steering {
     pin_dir: PathBuf,
+    /// Inode of the network namespace the link steers, when it was read.
+    netns_inode: Option<u64>,
     bypass: Mutex<HashMap<MapData, u16, u8>>,
     stats: PerCpuArray<MapData, u64>,
     reused: bool,
@@ -258,10 +262,24 @@ impl Steering {
         let Maps { bypass, stats, .. } = maps;
         Ok(Steering {
             pin_dir: dir.to_path_buf(),
+            netns_inode: std::fs::metadata(&netns_path).map(|metadata| metadata.ino()).ok(),
             bypass: Mutex::new(bypass),
             stats,
             reused,
         })
+    }
+
+    /// Tells whether the pinned link still steers: its pin exists, and the
+    /// link is attached to the network namespace it was installed for.
+    /// `odoogate uninstall --force` or another tool may have removed it.
+    pub fn is_attached(&self) -> io::Result<bool> {
+        let link = match link::open_pinned(&self.pin_dir.join(LINK_PIN)) {
+            Ok(link) => link,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(error) => return Err(error),
+        };
+        let attached = u64::from(link::netns_inode(link.as_fd())?);
+        Ok(attached != 0 && self.netns_inode.is_none_or(|expected| attached == expected))
     }
 
     /// The pin directory.

@@ -104,6 +104,7 @@ async fn serve(
                 ..SteeringOptions::new(config.odoo.ports.clone())
             };
             let steering = Arc::new(Steering::install(&options, &listener).context("failed to install the steering")?);
+            tokio::spawn(watch_steering(Arc::downgrade(&steering)));
             let steering_description = format!("sk_lookup on ports {:?}", config.odoo.ports);
             if let Some(metrics) = metrics {
                 report_programs(metrics, Some(&local_capture), Some((&steering, steering_description.clone())));
@@ -380,6 +381,41 @@ impl Daemon {
         }
     }
 }
+
+/// Logs an error when the steering link goes away under the running
+/// daemon (`odoogate uninstall --force`, or another tool detaching it): new
+/// connections then reach Odoo directly while the daemon seems to enforce.
+/// Checks every [`STEERING_CHECK_INTERVAL`] until the steering is dropped.
+async fn watch_steering(steering: Weak<Steering>) {
+    let mut ticks = tokio::time::interval(STEERING_CHECK_INTERVAL);
+    let mut attached = true;
+    loop {
+        ticks.tick().await;
+        let Some(steering) = steering.upgrade() else {
+            return;
+        };
+        let pin_dir = steering.pin_dir().display().to_string();
+        match steering.is_attached() {
+            Ok(now) if now == attached => {}
+            Ok(true) => {
+                tracing::info!(pin_dir, "The steering link is attached again");
+                attached = true;
+            }
+            Ok(false) => {
+                tracing::error!(
+                    pin_dir,
+                    "The steering link was removed or detached: new connections reach Odoo directly, unchecked and \
+                     unrecorded. Restart odoogate to steer them again"
+                );
+                attached = false;
+            }
+            Err(error) => tracing::debug!(pin_dir, %error, "Failed to check the steering link"),
+        }
+    }
+}
+
+/// How often the daemon checks that its steering link is still attached.
+const STEERING_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Sends `WATCHDOG=1` at half the watchdog interval from the accept
 /// loop's runtime, each time once every proxy thread in `shards` has run a
