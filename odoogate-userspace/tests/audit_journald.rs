@@ -238,7 +238,7 @@ fn wait_for_entries(expected: usize) -> Vec<AuditEntry> {
     let deadline = Instant::now() + WAIT_LIMIT;
     loop {
         let entries =
-            reader::read(&AuditQuery::default()).expect("journalctl reads the private journal");
+            reader::read(&AuditQuery::default()).expect("journalctl reads the private journal").entries;
         if entries.len() >= expected {
             return entries;
         }
@@ -327,7 +327,7 @@ fn assert_filters_select(records: &[AuditRecord]) {
         decision: Some("deny".to_owned()),
         ..Default::default()
     };
-    let entries = reader::read(&deny).unwrap();
+    let entries = reader::read(&deny).unwrap().entries;
     assert_eq!(entries.len(), 1);
     assert_eq!(
         entries[0].field("MESSAGE"),
@@ -339,17 +339,17 @@ fn assert_filters_select(records: &[AuditRecord]) {
         integration: Some("website-form".to_owned()),
         ..Default::default()
     };
-    assert_eq!(reader::read(&model).unwrap().len(), 1);
+    assert_eq!(reader::read(&model).unwrap().entries.len(), 1);
 
     let recent = AuditQuery {
         since: Some("1h".to_owned()),
         ..Default::default()
     };
-    assert_eq!(reader::read(&recent).unwrap().len(), records.len());
+    assert_eq!(reader::read(&recent).unwrap().entries.len(), records.len());
 
     let none = AuditQuery {
         integration: Some("n8n".to_owned()),
         ..Default::default()
     };
-    assert!(reader::read(&none).unwrap().is_empty());
+    assert!(reader::read(&none).unwrap().entries.is_empty());
 }

@@ -284,3 +284,167 @@ fn missing_audit_file_prints_cause_once() {
     assert_eq!(output.status.code(), Some(1), "{error}");
     assert_eq!(error, "odoogate: failed to open the audit file nope.jsonl: No such file or directory (os error 2)\n");
 }
+
+/// `check` prints a configuration error as `run` does, `odoogate: ` first.
+/// `run` names the configuration by its absolute path, which it keeps for
+/// reloads and `status`.
+#[test]
+fn check_error_matches_run() {
+    let dir = temp_dir("cli-check-error");
+    let config = "[odoo]\nports = [8069, 8069]\ninterfaces = [\"lo\"]\n\n[policy]\nmode = \"observe\"\nunidentified = \"allow\"\n";
+    std::fs::write(dir.join("dup.toml"), config).unwrap();
+    let problem = "dup.toml:2:16: odoo.ports[1]: port 8069 is listed twice\n";
+
+    let check = odoogate(&["check", "--config", "dup.toml"], &dir);
+    assert_eq!(check.status.code(), Some(1), "{}", stderr(&check));
+    assert_eq!(stderr(&check), format!("odoogate: {problem}"));
+
+    let run = odoogate(&["run", "--config", "dup.toml"], &dir);
+    assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
+    assert_eq!(stderr(&run), format!("odoogate: {}/{problem}", dir.display()));
+}
+
+/// A short-lived command whose stdout reader has gone, as in `odoogate
+/// check | head -1`, ends on SIGPIPE like other Unix tools, without a panic
+/// message. The pipe's read end is closed before the command starts, so its
+/// first write fails.
+#[test]
+fn closed_stdout_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt as _;
+
+    let dir = temp_dir("cli-closed-stdout");
+    write_config(&dir, "odoogate.toml", free_port());
+    std::fs::write(dir.join("audit.jsonl"), format!("{}\n", audit_line("crm"))).unwrap();
+
+    for args in [&["check", "--config", "odoogate.toml"][..], &["audit", "--config", "odoogate.toml"], &["--help"]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let output = Command::new(env!("CARGO_BIN_EXE_odoogate"))
+            .args(args)
+            .current_dir(&dir)
+            .stdout(writer)
+            .output()
+            .expect("odoogate runs");
+        let error = stderr(&output);
+        assert!(!error.contains("panicked"), "{args:?}: {error}");
+        assert!(!error.contains("Broken pipe"), "{args:?}: {error}");
+        if args != ["--help"] {
+            assert_eq!(output.status.signal(), Some(libc::SIGPIPE), "{args:?}: {:?} {error}", output.status);
+        }
+    }
+}
+
+/// Sets `audit.output` of the configuration that [`write_config`] wrote,
+/// without its `audit.file`.
+fn set_audit_output(config: &Path, output: &str) {
+    let text = std::fs::read_to_string(config).unwrap();
+    let file = format!("file = \"{}\"\n", config.with_file_name("audit.jsonl").display());
+    assert!(text.contains(&file), "{text}");
+    let text = text.replace(&file, "").replace("output = \"file\"", &format!("output = \"{output}\""));
+    std::fs::write(config, text).unwrap();
+}
+
+/// Writes an XML-RPC call with a key that no integration has to the proxy
+/// on `port`, which denies it itself, and returns the response.
+fn call_unidentified(port: u16) -> String {
+    use std::io::{Read as _, Write as _};
+
+    let body = "<?xml version=\"1.0\"?><methodCall><methodName>execute_kw</methodName><params>\
+                <param><value><string>odoo19</string></value></param><param><value><int>2</int></value></param>\
+                <param><value><string>no-such-key</string></value></param><param><value><string>res.partner</string></value></param>\
+                <param><value><string>search</string></value></param><param><value><array><data/></array></value></param>\
+                </params></methodCall>";
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(stream, "POST /xmlrpc/2/object HTTP/1.1\r\nHost: odoo\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+/// With `audit.output = "stderr"` the daemon's stderr contains its log
+/// lines and the audit records. `audit --file` reads the records and skips the
+/// log lines, in both log formats, and the daemon logs the stop signal as
+/// a plain value.
+#[test]
+fn audit_reads_daemon_stderr() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+
+    for format in ["text", "json"] {
+        let dir = temp_dir(&format!("cli-audit-stderr-{format}"));
+        let listen_port = free_port();
+        let config = write_config(&dir, "odoogate.toml", listen_port);
+        set_audit_output(&config, "stderr");
+
+        let log = dir.join("daemon.err");
+        let daemon = Command::new(env!("CARGO_BIN_EXE_odoogate"))
+            .args(["run", "--config", "odoogate.toml", "--log-format", format])
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("odoogate starts");
+        let mut daemon = Guard(daemon);
+        wait_until("the control socket", || dir.join("control.sock").exists());
+        let response = call_unidentified(listen_port);
+        assert!(response.contains("<fault>"), "the proxy denies the call itself: {response}");
+        kill(Pid::from_raw(daemon.0.id() as i32), Signal::SIGTERM).unwrap();
+        assert!(daemon.0.wait().unwrap().success());
+
+        let written = std::fs::read_to_string(&log).unwrap();
+        let stop = match format {
+            "text" => "signal=SIGTERM",
+            _ => "\"signal\":\"SIGTERM\"",
+        };
+        assert!(written.contains(stop), "{written}");
+        let log_lines = written.lines().filter(|line| !line.contains("\"ODOOGATE_EVENT\"")).count();
+        assert!(log_lines >= 2, "{written}");
+
+        let output = odoogate(&["audit", "--file", "daemon.err", "--json"], &dir);
+        let note = stderr(&output);
+        assert!(output.status.success(), "{note}\n{written}");
+        let printed = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(printed.lines().count(), 1, "{printed}");
+        assert!(printed.contains("\"ODOOGATE_DECISION\":\"deny\""), "{printed}");
+        assert_eq!(note, format!("skipped {log_lines} lines of daemon.err that are not audit records, such as the daemon's log lines\n"));
+    }
+}
+
+/// A file with log lines only, as the daemon's stderr before its first
+/// call, is named as such instead of failing on its first line.
+#[test]
+fn audit_file_without_records_says_so() {
+    let dir = temp_dir("cli-audit-no-records");
+    let log = "2026-05-01T10:00:00.000000Z  INFO odoogate::cli::run: Stopping signal=SIGTERM\n\
+               {\"timestamp\":\"2026-05-01T10:00:00.000000Z\",\"level\":\"INFO\",\"fields\":{\"message\":\"Stopping\",\"signal\":\"SIGTERM\"},\"target\":\"odoogate::cli::run\"}\n";
+    std::fs::write(dir.join("daemon.err"), log).unwrap();
+
+    let output = odoogate(&["audit", "--file", "daemon.err"], &dir);
+    let error = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{error}");
+    assert!(error.starts_with("odoogate: daemon.err contains no audit record: none of its 2 non-empty lines"), "{error}");
+    assert_eq!(output.stdout, b"");
+}
+
+/// Without journald and journal files, `audit` prints that, and where a
+/// daemon with `audit.output = "auto"` wrote its records.
+#[test]
+fn audit_without_journald_points_to_stderr() {
+    let journal_files = ["/var/log/journal", "/run/log/journal"]
+        .iter()
+        .any(|directory| std::fs::read_dir(directory).is_ok_and(|mut children| children.next().is_some()));
+    if Path::new("/run/systemd/journal/socket").exists() || journal_files {
+        eprintln!("skipped: this host has journald or journal files");
+        return;
+    }
+    let dir = temp_dir("cli-audit-no-journald");
+    let config = write_config(&dir, "odoogate.toml", free_port());
+    set_audit_output(&config, "auto");
+
+    let output = odoogate(&["audit", "--config", "odoogate.toml"], &dir);
+    let note = stderr(&output);
+    assert!(output.status.success(), "{note}");
+    assert!(note.starts_with("no audit records found: there are no journal files in /var/log/journal or /run/log/journal, and journald is not running on this host"), "{note}");
+    assert!(note.contains("with audit.output = \"auto\" in odoogate.toml and no journald, the daemon writes its audit records to its stderr"), "{note}");
+    assert!(note.contains("`odoogate audit --file FILE`"), "{note}");
+}

@@ -13,7 +13,7 @@ pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
             Ok(check_credentials(&config))
         }
         Err(error) => {
-            eprintln!("{error}");
+            eprintln!("odoogate: {error}");
             Ok(ExitCode::FAILURE)
         }
     }
@@ -47,7 +47,7 @@ fn check_credentials(config: &Config) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(error) => {
-            eprintln!("{error}; `odoogate run` would stop at start");
+            eprintln!("odoogate: {error}; `odoogate run` would stop at start");
             ExitCode::FAILURE
         }
     }

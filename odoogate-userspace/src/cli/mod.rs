@@ -90,6 +90,31 @@ enum Command {
     },
 }
 
+impl Command {
+    /// Tells whether the command runs until it is stopped, serving client
+    /// connections (`run`, `odoo-like`) or driving the daemon and clients
+    /// (`demo`).
+    fn is_long_running(&self) -> bool {
+        matches!(self, Self::Run { .. } | Self::Demo(_) | Self::OdooLike { .. })
+    }
+}
+
+/// Restores SIGPIPE's default action, which Rust's runtime sets to ignore,
+/// so that a command whose stdout reader has gone (`odoogate check | head
+/// -1`) ends quietly as Unix tools do, where `println!` would panic. The
+/// long-running commands keep ignoring SIGPIPE, because to them a closed
+/// client connection is an error to handle. Sockets raise no SIGPIPE either
+/// way: std's UnixStream and TcpStream write with MSG_NOSIGNAL, so a daemon
+/// that closes the control socket early still gives an error message.
+fn restore_default_sigpipe() {
+    // SAFETY: SIG_DFL installs no handler, so no code runs in signal
+    // context, and the call happens before any thread is started.
+    let restored = unsafe { nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl) };
+    if let Err(error) = restored {
+        eprintln!("warning: failed to restore SIGPIPE's default action ({error}); a closed stdout may end the command with a panic");
+    }
+}
+
 /// Returns the command-line definition, for the man pages and the shell
 /// completions.
 pub fn command() -> clap::Command {
@@ -98,6 +123,9 @@ pub fn command() -> clap::Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !cli.command.is_long_running() {
+        restore_default_sigpipe();
+    }
     let log_target = logging::init(cli.log_format);
     let result = match cli.command {
         Command::Run { config } => run::run(&config),
@@ -121,6 +149,25 @@ pub fn main() -> ExitCode {
         Err(error) => {
             logging::report_fatal(log_target, &error);
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(args: &[&str]) -> Command {
+        Cli::try_parse_from(std::iter::once("odoogate").chain(args.iter().copied())).unwrap().command
+    }
+
+    #[test]
+    fn daemons_keep_sigpipe_ignored() {
+        for args in [&["run"][..], &["demo"], &["odoo-like", "--port", "1"]] {
+            assert!(parsed(args).is_long_running(), "{args:?}");
+        }
+        for args in [&["check"][..], &["audit"], &["status"], &["reload"], &["token", "list"], &["grant", "--list"], &["uninstall"]] {
+            assert!(!parsed(args).is_long_running(), "{args:?}");
         }
     }
 }

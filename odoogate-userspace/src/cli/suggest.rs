@@ -55,8 +55,11 @@ pub fn suggest(args: &SuggestArgs) -> anyhow::Result<ExitCode> {
         file: args.file.clone(),
         journal_directory: args.directory.clone(),
     };
-    let entries = reader::read(&query)?;
-    print!("{}", suggest_rules(&entries));
+    let read = reader::read(&query)?;
+    if let Some(note) = super::audit::skipped_lines_note(&query, read.skipped_lines) {
+        eprintln!("{note}");
+    }
+    print!("{}", suggest_rules(&read.entries));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -196,6 +196,9 @@ pub fn send(path: &Path, request: ControlRequest) -> Result<Value, ControlError>
 
     let mut line = serde_json::to_string(&request).expect("a unit enum serializes");
     line.push('\n');
+    // std's UnixStream writes with MSG_NOSIGNAL, so a daemon that closed
+    // the connection gives EPIPE here, not a SIGPIPE that would end the
+    // command without a message (commands restore SIGPIPE's default).
     (&stream).write_all(line.as_bytes()).map_err(io_error)?;
 
     let mut response = String::new();

@@ -247,3 +247,52 @@ fn reload_keeps_start_time_settings() {
     assert_eq!(current.tokens.store, before.tokens.store);
     assert_eq!(current.policy.session_lifetime, std::time::Duration::from_secs(3600), "applies without a restart");
 }
+
+/// Returns whether SIGPIPE is pending for this thread (or the process).
+fn sigpipe_pending() -> bool {
+    let mut pending = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigpending fills the set it is given, which is then read.
+    let pending = unsafe {
+        assert_eq!(libc::sigpending(pending.as_mut_ptr()), 0);
+        pending.assume_init()
+    };
+    // SAFETY: `pending` is an initialized set.
+    unsafe { libc::sigismember(&pending, libc::SIGPIPE) == 1 }
+}
+
+/// `send` writes with std's `UnixStream::write_all`, which std documents as
+/// using MSG_NOSIGNAL. A command that restored SIGPIPE's default action
+/// would otherwise end, without a message, on a SIGPIPE from a daemon that
+/// closed the connection. With SIGPIPE blocked in this thread the signal
+/// stays pending instead of being ignored, so the test can check whether a
+/// write raised it.
+#[test]
+fn write_to_closed_peer_raises_no_sigpipe() {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+
+    let mut sigpipe = SigSet::empty();
+    sigpipe.add(Signal::SIGPIPE);
+    let old_mask = sigpipe.thread_swap_mask(SigmaskHow::SIG_BLOCK).unwrap();
+    assert!(!sigpipe_pending(), "SIGPIPE was pending before the test");
+
+    let (client, daemon) = UnixStream::pair().unwrap();
+    drop(daemon);
+    let error = (&client).write_all(b"{\"command\":\"status\"}\n").unwrap_err();
+    let raised_by_write_all = sigpipe_pending();
+
+    // A plain write(2) does raise it, which shows that the check can fail.
+    // SAFETY: the buffer is valid for its length.
+    let written = unsafe { libc::write(client.as_raw_fd(), b"{}\n".as_ptr().cast(), 3) };
+    let plain = io::Error::last_os_error();
+    assert_eq!(written, -1);
+    let raised_by_write = sigpipe_pending();
+    if raised_by_write || raised_by_write_all {
+        sigpipe.wait().unwrap();
+    }
+    old_mask.thread_set_mask().unwrap();
+
+    assert_eq!(error.kind(), io::ErrorKind::BrokenPipe, "{error}");
+    assert!(!raised_by_write_all, "UnixStream::write_all raised SIGPIPE");
+    assert_eq!(plain.kind(), io::ErrorKind::BrokenPipe, "{plain}");
+    assert!(raised_by_write, "a plain write raised no SIGPIPE, so the test cannot see one");
+}

@@ -307,7 +307,7 @@ fn print_attribution(audit_file: &Path, denied: &str) -> anyhow::Result<()> {
         file: Some(audit_file.to_path_buf()),
         journal_directory: None,
     };
-    let entries = reader::read(&query)?;
+    let entries = reader::read(&query)?.entries;
     println!(
         "\nThe audit records odoogate wrote to its JSON lines file, which the demo removes at the end \
          (`odoogate audit --file FILE` prints such a file, and `odoogate audit` the journal):\n"

@@ -10,7 +10,7 @@ use jiff::{Timestamp, ToSpan as _};
 const DENY_LINE: &str = r#"{"__CURSOR":"s=1;i=2","__REALTIME_TIMESTAMP":"1780000000123456","__MONOTONIC_TIMESTAMP":"42","_PID":"812","_EXE":"/usr/bin/odoogate","PRIORITY":"4","SYSLOG_IDENTIFIER":"odoogate","MESSAGE":"deny website-form crm.lead.unlink via xmlrpc: no rule allows unlink","ODOOGATE_EVENT":"call","ODOOGATE_DECISION":"deny","ODOOGATE_INTEGRATION":"website-form","ODOOGATE_IDENTITY":"api_key","ODOOGATE_PROTOCOL":"xmlrpc","ODOOGATE_MODEL":"crm.lead","ODOOGATE_METHOD":"unlink","ODOOGATE_OUTCOME":"fault:3","ODOOGATE_LATENCY_US":"1840","ODOOGATE_SRC_IP":"10.0.0.7","ODOOGATE_SRC_PORT":"53412"}"#;
 
 fn parse_all(text: &str, filter: &EntryFilter) -> Result<Vec<AuditEntry>, ReaderError> {
-    parse_lines(text.as_bytes(), "test input", filter, MAX_LINE_BYTES)
+    parse_lines(text.as_bytes(), "test input", filter, MAX_LINE_BYTES, LineKinds::JournalEntries).map(|parsed| parsed.entries)
 }
 
 fn no_filter() -> EntryFilter {
@@ -133,6 +133,7 @@ fn overlong_line_is_rejected() {
         "test input",
         &no_filter(),
         DENY_LINE.len() - 1,
+        LineKinds::JournalEntries,
     )
     .unwrap_err();
     assert!(
@@ -140,9 +141,8 @@ fn overlong_line_is_rejected() {
         "{error}"
     );
 
-    let entries =
-        parse_lines(text.as_bytes(), "test input", &no_filter(), DENY_LINE.len()).unwrap();
-    assert_eq!(entries.len(), 2, "a line of exactly the limit is read");
+    let parsed = parse_lines(text.as_bytes(), "test input", &no_filter(), DENY_LINE.len(), LineKinds::JournalEntries).unwrap();
+    assert_eq!(parsed.entries.len(), 2, "a line of exactly the limit is read");
 }
 
 #[test]
@@ -412,7 +412,7 @@ fn empty_journal_directory_reads_nothing() {
         ..Default::default()
     });
     std::fs::remove_dir_all(&directory).unwrap();
-    assert_eq!(result.unwrap(), Vec::new());
+    assert_eq!(result.unwrap(), AuditRead::default());
 }
 
 // === files ===
@@ -448,7 +448,7 @@ fn reads_back_json_lines_file() {
     };
     let entries = read(&query);
     std::fs::remove_file(&path).unwrap();
-    let entries = entries.unwrap();
+    let entries = entries.unwrap().entries;
 
     assert_eq!(entries.len(), 1);
     for (name, value) in record.fields() {
@@ -472,9 +472,180 @@ fn file_entries_oldest_first() {
 
     let entries = read(&AuditQuery { file: Some(path.clone()), ..Default::default() });
     std::fs::remove_file(&path).unwrap();
-    let messages: Vec<_> = entries.unwrap().iter().map(|entry| entry.field("MESSAGE").unwrap().to_owned()).collect();
+    let messages: Vec<_> = entries.unwrap().entries.iter().map(|entry| entry.field("MESSAGE").unwrap().to_owned()).collect();
 
     assert_eq!(messages, ["first", "second", "third"]);
+}
+
+fn parse_file_text(text: &str) -> Result<ParsedLines, ReaderError> {
+    parse_lines(text.as_bytes(), "daemon.err", &no_filter(), MAX_LINE_BYTES, LineKinds::MixedWithLogLines)
+}
+
+/// A writer that the test reads back after tracing wrote to it.
+#[derive(Clone, Default)]
+struct SharedBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for SharedBuffer {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Returns the daemon's log lines for two events, formatted by
+/// tracing-subscriber as `--log-format json` (or `text`) formats them.
+fn daemon_log_lines(json: bool) -> String {
+    let buffer = SharedBuffer::default();
+    let writer = buffer.clone();
+    let builder = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false);
+    let log = || {
+        tracing::info!("No journald found: writing audit records to stderr as JSON lines");
+        tracing::info!(signal = "SIGTERM", config = "/etc/odoogate/odoogate.toml", "Stopping");
+    };
+    if json {
+        tracing::subscriber::with_default(builder.json().finish(), log);
+    } else {
+        tracing::subscriber::with_default(builder.finish(), log);
+    }
+    let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(text.lines().count(), 2, "{text}");
+    text
+}
+
+#[test]
+fn log_lines_between_records_are_skipped() {
+    for json in [false, true] {
+        let log = daemon_log_lines(json);
+        let text = format!("{log}{DENY_LINE}\nthread 'main' panicked at src/main.rs:1:1:\n42\n\n{DENY_LINE}\n{log}");
+        let parsed = parse_file_text(&text).unwrap();
+        assert_eq!(parsed.entries.len(), 2, "json log lines: {json}");
+        assert_eq!(parsed.entry_lines, 2, "json log lines: {json}");
+        assert_eq!(parsed.skipped_lines, 6, "json log lines: {json}");
+    }
+}
+
+#[test]
+fn journal_entries_reject_log_lines() {
+    let log = daemon_log_lines(true);
+    let error = parse_all(&format!("{DENY_LINE}\n{log}"), &no_filter()).unwrap_err();
+    assert!(matches!(error, ReaderError::InvalidEntry { line: 2, .. }), "journalctl output holds entries only: {error}");
+}
+
+/// A line that is meant as an audit record (a journal field name among its
+/// keys, or first in a line that is not JSON) must be valid, even among log
+/// lines.
+#[test]
+fn invalid_record_among_log_lines_fails() {
+    let log = daemon_log_lines(false);
+    let cases = [
+        (r#"{"__REALTIME_TIMESTAMP":"yesterday","SYSLOG_IDENTIFIER":"odoogate"}"#, "__REALTIME_TIMESTAMP is not a count"),
+        (r#"{"SYSLOG_IDENTIFIER":"odoogate","ODOOGATE_EVENT":"call"}"#, "missing __REALTIME_TIMESTAMP"),
+        (r#"{"__REALTIME_TIMESTAMP":"1","ODOOGATE_UID":7}"#, "field ODOOGATE_UID is neither"),
+        (r#"{"__REALTIME_TIMESTAMP":"1","MESSAGE":"cut"#, "not JSON"),
+        (r#" { "ODOOGATE_EVENT": "call", }"#, "not JSON"),
+    ];
+    for (line, reason) in cases {
+        let error = parse_file_text(&format!("{log}{line}\n{DENY_LINE}\n")).unwrap_err();
+        assert!(matches!(error, ReaderError::InvalidEntry { line: 3, .. }), "{line}: {error}");
+        assert!(error.to_string().contains(reason), "{line}: {error}");
+    }
+}
+
+#[test]
+fn unfinished_last_record_after_log_lines() {
+    let log = daemon_log_lines(true);
+    let partial = &DENY_LINE[..DENY_LINE.len() / 2];
+    let parsed = parse_file_text(&format!("{DENY_LINE}\n{log}{partial}")).unwrap();
+    assert_eq!(parsed.entries.len(), 1);
+    assert_eq!(parsed.skipped_lines, 2);
+}
+
+#[test]
+fn journal_field_names() {
+    for name in ["__REALTIME_TIMESTAMP", "MESSAGE", "ODOOGATE_EVENT", "_PID", "X2"] {
+        assert!(is_journal_field_name(name), "{name}");
+    }
+    for name in ["", "_", "__", "42", "timestamp", "fields", "threadName", "Message", "ODOOGATE-EVENT"] {
+        assert!(!is_journal_field_name(name), "{name}");
+    }
+    assert!(first_key_is_journal_field(br#"  {  "__CURSOR":"s=1"#));
+    assert!(!first_key_is_journal_field(br#"{"timestamp":"2026-05-01T10:00:00Z","level":"INFO""#));
+    assert!(!first_key_is_journal_field(br#"{"MESSAGE"#), "an unterminated key");
+    assert!(!first_key_is_journal_field(b"MESSAGE"));
+}
+
+/// Writes `text` to a new file and reads it as `odoogate audit --file` does.
+fn read_file_text(name: &str, text: &str) -> Result<AuditRead, ReaderError> {
+    let path = std::env::temp_dir().join(format!("odoogate-reader-{name}-{}.log", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    let read = read(&AuditQuery { file: Some(path.clone()), ..Default::default() });
+    std::fs::remove_file(&path).unwrap();
+    read
+}
+
+#[test]
+fn read_counts_skipped_lines() {
+    let log = daemon_log_lines(true);
+    let read = read_file_text("mixed", &format!("{log}{DENY_LINE}\n")).unwrap();
+    assert_eq!(read.entries.len(), 1);
+    assert_eq!(read.skipped_lines, 2);
+}
+
+#[test]
+fn file_of_log_lines_only_is_rejected() {
+    let log = daemon_log_lines(false);
+    let error = read_file_text("log-only", &format!("{log}\n{log}")).unwrap_err();
+    assert!(matches!(error, ReaderError::NoAuditRecord { skipped_lines: 4, .. }), "{error}");
+    assert!(error.to_string().contains("contains no audit record: none of its 4 non-empty lines is a JSON object"), "{error}");
+
+    let error = read_file_text("one-log-line", "plain text\n\n").unwrap_err();
+    assert!(error.to_string().contains("contains no audit record: its only non-empty line is not a JSON object"), "{error}");
+}
+
+#[test]
+fn empty_file_reads_nothing() {
+    assert_eq!(read_file_text("empty", "").unwrap(), AuditRead::default());
+    assert_eq!(read_file_text("blank", "\n \n").unwrap(), AuditRead::default());
+}
+
+/// A file with records that the filters all leave out still has records,
+/// so it is no error.
+#[test]
+fn filtered_out_records_are_no_error() {
+    let query_file = |name: &str| {
+        let path = std::env::temp_dir().join(format!("odoogate-reader-{name}-{}.log", std::process::id()));
+        std::fs::write(&path, format!("{}{DENY_LINE}\n", daemon_log_lines(false))).unwrap();
+        let read = read(&AuditQuery { file: Some(path.clone()), integration: Some("nobody".into()), ..Default::default() });
+        std::fs::remove_file(&path).unwrap();
+        read
+    };
+    let read = query_file("filtered").unwrap();
+    assert_eq!(read.entries, Vec::new());
+    assert_eq!(read.skipped_lines, 2);
+}
+
+#[test]
+fn journal_files_are_found() {
+    let directory = std::env::temp_dir().join(format!("odoogate-journal-files-{}", std::process::id()));
+    let machine = directory.join("0123456789abcdef0123456789abcdef");
+    std::fs::create_dir_all(&machine).unwrap();
+    std::fs::write(directory.join("notes.txt"), "").unwrap();
+    let empty = has_journal_files(&directory);
+    std::fs::write(machine.join("system.journal"), "").unwrap();
+    let in_machine_directory = has_journal_files(&directory);
+    std::fs::remove_file(machine.join("system.journal")).unwrap();
+    std::fs::write(directory.join("user-1000@0005f-0001.journal~"), "").unwrap();
+    let unclean_at_top = has_journal_files(&directory);
+    std::fs::remove_dir_all(&directory).unwrap();
+
+    assert!(!empty, "a directory without *.journal files");
+    assert!(in_machine_directory, "a file in a machine id directory");
+    assert!(unclean_at_top, "a *.journal~ file in the directory itself");
+    assert!(!has_journal_files(&directory), "a missing directory");
 }
 
 #[test]

@@ -192,8 +192,8 @@ async fn serve_with<C: UpstreamConnector>(
     let shutdown = async {
         loop {
             tokio::select! {
-                _ = interrupt.recv() => break tracing::info!(signal = "SIGINT", "Stopping"),
-                _ = terminate.recv() => break tracing::info!(signal = "SIGTERM", "Stopping"),
+                _ = interrupt.recv() => break tracing::info!(signal = %nix::sys::signal::Signal::SIGINT, "Stopping"),
+                _ = terminate.recv() => break tracing::info!(signal = %nix::sys::signal::Signal::SIGTERM, "Stopping"),
                 _ = hangup.recv() => {
                     tracing::info!(config = %daemon.handle.path().display(), "Reloading the configuration on SIGHUP");
                     // Reading and checking the file takes well under a

@@ -32,7 +32,7 @@ fn round_trip(name: &str, records: &[AuditRecord]) -> Vec<reader::AuditEntry> {
         file.write_all(encode_line(record, SystemTime::now()).as_bytes()).unwrap();
     }
     drop(file);
-    let entries = reader::read(&AuditQuery { file: Some(path.clone()), ..AuditQuery::default() }).unwrap();
+    let entries = reader::read(&AuditQuery { file: Some(path.clone()), ..AuditQuery::default() }).unwrap().entries;
     std::fs::remove_file(&path).unwrap();
     entries
 }
