@@ -130,6 +130,14 @@ fn status_shows_absolute_config_path() {
     assert!(output.status.success(), "{}", stderr(&output));
     let printed = String::from_utf8_lossy(&output.stdout);
     assert!(printed.contains(&format!("config: {}\n", dir.join("odoogate.toml").display())), "{printed}");
+    // A listen-mode daemon without [guard]: the guard is off and nothing
+    // is steered.
+    assert!(printed.contains("guard:\n  on: false\n"), "{printed}");
+    assert!(!printed.contains("steering:"), "{printed}");
+
+    let output = odoogate(&["status", "--json", "--socket", socket.to_str().unwrap()], &dir);
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("status --json prints JSON");
+    assert_eq!(status["guard"], serde_json::json!({ "on": false }));
 }
 
 /// `check` prints where an enforce-mode daemon would listen, forward and
@@ -146,6 +154,7 @@ fn check_shows_proxy_and_checks_credentials() {
     assert!(printed.contains(&format!("proxy: listen 127.0.0.1:{listen_port}, upstream 127.0.0.1:")), "{printed}");
     assert!(printed.contains(&format!("audit: file {}\n", dir.join("audit.jsonl").display())), "{printed}");
     assert!(printed.contains("scoped tokens: off"), "{printed}");
+    assert!(printed.contains("guard: off (no [guard] section)\n"), "{printed}");
 
     let credentials = dir.join("credentials.toml");
     std::fs::write(&credentials, "default = \"0123456789abcdef\"\n").unwrap();

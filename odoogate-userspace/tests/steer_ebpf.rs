@@ -381,7 +381,10 @@ fn guard_refuses_disallowed_cgroups_and_reports_them() {
     let root = cgroup::find_cgroup2_mount().unwrap();
     let globs = vec![Glob::path(&format!("{base}/allowed-*")).unwrap()];
     let resolver = AllowedCgroups::new(root, globs, vec![PORT]);
-    let guard = resolver.connect_guard().expect("the guard's starting state");
+    let resolution = resolver.resolve();
+    assert_eq!(resolution.cgroups.get(&allowed.id()).map(String::as_str), Some(format!("{base}/allowed-a").as_str()));
+    assert!(resolution.own_cgroup.is_some(), "odoogate's own cgroup is not named");
+    let guard = AllowedCgroups::connect_guard(&resolution).expect("the guard's starting state");
     assert!(guard.allowed_cgroups.contains(&allowed.id()));
     assert!(!guard.allowed_cgroups.contains(&denied.id()));
     let seeded: BTreeSet<u64> = guard.allowed_cgroups.clone();
@@ -424,7 +427,7 @@ fn guard_refuses_disallowed_cgroups_and_reports_them() {
     let (connected, _) = connect_from(&late, PORT);
     assert!(!connected, "a cgroup not resolved yet connected");
     assert_eq!(next_refusal(&events).cgroup_id, late.id());
-    let change = list.sync(&resolver.resolve()).expect("sync the allow map");
+    let change = list.sync(&resolver.resolve().ids()).expect("sync the allow map");
     assert_eq!(change.added, 1);
     let (connected, _) = connect_from(&late, PORT);
     assert!(connected, "the newly allowed cgroup could not connect");

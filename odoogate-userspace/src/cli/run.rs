@@ -165,6 +165,9 @@ fn status_sources(handle: &Arc<ConfigHandle>, pipeline: &Pipeline, capture: &Arc
         started: SystemTime::now(),
         capture: capture.attachments(),
         proxy: None,
+        steering_pin_dir: None,
+        // Observe mode ignores `[guard]`.
+        guard: None,
         counts: pipeline.counts(),
         policy: pipeline.policy(),
         capture_stats: Some(stats),

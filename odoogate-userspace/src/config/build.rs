@@ -320,14 +320,50 @@ fn match_config(raw: Spanned<RawMatch>) -> Checked<Match> {
 fn cgroup_globs(raw: Spanned<OneOrMany>) -> Checked<Vec<Glob>> {
     let span = raw.span();
     match raw.into_inner() {
-        OneOrMany::One(pattern) => Ok(vec![path_glob(&Spanned::new(span, pattern))?]),
-        OneOrMany::Many(list) => non_empty_list(Spanned::new(span, list), "cgroup glob", |item| path_glob(&item)),
+        OneOrMany::One(pattern) => Ok(vec![cgroup_glob(&Spanned::new(span, pattern))?]),
+        OneOrMany::Many(list) => non_empty_list(Spanned::new(span, list), "cgroup glob", |item| cgroup_glob(&item)),
     }
 }
 
-fn path_glob(pattern: &Spanned<String>) -> Checked<Glob> {
-    Glob::path(pattern.get_ref())
-        .map_err(|error| Problem::new(pattern.span(), format!("invalid cgroup glob {:?}: {error}", pattern.get_ref())))
+/// Mount points of the cgroup v2 file system, longest first:
+/// `/sys/fs/cgroup` on current distributions, `/sys/fs/cgroup/unified` on
+/// hybrid hosts. Listed without the leading `/`, which a cgroup glob may
+/// leave out.
+const CGROUP_MOUNT_POINTS: [&str; 2] = ["sys/fs/cgroup/unified", "sys/fs/cgroup"];
+
+/// Checks a cgroup glob of `match.cgroup` or `guard.allow_cgroups`. Globs
+/// match paths relative to the cgroup v2 mount, so one that starts with a
+/// mount point, as a path copied from the file system does, would never
+/// match and is rejected with the relative form to write instead.
+pub(super) fn cgroup_glob(pattern: &Spanned<String>) -> Checked<Glob> {
+    let text = pattern.get_ref();
+    if let Some((mount, relative)) = split_cgroup_mount(text) {
+        let fix = match relative {
+            "" => "write the path of a cgroup below it, such as \"system.slice/n8n.service\"".to_owned(),
+            relative => format!("write {relative:?}"),
+        };
+        let message = format!(
+            "invalid cgroup glob {text:?}: it starts with the cgroup mount point /{mount}, \
+             but cgroup globs are paths relative to the cgroup v2 mount; {fix}"
+        );
+        return Err(Problem::new(pattern.span(), message));
+    }
+    Glob::path(text).map_err(|error| Problem::new(pattern.span(), format!("invalid cgroup glob {text:?}: {error}")))
+}
+
+/// Splits a cgroup glob that starts with one of [`CGROUP_MOUNT_POINTS`]
+/// into that mount point and the rest, without its leading `/`. The rest is
+/// empty when the glob names the mount point itself.
+fn split_cgroup_mount(pattern: &str) -> Option<(&'static str, &str)> {
+    let path = pattern.strip_prefix('/').unwrap_or(pattern);
+    CGROUP_MOUNT_POINTS.into_iter().find_map(|mount| {
+        let rest = path.strip_prefix(mount)?;
+        if rest.is_empty() {
+            return Some((mount, rest));
+        }
+        let relative = rest.strip_prefix('/')?;
+        Some((mount, relative.trim_start_matches('/')))
+    })
 }
 
 fn name_glob(pattern: &Spanned<String>) -> Checked<Glob> {

@@ -469,6 +469,9 @@ pub struct CheckSummary {
     pub proxy: Option<String>,
     /// In enforce mode, the token store.
     pub token_store: Option<PathBuf>,
+    /// In enforce mode, a description of the cgroups the guard allows, or
+    /// `off` without `[guard]`.
+    pub guard: Option<String>,
     pub integrations: Vec<IntegrationSummary>,
 }
 
@@ -500,6 +503,7 @@ impl From<&Config> for CheckSummary {
                 }
             }),
             token_store: (config.policy.mode == Mode::Enforce).then(|| config.tokens.store.clone()),
+            guard: (config.policy.mode == Mode::Enforce).then(|| guard_summary(config.guard.as_ref())),
             integrations: config
                 .integrations
                 .iter()
@@ -511,6 +515,19 @@ impl From<&Config> for CheckSummary {
                 .collect(),
         }
     }
+}
+
+/// Describes what the cgroup guard allows, for `odoogate check`.
+fn guard_summary(guard: Option<&GuardConfig>) -> String {
+    const ALWAYS: &str = "odoogate's own cgroup and the cgroups of the processes listening on Odoo's ports";
+    let Some(guard) = guard else {
+        return "off (no [guard] section)".to_owned();
+    };
+    if guard.allow_cgroups.is_empty() {
+        return format!("on, allows only {ALWAYS}");
+    }
+    let globs: Vec<String> = guard.allow_cgroups.iter().map(|glob| format!("{:?}", glob.as_str())).collect();
+    format!("on, allows {}, {ALWAYS}", globs.join(", "))
 }
 
 impl fmt::Display for CheckSummary {
@@ -526,6 +543,9 @@ impl fmt::Display for CheckSummary {
         }
         if let Some(store) = &self.token_store {
             writeln!(f, "token store: {}", store.display())?;
+        }
+        if let Some(guard) = &self.guard {
+            writeln!(f, "guard: {guard}")?;
         }
         writeln!(f, "integrations: {}", self.integrations.len())?;
         for integration in &self.integrations {

@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::build::cgroup_glob;
 use super::error::Problem;
 use crate::policy::glob::Glob;
 use crate::steer::DEFAULT_PIN_DIR;
@@ -85,15 +86,7 @@ pub(super) fn build_guard(raw: Option<RawGuard>) -> Result<Option<GuardConfig>, 
     let Some(RawGuard { allow_cgroups }) = raw else {
         return Ok(None);
     };
-    let allow_cgroups = allow_cgroups
-        .iter()
-        .map(|pattern| {
-            Glob::path(pattern.get_ref()).map_err(|error| {
-                let message = format!("invalid cgroup glob {:?}: {error}", pattern.get_ref());
-                Problem::new(pattern.span(), message)
-            })
-        })
-        .collect::<Result<_, _>>()?;
+    let allow_cgroups = allow_cgroups.iter().map(cgroup_glob).collect::<Result<_, _>>()?;
     Ok(Some(GuardConfig { allow_cgroups }))
 }
 

@@ -416,6 +416,46 @@ fn bad_cgroup_glob_is_rejected() {
 }
 
 #[test]
+fn cgroup_glob_with_mount_point_is_rejected() {
+    let cases = [
+        ("/sys/fs/cgroup/unified/ogtrial3/n8n", "/sys/fs/cgroup/unified", "write \"ogtrial3/n8n\""),
+        ("/sys/fs/cgroup/system.slice/n8n.service", "/sys/fs/cgroup,", "write \"system.slice/n8n.service\""),
+        ("sys/fs/cgroup/system.slice/*.service", "/sys/fs/cgroup,", "write \"system.slice/*.service\""),
+        ("/sys/fs/cgroup//user.slice/**", "/sys/fs/cgroup,", "write \"user.slice/**\""),
+        ("/sys/fs/cgroup/", "/sys/fs/cgroup,", "write the path of a cgroup below it"),
+        ("/sys/fs/cgroup/unified", "/sys/fs/cgroup/unified,", "write the path of a cgroup below it"),
+    ];
+    for (pattern, mount, fix) in cases {
+        let matcher = format!("{{ cgroup = {pattern:?} }}");
+        let error = invalid(&with_head(&integration("a", &matcher, ANY_RULE)));
+        assert_at(&error, HEAD_LINES + 4, "integration[0].match.cgroup", &format!("invalid cgroup glob {pattern:?}"));
+        assert!(error.message.contains(&format!("cgroup mount point {mount}")), "{pattern}: {error}");
+        assert!(error.message.contains(fix), "{pattern}: {error}");
+    }
+
+    let error = invalid(&with_head(&integration("a", "{ cgroup = [\"ok.slice\", \"/sys/fs/cgroup/a.slice\"] }", ANY_RULE)));
+    assert_at(&error, HEAD_LINES + 4, "integration[0].match.cgroup[1]", "write \"a.slice\"");
+}
+
+#[test]
+fn cgroup_glob_like_mount_point_is_valid() {
+    // Only a whole `sys/fs/cgroup` prefix names the mount point.
+    let text = with_head(&integration("a", "{ cgroup = [\"/sys/fs/cgroups/a\", \"/sys/fs/cgroupx\", \"/ogtrial3/n8n\"] }", ANY_RULE));
+    let config = parse(&text, "gate.toml").expect("valid config");
+    let globs = &config.integrations[0].matcher.cgroup;
+    assert_eq!(globs.len(), 3);
+    assert!(globs[2].matches("ogtrial3/n8n"));
+}
+
+#[test]
+fn guard_cgroup_with_mount_point_is_rejected() {
+    let text = with_head("\n[guard]\nallow_cgroups = [\"system.slice/n8n.service\", \"/sys/fs/cgroup/unified/ogtrial3/n8n\"]\n");
+    let error = invalid(&text);
+    assert_at(&error, HEAD_LINES + 3, "guard.allow_cgroups[1]", "invalid cgroup glob \"/sys/fs/cgroup/unified/ogtrial3/n8n\"");
+    assert!(error.message.contains("write \"ogtrial3/n8n\""), "{error}");
+}
+
+#[test]
 fn cgroup_of_wrong_type_is_explained() {
     let error = invalid(&with_head(&integration("a", "{ cgroup = 5 }", ANY_RULE)));
     assert_at(&error, HEAD_LINES + 4, "integration[0].match.cgroup", "a string or a list of strings");
@@ -575,4 +615,32 @@ fn grants_file_must_be_absolute() {
 fn control_socket_must_be_absolute() {
     let error = invalid(&with_head("\n[control]\nsocket = \"control.sock\"\n"));
     assert_at(&error, HEAD_LINES + 3, "control.socket", "expected an absolute path");
+}
+
+// === odoogate check: the guard ===
+
+#[test]
+fn check_summary_lists_guard_globs() {
+    let enforce = HEAD.replace("mode = \"observe\"", "mode = \"enforce\"");
+    let always = "odoogate's own cgroup and the cgroups of the processes listening on Odoo's ports";
+
+    let with_guard = format!("{enforce}\n[guard]\nallow_cgroups = [\"system.slice/n8n.service\", \"system.slice/cron-*.service\"]\n");
+    let printed = CheckSummary::from(&parse(&with_guard, "gate.toml").unwrap()).to_string();
+    let expected = format!("guard: on, allows \"system.slice/n8n.service\", \"system.slice/cron-*.service\", {always}\n");
+    assert!(printed.contains(&expected), "{printed}");
+
+    let empty = format!("{enforce}\n[guard]\nallow_cgroups = []\n");
+    let printed = CheckSummary::from(&parse(&empty, "gate.toml").unwrap()).to_string();
+    assert!(printed.contains(&format!("guard: on, allows only {always}\n")), "{printed}");
+
+    let printed = CheckSummary::from(&parse(&enforce, "gate.toml").unwrap()).to_string();
+    assert!(printed.contains("guard: off (no [guard] section)\n"), "{printed}");
+}
+
+#[test]
+fn check_summary_omits_guard_in_observe_mode() {
+    let text = with_head("\n[guard]\nallow_cgroups = [\"system.slice/n8n.service\"]\n");
+    let summary = CheckSummary::from(&parse(&text, "gate.toml").unwrap());
+    assert_eq!(summary.guard, None);
+    assert!(!summary.to_string().contains("guard:"), "{summary}");
 }

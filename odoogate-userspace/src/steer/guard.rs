@@ -23,14 +23,19 @@
 //! syncs the map, so cgroups created later (a restarted service, a timer's
 //! run) are allowed without a restart. A new cgroup is refused until the
 //! next refresh.
+//!
+//! Because odoogate's own cgroup is always allowed, every other process in
+//! it may connect to Odoo directly. [`own_cgroup_is_shared`] checks whether
+//! that cgroup is one that other processes commonly share.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io;
 use std::os::fd::AsRawFd as _;
 use std::os::unix::fs::{DirEntryExt as _, MetadataExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -70,6 +75,50 @@ pub struct AllowedCgroups {
     ports: Vec<u16>,
 }
 
+/// The cgroups the guard allows at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Resolution {
+    /// Allowed cgroup ids, each with its path relative to the cgroup v2
+    /// mount (`/` for the root cgroup).
+    pub cgroups: BTreeMap<u64, String>,
+    /// odoogate's own cgroup path, or `None` when it could not be read.
+    pub own_cgroup: Option<String>,
+}
+
+/// The state of a running guard, as `odoogate status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuardStatus {
+    /// The globs of `guard.allow_cgroups` that the guard started with. A
+    /// reload does not change them.
+    pub allow_cgroups: Vec<String>,
+    /// The paths of the cgroups allowed at the last refresh, odoogate's
+    /// own and those of the processes listening on Odoo's ports included.
+    pub allowed: Vec<String>,
+    /// odoogate's own cgroup path, when it could be read.
+    pub own_cgroup: Option<String>,
+    /// Number of connects that the guard refused since odoogate started.
+    pub refusals: u64,
+}
+
+/// The latest [`Resolution`] that the allow map holds, shared between the
+/// refresh thread and `odoogate status`.
+pub type SharedResolution = Arc<Mutex<Resolution>>;
+
+// === impl Resolution ===
+
+impl Resolution {
+    /// Returns the allowed cgroup ids.
+    pub fn ids(&self) -> BTreeSet<u64> {
+        self.cgroups.keys().copied().collect()
+    }
+
+    /// Returns the allowed cgroup paths, sorted and without repeats.
+    pub fn paths(&self) -> Vec<String> {
+        let paths: BTreeSet<&String> = self.cgroups.values().collect();
+        paths.into_iter().cloned().collect()
+    }
+}
+
 // === impl AllowedCgroups ===
 
 impl AllowedCgroups {
@@ -79,27 +128,36 @@ impl AllowedCgroups {
         Self { root, globs, ports }
     }
 
-    /// Returns the ids of the allowed cgroups as the tree is now. A cgroup
-    /// that cannot be read is left out (and so refused), never an error.
-    pub fn resolve(&self) -> BTreeSet<u64> {
-        let mut ids = self.matching_cgroups();
-        ids.extend(own_cgroup(&self.root));
-        ids.extend(listener_cgroups(&self.root, &self.ports));
-        ids
+    /// Returns the globs of `guard.allow_cgroups` as written.
+    pub fn globs(&self) -> Vec<String> {
+        self.globs.iter().map(|glob| glob.as_str().to_owned()).collect()
+    }
+
+    /// Returns the allowed cgroups as the tree is now. A cgroup that cannot
+    /// be read is left out (and so refused), never an error.
+    pub fn resolve(&self) -> Resolution {
+        let mut cgroups = self.matching_cgroups();
+        let own = process_cgroup(&self.root, "self");
+        if let Some((id, path)) = &own {
+            cgroups.insert(*id, path.clone());
+        }
+        cgroups.extend(listener_cgroups(&self.root, &self.ports));
+        Resolution { cgroups, own_cgroup: own.map(|(_, path)| path) }
     }
 
     /// The guard's starting state for [`crate::capture::ebpf::CaptureOptions`]:
-    /// the calling thread's network namespace and the cgroups allowed now.
-    pub fn connect_guard(&self) -> Result<ConnectGuard, GuardError> {
+    /// the calling thread's network namespace and the cgroups of `resolution`.
+    pub fn connect_guard(resolution: &Resolution) -> Result<ConnectGuard, GuardError> {
         Ok(ConnectGuard {
             netns_cookie: netns_cookie().map_err(GuardError::NetnsCookie)?,
-            allowed_cgroups: self.resolve(),
+            allowed_cgroups: resolution.ids(),
         })
     }
 
-    /// Walks the tree and keeps the cgroups whose relative path matches.
-    fn matching_cgroups(&self) -> BTreeSet<u64> {
-        let mut ids = BTreeSet::new();
+    /// Walks the tree and keeps the cgroups whose relative path matches,
+    /// by id.
+    fn matching_cgroups(&self) -> BTreeMap<u64, String> {
+        let mut ids = BTreeMap::new();
         let mut seen = 0usize;
         let mut pending = vec![(self.root.clone(), String::new(), 0usize)];
         while let Some((directory, relative, depth)) = pending.pop() {
@@ -121,7 +179,7 @@ impl AllowedCgroups {
                     false => format!("{relative}/{name}"),
                 };
                 if self.globs.iter().any(|glob| glob.matches(&path)) {
-                    ids.insert(entry.ino());
+                    ids.insert(entry.ino(), path.clone());
                 }
                 if depth + 1 < MAX_DEPTH {
                     pending.push((entry.path(), path, depth + 1));
@@ -156,23 +214,33 @@ pub fn netns_cookie() -> io::Result<u64> {
     Ok(cookie)
 }
 
-/// Returns the cgroup id of the calling process.
-fn own_cgroup(root: &Path) -> Option<u64> {
-    process_cgroup(root, "self")
+/// Checks whether odoogate's own cgroup, `path` relative to the cgroup v2
+/// mount, is one that other processes commonly share: the root cgroup, or
+/// a cgroup under `user.slice`, where systemd puts login sessions and user
+/// services. An `odoogate run` started by hand from an SSH session runs in
+/// the session's scope, such as `user.slice/user-0.slice/session-3.scope`.
+pub fn own_cgroup_is_shared(path: &str) -> bool {
+    let path = path.trim_start_matches('/');
+    path.is_empty() || path == "user.slice" || path.starts_with("user.slice/")
 }
 
-/// Returns the cgroup v2 id of process `pid` (a number or `self`), from the
-/// `0::/path` line of `/proc/PID/cgroup`.
-fn process_cgroup(root: &Path, pid: &str) -> Option<u64> {
+/// Returns the cgroup v2 id and path (relative to the mount, `/` for the
+/// root cgroup) of process `pid` (a number or `self`), from the `0::/path`
+/// line of `/proc/PID/cgroup`.
+fn process_cgroup(root: &Path, pid: &str) -> Option<(u64, String)> {
     let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    let relative = text.lines().find_map(|line| line.strip_prefix("0::"))?;
-    let path = root.join(relative.trim_start_matches('/'));
-    fs::metadata(path).ok().map(|metadata| metadata.ino())
+    let relative = text.lines().find_map(|line| line.strip_prefix("0::"))?.trim_start_matches('/');
+    let id = fs::metadata(root.join(relative)).ok()?.ino();
+    let path = match relative {
+        "" => "/".to_owned(),
+        relative => relative.to_owned(),
+    };
+    Some((id, path))
 }
 
 /// Returns the cgroups of the processes holding a TCP socket that listens
-/// on one of `ports` in the calling thread's network namespace.
-fn listener_cgroups(root: &Path, ports: &[u16]) -> BTreeSet<u64> {
+/// on one of `ports` in the calling thread's network namespace, by id.
+fn listener_cgroups(root: &Path, ports: &[u16]) -> BTreeMap<u64, String> {
     let mut inodes = BTreeSet::new();
     for table in ["/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"] {
         if let Ok(text) = fs::read_to_string(table) {
@@ -180,10 +248,10 @@ fn listener_cgroups(root: &Path, ports: &[u16]) -> BTreeSet<u64> {
         }
     }
     if inodes.is_empty() {
-        return BTreeSet::new();
+        return BTreeMap::new();
     }
     let Ok(processes) = fs::read_dir("/proc") else {
-        return BTreeSet::new();
+        return BTreeMap::new();
     };
     processes
         .flatten()
@@ -277,8 +345,8 @@ impl GuardAllowList {
     }
 }
 
-/// A thread that re-resolves the allowed cgroups and syncs the map; dropping
-/// it stops the thread.
+/// A thread that re-resolves the allowed cgroups, syncs the map and
+/// publishes what the map holds; dropping it stops the thread.
 #[derive(Debug)]
 pub struct GuardRefresher {
     stop: Option<Sender<()>>,
@@ -287,18 +355,25 @@ pub struct GuardRefresher {
 
 impl GuardRefresher {
     /// Starts the thread `odoogate-guard`, which syncs `list` to
-    /// `allowed.resolve()` every `interval`.
+    /// `allowed.resolve()` every `interval` and stores each resolution it
+    /// synced in `published`.
     pub fn spawn(
         mut list: GuardAllowList,
         allowed: AllowedCgroups,
         interval: Duration,
+        published: SharedResolution,
     ) -> Result<Self, GuardError> {
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = thread::Builder::new()
             .name("odoogate-guard".to_owned())
             .spawn(move || {
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
-                    match list.sync(&allowed.resolve()) {
+                    let resolution = allowed.resolve();
+                    let synced = list.sync(&resolution.ids());
+                    if synced.is_ok() {
+                        *published.lock().unwrap_or_else(PoisonError::into_inner) = resolution;
+                    }
+                    match synced {
                         Ok(SyncChange { added: 0, removed: 0 }) => {}
                         Ok(change) => tracing::info!(
                             added = change.added,
@@ -382,15 +457,62 @@ mod tests {
         }
         let ino = |dir: &str| fs::metadata(root.join(dir)).unwrap().ino();
         // `**` matches zero segments too, so user.slice itself is allowed.
+        let expected_user_slice = ino("user.slice");
         let expected = BTreeSet::from([
             ino("system.slice/odoo.service"),
-            ino("user.slice"),
+            expected_user_slice,
             ino("user.slice/user-1000.slice"),
         ]);
         let globs = vec![Glob::path("system.slice/odoo.service").unwrap(), Glob::path("user.slice/**").unwrap()];
-        let ids = AllowedCgroups::new(root.clone(), globs, vec![]).matching_cgroups();
+        let allowed = AllowedCgroups::new(root.clone(), globs, vec![]);
+        let cgroups = allowed.matching_cgroups();
         fs::remove_dir_all(&root).unwrap();
-        assert_eq!(ids, expected);
+        assert_eq!(cgroups.keys().copied().collect::<BTreeSet<_>>(), expected);
+        assert_eq!(cgroups.get(&expected_user_slice), Some(&"user.slice".to_owned()));
+        assert_eq!(cgroups.values().filter(|path| path.as_str() == "system.slice/odoo.service").count(), 1);
+        assert_eq!(allowed.globs(), ["system.slice/odoo.service", "user.slice/**"]);
+    }
+
+    #[test]
+    fn resolution_lists_paths_sorted() {
+        let resolution = Resolution {
+            cgroups: BTreeMap::from([
+                (30, "system.slice/odoo.service".to_owned()),
+                (10, "system.slice/n8n.service".to_owned()),
+                (20, "/".to_owned()),
+            ]),
+            own_cgroup: Some("/".to_owned()),
+        };
+        assert_eq!(resolution.ids(), BTreeSet::from([10, 20, 30]));
+        assert_eq!(resolution.paths(), ["/", "system.slice/n8n.service", "system.slice/odoo.service"]);
+    }
+
+    #[test]
+    fn own_cgroup_shared_for_root_and_sessions() {
+        for shared in ["/", "", "user.slice", "/user.slice/user-0.slice/session-3.scope", "user.slice/user-1000.slice/user@1000.service/app.slice"] {
+            assert!(own_cgroup_is_shared(shared), "{shared:?} should count as shared");
+        }
+        for own in ["system.slice/odoogate.service", "/system.slice/odoogate.service", "user.slices/x", "machine.slice/user.slice"] {
+            assert!(!own_cgroup_is_shared(own), "{own:?} should count as odoogate's own");
+        }
+    }
+
+    #[test]
+    fn own_cgroup_resolves_with_path() {
+        // The test process's own cgroup, read as the guard reads it, so the
+        // check needs a cgroup v2 mount and skips without one.
+        let Ok(root) = crate::capture::cgroup::find_cgroup2_mount() else {
+            eprintln!("skipped: no cgroup v2 mount");
+            return;
+        };
+        let Some((id, path)) = process_cgroup(&root, "self") else {
+            eprintln!("skipped: /proc/self/cgroup names no cgroup v2 path under {}", root.display());
+            return;
+        };
+        let relative = if path == "/" { root.clone() } else { root.join(&path) };
+        assert_eq!(fs::metadata(relative).unwrap().ino(), id);
+        assert!(!path.is_empty());
+        assert!(path == "/" || !path.starts_with('/'), "{path}");
     }
 
     #[test]

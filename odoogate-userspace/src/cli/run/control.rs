@@ -1,6 +1,7 @@
 //! The running daemon's side of the control socket: the `status` response
 //! and the `reload` that puts a new configuration in force.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Instant, SystemTime};
 
@@ -13,6 +14,7 @@ use crate::grant::Grant;
 use crate::policy::rate::BucketLevel;
 use crate::policy::runtime::{CallCounts, PolicyRuntime};
 use crate::proxy::LivePolicy;
+use crate::steer::guard::GuardStatus;
 
 /// The grants and rate-limit buckets of a daemon, as status shows them.
 pub trait PolicyView: Send + Sync {
@@ -57,6 +59,9 @@ pub type CaptureStatsSource = Box<dyn Fn() -> CaptureStats + Send + Sync>;
 /// object.
 pub type OverloadSource = Box<dyn Fn() -> Value + Send + Sync>;
 
+/// Returns the state of the running cgroup guard.
+pub type GuardSource = Arc<dyn Fn() -> GuardStatus + Send + Sync>;
+
 /// The sources of the `status` response.
 pub struct StatusSources {
     pub handle: Arc<ConfigHandle>,
@@ -66,6 +71,11 @@ pub struct StatusSources {
     /// How clients reach the enforce-mode proxy, as `sk_lookup on ports
     /// [8069]` or `listen 127.0.0.1:8070`. `None` in observe mode.
     pub proxy: Option<String>,
+    /// The bpffs directory of the steering pins (`steering.pin_dir`) when
+    /// the proxy is steered, or `None` in listen mode and observe mode.
+    pub steering_pin_dir: Option<PathBuf>,
+    /// The cgroup guard, or `None` when it is off.
+    pub guard: Option<GuardSource>,
     pub counts: Arc<CallCounts>,
     pub policy: Arc<dyn PolicyView>,
     pub capture_stats: Option<CaptureStatsSource>,
@@ -95,11 +105,15 @@ impl StatusSources {
             "started": timestamp(self.started),
             "capture": self.capture,
             "proxy": self.proxy.as_deref().unwrap_or("none"),
-            "calls": self.counts.snapshot(),
-            "grants": grants,
-            "rate_limits": buckets,
-            "overload": (self.overload)(),
         });
+        if let Some(pin_dir) = &self.steering_pin_dir {
+            status["steering"] = json!({ "pin_dir": pin_dir.display().to_string() });
+        }
+        status["guard"] = guard_json(self.guard.as_ref().map(|source| source()).as_ref());
+        status["calls"] = json!(self.counts.snapshot());
+        status["grants"] = Value::Array(grants);
+        status["rate_limits"] = Value::Array(buckets);
+        status["overload"] = (self.overload)();
         if let Some(stats) = &self.capture_stats {
             status["capture_stats"] = capture_stats_json(&stats());
         }
@@ -175,6 +189,23 @@ fn grant_json(grant: &Grant) -> Value {
     })
 }
 
+/// Describes the cgroup guard for `status`: `{"on": false}` when it is off.
+/// Otherwise `allow_cgroups` contains the configured globs, `allowed` the
+/// paths of the cgroups allowed at the last refresh, and `refusals` the
+/// connects refused since start.
+fn guard_json(guard: Option<&GuardStatus>) -> Value {
+    let Some(guard) = guard else {
+        return json!({ "on": false });
+    };
+    json!({
+        "on": true,
+        "allow_cgroups": guard.allow_cgroups,
+        "allowed": guard.allowed,
+        "own_cgroup": guard.own_cgroup,
+        "refusals": guard.refusals,
+    })
+}
+
 fn capture_stats_json(stats: &CaptureStats) -> Value {
     json!({
         "packets": stats.packets,
@@ -189,4 +220,45 @@ fn capture_stats_json(stats: &CaptureStats) -> Value {
 fn timestamp(time: SystemTime) -> Value {
     let rounded = jiff::Timestamp::try_from(time).ok().and_then(|time| time.round(jiff::Unit::Second).ok());
     rounded.map_or(Value::Null, |time| Value::String(time.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn running_guard() -> GuardStatus {
+        GuardStatus {
+            allow_cgroups: vec!["system.slice/n8n.service".to_owned(), "system.slice/cron-*.service".to_owned()],
+            allowed: vec!["system.slice/n8n.service".to_owned(), "system.slice/odoo.service".to_owned()],
+            own_cgroup: Some("system.slice/odoogate.service".to_owned()),
+            refusals: 3,
+        }
+    }
+
+    #[test]
+    fn guard_json_when_off() {
+        assert_eq!(guard_json(None), json!({ "on": false }));
+    }
+
+    #[test]
+    fn guard_json_lists_globs_and_cgroups() {
+        let guard = guard_json(Some(&running_guard()));
+        assert_eq!(guard["on"], true);
+        assert_eq!(guard["allow_cgroups"], json!(["system.slice/n8n.service", "system.slice/cron-*.service"]));
+        assert_eq!(guard["allowed"], json!(["system.slice/n8n.service", "system.slice/odoo.service"]));
+        assert_eq!(guard["own_cgroup"], "system.slice/odoogate.service");
+        assert_eq!(guard["refusals"], 3);
+    }
+
+    #[test]
+    fn guard_json_renders_as_status_lines() {
+        let status = json!({ "ok": true, "guard": guard_json(Some(&running_guard())) });
+        assert_eq!(
+            crate::cli::status::render(&status),
+            "guard:\n  on: true\n  allow_cgroups: system.slice/n8n.service, system.slice/cron-*.service\n  \
+             allowed: system.slice/n8n.service, system.slice/odoo.service\n  own_cgroup: system.slice/odoogate.service\n  refusals: 3\n"
+        );
+        let unknown_own = GuardStatus { own_cgroup: None, ..running_guard() };
+        assert_eq!(guard_json(Some(&unknown_own))["own_cgroup"], Value::Null);
+    }
 }

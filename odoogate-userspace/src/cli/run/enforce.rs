@@ -12,7 +12,7 @@
 mod capture;
 
 use std::net::{Ipv6Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
@@ -32,7 +32,7 @@ use crate::proxy::{
 };
 use crate::steer::{Steering, SteeringOptions};
 use crate::token::{ServiceCredentials, TokenStore};
-use super::control::StatusSources;
+use super::control::{GuardSource, StatusSources};
 use capture::LocalCapture;
 
 /// Threads that serve client connections, each with a runtime of its own
@@ -90,7 +90,9 @@ async fn serve(
             let daemon = Daemon {
                 handle,
                 proxy: format!("listen {address}"),
+                steering_pin_dir: None,
                 capture: guard.as_ref().map(LocalCapture::attachments).unwrap_or_default(),
+                guard: guard.as_ref().and_then(guard_source),
             };
             let parts = ProxyParts { config, sink: Box::new(sink), tokens, shards: shards.clone() };
             serve_with(parts.build(DirectConnector::new(upstream), None), listener, daemon, shards, signals).await
@@ -99,8 +101,9 @@ async fn serve(
             let origins = Origins::for_this_host();
             let local_capture = LocalCapture::start(&config, origins.clone(), Box::new(sink.clone()))?;
             let listener = bind_steering_listener()?;
+            let pin_dir = config.steering.pin_dir.clone();
             let options = SteeringOptions {
-                pin_dir: config.steering.pin_dir.clone(),
+                pin_dir: pin_dir.clone(),
                 ..SteeringOptions::new(config.odoo.ports.clone())
             };
             let steering = Arc::new(Steering::install(&options, &listener).context("failed to install the steering")?);
@@ -111,11 +114,16 @@ async fn serve(
             }
             listener.set_nonblocking(true).context("failed to make the steering listener non-blocking")?;
             let listener = TcpListener::from_std(listener).context("failed to register the steering listener")?;
-            tracing::info!(ports = ?config.odoo.ports, %upstream, mode = "enforce", "Proxying Odoo traffic steered by sk_lookup");
+            tracing::info!(
+                ports = ?config.odoo.ports, %upstream, pin_dir = %pin_dir.display(), mode = "enforce",
+                "Proxying Odoo traffic steered by sk_lookup"
+            );
             let daemon = Daemon {
                 handle,
                 proxy: steering_description,
+                steering_pin_dir: Some(pin_dir),
                 capture: local_capture.attachments(),
+                guard: guard_source(&local_capture),
             };
             let connector = SteeredConnector::new(steering, upstream);
             let parts = ProxyParts { config, sink: Box::new(sink), tokens, shards: shards.clone() };
@@ -333,13 +341,24 @@ fn reload_into(live: &LivePolicy, credentials: Option<&CredentialsReloader>, con
     reloaded
 }
 
+/// Returns the source of the guard's state for `odoogate status`, or
+/// `None` when `capture` runs without the guard.
+fn guard_source(capture: &LocalCapture) -> Option<GuardSource> {
+    capture.guard_status().map(|status| Arc::new(status) as GuardSource)
+}
+
 /// What `odoogate status` reports about the proxy besides its policy state.
 struct Daemon {
     handle: Arc<ConfigHandle>,
     /// How clients reach the proxy, for `status`.
     proxy: String,
+    /// `steering.pin_dir` as the steering was installed, or `None` in
+    /// listen mode.
+    steering_pin_dir: Option<PathBuf>,
     /// The attached cgroup programs.
     capture: Vec<String>,
+    /// The cgroup guard, or `None` when it is off.
+    guard: Option<GuardSource>,
 }
 
 impl Daemon {
@@ -366,6 +385,8 @@ impl Daemon {
             started: SystemTime::now(),
             capture: self.capture.clone(),
             proxy: Some(self.proxy.clone()),
+            steering_pin_dir: self.steering_pin_dir.clone(),
+            guard: self.guard.clone(),
             counts: live.counts(),
             policy: live,
             capture_stats: None,

@@ -7,7 +7,7 @@
 //! origin and refusal records only.
 
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,7 @@ use crate::capture::ebpf::{Capture, CaptureOptions};
 use crate::capture::{CaptureEvent, FlowOrigin};
 use crate::config::Config;
 use crate::proxy::{LocalOrigin, Origins, Recorder};
-use crate::steer::guard::{self, AllowedCgroups, GuardAllowList, GuardRefresher};
+use crate::steer::guard::{self, AllowedCgroups, GuardAllowList, GuardRefresher, GuardStatus, Resolution, SharedResolution};
 
 /// Ring buffer size: origin and refusal records are about 100 bytes each,
 /// so 1 MiB holds thousands of connects that the reader has not drained.
@@ -45,6 +45,9 @@ pub struct LocalCapture {
     refresher: Option<GuardRefresher>,
     capture: Option<Arc<Capture>>,
     thread: Option<JoinHandle<()>>,
+    /// The guard's globs and the cgroups it allows, for `odoogate status`,
+    /// or `None` when the guard is off.
+    guard: Option<(Vec<String>, SharedResolution)>,
 }
 
 impl LocalCapture {
@@ -59,6 +62,23 @@ impl LocalCapture {
         self.capture.as_ref().map(Arc::downgrade).unwrap_or_default()
     }
 
+    /// Returns a function that reports the guard's state for `odoogate
+    /// status`, or `None` when the guard is off. Its refusal count is 0 once
+    /// the capture has been dropped.
+    pub fn guard_status(&self) -> Option<impl Fn() -> GuardStatus + Send + Sync + 'static> {
+        let (globs, published) = self.guard.clone()?;
+        let capture = self.capture();
+        Some(move || {
+            let resolution = published.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            GuardStatus {
+                allow_cgroups: globs.clone(),
+                allowed: resolution.paths(),
+                own_cgroup: resolution.own_cgroup,
+                refusals: capture.upgrade().map_or(0, |capture| capture.stats().guard_refusals),
+            }
+        })
+    }
+
     /// Attaches the cgroup programs (with the guard when `config.guard` is
     /// set) and starts filing origins into `origins` and refusals into
     /// `sink`.
@@ -68,11 +88,11 @@ impl LocalCapture {
             .guard
             .as_ref()
             .map(|guard| AllowedCgroups::new(root.clone(), guard.allow_cgroups.clone(), config.odoo.ports.clone()));
-        let connect_guard = match &allowed {
-            Some(allowed) => Some(allowed.connect_guard().context("failed to prepare the cgroup guard")?),
+        let resolution = allowed.as_ref().map(AllowedCgroups::resolve);
+        let connect_guard = match &resolution {
+            Some(resolution) => Some(AllowedCgroups::connect_guard(resolution).context("failed to prepare the cgroup guard")?),
             None => None,
         };
-        let seeded = connect_guard.as_ref().map(|guard| guard.allowed_cgroups.clone());
         let options = CaptureOptions {
             interfaces: Vec::new(),
             ports: config.odoo.ports.clone(),
@@ -98,16 +118,41 @@ impl LocalCapture {
             .spawn(move || file_events(&receiver, resolver, &origins, &recorder))
             .context("failed to start the origin thread")?;
 
-        let refresher = match (allowed, seeded, capture.take_guard_allow_map()) {
-            (Some(allowed), Some(seeded), Some(map)) => {
-                tracing::info!(allowed = seeded.len(), "The cgroup guard is on");
-                let list = GuardAllowList::new(map, seeded);
-                Some(GuardRefresher::spawn(list, allowed, guard::REFRESH_INTERVAL).context("failed to start the guard")?)
+        let mut guard = None;
+        let refresher = match (allowed, resolution, capture.take_guard_allow_map()) {
+            (Some(allowed), Some(resolution), Some(map)) => {
+                log_guard_start(&allowed, &resolution);
+                let list = GuardAllowList::new(map, resolution.ids());
+                let published = Arc::new(Mutex::new(resolution));
+                guard = Some((allowed.globs(), published.clone()));
+                let refresher = GuardRefresher::spawn(list, allowed, guard::REFRESH_INTERVAL, published);
+                Some(refresher.context("failed to start the guard")?)
             }
             _ => None,
         };
         tracing::info!(attachments = ?capture.attachments(), "Reporting the origins of local connections");
-        Ok(Self { refresher, capture: Some(Arc::new(capture)), thread: Some(thread) })
+        Ok(Self { refresher, capture: Some(Arc::new(capture)), thread: Some(thread), guard })
+    }
+}
+
+/// Logs the cgroups the guard allows at start, and a warning when
+/// odoogate's own cgroup, which the guard always allows, is one that
+/// other processes share.
+fn log_guard_start(allowed: &AllowedCgroups, resolution: &Resolution) {
+    let own_cgroup = resolution.own_cgroup.as_deref();
+    tracing::info!(
+        allow_cgroups = ?allowed.globs(),
+        allowed = ?resolution.paths(),
+        own_cgroup = own_cgroup.unwrap_or("unknown"),
+        "The cgroup guard is on"
+    );
+    if let Some(own_cgroup) = own_cgroup.filter(|path| guard::own_cgroup_is_shared(path)) {
+        tracing::warn!(
+            cgroup = own_cgroup,
+            "odoogate runs in a cgroup that other processes share (the root cgroup, or one under user.slice such as an SSH session's scope), \
+             and the guard always allows odoogate's own cgroup: every process in that cgroup may connect to Odoo directly, around odoogate. \
+             Run odoogate as its systemd service (systemctl start odoogate), which gives it a cgroup of its own"
+        );
     }
 }
 
