@@ -164,6 +164,12 @@ impl Flow {
         out: &mut Vec<FlowEvent>,
     ) {
         let flags = segment.flags;
+        if !flags.syn() && !flags.ack() && !flags.rst() {
+            // Every segment after the SYN carries ACK (RFC 9293, section
+            // 3.10.7.4), and Linux drops one without it, data and FIN
+            // included. Reading its data would record bytes Odoo never got.
+            return;
+        }
         if flags.syn() && flags.ack() && direction == Direction::ToClient {
             self.to_client.start_after_syn(segment.seq);
             self.to_server.start_at(segment.ack, false);
@@ -371,7 +377,7 @@ impl FlowTable {
         let (key, direction) = self.orient(segment)?;
         let flags = segment.flags;
         let mid_stream = !flags.syn();
-        if flags.rst() || (mid_stream && segment.wire_len == 0) {
+        if flags.rst() || (mid_stream && (segment.wire_len == 0 || !flags.ack())) {
             return None;
         }
         if self.flows.len() >= self.limits.max_flows.max(1) {
@@ -821,6 +827,43 @@ mod tests {
     }
 
     #[test]
+    fn data_and_fin_without_ack_are_ignored() {
+        let mut table = table();
+        let mut out = Vec::new();
+        handshake(&mut table, CLIENT, SERVER, &mut out);
+        let no_ack = TcpFlags::PSH | TcpFlags::FIN;
+        table.push(
+            segment(CLIENT, SERVER, CLIENT_ISN + 1, 0, no_ack, b"fake"),
+            &mut out,
+        );
+        table.push(
+            segment(
+                CLIENT,
+                SERVER,
+                CLIENT_ISN + 1,
+                SERVER_ISN + 1,
+                TcpFlags::ACK,
+                b"real",
+            ),
+            &mut out,
+        );
+        assert_eq!(data(&out, Direction::ToServer), b"real");
+        assert!(closes(&out).is_empty());
+    }
+
+    #[test]
+    fn data_without_ack_opens_no_flow() {
+        let mut table = table();
+        let mut out = Vec::new();
+        table.push(
+            segment(CLIENT, SERVER, CLIENT_ISN + 1, 0, TcpFlags::PSH, b"fake"),
+            &mut out,
+        );
+        assert!(opened(&out).is_empty());
+        assert_eq!(table.stats().ignored_segments, 1);
+    }
+
+    #[test]
     fn retransmitted_syn_keeps_flow() {
         let mut table = table();
         let mut out = Vec::new();
@@ -972,11 +1015,11 @@ mod tests {
         handshake(&mut table, CLIENT, SERVER, &mut out);
         handshake(&mut table, other, SERVER, &mut out);
         table.push(
-            segment(CLIENT, SERVER, CLIENT_ISN + 2, 0, 0, b"1234"),
+            segment(CLIENT, SERVER, CLIENT_ISN + 2, SERVER_ISN + 1, TcpFlags::ACK, b"1234"),
             &mut out,
         );
         table.push(
-            segment(other, SERVER, CLIENT_ISN + 3, 0, 0, b"abcdefg"),
+            segment(other, SERVER, CLIENT_ISN + 3, SERVER_ISN + 1, TcpFlags::ACK, b"abcdefg"),
             &mut out,
         );
 

@@ -213,13 +213,26 @@ impl Reassembler {
         out: &mut Vec<Delivery>,
     ) {
         self.start_at(seq, true);
-        let Some(start) = self.offset_in_window(seq) else {
+        let Some(start) = self.signed_offset(seq) else {
             return;
         };
 
+        // Bytes before the stream start are cut off, because they would
+        // otherwise be read as its first bytes. The receiver's TCP drops a
+        // segment that ends before its next expected byte and reads one that
+        // starts before it from that byte on.
+        let before_start = start.min(0).unsigned_abs();
         let wire_len = u64::from(wire_len);
+        if before_start >= wire_len {
+            return;
+        }
+        let start = start.max(0) as u64;
         let captured = (payload.len() as u64).min(wire_len);
-        let payload = payload.slice(..captured as usize);
+        let skipped = before_start.min(captured);
+        let payload = payload.slice(skipped as usize..captured as usize);
+        self.stats.duplicate_bytes += skipped;
+        let wire_len = wire_len - before_start;
+        let captured = captured - skipped;
         if captured > 0 {
             self.insert(
                 start,
@@ -295,8 +308,15 @@ impl Reassembler {
 
     /// Converts `seq` to a stream offset, or returns `None` (and counts it)
     /// when it lies too far ahead to be believed. Offsets before the stream
-    /// start map to 0, whose bytes the caller then trims as already seen.
+    /// start map to 0.
     fn offset_in_window(&mut self, seq: u32) -> Option<u64> {
+        self.signed_offset(seq).map(|offset| offset.max(0) as u64)
+    }
+
+    /// Converts `seq` to a stream offset that is negative before the stream
+    /// start, or returns `None` (and counts it) when it lies too far ahead
+    /// to be believed.
+    fn signed_offset(&mut self, seq: u32) -> Option<i64> {
         let origin = self.origin?;
         let next_seq = origin.wrapping_add(self.next as u32);
         let delta = i64::from(seq.wrapping_sub(next_seq) as i32);
@@ -304,7 +324,7 @@ impl Reassembler {
             self.stats.out_of_window += 1;
             return None;
         }
-        Some(self.next.saturating_add_signed(delta))
+        Some(self.next as i64 + delta)
     }
 
     /// Inserts `piece` at stream offset `start`, keeping only the parts no
@@ -520,6 +540,36 @@ mod tests {
         stream.push(seq(isn, 0), Bytes::from_static(b"abcd"), 4, 0, &mut out);
         assert_eq!(seq(isn, 4), 2);
         assert_eq!(data_of(&out), b"abcdefgh");
+    }
+
+    #[test]
+    fn segment_before_stream_start_is_dropped() {
+        let mut stream = started(1024);
+        let mut out = Vec::new();
+        stream.push(ISN.wrapping_sub(100), Bytes::from_static(b"fake"), 4, 0, &mut out);
+        assert!(out.is_empty());
+        assert_eq!(stream.buffered_bytes(), 0);
+        push(&mut stream, 0, b"real", &mut out);
+        assert_eq!(data_of(&out), b"real");
+    }
+
+    #[test]
+    fn segment_across_stream_start_is_trimmed() {
+        let mut stream = started(1024);
+        let mut out = Vec::new();
+        stream.push(seq(ISN, 0).wrapping_sub(2), Bytes::from_static(b"xxabc"), 5, 0, &mut out);
+        assert_eq!(data_of(&out), b"abc");
+        assert_eq!(stream.stats().duplicate_bytes, 2);
+    }
+
+    #[test]
+    fn truncated_segment_across_stream_start_keeps_lost_tail() {
+        let mut stream = started(1024);
+        let mut out = Vec::new();
+        stream.push(seq(ISN, 0).wrapping_sub(2), Bytes::from_static(b"xxa"), 6, 0, &mut out);
+        push(&mut stream, 4, b"e", &mut out);
+        assert_eq!(data_of(&out), b"ae");
+        assert_eq!(gaps_of(&out), vec![3]);
     }
 
     #[test]
