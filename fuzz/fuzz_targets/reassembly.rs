@@ -5,8 +5,9 @@
 //!
 //! Every segment carries the bytes of one fixed stream at its offset, so
 //! the check is exact. Each delivered byte must be the stream's byte at
-//! the delivery position, which data and gaps both advance. The buffer
-//! must stay within its bound.
+//! the delivery position, which data and gaps both advance. Since all
+//! copies agree, no conflict may be reported. The buffer must stay within
+//! its bound.
 
 #![no_main]
 
@@ -91,6 +92,7 @@ impl Checker {
                     self.position += bytes.len() as u64;
                 }
                 Delivery::Gap { missing_bytes } => self.position += missing_bytes,
+                Delivery::Conflict { offset } => panic!("copies of the same bytes reported as a conflict at {offset}"),
             }
         }
     }

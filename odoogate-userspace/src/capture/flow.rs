@@ -79,6 +79,13 @@ pub enum FlowEvent {
         direction: Direction,
         missing_bytes: u64,
     },
+    /// Two copies of the bytes at stream `offset` differed; which one the
+    /// receiver read is unknown.
+    Conflict {
+        conn_id: u64,
+        direction: Direction,
+        offset: u64,
+    },
     /// The flow ended; no event with this `conn_id` follows.
     Closed { conn_id: u64, reason: CloseReason },
 }
@@ -151,8 +158,10 @@ impl Flow {
         }
     }
 
+    /// Bytes both streams hold: out-of-order pieces, and delivered bytes
+    /// kept until they are acknowledged.
     fn buffered_bytes(&self) -> usize {
-        self.to_server.buffered_bytes() + self.to_client.buffered_bytes()
+        self.to_server.held_bytes() + self.to_client.held_bytes()
     }
 
     /// Applies a segment sent in `direction` to both streams.
@@ -229,6 +238,11 @@ impl Flow {
                 conn_id,
                 direction,
                 missing_bytes,
+            },
+            Delivery::Conflict { offset } => FlowEvent::Conflict {
+                conn_id,
+                direction,
+                offset,
             },
         }));
     }
@@ -507,7 +521,7 @@ impl FlowTable {
     }
 
     /// While all flows together buffer more than allowed, makes the largest
-    /// buffer give up its first hole.
+    /// buffer give up its first hole, or the bytes it keeps for comparison.
     fn enforce_total_bound(&mut self, out: &mut Vec<FlowEvent>) {
         while self.buffered_total > self.limits.max_buffered_bytes_total {
             // NOTE: a linear scan over all flows. It runs only while the
@@ -518,8 +532,8 @@ impl FlowTable {
                 .flat_map(|flow| {
                     [Direction::ToServer, Direction::ToClient].map(|direction| {
                         let bytes = match direction {
-                            Direction::ToServer => flow.to_server.buffered_bytes(),
-                            Direction::ToClient => flow.to_client.buffered_bytes(),
+                            Direction::ToServer => flow.to_server.held_bytes(),
+                            Direction::ToClient => flow.to_client.held_bytes(),
                         };
                         (bytes, flow.key, direction)
                     })
@@ -532,7 +546,7 @@ impl FlowTable {
                 return;
             }
             self.with_flow(&key, out, |flow, deliveries, out| {
-                flow.stream(direction).skip_hole(deliveries);
+                flow.stream(direction).shed(deliveries);
                 flow.emit(direction, deliveries, out);
             });
         }
@@ -1001,6 +1015,25 @@ mod tests {
             proptest::prop_assert_eq!(data(&out, Direction::ToServer), expected);
             proptest::prop_assert_eq!(table.stats().bytes_buffered, 0);
         }
+    }
+
+    #[test]
+    fn total_bound_sheds_kept_bytes() {
+        let bounded = FlowLimits {
+            max_buffered_bytes_total: 10,
+            ..limits()
+        };
+        let mut table = FlowTable::new(bounded, vec![8069]);
+        let mut out = Vec::new();
+        let other = "127.0.0.1:40001";
+        handshake(&mut table, CLIENT, SERVER, &mut out);
+        handshake(&mut table, other, SERVER, &mut out);
+        for client in [CLIENT, other] {
+            table.push(segment(client, SERVER, CLIENT_ISN + 1, SERVER_ISN + 1, TcpFlags::ACK, b"12345678"), &mut out);
+        }
+
+        assert!(table.stats().bytes_buffered <= 10, "{}", table.stats().bytes_buffered);
+        assert!(gaps(&out).is_empty(), "delivered bytes are not lost: {out:?}");
     }
 
     #[test]

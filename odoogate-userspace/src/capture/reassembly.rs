@@ -7,13 +7,22 @@
 //! contiguous bytes it has, buffers out-of-order segments up to a bound, and
 //! declares a gap whenever the missing bytes can no longer arrive.
 //!
+//! A client that crafts packets can send two different copies of the same
+//! bytes, one of which the receiver's kernel drops (a bad checksum, a stale
+//! timestamp, a segment outside the window) while the capture, which runs
+//! before those checks, sees both. The capture cannot tell which copy the
+//! server read. So the reassembler keeps the bytes it delivered until the
+//! peer acknowledges them, compares every later copy of buffered or kept
+//! bytes with the first, and reports a difference as a
+//! [`Delivery::Conflict`].
+//!
 //! Sequence numbers are 32-bit and wrap. Every segment is placed on a 64-bit
 //! stream offset (bytes since the stream start) by serial-number arithmetic
 //! (RFC 1982) relative to the next expected byte, so comparisons stay correct
 //! across the wrap as long as data lies within 2^31 of that byte.
 
 use bytes::Bytes;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 /// Maximum distance (bytes) ahead of the next expected byte at which a
 /// segment or an acknowledgement is believed. It is the largest TCP window
@@ -34,6 +43,10 @@ pub enum Delivery {
     Data { bytes: Bytes, timestamp_ns: u64 },
     /// Bytes that will never be seen: the stream continues after them.
     Gap { missing_bytes: u64 },
+    /// A copy of bytes at stream offset `offset` differed from the copy
+    /// seen first, so the bytes delivered there may not be those the peer
+    /// read.
+    Conflict { offset: u64 },
 }
 
 /// Counters of one direction.
@@ -47,6 +60,8 @@ pub struct ReassemblyStats {
     /// Segments and acknowledgements ignored because they lay more than
     /// the maximum TCP window away from the next expected byte.
     pub out_of_window: u64,
+    /// Segments whose bytes differed from an earlier copy of them.
+    pub conflicts: u64,
 }
 
 /// A buffered range of the stream.
@@ -102,19 +117,6 @@ impl Piece {
             Piece::Lost { .. } => Piece::Lost { len: to - from },
         }
     }
-
-    fn into_delivery(self) -> Delivery {
-        match self {
-            Piece::Data {
-                bytes,
-                timestamp_ns,
-            } => Delivery::Data {
-                bytes,
-                timestamp_ns,
-            },
-            Piece::Lost { len } => Delivery::Gap { missing_bytes: len },
-        }
-    }
 }
 
 /// Reassembles one direction of a TCP connection.
@@ -122,7 +124,8 @@ impl Piece {
 /// Overlapping data follows a first-copy-wins rule: once bytes at an offset
 /// have been buffered or delivered, a later segment covering the same
 /// offset contributes only the bytes not yet seen, even if its content
-/// differs. The same holds for bytes a truncated capture lost: a later
+/// differs. A difference is reported as a [`Delivery::Conflict`] while the
+/// first copy is buffered, or delivered and not acknowledged yet. The same holds for bytes a truncated capture lost: a later
 /// retransmission does not fill them in.
 #[derive(Debug)]
 pub struct Reassembler {
@@ -138,6 +141,10 @@ pub struct Reassembler {
     buffered_bytes: usize,
     /// Stream offset of the FIN, which is the end of the data.
     fin: Option<u64>,
+    /// Delivered data that the peer has not acknowledged yet, by stream
+    /// offset, oldest first, kept to compare with later copies.
+    unacked: VecDeque<(u64, Bytes)>,
+    unacked_bytes: usize,
     stats: ReassemblyStats,
 }
 
@@ -155,6 +162,8 @@ impl Reassembler {
             pieces: BTreeMap::new(),
             buffered_bytes: 0,
             fin: None,
+            unacked: VecDeque::new(),
+            unacked_bytes: 0,
             stats: ReassemblyStats::default(),
         }
     }
@@ -196,6 +205,27 @@ impl Reassembler {
         self.buffered_bytes
     }
 
+    /// Bytes held in out-of-order pieces and in delivered bytes kept until
+    /// the peer acknowledges them.
+    pub fn held_bytes(&self) -> usize {
+        self.buffered_bytes + self.unacked_bytes
+    }
+
+    /// Frees memory under the flow table's total bound: gives up the first
+    /// hole, or when none is buffered, the delivered bytes kept for
+    /// comparison. Returns false when nothing was held.
+    pub fn shed(&mut self, out: &mut Vec<Delivery>) -> bool {
+        if self.skip_hole(out) {
+            return true;
+        }
+        if self.unacked.is_empty() {
+            return false;
+        }
+        self.unacked.clear();
+        self.unacked_bytes = 0;
+        true
+    }
+
     pub fn stats(&self) -> ReassemblyStats {
         self.stats
     }
@@ -233,6 +263,10 @@ impl Reassembler {
         self.stats.duplicate_bytes += skipped;
         let wire_len = wire_len - before_start;
         let captured = captured - skipped;
+        if captured > 0 && self.differs_from_seen(start, &payload) {
+            self.stats.conflicts += 1;
+            out.push(Delivery::Conflict { offset: start });
+        }
         if captured > 0 {
             self.insert(
                 start,
@@ -270,6 +304,7 @@ impl Reassembler {
             acked = acked.min(fin);
         }
         self.declare_lost_until(acked, out);
+        self.forget_acked(acked);
     }
 
     /// Records a FIN with sequence number `seq`. Data after it is dropped,
@@ -362,6 +397,61 @@ impl Reassembler {
         }
     }
 
+    /// Tells whether `bytes` at stream offset `start` differ anywhere from
+    /// a copy seen earlier: delivered bytes not acknowledged yet, or
+    /// buffered ones.
+    fn differs_from_seen(&self, start: u64, bytes: &Bytes) -> bool {
+        let end = start + bytes.len() as u64;
+        let differs = |at: u64, seen: &[u8]| {
+            let from = at.max(start);
+            let to = (at + seen.len() as u64).min(end);
+            from < to && seen[(from - at) as usize..(to - at) as usize] != bytes[(from - start) as usize..(to - start) as usize]
+        };
+        if start < self.next {
+            // Kept pieces are in offset order and do not overlap.
+            let first = self.unacked.partition_point(|(at, seen)| at + seen.len() as u64 <= start);
+            let overlapping = self.unacked.range(first..).take_while(|(at, _)| *at < end);
+            if overlapping.into_iter().any(|(at, seen)| differs(*at, seen)) {
+                return true;
+            }
+        }
+        let earlier = self.pieces.range(..start).next_back();
+        earlier.into_iter().chain(self.pieces.range(start..end)).any(|(&at, piece)| match piece {
+            Piece::Data { bytes: seen, .. } => differs(at, seen),
+            Piece::Lost { .. } => false,
+        })
+    }
+
+    /// Keeps delivered `bytes` at stream offset `at` until the peer
+    /// acknowledges them, dropping the oldest beyond the buffer bound.
+    fn keep_unacked(&mut self, at: u64, bytes: Bytes) {
+        self.unacked_bytes += bytes.len();
+        self.unacked.push_back((at, bytes));
+        while self.unacked_bytes > self.max_buffered_bytes
+            && let Some((_, oldest)) = self.unacked.pop_front()
+        {
+            self.unacked_bytes -= oldest.len();
+        }
+    }
+
+    /// Drops kept bytes before stream offset `acked`.
+    fn forget_acked(&mut self, acked: u64) {
+        while let Some((at, bytes)) = self.unacked.front() {
+            let end = at + bytes.len() as u64;
+            if end > acked {
+                if *at < acked {
+                    let cut = (acked - at) as usize;
+                    let rest = bytes.slice(cut..);
+                    self.unacked_bytes -= cut;
+                    self.unacked[0] = (acked, rest);
+                }
+                return;
+            }
+            self.unacked_bytes -= bytes.len();
+            self.unacked.pop_front();
+        }
+    }
+
     /// Delivers the pieces that start at the next expected byte.
     fn deliver_ready(&mut self, out: &mut Vec<Delivery>) {
         while let Some(entry) = self.pieces.first_entry() {
@@ -371,18 +461,19 @@ impl Reassembler {
             let piece = entry.remove();
             self.buffered_bytes -= piece.buffered_bytes();
             self.next += piece.len();
-            match piece.into_delivery() {
-                Delivery::Data {
+            match piece {
+                Piece::Data {
                     bytes,
                     timestamp_ns,
                 } => {
                     self.stats.delivered_bytes += bytes.len() as u64;
+                    self.keep_unacked(self.next - bytes.len() as u64, bytes.clone());
                     out.push(Delivery::Data {
                         bytes,
                         timestamp_ns,
                     });
                 }
-                Delivery::Gap { missing_bytes } => self.record_gap(missing_bytes, out),
+                Piece::Lost { len } => self.record_gap(len, out),
             }
         }
     }
@@ -474,7 +565,7 @@ mod tests {
         out.iter()
             .flat_map(|d| match d {
                 Delivery::Data { bytes, .. } => bytes.to_vec(),
-                Delivery::Gap { .. } => Vec::new(),
+                Delivery::Gap { .. } | Delivery::Conflict { .. } => Vec::new(),
             })
             .collect()
     }
@@ -483,7 +574,7 @@ mod tests {
         out.iter()
             .filter_map(|d| match d {
                 Delivery::Gap { missing_bytes } => Some(*missing_bytes),
-                Delivery::Data { .. } => None,
+                Delivery::Data { .. } | Delivery::Conflict { .. } => None,
             })
             .collect()
     }
@@ -540,6 +631,71 @@ mod tests {
         stream.push(seq(isn, 0), Bytes::from_static(b"abcd"), 4, 0, &mut out);
         assert_eq!(seq(isn, 4), 2);
         assert_eq!(data_of(&out), b"abcdefgh");
+    }
+
+    fn conflicts_of(out: &[Delivery]) -> Vec<u64> {
+        out.iter()
+            .filter_map(|d| match d {
+                Delivery::Conflict { offset } => Some(*offset),
+                Delivery::Data { .. } | Delivery::Gap { .. } => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn differing_copy_of_delivered_bytes_conflicts() {
+        let mut stream = started(1024);
+        let mut out = Vec::new();
+        push(&mut stream, 0, b"abcdef", &mut out);
+        push(&mut stream, 2, b"cdXf", &mut out);
+        assert_eq!(data_of(&out), b"abcdef", "the first copy is kept");
+        assert_eq!(conflicts_of(&out), vec![2]);
+        assert_eq!(stream.stats().conflicts, 1);
+    }
+
+    #[test]
+    fn same_copy_does_not_conflict() {
+        let mut stream = started(1024);
+        let mut out = Vec::new();
+        push(&mut stream, 4, b"efgh", &mut out);
+        push(&mut stream, 0, b"abcdef", &mut out);
+        push(&mut stream, 0, b"abcdefgh", &mut out);
+        assert_eq!(data_of(&out), b"abcdefgh");
+        assert!(conflicts_of(&out).is_empty());
+    }
+
+    #[test]
+    fn differing_copy_of_buffered_bytes_conflicts() {
+        let mut stream = started(1024);
+        let mut out = Vec::new();
+        push(&mut stream, 4, b"EFGH", &mut out);
+        push(&mut stream, 0, b"abcdefgh", &mut out);
+        assert_eq!(data_of(&out), b"abcdEFGH");
+        assert_eq!(conflicts_of(&out), vec![0]);
+    }
+
+    #[test]
+    fn acknowledged_bytes_are_not_compared() {
+        let mut stream = started(1024);
+        let mut out = Vec::new();
+        push(&mut stream, 0, b"abcdef", &mut out);
+        stream.ack(seq(ISN, 4), &mut out);
+        push(&mut stream, 0, b"XXXXef", &mut out);
+        assert!(conflicts_of(&out).is_empty(), "the peer took the first 4 bytes");
+        push(&mut stream, 0, b"abcdXX", &mut out);
+        assert_eq!(conflicts_of(&out), vec![0], "bytes 4 and 5 are still kept");
+    }
+
+    #[test]
+    fn kept_bytes_are_bounded() {
+        let mut stream = started(8);
+        let mut out = Vec::new();
+        for offset in (0..64).step_by(4) {
+            push(&mut stream, offset, b"abcd", &mut out);
+        }
+        assert!(stream.unacked_bytes <= 8, "{}", stream.unacked_bytes);
+        push(&mut stream, 0, b"XXXX", &mut out);
+        assert!(conflicts_of(&out).is_empty(), "the oldest kept bytes were dropped");
     }
 
     #[test]
@@ -722,7 +878,7 @@ mod tests {
             .iter()
             .map(|d| match d {
                 Delivery::Data { timestamp_ns, .. } => *timestamp_ns,
-                Delivery::Gap { .. } => 0,
+                Delivery::Gap { .. } | Delivery::Conflict { .. } => 0,
             })
             .collect();
         assert_eq!(stamps, vec![30, 20]);

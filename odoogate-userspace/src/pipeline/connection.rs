@@ -195,6 +195,9 @@ pub struct Connection {
     responses: ResponseFramer,
     pending: VecDeque<PendingCall>,
     upgraded: bool,
+    /// Two copies of request bytes differed while a request was being
+    /// read, so the next request to complete may hold either copy.
+    next_request_in_doubt: bool,
     events: Vec<FramerEvent>,
 }
 
@@ -220,6 +223,7 @@ impl Connection {
             responses,
             pending: VecDeque::new(),
             upgraded: false,
+            next_request_in_doubt: false,
             events: Vec::new(),
         }
     }
@@ -274,6 +278,22 @@ impl Connection {
         events.clear();
         self.events = events;
         output
+    }
+
+    /// Handles two different copies of bytes of the `direction` stream. On
+    /// the request side, the calls waiting for their response and the next
+    /// request to complete may each hold the copy Odoo did not read, so
+    /// none of them is recorded as allowed.
+    pub fn conflict(&mut self, direction: Direction, offset: u64) -> Vec<AuditRecord> {
+        if direction == Direction::ToServer {
+            for pending in &mut self.pending {
+                if let Some(record) = &mut pending.record {
+                    records::mark_conflicting(record);
+                }
+            }
+            self.next_request_in_doubt = true;
+        }
+        vec![records::conflicting_copies(self.conn_id, &self.key, direction, offset)]
     }
 
     /// Ends the connection: a response delimited by the close is completed,
@@ -334,6 +354,7 @@ impl Connection {
         let mut output = Vec::new();
         self.responses.expect_response(&request.method);
         let source = self.source();
+        let in_doubt = std::mem::take(&mut self.next_request_in_doubt);
 
         for anomaly in &request.anomalies {
             output.push(records::framing_anomaly(self.conn_id, &source, &request, *anomaly));
@@ -398,6 +419,9 @@ impl Connection {
                     verdict.reason = invalid.reason_text();
                 }
                 let mut record = records::call_record(&call, &request, &resolution, &source, config, &verdict);
+                if in_doubt {
+                    records::mark_conflicting(&mut record);
+                }
                 if let Some(invalid) = &invalid_token {
                     record.error_code = Some(invalid.reason.code().to_owned());
                 }

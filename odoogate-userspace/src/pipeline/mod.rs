@@ -289,6 +289,11 @@ impl Pipeline {
                 let output = connection.gap(direction, missing_bytes);
                 self.write_output(output);
             }
+            FlowEvent::Conflict { conn_id, direction, offset } => {
+                let Some(connection) = self.connections.get_mut(&conn_id) else { return };
+                let output = connection.conflict(direction, offset);
+                self.write_output(output);
+            }
             FlowEvent::Closed { conn_id, reason: CloseReason::Evicted } => {
                 self.stats.flows_evicted += 1;
                 self.flows_evicted.store(self.stats.flows_evicted, Ordering::Relaxed);

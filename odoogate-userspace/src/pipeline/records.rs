@@ -228,6 +228,55 @@ pub fn capture_gap(conn_id: u64, key: &FlowKey, direction: Direction, missing_by
     record
 }
 
+/// The reason of a call whose request bytes arrived in two different copies.
+pub const CONFLICTING_COPIES_REASON: &str =
+    "the capture saw two different copies of the request's bytes, and Odoo may have read the other one";
+
+/// Builds the record of two different copies of the bytes at stream
+/// `offset` of a connection: a client crafting packets that the server's
+/// kernel drops (a bad checksum, a stale timestamp) while the capture,
+/// which runs before those checks, reads them.
+pub fn conflicting_copies(conn_id: u64, key: &FlowKey, direction: Direction, offset: u64) -> AuditRecord {
+    let message = format!(
+        "conflicting TCP copies: the {} stream of connection {conn_id} from {} carried two different copies of the bytes at offset {offset}; \
+         the records of its calls around them may not match what Odoo read",
+        direction_name(direction),
+        key.client
+    );
+    let mut record = AuditRecord::new(AuditEvent::FramingAnomaly, message);
+    record.conn_id = Some(conn_id);
+    record.src_ip = Some(key.client.ip());
+    record.src_port = Some(key.client.port());
+    record.error_code = Some("conflicting_copies".to_owned());
+    record
+}
+
+/// Marks the record of a call whose request bytes came in two different
+/// copies: an allowed call becomes `would_deny`, because odoogate cannot
+/// tell which copy Odoo ran.
+pub fn mark_conflicting(record: &mut AuditRecord) {
+    record.error_code.get_or_insert_with(|| "conflicting_copies".to_owned());
+    if record.decision != Some(Decision::Allow) {
+        return;
+    }
+    record.decision = Some(Decision::WouldDeny);
+    record.rule = None;
+    record.grant = None;
+    record.reason = Some(CONFLICTING_COPIES_REASON.to_owned());
+    let target = match (record.model.as_deref(), record.method.as_deref()) {
+        (Some(model), Some(method)) => format!("{model}.{method}"),
+        (None, Some(method)) => method.to_owned(),
+        (Some(model), None) => model.to_owned(),
+        (None, None) => "(unknown)".to_owned(),
+    };
+    record.message = format!(
+        "{} {} {target} via {}: {CONFLICTING_COPIES_REASON}",
+        Decision::WouldDeny.as_str(),
+        record.integration.as_deref().unwrap_or("unidentified"),
+        record.protocol.unwrap_or("unknown"),
+    );
+}
+
 /// Builds the record for bytes the framer skipped because they formed no
 /// HTTP message: after a capture gap, after a malformed head, or a message
 /// cut short by the close. It is a decode error, not a capture loss: the

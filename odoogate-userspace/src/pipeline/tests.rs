@@ -228,6 +228,57 @@ fn lost_segment_gives_gap_and_later_calls_still_decode() {
     assert_eq!(calls[0].method.as_deref(), Some("create"));
 }
 
+/// A client that crafts packets sends an allowed call first, in a copy the
+/// server's kernel drops (a bad checksum, say), then another call in the
+/// copy the server reads. The capture sees both.
+#[test]
+fn conflicting_copies_are_never_allowed() {
+    let (mut pipeline, sink) = pipeline();
+    let mut conn = Conn::new("10.0.0.2:40005");
+    conn.open(&mut pipeline);
+
+    let fake = jsonrpc_request("crm.lead", "create");
+    let real = jsonrpc_request("crm.lead", "unlink");
+    assert_eq!(fake.len(), real.len());
+    let start = conn.client_seq;
+    conn.send(&mut pipeline, &fake);
+    conn.client_seq = start;
+    conn.send(&mut pipeline, &real);
+    conn.answer(&mut pipeline, &jsonrpc_response("true"));
+    conn.close(&mut pipeline);
+
+    let records = sink.0.lock().unwrap().clone();
+    let conflicts: Vec<_> = records.iter().filter(|r| r.error_code.as_deref() == Some("conflicting_copies") && r.event == AuditEvent::FramingAnomaly).collect();
+    assert_eq!(conflicts.len(), 1, "{records:?}");
+    let calls = calls(&sink);
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].decision, Some(Decision::WouldDeny));
+    assert_eq!(calls[0].error_code.as_deref(), Some("conflicting_copies"));
+    assert_eq!(calls[0].reason.as_deref(), Some(records::CONFLICTING_COPIES_REASON));
+    assert!(calls[0].message.starts_with("would_deny website-form crm.lead.create via jsonrpc: "), "{}", calls[0].message);
+}
+
+/// A retransmission with the same bytes is no conflict.
+#[test]
+fn identical_retransmission_is_allowed() {
+    let (mut pipeline, sink) = pipeline();
+    let mut conn = Conn::new("10.0.0.2:40006");
+    conn.open(&mut pipeline);
+
+    let request = jsonrpc_request("crm.lead", "create");
+    let start = conn.client_seq;
+    conn.send(&mut pipeline, &request);
+    conn.client_seq = start;
+    conn.send(&mut pipeline, &request);
+    conn.answer(&mut pipeline, &jsonrpc_response("41"));
+    conn.close(&mut pipeline);
+
+    let calls = calls(&sink);
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].decision, Some(Decision::Allow));
+    assert!(sink.0.lock().unwrap().iter().all(|r| r.error_code.as_deref() != Some("conflicting_copies")));
+}
+
 #[test]
 fn malformed_body_gives_decode_error_record() {
     let (mut pipeline, sink) = pipeline();
