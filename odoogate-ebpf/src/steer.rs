@@ -13,8 +13,10 @@
 //!   the same source port from going around odoogate: its packets come in
 //!   on another device.
 //! - Fail closed: when slot 0 is empty (odoogate's socket was closed, the
-//!   daemon is down) or the assign fails, the SYN is dropped (`SK_DROP`), so
-//!   a connection never reaches Odoo unchecked.
+//!   daemon is down) or the assign fails, the program returns `SK_DROP`.
+//!   The socket lookup then fails and the kernel answers the SYN with a
+//!   reset, so the client sees the connection refused and a connection
+//!   never reaches Odoo unchecked.
 //!
 //! Connections established before the program ran are not looked up again
 //! and are not touched. Every outcome is a counter in `STEER_STATS`.

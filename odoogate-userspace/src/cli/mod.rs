@@ -73,7 +73,7 @@ enum Command {
     RevokeGrant(grant::RevokeGrantArgs),
     /// Remove the pinned sk_lookup steering of enforce mode, so new
     /// connections reach Odoo directly again (stopping the daemon leaves it
-    /// pinned, which drops new connections to Odoo's ports).
+    /// pinned, which refuses new connections to Odoo's ports).
     Uninstall(uninstall::UninstallArgs),
     /// Run a self-contained demonstration in private network namespaces
     /// (needs root and python3).

@@ -1,7 +1,7 @@
 //! `odoogate uninstall`: removes the pinned steering of enforce mode.
 //!
 //! Stopping the daemon leaves the steering pinned on purpose (new
-//! connections to Odoo's ports are then dropped, not let through
+//! connections to Odoo's ports are then refused, not let through
 //! unchecked). This command removes the pins, which detaches the sk_lookup
 //! program: new connections reach Odoo directly again. While a daemon still
 //! steers through the pins it refuses, unless `--force`: the daemon would
