@@ -124,9 +124,10 @@ impl Piece {
 /// Overlapping data follows a first-copy-wins rule: once bytes at an offset
 /// have been buffered or delivered, a later segment covering the same
 /// offset contributes only the bytes not yet seen, even if its content
-/// differs. A difference is reported as a [`Delivery::Conflict`] while the
-/// first copy is buffered, or delivered and not acknowledged yet. The same holds for bytes a truncated capture lost: a later
-/// retransmission does not fill them in.
+/// differs. The same holds for bytes a truncated capture lost: a later
+/// retransmission does not fill them in. A copy that differs from the
+/// first is reported as a [`Delivery::Conflict`] while the first is
+/// buffered, or delivered and not acknowledged yet.
 #[derive(Debug)]
 pub struct Reassembler {
     max_buffered_bytes: usize,

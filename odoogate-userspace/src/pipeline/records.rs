@@ -233,9 +233,9 @@ pub const CONFLICTING_COPIES_REASON: &str =
     "the capture saw two different copies of the request's bytes, and Odoo may have read the other one";
 
 /// Builds the record of two different copies of the bytes at stream
-/// `offset` of a connection: a client crafting packets that the server's
-/// kernel drops (a bad checksum, a stale timestamp) while the capture,
-/// which runs before those checks, reads them.
+/// `offset` of a connection. A client crafts them: the server's kernel
+/// drops one copy (a bad checksum, a stale timestamp), and the capture,
+/// which runs before those checks, reads both.
 pub fn conflicting_copies(conn_id: u64, key: &FlowKey, direction: Direction, offset: u64) -> AuditRecord {
     let message = format!(
         "conflicting TCP copies: the {} stream of connection {conn_id} from {} carried two different copies of the bytes at offset {offset}; \

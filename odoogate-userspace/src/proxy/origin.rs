@@ -65,8 +65,8 @@ struct Inner {
     local: RwLock<LocalNetworks>,
 }
 
-/// Where local clients connect from, found at start and again by
-/// [`Origins::refresh_local_networks`].
+/// The addresses and networks that local clients connect from, found at
+/// start and again by [`Origins::refresh_local_networks`].
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct LocalNetworks {
     /// Addresses of this host's interfaces: a connection from one of them

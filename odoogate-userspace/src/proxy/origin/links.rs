@@ -22,8 +22,8 @@ pub struct Link {
     pub master: Option<u32>,
 }
 
-// From the kernel's uapi headers (linux/rtnetlink.h, linux/if_link.h);
-// not every libc release exports them.
+// From the kernel's uapi headers (linux/rtnetlink.h, linux/if_link.h),
+// because not every libc release exports them.
 const RTM_NEWLINK: u16 = 16;
 const RTM_GETLINK: u16 = 18;
 const NLMSG_ERROR: u16 = 2;
@@ -41,12 +41,12 @@ const NLA_TYPE_MASK: u16 = 0x3fff;
 const HEADER_LEN: usize = 16;
 /// Length of `struct ifinfomsg`.
 const IFINFO_LEN: usize = 16;
-/// The request's sequence number; replies carry it back.
+/// The request's sequence number, which replies carry back.
 const SEQUENCE: u32 = 1;
 
 /// Lists the interfaces of the calling thread's network namespace.
 pub fn list() -> io::Result<Vec<Link>> {
-    // SAFETY: plain socket creation; the descriptor is owned below.
+    // SAFETY: a plain socket call, whose descriptor is owned below.
     let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
