@@ -191,7 +191,9 @@ impl Flow {
             segment.seq
         };
         let fin_seq = data_seq.wrapping_add(segment.wire_len);
-        if segment.wire_len > 0 {
+        // The receiver never reads the payload of a RST (RFC 9293 allows it
+        // only as diagnostic text), so it is not stream data.
+        if segment.wire_len > 0 && !flags.rst() {
             let stream = self.stream(direction);
             stream.push(
                 data_seq,
@@ -863,6 +865,17 @@ mod tests {
         );
         assert_eq!(data(&out, Direction::ToServer), b"real");
         assert!(closes(&out).is_empty());
+    }
+
+    #[test]
+    fn rst_payload_is_not_data() {
+        let mut table = table();
+        let mut out = Vec::new();
+        handshake(&mut table, CLIENT, SERVER, &mut out);
+        let rst = TcpFlags::RST | TcpFlags::ACK;
+        table.push(segment(CLIENT, SERVER, CLIENT_ISN + 1, SERVER_ISN + 1, rst, b"fake"), &mut out);
+        assert!(data(&out, Direction::ToServer).is_empty(), "{out:?}");
+        assert_eq!(closes(&out).len(), 1);
     }
 
     #[test]

@@ -195,9 +195,10 @@ pub struct Connection {
     responses: ResponseFramer,
     pending: VecDeque<PendingCall>,
     upgraded: bool,
-    /// Two copies of request bytes differed while a request was being
-    /// read, so the next request to complete may hold either copy.
-    next_request_in_doubt: bool,
+    /// Two copies of request bytes differed. They may belong to any request
+    /// not complete yet, including one waiting in the out-of-order buffer,
+    /// so every later request may hold the copy Odoo did not read.
+    requests_in_doubt: bool,
     events: Vec<FramerEvent>,
 }
 
@@ -223,7 +224,7 @@ impl Connection {
             responses,
             pending: VecDeque::new(),
             upgraded: false,
-            next_request_in_doubt: false,
+            requests_in_doubt: false,
             events: Vec::new(),
         }
     }
@@ -281,9 +282,9 @@ impl Connection {
     }
 
     /// Handles two different copies of bytes of the `direction` stream. On
-    /// the request side, the calls waiting for their response and the next
-    /// request to complete may each hold the copy Odoo did not read, so
-    /// none of them is recorded as allowed.
+    /// the request side, the calls waiting for their response and every
+    /// later request may hold the copy Odoo did not read, so none of them
+    /// is recorded as allowed.
     pub fn conflict(&mut self, direction: Direction, offset: u64) -> Vec<AuditRecord> {
         if direction == Direction::ToServer {
             for pending in &mut self.pending {
@@ -291,7 +292,7 @@ impl Connection {
                     records::mark_conflicting(record);
                 }
             }
-            self.next_request_in_doubt = true;
+            self.requests_in_doubt = true;
         }
         vec![records::conflicting_copies(self.conn_id, &self.key, direction, offset)]
     }
@@ -354,7 +355,7 @@ impl Connection {
         let mut output = Vec::new();
         self.responses.expect_response(&request.method);
         let source = self.source();
-        let in_doubt = std::mem::take(&mut self.next_request_in_doubt);
+        let in_doubt = self.requests_in_doubt;
 
         for anomaly in &request.anomalies {
             output.push(records::framing_anomaly(self.conn_id, &source, &request, *anomaly));

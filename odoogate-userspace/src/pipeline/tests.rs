@@ -941,3 +941,36 @@ fn refused_token_login_binds_no_session() {
     assert_eq!(records[1].decision, Some(Decision::WouldDeny), "{:?}", records[1]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The forged copy of a second request waits in the out-of-order buffer
+/// while the first request is incomplete. The real copy conflicts with it,
+/// and both requests complete after the conflict.
+#[test]
+fn conflict_before_two_requests_marks_both() {
+    let (mut pipeline, sink) = pipeline();
+    let mut conn = Conn::new("10.0.0.2:40007");
+    conn.open(&mut pipeline);
+
+    let first = jsonrpc_request("crm.lead", "create");
+    let fake = jsonrpc_request("crm.lead", "create");
+    let real = jsonrpc_request("crm.lead", "unlink");
+    let start = conn.client_seq;
+    conn.send(&mut pipeline, &first[..10]);
+    conn.client_seq = start.wrapping_add(first.len() as u32);
+    conn.send(&mut pipeline, &fake);
+    conn.client_seq = start.wrapping_add(first.len() as u32);
+    conn.send(&mut pipeline, &real);
+    conn.client_seq = start.wrapping_add(10);
+    conn.send(&mut pipeline, &first[10..]);
+    conn.client_seq = start.wrapping_add((first.len() + real.len()) as u32);
+    conn.answer(&mut pipeline, &jsonrpc_response("41"));
+    conn.answer(&mut pipeline, &jsonrpc_response("true"));
+    conn.close(&mut pipeline);
+
+    let calls = calls(&sink);
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    for call in &calls {
+        assert_ne!(call.decision, Some(Decision::Allow), "{}", call.message);
+    }
+}
+
