@@ -146,6 +146,12 @@ pub struct Reassembler {
     /// offset, oldest first, kept to compare with later copies.
     unacked: VecDeque<(u64, Bytes)>,
     unacked_bytes: usize,
+    /// Stream offset up to which the peer has acknowledged the bytes.
+    acked: u64,
+    /// End of the delivered bytes dropped from `unacked` before the peer
+    /// acknowledged them. A later copy of bytes between `acked` and this
+    /// offset has nothing to be compared with.
+    unverified_end: u64,
     stats: ReassemblyStats,
 }
 
@@ -165,6 +171,8 @@ impl Reassembler {
             fin: None,
             unacked: VecDeque::new(),
             unacked_bytes: 0,
+            acked: 0,
+            unverified_end: 0,
             stats: ReassemblyStats::default(),
         }
     }
@@ -212,19 +220,18 @@ impl Reassembler {
         self.buffered_bytes + self.unacked_bytes
     }
 
-    /// Frees memory under the flow table's total bound: gives up the first
-    /// hole, or when none is buffered, the delivered bytes kept for
-    /// comparison. Returns false when nothing was held.
+    /// Frees memory under the flow table's total bound: drops the delivered
+    /// bytes kept for comparison, or when none are kept, gives up the first
+    /// hole. Dropping kept bytes loses no data, so it comes first. Returns
+    /// false when nothing was held.
     pub fn shed(&mut self, out: &mut Vec<Delivery>) -> bool {
-        if self.skip_hole(out) {
+        if let Some((at, last)) = self.unacked.back() {
+            self.unverified_end = self.unverified_end.max(at + last.len() as u64);
+            self.unacked.clear();
+            self.unacked_bytes = 0;
             return true;
         }
-        if self.unacked.is_empty() {
-            return false;
-        }
-        self.unacked.clear();
-        self.unacked_bytes = 0;
-        true
+        self.skip_hole(out)
     }
 
     pub fn stats(&self) -> ReassemblyStats {
@@ -403,6 +410,13 @@ impl Reassembler {
     /// buffered ones.
     fn differs_from_seen(&self, start: u64, bytes: &Bytes) -> bool {
         let end = start + bytes.len() as u64;
+        if start < self.unverified_end && end > self.acked {
+            // The first copy of these bytes was dropped unacknowledged, to
+            // bound memory, so a second copy cannot be checked. A client
+            // could have sent more than the bound in copies the kernel
+            // drops, so it counts as a conflict.
+            return true;
+        }
         let differs = |at: u64, seen: &[u8]| {
             let from = at.max(start);
             let to = (at + seen.len() as u64).min(end);
@@ -429,14 +443,16 @@ impl Reassembler {
         self.unacked_bytes += bytes.len();
         self.unacked.push_back((at, bytes));
         while self.unacked_bytes > self.max_buffered_bytes
-            && let Some((_, oldest)) = self.unacked.pop_front()
+            && let Some((at, oldest)) = self.unacked.pop_front()
         {
             self.unacked_bytes -= oldest.len();
+            self.unverified_end = self.unverified_end.max(at + oldest.len() as u64);
         }
     }
 
     /// Drops kept bytes before stream offset `acked`.
     fn forget_acked(&mut self, acked: u64) {
+        self.acked = self.acked.max(acked);
         while let Some((at, bytes)) = self.unacked.front() {
             let end = at + bytes.len() as u64;
             if end > acked {
@@ -695,8 +711,26 @@ mod tests {
             push(&mut stream, offset, b"abcd", &mut out);
         }
         assert!(stream.unacked_bytes <= 8, "{}", stream.unacked_bytes);
+        assert!(conflicts_of(&out).is_empty());
+
+        // The first copy of these bytes was dropped unacknowledged, so a
+        // second copy cannot be checked and counts as a conflict.
+        push(&mut stream, 0, b"abcd", &mut out);
+        assert_eq!(conflicts_of(&out), vec![0]);
+    }
+
+    #[test]
+    fn acknowledged_dropped_bytes_are_not_conflicts() {
+        let mut stream = started(8);
+        let mut out = Vec::new();
+        for offset in (0..64).step_by(4) {
+            push(&mut stream, offset, b"abcd", &mut out);
+        }
+        stream.ack(seq(ISN, 56), &mut out);
         push(&mut stream, 0, b"XXXX", &mut out);
-        assert!(conflicts_of(&out).is_empty(), "the oldest kept bytes were dropped");
+        assert!(conflicts_of(&out).is_empty(), "the peer acknowledged them");
+        push(&mut stream, 56, b"abcd", &mut out);
+        assert!(conflicts_of(&out).is_empty(), "bytes 56 to 63 are still kept and equal");
     }
 
     #[test]

@@ -114,7 +114,10 @@ impl Origins {
     /// network namespace again, so that a container network created after
     /// the start (`docker network create`) counts as local from now on.
     pub fn refresh_local_networks(&self) {
-        let mut found = LocalNetworks::of_this_host();
+        // A listing that failed keeps the networks found before.
+        let Some(mut found) = LocalNetworks::list_this_host() else {
+            return;
+        };
         found.addresses = found.addresses.into_iter().map(|ip| ip.to_canonical()).collect();
         let mut local = self.inner.local.write().unwrap_or_else(PoisonError::into_inner);
         if *local != found {
@@ -205,31 +208,35 @@ impl Origins {
 
 impl LocalNetworks {
     /// Finds the addresses and container networks of the calling thread's
-    /// network namespace.
+    /// network namespace. What cannot be listed is left out, with a warning.
     pub fn of_this_host() -> Self {
-        let interfaces: Vec<(String, IpAddr, Option<IpAddr>)> = match nix::ifaddrs::getifaddrs() {
-            Ok(interfaces) => interfaces
-                .filter_map(|interface| {
-                    let address = interface.address.as_ref().and_then(ip_of)?;
-                    let netmask = interface.netmask.as_ref().and_then(ip_of);
-                    Some((interface.interface_name, address, netmask))
-                })
-                .collect(),
-            Err(error) => {
-                tracing::warn!(%error, "Failed to list the host's addresses: only loopback clients get a cgroup");
-                return Self::default();
-            }
-        };
-        let links = links::list().unwrap_or_else(|error| {
+        let (interfaces, links) = list_interfaces_and_links();
+        let interfaces = interfaces.unwrap_or_else(|error| {
+            tracing::warn!(%error, "Failed to list the host's addresses: only loopback clients get a cgroup");
+            Vec::new()
+        });
+        let links = links.unwrap_or_else(|error| {
             tracing::warn!(%error, "Failed to list the network interfaces: clients in containers get no cgroup");
             Vec::new()
         });
         Self::from_interfaces(&interfaces, &links)
     }
 
+    /// Finds the addresses and container networks as [`Self::of_this_host`]
+    /// does, or returns `None` when either listing failed.
+    fn list_this_host() -> Option<Self> {
+        match list_interfaces_and_links() {
+            (Ok(interfaces), Ok(links)) => Some(Self::from_interfaces(&interfaces, &links)),
+            (Err(error), _) | (_, Err(error)) => {
+                tracing::debug!(%error, "Failed to list the host's networks again; keeping those found before");
+                None
+            }
+        }
+    }
+
     /// Builds the networks from each interface's name, address and netmask,
     /// and the interfaces' kinds.
-    fn from_interfaces(interfaces: &[(String, IpAddr, Option<IpAddr>)], links: &[links::Link]) -> Self {
+    fn from_interfaces(interfaces: &[InterfaceAddress], links: &[links::Link]) -> Self {
         let addresses = interfaces.iter().map(|(_, address, _)| *address).collect();
         let mut containers: Vec<IpNet> = interfaces
             .iter()
@@ -248,6 +255,24 @@ impl LocalNetworks {
 fn log_container_networks(local: &LocalNetworks) {
     let containers: Vec<String> = local.containers.iter().map(ToString::to_string).collect();
     tracing::info!(?containers, "Clients in these container networks get their cgroup and process");
+}
+
+/// An interface's name, address and netmask.
+type InterfaceAddress = (String, IpAddr, Option<IpAddr>);
+
+/// Lists the addresses of the calling thread's network namespace, and its
+/// interfaces with their kinds.
+fn list_interfaces_and_links() -> (std::io::Result<Vec<InterfaceAddress>>, std::io::Result<Vec<links::Link>>) {
+    let interfaces = nix::ifaddrs::getifaddrs().map_err(std::io::Error::from).map(|interfaces| {
+        interfaces
+            .filter_map(|interface| {
+                let address = interface.address.as_ref().and_then(ip_of)?;
+                let netmask = interface.netmask.as_ref().and_then(ip_of);
+                Some((interface.interface_name, address, netmask))
+            })
+            .collect()
+    });
+    (interfaces, links::list())
 }
 
 /// Tells whether `link` leads only to this host's own network namespaces:
