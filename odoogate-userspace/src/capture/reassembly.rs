@@ -60,8 +60,12 @@ pub struct ReassemblyStats {
     /// Segments and acknowledgements ignored because they lay more than
     /// the maximum TCP window away from the next expected byte.
     pub out_of_window: u64,
-    /// Segments whose bytes differed from an earlier copy of them.
+    /// Segments whose bytes differed from an earlier copy of them, or
+    /// covered bytes whose first copy was dropped unacknowledged.
     pub conflicts: u64,
+    /// Delivered bytes dropped before the peer acknowledged them, so a later
+    /// copy of them cannot be compared.
+    pub unverified_bytes: u64,
 }
 
 /// A buffered range of the stream.
@@ -227,6 +231,7 @@ impl Reassembler {
     pub fn shed(&mut self, out: &mut Vec<Delivery>) -> bool {
         if let Some((at, last)) = self.unacked.back() {
             self.unverified_end = self.unverified_end.max(at + last.len() as u64);
+            self.stats.unverified_bytes += self.unacked_bytes as u64;
             self.unacked.clear();
             self.unacked_bytes = 0;
             return true;
@@ -446,6 +451,7 @@ impl Reassembler {
             && let Some((at, oldest)) = self.unacked.pop_front()
         {
             self.unacked_bytes -= oldest.len();
+            self.stats.unverified_bytes += oldest.len() as u64;
             self.unverified_end = self.unverified_end.max(at + oldest.len() as u64);
         }
     }
@@ -711,6 +717,7 @@ mod tests {
             push(&mut stream, offset, b"abcd", &mut out);
         }
         assert!(stream.unacked_bytes <= 8, "{}", stream.unacked_bytes);
+        assert_eq!(stream.stats().unverified_bytes, 56);
         assert!(conflicts_of(&out).is_empty());
 
         // The first copy of these bytes was dropped unacknowledged, so a
