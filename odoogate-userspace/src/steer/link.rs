@@ -32,7 +32,7 @@ pub fn open_pinned(path: &Path) -> io::Result<OwnedFd> {
 }
 
 /// Returns the inode of the network namespace the netns link `link` is
-/// attached to, 0 once it is detached (`BPF_OBJ_GET_INFO_BY_FD`).
+/// attached to, 0 once it is detached.
 pub fn netns_inode(link: BorrowedFd<'_>) -> io::Result<u32> {
     /// The start of the kernel's `struct bpf_link_info` with its `netns`
     /// member, and room for the rest of the union, which is zero-filled.
@@ -47,25 +47,12 @@ pub fn netns_inode(link: BorrowedFd<'_>) -> io::Result<u32> {
         attach_type: u32,
         _rest: [u64; 6],
     }
-    /// The `info` member of the kernel's `union bpf_attr`.
-    #[repr(C)]
-    struct InfoAttr {
-        bpf_fd: u32,
-        info_len: u32,
-        info: u64,
-    }
 
-    let mut info = NetnsLinkInfo::default();
-    let info_len = u32::try_from(std::mem::size_of::<NetnsLinkInfo>()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let attr = InfoAttr { bpf_fd: fd_number(link)?, info_len, info: (&raw mut info) as u64 };
-    // SAFETY: `attr` is the member for this command, and the kernel writes
-    // at most `info_len` bytes into `info`, which lives across the call.
-    unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &attr)? };
-    Ok(info.netns_ino)
+    Ok(object_info::<NetnsLinkInfo>(link)?.netns_ino)
 }
 
 /// Returns the id of the map, program or link `object`, the id that
-/// `/proc/PID/fdinfo` shows for its descriptors (`BPF_OBJ_GET_INFO_BY_FD`).
+/// `/proc/PID/fdinfo` shows for its descriptors.
 pub fn object_id(object: BorrowedFd<'_>) -> io::Result<u32> {
     /// The members that `struct bpf_map_info`, `bpf_prog_info` and
     /// `bpf_link_info` begin with. The kernel fills only `info_len` bytes.
@@ -75,6 +62,15 @@ pub fn object_id(object: BorrowedFd<'_>) -> io::Result<u32> {
         kind: u32,
         id: u32,
     }
+
+    Ok(object_info::<InfoStart>(object)?.id)
+}
+
+/// Reads the start of the kernel's info struct of `object`, as much of it
+/// as `Info` covers (`BPF_OBJ_GET_INFO_BY_FD`). `Info` must be a `repr(C)`
+/// prefix of that struct.
+fn object_info<Info: Default>(object: BorrowedFd<'_>) -> io::Result<Info> {
+    /// The `info` member of the kernel's `union bpf_attr`.
     #[repr(C)]
     struct InfoAttr {
         bpf_fd: u32,
@@ -82,13 +78,13 @@ pub fn object_id(object: BorrowedFd<'_>) -> io::Result<u32> {
         info: u64,
     }
 
-    let mut info = InfoStart::default();
-    let info_len = u32::try_from(std::mem::size_of::<InfoStart>()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut info = Info::default();
+    let info_len = u32::try_from(std::mem::size_of::<Info>()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     let attr = InfoAttr { bpf_fd: fd_number(object)?, info_len, info: (&raw mut info) as u64 };
     // SAFETY: `attr` is the member for this command, and the kernel writes
     // at most `info_len` bytes into `info`, which lives across the call.
     unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &attr)? };
-    Ok(info.id)
+    Ok(info)
 }
 
 /// Detaches `link` from where it is attached (`BPF_LINK_DETACH`, Linux
