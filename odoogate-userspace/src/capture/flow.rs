@@ -79,7 +79,8 @@ pub enum FlowEvent {
         direction: Direction,
         missing_bytes: u64,
     },
-    /// Two copies of the bytes at stream `offset` differed; which one the
+    /// A later copy of the bytes at stream `offset` differed from the first,
+    /// or its first copy was dropped unacknowledged, so which one the
     /// receiver read is unknown.
     Conflict {
         conn_id: u64,
@@ -523,7 +524,8 @@ impl FlowTable {
     }
 
     /// While all flows together buffer more than allowed, makes the largest
-    /// buffer give up its first hole, or the bytes it keeps for comparison.
+    /// buffer drop the bytes it keeps for comparison, or when it keeps none,
+    /// give up its first hole.
     fn enforce_total_bound(&mut self, out: &mut Vec<FlowEvent>) {
         while self.buffered_total > self.limits.max_buffered_bytes_total {
             // NOTE: a linear scan over all flows. It runs only while the

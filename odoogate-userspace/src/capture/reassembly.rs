@@ -44,8 +44,8 @@ pub enum Delivery {
     /// Bytes that will never be seen: the stream continues after them.
     Gap { missing_bytes: u64 },
     /// A copy of bytes at stream offset `offset` differed from the copy
-    /// seen first, so the bytes delivered there may not be those the peer
-    /// read.
+    /// seen first, or that first copy was dropped unacknowledged and cannot
+    /// be compared. The bytes delivered there may not be those the peer read.
     Conflict { offset: u64 },
 }
 
@@ -724,6 +724,63 @@ mod tests {
         // second copy cannot be checked and counts as a conflict.
         push(&mut stream, 0, b"abcd", &mut out);
         assert_eq!(conflicts_of(&out), vec![0]);
+    }
+
+    #[test]
+    fn retransmission_beyond_bound_conflicts() {
+        // The receiver drops bytes 0 to 3 after the capture saw them, so its
+        // cumulative acknowledgement stays at 0 while more than the bound
+        // follows. The sender's equal retransmission cannot be compared.
+        let mut stream = started(8);
+        let mut out = Vec::new();
+        for offset in (0..16).step_by(4) {
+            push(&mut stream, offset, b"abcd", &mut out);
+        }
+        stream.ack(seq(ISN, 0), &mut out);
+        push(&mut stream, 0, b"abcd", &mut out);
+        assert_eq!(conflicts_of(&out), vec![0]);
+    }
+
+    #[test]
+    fn copy_after_shed_conflicts() {
+        let mut stream = started(1024);
+        let mut out = Vec::new();
+        push(&mut stream, 0, b"abcdefgh", &mut out);
+        assert!(stream.shed(&mut out));
+        // A tail loss probe resends the newest segment, whose kept copy the
+        // total bound made the stream drop.
+        push(&mut stream, 4, b"efgh", &mut out);
+        assert_eq!(conflicts_of(&out), vec![4]);
+    }
+
+    #[test]
+    fn kept_bytes_beyond_four_gib() {
+        let mut stream = started(8);
+        let mut out = Vec::new();
+        // Advance the stream past offset 2^32 with lost bytes.
+        let step: u64 = (1 << 30) - 1;
+        let mut offset: u64 = 0;
+        while offset < (1u64 << 32) + 100 {
+            stream.push(seq(ISN, offset as usize), Bytes::new(), step as u32, 0, &mut out);
+            offset += step;
+        }
+        assert_eq!(stream.next, offset);
+        out.clear();
+        for i in 0..4u64 {
+            stream.push(seq(ISN, (offset + i * 4) as usize), Bytes::from_static(b"abcd"), 4, 0, &mut out);
+        }
+        assert_eq!(stream.unverified_end, offset + 8);
+        stream.push(seq(ISN, offset as usize), Bytes::from_static(b"abcd"), 4, 0, &mut out);
+        assert_eq!(conflicts_of(&out), vec![offset]);
+        out.clear();
+        stream.ack(seq(ISN, (offset + 8) as usize), &mut out);
+        assert_eq!(stream.acked, offset + 8);
+        stream.push(seq(ISN, offset as usize), Bytes::from_static(b"abcd"), 4, 0, &mut out);
+        stream.push(seq(ISN, (offset + 8) as usize), Bytes::from_static(b"abcd"), 4, 0, &mut out);
+        assert!(conflicts_of(&out).is_empty(), "{out:?}");
+        // An older acknowledgement does not move `acked` back.
+        stream.ack(seq(ISN, 5), &mut out);
+        assert_eq!(stream.acked, offset + 8);
     }
 
     #[test]

@@ -228,17 +228,23 @@ pub fn capture_gap(conn_id: u64, key: &FlowKey, direction: Direction, missing_by
     record
 }
 
-/// The reason of a call whose request bytes arrived in two different copies.
-pub const CONFLICTING_COPIES_REASON: &str =
-    "the capture saw two different copies of the request's bytes, and Odoo may have read the other one";
+/// The reason of a call whose request bytes arrived in two different copies,
+/// or in a second copy that could not be compared with the first.
+pub const CONFLICTING_COPIES_REASON: &str = "the capture saw a second copy of the request's bytes that differed from the first or could not be \
+     compared with it, and Odoo may have read the other one";
 
-/// Builds the record of two different copies of the bytes at stream
-/// `offset` of a connection. A client crafts them: the server's kernel
-/// drops one copy (a bad checksum, a stale timestamp), and the capture,
-/// which runs before those checks, reads both.
+/// Builds the record of a second copy of the bytes at stream `offset` of a
+/// connection that differed from the first copy. A client crafts such
+/// copies: the server's kernel drops one (a bad checksum, a stale
+/// timestamp), and the capture, which runs before those checks, reads
+/// both. The record is also built for a second copy whose first copy the
+/// reassembler dropped before the peer acknowledged it. An ordinary
+/// retransmission gives that when more than `capture.max_flow_buffer_bytes`
+/// are unacknowledged, or when all flows together hold 64 times that.
 pub fn conflicting_copies(conn_id: u64, key: &FlowKey, direction: Direction, offset: u64) -> AuditRecord {
     let message = format!(
-        "conflicting TCP copies: the {} stream of connection {conn_id} from {} carried two different copies of the bytes at offset {offset}; \
+        "conflicting TCP copies: the {} stream of connection {conn_id} from {} carried a second copy of the bytes at offset {offset} \
+         that differed from the first, or whose first copy was dropped unacknowledged to bound memory; \
          the records of its calls around them may not match what Odoo read",
         direction_name(direction),
         key.client

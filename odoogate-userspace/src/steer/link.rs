@@ -22,10 +22,10 @@ pub fn open_pinned(path: &Path) -> io::Result<OwnedFd> {
     }
 
     let pathname = CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let attr = ObjGetAttr { pathname: pathname.as_ptr() as u64, bpf_fd: 0, file_flags: 0 };
+    let mut attr = ObjGetAttr { pathname: pathname.as_ptr() as u64, bpf_fd: 0, file_flags: 0 };
     // SAFETY: `attr` is the member for this command, and the NUL-terminated
     // path it points to lives across the call.
-    let fd = unsafe { bpf(BPF_OBJ_GET, &attr)? };
+    let fd = unsafe { bpf(BPF_OBJ_GET, &mut attr)? };
     let fd = i32::try_from(fd).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
     // SAFETY: `fd` was just returned by the kernel and is owned by no one else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
@@ -48,7 +48,9 @@ pub fn netns_inode(link: BorrowedFd<'_>) -> io::Result<u32> {
         _rest: [u64; 6],
     }
 
-    Ok(object_info::<NetnsLinkInfo>(link)?.netns_ino)
+    // SAFETY: `NetnsLinkInfo` mirrors the start of `struct bpf_link_info`,
+    // contains only integers, has no padding, and its default is all zeros.
+    Ok(unsafe { object_info::<NetnsLinkInfo>(link)? }.netns_ino)
 }
 
 /// Returns the id of the map, program or link `object`, the id that
@@ -63,13 +65,21 @@ pub fn object_id(object: BorrowedFd<'_>) -> io::Result<u32> {
         id: u32,
     }
 
-    Ok(object_info::<InfoStart>(object)?.id)
+    // SAFETY: `InfoStart` is two `u32`s, zero by default, which every one of
+    // those structs begins with.
+    Ok(unsafe { object_info::<InfoStart>(object)? }.id)
 }
 
 /// Reads the start of the kernel's info struct of `object`, as much of it
-/// as `Info` covers (`BPF_OBJ_GET_INFO_BY_FD`). `Info` must be a `repr(C)`
-/// prefix of that struct.
-fn object_info<Info: Default>(object: BorrowedFd<'_>) -> io::Result<Info> {
+/// as `Info` covers (`BPF_OBJ_GET_INFO_BY_FD`).
+///
+/// # Safety
+///
+/// `Info` must be a `repr(C)` prefix of that struct made only of integers,
+/// without padding, and `Info::default()` must be all zeros. The kernel
+/// writes any bit pattern into it, reads pointer and length members from
+/// it for some object types, and rejects nonzero bytes past its own size.
+unsafe fn object_info<Info: Default>(object: BorrowedFd<'_>) -> io::Result<Info> {
     /// The `info` member of the kernel's `union bpf_attr`.
     #[repr(C)]
     struct InfoAttr {
@@ -80,10 +90,12 @@ fn object_info<Info: Default>(object: BorrowedFd<'_>) -> io::Result<Info> {
 
     let mut info = Info::default();
     let info_len = u32::try_from(std::mem::size_of::<Info>()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let attr = InfoAttr { bpf_fd: fd_number(object)?, info_len, info: (&raw mut info) as u64 };
+    let mut attr = InfoAttr { bpf_fd: fd_number(object)?, info_len, info: (&raw mut info) as u64 };
     // SAFETY: `attr` is the member for this command, and the kernel writes
-    // at most `info_len` bytes into `info`, which lives across the call.
-    unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &attr)? };
+    // at most `info_len` bytes into `info`, which lives across the call and
+    // which the caller vouches for. The kernel also writes the length it
+    // filled back into `attr.info_len`.
+    unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)? };
     Ok(info)
 }
 
@@ -96,9 +108,9 @@ pub fn detach(link: BorrowedFd<'_>) -> io::Result<()> {
         link_fd: u32,
     }
 
-    let attr = LinkDetachAttr { link_fd: fd_number(link)? };
+    let mut attr = LinkDetachAttr { link_fd: fd_number(link)? };
     // SAFETY: `attr` is the member for this command and holds no pointer.
-    unsafe { bpf(BPF_LINK_DETACH, &attr)? };
+    unsafe { bpf(BPF_LINK_DETACH, &mut attr)? };
     Ok(())
 }
 
@@ -108,10 +120,12 @@ pub fn detach(link: BorrowedFd<'_>) -> io::Result<()> {
 ///
 /// `attr` must be the kernel's `union bpf_attr` member for `command`, and
 /// every pointer in it must stay valid for the call.
-unsafe fn bpf<A>(command: libc::c_long, attr: &A) -> io::Result<libc::c_long> {
-    // SAFETY: the kernel reads `size_of::<A>()` bytes from `attr`, and the
-    // caller vouches for what they point to.
-    let result = unsafe { libc::syscall(libc::SYS_bpf, command, std::ptr::from_ref(attr), std::mem::size_of::<A>()) };
+unsafe fn bpf<A>(command: libc::c_long, attr: &mut A) -> io::Result<libc::c_long> {
+    // SAFETY: the kernel reads `size_of::<A>()` bytes from `attr`, and for
+    // some commands writes results back into it (`info.info_len` for
+    // `BPF_OBJ_GET_INFO_BY_FD`), so it gets a mutable pointer. The caller
+    // vouches for what the members point to.
+    let result = unsafe { libc::syscall(libc::SYS_bpf, command, std::ptr::from_mut(attr), std::mem::size_of::<A>()) };
     if result < 0 { Err(io::Error::last_os_error()) } else { Ok(result) }
 }
 
