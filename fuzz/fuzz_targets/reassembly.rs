@@ -14,7 +14,7 @@
 use arbitrary::Arbitrary;
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use odoogate::capture::reassembly::{Delivery, Reassembler};
+use odoogate::capture::reassembly::{ConflictKind, Delivery, Reassembler};
 
 const MAX_BUFFERED: usize = 4096;
 
@@ -98,8 +98,9 @@ impl Checker {
                     self.position += bytes.len() as u64;
                 }
                 Delivery::Gap { missing_bytes } => self.position += missing_bytes,
-                Delivery::Conflict { offset } => {
-                    assert!(unverified_bytes > 0, "copies of the same bytes reported as a conflict at {offset}");
+                Delivery::Conflict { offset, kind } => {
+                    assert_eq!(*kind, ConflictKind::Unverifiable, "copies of the same bytes reported as different at {offset}");
+                    assert!(unverified_bytes > 0, "a copy reported as unverifiable at {offset} before any was dropped");
                 }
             }
         }

@@ -9,7 +9,7 @@
 //! their holes first).
 
 use super::event::{FlowKey, Segment};
-use super::reassembly::{Delivery, Reassembler};
+use super::reassembly::{ConflictKind, Delivery, Reassembler};
 use bytes::Bytes;
 use std::collections::{BTreeSet, HashMap};
 
@@ -86,6 +86,7 @@ pub enum FlowEvent {
         conn_id: u64,
         direction: Direction,
         offset: u64,
+        kind: ConflictKind,
     },
     /// The flow ended; no event with this `conn_id` follows.
     Closed { conn_id: u64, reason: CloseReason },
@@ -242,10 +243,11 @@ impl Flow {
                 direction,
                 missing_bytes,
             },
-            Delivery::Conflict { offset } => FlowEvent::Conflict {
+            Delivery::Conflict { offset, kind } => FlowEvent::Conflict {
                 conn_id,
                 direction,
                 offset,
+                kind,
             },
         }));
     }

@@ -43,10 +43,31 @@ pub enum Delivery {
     Data { bytes: Bytes, timestamp_ns: u64 },
     /// Bytes that will never be seen: the stream continues after them.
     Gap { missing_bytes: u64 },
-    /// A copy of bytes at stream offset `offset` differed from the copy
-    /// seen first, or that first copy was dropped unacknowledged and cannot
-    /// be compared. The bytes delivered there may not be those the peer read.
-    Conflict { offset: u64 },
+    /// A later copy of the bytes at stream offset `offset` was checked
+    /// against the first, which the reassembler delivered or buffered, and
+    /// failed: the bytes delivered there may not be those the peer read.
+    Conflict { offset: u64, kind: ConflictKind },
+}
+
+/// The way a later copy of delivered or buffered bytes failed its check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConflictKind {
+    /// Its bytes differ from the first copy's.
+    Differs,
+    /// The first copy was dropped before the peer acknowledged it, to bound
+    /// memory, so the copies cannot be compared. An ordinary retransmission
+    /// gives this when more than the buffer bound is unacknowledged.
+    Unverifiable,
+}
+
+impl ConflictKind {
+    /// Returns the `ODOOGATE_ERROR_CODE` of the records it gives.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Differs => "conflicting_copies",
+            Self::Unverifiable => "unverifiable_copy",
+        }
+    }
 }
 
 /// Counters of one direction.
@@ -276,9 +297,11 @@ impl Reassembler {
         self.stats.duplicate_bytes += skipped;
         let wire_len = wire_len - before_start;
         let captured = captured - skipped;
-        if captured > 0 && self.differs_from_seen(start, &payload) {
+        if captured > 0
+            && let Some(kind) = self.check_copy(start, &payload)
+        {
             self.stats.conflicts += 1;
-            out.push(Delivery::Conflict { offset: start });
+            out.push(Delivery::Conflict { offset: start, kind });
         }
         if captured > 0 {
             self.insert(
@@ -410,18 +433,11 @@ impl Reassembler {
         }
     }
 
-    /// Tells whether `bytes` at stream offset `start` differ anywhere from
-    /// a copy seen earlier: delivered bytes not acknowledged yet, or
-    /// buffered ones.
-    fn differs_from_seen(&self, start: u64, bytes: &Bytes) -> bool {
+    /// Checks `bytes` at stream offset `start` against the copies seen
+    /// earlier: delivered bytes not acknowledged yet, and buffered ones.
+    /// Returns how the check failed, or `None` when it passed.
+    fn check_copy(&self, start: u64, bytes: &Bytes) -> Option<ConflictKind> {
         let end = start + bytes.len() as u64;
-        if start < self.unverified_end && end > self.acked {
-            // The first copy of these bytes was dropped unacknowledged, to
-            // bound memory, so a second copy cannot be checked. A client
-            // could have sent more than the bound in copies the kernel
-            // drops, so it counts as a conflict.
-            return true;
-        }
         let differs = |at: u64, seen: &[u8]| {
             let from = at.max(start);
             let to = (at + seen.len() as u64).min(end);
@@ -430,16 +446,23 @@ impl Reassembler {
         if start < self.next {
             // Kept pieces are in offset order and do not overlap.
             let first = self.unacked.partition_point(|(at, seen)| at + seen.len() as u64 <= start);
-            let overlapping = self.unacked.range(first..).take_while(|(at, _)| *at < end);
-            if overlapping.into_iter().any(|(at, seen)| differs(*at, seen)) {
-                return true;
+            let mut overlapping = self.unacked.range(first..).take_while(|(at, _)| *at < end);
+            if overlapping.any(|(at, seen)| differs(*at, seen)) {
+                return Some(ConflictKind::Differs);
             }
         }
         let earlier = self.pieces.range(..start).next_back();
-        earlier.into_iter().chain(self.pieces.range(start..end)).any(|(&at, piece)| match piece {
+        let buffered_differs = earlier.into_iter().chain(self.pieces.range(start..end)).any(|(&at, piece)| match piece {
             Piece::Data { bytes: seen, .. } => differs(at, seen),
             Piece::Lost { .. } => false,
-        })
+        });
+        if buffered_differs {
+            return Some(ConflictKind::Differs);
+        }
+        // A client could send more than the bound in copies the kernel
+        // drops, to push its first copy out before the real one comes, so
+        // a copy that cannot be checked fails too.
+        (start < self.unverified_end && end > self.acked).then_some(ConflictKind::Unverifiable)
     }
 
     /// Keeps delivered `bytes` at stream offset `at` until the peer
@@ -656,10 +679,19 @@ mod tests {
         assert_eq!(data_of(&out), b"abcdefgh");
     }
 
+    fn conflict_kinds(out: &[Delivery]) -> Vec<ConflictKind> {
+        out.iter()
+            .filter_map(|d| match d {
+                Delivery::Conflict { kind, .. } => Some(*kind),
+                Delivery::Data { .. } | Delivery::Gap { .. } => None,
+            })
+            .collect()
+    }
+
     fn conflicts_of(out: &[Delivery]) -> Vec<u64> {
         out.iter()
             .filter_map(|d| match d {
-                Delivery::Conflict { offset } => Some(*offset),
+                Delivery::Conflict { offset, .. } => Some(*offset),
                 Delivery::Data { .. } | Delivery::Gap { .. } => None,
             })
             .collect()
@@ -673,6 +705,7 @@ mod tests {
         push(&mut stream, 2, b"cdXf", &mut out);
         assert_eq!(data_of(&out), b"abcdef", "the first copy is kept");
         assert_eq!(conflicts_of(&out), vec![2]);
+        assert_eq!(conflict_kinds(&out), vec![ConflictKind::Differs]);
         assert_eq!(stream.stats().conflicts, 1);
     }
 
@@ -695,6 +728,7 @@ mod tests {
         push(&mut stream, 0, b"abcdefgh", &mut out);
         assert_eq!(data_of(&out), b"abcdEFGH");
         assert_eq!(conflicts_of(&out), vec![0]);
+        assert_eq!(conflict_kinds(&out), vec![ConflictKind::Differs]);
     }
 
     #[test]
@@ -724,6 +758,7 @@ mod tests {
         // second copy cannot be checked and counts as a conflict.
         push(&mut stream, 0, b"abcd", &mut out);
         assert_eq!(conflicts_of(&out), vec![0]);
+        assert_eq!(conflict_kinds(&out), vec![ConflictKind::Unverifiable]);
     }
 
     #[test]
@@ -739,6 +774,7 @@ mod tests {
         stream.ack(seq(ISN, 0), &mut out);
         push(&mut stream, 0, b"abcd", &mut out);
         assert_eq!(conflicts_of(&out), vec![0]);
+        assert_eq!(conflict_kinds(&out), vec![ConflictKind::Unverifiable]);
     }
 
     #[test]
@@ -751,6 +787,7 @@ mod tests {
         // total bound made the stream drop.
         push(&mut stream, 4, b"efgh", &mut out);
         assert_eq!(conflicts_of(&out), vec![4]);
+        assert_eq!(conflict_kinds(&out), vec![ConflictKind::Unverifiable]);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use super::records;
 use crate::audit::{AuditEvent, AuditRecord, Decision};
 use crate::capture::flow::Direction;
+use crate::capture::reassembly::ConflictKind;
 use crate::capture::{Endpoint, FlowKey};
 use crate::config::Config;
 use crate::http::framer::{FramerEvent, FramerLimits, RequestFramer, ResponseFramer};
@@ -195,10 +196,11 @@ pub struct Connection {
     responses: ResponseFramer,
     pending: VecDeque<PendingCall>,
     upgraded: bool,
-    /// Two copies of request bytes differed. They may belong to any request
-    /// not complete yet, including one waiting in the out-of-order buffer,
-    /// so every later request may hold the copy Odoo did not read.
-    requests_in_doubt: bool,
+    /// How a copy of request bytes failed its check, once one did. The
+    /// bytes may belong to any request not complete yet, including one
+    /// waiting in the out-of-order buffer, so every later request may hold
+    /// the copy Odoo did not read.
+    requests_in_doubt: Option<ConflictKind>,
     events: Vec<FramerEvent>,
 }
 
@@ -224,7 +226,7 @@ impl Connection {
             responses,
             pending: VecDeque::new(),
             upgraded: false,
-            requests_in_doubt: false,
+            requests_in_doubt: None,
             events: Vec::new(),
         }
     }
@@ -281,20 +283,25 @@ impl Connection {
         output
     }
 
-    /// Handles two different copies of bytes of the `direction` stream. On
+    /// Handles a copy of bytes of the `direction` stream that failed its
+    /// check (two different copies, or one that cannot be compared). On
     /// the request side, the calls waiting for their response and every
     /// later request may hold the copy Odoo did not read, so none of them
     /// is recorded as allowed.
-    pub fn conflict(&mut self, direction: Direction, offset: u64) -> Vec<AuditRecord> {
+    pub fn conflict(&mut self, direction: Direction, offset: u64, kind: ConflictKind) -> Vec<AuditRecord> {
         if direction == Direction::ToServer {
             for pending in &mut self.pending {
                 if let Some(record) = &mut pending.record {
-                    records::mark_conflicting(record);
+                    records::mark_conflicting(record, kind);
                 }
             }
-            self.requests_in_doubt = true;
+            // Two different copies are the stronger evidence, so they
+            // name the doubt once seen.
+            if self.requests_in_doubt != Some(ConflictKind::Differs) {
+                self.requests_in_doubt = Some(kind);
+            }
         }
-        vec![records::conflicting_copies(self.conn_id, &self.key, direction, offset)]
+        vec![records::conflicting_copies(self.conn_id, &self.key, direction, offset, kind)]
     }
 
     /// Ends the connection: a response delimited by the close is completed,
@@ -420,8 +427,8 @@ impl Connection {
                     verdict.reason = invalid.reason_text();
                 }
                 let mut record = records::call_record(&call, &request, &resolution, &source, config, &verdict);
-                if in_doubt {
-                    records::mark_conflicting(&mut record);
+                if let Some(kind) = in_doubt {
+                    records::mark_conflicting(&mut record, kind);
                 }
                 if let Some(invalid) = &invalid_token {
                     record.error_code = Some(invalid.reason.code().to_owned());

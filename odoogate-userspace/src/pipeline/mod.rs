@@ -289,9 +289,9 @@ impl Pipeline {
                 let output = connection.gap(direction, missing_bytes);
                 self.write_output(output);
             }
-            FlowEvent::Conflict { conn_id, direction, offset } => {
+            FlowEvent::Conflict { conn_id, direction, offset, kind } => {
                 let Some(connection) = self.connections.get_mut(&conn_id) else { return };
-                let output = connection.conflict(direction, offset);
+                let output = connection.conflict(direction, offset, kind);
                 self.write_output(output);
             }
             FlowEvent::Closed { conn_id, reason: CloseReason::Evicted } => {

@@ -2,6 +2,7 @@
 
 use crate::audit::{AuditEvent, AuditRecord, Decision, Identity};
 use crate::capture::flow::Direction;
+use crate::capture::reassembly::ConflictKind;
 use crate::capture::{CaptureStats, Endpoint, FlowKey};
 use crate::config::Config;
 use crate::http::{FramingAnomaly, HttpRequest};
@@ -228,23 +229,35 @@ pub fn capture_gap(conn_id: u64, key: &FlowKey, direction: Direction, missing_by
     record
 }
 
-/// The reason of a call whose request bytes arrived in two different copies,
-/// or in a second copy that could not be compared with the first.
-pub const CONFLICTING_COPIES_REASON: &str = "the capture saw a second copy of the request's bytes that differed from the first or could not be \
-     compared with it, and Odoo may have read the other one";
+/// Returns the reason of a call whose request bytes came in a second copy
+/// that failed its check (`kind`).
+pub fn conflict_reason(kind: ConflictKind) -> &'static str {
+    match kind {
+        ConflictKind::Differs => {
+            "the capture saw two different copies of the request's bytes, and Odoo may have read the other one"
+        }
+        ConflictKind::Unverifiable => {
+            "the capture saw a second copy of the request's bytes that it could not compare with the first, \
+             which it had dropped unacknowledged to bound memory"
+        }
+    }
+}
 
 /// Builds the record of a second copy of the bytes at stream `offset` of a
-/// connection that differed from the first copy. A client crafts such
-/// copies: the server's kernel drops one (a bad checksum, a stale
-/// timestamp), and the capture, which runs before those checks, reads
-/// both. The record is also built for a second copy whose first copy the
-/// reassembler dropped before the peer acknowledged it. An ordinary
-/// retransmission gives that when more than `capture.max_flow_buffer_bytes`
-/// are unacknowledged, or when all flows together hold 64 times that.
-pub fn conflicting_copies(conn_id: u64, key: &FlowKey, direction: Direction, offset: u64) -> AuditRecord {
+/// connection that failed its check. Two different copies come from a
+/// client crafting them: the server's kernel drops one (a bad checksum, a
+/// stale timestamp), and the capture, which runs before those checks,
+/// reads both. An uncheckable copy is one whose first copy the reassembler
+/// dropped before the peer acknowledged it. An ordinary retransmission
+/// gives that when more than `capture.max_flow_buffer_bytes` are
+/// unacknowledged, or when all flows together hold 64 times that.
+pub fn conflicting_copies(conn_id: u64, key: &FlowKey, direction: Direction, offset: u64, kind: ConflictKind) -> AuditRecord {
+    let copy = match kind {
+        ConflictKind::Differs => "two different copies of the bytes",
+        ConflictKind::Unverifiable => "a copy it could not check, its first copy dropped unacknowledged to bound memory, of the bytes",
+    };
     let message = format!(
-        "conflicting TCP copies: the {} stream of connection {conn_id} from {} carried a second copy of the bytes at offset {offset} \
-         that differed from the first, or whose first copy was dropped unacknowledged to bound memory; \
+        "conflicting TCP copies: the {} stream of connection {conn_id} from {} carried {copy} at offset {offset}; \
          the records of its calls around them may not match what Odoo read",
         direction_name(direction),
         key.client
@@ -253,22 +266,23 @@ pub fn conflicting_copies(conn_id: u64, key: &FlowKey, direction: Direction, off
     record.conn_id = Some(conn_id);
     record.src_ip = Some(key.client.ip());
     record.src_port = Some(key.client.port());
-    record.error_code = Some("conflicting_copies".to_owned());
+    record.error_code = Some(kind.code().to_owned());
     record
 }
 
-/// Marks the record of a call whose request bytes came in two different
-/// copies: an allowed call becomes `would_deny`, because odoogate cannot
-/// tell which copy Odoo ran.
-pub fn mark_conflicting(record: &mut AuditRecord) {
-    record.error_code.get_or_insert_with(|| "conflicting_copies".to_owned());
+/// Marks the record of a call whose request bytes came in a second copy
+/// that failed its check: an allowed call becomes `would_deny`, because
+/// odoogate cannot tell which copy Odoo ran.
+pub fn mark_conflicting(record: &mut AuditRecord, kind: ConflictKind) {
+    record.error_code.get_or_insert_with(|| kind.code().to_owned());
     if record.decision != Some(Decision::Allow) {
         return;
     }
+    let reason = conflict_reason(kind);
     record.decision = Some(Decision::WouldDeny);
     record.rule = None;
     record.grant = None;
-    record.reason = Some(CONFLICTING_COPIES_REASON.to_owned());
+    record.reason = Some(reason.to_owned());
     let target = match (record.model.as_deref(), record.method.as_deref()) {
         (Some(model), Some(method)) => format!("{model}.{method}"),
         (None, Some(method)) => method.to_owned(),
@@ -276,7 +290,7 @@ pub fn mark_conflicting(record: &mut AuditRecord) {
         (None, None) => "(unknown)".to_owned(),
     };
     record.message = format!(
-        "{} {} {target} via {}: {CONFLICTING_COPIES_REASON}",
+        "{} {} {target} via {}: {reason}",
         Decision::WouldDeny.as_str(),
         record.integration.as_deref().unwrap_or("unidentified"),
         record.protocol.unwrap_or("unknown"),

@@ -254,8 +254,41 @@ fn conflicting_copies_are_never_allowed() {
     assert_eq!(calls.len(), 1, "{calls:?}");
     assert_eq!(calls[0].decision, Some(Decision::WouldDeny));
     assert_eq!(calls[0].error_code.as_deref(), Some("conflicting_copies"));
-    assert_eq!(calls[0].reason.as_deref(), Some(records::CONFLICTING_COPIES_REASON));
+    assert_eq!(calls[0].reason.as_deref(), Some(records::conflict_reason(crate::capture::reassembly::ConflictKind::Differs)));
     assert!(calls[0].message.starts_with("would_deny website-form crm.lead.create via jsonrpc: "), "{}", calls[0].message);
+}
+
+/// A copy of bytes whose first copy was dropped unacknowledged, to bound
+/// memory, cannot be checked, so its call is not recorded as allowed
+/// either, under an error code of its own.
+#[test]
+fn uncheckable_copy_is_never_allowed() {
+    let text = format!("{CONFIG}\n[capture]\nmax_flow_buffer_bytes = 1024\n");
+    let config = Arc::new(crate::config::parse(&text, "test.toml").expect("test config is valid"));
+    let sink = MemorySink::default();
+    let mut pipeline = Pipeline::new(config, None, Box::new(sink.clone()));
+    let mut conn = Conn::new("10.0.0.2:40009");
+    conn.open(&mut pipeline);
+
+    let request = jsonrpc_request("crm.lead", "create");
+    let start = conn.client_seq;
+    conn.send(&mut pipeline, &request);
+    let after = conn.client_seq;
+    // Never acknowledged, these push the request out of the kept bytes.
+    conn.send(&mut pipeline, &[b'\n'; 2048]);
+    conn.client_seq = start;
+    conn.send(&mut pipeline, &request);
+    conn.client_seq = after;
+    conn.answer(&mut pipeline, &jsonrpc_response("41"));
+    conn.close(&mut pipeline);
+
+    let records = sink.0.lock().unwrap().clone();
+    let anomalies: Vec<_> = records.iter().filter(|r| r.error_code.as_deref() == Some("unverifiable_copy") && r.event == AuditEvent::FramingAnomaly).collect();
+    assert_eq!(anomalies.len(), 1, "{records:?}");
+    let calls = calls(&sink);
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].decision, Some(Decision::WouldDeny));
+    assert_eq!(calls[0].error_code.as_deref(), Some("unverifiable_copy"));
 }
 
 /// A retransmission with the same bytes is no conflict.
