@@ -22,6 +22,7 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -63,6 +64,9 @@ struct Inner {
     table: Mutex<Table>,
     arrived: Notify,
     local: RwLock<LocalNetworks>,
+    /// Whether the last refresh of `local` failed, so that a lasting
+    /// failure is logged once as a warning, not on every refresh.
+    refresh_failing: AtomicBool,
 }
 
 /// The addresses and networks that local clients connect from, found at
@@ -95,7 +99,7 @@ impl Origins {
         let LocalNetworks { addresses, containers } = local;
         let addresses = addresses.into_iter().map(|ip| ip.to_canonical()).collect();
         let local = RwLock::new(LocalNetworks { addresses, containers });
-        let inner = Inner { table: Mutex::new(Table::default()), arrived: Notify::new(), local };
+        let inner = Inner { table: Mutex::new(Table::default()), arrived: Notify::new(), local, refresh_failing: AtomicBool::new(false) };
         Self { inner: Arc::new(inner) }
     }
 
@@ -115,9 +119,18 @@ impl Origins {
     /// the start (`docker network create`) counts as local from now on.
     pub fn refresh_local_networks(&self) {
         // A listing that failed keeps the networks found before.
-        let Some(mut found) = LocalNetworks::list_this_host() else {
-            return;
+        let mut found = match LocalNetworks::list_this_host() {
+            Ok(found) => found,
+            Err(error) => {
+                if !self.inner.refresh_failing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(%error, "Failed to list the host's networks again; keeping those found before");
+                }
+                return;
+            }
         };
+        if self.inner.refresh_failing.swap(false, Ordering::Relaxed) {
+            tracing::info!("Listed the host's networks again");
+        }
         found.addresses = found.addresses.into_iter().map(|ip| ip.to_canonical()).collect();
         let mut local = self.inner.local.write().unwrap_or_else(PoisonError::into_inner);
         if *local != found {
@@ -223,15 +236,10 @@ impl LocalNetworks {
     }
 
     /// Finds the addresses and container networks as [`Self::of_this_host`]
-    /// does, or returns `None` when either listing failed.
-    fn list_this_host() -> Option<Self> {
-        match list_interfaces_and_links() {
-            (Ok(interfaces), Ok(links)) => Some(Self::from_interfaces(&interfaces, &links)),
-            (Err(error), _) | (_, Err(error)) => {
-                tracing::debug!(%error, "Failed to list the host's networks again; keeping those found before");
-                None
-            }
-        }
+    /// does, or returns the error of the first listing that failed.
+    fn list_this_host() -> std::io::Result<Self> {
+        let (interfaces, links) = list_interfaces_and_links();
+        Ok(Self::from_interfaces(&interfaces?, &links?))
     }
 
     /// Builds the networks from each interface's name, address and netmask,
