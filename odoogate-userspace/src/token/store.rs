@@ -297,6 +297,11 @@ impl TokenStore {
         if !self.dirty.swap(false, Ordering::Relaxed) {
             return Ok(());
         }
+        // A store removed while the daemon runs stays removed: last-used
+        // times alone are not worth a new, empty store and its directory.
+        if !self.path.exists() {
+            return Ok(());
+        }
         let result = update(&self.path, |file| {
             for record in &mut file.tokens {
                 if let Some(used) = self.last_used(&record.id).filter(|_| self.holds(record)) {

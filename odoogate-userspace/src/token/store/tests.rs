@@ -115,6 +115,18 @@ fn rotation_keeps_old_token_until_grace() {
 }
 
 #[test]
+fn flush_does_not_recreate_removed_store() {
+    let dir = TempDir::new();
+    let (_, token) = TokenStore::create(&dir.store(), "n8n", None, at(0)).unwrap();
+    let store = TokenStore::load(&dir.store()).unwrap();
+    assert!(matches!(store.verify(token.expose(), at(42)), TokenCheck::Valid { .. }));
+
+    std::fs::remove_file(dir.store()).unwrap();
+    store.flush_last_used().unwrap();
+    assert!(!dir.store().exists(), "the flush wrote a new store");
+}
+
+#[test]
 fn last_used_is_flushed_and_merged() {
     let dir = TempDir::new();
     let (record, token) = TokenStore::create(&dir.store(), "n8n", None, at(0)).unwrap();
