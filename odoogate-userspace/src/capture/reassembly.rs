@@ -250,14 +250,11 @@ impl Reassembler {
     /// hole. Dropping kept bytes loses no data, so it comes first. Returns
     /// false when nothing was held.
     pub fn shed(&mut self, out: &mut Vec<Delivery>) -> bool {
-        if let Some((at, last)) = self.unacked.back() {
-            self.unverified_end = self.unverified_end.max(at + last.len() as u64);
-            self.stats.unverified_bytes += self.unacked_bytes as u64;
-            self.unacked.clear();
-            self.unacked_bytes = 0;
-            return true;
+        if self.unacked.is_empty() {
+            return self.skip_hole(out);
         }
-        self.skip_hole(out)
+        while self.drop_oldest_kept() {}
+        true
     }
 
     pub fn stats(&self) -> ReassemblyStats {
@@ -470,13 +467,20 @@ impl Reassembler {
     fn keep_unacked(&mut self, at: u64, bytes: Bytes) {
         self.unacked_bytes += bytes.len();
         self.unacked.push_back((at, bytes));
-        while self.unacked_bytes > self.max_buffered_bytes
-            && let Some((at, oldest)) = self.unacked.pop_front()
-        {
-            self.unacked_bytes -= oldest.len();
-            self.stats.unverified_bytes += oldest.len() as u64;
-            self.unverified_end = self.unverified_end.max(at + oldest.len() as u64);
-        }
+        while self.unacked_bytes > self.max_buffered_bytes && self.drop_oldest_kept() {}
+    }
+
+    /// Drops the oldest kept bytes before the peer acknowledged them, so
+    /// later copies of them count as uncheckable. Returns false when none
+    /// are kept.
+    fn drop_oldest_kept(&mut self) -> bool {
+        let Some((at, oldest)) = self.unacked.pop_front() else {
+            return false;
+        };
+        self.unacked_bytes -= oldest.len();
+        self.stats.unverified_bytes += oldest.len() as u64;
+        self.unverified_end = self.unverified_end.max(at + oldest.len() as u64);
+        true
     }
 
     /// Drops kept bytes before stream offset `acked`.

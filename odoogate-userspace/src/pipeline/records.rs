@@ -114,8 +114,12 @@ pub fn call_record(
 /// of a call's record. It is written piece by piece, because `format!`
 /// costs several times as much on this path, taken once per call.
 fn call_message(decision: Decision, integration: &str, call: &Call, reason: &str) -> String {
-    let target = target_parts(call);
-    let parts = [decision.as_str(), " ", integration, " ", target[0], target[1], target[2], " via ", call.protocol.as_str(), ": ", reason];
+    message_of(decision, integration, target_parts(call), call.protocol.as_str(), reason)
+}
+
+/// Joins the parts of a call record's message.
+fn message_of(decision: Decision, integration: &str, target: [&str; 3], protocol: &str, reason: &str) -> String {
+    let parts = [decision.as_str(), " ", integration, " ", target[0], target[1], target[2], " via ", protocol, ": ", reason];
     let mut message = String::with_capacity(parts.iter().map(|part| part.len()).sum());
     for part in parts {
         message.push_str(part);
@@ -125,9 +129,15 @@ fn call_message(decision: Decision, integration: &str, call: &Call, reason: &str
 
 /// Returns [`CallTarget`]'s text in up to three parts.
 fn target_parts(call: &Call) -> [&str; 3] {
-    match (&call.model, &call.method) {
+    parts_of_target(call.model.as_deref(), call.method.as_deref(), call.service.as_deref())
+}
+
+/// Returns a call's target in up to three parts: `model.method`, else
+/// `service.method`, else the one that is known.
+fn parts_of_target<'a>(model: Option<&'a str>, method: Option<&'a str>, service: Option<&'a str>) -> [&'a str; 3] {
+    match (model, method) {
         (Some(model), Some(method)) => [model, ".", method],
-        (None, Some(method)) => match &call.service {
+        (None, Some(method)) => match service {
             Some(service) => [service, ".", method],
             None => [method, "", ""],
         },
@@ -283,18 +293,11 @@ pub fn mark_conflicting(record: &mut AuditRecord, kind: ConflictKind) {
     record.rule = None;
     record.grant = None;
     record.reason = Some(reason.to_owned());
-    let target = match (record.model.as_deref(), record.method.as_deref()) {
-        (Some(model), Some(method)) => format!("{model}.{method}"),
-        (None, Some(method)) => method.to_owned(),
-        (Some(model), None) => model.to_owned(),
-        (None, None) => "(unknown)".to_owned(),
-    };
-    record.message = format!(
-        "{} {} {target} via {}: {reason}",
-        Decision::WouldDeny.as_str(),
-        record.integration.as_deref().unwrap_or("unidentified"),
-        record.protocol.unwrap_or("unknown"),
-    );
+    // A record's method already carries the service of a call without a
+    // model (`common.login`), as `call_record` wrote it.
+    let target = parts_of_target(record.model.as_deref(), record.method.as_deref(), None);
+    let integration = record.integration.as_deref().unwrap_or("unidentified");
+    record.message = message_of(Decision::WouldDeny, integration, target, record.protocol.unwrap_or("unknown"), reason);
 }
 
 /// Builds the record for bytes the framer skipped because they formed no

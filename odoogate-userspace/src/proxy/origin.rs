@@ -119,7 +119,7 @@ impl Origins {
     /// the start (`docker network create`) counts as local from now on.
     pub fn refresh_local_networks(&self) {
         // A listing that failed keeps the networks found before.
-        let mut found = match LocalNetworks::list_this_host() {
+        let found = match LocalNetworks::list_this_host() {
             Ok(found) => found,
             Err(error) => {
                 if !self.inner.refresh_failing.swap(true, Ordering::Relaxed) {
@@ -131,7 +131,6 @@ impl Origins {
         if self.inner.refresh_failing.swap(false, Ordering::Relaxed) {
             tracing::info!("Listed the host's networks again");
         }
-        found.addresses = found.addresses.into_iter().map(|ip| ip.to_canonical()).collect();
         let mut local = self.inner.local.write().unwrap_or_else(PoisonError::into_inner);
         if *local != found {
             if local.containers != found.containers {
@@ -245,7 +244,7 @@ impl LocalNetworks {
     /// Builds the networks from each interface's name, address and netmask,
     /// and the interfaces' kinds.
     fn from_interfaces(interfaces: &[InterfaceAddress], links: &[links::Link]) -> Self {
-        let addresses = interfaces.iter().map(|(_, address, _)| *address).collect();
+        let addresses = interfaces.iter().map(|(_, address, _)| address.to_canonical()).collect();
         let mut containers: Vec<IpNet> = interfaces
             .iter()
             .filter(|(name, _, _)| links.iter().any(|link| &link.name == name && reaches_only_containers(link, links)))
