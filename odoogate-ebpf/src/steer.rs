@@ -14,7 +14,7 @@
 //!   on another device.
 //! - Fail closed: when slot 0 is empty (odoogate's socket was closed, the
 //!   daemon is down) or the assign fails, the program returns `SK_DROP`.
-//!   The socket lookup then fails and the kernel answers the SYN with a
+//!   The socket lookup then fails and the kernel replies to the SYN with a
 //!   reset, so the client sees the connection refused and a connection
 //!   never reaches Odoo unchecked.
 //!

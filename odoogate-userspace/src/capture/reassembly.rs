@@ -10,7 +10,7 @@
 //! A client that crafts packets can send two different copies of the same
 //! bytes, one of which the receiver's kernel drops (a bad checksum, a stale
 //! timestamp, a segment outside the window) while the capture, which runs
-//! before those checks, sees both. The capture cannot tell which copy the
+//! before those checks, copies both. The capture cannot tell which copy the
 //! server read. So the reassembler keeps the bytes it delivered until the
 //! peer acknowledges them, compares every later copy of buffered or kept
 //! bytes with the first, and reports a difference as a

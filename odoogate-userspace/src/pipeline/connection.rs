@@ -196,7 +196,7 @@ pub struct Connection {
     responses: ResponseFramer,
     pending: VecDeque<PendingCall>,
     upgraded: bool,
-    /// How a copy of request bytes failed its check, once one did. The
+    /// The way a copy of request bytes failed its check, once one did. The
     /// bytes may belong to any request not complete yet, including one
     /// waiting in the out-of-order buffer, so every later request may hold
     /// the copy Odoo did not read.

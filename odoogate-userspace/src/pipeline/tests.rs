@@ -230,7 +230,7 @@ fn lost_segment_gives_gap_and_later_calls_still_decode() {
 
 /// A client that crafts packets sends an allowed call first, in a copy the
 /// server's kernel drops (a bad checksum, say), then another call in the
-/// copy the server reads. The capture sees both.
+/// copy the server reads. The capture copies both.
 #[test]
 fn conflicting_copies_are_never_allowed() {
     let (mut pipeline, sink) = pipeline();

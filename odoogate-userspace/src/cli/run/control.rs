@@ -68,7 +68,7 @@ pub struct StatusSources {
     pub started: SystemTime,
     /// The eBPF programs of the capture, as `tcx ingress lo`.
     pub capture: Vec<String>,
-    /// How clients reach the enforce-mode proxy, as `sk_lookup on ports
+    /// The way clients reach the enforce-mode proxy, as `sk_lookup on ports
     /// [8069]` or `listen 127.0.0.1:8070`. `None` in observe mode.
     pub proxy: Option<String>,
     /// The bpffs directory of the steering pins (`steering.pin_dir`) when

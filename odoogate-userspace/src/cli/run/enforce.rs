@@ -350,7 +350,7 @@ fn guard_source(capture: &LocalCapture) -> Option<GuardSource> {
 /// What `odoogate status` reports about the proxy besides its policy state.
 struct Daemon {
     handle: Arc<ConfigHandle>,
-    /// How clients reach the proxy, for `status`.
+    /// The way clients reach the proxy, for `status`.
     proxy: String,
     /// `steering.pin_dir` as the steering was installed, or `None` in
     /// listen mode.

@@ -77,7 +77,7 @@ pub fn list() -> io::Result<Vec<Link>> {
     }
 }
 
-/// An `RTM_GETLINK` dump request for every address family.
+/// Builds an `RTM_GETLINK` dump request for every address family.
 fn dump_request() -> Vec<u8> {
     let length = (HEADER_LEN + IFINFO_LEN) as u32;
     let mut request = Vec::with_capacity(HEADER_LEN + IFINFO_LEN);
@@ -143,8 +143,9 @@ fn parse_link(message: &[u8]) -> io::Result<Link> {
     Ok(link)
 }
 
-/// The attributes (`struct rtattr`) in `bytes`: each one's type, without
-/// flags, and payload. Stops at the first one that does not fit.
+/// Iterates over the attributes (`struct rtattr`) in `bytes`, giving each
+/// one's type, without flags, and payload. Stops at the first one that
+/// does not fit.
 fn attributes(mut bytes: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     std::iter::from_fn(move || {
         if bytes.len() < 4 {
@@ -174,7 +175,7 @@ fn u32_at(bytes: &[u8], at: usize) -> u32 {
     u32::from_ne_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
 }
 
-/// A NUL-terminated string attribute.
+/// Reads a NUL-terminated string attribute.
 fn c_string(payload: &[u8]) -> String {
     let end = payload.iter().position(|&byte| byte == 0).unwrap_or(payload.len());
     String::from_utf8_lossy(&payload[..end]).into_owned()
