@@ -105,6 +105,15 @@ pub struct FlowStats {
     pub idle_timeouts: u64,
     pub gaps: u64,
     pub gap_bytes: u64,
+    /// Later copies of bytes that differed from the first copy
+    /// ([`ConflictKind::Differs`]).
+    pub conflicting_copies: u64,
+    /// Later copies of bytes whose first copy was dropped unacknowledged, so
+    /// they could not be compared ([`ConflictKind::Unverifiable`]).
+    pub unverifiable_copies: u64,
+    /// Delivered bytes dropped before the peer acknowledged them, in all
+    /// flows since start, closed flows included.
+    pub unverified_bytes: u64,
     /// Bytes held in out-of-order buffers now.
     pub bytes_buffered: usize,
     /// Segments that matched no flow and could not open one (not to or from
@@ -164,6 +173,10 @@ impl Flow {
     /// kept until they are acknowledged.
     fn buffered_bytes(&self) -> usize {
         self.to_server.held_bytes() + self.to_client.held_bytes()
+    }
+
+    fn unverified_bytes(&self) -> u64 {
+        self.to_server.stats().unverified_bytes + self.to_client.stats().unverified_bytes
     }
 
     /// Applies a segment sent in `direction` to both streams.
@@ -478,10 +491,12 @@ impl FlowTable {
             return;
         };
         let before = flow.buffered_bytes();
+        let unverified_before = flow.unverified_bytes();
         let first_new = out.len();
         apply(flow, deliveries, out);
         *buffered_total = *buffered_total - before + flow.buffered_bytes();
-        count_gaps(stats, &out[first_new..]);
+        stats.unverified_bytes += flow.unverified_bytes() - unverified_before;
+        count_events(stats, &out[first_new..]);
     }
 
     /// Records activity on the flow `key` at `timestamp_ns`. Timestamps from
@@ -559,11 +574,17 @@ impl FlowTable {
     }
 }
 
-fn count_gaps(stats: &mut FlowStats, events: &[FlowEvent]) {
+/// Counts the gaps and conflicts among `events`.
+fn count_events(stats: &mut FlowStats, events: &[FlowEvent]) {
     for event in events {
-        if let FlowEvent::Gap { missing_bytes, .. } = event {
-            stats.gaps += 1;
-            stats.gap_bytes += missing_bytes;
+        match event {
+            FlowEvent::Gap { missing_bytes, .. } => {
+                stats.gaps += 1;
+                stats.gap_bytes += missing_bytes;
+            }
+            FlowEvent::Conflict { kind: ConflictKind::Differs, .. } => stats.conflicting_copies += 1,
+            FlowEvent::Conflict { kind: ConflictKind::Unverifiable, .. } => stats.unverifiable_copies += 1,
+            _ => {}
         }
     }
 }
@@ -1035,6 +1056,35 @@ mod tests {
     }
 
     #[test]
+    fn stats_count_conflicts_by_kind() {
+        let bounded = FlowLimits { max_buffered_bytes_per_direction: 8, ..limits() };
+        let mut table = FlowTable::new(bounded, vec![8069]);
+        let mut out = Vec::new();
+        handshake(&mut table, CLIENT, SERVER, &mut out);
+        let request =
+            |offset: u32, payload: &[u8]| segment(CLIENT, SERVER, CLIENT_ISN + 1 + offset, SERVER_ISN + 1, TcpFlags::ACK, payload);
+
+        table.push(request(0, b"abcd"), &mut out);
+        table.push(request(0, b"abXd"), &mut out);
+        assert_eq!(table.stats().conflicting_copies, 1);
+        assert_eq!(table.stats().unverifiable_copies, 0);
+        assert_eq!(table.stats().unverified_bytes, 0);
+
+        // Odoo acknowledges nothing, so 12 more bytes push the first 8 out
+        // of the 8-byte bound before they can be compared.
+        for offset in [4, 8, 12] {
+            table.push(request(offset, b"efgh"), &mut out);
+        }
+        assert_eq!(table.stats().unverified_bytes, 8);
+        table.push(request(0, b"abcd"), &mut out);
+        assert_eq!(table.stats().unverifiable_copies, 1);
+        assert_eq!(table.stats().conflicting_copies, 1);
+
+        let conflicts = out.iter().filter(|event| matches!(event, FlowEvent::Conflict { .. })).count();
+        assert_eq!(conflicts, 2, "{out:?}");
+    }
+
+    #[test]
     fn total_bound_sheds_kept_bytes() {
         let bounded = FlowLimits {
             max_buffered_bytes_total: 10,
@@ -1051,6 +1101,7 @@ mod tests {
 
         assert!(table.stats().bytes_buffered <= 10, "{}", table.stats().bytes_buffered);
         assert!(gaps(&out).is_empty(), "delivered bytes are not lost: {out:?}");
+        assert_eq!(table.stats().unverified_bytes, 16 - table.stats().bytes_buffered as u64);
     }
 
     #[test]

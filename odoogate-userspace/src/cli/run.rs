@@ -171,6 +171,7 @@ fn status_sources(handle: &Arc<ConfigHandle>, pipeline: &Pipeline, capture: &Arc
         counts: pipeline.counts(),
         policy: pipeline.policy(),
         capture_stats: Some(stats),
+        reassembly: Some(pipeline.reassembly()),
         overload: {
             let flows_evicted = pipeline.flows_evicted();
             Box::new(move || serde_json::json!({ "flows_evicted": flows_evicted.load(Ordering::Relaxed) }))

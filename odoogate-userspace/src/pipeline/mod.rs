@@ -17,7 +17,7 @@ pub(crate) use connection::{login_token, track_session, web_route_refusal};
 use crate::audit::ratelimit::ErrorRateLimiter;
 use crate::audit::{AuditEvent, AuditRecord, AuditSink};
 use crate::capture::cgroup::CgroupResolver;
-use crate::capture::flow::{CloseReason, FlowEvent, FlowLimits, FlowTable};
+use crate::capture::flow::{CloseReason, FlowEvent, FlowLimits, FlowStats, FlowTable};
 use crate::capture::{CaptureEvent, CaptureStats, Endpoint, FlowOrigin};
 use crate::config::Config;
 use crate::identity::SessionTable;
@@ -48,6 +48,29 @@ pub struct PipelineStats {
     pub flows_evicted: u64,
 }
 
+/// Counters of the flow table's reassembly since start, shared with the
+/// status response. The pipeline updates them after each segment and tick.
+#[derive(Debug, Default)]
+pub struct ReassemblyCounters {
+    /// Later copies of bytes that differed from the first copy, as
+    /// [`FlowStats::conflicting_copies`].
+    pub conflicting_copies: AtomicU64,
+    /// Later copies that could not be compared, as
+    /// [`FlowStats::unverifiable_copies`].
+    pub unverifiable_copies: AtomicU64,
+    /// Delivered bytes dropped before their acknowledgement, as
+    /// [`FlowStats::unverified_bytes`].
+    pub unverified_bytes: AtomicU64,
+}
+
+impl ReassemblyCounters {
+    fn publish(&self, stats: &FlowStats) {
+        self.conflicting_copies.store(stats.conflicting_copies, Ordering::Relaxed);
+        self.unverifiable_copies.store(stats.unverifiable_copies, Ordering::Relaxed);
+        self.unverified_bytes.store(stats.unverified_bytes, Ordering::Relaxed);
+    }
+}
+
 pub struct Pipeline {
     config: Arc<Config>,
     flows: FlowTable,
@@ -66,6 +89,7 @@ pub struct Pipeline {
     counts: Arc<CallCounts>,
     /// [`PipelineStats::flows_evicted`], shared with the status response.
     flows_evicted: Arc<AtomicU64>,
+    reassembly: Arc<ReassemblyCounters>,
     /// Set by the control socket's `tokens_changed`: the token store is
     /// checked before the next event instead of at the next tick.
     tokens_changed: Arc<AtomicBool>,
@@ -97,6 +121,7 @@ impl Pipeline {
             policy,
             counts: Arc::new(CallCounts::new()),
             flows_evicted: Arc::new(AtomicU64::new(0)),
+            reassembly: Arc::new(ReassemblyCounters::default()),
             tokens_changed: Arc::new(AtomicBool::new(false)),
             config,
             flows,
@@ -160,6 +185,11 @@ impl Pipeline {
         self.flows_evicted.clone()
     }
 
+    /// Returns the reassembly counters, which the pipeline keeps current.
+    pub fn reassembly(&self) -> Arc<ReassemblyCounters> {
+        self.reassembly.clone()
+    }
+
     /// Returns the flag that makes the pipeline check the token store
     /// before its next event.
     pub fn tokens_changed(&self) -> Arc<AtomicBool> {
@@ -193,6 +223,7 @@ impl Pipeline {
             CaptureEvent::Segment(segment) => {
                 let mut events = std::mem::take(&mut self.flow_events);
                 self.flows.push(segment, &mut events);
+                self.reassembly.publish(&self.flows.stats());
                 for event in events.drain(..) {
                     self.handle_flow_event(event);
                 }
@@ -212,6 +243,7 @@ impl Pipeline {
     pub fn tick(&mut self, now_ns: u64, capture_stats: Option<CaptureStats>) {
         let mut events = std::mem::take(&mut self.flow_events);
         self.flows.expire(now_ns, &mut events);
+        self.reassembly.publish(&self.flows.stats());
         for event in events.drain(..) {
             self.handle_flow_event(event);
         }

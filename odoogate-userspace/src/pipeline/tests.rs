@@ -256,6 +256,11 @@ fn conflicting_copies_are_never_allowed() {
     assert_eq!(calls[0].error_code.as_deref(), Some("conflicting_copies"));
     assert_eq!(calls[0].reason.as_deref(), Some(records::conflict_reason(crate::capture::reassembly::ConflictKind::Differs)));
     assert!(calls[0].message.starts_with("would_deny website-form crm.lead.create via jsonrpc: "), "{}", calls[0].message);
+
+    let counters = pipeline.reassembly();
+    assert_eq!(counters.conflicting_copies.load(Ordering::Relaxed), 1);
+    assert_eq!(counters.unverifiable_copies.load(Ordering::Relaxed), 0);
+    assert_eq!(counters.unverified_bytes.load(Ordering::Relaxed), 0);
 }
 
 /// A copy of bytes whose first copy was dropped unacknowledged, to bound
@@ -289,6 +294,12 @@ fn uncheckable_copy_is_never_allowed() {
     assert_eq!(calls.len(), 1, "{calls:?}");
     assert_eq!(calls[0].decision, Some(Decision::WouldDeny));
     assert_eq!(calls[0].error_code.as_deref(), Some("unverifiable_copy"));
+
+    let counters = pipeline.reassembly();
+    assert_eq!(counters.unverifiable_copies.load(Ordering::Relaxed), 1);
+    assert_eq!(counters.conflicting_copies.load(Ordering::Relaxed), 0);
+    let unverified = counters.unverified_bytes.load(Ordering::Relaxed);
+    assert!(unverified >= request.len() as u64, "the request's first copy was dropped: {unverified}");
 }
 
 /// A retransmission with the same bytes is no conflict.
@@ -310,6 +321,7 @@ fn identical_retransmission_is_allowed() {
     assert_eq!(calls.len(), 1, "{calls:?}");
     assert_eq!(calls[0].decision, Some(Decision::Allow));
     assert!(sink.0.lock().unwrap().iter().all(|r| r.error_code.as_deref() != Some("conflicting_copies")));
+    assert_eq!(pipeline.reassembly().conflicting_copies.load(Ordering::Relaxed), 0);
 }
 
 #[test]

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{Config, Mode};
 
-pub use readings::{HostReadings, KernelVersion, MountEntry, MountInfoEntry, ReadingError};
+pub use readings::{HostReadings, KernelVersion, MountInfoEntry, ReadingError};
 
 /// Oldest kernel with TCX attachment (`BPF_TCX_INGRESS`), added in 6.6.
 pub const MIN_KERNEL: KernelVersion = KernelVersion { major: 6, minor: 6 };
@@ -141,18 +141,20 @@ pub fn check(config: &Config, readings: &HostReadings) -> Result<(), PreflightEr
     let mut failures = Vec::new();
     failures.extend(check_ports(config));
     let path = path_of(config);
+    // Parsed once for the cgroup v2, bpffs and pin checks.
+    let own_mounts = readings.own_mount_info();
     if path != Datapath::Listen {
         failures.extend(check_kernel(readings));
-        failures.extend(check_cgroup_v2(readings));
+        failures.extend(check_cgroup_v2(&own_mounts));
         failures.extend(check_capabilities(readings));
     }
     if path == Datapath::Observe {
         failures.extend(check_interfaces(config, readings));
     }
     if path == Datapath::Steer {
-        match check_bpffs(&config.steering.pin_dir, readings) {
+        match check_bpffs(&config.steering.pin_dir, &own_mounts) {
             Some(failure) => failures.push(failure),
-            None => failures.extend(check_pins_outlive(&config.steering.pin_dir, readings)),
+            None => failures.extend(check_pins_outlive(&config.steering.pin_dir, &own_mounts, readings)),
         }
     }
     if failures.is_empty() { Ok(()) } else { Err(PreflightError(failures)) }
@@ -178,10 +180,10 @@ fn check_kernel(readings: &HostReadings) -> Option<Failure> {
     })
 }
 
-fn check_cgroup_v2(readings: &HostReadings) -> Option<Failure> {
-    let mounts = match readings.mounts() {
+fn check_cgroup_v2(own_mounts: &Result<Vec<MountInfoEntry>, ReadingError>) -> Option<Failure> {
+    let mounts = match own_mounts {
         Ok(mounts) => mounts,
-        Err(error) => return Some(reading_failure(&error)),
+        Err(error) => return Some(reading_failure(error)),
     };
     let found = mounts.iter().any(|mount| mount.fs_type == "cgroup2");
     (!found).then(|| Failure {
@@ -194,10 +196,10 @@ fn check_cgroup_v2(readings: &HostReadings) -> Option<Failure> {
     })
 }
 
-fn check_bpffs(pin_dir: &Path, readings: &HostReadings) -> Option<Failure> {
-    let mounts = match readings.mounts() {
+fn check_bpffs(pin_dir: &Path, own_mounts: &Result<Vec<MountInfoEntry>, ReadingError>) -> Option<Failure> {
+    let mounts = match own_mounts {
         Ok(mounts) => mounts,
-        Err(error) => return Some(reading_failure(&error)),
+        Err(error) => return Some(reading_failure(error)),
     };
     // The mount that contains pin_dir is the longest mount point prefix.
     let containing = mounts
@@ -232,10 +234,10 @@ fn check_bpffs(pin_dir: &Path, readings: &HostReadings) -> Option<Failure> {
 /// the sk_lookup link would be released, and new connections would reach
 /// Odoo directly instead of failing closed. When `/proc/1/mountinfo`
 /// cannot be read, the check is skipped.
-fn check_pins_outlive(pin_dir: &Path, readings: &HostReadings) -> Option<Failure> {
-    let own = match readings.own_mount_info() {
+fn check_pins_outlive(pin_dir: &Path, own_mounts: &Result<Vec<MountInfoEntry>, ReadingError>, readings: &HostReadings) -> Option<Failure> {
+    let own = match own_mounts {
         Ok(own) => own,
-        Err(error) => return Some(reading_failure(&error)),
+        Err(error) => return Some(reading_failure(error)),
     };
     let host = readings.host_mount_info().ok()?;
     let containing = own

@@ -21,8 +21,6 @@ pub enum ReadingError {
     MissingCapEff,
     #[error("invalid CapEff value {0:?} in /proc/self/status: expected a hex mask")]
     CapEff(String),
-    #[error("invalid line {0:?} in /proc/self/mounts")]
-    MountLine(String),
     #[error("invalid line {0:?} in a mountinfo file")]
     MountInfoLine(String),
 }
@@ -51,13 +49,6 @@ impl fmt::Display for KernelVersion {
     }
 }
 
-/// One line of `/proc/self/mounts`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MountEntry {
-    pub mount_point: PathBuf,
-    pub fs_type: String,
-}
-
 /// One line of a `/proc/PID/mountinfo` file: where a file system is
 /// mounted, and which one (its device number, the same in every mount
 /// namespace that sees it).
@@ -75,13 +66,15 @@ pub struct MountInfoEntry {
 pub struct HostReadings {
     /// `/proc/sys/kernel/osrelease`.
     pub osrelease: Result<String, ReadingError>,
-    /// `/proc/self/mounts`.
-    pub mounts: Result<String, ReadingError>,
     /// `/proc/self/status`.
     pub status: Result<String, ReadingError>,
     /// The network interfaces of this process's network namespace.
     pub interfaces: Result<Vec<String>, ReadingError>,
-    /// `/proc/self/mountinfo`.
+    /// `/proc/self/mountinfo`: the mount table of the cgroup v2, bpffs and
+    /// pin checks. Linux writes the same mounts, with the same mount points
+    /// and file system types escaped the same way, as in
+    /// `/proc/self/mounts` (`show_mountinfo` and `show_vfsmnt` in
+    /// `fs/proc_namespace.c`).
     pub own_mountinfo: Result<String, ReadingError>,
     /// `/proc/1/mountinfo`: the mounts of the host's init, which outlive
     /// this process.
@@ -93,7 +86,6 @@ impl HostReadings {
     pub fn from_host() -> Self {
         Self {
             osrelease: read("/proc/sys/kernel/osrelease"),
-            mounts: read("/proc/self/mounts"),
             status: read("/proc/self/status"),
             interfaces: list_interfaces(),
             own_mountinfo: read("/proc/self/mountinfo"),
@@ -103,13 +95,6 @@ impl HostReadings {
 
     pub fn kernel(&self) -> Result<KernelVersion, ReadingError> {
         KernelVersion::parse(self.osrelease.as_ref().map_err(Clone::clone)?)
-    }
-
-    /// Parses the mount table. Octal escapes (`\040` for a space) in mount
-    /// points are decoded.
-    pub fn mounts(&self) -> Result<Vec<MountEntry>, ReadingError> {
-        let table = self.mounts.as_ref().map_err(Clone::clone)?;
-        table.lines().filter(|line| !line.trim().is_empty()).map(parse_mount_line).collect()
     }
 
     /// Parses `/proc/self/mountinfo`.
@@ -138,16 +123,11 @@ impl HostReadings {
     }
 }
 
-fn parse_mount_line(line: &str) -> Result<MountEntry, ReadingError> {
-    let mut fields = line.split_ascii_whitespace();
-    let (Some(_device), Some(mount_point), Some(fs_type)) = (fields.next(), fields.next(), fields.next()) else {
-        return Err(ReadingError::MountLine(line.to_owned()));
-    };
-    Ok(MountEntry { mount_point: PathBuf::from(unescape_mount_field(mount_point)), fs_type: fs_type.to_owned() })
-}
-
 /// Parses mountinfo lines (proc(5)): `ID PARENT MAJOR:MINOR ROOT
 /// MOUNT-POINT OPTIONS [OPTIONAL...] - FS-TYPE SOURCE SUPER-OPTIONS`.
+/// Octal escapes (`\040` for a space) in mount points are decoded. The
+/// kernel escapes white space in paths and writes no other field with a
+/// space before the separator, so the first ` - ` is the separator.
 fn parse_mountinfo(table: &str) -> Result<Vec<MountInfoEntry>, ReadingError> {
     let parse = |line: &str| {
         let invalid = || ReadingError::MountInfoLine(line.to_owned());

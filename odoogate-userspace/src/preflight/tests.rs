@@ -1,29 +1,24 @@
 use super::*;
 use crate::config;
 
-const MOUNTS: &str = "\
-sysfs /sys sysfs rw,nosuid,nodev,noexec,relatime 0 0
-proc /proc proc rw,nosuid,nodev,noexec,relatime 0 0
-cgroup2 /sys/fs/cgroup cgroup2 rw,nosuid,nodev,noexec,relatime 0 0
-bpf /sys/fs/bpf bpf rw,nosuid,nodev,noexec,relatime,mode=700 0 0
-";
-
-const MOUNTS_V1: &str = "\
-sysfs /sys sysfs rw 0 0
-tmpfs /sys/fs/cgroup tmpfs ro,mode=755 0 0
-cgroup /sys/fs/cgroup/memory cgroup rw,memory 0 0
-";
-
 const MOUNTINFO: &str = "\
 22 1 0:21 / /sys rw,nosuid shared:7 - sysfs sysfs rw
 26 22 0:24 / /sys/fs/cgroup rw,nosuid shared:9 - cgroup2 cgroup2 rw
 33 22 0:30 / /sys/fs/bpf rw,nosuid shared:13 - bpf bpf rw,mode=700
 ";
 
-/// The mounts `ip netns exec` leaves: its own sysfs, and a bpffs mounted
-/// in its mount namespace, which the host's init does not see.
+const MOUNTINFO_V1: &str = "\
+22 1 0:21 / /sys rw shared:7 - sysfs sysfs rw
+25 22 0:23 / /sys/fs/cgroup ro shared:8 - tmpfs tmpfs ro,mode=755
+27 25 0:25 / /sys/fs/cgroup/memory rw shared:10 - cgroup cgroup rw,memory
+";
+
+/// The mounts `ip netns exec` leaves: its own sysfs over the host's /sys,
+/// whose cgroup2 mount stays listed under it, and a bpffs mounted in its
+/// mount namespace, which the host's init does not see.
 const PRIVATE_MOUNTINFO: &str = "\
 22 1 0:21 / /sys rw,nosuid shared:7 - sysfs sysfs rw
+26 22 0:24 / /sys/fs/cgroup rw,nosuid shared:9 - cgroup2 cgroup2 rw
 612 600 0:85 / /sys rw,relatime - sysfs ogtr3-odoo rw
 613 612 0:86 / /sys/fs/bpf rw,relatime - bpf bpf rw
 ";
@@ -38,7 +33,6 @@ fn status(cap_eff: &str) -> String {
 fn healthy() -> HostReadings {
     HostReadings {
         osrelease: Ok("6.8.0-45-generic\n".to_owned()),
-        mounts: Ok(MOUNTS.to_owned()),
         status: Ok(status(ROOT_CAPS)),
         interfaces: Ok(vec!["eth0".to_owned(), "lo".to_owned()]),
         own_mountinfo: Ok(MOUNTINFO.to_owned()),
@@ -98,7 +92,7 @@ fn old_kernel_fails() {
 
 #[test]
 fn cgroup_v1_host_fails() {
-    let readings = HostReadings { mounts: Ok(MOUNTS_V1.to_owned()), ..healthy() };
+    let readings = HostReadings { own_mountinfo: Ok(MOUNTINFO_V1.to_owned()), ..healthy() };
     let failures = failures(&observe_config(), &readings);
     assert_eq!(failures.len(), 1);
     assert_eq!(failures[0].check, Check::CgroupV2);
@@ -106,8 +100,8 @@ fn cgroup_v1_host_fails() {
 
 #[test]
 fn missing_bpffs_fails_steering_only() {
-    let mounts = MOUNTS.replace("bpf /sys/fs/bpf bpf rw,nosuid,nodev,noexec,relatime,mode=700 0 0\n", "");
-    let readings = HostReadings { mounts: Ok(mounts), ..healthy() };
+    let mounts = MOUNTINFO.replace("33 22 0:30 / /sys/fs/bpf rw,nosuid shared:13 - bpf bpf rw,mode=700\n", "");
+    let readings = HostReadings { own_mountinfo: Ok(mounts), ..healthy() };
     assert!(check(&observe_config(), &readings).is_ok());
 
     let failures = failures(&enforce_config(""), &readings);
@@ -156,16 +150,52 @@ fn mountinfo_lines_parse() {
 
 #[test]
 fn escaped_mount_point_decodes() {
-    let readings = HostReadings { mounts: Ok("bpf /sys/fs/bpf\\040pins bpf rw 0 0\n".to_owned()), ..healthy() };
-    let mounts = readings.mounts().unwrap();
+    let readings = HostReadings { own_mountinfo: Ok("33 22 0:30 / /sys/fs/bpf\\040pins rw - bpf bpf rw\n".to_owned()), ..healthy() };
+    let mounts = readings.own_mount_info().unwrap();
     assert_eq!(mounts[0].mount_point, PathBuf::from("/sys/fs/bpf pins"));
     assert_eq!(mounts[0].fs_type, "bpf");
 }
 
+/// One mountinfo table serves the cgroup v2, bpffs and pin checks: lines
+/// without optional fields or with several, a subtyped file system and an
+/// escaped mount point.
+#[test]
+fn mountinfo_serves_every_mount_check() {
+    let own = "\
+22 1 0:21 / /sys rw,nosuid master:1 propagate_from:2 - sysfs sysfs rw
+26 22 0:24 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw
+40 1 0:50 / /srv/fuse\\040share rw shared:20 unbindable - fuse.sshfs host:/share rw
+41 1 0:51 / /srv/bpf\\040pins rw shared:21 - bpf bpf rw
+";
+    let host = "41 1 0:51 / /srv/bpf\\040pins rw shared:21 - bpf bpf rw\n";
+    let config = enforce_config("[steering]\npin_dir = \"/srv/bpf pins/odoogate\"\n");
+    let readings = HostReadings { own_mountinfo: Ok(own.to_owned()), host_mountinfo: Ok(host.to_owned()), ..healthy() };
+    assert_eq!(failures(&config, &readings), Vec::new());
+
+    let mounts = readings.own_mount_info().unwrap();
+    let fuse =
+        MountInfoEntry { device: "0:50".to_owned(), mount_point: PathBuf::from("/srv/fuse share"), fs_type: "fuse.sshfs".to_owned() };
+    assert_eq!(mounts[2], fuse);
+
+    let not_on_host = HostReadings { host_mountinfo: Ok(MOUNTINFO.to_owned()), ..readings.clone() };
+    let failures_without_host_mount = failures(&config, &not_on_host);
+    assert_eq!(failures_without_host_mount.len(), 1, "{failures_without_host_mount:?}");
+    assert!(failures_without_host_mount[0].problem.contains("(at /srv/bpf pins)"), "{}", failures_without_host_mount[0].problem);
+
+    let outside = enforce_config("[steering]\npin_dir = \"/srv/fuse share/odoogate\"\n");
+    let failures_outside = failures(&outside, &readings);
+    assert_eq!(failures_outside.len(), 1, "{failures_outside:?}");
+    assert!(failures_outside[0].problem.ends_with("on /srv/fuse share (fuse.sshfs)"), "{}", failures_outside[0].problem);
+
+    let without_cgroup2 = HostReadings { own_mountinfo: Ok(own.replace("cgroup2 cgroup2", "tmpfs tmpfs")), ..readings };
+    let checks: Vec<Check> = failures(&config, &without_cgroup2).iter().map(|failure| failure.check).collect();
+    assert_eq!(checks, [Check::CgroupV2]);
+}
+
 #[test]
 fn truncated_mount_line_is_error() {
-    let readings = HostReadings { mounts: Ok("bpf /sys/fs/bpf\n".to_owned()), ..healthy() };
-    assert!(matches!(readings.mounts(), Err(ReadingError::MountLine(_))));
+    let readings = HostReadings { own_mountinfo: Ok("33 22 0:30 / /sys/fs/bpf\n".to_owned()), ..healthy() };
+    assert!(matches!(readings.own_mount_info(), Err(ReadingError::MountInfoLine(_))));
     let failures = failures(&observe_config(), &readings);
     assert_eq!(failures[0].check, Check::Readings);
 }
@@ -220,10 +250,9 @@ fn listen_mode_skips_ebpf_checks() {
     let config = enforce_config("[proxy]\nlisten = \"127.0.0.1:8070\"\nupstream = \"127.0.0.1:8069\"\n");
     let readings = HostReadings {
         osrelease: Ok("5.10.0".to_owned()),
-        mounts: Ok(MOUNTS_V1.to_owned()),
         status: Ok(status("0000000000000000")),
         interfaces: Ok(Vec::new()),
-        own_mountinfo: Ok(PRIVATE_MOUNTINFO.to_owned()),
+        own_mountinfo: Ok(MOUNTINFO_V1.to_owned()),
         host_mountinfo: Ok(MOUNTINFO.to_owned()),
     };
     assert!(check(&config, &readings).is_ok());
@@ -233,9 +262,9 @@ fn listen_mode_skips_ebpf_checks() {
 fn every_failure_is_reported() {
     let readings = HostReadings {
         osrelease: Ok("5.10.0".to_owned()),
-        mounts: Ok(MOUNTS_V1.to_owned()),
         status: Ok(status("0000000000000000")),
         interfaces: Ok(vec!["lo".to_owned()]),
+        own_mountinfo: Ok(MOUNTINFO_V1.to_owned()),
         ..healthy()
     };
     let error = check(&observe_config(), &readings).unwrap_err();
@@ -246,13 +275,39 @@ fn every_failure_is_reported() {
     assert_eq!(message.lines().count(), 5, "{message}");
 }
 
+/// `/proc/self/mountinfo` lists the same mount points and file system types,
+/// in the same order, as `/proc/self/mounts`, so the mount checks may read
+/// either. The tables are read again when a mount changed between the reads.
+#[test]
+fn real_mountinfo_matches_mounts() {
+    let from_mounts = |table: &str| -> Vec<(PathBuf, String)> {
+        table
+            .lines()
+            .map(|line| {
+                let fields: Vec<&str> = line.split_ascii_whitespace().collect();
+                (PathBuf::from(crate::capture::cgroup::unescape_mount_field(fields[1])), fields[2].to_owned())
+            })
+            .collect()
+    };
+    let mut last = None;
+    for _ in 0..3 {
+        let mounts = from_mounts(&std::fs::read_to_string("/proc/self/mounts").unwrap());
+        let own = HostReadings::from_host().own_mount_info().unwrap();
+        let from_mountinfo: Vec<(PathBuf, String)> = own.into_iter().map(|mount| (mount.mount_point, mount.fs_type)).collect();
+        if mounts == from_mountinfo {
+            return;
+        }
+        last = Some((mounts, from_mountinfo));
+    }
+    let (mounts, from_mountinfo) = last.unwrap();
+    assert_eq!(from_mountinfo, mounts);
+}
+
 #[test]
 fn real_host_readings_parse() {
     let readings = HostReadings::from_host();
     assert!(readings.kernel().is_ok(), "{:?}", readings.osrelease);
     assert!(readings.effective_capabilities().is_ok(), "{:?}", readings.status);
-    let mounts = readings.mounts().unwrap();
-    assert!(mounts.iter().any(|mount| mount.mount_point == Path::new("/")), "{mounts:?}");
     let own = readings.own_mount_info().unwrap();
     assert!(own.iter().any(|mount| mount.mount_point == Path::new("/")), "{own:?}");
     assert!(readings.host_mount_info().is_ok(), "{:?}", readings.host_mountinfo);

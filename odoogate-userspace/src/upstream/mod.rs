@@ -5,11 +5,25 @@
 //! independently of odoogate's own decoders.
 
 use anyhow::Context as _;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::{Child, Command, ExitCode, Stdio};
 
 /// The server's source, embedded so the binary is self-contained.
 pub const SCRIPT: &str = include_str!("odoo_like.py");
+
+/// Python code that runs the script read from stdin the way `python3
+/// odoo_like.py` runs the file: as the `__main__` module, with `argv[0]`
+/// (the program name in `--help`) and traceback file names `odoo_like.py`.
+/// For `-c`, Python puts the working directory first on `sys.path`, where a
+/// file run puts the script's directory. The bootstrap removes it, so that a
+/// module in the working directory cannot shadow a standard one.
+const BOOTSTRAP: &str = r#"import sys
+if sys.path and sys.path[0] == "":
+    del sys.path[0]
+sys.argv[0] = "odoo_like.py"
+exec(compile(sys.stdin.buffer.read(), "odoo_like.py", "exec"))
+"#;
 
 /// Writes the server script into `directory` and returns its path.
 pub fn write_script(directory: &Path) -> anyhow::Result<PathBuf> {
@@ -19,15 +33,107 @@ pub fn write_script(directory: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// Runs the server in the foreground with `args` (`--listen`, `--api-key`, …).
+/// The script goes to Python on stdin, so no file is written that a killed
+/// process could leave behind.
 pub fn run_foreground(args: &[String]) -> anyhow::Result<ExitCode> {
-    let directory = std::env::temp_dir().join(format!("odoogate-odoo-like-{}", std::process::id()));
-    std::fs::create_dir_all(&directory)?;
-    let script = write_script(&directory)?;
-    let status = Command::new("python3")
-        .arg(&script)
-        .args(args)
-        .status()
-        .context("failed to start python3: install Python 3")?;
-    let _ = std::fs::remove_dir_all(&directory);
+    let mut child = start(&mut command(args))?;
+    let status = child.wait().context("failed to wait for python3")?;
     Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Returns the `python3` command that runs the server with `args` once
+/// [`start`] gives it the script.
+fn command(args: &[String]) -> Command {
+    let mut command = Command::new("python3");
+    command.arg("-c").arg(BOOTSTRAP).args(args).stdin(Stdio::piped());
+    command
+}
+
+/// Spawns `command` and writes the script to its stdin, then closes it.
+/// The bootstrap reads stdin to its end, so the script runs only once the
+/// pipe is closed.
+fn start(command: &mut Command) -> anyhow::Result<Child> {
+    let mut child = command.spawn().context("failed to start python3: install Python 3")?;
+    let mut stdin = child.stdin.take().context("python3 was started without a stdin pipe")?;
+    if let Err(error) = stdin.write_all(SCRIPT.as_bytes()) {
+        // Python exited before reading the whole script, so wait for it and
+        // report both errors.
+        drop(stdin);
+        let status = child.wait().context("failed to wait for python3")?;
+        anyhow::bail!("failed to give the server script to python3 on stdin ({error}); python3 exited with {status}");
+    }
+    Ok(child)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scratch::ScratchDir;
+    use std::io::Read as _;
+    use std::time::{Duration, Instant};
+
+    /// A server process, killed when the test ends, passing or not.
+    struct Server(Child);
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|arg| (*arg).to_owned()).collect()
+    }
+
+    #[test]
+    fn help_names_script_and_options() {
+        let output = start(command(&strings(&["--help"])).stdout(Stdio::piped())).unwrap().wait_with_output().unwrap();
+        assert!(output.status.success(), "{output:?}");
+        let help = String::from_utf8(output.stdout).unwrap();
+        assert!(help.starts_with("usage: odoo_like.py "), "{help}");
+        assert!(help.contains("An HTTP server that answers Odoo's RPC surfaces the way Odoo 19 does."), "{help}");
+        assert!(help.contains("--ready-file"), "{help}");
+    }
+
+    #[test]
+    fn working_directory_modules_are_not_imported() {
+        let dir = ScratchDir::new("odoo-like-shadow");
+        std::fs::write(dir.join("argparse.py"), "raise SystemExit('imported argparse from the working directory')\n").unwrap();
+        let output = start(command(&strings(&["--help"])).current_dir(&*dir).stdout(Stdio::piped()).stderr(Stdio::piped()))
+            .unwrap()
+            .wait_with_output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        assert!(String::from_utf8_lossy(&output.stdout).starts_with("usage: odoo_like.py "), "{output:?}");
+    }
+
+    #[test]
+    fn server_answers_version_request() {
+        let dir = ScratchDir::new("odoo-like-serve");
+        let ready_file = dir.join("ready");
+        let ready_arg = ready_file.display().to_string();
+        let _server = Server(start(&mut command(&strings(&["--listen", "127.0.0.1:0", "--ready-file", &ready_arg]))).unwrap());
+
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let port = loop {
+            if let Ok(text) = std::fs::read_to_string(&ready_file) {
+                break text.parse::<u16>().unwrap();
+            }
+            assert!(Instant::now() < deadline, "the server wrote no ready file within 10 s");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let body = r#"{"jsonrpc": "2.0", "method": "call", "params": {"service": "common", "method": "version", "args": []}, "id": 1}"#;
+        let request = format!(
+            "POST /jsonrpc HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+
+        assert!(response.starts_with("HTTP/1."), "{response}");
+        assert!(response.contains(r#""server_version": "19.0""#), "{response}");
+    }
 }

@@ -2,6 +2,7 @@
 //! and the `reload` that puts a new configuration in force.
 
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Instant, SystemTime};
 
@@ -11,6 +12,7 @@ use crate::capture::CaptureStats;
 use crate::config::Config;
 use crate::control::{self, ConfigHandle, ControlRequest, ControlServer, Handler};
 use crate::grant::Grant;
+use crate::pipeline::ReassemblyCounters;
 use crate::policy::rate::BucketLevel;
 use crate::policy::runtime::{CallCounts, PolicyRuntime};
 use crate::proxy::LivePolicy;
@@ -79,6 +81,9 @@ pub struct StatusSources {
     pub counts: Arc<CallCounts>,
     pub policy: Arc<dyn PolicyView>,
     pub capture_stats: Option<CaptureStatsSource>,
+    /// The observe path's reassembly counters, or `None` in enforce mode,
+    /// whose proxy reads requests from its own sockets.
+    pub reassembly: Option<Arc<ReassemblyCounters>>,
     pub overload: OverloadSource,
     /// Has the token store loaded again before the next call when its
     /// file changed.
@@ -116,6 +121,9 @@ impl StatusSources {
         status["overload"] = (self.overload)();
         if let Some(stats) = &self.capture_stats {
             status["capture_stats"] = capture_stats_json(&stats());
+        }
+        if let Some(counters) = &self.reassembly {
+            status["reassembly"] = reassembly_json(counters);
         }
         status
     }
@@ -217,6 +225,17 @@ fn capture_stats_json(stats: &CaptureStats) -> Value {
     })
 }
 
+/// Describes the reassembly counters for `status`. The two copy counters
+/// are named after the `ODOOGATE_ERROR_CODE` of their `framing_anomaly`
+/// records.
+fn reassembly_json(counters: &ReassemblyCounters) -> Value {
+    json!({
+        "conflicting_copies": counters.conflicting_copies.load(Ordering::Relaxed),
+        "unverifiable_copy": counters.unverifiable_copies.load(Ordering::Relaxed),
+        "unverified_bytes": counters.unverified_bytes.load(Ordering::Relaxed),
+    })
+}
+
 fn timestamp(time: SystemTime) -> Value {
     let rounded = jiff::Timestamp::try_from(time).ok().and_then(|time| time.round(jiff::Unit::Second).ok());
     rounded.map_or(Value::Null, |time| Value::String(time.to_string()))
@@ -233,6 +252,25 @@ mod tests {
             own_cgroup: Some("system.slice/odoogate.service".to_owned()),
             refusals: 3,
         }
+    }
+
+    #[test]
+    fn reassembly_json_names_error_codes() {
+        let counters = ReassemblyCounters::default();
+        counters.conflicting_copies.store(2, Ordering::Relaxed);
+        counters.unverifiable_copies.store(5, Ordering::Relaxed);
+        counters.unverified_bytes.store(4096, Ordering::Relaxed);
+
+        let reassembly = reassembly_json(&counters);
+        assert_eq!(reassembly["conflicting_copies"], 2);
+        assert_eq!(reassembly["unverifiable_copy"], 5);
+        assert_eq!(reassembly["unverified_bytes"], 4096);
+
+        let status = json!({ "ok": true, "reassembly": reassembly });
+        assert_eq!(
+            crate::cli::status::render(&status),
+            "reassembly:\n  conflicting_copies: 2\n  unverifiable_copy: 5\n  unverified_bytes: 4096\n"
+        );
     }
 
     #[test]

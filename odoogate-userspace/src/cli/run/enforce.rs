@@ -390,6 +390,7 @@ impl Daemon {
             counts: live.counts(),
             policy: live,
             capture_stats: None,
+            reassembly: None,
             overload,
             tokens_changed: {
                 let proxy = Arc::downgrade(proxy);
