@@ -7,7 +7,8 @@
 //! the check is exact. Each delivered byte must be the stream's byte at
 //! the delivery position, which data and gaps both advance. Since all
 //! copies agree, a conflict may be reported only for bytes whose first
-//! copy was dropped unacknowledged. The buffer must stay within its bound.
+//! copy was dropped unacknowledged, or for a FIN placed before data. The
+//! buffer must stay within its bound.
 
 #![no_main]
 
@@ -51,6 +52,10 @@ fuzz_target!(|input: Input| {
     }
     let mut deliveries = Vec::new();
     let mut checker = Checker::default();
+    // The end of the furthest segment and the earliest FIN so far, as
+    // stream offsets: data after a FIN may be reported once both exist.
+    let mut data_end = 0u64;
+    let mut first_fin = u64::MAX;
 
     for op in &input.ops {
         // A conflict is decided before the same push drops kept bytes, so
@@ -62,20 +67,24 @@ fuzz_target!(|input: Input| {
                 let wire_len = u32::from(captured) + u32::from(lost);
                 let seq = base.wrapping_add(u32::from(offset));
                 reassembler.push(seq, Bytes::from(payload), wire_len, 0, &mut deliveries);
+                data_end = data_end.max(u64::from(offset) + u64::from(wire_len));
             }
             Op::Ack { offset } => reassembler.ack(base.wrapping_add(u32::from(offset)), &mut deliveries),
-            Op::Fin { offset } => reassembler.fin(base.wrapping_add(u32::from(offset)), &mut deliveries),
+            Op::Fin { offset } => {
+                reassembler.fin(base.wrapping_add(u32::from(offset)), &mut deliveries);
+                first_fin = first_fin.min(u64::from(offset));
+            }
             Op::SkipHole => {
                 reassembler.skip_hole(&mut deliveries);
             }
             Op::Flush => reassembler.flush(&mut deliveries),
         }
-        checker.check(&deliveries, unverified_before);
+        checker.check(&deliveries, unverified_before, first_fin < data_end);
         deliveries.clear();
         assert!(reassembler.buffered_bytes() <= MAX_BUFFERED, "buffer beyond its bound");
     }
     reassembler.flush(&mut deliveries);
-    checker.check(&deliveries, reassembler.stats().unverified_bytes);
+    checker.check(&deliveries, reassembler.stats().unverified_bytes, first_fin < data_end);
 });
 
 /// Follows the delivered stream position from offset 0.
@@ -85,10 +94,11 @@ struct Checker {
 }
 
 impl Checker {
-    /// Checks `deliveries`. A conflict is allowed only once the reassembler
-    /// has dropped kept bytes unacknowledged (`unverified_bytes`), whose
-    /// later copies it cannot compare.
-    fn check(&mut self, deliveries: &[Delivery], unverified_bytes: u64) {
+    /// Checks `deliveries`. An unverifiable copy is allowed only once the
+    /// reassembler has dropped kept bytes unacknowledged (`unverified_bytes`),
+    /// whose later copies it cannot compare, and data after a FIN only once
+    /// a FIN came before some data (`fin_before_data`).
+    fn check(&mut self, deliveries: &[Delivery], unverified_bytes: u64, fin_before_data: bool) {
         for delivery in deliveries {
             match delivery {
                 Delivery::Data { bytes, .. } => {
@@ -98,6 +108,9 @@ impl Checker {
                     self.position += bytes.len() as u64;
                 }
                 Delivery::Gap { missing_bytes } => self.position += missing_bytes,
+                Delivery::Conflict { offset, kind: ConflictKind::DataAfterFin } => {
+                    assert!(fin_before_data, "data after a FIN reported at {offset} without a FIN before data");
+                }
                 Delivery::Conflict { offset, kind } => {
                     assert_eq!(*kind, ConflictKind::Unverifiable, "copies of the same bytes reported as different at {offset}");
                     assert!(unverified_bytes > 0, "a copy reported as unverifiable at {offset} before any was dropped");

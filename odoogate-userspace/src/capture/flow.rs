@@ -111,6 +111,9 @@ pub struct FlowStats {
     /// Later copies of bytes whose first copy was dropped unacknowledged, so
     /// they could not be compared ([`ConflictKind::Unverifiable`]).
     pub unverifiable_copies: u64,
+    /// Data seen after a FIN of the same direction, or a FIN before data
+    /// already seen ([`ConflictKind::DataAfterFin`]).
+    pub data_after_fin: u64,
     /// Delivered bytes dropped before the peer acknowledged them, in all
     /// flows since start, closed flows included.
     pub unverified_bytes: u64,
@@ -127,6 +130,10 @@ struct Flow {
     conn_id: u64,
     key: FlowKey,
     client_isn: Option<u32>,
+    /// The initial sequence number of a client SYN that came on this
+    /// established flow. The flow gives way to a new connection only when
+    /// the server answers that SYN with a SYN-ACK.
+    pending_isn: Option<u32>,
     to_server: Reassembler,
     to_client: Reassembler,
     last_active_ns: u64,
@@ -156,6 +163,7 @@ impl Flow {
             conn_id,
             key,
             client_isn: None,
+            pending_isn: None,
             to_server: Reassembler::new(per_direction),
             to_client: Reassembler::new(per_direction),
             last_active_ns: timestamp_ns,
@@ -300,7 +308,10 @@ impl FlowTable {
                 }
             },
         };
-        let key = self.replace_if_reused(key, direction, &segment, out);
+        let Some(key) = self.replace_if_reused(key, direction, &segment, out) else {
+            self.stats.ignored_segments += 1;
+            return;
+        };
 
         let timestamp_ns = segment.timestamp_ns;
         let rst = segment.flags.rst();
@@ -443,32 +454,61 @@ impl FlowTable {
         Some((key, direction))
     }
 
-    /// Closes the flow `key` and opens a new one when a client SYN with a
-    /// different initial sequence number reuses its 4-tuple.
+    /// Handles a SYN on the existing flow `key`, and returns the key of the
+    /// flow the segment belongs to, or `None` when it is to be ignored.
+    ///
+    /// A client SYN with another initial sequence number reuses the 4-tuple
+    /// for a new connection. Before the server has answered on the flow, it
+    /// replaces the flow at once. On an established flow, Linux answers
+    /// such a SYN with a challenge ACK and keeps the connection (RFC 5961,
+    /// section 4), unless the old socket is already closing, so a client
+    /// could send one to make the capture drop the real connection. The SYN
+    /// is then ignored, and the flow gives way only when the server's
+    /// SYN-ACK acknowledges it.
     fn replace_if_reused(
         &mut self,
         key: FlowKey,
         direction: Direction,
         segment: &Segment,
         out: &mut Vec<FlowEvent>,
-    ) -> FlowKey {
+    ) -> Option<FlowKey> {
         let flags = segment.flags;
-        if direction != Direction::ToServer || !flags.syn() || flags.ack() {
-            return key;
+        if !flags.syn() {
+            return Some(key);
         }
         let Some(flow) = self.flows.get_mut(&key) else {
-            return key;
+            return Some(key);
         };
+        if direction == Direction::ToClient {
+            let accepted = flags.ack() && flow.pending_isn.is_some_and(|isn| segment.ack == isn.wrapping_add(1));
+            if !accepted {
+                return Some(key);
+            }
+            let isn = flow.pending_isn;
+            self.close(&key, CloseReason::TupleReused, out);
+            let (key, _) = self.open(segment, out)?;
+            if let Some(flow) = self.flows.get_mut(&key) {
+                flow.client_isn = isn;
+            }
+            return Some(key);
+        }
+        if flags.ack() {
+            return Some(key);
+        }
         match flow.client_isn {
-            Some(isn) if isn == segment.seq => key,
+            Some(isn) if isn == segment.seq => Some(key),
             None if !flow.to_server.is_started() => {
                 flow.client_isn = Some(segment.seq);
                 flow.to_server.start_after_syn(segment.seq);
-                key
+                Some(key)
+            }
+            _ if flow.to_client.is_started() => {
+                flow.pending_isn = Some(segment.seq);
+                None
             }
             _ => {
                 self.close(&key, CloseReason::TupleReused, out);
-                self.open(segment, out).map_or(key, |(key, _)| key)
+                self.open(segment, out).map(|(key, _)| key)
             }
         }
     }
@@ -584,7 +624,8 @@ fn count_events(stats: &mut FlowStats, events: &[FlowEvent]) {
             }
             FlowEvent::Conflict { kind: ConflictKind::Differs, .. } => stats.conflicting_copies += 1,
             FlowEvent::Conflict { kind: ConflictKind::Unverifiable, .. } => stats.unverifiable_copies += 1,
-            _ => {}
+            FlowEvent::Conflict { kind: ConflictKind::DataAfterFin, .. } => stats.data_after_fin += 1,
+            FlowEvent::Opened { .. } | FlowEvent::Data { .. } | FlowEvent::Closed { .. } => {}
         }
     }
 }
@@ -929,22 +970,50 @@ mod tests {
     }
 
     #[test]
-    fn syn_with_new_isn_replaces_flow() {
+    fn syn_accepted_by_server_replaces_flow() {
         let mut table = table();
         let mut out = Vec::new();
         handshake(&mut table, CLIENT, SERVER, &mut out);
-        table.push(
-            segment(CLIENT, SERVER, 90_000, 0, TcpFlags::SYN, b""),
-            &mut out,
-        );
-        table.push(
-            segment(CLIENT, SERVER, 90_001, 0, TcpFlags::ACK, b"new"),
-            &mut out,
-        );
+        table.push(segment(CLIENT, SERVER, 90_000, 0, TcpFlags::SYN, b""), &mut out);
+        assert!(closes(&out).is_empty(), "the SYN alone keeps the established flow");
+
+        table.push(segment(SERVER, CLIENT, 70_000, 90_001, TcpFlags::SYN | TcpFlags::ACK, b""), &mut out);
+        table.push(segment(CLIENT, SERVER, 90_001, 70_001, TcpFlags::ACK, b"new"), &mut out);
         assert_eq!(closes(&out), vec![(1, CloseReason::TupleReused)]);
         let ids: Vec<u64> = opened(&out).iter().map(|o| o.0).collect();
         assert_eq!(ids, vec![1, 2]);
         assert_eq!(data(&out, Direction::ToServer), b"new");
+    }
+
+    #[test]
+    fn syn_before_server_answer_replaces_flow() {
+        let mut table = table();
+        let mut out = Vec::new();
+        table.push(segment(CLIENT, SERVER, CLIENT_ISN, 0, TcpFlags::SYN, b""), &mut out);
+        table.push(segment(CLIENT, SERVER, 90_000, 0, TcpFlags::SYN, b""), &mut out);
+        assert_eq!(closes(&out), vec![(1, CloseReason::TupleReused)]);
+        let ids: Vec<u64> = opened(&out).iter().map(|o| o.0).collect();
+        assert_eq!(ids, vec![1, 2]);
+    }
+
+    /// Linux answers a SYN on an established connection with a challenge
+    /// ACK, so the connection's bytes go on where they were.
+    #[test]
+    fn crafted_syn_on_established_flow_is_ignored() {
+        let mut table = table();
+        let mut out = Vec::new();
+        handshake(&mut table, CLIENT, SERVER, &mut out);
+        table.push(segment(CLIENT, SERVER, CLIENT_ISN + 1, SERVER_ISN + 1, TcpFlags::ACK, b"abc"), &mut out);
+        let ignored = table.stats().ignored_segments;
+        table.push(segment(CLIENT, SERVER, 90_000, 0, TcpFlags::SYN, b"SYNDATA"), &mut out);
+        assert_eq!(table.stats().ignored_segments, ignored + 1);
+
+        // The challenge ACK, then the connection goes on.
+        table.push(segment(SERVER, CLIENT, SERVER_ISN + 1, CLIENT_ISN + 4, TcpFlags::ACK, b""), &mut out);
+        table.push(segment(CLIENT, SERVER, CLIENT_ISN + 4, SERVER_ISN + 1, TcpFlags::ACK, b"def"), &mut out);
+        assert!(closes(&out).is_empty(), "{out:?}");
+        assert_eq!(opened(&out).len(), 1);
+        assert_eq!(data(&out, Direction::ToServer), b"abcdef");
     }
 
     #[test]

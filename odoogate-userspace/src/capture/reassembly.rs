@@ -14,7 +14,10 @@
 //! server read. So the reassembler keeps the bytes it delivered until the
 //! peer acknowledges them, compares every later copy of buffered or kept
 //! bytes with the first, and reports a difference as a
-//! [`Delivery::Conflict`].
+//! [`Delivery::Conflict`]. A FIN the kernel drops works the same way: data
+//! after it shows that one of the two was not what the receiver read, so
+//! the reassembler reports the conflict and reads on instead of ending the
+//! stream there.
 //!
 //! Sequence numbers are 32-bit and wrap. Every segment is placed on a 64-bit
 //! stream offset (bytes since the stream start) by serial-number arithmetic
@@ -58,6 +61,10 @@ pub enum ConflictKind {
     /// memory, so the copies cannot be compared. An ordinary retransmission
     /// gives this when more than the buffer bound is unacknowledged.
     Unverifiable,
+    /// Data came after the sender's FIN, or a FIN came before data already
+    /// seen. A TCP sender never sends data after its FIN, so one of the two
+    /// was crafted for the receiver's kernel to drop.
+    DataAfterFin,
 }
 
 impl ConflictKind {
@@ -66,6 +73,7 @@ impl ConflictKind {
         match self {
             Self::Differs => "conflicting_copies",
             Self::Unverifiable => "unverifiable_copy",
+            Self::DataAfterFin => "data_after_fin",
         }
     }
 }
@@ -81,8 +89,9 @@ pub struct ReassemblyStats {
     /// Segments and acknowledgements ignored because they lay more than
     /// the maximum TCP window away from the next expected byte.
     pub out_of_window: u64,
-    /// Segments whose bytes differed from an earlier copy of them, or
-    /// covered bytes whose first copy was dropped unacknowledged.
+    /// Segments whose bytes differed from an earlier copy of them, covered
+    /// bytes whose first copy was dropped unacknowledged, or disagreed with
+    /// a FIN about where the stream ends.
     pub conflicts: u64,
     /// Delivered bytes dropped before the peer acknowledged them, so a later
     /// copy of them cannot be compared.
@@ -167,6 +176,8 @@ pub struct Reassembler {
     buffered_bytes: usize,
     /// Stream offset of the FIN, which is the end of the data.
     fin: Option<u64>,
+    /// A FIN and data after it were both seen, and reported once.
+    disputed_fin: bool,
     /// Delivered data that the peer has not acknowledged yet, by stream
     /// offset, oldest first, kept to compare with later copies.
     unacked: VecDeque<(u64, Bytes)>,
@@ -194,6 +205,7 @@ impl Reassembler {
             pieces: BTreeMap::new(),
             buffered_bytes: 0,
             fin: None,
+            disputed_fin: false,
             unacked: VecDeque::new(),
             unacked_bytes: 0,
             acked: 0,
@@ -294,6 +306,11 @@ impl Reassembler {
         self.stats.duplicate_bytes += skipped;
         let wire_len = wire_len - before_start;
         let captured = captured - skipped;
+        if let Some(fin) = self.fin
+            && start + wire_len > fin
+        {
+            self.report_data_after_fin(fin, out);
+        }
         if captured > 0
             && let Some(kind) = self.check_copy(start, &payload)
         {
@@ -340,9 +357,12 @@ impl Reassembler {
         self.forget_acked(acked);
     }
 
-    /// Records a FIN with sequence number `seq`. Data after it is dropped,
-    /// and a hole before it becomes a gap, since the sender has nothing
-    /// more to send.
+    /// Records a FIN with sequence number `seq`, the end of the data. Holes
+    /// before it become gaps once the peer acknowledges the FIN (see
+    /// [`Reassembler::ack`]), not here, because a FIN that the receiver's
+    /// kernel dropped must not make the real bytes after a hole
+    /// duplicates. A FIN before data already delivered or buffered is
+    /// reported as a [`ConflictKind::DataAfterFin`] conflict and ignored.
     pub fn fin(&mut self, seq: u32, out: &mut Vec<Delivery>) {
         self.start_at(seq, true);
         if self.fin.is_some() {
@@ -351,10 +371,25 @@ impl Reassembler {
         let Some(end) = self.offset_in_window(seq) else {
             return;
         };
-        let end = end.max(self.next);
+        let data_end = self.pieces.last_key_value().map_or(self.next, |(&at, piece)| at + piece.len());
+        if data_end > end {
+            self.report_data_after_fin(end, out);
+            return;
+        }
         self.fin = Some(end);
-        self.drop_after(end);
-        self.declare_lost_until(end, out);
+    }
+
+    /// Reports data beyond the FIN at stream offset `fin`, once per stream.
+    /// The FIN stops counting as the end of the stream, so the data is read
+    /// and the records of its calls carry the conflict.
+    fn report_data_after_fin(&mut self, fin: u64, out: &mut Vec<Delivery>) {
+        self.fin = None;
+        if self.disputed_fin {
+            return;
+        }
+        self.disputed_fin = true;
+        self.stats.conflicts += 1;
+        out.push(Delivery::Conflict { offset: fin, kind: ConflictKind::DataAfterFin });
     }
 
     /// Delivers everything buffered, declaring each hole a gap. Used when
@@ -563,19 +598,6 @@ impl Reassembler {
         }
         self.stats.gaps += 1;
         out.push(Delivery::Gap { missing_bytes });
-    }
-
-    /// Drops buffered data at or after stream offset `end`.
-    fn drop_after(&mut self, end: u64) {
-        let beyond = self.pieces.split_off(&end);
-        self.buffered_bytes -= beyond.values().map(Piece::buffered_bytes).sum::<usize>();
-        if let Some((&key, last)) = self.pieces.last_key_value()
-            && key + last.len() > end
-        {
-            let kept = last.slice(0, end - key);
-            self.buffered_bytes -= last.buffered_bytes() - kept.buffered_bytes();
-            self.pieces.insert(key, kept);
-        }
     }
 
     /// Gives up on holes, oldest first, while the buffer exceeds its bounds.
@@ -935,27 +957,88 @@ mod tests {
     }
 
     #[test]
-    fn fin_with_hole_declares_gap() {
+    fn fin_hole_becomes_gap_when_acknowledged() {
         let mut stream = started(1024);
         let mut out = Vec::new();
         push(&mut stream, 0, b"ab", &mut out);
         push(&mut stream, 4, b"ef", &mut out);
-        stream.fin(seq(ISN, 8), &mut out);
-        assert_eq!(gaps_of(&out), vec![2, 2]);
+        stream.fin(seq(ISN, 6), &mut out);
+        assert!(gaps_of(&out).is_empty(), "a FIN alone must not give up a hole");
+        assert!(!stream.is_finished());
+
+        stream.ack(seq(ISN, 7), &mut out);
+        assert_eq!(gaps_of(&out), vec![2]);
         assert_eq!(data_of(&out), b"abef");
         assert!(stream.is_finished());
     }
 
+    /// A FIN the receiver's kernel dropped, then the real data of the hole
+    /// before it: the data is delivered, not taken for a duplicate.
     #[test]
-    fn data_after_fin_is_dropped() {
+    fn crafted_fin_keeps_hole_open() {
         let mut stream = started(1024);
         let mut out = Vec::new();
-        push(&mut stream, 2, b"cdefgh", &mut out);
-        stream.fin(seq(ISN, 5), &mut out);
-        push(&mut stream, 5, b"FGH", &mut out);
-        assert_eq!(gaps_of(&out), vec![2]);
-        assert_eq!(data_of(&out), b"cde");
-        assert_eq!(stream.buffered_bytes(), 0);
+        push(&mut stream, 0, b"ab", &mut out);
+        stream.fin(seq(ISN, 4), &mut out);
+        push(&mut stream, 2, b"cd", &mut out);
+        assert_eq!(data_of(&out), b"abcd");
+        assert!(gaps_of(&out).is_empty());
+        assert!(conflicts_of(&out).is_empty());
+    }
+
+    #[test]
+    fn data_after_fin_is_read_and_reported() {
+        let mut stream = started(1024);
+        let mut out = Vec::new();
+        push(&mut stream, 0, b"abc", &mut out);
+        stream.fin(seq(ISN, 3), &mut out);
+        push(&mut stream, 3, b"def", &mut out);
+        push(&mut stream, 6, b"ghi", &mut out);
+        assert_eq!(data_of(&out), b"abcdefghi");
+        assert_eq!(conflicts_of(&out), vec![3], "reported once, at the FIN");
+        assert_eq!(conflict_kinds(&out), vec![ConflictKind::DataAfterFin]);
+        assert_eq!(stream.stats().conflicts, 1);
+        assert!(!stream.is_finished());
+    }
+
+    #[test]
+    fn fin_before_delivered_data_is_ignored() {
+        let mut stream = started(1024);
+        let mut out = Vec::new();
+        push(&mut stream, 0, b"abcdef", &mut out);
+        stream.fin(seq(ISN, 3), &mut out);
+        assert_eq!(conflicts_of(&out), vec![3]);
+        assert_eq!(conflict_kinds(&out), vec![ConflictKind::DataAfterFin]);
+        assert!(!stream.is_finished());
+
+        // The real FIN still ends the stream, and is not reported again.
+        stream.fin(seq(ISN, 6), &mut out);
+        assert!(stream.is_finished());
+        assert_eq!(stream.stats().conflicts, 1);
+    }
+
+    #[test]
+    fn fin_before_buffered_data_is_ignored() {
+        let mut stream = started(1024);
+        let mut out = Vec::new();
+        push(&mut stream, 4, b"ef", &mut out);
+        stream.fin(seq(ISN, 2), &mut out);
+        assert_eq!(conflicts_of(&out), vec![2]);
+        assert_eq!(stream.buffered_bytes(), 2);
+
+        push(&mut stream, 0, b"abcd", &mut out);
+        assert_eq!(data_of(&out), b"abcdef");
+    }
+
+    #[test]
+    fn retransmitted_fin_is_not_a_conflict() {
+        let mut stream = started(1024);
+        let mut out = Vec::new();
+        push(&mut stream, 0, b"abcd", &mut out);
+        stream.fin(seq(ISN, 4), &mut out);
+        push(&mut stream, 2, b"cd", &mut out);
+        stream.fin(seq(ISN, 4), &mut out);
+        assert!(conflicts_of(&out).is_empty());
         assert!(stream.is_finished());
     }
 
@@ -1107,6 +1190,8 @@ mod tests {
                 push_range(&mut stream, isn, &data, range, &mut out);
             }
             stream.fin(seq(isn, data.len()), &mut out);
+            // The receiver's acknowledgement of the FIN gives up the holes.
+            stream.ack(seq(isn, data.len() + 1), &mut out);
             prop_assert_eq!(gaps_of(&out).iter().sum::<u64>(), dropped_bytes);
             prop_assert_eq!(data_of(&out), expected);
             prop_assert!(stream.is_finished());

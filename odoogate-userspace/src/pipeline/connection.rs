@@ -295,9 +295,10 @@ impl Connection {
                     records::mark_conflicting(record, kind);
                 }
             }
-            // Two different copies are the stronger evidence, so they
-            // name the doubt once seen.
-            if self.requests_in_doubt != Some(ConflictKind::Differs) {
+            // Two different copies, or data after a FIN, are stronger
+            // evidence than a copy that could not be checked, so they name
+            // the doubt once seen.
+            if self.requests_in_doubt.is_none_or(|doubt| doubt == ConflictKind::Unverifiable) {
                 self.requests_in_doubt = Some(kind);
             }
         }

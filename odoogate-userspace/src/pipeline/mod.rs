@@ -58,6 +58,8 @@ pub struct ReassemblyCounters {
     /// Later copies that could not be compared, as
     /// [`FlowStats::unverifiable_copies`].
     pub unverifiable_copies: AtomicU64,
+    /// FINs and data after them, as [`FlowStats::data_after_fin`].
+    pub data_after_fin: AtomicU64,
     /// Delivered bytes dropped before their acknowledgement, as
     /// [`FlowStats::unverified_bytes`].
     pub unverified_bytes: AtomicU64,
@@ -67,6 +69,7 @@ impl ReassemblyCounters {
     fn publish(&self, stats: &FlowStats) {
         self.conflicting_copies.store(stats.conflicting_copies, Ordering::Relaxed);
         self.unverifiable_copies.store(stats.unverifiable_copies, Ordering::Relaxed);
+        self.data_after_fin.store(stats.data_after_fin, Ordering::Relaxed);
         self.unverified_bytes.store(stats.unverified_bytes, Ordering::Relaxed);
     }
 }

@@ -250,6 +250,10 @@ pub fn conflict_reason(kind: ConflictKind) -> &'static str {
             "the capture saw a second copy of the request's bytes that it could not compare with the first, \
              which it had dropped unacknowledged to bound memory"
         }
+        ConflictKind::DataAfterFin => {
+            "the capture saw request bytes after the client's FIN, which a TCP sender never sends, \
+             so the server's kernel dropped one of the two and Odoo may not have read these bytes"
+        }
     }
 }
 
@@ -258,13 +262,15 @@ pub fn conflict_reason(kind: ConflictKind) -> &'static str {
 /// client crafting them: the server's kernel drops one (a bad checksum, a
 /// stale timestamp), and the capture, which runs before those checks,
 /// reads both. An uncheckable copy is one whose first copy the reassembler
-/// dropped before the peer acknowledged it. An ordinary retransmission
+/// dropped before the peer acknowledged it. Data after a FIN comes from the
+/// same trick played with the FIN. An ordinary retransmission
 /// gives that when more than `capture.max_flow_buffer_bytes` are
 /// unacknowledged, or when all flows together hold 64 times that.
 pub fn conflicting_copies(conn_id: u64, key: &FlowKey, direction: Direction, offset: u64, kind: ConflictKind) -> AuditRecord {
     let copy = match kind {
         ConflictKind::Differs => "two different copies of the bytes",
         ConflictKind::Unverifiable => "a copy it could not check, its first copy dropped unacknowledged to bound memory, of the bytes",
+        ConflictKind::DataAfterFin => "a FIN and data after it, which a TCP sender never sends, with the FIN",
     };
     let message = format!(
         "conflicting TCP copies: the {} stream of connection {conn_id} from {} carried {copy} at offset {offset}; \

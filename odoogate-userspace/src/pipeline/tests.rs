@@ -263,6 +263,39 @@ fn conflicting_copies_are_never_allowed() {
     assert_eq!(counters.unverified_bytes.load(Ordering::Relaxed), 0);
 }
 
+/// A client that crafts packets sends a FIN that the server's kernel drops
+/// (a bad checksum, say), then its next call. The call is recorded, with
+/// the doubt, instead of being cut off as data after the end of the stream.
+#[test]
+fn call_after_crafted_fin_is_recorded() {
+    let (mut pipeline, sink) = pipeline();
+    let mut conn = Conn::new("10.0.0.2:40010");
+    conn.open(&mut pipeline);
+
+    conn.send(&mut pipeline, &jsonrpc_request("crm.lead", "create"));
+    conn.answer(&mut pipeline, &jsonrpc_response("41"));
+    let fin_seq = conn.client_seq;
+    pipeline.handle(conn.segment(true, TcpFlags::FIN | TcpFlags::ACK, b""));
+    // The server's kernel dropped the FIN, so the real next byte takes its
+    // sequence number.
+    conn.client_seq = fin_seq;
+    conn.send(&mut pipeline, &jsonrpc_request("crm.lead", "create"));
+    conn.answer(&mut pipeline, &jsonrpc_response("42"));
+    conn.close(&mut pipeline);
+
+    let records = sink.0.lock().unwrap().clone();
+    let anomalies: Vec<_> = records.iter().filter(|r| r.error_code.as_deref() == Some("data_after_fin") && r.event == AuditEvent::FramingAnomaly).collect();
+    assert_eq!(anomalies.len(), 1, "{records:?}");
+    let calls = calls(&sink);
+    assert_eq!(calls.len(), 2, "the call after the FIN is recorded: {calls:?}");
+    assert_eq!(calls[0].decision, Some(Decision::Allow), "the call before the FIN stands");
+    assert_eq!(calls[1].method.as_deref(), Some("create"));
+    assert_eq!(calls[1].decision, Some(Decision::WouldDeny), "an allowed call after the FIN is held in doubt");
+    assert_eq!(calls[1].error_code.as_deref(), Some("data_after_fin"));
+    assert_eq!(calls[1].reason.as_deref(), Some(records::conflict_reason(crate::capture::reassembly::ConflictKind::DataAfterFin)));
+    assert_eq!(pipeline.reassembly().data_after_fin.load(Ordering::Relaxed), 1);
+}
+
 /// A copy of bytes whose first copy was dropped unacknowledged, to bound
 /// memory, cannot be checked, so its call is not recorded as allowed
 /// either, under an error code of its own.
