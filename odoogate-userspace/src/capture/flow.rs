@@ -114,6 +114,9 @@ pub struct FlowStats {
     /// Data seen after a FIN of the same direction, or a FIN before data
     /// already seen ([`ConflictKind::DataAfterFin`]).
     pub data_after_fin: u64,
+    /// Streams with a segment that carried the URG flag
+    /// ([`ConflictKind::UrgentData`]).
+    pub urgent_data: u64,
     /// Delivered bytes dropped before the peer acknowledged them, in all
     /// flows since start, closed flows included.
     pub unverified_bytes: u64,
@@ -214,6 +217,10 @@ impl Flow {
             segment.seq
         };
         let fin_seq = data_seq.wrapping_add(segment.wire_len);
+        if flags.urg() && !flags.rst() {
+            self.stream(direction).urgent(data_seq, deliveries);
+            self.emit(direction, deliveries, out);
+        }
         // The receiver never reads the payload of a RST (RFC 9293 allows it
         // only as diagnostic text), so it is not stream data.
         if segment.wire_len > 0 && !flags.rst() {
@@ -625,6 +632,7 @@ fn count_events(stats: &mut FlowStats, events: &[FlowEvent]) {
             FlowEvent::Conflict { kind: ConflictKind::Differs, .. } => stats.conflicting_copies += 1,
             FlowEvent::Conflict { kind: ConflictKind::Unverifiable, .. } => stats.unverifiable_copies += 1,
             FlowEvent::Conflict { kind: ConflictKind::DataAfterFin, .. } => stats.data_after_fin += 1,
+            FlowEvent::Conflict { kind: ConflictKind::UrgentData, .. } => stats.urgent_data += 1,
             FlowEvent::Opened { .. } | FlowEvent::Data { .. } | FlowEvent::Closed { .. } => {}
         }
     }

@@ -65,6 +65,11 @@ pub enum ConflictKind {
     /// seen. A TCP sender never sends data after its FIN, so one of the two
     /// was crafted for the receiver's kernel to drop.
     DataAfterFin,
+    /// A segment carried the URG flag. Linux takes the urgent byte out of
+    /// the data an application reads unless the application sets
+    /// `SO_OOBINLINE`, which Odoo does not. The capture keeps the byte, so
+    /// the bytes from there on may not be those the receiver read.
+    UrgentData,
 }
 
 impl ConflictKind {
@@ -74,6 +79,7 @@ impl ConflictKind {
             Self::Differs => "conflicting_copies",
             Self::Unverifiable => "unverifiable_copy",
             Self::DataAfterFin => "data_after_fin",
+            Self::UrgentData => "urgent_data",
         }
     }
 }
@@ -90,8 +96,8 @@ pub struct ReassemblyStats {
     /// the maximum TCP window away from the next expected byte.
     pub out_of_window: u64,
     /// Segments whose bytes differed from an earlier copy of them, covered
-    /// bytes whose first copy was dropped unacknowledged, or disagreed with
-    /// a FIN about where the stream ends.
+    /// bytes whose first copy was dropped unacknowledged, disagreed with a
+    /// FIN about where the stream ends, or carried the URG flag.
     pub conflicts: u64,
     /// Delivered bytes dropped before the peer acknowledged them, so a later
     /// copy of them cannot be compared.
@@ -178,6 +184,8 @@ pub struct Reassembler {
     fin: Option<u64>,
     /// A FIN and data after it were both seen, and reported once.
     disputed_fin: bool,
+    /// A segment with the URG flag was seen, and reported once.
+    urgent_seen: bool,
     /// Delivered data that the peer has not acknowledged yet, by stream
     /// offset, oldest first, kept to compare with later copies.
     unacked: VecDeque<(u64, Bytes)>,
@@ -206,6 +214,7 @@ impl Reassembler {
             buffered_bytes: 0,
             fin: None,
             disputed_fin: false,
+            urgent_seen: false,
             unacked: VecDeque::new(),
             unacked_bytes: 0,
             acked: 0,
@@ -390,6 +399,21 @@ impl Reassembler {
         self.disputed_fin = true;
         self.stats.conflicts += 1;
         out.push(Delivery::Conflict { offset: fin, kind: ConflictKind::DataAfterFin });
+    }
+
+    /// Reports a segment with sequence number `seq` that carried the URG
+    /// flag, once per stream, as a [`ConflictKind::UrgentData`] conflict at
+    /// its offset. HTTP clients do not send urgent data.
+    pub fn urgent(&mut self, seq: u32, out: &mut Vec<Delivery>) {
+        if self.urgent_seen || self.origin.is_none() {
+            return;
+        }
+        let Some(offset) = self.offset_in_window(seq) else {
+            return;
+        };
+        self.urgent_seen = true;
+        self.stats.conflicts += 1;
+        out.push(Delivery::Conflict { offset, kind: ConflictKind::UrgentData });
     }
 
     /// Delivers everything buffered, declaring each hole a gap. Used when
@@ -1040,6 +1064,26 @@ mod tests {
         stream.fin(seq(ISN, 4), &mut out);
         assert!(conflicts_of(&out).is_empty());
         assert!(stream.is_finished());
+    }
+
+    #[test]
+    fn urgent_data_is_reported_once() {
+        let mut stream = started(1024);
+        let mut out = Vec::new();
+        push(&mut stream, 0, b"abc", &mut out);
+        stream.urgent(seq(ISN, 3), &mut out);
+        stream.urgent(seq(ISN, 6), &mut out);
+        assert_eq!(conflicts_of(&out), vec![3]);
+        assert_eq!(conflict_kinds(&out), vec![ConflictKind::UrgentData]);
+        assert_eq!(stream.stats().conflicts, 1);
+    }
+
+    #[test]
+    fn urgent_before_stream_start_is_ignored() {
+        let mut stream = Reassembler::new(1024);
+        let mut out = Vec::new();
+        stream.urgent(seq(ISN, 0), &mut out);
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -283,8 +283,8 @@ impl Connection {
         output
     }
 
-    /// Handles a copy of bytes of the `direction` stream that failed its
-    /// check (two different copies, or one that cannot be compared). On
+    /// Handles bytes of the `direction` stream that the server's kernel may
+    /// have read differently (see [`ConflictKind`]). On
     /// the request side, the calls waiting for their response and every
     /// later request may hold the copy Odoo did not read, so none of them
     /// is recorded as allowed.
@@ -295,14 +295,13 @@ impl Connection {
                     records::mark_conflicting(record, kind);
                 }
             }
-            // Two different copies, or data after a FIN, are stronger
-            // evidence than a copy that could not be checked, so they name
-            // the doubt once seen.
+            // Every other kind is stronger evidence than a copy that could
+            // not be checked, so it names the doubt once seen.
             if self.requests_in_doubt.is_none_or(|doubt| doubt == ConflictKind::Unverifiable) {
                 self.requests_in_doubt = Some(kind);
             }
         }
-        vec![records::conflicting_copies(self.conn_id, &self.key, direction, offset, kind)]
+        vec![records::stream_conflict(self.conn_id, &self.key, direction, offset, kind)]
     }
 
     /// Ends the connection: a response delimited by the close is completed,

@@ -60,6 +60,8 @@ pub struct ReassemblyCounters {
     pub unverifiable_copies: AtomicU64,
     /// FINs and data after them, as [`FlowStats::data_after_fin`].
     pub data_after_fin: AtomicU64,
+    /// Streams with urgent data, as [`FlowStats::urgent_data`].
+    pub urgent_data: AtomicU64,
     /// Delivered bytes dropped before their acknowledgement, as
     /// [`FlowStats::unverified_bytes`].
     pub unverified_bytes: AtomicU64,
@@ -70,6 +72,7 @@ impl ReassemblyCounters {
         self.conflicting_copies.store(stats.conflicting_copies, Ordering::Relaxed);
         self.unverifiable_copies.store(stats.unverifiable_copies, Ordering::Relaxed);
         self.data_after_fin.store(stats.data_after_fin, Ordering::Relaxed);
+        self.urgent_data.store(stats.urgent_data, Ordering::Relaxed);
         self.unverified_bytes.store(stats.unverified_bytes, Ordering::Relaxed);
     }
 }

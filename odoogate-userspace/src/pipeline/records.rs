@@ -254,26 +254,35 @@ pub fn conflict_reason(kind: ConflictKind) -> &'static str {
             "the capture saw request bytes after the client's FIN, which a TCP sender never sends, \
              so the server's kernel dropped one of the two and Odoo may not have read these bytes"
         }
+        ConflictKind::UrgentData => {
+            "the client sent TCP urgent data, whose byte the server's kernel takes out of the bytes Odoo reads, \
+             so Odoo may have read another request"
+        }
     }
 }
 
-/// Builds the record of a second copy of the bytes at stream `offset` of a
-/// connection that failed its check. Two different copies come from a
+/// Builds the record of bytes at stream `offset` of a connection that the
+/// receiver's kernel may have read differently from the capture, which
+/// runs before the kernel's checks. Two different copies come from a
 /// client crafting them: the server's kernel drops one (a bad checksum, a
-/// stale timestamp), and the capture, which runs before those checks,
-/// reads both. An uncheckable copy is one whose first copy the reassembler
-/// dropped before the peer acknowledged it. Data after a FIN comes from the
-/// same trick played with the FIN. An ordinary retransmission
-/// gives that when more than `capture.max_flow_buffer_bytes` are
-/// unacknowledged, or when all flows together hold 64 times that.
-pub fn conflicting_copies(conn_id: u64, key: &FlowKey, direction: Direction, offset: u64, kind: ConflictKind) -> AuditRecord {
-    let copy = match kind {
-        ConflictKind::Differs => "two different copies of the bytes",
-        ConflictKind::Unverifiable => "a copy it could not check, its first copy dropped unacknowledged to bound memory, of the bytes",
-        ConflictKind::DataAfterFin => "a FIN and data after it, which a TCP sender never sends, with the FIN",
+/// stale timestamp), and the capture reads both. An uncheckable copy is one
+/// whose first copy the reassembler dropped before the peer acknowledged
+/// it. An ordinary retransmission gives that when more than
+/// `capture.max_flow_buffer_bytes` are unacknowledged, or when all flows
+/// together hold 64 times that. Data after a FIN comes from the same trick
+/// played with the FIN, and urgent data from a byte the kernel takes out.
+pub fn stream_conflict(conn_id: u64, key: &FlowKey, direction: Direction, offset: u64, kind: ConflictKind) -> AuditRecord {
+    let (summary, what) = match kind {
+        ConflictKind::Differs => ("conflicting TCP copies", "two different copies of the bytes"),
+        ConflictKind::Unverifiable => (
+            "conflicting TCP copies",
+            "a copy it could not check, its first copy dropped unacknowledged to bound memory, of the bytes",
+        ),
+        ConflictKind::DataAfterFin => ("data after a TCP FIN", "a FIN and data after it, which a TCP sender never sends, with the FIN"),
+        ConflictKind::UrgentData => ("TCP urgent data", "a segment with the URG flag, whose urgent byte the receiver's kernel takes out,"),
     };
     let message = format!(
-        "conflicting TCP copies: the {} stream of connection {conn_id} from {} carried {copy} at offset {offset}; \
+        "{summary}: the {} stream of connection {conn_id} from {} carried {what} at offset {offset}; \
          the records of its calls around them may not match what Odoo read",
         direction_name(direction),
         key.client

@@ -296,6 +296,30 @@ fn call_after_crafted_fin_is_recorded() {
     assert_eq!(pipeline.reassembly().data_after_fin.load(Ordering::Relaxed), 1);
 }
 
+/// Linux takes a request's urgent byte out of what Odoo reads, so a call
+/// sent with the URG flag is never recorded as allowed.
+#[test]
+fn call_with_urgent_data_is_never_allowed() {
+    let (mut pipeline, sink) = pipeline();
+    let mut conn = Conn::new("10.0.0.2:40011");
+    conn.open(&mut pipeline);
+
+    let request = jsonrpc_request("crm.lead", "create");
+    pipeline.handle(conn.segment(true, TcpFlags::ACK | TcpFlags::PSH | TcpFlags::URG, &request));
+    conn.answer(&mut pipeline, &jsonrpc_response("41"));
+    conn.close(&mut pipeline);
+
+    let records = sink.0.lock().unwrap().clone();
+    let anomalies: Vec<_> = records.iter().filter(|r| r.error_code.as_deref() == Some("urgent_data") && r.event == AuditEvent::FramingAnomaly).collect();
+    assert_eq!(anomalies.len(), 1, "{records:?}");
+    assert!(anomalies[0].message.starts_with("TCP urgent data: the request stream of connection "), "{}", anomalies[0].message);
+    let calls = calls(&sink);
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].decision, Some(Decision::WouldDeny));
+    assert_eq!(calls[0].error_code.as_deref(), Some("urgent_data"));
+    assert_eq!(pipeline.reassembly().urgent_data.load(Ordering::Relaxed), 1);
+}
+
 /// A copy of bytes whose first copy was dropped unacknowledged, to bound
 /// memory, cannot be checked, so its call is not recorded as allowed
 /// either, under an error code of its own.

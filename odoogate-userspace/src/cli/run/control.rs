@@ -233,6 +233,7 @@ fn reassembly_json(counters: &ReassemblyCounters) -> Value {
         "conflicting_copies": counters.conflicting_copies.load(Ordering::Relaxed),
         "unverifiable_copy": counters.unverifiable_copies.load(Ordering::Relaxed),
         "data_after_fin": counters.data_after_fin.load(Ordering::Relaxed),
+        "urgent_data": counters.urgent_data.load(Ordering::Relaxed),
         "unverified_bytes": counters.unverified_bytes.load(Ordering::Relaxed),
     })
 }
@@ -261,18 +262,20 @@ mod tests {
         counters.conflicting_copies.store(2, Ordering::Relaxed);
         counters.unverifiable_copies.store(5, Ordering::Relaxed);
         counters.data_after_fin.store(1, Ordering::Relaxed);
+        counters.urgent_data.store(3, Ordering::Relaxed);
         counters.unverified_bytes.store(4096, Ordering::Relaxed);
 
         let reassembly = reassembly_json(&counters);
         assert_eq!(reassembly["conflicting_copies"], 2);
         assert_eq!(reassembly["unverifiable_copy"], 5);
         assert_eq!(reassembly["data_after_fin"], 1);
+        assert_eq!(reassembly["urgent_data"], 3);
         assert_eq!(reassembly["unverified_bytes"], 4096);
 
         let status = json!({ "ok": true, "reassembly": reassembly });
         assert_eq!(
             crate::cli::status::render(&status),
-            "reassembly:\n  conflicting_copies: 2\n  unverifiable_copy: 5\n  data_after_fin: 1\n  unverified_bytes: 4096\n"
+            "reassembly:\n  conflicting_copies: 2\n  unverifiable_copy: 5\n  data_after_fin: 1\n  urgent_data: 3\n  unverified_bytes: 4096\n"
         );
     }
 
