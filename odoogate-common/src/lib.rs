@@ -39,8 +39,10 @@ pub const GUARD_ALLOW_MAP: &str = "GUARD_ALLOW";
 /// Capacity of [`GUARD_ALLOW_MAP`].
 pub const GUARD_ALLOW_MAX_ENTRIES: u32 = 4096;
 
-/// Names of the programs in the object file.
-pub const TC_PROGRAM: &str = "capture_packets";
+/// Names of the programs in the object file. The two TC programs run the
+/// same code and differ only in the [`PacketHeader::hook`] they write.
+pub const TC_INGRESS_PROGRAM: &str = "capture_ingress";
+pub const TC_EGRESS_PROGRAM: &str = "capture_egress";
 pub const FLOW_ORIGIN_PROGRAM: &str = "report_flow_origin";
 pub const CONNECT4_PROGRAM: &str = "record_connect4";
 pub const CONNECT6_PROGRAM: &str = "record_connect6";
@@ -59,6 +61,10 @@ pub const COMM_LEN: usize = 16;
 
 /// Record kind tag: a [`PacketHeader`] and its payload.
 pub const RECORD_PACKET: u8 = 1;
+/// [`PacketHeader::hook`] of a packet arriving on the interface.
+pub const HOOK_INGRESS: u8 = 1;
+/// [`PacketHeader::hook`] of a packet leaving through the interface.
+pub const HOOK_EGRESS: u8 = 2;
 /// Record kind tag: a [`FlowOriginRecord`].
 pub const RECORD_FLOW_ORIGIN: u8 = 2;
 /// Record kind tag: a [`GuardRefusalRecord`].
@@ -202,9 +208,12 @@ pub struct PacketHeader {
     pub kind: u8,
     /// [`FAMILY_IPV4`] or [`FAMILY_IPV6`].
     pub family: u8,
-    /// The TCP flags byte (FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08, ACK 0x10).
+    /// The TCP flags byte (FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08, ACK 0x10,
+    /// URG 0x20).
     pub tcp_flags: u8,
-    pub reserved: u8,
+    /// [`HOOK_INGRESS`] or [`HOOK_EGRESS`]: where on the interface the
+    /// program ran.
+    pub hook: u8,
     /// Interface index the program ran on.
     pub ifindex: u32,
     /// Source address: IPv6, or IPv4-mapped IPv6 (`::ffff:a.b.c.d`).

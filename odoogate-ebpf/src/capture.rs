@@ -1,10 +1,13 @@
-//! `capture_packets`: the TC classifier of the observe path.
+//! `capture_ingress` and `capture_egress`: the TC classifiers of the
+//! observe path, one for each side of an interface.
 //!
 //! For each TCP packet to or from a configured port it writes one record to
 //! `EVENTS`: the [`PacketHeader`] and, when the packet carries payload, the
 //! whole payload (up to [`MAX_PAYLOAD_BYTES`]). Packets without payload (SYN,
 //! FIN, RST, pure ACK) are recorded too, because reassembly needs the initial
 //! sequence number, the end of each direction and the acknowledgments.
+//! Each record names the hook it was seen at, because a packet with a
+//! source address of this host that arrives on ingress was not sent by it.
 //!
 //! The program always returns `TC_ACT_PIPE`: it observes and never changes
 //! what happens to a packet.
@@ -20,8 +23,8 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use odoogate_common::{
-    FAMILY_IPV4, FAMILY_IPV6, MAX_PAYLOAD_BYTES, PACKET_HEADER_LEN, PacketHeader, RECORD_PACKET,
-    stat,
+    FAMILY_IPV4, FAMILY_IPV6, HOOK_EGRESS, HOOK_INGRESS, MAX_PAYLOAD_BYTES, PACKET_HEADER_LEN,
+    PacketHeader, RECORD_PACKET, stat,
 };
 
 use crate::{CONFIG, EVENTS, count, ipv4_mapped};
@@ -50,10 +53,27 @@ struct Scratch {
 #[map]
 static SCRATCH: Array<Scratch> = Array::with_max_entries(1, 0);
 
+/// Records the packets arriving on an interface (TC ingress).
 #[classifier]
-pub fn capture_packets(ctx: TcContext) -> i32 {
-    match locate_segment(&ctx) {
-        Ok(Some(segment)) => record_segment(&ctx, segment),
+pub fn capture_ingress(ctx: TcContext) -> i32 {
+    capture(&ctx, HOOK_INGRESS)
+}
+
+/// Records the packets leaving through an interface (TC egress).
+#[classifier]
+pub fn capture_egress(ctx: TcContext) -> i32 {
+    capture(&ctx, HOOK_EGRESS)
+}
+
+/// Records the packet if it is a TCP segment to or from a configured port,
+/// marked with the `hook` it was seen at.
+#[inline(always)]
+fn capture(ctx: &TcContext, hook: u8) -> i32 {
+    match locate_segment(ctx) {
+        Ok(Some(mut segment)) => {
+            segment.header.hook = hook;
+            record_segment(ctx, segment)
+        }
         Ok(None) => {}
         Err(Unparsed::Skipped) => count(stat::SKIPPED),
         Err(Unparsed::HeaderError) => count(stat::HEADER_ERRORS),
@@ -204,7 +224,7 @@ fn parse_tcp(ctx: &TcContext, network: Network) -> Result<Option<Located>, Unpar
         kind: RECORD_PACKET,
         family: network.family,
         tcp_flags: load(ctx, l4 + 13)?,
-        reserved: 0,
+        hook: 0,
         ifindex: ifindex(ctx),
         saddr: network.saddr,
         daddr: network.daddr,

@@ -1,8 +1,8 @@
 //! odoogate's eBPF programs.
 //!
-//! - `capture_packets` (TC classifier, attached with TCX): copies every TCP
-//!   packet to or from a configured port, whole payload included, into the
-//!   `EVENTS` ring buffer.
+//! - `capture_ingress` / `capture_egress` (TC classifiers, attached with
+//!   TCX): copy every TCP packet to or from a configured port, whole payload
+//!   included, into the `EVENTS` ring buffer.
 //! - `report_flow_origin` (cgroup_skb egress on the cgroup v2 root): on a
 //!   client SYN to a configured port, reports the sending socket's cgroup and
 //!   the process that called connect().

@@ -462,6 +462,7 @@ impl Conn {
             payload: Bytes::copy_from_slice(payload),
             wire_len: payload.len() as u32,
             timestamp_ns: self.clock,
+            ingress_ifindex: None,
         })
     }
 

@@ -332,3 +332,38 @@ allow = [{ models = ["res.partner"], methods = ["search_read", "name_search", "s
     );
     Ok(())
 }
+
+/// A client on the same link forges a segment with the server's address.
+/// The server's kernel drops it, and so must observe mode, while the real
+/// segments of both directions over the same link are kept.
+#[test]
+fn forged_server_segments_are_ignored() -> anyhow::Result<()> {
+    if !common::can_run() {
+        return Ok(());
+    }
+    let integrations = r#"[[integration]]
+name = "n8n"
+match = { ip = ["10.214.0.2/32"] }
+allow = [{ models = ["res.partner"], methods = ["*"] }]
+"#;
+    let mut site = Site::start("spoof", &[], integrations, "deny")?;
+    let port = site.port.to_string();
+    all_ok(&site.run_client("odoorpc_client.py", &[common::ODOO_ADDRESS, &port, PASSWORD], None, true)?);
+    let status = site.status()?;
+    assert_eq!(status["reassembly"]["spoofed_segments"], 0, "real traffic is never taken for forged: {status}");
+
+    let sent = site.run_client("forge_server_segment.py", &["og-clients", common::ODOO_ADDRESS, &port, "10.214.0.2"], None, true)?;
+    assert!(sent[0]["sent"].as_u64().is_some_and(|bytes| bytes > 0), "{sent:?}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let status = site.status()?;
+        if status["reassembly"]["spoofed_segments"] == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the forged segment was not counted: {status}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let records = site.stop_and_read(1)?;
+    assert!(!calls(&records).is_empty(), "the real calls are recorded");
+    Ok(())
+}

@@ -30,7 +30,7 @@ use aya::{Ebpf, EbpfError, EbpfLoader};
 use odoogate_common::{
     CONFIG_GLOBAL, CONNECT_POLICY_ALLOW_ALL, CONNECT_POLICY_GUARD, CONNECT4_PROGRAM,
     CONNECT6_PROGRAM, CaptureConfig, EVENTS_MAP, FLOW_ORIGIN_PROGRAM, GUARD_ALLOW_MAP,
-    GUARD_ALLOW_MAX_ENTRIES, MAX_PORTS, SCRATCH_MAP, STATS_MAP, TC_PROGRAM, stat,
+    GUARD_ALLOW_MAX_ENTRIES, MAX_PORTS, SCRATCH_MAP, STATS_MAP, TC_EGRESS_PROGRAM, TC_INGRESS_PROGRAM, stat,
 };
 
 use super::cgroup::{self, CgroupError};
@@ -478,23 +478,27 @@ fn is_permission_denied(error: &io::Error) -> bool {
     matches!(error.raw_os_error(), Some(libc::EPERM | libc::EACCES))
 }
 
-/// Loads the TC program and attaches it: ingress only on `lo`, ingress and
-/// egress elsewhere.
+/// Loads the TC programs and attaches them: the ingress program on every
+/// interface, the egress program on every interface but `lo`, whose packets
+/// all pass its ingress.
 fn attach_tc(ebpf: &mut Ebpf, interfaces: &[String]) -> Result<Vec<String>, CaptureError> {
-    let program: &mut SchedClassifier = program(ebpf, TC_PROGRAM)?;
-    load(program.load(), TC_PROGRAM)?;
-    log_loaded(TC_PROGRAM, program.info());
+    for name in [TC_INGRESS_PROGRAM, TC_EGRESS_PROGRAM] {
+        let program: &mut SchedClassifier = program(ebpf, name)?;
+        load(program.load(), name)?;
+        log_loaded(name, program.info());
+    }
     let mut attachments = Vec::new();
     for interface in interfaces.iter().collect::<BTreeSet<_>>() {
-        let directions: &[(TcAttachType, &str)] = match interface.as_str() {
-            "lo" => &[(TcAttachType::Ingress, "ingress")],
+        let directions: &[(TcAttachType, &str, &str)] = match interface.as_str() {
+            "lo" => &[(TcAttachType::Ingress, "ingress", TC_INGRESS_PROGRAM)],
             _ => &[
-                (TcAttachType::Ingress, "ingress"),
-                (TcAttachType::Egress, "egress"),
+                (TcAttachType::Ingress, "ingress", TC_INGRESS_PROGRAM),
+                (TcAttachType::Egress, "egress", TC_EGRESS_PROGRAM),
             ],
         };
-        for &(attach_type, direction) in directions {
+        for &(attach_type, direction, name) in directions {
             let description = format!("tc {direction} on {interface}");
+            let program: &mut SchedClassifier = program(ebpf, name)?;
             program
                 .attach(interface, attach_type)
                 .map_err(|source| attach_error(&description, source))?;

@@ -59,6 +59,9 @@ pub struct Segment {
     pub wire_len: u32,
     /// Kernel monotonic clock (`bpf_ktime_get_ns`) when the program ran.
     pub timestamp_ns: u64,
+    /// The interface index when the segment was seen arriving (TC ingress),
+    /// `None` when it was seen leaving (TC egress).
+    pub ingress_ifindex: Option<u32>,
 }
 
 /// Where a flow came from, for local senders: reported once per flow by

@@ -11,7 +11,8 @@
 use super::event::{FlowKey, Segment};
 use super::reassembly::{ConflictKind, Delivery, Reassembler};
 use bytes::Bytes;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::IpAddr;
 
 /// The direction of a byte stream within a flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -123,8 +124,12 @@ pub struct FlowStats {
     /// Bytes held in out-of-order buffers now.
     pub bytes_buffered: usize,
     /// Segments that matched no flow and could not open one (not to or from
-    /// a server port, or a lone ACK, FIN or RST).
+    /// a server port, or a lone ACK, FIN or RST), and client SYNs ignored on
+    /// an established flow.
     pub ignored_segments: u64,
+    /// Segments that arrived from the network with a source address of
+    /// this host, which this host did not send, so they were ignored.
+    pub spoofed_segments: u64,
 }
 
 /// One TCP connection.
@@ -135,7 +140,7 @@ struct Flow {
     client_isn: Option<u32>,
     /// The initial sequence number of a client SYN that came on this
     /// established flow. The flow gives way to a new connection only when
-    /// the server answers that SYN with a SYN-ACK.
+    /// the server acknowledges that SYN with a SYN-ACK.
     pending_isn: Option<u32>,
     to_server: Reassembler,
     to_client: Reassembler,
@@ -155,6 +160,9 @@ pub struct FlowTable {
     buffered_total: usize,
     stats: FlowStats,
     deliveries: Vec<Delivery>,
+    /// The addresses of this host's network namespace (see
+    /// [`FlowTable::set_local_addresses`]).
+    local_addresses: HashSet<IpAddr>,
 }
 
 // === impl Flow ===
@@ -300,11 +308,35 @@ impl FlowTable {
             buffered_total: 0,
             stats: FlowStats::default(),
             deliveries: Vec::new(),
+            local_addresses: HashSet::new(),
         }
+    }
+
+    /// Sets the addresses of this host's network namespace. A segment that
+    /// arrives on an interface other than `lo` with one of them as its
+    /// source was not sent by this host, so it is ignored, as the kernel
+    /// ignores it. Without that check a client could forge the server's
+    /// acknowledgement of a request copy that the kernel dropped, which
+    /// makes the reassembler forget the copy before the real one comes.
+    pub fn set_local_addresses(&mut self, addresses: impl IntoIterator<Item = IpAddr>) {
+        self.local_addresses = addresses.into_iter().map(|address| address.to_canonical()).collect();
+    }
+
+    /// Tells whether `segment` came in from the network with a source
+    /// address of this host. Packets between local sockets pass `lo` only,
+    /// and `lo` is index 1 in every network namespace.
+    fn is_spoofed(&self, segment: &Segment) -> bool {
+        const LOOPBACK_IFINDEX: u32 = 1;
+        segment.ingress_ifindex.is_some_and(|index| index != LOOPBACK_IFINDEX)
+            && self.local_addresses.contains(&segment.src.ip().to_canonical())
     }
 
     /// Processes one captured segment and appends the events it causes.
     pub fn push(&mut self, segment: Segment, out: &mut Vec<FlowEvent>) {
+        if self.is_spoofed(&segment) {
+            self.stats.spoofed_segments += 1;
+            return;
+        }
         let (key, direction) = match self.locate(&segment) {
             Some(found) => found,
             None => match self.open(&segment, out) {
@@ -465,8 +497,8 @@ impl FlowTable {
     /// flow the segment belongs to, or `None` when it is to be ignored.
     ///
     /// A client SYN with another initial sequence number reuses the 4-tuple
-    /// for a new connection. Before the server has answered on the flow, it
-    /// replaces the flow at once. On an established flow, Linux answers
+    /// for a new connection. Before the server has sent anything on the flow,
+    /// it replaces the flow at once. On an established flow, Linux answers
     /// such a SYN with a challenge ACK and keeps the connection (RFC 5961,
     /// section 4), unless the old socket is already closing, so a client
     /// could send one to make the capture drop the real connection. The SYN
@@ -676,6 +708,7 @@ mod tests {
             payload: Bytes::copy_from_slice(payload),
             wire_len: payload.len() as u32,
             timestamp_ns: 10,
+            ingress_ifindex: None,
         }
     }
 
@@ -975,6 +1008,55 @@ mod tests {
         );
         assert_eq!(opened(&out).len(), 1);
         assert!(closes(&out).is_empty());
+    }
+
+    /// A client on another host forges the server's acknowledgement of a
+    /// request copy that the server's kernel dropped. The capture sees it
+    /// arrive on the network interface with the server's address.
+    #[test]
+    fn forged_server_segment_is_ignored() {
+        let mut table = table();
+        table.set_local_addresses([addr(SERVER).ip()]);
+        let mut out = Vec::new();
+        handshake(&mut table, CLIENT, SERVER, &mut out);
+        table.push(segment(CLIENT, SERVER, CLIENT_ISN + 1, SERVER_ISN + 1, TcpFlags::ACK, b"fake"), &mut out);
+        let forged = Segment { ingress_ifindex: Some(2), ..segment(SERVER, CLIENT, SERVER_ISN + 1, CLIENT_ISN + 5, TcpFlags::ACK, b"") };
+        table.push(forged, &mut out);
+        assert_eq!(table.stats().spoofed_segments, 1);
+
+        // The real copy is still compared with the kept one.
+        table.push(segment(CLIENT, SERVER, CLIENT_ISN + 1, SERVER_ISN + 1, TcpFlags::ACK, b"real"), &mut out);
+        let conflicts = out.iter().filter(|event| matches!(event, FlowEvent::Conflict { kind: ConflictKind::Differs, .. })).count();
+        assert_eq!(conflicts, 1, "{out:?}");
+    }
+
+    #[test]
+    fn local_segments_on_loopback_are_kept() {
+        let mut table = table();
+        table.set_local_addresses([addr(SERVER).ip(), addr(CLIENT).ip()]);
+        let mut out = Vec::new();
+        handshake(&mut table, CLIENT, SERVER, &mut out);
+        let on_loopback = Segment { ingress_ifindex: Some(1), ..segment(CLIENT, SERVER, CLIENT_ISN + 1, SERVER_ISN + 1, TcpFlags::ACK, b"abc") };
+        table.push(on_loopback, &mut out);
+        let leaving = Segment { ingress_ifindex: None, ..segment(SERVER, CLIENT, SERVER_ISN + 1, CLIENT_ISN + 4, TcpFlags::ACK, b"de") };
+        table.push(leaving, &mut out);
+        assert_eq!(table.stats().spoofed_segments, 0);
+        assert_eq!(data(&out, Direction::ToServer), b"abc");
+        assert_eq!(data(&out, Direction::ToClient), b"de");
+    }
+
+    #[test]
+    fn remote_client_segment_is_kept() {
+        let mut table = table();
+        table.set_local_addresses(["10.0.0.1".parse().unwrap()]);
+        let mut out = Vec::new();
+        let client = "10.0.0.2:40000";
+        let server = "10.0.0.1:8069";
+        handshake(&mut table, client, server, &mut out);
+        let arriving = Segment { ingress_ifindex: Some(2), ..segment(client, server, CLIENT_ISN + 1, SERVER_ISN + 1, TcpFlags::ACK, b"abc") };
+        table.push(arriving, &mut out);
+        assert_eq!(table.stats().spoofed_segments, 0);
+        assert_eq!(data(&out, Direction::ToServer), b"abc");
     }
 
     #[test]

@@ -16,3 +16,20 @@ pub mod ring;
 pub use event::{
     CaptureEvent, CaptureStats, Endpoint, FlowKey, FlowOrigin, GuardRefusal, Segment, TcpFlags,
 };
+
+use std::net::IpAddr;
+
+/// Lists the addresses of the calling thread's network namespace, which
+/// the flow table checks segments arriving from the network against.
+pub fn host_addresses() -> std::io::Result<Vec<IpAddr>> {
+    let interfaces = nix::ifaddrs::getifaddrs()?;
+    let addresses = interfaces.filter_map(|interface| {
+        let address = interface.address?;
+        match (address.as_sockaddr_in(), address.as_sockaddr_in6()) {
+            (Some(v4), _) => Some(IpAddr::V4(v4.ip())),
+            (_, Some(v6)) => Some(IpAddr::V6(v6.ip())),
+            _ => None,
+        }
+    });
+    Ok(addresses.collect())
+}

@@ -19,8 +19,8 @@ use std::time::Duration;
 use aya::maps::{MapData, RingBuf};
 use bytes::Bytes;
 use odoogate_common::{
-    FAMILY_IPV4, FAMILY_IPV6, FlowOriginRecord, GuardRefusalRecord, PACKET_HEADER_LEN,
-    PacketHeader, RECORD_FLOW_ORIGIN, RECORD_GUARD_REFUSAL, RECORD_PACKET,
+    FAMILY_IPV4, FAMILY_IPV6, FlowOriginRecord, GuardRefusalRecord, HOOK_INGRESS,
+    PACKET_HEADER_LEN, PacketHeader, RECORD_FLOW_ORIGIN, RECORD_GUARD_REFUSAL, RECORD_PACKET,
 };
 
 use super::event::{CaptureEvent, FlowOrigin, GuardRefusal, Segment, TcpFlags};
@@ -73,6 +73,8 @@ fn decode_packet(record: &[u8]) -> Result<Segment, RecordError> {
     let PacketHeader {
         family,
         tcp_flags,
+        hook,
+        ifindex,
         saddr,
         daddr,
         sport,
@@ -107,6 +109,7 @@ fn decode_packet(record: &[u8]) -> Result<Segment, RecordError> {
         payload: Bytes::copy_from_slice(&record[PACKET_HEADER_LEN..]),
         wire_len: payload_len,
         timestamp_ns,
+        ingress_ifindex: (hook == HOOK_INGRESS).then_some(ifindex),
     })
 }
 

@@ -43,6 +43,10 @@ const EVENT_CHANNEL_CAPACITY: usize = 16_384;
 /// How often the pipeline expires idle flows and reports capture losses.
 const TICK_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How often the pipeline reads this host's addresses again, for the flow
+/// table's check of segments that arrive with a local source address.
+const HOST_ADDRESSES_INTERVAL: Duration = Duration::from_secs(10);
+
 pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     // Absolute, so that the log and `odoogate status` name the file the
     // same way whatever directory the daemon was started in.
@@ -234,6 +238,9 @@ fn run_pipeline(
     mut heartbeat: Heartbeat,
 ) -> crate::pipeline::PipelineStats {
     let mut last_tick = std::time::Instant::now();
+    let mut host_addresses_read = std::time::Instant::now();
+    let mut host_addresses_failed = false;
+    refresh_host_addresses(&mut pipeline, &mut host_addresses_failed);
     loop {
         match events.recv_timeout(TICK_INTERVAL) {
             Ok(event) => {
@@ -256,6 +263,10 @@ fn run_pipeline(
             pipeline.tick(monotonic_now_ns(), Some(capture.stats()));
             last_tick = std::time::Instant::now();
         }
+        if host_addresses_read.elapsed() >= HOST_ADDRESSES_INTERVAL {
+            refresh_host_addresses(&mut pipeline, &mut host_addresses_failed);
+            host_addresses_read = std::time::Instant::now();
+        }
         crate::memory::release_freed_memory();
         // The loop wakes up at least every TICK_INTERVAL, so the watchdog
         // sees it stall only when the pipeline itself does.
@@ -270,6 +281,23 @@ fn run_pipeline(
     pipeline.tick(monotonic_now_ns(), Some(capture.stats()));
     pipeline.finish();
     pipeline.stats()
+}
+
+/// Gives `pipeline` the addresses of this network namespace. A failed
+/// listing keeps the last addresses, and is logged once until a listing
+/// succeeds again (`failed`).
+fn refresh_host_addresses(pipeline: &mut Pipeline, failed: &mut bool) {
+    match crate::capture::host_addresses() {
+        Ok(addresses) => {
+            pipeline.set_local_addresses(addresses);
+            *failed = false;
+        }
+        Err(error) if !*failed => {
+            *failed = true;
+            tracing::warn!(%error, "Failed to list this host's addresses; segments that forge a local source are checked against the last list");
+        }
+        Err(_) => {}
+    }
 }
 
 /// Returns CLOCK_MONOTONIC in nanoseconds, the clock `bpf_ktime_get_ns` reads.

@@ -62,6 +62,11 @@ pub struct ReassemblyCounters {
     pub data_after_fin: AtomicU64,
     /// Streams with urgent data, as [`FlowStats::urgent_data`].
     pub urgent_data: AtomicU64,
+    /// Segments from the network with a source address of this host, as
+    /// [`FlowStats::spoofed_segments`].
+    pub spoofed_segments: AtomicU64,
+    /// TCP connections in the flow table now.
+    pub open_flows: AtomicU64,
     /// Delivered bytes dropped before their acknowledgement, as
     /// [`FlowStats::unverified_bytes`].
     pub unverified_bytes: AtomicU64,
@@ -73,6 +78,8 @@ impl ReassemblyCounters {
         self.unverifiable_copies.store(stats.unverifiable_copies, Ordering::Relaxed);
         self.data_after_fin.store(stats.data_after_fin, Ordering::Relaxed);
         self.urgent_data.store(stats.urgent_data, Ordering::Relaxed);
+        self.spoofed_segments.store(stats.spoofed_segments, Ordering::Relaxed);
+        self.open_flows.store(stats.flows as u64, Ordering::Relaxed);
         self.unverified_bytes.store(stats.unverified_bytes, Ordering::Relaxed);
     }
 }
@@ -224,6 +231,13 @@ impl Pipeline {
     }
 
     /// Processes one capture event.
+    /// Sets the addresses of this host's network namespace, which a segment
+    /// arriving from the network cannot have as its source (see
+    /// [`FlowTable::set_local_addresses`]).
+    pub fn set_local_addresses(&mut self, addresses: impl IntoIterator<Item = std::net::IpAddr>) {
+        self.flows.set_local_addresses(addresses);
+    }
+
     pub fn handle(&mut self, event: CaptureEvent) {
         match event {
             CaptureEvent::Segment(segment) => {

@@ -227,13 +227,15 @@ fn capture_stats_json(stats: &CaptureStats) -> Value {
 
 /// Describes the reassembly counters for `status`. The conflict counters
 /// are named after the `ODOOGATE_ERROR_CODE` of their `framing_anomaly`
-/// records.
+/// records. `open_flows` is the only one that can go down.
 fn reassembly_json(counters: &ReassemblyCounters) -> Value {
     json!({
         "conflicting_copies": counters.conflicting_copies.load(Ordering::Relaxed),
         "unverifiable_copy": counters.unverifiable_copies.load(Ordering::Relaxed),
         "data_after_fin": counters.data_after_fin.load(Ordering::Relaxed),
         "urgent_data": counters.urgent_data.load(Ordering::Relaxed),
+        "spoofed_segments": counters.spoofed_segments.load(Ordering::Relaxed),
+        "open_flows": counters.open_flows.load(Ordering::Relaxed),
         "unverified_bytes": counters.unverified_bytes.load(Ordering::Relaxed),
     })
 }
@@ -263,6 +265,8 @@ mod tests {
         counters.unverifiable_copies.store(5, Ordering::Relaxed);
         counters.data_after_fin.store(1, Ordering::Relaxed);
         counters.urgent_data.store(3, Ordering::Relaxed);
+        counters.spoofed_segments.store(7, Ordering::Relaxed);
+        counters.open_flows.store(12, Ordering::Relaxed);
         counters.unverified_bytes.store(4096, Ordering::Relaxed);
 
         let reassembly = reassembly_json(&counters);
@@ -270,12 +274,14 @@ mod tests {
         assert_eq!(reassembly["unverifiable_copy"], 5);
         assert_eq!(reassembly["data_after_fin"], 1);
         assert_eq!(reassembly["urgent_data"], 3);
+        assert_eq!(reassembly["spoofed_segments"], 7);
+        assert_eq!(reassembly["open_flows"], 12);
         assert_eq!(reassembly["unverified_bytes"], 4096);
 
         let status = json!({ "ok": true, "reassembly": reassembly });
         assert_eq!(
             crate::cli::status::render(&status),
-            "reassembly:\n  conflicting_copies: 2\n  unverifiable_copy: 5\n  data_after_fin: 1\n  urgent_data: 3\n  unverified_bytes: 4096\n"
+            "reassembly:\n  conflicting_copies: 2\n  unverifiable_copy: 5\n  data_after_fin: 1\n  urgent_data: 3\n  spoofed_segments: 7\n  open_flows: 12\n  unverified_bytes: 4096\n"
         );
     }
 
