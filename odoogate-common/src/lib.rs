@@ -233,7 +233,11 @@ pub struct PacketHeader {
     /// Payload bytes that follow this header in the record; less than
     /// `payload_len` only when the payload was truncated.
     pub captured_len: u32,
-    pub reserved2: u32,
+    /// 1 when the packet is the first fragment of a fragmented IP packet,
+    /// so `payload_len` covers only this fragment's part of the payload.
+    /// The other fragments carry no TCP header and are not recorded.
+    pub first_fragment: u8,
+    pub reserved: [u8; 3],
     /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the program ran.
     pub timestamp_ns: u64,
 }

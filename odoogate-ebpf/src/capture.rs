@@ -38,6 +38,8 @@ const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
 const IPPROTO_TCP: u8 = 6;
 const IPV6_HEADER_LEN: usize = 40;
+const IPPROTO_FRAGMENT: u8 = 44;
+const IPV6_FRAGMENT_HEADER_LEN: usize = 8;
 const TCP_MIN_HEADER_LEN: usize = 20;
 
 /// One CPU's copy buffer: a record laid out exactly as it goes to the ring.
@@ -83,7 +85,8 @@ fn capture(ctx: &TcContext, hook: u8) -> i32 {
 
 /// Reason a packet that may belong to a configured port was not parsed.
 enum Unparsed {
-    /// IPv6 extension headers or an IPv4 fragment.
+    /// An IP fragment after the first, or IPv6 extension headers other
+    /// than a first fragment's header.
     Skipped,
     /// A header could not be read or has an impossible length.
     HeaderError,
@@ -105,6 +108,8 @@ struct Network {
     /// TCP header plus payload length from the IP header, or `None` when the
     /// IP header leaves it to the skb (a zero length field, as BIG TCP sends).
     l4_len: Option<u32>,
+    /// The packet is the first fragment of a fragmented IP packet.
+    first_fragment: bool,
 }
 
 /// Parses the packet; returns `Ok(None)` for anything that is not TCP to or
@@ -137,10 +142,13 @@ fn parse_ipv4(ctx: &TcContext) -> Result<Option<Network>, Unparsed> {
 
     // A fragment offset or the more-fragments flag: the TCP header is absent
     // or the payload incomplete.
+    // The flags and fragment offset field: MF is 0x2000, the offset the low
+    // 13 bits. Only the first fragment carries the TCP header.
     let fragment = u16::from_be(load(ctx, ETH_HLEN + 6)?);
-    if fragment & 0x3fff != 0 {
+    if fragment & 0x1fff != 0 {
         return Err(Unparsed::Skipped);
     }
+    let first_fragment = fragment & 0x2000 != 0;
 
     let total_len = u32::from(u16::from_be(load(ctx, ETH_HLEN + 2)?));
     let l4_len = match total_len {
@@ -157,27 +165,38 @@ fn parse_ipv4(ctx: &TcContext) -> Result<Option<Network>, Unparsed> {
         daddr: ipv4_mapped(destination),
         l4_offset: ETH_HLEN + header_len,
         l4_len,
+        first_fragment,
     }))
 }
 
 #[inline(always)]
 fn parse_ipv6(ctx: &TcContext) -> Result<Option<Network>, Unparsed> {
     let next_header: u8 = load(ctx, ETH_HLEN + 6)?;
-    if next_header != IPPROTO_TCP {
-        return if is_ipv6_extension_header(next_header) {
-            Err(Unparsed::Skipped)
-        } else {
-            Ok(None)
-        };
-    }
     let payload_len = u32::from(u16::from_be(load(ctx, ETH_HLEN + 4)?));
+    let (l4_offset, l4_len, first_fragment) = match next_header {
+        IPPROTO_TCP => (ETH_HLEN + IPV6_HEADER_LEN, (payload_len != 0).then_some(payload_len), false),
+        IPPROTO_FRAGMENT => {
+            // The fragment header: next header, a reserved byte, then the
+            // offset in its top 13 bits and M in its lowest.
+            let fragment_next: u8 = load(ctx, ETH_HLEN + IPV6_HEADER_LEN)?;
+            let offset_and_flags = u16::from_be(load(ctx, ETH_HLEN + IPV6_HEADER_LEN + 2)?);
+            if fragment_next != IPPROTO_TCP || offset_and_flags & 0xfff8 != 0 {
+                return Err(Unparsed::Skipped);
+            }
+            let l4_len = payload_len.checked_sub(IPV6_FRAGMENT_HEADER_LEN as u32).ok_or(Unparsed::HeaderError)?;
+            (ETH_HLEN + IPV6_HEADER_LEN + IPV6_FRAGMENT_HEADER_LEN, Some(l4_len), true)
+        }
+        _ if is_ipv6_extension_header(next_header) => return Err(Unparsed::Skipped),
+        _ => return Ok(None),
+    };
 
     Ok(Some(Network {
         family: FAMILY_IPV6,
         saddr: load(ctx, ETH_HLEN + 8)?,
         daddr: load(ctx, ETH_HLEN + 24)?,
-        l4_offset: ETH_HLEN + IPV6_HEADER_LEN,
-        l4_len: (payload_len != 0).then_some(payload_len),
+        l4_offset,
+        l4_len,
+        first_fragment,
     }))
 }
 
@@ -234,7 +253,8 @@ fn parse_tcp(ctx: &TcContext, network: Network) -> Result<Option<Located>, Unpar
         ack: u32::from_be(load(ctx, l4 + 8)?),
         payload_len: l4_len - tcp_header_len as u32,
         captured_len: 0,
-        reserved2: 0,
+        first_fragment: u8::from(network.first_fragment),
+        reserved: [0; 3],
         // SAFETY: a helper without arguments or side effects.
         timestamp_ns: unsafe { bpf_ktime_get_ns() },
     };

@@ -463,6 +463,7 @@ impl Conn {
             wire_len: payload.len() as u32,
             timestamp_ns: self.clock,
             ingress_ifindex: None,
+            first_fragment: false,
         })
     }
 

@@ -333,11 +333,13 @@ allow = [{ models = ["res.partner"], methods = ["search_read", "name_search", "s
     Ok(())
 }
 
-/// A client on the same link forges a segment with the server's address.
-/// The server's kernel drops it, and so must observe mode, while the real
-/// segments of both directions over the same link are kept.
+/// A client on the same link sends crafted packets: a segment forged with
+/// the server's address, which the server's kernel drops and so must
+/// observe mode, and the first fragment of a fragmented packet, which the
+/// capture cannot read whole. The real segments of both directions over
+/// the same link are kept.
 #[test]
-fn forged_server_segments_are_ignored() -> anyhow::Result<()> {
+fn crafted_packets_are_not_read_as_segments() -> anyhow::Result<()> {
     if !common::can_run() {
         return Ok(());
     }
@@ -346,22 +348,26 @@ name = "n8n"
 match = { ip = ["10.214.0.2/32"] }
 allow = [{ models = ["res.partner"], methods = ["*"] }]
 "#;
-    let mut site = Site::start("spoof", &[], integrations, "deny")?;
+    let mut site = Site::start("crafted", &[], integrations, "deny")?;
     let port = site.port.to_string();
     all_ok(&site.run_client("odoorpc_client.py", &[common::ODOO_ADDRESS, &port, PASSWORD], None, true)?);
     let status = site.status()?;
     assert_eq!(status["reassembly"]["spoofed_segments"], 0, "real traffic is never taken for forged: {status}");
+    assert_eq!(status["reassembly"]["ip_fragments"], 0, "{status}");
 
-    let sent = site.run_client("forge_server_segment.py", &["og-clients", common::ODOO_ADDRESS, &port, "10.214.0.2"], None, true)?;
-    assert!(sent[0]["sent"].as_u64().is_some_and(|bytes| bytes > 0), "{sent:?}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let status = site.status()?;
-        if status["reassembly"]["spoofed_segments"] == 1 {
-            break;
+    for (kind, counter) in [("spoofed-server", "spoofed_segments"), ("first-fragment", "ip_fragments")] {
+        let args = [kind, "og-clients", common::ODOO_ADDRESS, &port, "10.214.0.2"];
+        let sent = site.run_client("forge_packet.py", &args, None, true)?;
+        assert!(sent[0]["sent"].as_u64().is_some_and(|bytes| bytes > 0), "{kind}: {sent:?}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let status = site.status()?;
+            if status["reassembly"][counter] == 1 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the {kind} packet was not counted in {counter}: {status}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        assert!(std::time::Instant::now() < deadline, "the forged segment was not counted: {status}");
-        std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let records = site.stop_and_read(1)?;
     assert!(!calls(&records).is_empty(), "the real calls are recorded");

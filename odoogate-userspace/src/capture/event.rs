@@ -62,6 +62,9 @@ pub struct Segment {
     /// The interface index when the segment was seen arriving (TC ingress),
     /// `None` when it was seen leaving (TC egress).
     pub ingress_ifindex: Option<u32>,
+    /// The segment came as IP fragments and this is the first of them, so
+    /// `payload` and `wire_len` cover only that fragment's part.
+    pub first_fragment: bool,
 }
 
 /// Where a flow came from, for local senders: reported once per flow by

@@ -130,6 +130,9 @@ pub struct FlowStats {
     /// Segments that arrived from the network with a source address of
     /// this host, which this host did not send, so they were ignored.
     pub spoofed_segments: u64,
+    /// First fragments of fragmented IP packets, whose segments the
+    /// capture cannot read whole and ignores ([`ConflictKind::IpFragment`]).
+    pub ip_fragments: u64,
 }
 
 /// One TCP connection.
@@ -226,7 +229,7 @@ impl Flow {
         };
         let fin_seq = data_seq.wrapping_add(segment.wire_len);
         if flags.urg() && !flags.rst() {
-            self.stream(direction).urgent(data_seq, deliveries);
+            self.stream(direction).report_segment(ConflictKind::UrgentData, data_seq, deliveries);
             self.emit(direction, deliveries, out);
         }
         // The receiver never reads the payload of a RST (RFC 9293 allows it
@@ -337,6 +340,10 @@ impl FlowTable {
             self.stats.spoofed_segments += 1;
             return;
         }
+        if segment.first_fragment {
+            self.report_fragment(&segment, out);
+            return;
+        }
         let (key, direction) = match self.locate(&segment) {
             Some(found) => found,
             None => match self.open(&segment, out) {
@@ -395,6 +402,23 @@ impl FlowTable {
             bytes_buffered: self.buffered_total,
             ..self.stats
         }
+    }
+
+    /// Reports a segment that came as IP fragments on its flow, if it has
+    /// one. The capture has only the first fragment's part of the segment,
+    /// so its data, acknowledgement and flags are all left unread. The
+    /// receiver's kernel reads them only if every fragment arrives.
+    fn report_fragment(&mut self, segment: &Segment, out: &mut Vec<FlowEvent>) {
+        self.stats.ip_fragments += 1;
+        let Some((key, direction)) = self.locate(segment) else {
+            return;
+        };
+        let data_seq = if segment.flags.syn() { segment.seq.wrapping_add(1) } else { segment.seq };
+        self.touch(&key, segment.timestamp_ns);
+        self.with_flow(&key, out, |flow, deliveries, out| {
+            flow.stream(direction).report_segment(ConflictKind::IpFragment, data_seq, deliveries);
+            flow.emit(direction, deliveries, out);
+        });
     }
 
     /// Finds the existing flow a segment belongs to, and its direction.
@@ -665,6 +689,8 @@ fn count_events(stats: &mut FlowStats, events: &[FlowEvent]) {
             FlowEvent::Conflict { kind: ConflictKind::Unverifiable, .. } => stats.unverifiable_copies += 1,
             FlowEvent::Conflict { kind: ConflictKind::DataAfterFin, .. } => stats.data_after_fin += 1,
             FlowEvent::Conflict { kind: ConflictKind::UrgentData, .. } => stats.urgent_data += 1,
+            // Counted in `ip_fragments` with the fragments outside any flow.
+            FlowEvent::Conflict { kind: ConflictKind::IpFragment, .. } => {}
             FlowEvent::Opened { .. } | FlowEvent::Data { .. } | FlowEvent::Closed { .. } => {}
         }
     }
@@ -709,6 +735,7 @@ mod tests {
             wire_len: payload.len() as u32,
             timestamp_ns: 10,
             ingress_ifindex: None,
+            first_fragment: false,
         }
     }
 
@@ -1028,6 +1055,31 @@ mod tests {
         table.push(segment(CLIENT, SERVER, CLIENT_ISN + 1, SERVER_ISN + 1, TcpFlags::ACK, b"real"), &mut out);
         let conflicts = out.iter().filter(|event| matches!(event, FlowEvent::Conflict { kind: ConflictKind::Differs, .. })).count();
         assert_eq!(conflicts, 1, "{out:?}");
+    }
+
+    /// The real request goes as IP fragments, which the capture does not
+    /// reassemble, beside a crafted unfragmented copy that the kernel drops.
+    #[test]
+    fn fragmented_segment_is_reported_not_read() {
+        let mut table = table();
+        let mut out = Vec::new();
+        handshake(&mut table, CLIENT, SERVER, &mut out);
+        let fragment = Segment {
+            first_fragment: true,
+            ..segment(CLIENT, SERVER, CLIENT_ISN + 1, SERVER_ISN + 1, TcpFlags::ACK | TcpFlags::FIN, b"real")
+        };
+        table.push(fragment, &mut out);
+        table.push(segment(CLIENT, SERVER, CLIENT_ISN + 1, SERVER_ISN + 1, TcpFlags::ACK, b"fake"), &mut out);
+
+        let conflicts: Vec<_> = out.iter().filter(|event| matches!(event, FlowEvent::Conflict { kind: ConflictKind::IpFragment, .. })).collect();
+        assert_eq!(conflicts.len(), 1, "{out:?}");
+        assert_eq!(data(&out, Direction::ToServer), b"fake", "the fragment's bytes and FIN are not read");
+        assert_eq!(table.stats().ip_fragments, 1);
+
+        let lone = Segment { first_fragment: true, ..segment("10.9.9.9:50000", SERVER, 1, 1, TcpFlags::ACK, b"x") };
+        table.push(lone, &mut out);
+        assert_eq!(table.stats().ip_fragments, 2, "a fragment outside any flow is counted");
+        assert_eq!(opened(&out).len(), 1, "a fragment opens no flow");
     }
 
     #[test]

@@ -70,6 +70,10 @@ pub enum ConflictKind {
     /// `SO_OOBINLINE`, which Odoo does not. The capture keeps the byte, so
     /// the bytes from there on may not be those the receiver read.
     UrgentData,
+    /// A segment came as IP fragments, which the capture does not
+    /// reassemble. It has the first fragment's part of the payload and not
+    /// the rest, so it does not read the segment at all.
+    IpFragment,
 }
 
 impl ConflictKind {
@@ -80,6 +84,7 @@ impl ConflictKind {
             Self::Unverifiable => "unverifiable_copy",
             Self::DataAfterFin => "data_after_fin",
             Self::UrgentData => "urgent_data",
+            Self::IpFragment => "ip_fragments",
         }
     }
 }
@@ -184,8 +189,9 @@ pub struct Reassembler {
     fin: Option<u64>,
     /// A FIN and data after it were both seen, and reported once.
     disputed_fin: bool,
-    /// A segment with the URG flag was seen, and reported once.
-    urgent_seen: bool,
+    /// The kinds of [`Reassembler::report_segment`] reported so far, one
+    /// bit each.
+    reported_kinds: u8,
     /// Delivered data that the peer has not acknowledged yet, by stream
     /// offset, oldest first, kept to compare with later copies.
     unacked: VecDeque<(u64, Bytes)>,
@@ -214,7 +220,7 @@ impl Reassembler {
             buffered_bytes: 0,
             fin: None,
             disputed_fin: false,
-            urgent_seen: false,
+            reported_kinds: 0,
             unacked: VecDeque::new(),
             unacked_bytes: 0,
             acked: 0,
@@ -401,19 +407,26 @@ impl Reassembler {
         out.push(Delivery::Conflict { offset: fin, kind: ConflictKind::DataAfterFin });
     }
 
-    /// Reports a segment with sequence number `seq` that carried the URG
-    /// flag, once per stream, as a [`ConflictKind::UrgentData`] conflict at
-    /// its offset. HTTP clients do not send urgent data.
-    pub fn urgent(&mut self, seq: u32, out: &mut Vec<Delivery>) {
-        if self.urgent_seen || self.origin.is_none() {
+    /// Reports a segment with sequence number `seq` whose bytes the
+    /// capture cannot read as the receiver does: one with the URG flag
+    /// ([`ConflictKind::UrgentData`]) or one that came as IP fragments
+    /// ([`ConflictKind::IpFragment`]). Each kind is reported once per
+    /// stream, as a conflict at the segment's offset.
+    pub fn report_segment(&mut self, kind: ConflictKind, seq: u32, out: &mut Vec<Delivery>) {
+        let bit = match kind {
+            ConflictKind::UrgentData => 1,
+            ConflictKind::IpFragment => 2,
+            ConflictKind::Differs | ConflictKind::Unverifiable | ConflictKind::DataAfterFin => return,
+        };
+        if self.reported_kinds & bit != 0 || self.origin.is_none() {
             return;
         }
         let Some(offset) = self.offset_in_window(seq) else {
             return;
         };
-        self.urgent_seen = true;
+        self.reported_kinds |= bit;
         self.stats.conflicts += 1;
-        out.push(Delivery::Conflict { offset, kind: ConflictKind::UrgentData });
+        out.push(Delivery::Conflict { offset, kind });
     }
 
     /// Delivers everything buffered, declaring each hole a gap. Used when
@@ -1067,22 +1080,23 @@ mod tests {
     }
 
     #[test]
-    fn urgent_data_is_reported_once() {
+    fn unreadable_segment_kinds_reported_once() {
         let mut stream = started(1024);
         let mut out = Vec::new();
         push(&mut stream, 0, b"abc", &mut out);
-        stream.urgent(seq(ISN, 3), &mut out);
-        stream.urgent(seq(ISN, 6), &mut out);
-        assert_eq!(conflicts_of(&out), vec![3]);
-        assert_eq!(conflict_kinds(&out), vec![ConflictKind::UrgentData]);
-        assert_eq!(stream.stats().conflicts, 1);
+        stream.report_segment(ConflictKind::UrgentData, seq(ISN, 3), &mut out);
+        stream.report_segment(ConflictKind::UrgentData, seq(ISN, 6), &mut out);
+        stream.report_segment(ConflictKind::IpFragment, seq(ISN, 6), &mut out);
+        assert_eq!(conflicts_of(&out), vec![3, 6]);
+        assert_eq!(conflict_kinds(&out), vec![ConflictKind::UrgentData, ConflictKind::IpFragment]);
+        assert_eq!(stream.stats().conflicts, 2);
     }
 
     #[test]
     fn urgent_before_stream_start_is_ignored() {
         let mut stream = Reassembler::new(1024);
         let mut out = Vec::new();
-        stream.urgent(seq(ISN, 0), &mut out);
+        stream.report_segment(ConflictKind::UrgentData, seq(ISN, 0), &mut out);
         assert!(out.is_empty());
     }
 

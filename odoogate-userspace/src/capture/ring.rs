@@ -84,6 +84,7 @@ fn decode_packet(record: &[u8]) -> Result<Segment, RecordError> {
         payload_len,
         captured_len,
         timestamp_ns,
+        first_fragment,
         ..
     } = header;
     if captured_len > payload_len {
@@ -110,6 +111,7 @@ fn decode_packet(record: &[u8]) -> Result<Segment, RecordError> {
         wire_len: payload_len,
         timestamp_ns,
         ingress_ifindex: (hook == HOOK_INGRESS).then_some(ifindex),
+        first_fragment: first_fragment != 0,
     })
 }
 

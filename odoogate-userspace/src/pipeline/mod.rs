@@ -65,6 +65,9 @@ pub struct ReassemblyCounters {
     /// Segments from the network with a source address of this host, as
     /// [`FlowStats::spoofed_segments`].
     pub spoofed_segments: AtomicU64,
+    /// First fragments of fragmented IP packets, as
+    /// [`FlowStats::ip_fragments`].
+    pub ip_fragments: AtomicU64,
     /// TCP connections in the flow table now.
     pub open_flows: AtomicU64,
     /// Delivered bytes dropped before their acknowledgement, as
@@ -79,6 +82,7 @@ impl ReassemblyCounters {
         self.data_after_fin.store(stats.data_after_fin, Ordering::Relaxed);
         self.urgent_data.store(stats.urgent_data, Ordering::Relaxed);
         self.spoofed_segments.store(stats.spoofed_segments, Ordering::Relaxed);
+        self.ip_fragments.store(stats.ip_fragments, Ordering::Relaxed);
         self.open_flows.store(stats.flows as u64, Ordering::Relaxed);
         self.unverified_bytes.store(stats.unverified_bytes, Ordering::Relaxed);
     }

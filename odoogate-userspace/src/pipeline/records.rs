@@ -258,6 +258,10 @@ pub fn conflict_reason(kind: ConflictKind) -> &'static str {
             "the client sent TCP urgent data, whose byte the server's kernel takes out of the bytes Odoo reads, \
              so Odoo may have read another request"
         }
+        ConflictKind::IpFragment => {
+            "the client sent a segment as IP fragments, which the capture does not reassemble, \
+             so Odoo may have read bytes the capture did not see"
+        }
     }
 }
 
@@ -270,7 +274,8 @@ pub fn conflict_reason(kind: ConflictKind) -> &'static str {
 /// it. An ordinary retransmission gives that when more than
 /// `capture.max_flow_buffer_bytes` are unacknowledged, or when all flows
 /// together hold 64 times that. Data after a FIN comes from the same trick
-/// played with the FIN, and urgent data from a byte the kernel takes out.
+/// played with the FIN, urgent data from a byte the kernel takes out, and
+/// IP fragments from a segment the capture cannot read whole.
 pub fn stream_conflict(conn_id: u64, key: &FlowKey, direction: Direction, offset: u64, kind: ConflictKind) -> AuditRecord {
     let (summary, what) = match kind {
         ConflictKind::Differs => ("conflicting TCP copies", "two different copies of the bytes"),
@@ -280,6 +285,7 @@ pub fn stream_conflict(conn_id: u64, key: &FlowKey, direction: Direction, offset
         ),
         ConflictKind::DataAfterFin => ("data after a TCP FIN", "a FIN and data after it, which a TCP sender never sends, with the FIN"),
         ConflictKind::UrgentData => ("TCP urgent data", "a segment with the URG flag, whose urgent byte the receiver's kernel takes out,"),
+        ConflictKind::IpFragment => ("IP fragments", "a segment sent as IP fragments, which the capture does not reassemble,"),
     };
     let message = format!(
         "{summary}: the {} stream of connection {conn_id} from {} carried {what} at offset {offset}; \

@@ -222,6 +222,7 @@ fn capture_stats_json(stats: &CaptureStats) -> Value {
         "payload_truncated": stats.truncated,
         "load_errors": stats.load_errors,
         "malformed_records": stats.malformed_records,
+        "skipped_packets": stats.skipped_packets,
     })
 }
 
@@ -235,6 +236,7 @@ fn reassembly_json(counters: &ReassemblyCounters) -> Value {
         "data_after_fin": counters.data_after_fin.load(Ordering::Relaxed),
         "urgent_data": counters.urgent_data.load(Ordering::Relaxed),
         "spoofed_segments": counters.spoofed_segments.load(Ordering::Relaxed),
+        "ip_fragments": counters.ip_fragments.load(Ordering::Relaxed),
         "open_flows": counters.open_flows.load(Ordering::Relaxed),
         "unverified_bytes": counters.unverified_bytes.load(Ordering::Relaxed),
     })
@@ -267,6 +269,7 @@ mod tests {
         counters.urgent_data.store(3, Ordering::Relaxed);
         counters.spoofed_segments.store(7, Ordering::Relaxed);
         counters.open_flows.store(12, Ordering::Relaxed);
+        counters.ip_fragments.store(4, Ordering::Relaxed);
         counters.unverified_bytes.store(4096, Ordering::Relaxed);
 
         let reassembly = reassembly_json(&counters);
@@ -276,12 +279,13 @@ mod tests {
         assert_eq!(reassembly["urgent_data"], 3);
         assert_eq!(reassembly["spoofed_segments"], 7);
         assert_eq!(reassembly["open_flows"], 12);
+        assert_eq!(reassembly["ip_fragments"], 4);
         assert_eq!(reassembly["unverified_bytes"], 4096);
 
         let status = json!({ "ok": true, "reassembly": reassembly });
         assert_eq!(
             crate::cli::status::render(&status),
-            "reassembly:\n  conflicting_copies: 2\n  unverifiable_copy: 5\n  data_after_fin: 1\n  urgent_data: 3\n  spoofed_segments: 7\n  open_flows: 12\n  unverified_bytes: 4096\n"
+            "reassembly:\n  conflicting_copies: 2\n  unverifiable_copy: 5\n  data_after_fin: 1\n  urgent_data: 3\n  spoofed_segments: 7\n  ip_fragments: 4\n  open_flows: 12\n  unverified_bytes: 4096\n"
         );
     }
 

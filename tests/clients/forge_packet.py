@@ -1,0 +1,64 @@
+"""Sends one crafted TCP packet that observe mode must not read as a
+normal segment, as a client on the same link could.
+
+Usage: forge_packet.py KIND INTERFACE SERVER_IP SERVER_PORT CLIENT_IP
+
+KIND is one of:
+- spoofed-server: an ACK with the server's address as its source. The
+  server's kernel drops it, because it is addressed to the client.
+- first-fragment: the first fragment of a fragmented IPv4 packet from the
+  client to the server's port. The rest never comes, so the server's
+  kernel drops it when its reassembly times out.
+
+The frame goes out of INTERFACE to the broadcast MAC address, so it needs
+no neighbour lookup, and the TC ingress program on the server's side
+reads it before the kernel's checks. Prints one JSON line with the bytes
+sent.
+"""
+
+import json
+import socket
+import struct
+import sys
+
+kind, interface, server_ip, server_port, client_ip = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+CLIENT_PORT = 40999
+
+
+def checksum(data):
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def tcp_segment(source, destination, source_port, destination_port, payload):
+    """Returns an ACK segment with `payload` and a valid checksum."""
+    header = struct.pack("!HHIIBBHHH", source_port, destination_port, 1000, 2000, 5 << 4, 0x10, 65535, 0, 0)
+    pseudo = source + destination + struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(header) + len(payload))
+    header = header[:16] + struct.pack("!H", checksum(pseudo + header + payload)) + header[18:]
+    return header + payload
+
+
+def ipv4_packet(source, destination, fragment_field, body):
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(body), 1, fragment_field, 64, socket.IPPROTO_TCP, 0, source, destination)
+    return header[:10] + struct.pack("!H", checksum(header)) + header[12:] + body
+
+
+server, client = socket.inet_aton(server_ip), socket.inet_aton(client_ip)
+if kind == "spoofed-server":
+    packet = ipv4_packet(server, client, 0, tcp_segment(server, client, server_port, CLIENT_PORT, b""))
+elif kind == "first-fragment":
+    segment = tcp_segment(client, server, CLIENT_PORT, server_port, b"POST /jsonrpc HTTP/1.1\r\n" * 4)
+    # More fragments (0x2000) at offset 0: only the first 64 bytes go.
+    packet = ipv4_packet(client, server, 0x2000, segment[:64])
+else:
+    sys.exit(f"unknown kind {kind!r}: use spoofed-server or first-fragment")
+
+with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as raw:
+    raw.bind((interface, 0))
+    own_mac = raw.getsockname()[4]
+    sent = raw.send(b"\xff" * 6 + own_mac + struct.pack("!H", 0x0800) + packet)
+print(json.dumps({"sent": sent}))
