@@ -184,7 +184,10 @@ fn parse_ipv6(ctx: &TcContext) -> Result<Option<Network>, Unparsed> {
                 return Err(Unparsed::Skipped);
             }
             let l4_len = payload_len.checked_sub(IPV6_FRAGMENT_HEADER_LEN as u32).ok_or(Unparsed::HeaderError)?;
-            (ETH_HLEN + IPV6_HEADER_LEN + IPV6_FRAGMENT_HEADER_LEN, Some(l4_len), true)
+            // Without M it is an atomic fragment (RFC 6946): the whole
+            // packet, which the kernel reads as such.
+            let more_fragments = offset_and_flags & 1 != 0;
+            (ETH_HLEN + IPV6_HEADER_LEN + IPV6_FRAGMENT_HEADER_LEN, Some(l4_len), more_fragments)
         }
         _ if is_ipv6_extension_header(next_header) => return Err(Unparsed::Skipped),
         _ => return Ok(None),
