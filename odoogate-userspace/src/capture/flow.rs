@@ -327,11 +327,14 @@ impl FlowTable {
 
     /// Tells whether `segment` came in from the network with a source
     /// address of this host. Packets between local sockets pass `lo` only,
-    /// and `lo` is index 1 in every network namespace.
+    /// and `lo` is index 1 in every network namespace. Every loopback
+    /// address counts as the host's, because `lo` takes all of 127.0.0.0/8
+    /// although only 127.0.0.1 is listed among the interface addresses.
     fn is_spoofed(&self, segment: &Segment) -> bool {
         const LOOPBACK_IFINDEX: u32 = 1;
+        let source = segment.src.ip().to_canonical();
         segment.ingress_ifindex.is_some_and(|index| index != LOOPBACK_IFINDEX)
-            && self.local_addresses.contains(&segment.src.ip().to_canonical())
+            && (source.is_loopback() || self.local_addresses.contains(&source))
     }
 
     /// Processes one captured segment and appends the events it causes.
@@ -1082,6 +1085,26 @@ mod tests {
         assert_eq!(opened(&out).len(), 1, "a fragment opens no flow");
     }
 
+    /// Linux routes all of 127.0.0.0/8 through `lo`, but only 127.0.0.1 is
+    /// an interface address. A server on another loopback address, such as
+    /// the 127.0.1.1 that Debian maps the host name to, is local as well.
+    #[test]
+    fn forged_loopback_segment_is_ignored() {
+        let mut table = table();
+        table.set_local_addresses(["127.0.0.1".parse().unwrap(), "10.0.0.1".parse().unwrap()]);
+        let mut out = Vec::new();
+        let client = "127.0.0.1:40000";
+        let server = "127.0.1.1:8069";
+        handshake(&mut table, client, server, &mut out);
+        let forged = Segment {
+            ingress_ifindex: Some(2),
+            ..segment(server, client, SERVER_ISN + 1, CLIENT_ISN + 1, TcpFlags::ACK, b"HTTP/1.1 200 OK\r\n")
+        };
+        table.push(forged, &mut out);
+        assert_eq!(table.stats().spoofed_segments, 1);
+        assert!(data(&out, Direction::ToClient).is_empty(), "{out:?}");
+    }
+
     #[test]
     fn local_segments_on_loopback_are_kept() {
         let mut table = table();
@@ -1183,6 +1206,25 @@ mod tests {
         assert_eq!(closes(&out), vec![(2, CloseReason::Evicted)]);
         assert_eq!(table.stats().flows, 2);
         assert_eq!(table.stats().evictions, 1);
+    }
+
+    /// A client can make the capture join its connection mid-stream (an
+    /// idle timeout, or a RST the kernel drops) and then send its next
+    /// request with `MSG_OOB`. The URG flag on the first segment of the
+    /// joined flow must still be reported.
+    #[test]
+    fn urgent_on_joined_flow_is_reported() {
+        let mut table = table();
+        let mut out = Vec::new();
+        let flags = TcpFlags::ACK | TcpFlags::PSH | TcpFlags::URG;
+        table.push(segment(CLIENT, SERVER, 7_000, 9_000, flags, b"POST / HTTP/1.1\r\n"), &mut out);
+        assert_eq!(opened(&out).len(), 1);
+        let urgent: Vec<_> = out
+            .iter()
+            .filter(|event| matches!(event, FlowEvent::Conflict { kind: ConflictKind::UrgentData, direction: Direction::ToServer, .. }))
+            .collect();
+        assert_eq!(urgent.len(), 1, "{out:?}");
+        assert_eq!(table.stats().urgent_data, 1);
     }
 
     #[test]

@@ -187,6 +187,9 @@ pub struct Reassembler {
     buffered_bytes: usize,
     /// Stream offset of the FIN, which is the end of the data.
     fin: Option<u64>,
+    /// Stream offset just past the furthest byte of any segment seen. Unlike
+    /// `next`, an acknowledgement beyond the data does not move it.
+    data_end: u64,
     /// A FIN and data after it were both seen, and reported once.
     disputed_fin: bool,
     /// The kinds of [`Reassembler::report_segment`] reported so far, one
@@ -219,6 +222,7 @@ impl Reassembler {
             pieces: BTreeMap::new(),
             buffered_bytes: 0,
             fin: None,
+            data_end: 0,
             disputed_fin: false,
             reported_kinds: 0,
             unacked: VecDeque::new(),
@@ -321,6 +325,7 @@ impl Reassembler {
         self.stats.duplicate_bytes += skipped;
         let wire_len = wire_len - before_start;
         let captured = captured - skipped;
+        self.data_end = self.data_end.max(start + wire_len);
         if let Some(fin) = self.fin
             && start + wire_len > fin
         {
@@ -376,18 +381,23 @@ impl Reassembler {
     /// before it become gaps once the peer acknowledges the FIN (see
     /// [`Reassembler::ack`]), not here, because a FIN that the receiver's
     /// kernel dropped must not make the real bytes after a hole
-    /// duplicates. A FIN before data already delivered or buffered is
-    /// reported as a [`ConflictKind::DataAfterFin`] conflict and ignored.
+    /// duplicates. A FIN before the end of a segment already seen is
+    /// reported as a [`ConflictKind::DataAfterFin`] conflict and ignored, and
+    /// one before the stream start is ignored.
     pub fn fin(&mut self, seq: u32, out: &mut Vec<Delivery>) {
         self.start_at(seq, true);
         if self.fin.is_some() {
             return;
         }
-        let Some(end) = self.offset_in_window(seq) else {
+        // A FIN before the stream start belongs to an earlier connection on
+        // the same ports, and the receiver drops it as out of its window.
+        let Some(end) = self.signed_offset(seq).and_then(|offset| u64::try_from(offset).ok()) else {
             return;
         };
-        let data_end = self.pieces.last_key_value().map_or(self.next, |(&at, piece)| at + piece.len());
-        if data_end > end {
+        // The receiver's acknowledgement of the FIN can come before the FIN
+        // (the capture lost the FIN's record and saw its retransmission),
+        // so the bytes it skipped do not count as data after the FIN.
+        if self.data_end > end {
             self.report_data_after_fin(end, out);
             return;
         }
@@ -411,14 +421,17 @@ impl Reassembler {
     /// capture cannot read as the receiver does: one with the URG flag
     /// ([`ConflictKind::UrgentData`]) or one that came as IP fragments
     /// ([`ConflictKind::IpFragment`]). Each kind is reported once per
-    /// stream, as a conflict at the segment's offset.
+    /// stream, as a conflict at the segment's offset. A stream that has not
+    /// started yet starts here, mid-stream, as in [`Reassembler::push`], so
+    /// the first segment of a flow joined mid-stream is checked too.
     pub fn report_segment(&mut self, kind: ConflictKind, seq: u32, out: &mut Vec<Delivery>) {
         let bit = match kind {
             ConflictKind::UrgentData => 1,
             ConflictKind::IpFragment => 2,
             ConflictKind::Differs | ConflictKind::Unverifiable | ConflictKind::DataAfterFin => return,
         };
-        if self.reported_kinds & bit != 0 || self.origin.is_none() {
+        self.start_at(seq, true);
+        if self.reported_kinds & bit != 0 {
             return;
         }
         let Some(offset) = self.offset_in_window(seq) else {
@@ -1009,6 +1022,37 @@ mod tests {
         assert!(stream.is_finished());
     }
 
+    /// The capture lost the FIN's record and saw the receiver's
+    /// acknowledgement of it, then a retransmitted FIN. The FIN comes
+    /// after every byte the sender sent, so it is not data after a FIN.
+    #[test]
+    fn fin_after_its_acknowledgement_is_accepted() {
+        let mut stream = started(1024);
+        let mut out = Vec::new();
+        push(&mut stream, 0, b"abc", &mut out);
+        stream.ack(seq(ISN, 4), &mut out);
+        stream.fin(seq(ISN, 3), &mut out);
+        assert!(conflicts_of(&out).is_empty(), "{out:?}");
+        assert_eq!(stream.stats().conflicts, 0);
+        assert!(stream.is_finished());
+    }
+
+    /// A FIN before the stream start is a stale segment of an earlier
+    /// connection on the same ports, which the receiver's kernel drops as
+    /// out of its window, as [`Reassembler::push`] drops such data.
+    #[test]
+    fn fin_before_stream_start_is_ignored() {
+        let mut stream = started(1024);
+        let mut out = Vec::new();
+        push(&mut stream, 0, b"abc", &mut out);
+        stream.fin(ISN.wrapping_sub(1000), &mut out);
+        assert!(conflicts_of(&out).is_empty(), "{out:?}");
+        assert!(!stream.is_finished());
+
+        stream.fin(seq(ISN, 3), &mut out);
+        assert!(stream.is_finished());
+    }
+
     /// A FIN the receiver's kernel dropped, then the real data of the hole
     /// before it: the data is delivered, not taken for a duplicate.
     #[test]
@@ -1093,11 +1137,16 @@ mod tests {
     }
 
     #[test]
-    fn urgent_before_stream_start_is_ignored() {
+    fn urgent_starts_stream() {
         let mut stream = Reassembler::new(1024);
         let mut out = Vec::new();
         stream.report_segment(ConflictKind::UrgentData, seq(ISN, 0), &mut out);
-        assert!(out.is_empty());
+        assert_eq!(conflicts_of(&out), vec![0]);
+        assert_eq!(conflict_kinds(&out), vec![ConflictKind::UrgentData]);
+        assert!(stream.is_mid_stream());
+
+        push(&mut stream, 0, b"abc", &mut out);
+        assert_eq!(data_of(&out), b"abc");
     }
 
     #[test]

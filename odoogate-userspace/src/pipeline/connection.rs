@@ -236,6 +236,19 @@ impl Connection {
         (self.key.client, self.key.server)
     }
 
+    /// Returns the doubt that a conflict put on the connection's later
+    /// requests, if any (see [`Connection::conflict`]).
+    pub fn requests_in_doubt(&self) -> Option<ConflictKind> {
+        self.requests_in_doubt
+    }
+
+    /// Puts the connection's requests in the doubt of an earlier flow of the
+    /// same TCP connection, which the capture ended while the connection
+    /// went on.
+    pub fn inherit_doubt(&mut self, kind: ConflictKind) {
+        self.requests_in_doubt = Some(kind);
+    }
+
     pub fn set_origin(&mut self, origin: Origin) {
         self.origin = origin;
     }

@@ -18,6 +18,7 @@ use crate::audit::ratelimit::ErrorRateLimiter;
 use crate::audit::{AuditEvent, AuditRecord, AuditSink};
 use crate::capture::cgroup::CgroupResolver;
 use crate::capture::flow::{CloseReason, FlowEvent, FlowLimits, FlowStats, FlowTable};
+use crate::capture::reassembly::ConflictKind;
 use crate::capture::{CaptureEvent, CaptureStats, Endpoint, FlowOrigin};
 use crate::config::Config;
 use crate::identity::SessionTable;
@@ -36,6 +37,15 @@ const ORIGIN_TTL: Duration = Duration::from_secs(60);
 
 /// Upper bound on origins waiting for their flow.
 const MAX_PENDING_ORIGINS: usize = 65_536;
+
+/// Maximum (client, server) pairs whose closed flow left its requests in
+/// doubt, kept for a flow joined mid-stream on the same pair.
+const MAX_DOUBTS: usize = 65_536;
+
+/// How long a closed flow's doubt waits for a flow joined mid-stream on
+/// the same pair: well beyond `capture.idle_timeout_secs`' default of 300 s,
+/// after which the capture ends a flow whose connection may go on.
+const DOUBT_MEMORY: Duration = Duration::from_secs(3600);
 
 /// Counters of what the pipeline did, for status output and tests.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -95,6 +105,11 @@ pub struct Pipeline {
     /// Connection ids by (client, server), to join flow origins.
     by_endpoints: HashMap<(Endpoint, Endpoint), u64>,
     pending_origins: HashMap<(Endpoint, Endpoint), (Origin, Instant)>,
+    /// The doubt of closed flows whose requests were in doubt, by (client,
+    /// server), for a flow joined mid-stream on the same pair. The capture
+    /// ends a flow on an idle timeout, an eviction or a RST that the kernel
+    /// may have dropped, while the TCP connection goes on.
+    doubts: HashMap<(Endpoint, Endpoint), (ConflictKind, Instant)>,
     cgroups: Option<CgroupResolver>,
     sessions: SessionTable,
     /// The thread writing a compacted sessions file, while one is.
@@ -145,6 +160,7 @@ impl Pipeline {
             connections: HashMap::new(),
             by_endpoints: HashMap::new(),
             pending_origins: HashMap::new(),
+            doubts: HashMap::new(),
             cgroups,
             sessions,
             compaction: None,
@@ -234,7 +250,6 @@ impl Pipeline {
         self.config = config;
     }
 
-    /// Processes one capture event.
     /// Sets the addresses of this host's network namespace, which a segment
     /// arriving from the network cannot have as its source (see
     /// [`FlowTable::set_local_addresses`]).
@@ -242,6 +257,7 @@ impl Pipeline {
         self.flows.set_local_addresses(addresses);
     }
 
+    /// Processes one capture event.
     pub fn handle(&mut self, event: CaptureEvent) {
         match event {
             CaptureEvent::Segment(segment) => {
@@ -324,6 +340,15 @@ impl Pipeline {
                 if let Some((origin, _)) = self.pending_origins.remove(&(key.client, key.server)) {
                     connection.set_origin(origin);
                 }
+                // A flow opened by a SYN is a new TCP connection, which
+                // starts without doubt.
+                let doubt = self.doubts.remove(&(key.client, key.server));
+                if let Some((kind, since)) = doubt
+                    && mid_stream
+                    && since.elapsed() < DOUBT_MEMORY
+                {
+                    connection.inherit_doubt(kind);
+                }
                 self.connections.insert(conn_id, connection);
                 self.by_endpoints.insert((key.client, key.server), conn_id);
             }
@@ -368,6 +393,14 @@ impl Pipeline {
             let endpoints = connection.endpoints();
             if self.by_endpoints.get(&endpoints) == Some(&conn_id) {
                 self.by_endpoints.remove(&endpoints);
+            }
+            if let Some(kind) = connection.requests_in_doubt() {
+                if self.doubts.len() >= MAX_DOUBTS {
+                    self.doubts.retain(|_, (_, since)| since.elapsed() < DOUBT_MEMORY);
+                }
+                if self.doubts.len() < MAX_DOUBTS {
+                    self.doubts.insert(endpoints, (kind, Instant::now()));
+                }
             }
             let mut policy = lock(&self.policy);
             let mut context = CallContext {

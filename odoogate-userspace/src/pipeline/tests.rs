@@ -322,6 +322,88 @@ fn call_with_urgent_data_is_never_allowed() {
     assert_eq!(pipeline.reassembly().urgent_data.load(Ordering::Relaxed), 1);
 }
 
+/// A client waits until the capture expires its idle connection, then
+/// sends its next request with `MSG_OOB`. The URG flag comes on the first
+/// segment of the flow joined mid-stream, and the call is still held in
+/// doubt.
+#[test]
+fn urgent_call_after_idle_expiry() {
+    let (mut pipeline, sink) = pipeline();
+    let mut conn = Conn::new("10.0.0.2:40012");
+    conn.open(&mut pipeline);
+    conn.send(&mut pipeline, &jsonrpc_request("crm.lead", "create"));
+    conn.answer(&mut pipeline, &jsonrpc_response("41"));
+
+    conn.clock += 301 * 1_000_000_000;
+    pipeline.tick(conn.clock, None);
+    let request = jsonrpc_request("crm.lead", "create");
+    pipeline.handle(conn.segment(true, TcpFlags::ACK | TcpFlags::PSH | TcpFlags::URG, &request));
+    conn.answer(&mut pipeline, &jsonrpc_response("42"));
+    conn.close(&mut pipeline);
+
+    let calls = calls(&sink);
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(calls[0].decision, Some(Decision::Allow));
+    assert_eq!(calls[1].decision, Some(Decision::WouldDeny), "{:?}", calls[1]);
+    assert_eq!(calls[1].error_code.as_deref(), Some("urgent_data"));
+}
+
+/// Conflicting copies put every later request of the connection in doubt.
+/// The TCP connection outlives its flow when the capture expires it while
+/// idle, so the calls on the flow joined mid-stream after it are in doubt
+/// too.
+#[test]
+fn doubt_outlives_idle_expiry() {
+    let (mut pipeline, sink) = pipeline();
+    let mut conn = Conn::new("10.0.0.2:40013");
+    conn.open(&mut pipeline);
+
+    let fake = jsonrpc_request("crm.lead", "create");
+    let real = jsonrpc_request("crm.lead", "unlink");
+    let start = conn.client_seq;
+    conn.send(&mut pipeline, &fake);
+    conn.client_seq = start;
+    conn.send(&mut pipeline, &real);
+    conn.answer(&mut pipeline, &jsonrpc_response("true"));
+
+    conn.clock += 301 * 1_000_000_000;
+    pipeline.tick(conn.clock, None);
+    conn.send(&mut pipeline, &jsonrpc_request("crm.lead", "create"));
+    conn.answer(&mut pipeline, &jsonrpc_response("42"));
+    conn.close(&mut pipeline);
+
+    let calls = calls(&sink);
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(calls[0].decision, Some(Decision::WouldDeny));
+    assert_eq!(calls[1].decision, Some(Decision::WouldDeny), "{:?}", calls[1]);
+}
+
+/// A new TCP connection on the same ports, opened by a SYN after the one in
+/// doubt closed, starts without doubt.
+#[test]
+fn doubt_ends_with_its_connection() {
+    let (mut pipeline, sink) = pipeline();
+    let mut conn = Conn::new("10.0.0.2:40014");
+    conn.open(&mut pipeline);
+    let start = conn.client_seq;
+    conn.send(&mut pipeline, &jsonrpc_request("crm.lead", "create"));
+    conn.client_seq = start;
+    conn.send(&mut pipeline, &jsonrpc_request("crm.lead", "unlink"));
+    conn.answer(&mut pipeline, &jsonrpc_response("true"));
+    conn.close(&mut pipeline);
+
+    conn.client_seq = conn.client_seq.wrapping_add(100_000);
+    conn.open(&mut pipeline);
+    conn.send(&mut pipeline, &jsonrpc_request("crm.lead", "create"));
+    conn.answer(&mut pipeline, &jsonrpc_response("42"));
+    conn.close(&mut pipeline);
+
+    let calls = calls(&sink);
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(calls[0].decision, Some(Decision::WouldDeny));
+    assert_eq!(calls[1].decision, Some(Decision::Allow), "{:?}", calls[1]);
+}
+
 /// A copy of bytes whose first copy was dropped unacknowledged, to bound
 /// memory, cannot be checked, so its call is not recorded as allowed
 /// either, under an error code of its own.
