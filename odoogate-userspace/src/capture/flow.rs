@@ -130,6 +130,9 @@ pub struct FlowStats {
     /// Segments that arrived from the network with a source address of
     /// this host, which this host did not send, so they were ignored.
     pub spoofed_segments: u64,
+    /// RSTs whose sequence number was not the one the receiver expects, for
+    /// which its kernel sends a challenge ACK instead of resetting.
+    pub ignored_resets: u64,
     /// First fragments of fragmented IP packets, whose segments the
     /// capture cannot read whole and ignores ([`ConflictKind::IpFragment`]).
     pub ip_fragments: u64,
@@ -294,6 +297,15 @@ impl Flow {
     fn is_finished(&self) -> bool {
         self.to_server.is_finished() && self.to_client.is_finished()
     }
+
+    /// Tells whether a RST with sequence number `seq` sent in `direction`
+    /// would reset the connection (see [`Reassembler::accepts_reset`]).
+    fn accepts_reset(&self, direction: Direction, seq: u32) -> bool {
+        match direction {
+            Direction::ToServer => self.to_server.accepts_reset(seq),
+            Direction::ToClient => self.to_client.accepts_reset(seq),
+        }
+    }
 }
 
 // === impl FlowTable ===
@@ -364,6 +376,12 @@ impl FlowTable {
 
         let timestamp_ns = segment.timestamp_ns;
         let rst = segment.flags.rst();
+        if rst && !self.flows.get(&key).is_some_and(|flow| flow.accepts_reset(direction, segment.seq)) {
+            // The receiver's kernel ignores it, so a RST crafted or sent
+            // blind by another host does not end the flow here either.
+            self.stats.ignored_resets += 1;
+            return;
+        }
         self.touch(&key, timestamp_ns);
         self.with_flow(&key, out, |flow, deliveries, out| {
             flow.apply(direction, segment, deliveries, out)
@@ -1103,6 +1121,36 @@ mod tests {
         table.push(forged, &mut out);
         assert_eq!(table.stats().spoofed_segments, 1);
         assert!(data(&out, Direction::ToClient).is_empty(), "{out:?}");
+    }
+
+    /// Linux resets a connection only on a RST at exactly the next
+    /// sequence number, so one sent blind or crafted at another number
+    /// does not end the flow.
+    #[test]
+    fn reset_needs_expected_sequence_number() {
+        let mut table = table();
+        let mut out = Vec::new();
+        handshake(&mut table, CLIENT, SERVER, &mut out);
+        table.push(segment(CLIENT, SERVER, CLIENT_ISN + 1, SERVER_ISN + 1, TcpFlags::ACK, b"abc"), &mut out);
+        for seq in [CLIENT_ISN + 1, CLIENT_ISN + 3, CLIENT_ISN + 5000] {
+            table.push(segment(CLIENT, SERVER, seq, 0, TcpFlags::RST, b""), &mut out);
+        }
+        table.push(segment(SERVER, CLIENT, SERVER_ISN + 7, 0, TcpFlags::RST, b""), &mut out);
+        assert!(closes(&out).is_empty(), "{out:?}");
+        assert_eq!(table.stats().ignored_resets, 4);
+
+        table.push(segment(CLIENT, SERVER, CLIENT_ISN + 4, 0, TcpFlags::RST, b""), &mut out);
+        assert_eq!(closes(&out), vec![(1, CloseReason::Rst)]);
+    }
+
+    #[test]
+    fn reset_after_fin_closes_flow() {
+        let mut table = table();
+        let mut out = Vec::new();
+        handshake(&mut table, CLIENT, SERVER, &mut out);
+        table.push(segment(SERVER, CLIENT, SERVER_ISN + 1, CLIENT_ISN + 1, TcpFlags::ACK | TcpFlags::FIN, b"bye"), &mut out);
+        table.push(segment(SERVER, CLIENT, SERVER_ISN + 5, 0, TcpFlags::RST, b""), &mut out);
+        assert_eq!(closes(&out), vec![(1, CloseReason::Rst)]);
     }
 
     #[test]

@@ -442,6 +442,20 @@ impl Reassembler {
         out.push(Delivery::Conflict { offset, kind });
     }
 
+    /// Tells whether a RST with sequence number `seq` from this stream's
+    /// sender would reset the connection. Linux resets only on a RST whose
+    /// sequence number is exactly the next one it expects, and sends a
+    /// challenge ACK for any other (RFC 5961, section 3.2). That is the end
+    /// of the sender's data, or one past its FIN. A stream not started yet
+    /// takes any RST, because there is nothing to compare with.
+    pub fn accepts_reset(&self, seq: u32) -> bool {
+        let Some(origin) = self.origin else {
+            return true;
+        };
+        let expected = [Some(self.next.max(self.data_end)), self.fin.map(|fin| fin + 1)];
+        expected.into_iter().flatten().any(|offset| origin.wrapping_add(offset as u32) == seq)
+    }
+
     /// Delivers everything buffered, declaring each hole a gap. Used when
     /// the connection is reset, expires or is evicted.
     pub fn flush(&mut self, out: &mut Vec<Delivery>) {

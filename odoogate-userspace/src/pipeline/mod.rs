@@ -78,6 +78,9 @@ pub struct ReassemblyCounters {
     /// First fragments of fragmented IP packets, as
     /// [`FlowStats::ip_fragments`].
     pub ip_fragments: AtomicU64,
+    /// RSTs ignored for their sequence number, as
+    /// [`FlowStats::ignored_resets`].
+    pub ignored_resets: AtomicU64,
     /// TCP connections in the flow table now.
     pub open_flows: AtomicU64,
     /// Delivered bytes dropped before their acknowledgement, as
@@ -93,6 +96,7 @@ impl ReassemblyCounters {
         self.urgent_data.store(stats.urgent_data, Ordering::Relaxed);
         self.spoofed_segments.store(stats.spoofed_segments, Ordering::Relaxed);
         self.ip_fragments.store(stats.ip_fragments, Ordering::Relaxed);
+        self.ignored_resets.store(stats.ignored_resets, Ordering::Relaxed);
         self.open_flows.store(stats.flows as u64, Ordering::Relaxed);
         self.unverified_bytes.store(stats.unverified_bytes, Ordering::Relaxed);
     }

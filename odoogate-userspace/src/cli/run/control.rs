@@ -237,6 +237,7 @@ fn reassembly_json(counters: &ReassemblyCounters) -> Value {
         "urgent_data": counters.urgent_data.load(Ordering::Relaxed),
         "spoofed_segments": counters.spoofed_segments.load(Ordering::Relaxed),
         "ip_fragments": counters.ip_fragments.load(Ordering::Relaxed),
+        "ignored_resets": counters.ignored_resets.load(Ordering::Relaxed),
         "open_flows": counters.open_flows.load(Ordering::Relaxed),
         "unverified_bytes": counters.unverified_bytes.load(Ordering::Relaxed),
     })
@@ -270,6 +271,7 @@ mod tests {
         counters.spoofed_segments.store(7, Ordering::Relaxed);
         counters.open_flows.store(12, Ordering::Relaxed);
         counters.ip_fragments.store(4, Ordering::Relaxed);
+        counters.ignored_resets.store(2, Ordering::Relaxed);
         counters.unverified_bytes.store(4096, Ordering::Relaxed);
 
         let reassembly = reassembly_json(&counters);
@@ -280,12 +282,13 @@ mod tests {
         assert_eq!(reassembly["spoofed_segments"], 7);
         assert_eq!(reassembly["open_flows"], 12);
         assert_eq!(reassembly["ip_fragments"], 4);
+        assert_eq!(reassembly["ignored_resets"], 2);
         assert_eq!(reassembly["unverified_bytes"], 4096);
 
         let status = json!({ "ok": true, "reassembly": reassembly });
         assert_eq!(
             crate::cli::status::render(&status),
-            "reassembly:\n  conflicting_copies: 2\n  unverifiable_copy: 5\n  data_after_fin: 1\n  urgent_data: 3\n  spoofed_segments: 7\n  ip_fragments: 4\n  open_flows: 12\n  unverified_bytes: 4096\n"
+            "reassembly:\n  conflicting_copies: 2\n  unverifiable_copy: 5\n  data_after_fin: 1\n  urgent_data: 3\n  spoofed_segments: 7\n  ip_fragments: 4\n  ignored_resets: 2\n  open_flows: 12\n  unverified_bytes: 4096\n"
         );
     }
 
