@@ -67,6 +67,16 @@ pub struct Segment {
     pub first_fragment: bool,
 }
 
+// === impl Segment ===
+
+impl Segment {
+    /// Returns the sequence number of the first data byte. A SYN takes one
+    /// sequence number before any data it carries.
+    pub fn data_seq(&self) -> u32 {
+        if self.flags.syn() { self.seq.wrapping_add(1) } else { self.seq }
+    }
+}
+
 /// Where a flow came from, for local senders: reported once per flow by
 /// the cgroup_skb egress program when the client's SYN leaves its socket,
 /// joined in the kernel (by socket cookie) with what the connect4/connect6

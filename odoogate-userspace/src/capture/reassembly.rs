@@ -52,7 +52,9 @@ pub enum Delivery {
     Conflict { offset: u64, kind: ConflictKind },
 }
 
-/// The way a later copy of delivered or buffered bytes failed its check.
+/// The reason bytes of a stream may not be those the receiver read: a later
+/// copy of delivered or buffered bytes that failed its check, or a segment
+/// that the receiver's kernel reads differently from the capture.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConflictKind {
     /// Its bytes differ from the first copy's.
@@ -190,10 +192,9 @@ pub struct Reassembler {
     /// Stream offset just past the furthest byte of any segment seen. Unlike
     /// `next`, an acknowledgement beyond the data does not move it.
     data_end: u64,
-    /// A FIN and data after it were both seen, and reported once.
-    disputed_fin: bool,
-    /// The kinds of [`Reassembler::report_segment`] reported so far, one
-    /// bit each.
+    /// The conflict kinds reported once per stream so far (data after a
+    /// FIN, urgent data, IP fragments), one bit each (see
+    /// [`Reassembler::report_once`]).
     reported_kinds: u8,
     /// Delivered data that the peer has not acknowledged yet, by stream
     /// offset, oldest first, kept to compare with later copies.
@@ -223,7 +224,6 @@ impl Reassembler {
             buffered_bytes: 0,
             fin: None,
             data_end: 0,
-            disputed_fin: false,
             reported_kinds: 0,
             unacked: VecDeque::new(),
             unacked_bytes: 0,
@@ -409,12 +409,7 @@ impl Reassembler {
     /// and the records of its calls carry the conflict.
     fn report_data_after_fin(&mut self, fin: u64, out: &mut Vec<Delivery>) {
         self.fin = None;
-        if self.disputed_fin {
-            return;
-        }
-        self.disputed_fin = true;
-        self.stats.conflicts += 1;
-        out.push(Delivery::Conflict { offset: fin, kind: ConflictKind::DataAfterFin });
+        self.report_once(ConflictKind::DataAfterFin, fin, out);
     }
 
     /// Reports a segment with sequence number `seq` whose bytes the
@@ -425,19 +420,31 @@ impl Reassembler {
     /// started yet starts here, mid-stream, as in [`Reassembler::push`], so
     /// the first segment of a flow joined mid-stream is checked too.
     pub fn report_segment(&mut self, kind: ConflictKind, seq: u32, out: &mut Vec<Delivery>) {
-        let bit = match kind {
-            ConflictKind::UrgentData => 1,
-            ConflictKind::IpFragment => 2,
-            ConflictKind::Differs | ConflictKind::Unverifiable | ConflictKind::DataAfterFin => return,
-        };
+        if !matches!(kind, ConflictKind::UrgentData | ConflictKind::IpFragment) {
+            return;
+        }
         self.start_at(seq, true);
-        if self.reported_kinds & bit != 0 {
+        if self.was_reported(kind) {
             return;
         }
         let Some(offset) = self.offset_in_window(seq) else {
             return;
         };
-        self.reported_kinds |= bit;
+        self.report_once(kind, offset, out);
+    }
+
+    /// Tells whether a `kind` conflict was reported on this stream.
+    fn was_reported(&self, kind: ConflictKind) -> bool {
+        self.reported_kinds & (1 << kind as u8) != 0
+    }
+
+    /// Reports a `kind` conflict at stream offset `offset` unless one was
+    /// reported on this stream already.
+    fn report_once(&mut self, kind: ConflictKind, offset: u64, out: &mut Vec<Delivery>) {
+        if self.was_reported(kind) {
+            return;
+        }
+        self.reported_kinds |= 1 << kind as u8;
         self.stats.conflicts += 1;
         out.push(Delivery::Conflict { offset, kind });
     }
