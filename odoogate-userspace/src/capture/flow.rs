@@ -224,12 +224,7 @@ impl Flow {
             self.to_server.start_at(segment.ack, false);
         }
 
-        // A SYN takes one sequence number before any data it carries.
-        let data_seq = if flags.syn() {
-            segment.seq.wrapping_add(1)
-        } else {
-            segment.seq
-        };
+        let data_seq = segment.data_seq();
         let fin_seq = data_seq.wrapping_add(segment.wire_len);
         if flags.urg() && !flags.rst() {
             self.stream(direction).report_segment(ConflictKind::UrgentData, data_seq, deliveries);
@@ -434,7 +429,7 @@ impl FlowTable {
         let Some((key, direction)) = self.locate(segment) else {
             return;
         };
-        let data_seq = if segment.flags.syn() { segment.seq.wrapping_add(1) } else { segment.seq };
+        let data_seq = segment.data_seq();
         self.touch(&key, segment.timestamp_ns);
         self.with_flow(&key, out, |flow, deliveries, out| {
             flow.stream(direction).report_segment(ConflictKind::IpFragment, data_seq, deliveries);
@@ -543,9 +538,9 @@ impl FlowTable {
     ///
     /// A client SYN with another initial sequence number reuses the 4-tuple
     /// for a new connection. Before the server has sent anything on the flow,
-    /// it replaces the flow at once. On an established flow, Linux answers
-    /// such a SYN with a challenge ACK and keeps the connection (RFC 5961,
-    /// section 4), unless the old socket is already closing, so a client
+    /// it replaces the flow at once. On an established flow, Linux replies
+    /// to such a SYN with a challenge ACK and keeps the connection (RFC
+    /// 5961, section 4), unless the old socket is already closing. A client
     /// could send one to make the capture drop the real connection. The SYN
     /// is then ignored, and the flow gives way only when the server's
     /// SYN-ACK acknowledges it.
@@ -1059,8 +1054,8 @@ mod tests {
     }
 
     /// A client on another host forges the server's acknowledgement of a
-    /// request copy that the server's kernel dropped. The capture sees it
-    /// arrive on the network interface with the server's address.
+    /// request copy that the server's kernel dropped. The capture records
+    /// it arriving on the network interface with the server's address.
     #[test]
     fn forged_server_segment_is_ignored() {
         let mut table = table();
@@ -1209,7 +1204,7 @@ mod tests {
         assert_eq!(ids, vec![1, 2]);
     }
 
-    /// Linux answers a SYN on an established connection with a challenge
+    /// Linux replies to a SYN on an established connection with a challenge
     /// ACK, so the connection's bytes go on where they were.
     #[test]
     fn crafted_syn_on_established_flow_is_ignored() {
