@@ -23,13 +23,14 @@ use std::net::IpAddr;
 /// the flow table checks segments arriving from the network against.
 pub fn host_addresses() -> std::io::Result<Vec<IpAddr>> {
     let interfaces = nix::ifaddrs::getifaddrs()?;
-    let addresses = interfaces.filter_map(|interface| {
-        let address = interface.address?;
-        match (address.as_sockaddr_in(), address.as_sockaddr_in6()) {
-            (Some(v4), _) => Some(IpAddr::V4(v4.ip())),
-            (_, Some(v6)) => Some(IpAddr::V6(v6.ip())),
-            _ => None,
-        }
-    });
-    Ok(addresses.collect())
+    Ok(interfaces.filter_map(|interface| interface.address.as_ref().and_then(ip_of)).collect())
+}
+
+/// Returns the IP address of an IPv4 or IPv6 socket address.
+pub(crate) fn ip_of(address: &nix::sys::socket::SockaddrStorage) -> Option<IpAddr> {
+    match (address.as_sockaddr_in(), address.as_sockaddr_in6()) {
+        (Some(v4), _) => Some(IpAddr::V4(v4.ip())),
+        (_, Some(v6)) => Some(IpAddr::V6(v6.ip())),
+        _ => None,
+    }
 }

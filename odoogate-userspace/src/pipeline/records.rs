@@ -21,6 +21,16 @@ fn direction_name(direction: Direction) -> &'static str {
     }
 }
 
+/// Creates a record about connection `conn_id` from `client`, known only by
+/// its flow (no process or cgroup).
+fn flow_record(event: AuditEvent, message: String, conn_id: u64, client: Endpoint) -> AuditRecord {
+    let mut record = AuditRecord::new(event, message);
+    record.conn_id = Some(conn_id);
+    record.src_ip = Some(client.ip());
+    record.src_port = Some(client.port());
+    record
+}
+
 /// Fills the source fields shared by every record about a connection.
 fn set_source(record: &mut AuditRecord, source: &Source) {
     record.src_ip = Some(source.peer.ip());
@@ -230,10 +240,7 @@ pub fn capture_gap(conn_id: u64, key: &FlowKey, direction: Direction, missing_by
         direction_name(direction),
         key.client
     );
-    let mut record = AuditRecord::new(AuditEvent::CaptureGap, message);
-    record.conn_id = Some(conn_id);
-    record.src_ip = Some(key.client.ip());
-    record.src_port = Some(key.client.port());
+    let mut record = flow_record(AuditEvent::CaptureGap, message, conn_id, key.client);
     record.error_code = Some(format!("{}_gap", direction_name(direction)));
     record.count = Some(missing_bytes);
     record
@@ -293,10 +300,7 @@ pub fn stream_conflict(conn_id: u64, key: &FlowKey, direction: Direction, offset
         direction_name(direction),
         key.client
     );
-    let mut record = AuditRecord::new(AuditEvent::FramingAnomaly, message);
-    record.conn_id = Some(conn_id);
-    record.src_ip = Some(key.client.ip());
-    record.src_port = Some(key.client.port());
+    let mut record = flow_record(AuditEvent::FramingAnomaly, message, conn_id, key.client);
     record.error_code = Some(kind.code().to_owned());
     record
 }
@@ -330,10 +334,7 @@ pub fn desync(conn_id: u64, key: &FlowKey, direction: Direction, skipped_bytes: 
         "skipped {skipped_bytes} bytes of the {} stream of connection {conn_id} that formed no HTTP message",
         direction_name(direction)
     );
-    let mut record = AuditRecord::new(AuditEvent::DecodeError, message);
-    record.conn_id = Some(conn_id);
-    record.src_ip = Some(key.client.ip());
-    record.src_port = Some(key.client.port());
+    let mut record = flow_record(AuditEvent::DecodeError, message, conn_id, key.client);
     record.error_code = Some("unframed_bytes".to_owned());
     record.count = Some(skipped_bytes);
     record
@@ -341,10 +342,7 @@ pub fn desync(conn_id: u64, key: &FlowKey, direction: Direction, skipped_bytes: 
 
 pub fn malformed(conn_id: u64, key: &FlowKey, direction: Direction, reason: &'static str) -> AuditRecord {
     let message = format!("malformed HTTP {} on connection {conn_id}: {reason}", direction_name(direction));
-    let mut record = AuditRecord::new(AuditEvent::DecodeError, message);
-    record.conn_id = Some(conn_id);
-    record.src_ip = Some(key.client.ip());
-    record.src_port = Some(key.client.port());
+    let mut record = flow_record(AuditEvent::DecodeError, message, conn_id, key.client);
     record.error_code = Some("malformed_http".to_owned());
     record.reason = Some(reason.to_owned());
     record
@@ -362,10 +360,7 @@ pub fn flow_evicted(conn_id: u64, client: Endpoint, max_flows: usize) -> AuditRe
         "capture loss: connection {conn_id} from {client} was dropped because the flow table held capture.max_flows \
          ({max_flows}) connections; raise capture.max_flows"
     );
-    let mut record = AuditRecord::new(AuditEvent::CaptureLoss, message);
-    record.conn_id = Some(conn_id);
-    record.src_ip = Some(client.ip());
-    record.src_port = Some(client.port());
+    let mut record = flow_record(AuditEvent::CaptureLoss, message, conn_id, client);
     record.error_code = Some(FLOW_TABLE_FULL.to_owned());
     record.count = Some(1);
     record

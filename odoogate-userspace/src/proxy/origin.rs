@@ -29,6 +29,8 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use tokio::sync::Notify;
 
+use crate::capture::ip_of;
+
 mod links;
 
 /// Origins kept at once. The oldest is dropped beyond it, so a flood of
@@ -292,14 +294,6 @@ fn reaches_only_containers(link: &links::Link, links: &[links::Link]) -> bool {
             ports.all(|port| port.kind.as_deref() == Some("veth"))
         }
         _ => false,
-    }
-}
-
-fn ip_of(address: &nix::sys::socket::SockaddrStorage) -> Option<IpAddr> {
-    match (address.as_sockaddr_in(), address.as_sockaddr_in6()) {
-        (Some(v4), _) => Some(IpAddr::V4(v4.ip())),
-        (_, Some(v6)) => Some(IpAddr::V6(v6.ip())),
-        _ => None,
     }
 }
 
