@@ -9,11 +9,17 @@ KIND is one of:
 - first-fragment: the first fragment of a fragmented IPv4 packet from the
   client to the server's port. The rest never comes, so the server's
   kernel drops it when its reassembly times out.
+- replayed-request: a whole JSON-RPC request (`res.partner` `search_read`)
+  in one data segment from the client to the server's port, as a replay of
+  a segment of a connection that has closed. The server has no socket for
+  it, so its kernel answers with a RST and never acknowledges the bytes.
 
-The frame goes out of INTERFACE to the broadcast MAC address, so it needs
-no neighbour lookup, and the TC ingress program on the server's side
-reads it before the kernel's checks. Prints one JSON line with the bytes
-sent.
+The first two frames go out of INTERFACE to the broadcast MAC address, so
+they need no neighbour lookup, and the TC ingress program on the server's
+side reads them before the kernel's checks. The replayed request goes to
+the server's MAC address, because TCP drops segments that came in a
+broadcast frame without answering them. Prints one JSON line with the
+bytes sent.
 """
 
 import json
@@ -34,9 +40,10 @@ def checksum(data):
     return ~total & 0xFFFF
 
 
-def tcp_segment(source, destination, source_port, destination_port, payload):
-    """Returns an ACK segment with `payload` and a valid checksum."""
-    header = struct.pack("!HHIIBBHHH", source_port, destination_port, 1000, 2000, 5 << 4, 0x10, 65535, 0, 0)
+def tcp_segment(source, destination, source_port, destination_port, payload, flags=0x10):
+    """Returns a segment with `flags` (ACK by default), `payload` and a
+    valid checksum."""
+    header = struct.pack("!HHIIBBHHH", source_port, destination_port, 1000, 2000, 5 << 4, flags, 65535, 0, 0)
     pseudo = source + destination + struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(header) + len(payload))
     header = header[:16] + struct.pack("!H", checksum(pseudo + header + payload)) + header[18:]
     return header + payload
@@ -47,18 +54,45 @@ def ipv4_packet(source, destination, fragment_field, body):
     return header[:10] + struct.pack("!H", checksum(header)) + header[12:] + body
 
 
+def server_mac():
+    """Returns the server's MAC address from the neighbour table, after a
+    connection to the server's port has put it there."""
+    socket.create_connection((server_ip, server_port), timeout=5).close()
+    with open("/proc/net/arp") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            if fields[0] == server_ip and fields[3] != "00:00:00:00:00:00":
+                return bytes.fromhex(fields[3].replace(":", ""))
+    sys.exit(f"no neighbour entry for {server_ip} in /proc/net/arp")
+
+
+def jsonrpc_request():
+    body = json.dumps({
+        "jsonrpc": "2.0", "method": "call", "id": 1,
+        "params": {"service": "object", "method": "execute_kw",
+                   "args": ["odoo", 2, "replayed", "res.partner", "search_read", [[]]]},
+    }).encode()
+    head = f"POST /jsonrpc HTTP/1.1\r\nHost: {server_ip}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    return head.encode() + body
+
+
 server, client = socket.inet_aton(server_ip), socket.inet_aton(client_ip)
+destination_mac = b"\xff" * 6
 if kind == "spoofed-server":
     packet = ipv4_packet(server, client, 0, tcp_segment(server, client, server_port, CLIENT_PORT, b""))
 elif kind == "first-fragment":
     segment = tcp_segment(client, server, CLIENT_PORT, server_port, b"POST /jsonrpc HTTP/1.1\r\n" * 4)
     # More fragments (0x2000) at offset 0: only the first 64 bytes go.
     packet = ipv4_packet(client, server, 0x2000, segment[:64])
+elif kind == "replayed-request":
+    # ACK and PSH, as the last segment of a request goes.
+    packet = ipv4_packet(client, server, 0, tcp_segment(client, server, CLIENT_PORT, server_port, jsonrpc_request(), 0x18))
+    destination_mac = server_mac()
 else:
-    sys.exit(f"unknown kind {kind!r}: use spoofed-server or first-fragment")
+    sys.exit(f"unknown kind {kind!r}: use spoofed-server, first-fragment or replayed-request")
 
 with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as raw:
     raw.bind((interface, 0))
     own_mac = raw.getsockname()[4]
-    sent = raw.send(b"\xff" * 6 + own_mac + struct.pack("!H", 0x0800) + packet)
+    sent = raw.send(destination_mac + own_mac + struct.pack("!H", 0x0800) + packet)
 print(json.dumps({"sent": sent}))

@@ -369,7 +369,21 @@ allow = [{ models = ["res.partner"], methods = ["*"] }]
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }
+
+    // A request replayed outside any connection: the server's kernel
+    // resets it without acknowledging a byte.
+    let args = ["replayed-request", "og-clients", common::ODOO_ADDRESS, &port, "10.214.0.2"];
+    let sent = site.run_client("forge_packet.py", &args, None, true)?;
+    assert!(sent[0]["sent"].as_u64().is_some_and(|bytes| bytes > 0), "replayed-request: {sent:?}");
     let records = site.stop_and_read(1)?;
-    assert!(!calls(&records).is_empty(), "the real calls are recorded");
+    let calls = calls(&records);
+    let replayed: Vec<_> = calls.iter().filter(|r| r.get("ODOOGATE_SRC_PORT").map(String::as_str) == Some("40999")).collect();
+    assert_eq!(replayed.len(), 1, "the replayed request gives one call record: {calls:#?}");
+    assert_eq!(replayed[0].get("ODOOGATE_ERROR_CODE").map(String::as_str), Some("unacknowledged_request"), "{:#?}", replayed[0]);
+    let real: Vec<_> = calls.iter().filter(|r| r.get("ODOOGATE_SRC_PORT").map(String::as_str) != Some("40999")).collect();
+    assert!(!real.is_empty(), "the real calls are recorded");
+    for record in real {
+        assert_eq!(record.get("ODOOGATE_ERROR_CODE"), None, "a real call is not marked: {record:#?}");
+    }
     Ok(())
 }

@@ -90,7 +90,14 @@ pub enum FlowEvent {
         kind: ConflictKind,
     },
     /// The flow ended; no event with this `conn_id` follows.
-    Closed { conn_id: u64, reason: CloseReason },
+    /// `server_acked` is the offset in the client's stream up to which the
+    /// server acknowledged the client's bytes: a request that ends beyond
+    /// it never reached Odoo as far as the capture saw.
+    Closed {
+        conn_id: u64,
+        reason: CloseReason,
+        server_acked: u64,
+    },
 }
 
 /// Counters of the flow table.
@@ -645,6 +652,7 @@ impl FlowTable {
         out.push(FlowEvent::Closed {
             conn_id: flow.conn_id,
             reason,
+            server_acked: flow.to_server.acked(),
         });
     }
 
@@ -794,7 +802,7 @@ mod tests {
     fn closes(out: &[FlowEvent]) -> Vec<(u64, CloseReason)> {
         out.iter()
             .filter_map(|event| match event {
-                FlowEvent::Closed { conn_id, reason } => Some((*conn_id, *reason)),
+                FlowEvent::Closed { conn_id, reason, .. } => Some((*conn_id, *reason)),
                 _ => None,
             })
             .collect()

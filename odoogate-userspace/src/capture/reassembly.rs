@@ -292,6 +292,12 @@ impl Reassembler {
         self.stats
     }
 
+    /// Returns the stream offset up to which the peer has acknowledged the
+    /// bytes, 0 before any acknowledgement.
+    pub fn acked(&self) -> u64 {
+        self.acked
+    }
+
     /// Adds a segment whose first payload byte has sequence number `seq`.
     /// `wire_len` is the payload length on the wire; when the capture kept
     /// fewer bytes, the captured ones are delivered and the rest becomes a

@@ -186,6 +186,9 @@ struct PendingCall {
     /// The scoped token that identified the call, if one did.
     token: Option<Fingerprint>,
     request_last_byte_ns: u64,
+    /// Offset in the client's stream of the end of the bytes that
+    /// completed the request, at or past the request's last byte.
+    request_end: u64,
 }
 
 pub struct Connection {
@@ -201,6 +204,9 @@ pub struct Connection {
     /// waiting in the out-of-order buffer, so every later request may hold
     /// the copy Odoo did not read.
     requests_in_doubt: Option<ConflictKind>,
+    /// Bytes of the client's stream pushed or lost in gaps so far: the
+    /// stream offset the reassembler delivers next.
+    request_offset: u64,
     events: Vec<FramerEvent>,
 }
 
@@ -227,6 +233,7 @@ impl Connection {
             pending: VecDeque::new(),
             upgraded: false,
             requests_in_doubt: None,
+            request_offset: 0,
             events: Vec::new(),
         }
     }
@@ -262,6 +269,9 @@ impl Connection {
         timestamp_ns: u64,
         context: &mut CallContext<'_>,
     ) -> Vec<AuditRecord> {
+        if direction == Direction::ToServer {
+            self.request_offset += bytes.len() as u64;
+        }
         if self.upgraded {
             return Vec::new();
         }
@@ -283,7 +293,10 @@ impl Connection {
         let mut events = std::mem::take(&mut self.events);
         let mut output = vec![records::capture_gap(self.conn_id, &self.key, direction, missing_bytes)];
         match direction {
-            Direction::ToServer => self.requests.gap(missing_bytes, &mut events),
+            Direction::ToServer => {
+                self.request_offset += missing_bytes;
+                self.requests.gap(missing_bytes, &mut events);
+            }
             Direction::ToClient => {
                 self.responses.gap(missing_bytes, &mut events);
                 while let Some(pending) = self.pending.pop_front() {
@@ -318,15 +331,27 @@ impl Connection {
     }
 
     /// Ends the connection: a response delimited by the close is completed,
-    /// and calls still waiting are recorded without an outcome.
-    pub fn finish(&mut self, why: &str, context: &mut CallContext<'_>) -> Vec<AuditRecord> {
+    /// and calls still waiting are recorded without an outcome, saying
+    /// `why`. `server_acked` is given when the TCP connection is over, not
+    /// when the capture drops a flow that may go on. A call whose request
+    /// the server never acknowledged up to its end is then marked
+    /// ([`records::mark_unacknowledged`]), because Odoo may never have read
+    /// it. A request segment replayed after its connection closed gives
+    /// such a call.
+    pub fn finish(&mut self, why: &str, server_acked: Option<u64>, context: &mut CallContext<'_>) -> Vec<AuditRecord> {
         let mut events = std::mem::take(&mut self.events);
         self.requests.finish(&mut events);
         let mut output = self.handle_framer_events(Direction::ToServer, &mut events, context);
         self.responses.finish(&mut events);
         output.extend(self.handle_framer_events(Direction::ToClient, &mut events, context));
         while let Some(pending) = self.pending.pop_front() {
-            output.extend(self.complete(pending, None, why));
+            let unacknowledged = server_acked.is_some_and(|acked| pending.request_end > acked);
+            if let Some(mut record) = self.complete(pending, None, why) {
+                if unacknowledged {
+                    records::mark_unacknowledged(&mut record);
+                }
+                output.push(record);
+            }
         }
         output
     }
@@ -457,6 +482,7 @@ impl Connection {
                     token: login_token(&call, &resolution),
                     call: Some(call),
                     request_last_byte_ns: request.last_byte_ns,
+                    request_end: self.request_offset,
                 }
             }
             None => PendingCall {
@@ -465,6 +491,7 @@ impl Connection {
                 integration: None,
                 token: None,
                 request_last_byte_ns: request.last_byte_ns,
+                request_end: self.request_offset,
             },
         };
         if self.pending.len() >= MAX_PENDING_CALLS {

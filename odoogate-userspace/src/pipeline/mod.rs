@@ -315,7 +315,7 @@ impl Pipeline {
     pub fn finish(&mut self) {
         let ids: Vec<u64> = self.connections.keys().copied().collect();
         for conn_id in ids {
-            self.close_connection(conn_id, "daemon stopped");
+            self.close_connection(conn_id, "daemon stopped", None);
         }
         for record in self.limiter.flush(Instant::now() + Duration::from_secs(3600)) {
             self.sink.write(&record);
@@ -379,20 +379,27 @@ impl Pipeline {
                 let output = connection.conflict(direction, offset, kind);
                 self.write_output(output);
             }
-            FlowEvent::Closed { conn_id, reason: CloseReason::Evicted } => {
+            FlowEvent::Closed { conn_id, reason: CloseReason::Evicted, .. } => {
                 self.stats.flows_evicted += 1;
                 self.flows_evicted.store(self.stats.flows_evicted, Ordering::Relaxed);
                 if let Some(connection) = self.connections.get(&conn_id) {
                     let (client, _) = connection.endpoints();
                     self.write_error_record(records::flow_evicted(conn_id, client, self.config.capture.max_flows));
                 }
-                self.close_connection(conn_id, "dropped from the full flow table");
+                // The server may still acknowledge the last request.
+                self.close_connection(conn_id, "dropped from the full flow table", None);
             }
-            FlowEvent::Closed { conn_id, .. } => self.close_connection(conn_id, "connection closed"),
+            FlowEvent::Closed { conn_id, server_acked, .. } => {
+                self.close_connection(conn_id, "connection closed", Some(server_acked));
+            }
         }
     }
 
-    fn close_connection(&mut self, conn_id: u64, why: &str) {
+    /// Ends the connection `conn_id` and writes the records of its calls
+    /// still waiting for a response, saying `why` there was none.
+    /// `server_acked`, when the connection is over, is how far the server
+    /// acknowledged the client's stream (see [`Connection::finish`]).
+    fn close_connection(&mut self, conn_id: u64, why: &str, server_acked: Option<u64>) {
         if let Some(mut connection) = self.connections.remove(&conn_id) {
             let endpoints = connection.endpoints();
             if self.by_endpoints.get(&endpoints) == Some(&conn_id) {
@@ -413,7 +420,7 @@ impl Pipeline {
                 policy: &mut policy,
                 tokens: self.tokens.store(),
             };
-            let output = connection.finish(why, &mut context);
+            let output = connection.finish(why, server_acked, &mut context);
             drop(policy);
             self.write_output(output);
         }

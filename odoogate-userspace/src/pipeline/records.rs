@@ -325,6 +325,24 @@ pub fn mark_conflicting(record: &mut AuditRecord, kind: ConflictKind) {
     record.message = message_of(Decision::WouldDeny, integration, target, record.protocol.unwrap_or("unknown"), reason);
 }
 
+/// Code of a call record whose request the server never acknowledged to its
+/// end before the connection closed.
+pub const UNACKNOWLEDGED: &str = "unacknowledged_request";
+
+/// Marks a call record, completed without a response, whose request the
+/// server's TCP stack never acknowledged to its end before the connection
+/// closed. Odoo may never have read the request: a data segment replayed or
+/// forged after its connection closed gives such a record, and so does an
+/// acknowledgement that the capture missed. A code that the record already
+/// carries (a conflict, a decode error) is kept, because it tells more about
+/// the bytes.
+pub fn mark_unacknowledged(record: &mut AuditRecord) {
+    record.error_code.get_or_insert_with(|| UNACKNOWLEDGED.to_owned());
+    record
+        .message
+        .push_str(" (the server never acknowledged the whole request, so Odoo may not have received it)");
+}
+
 /// Builds the record for bytes the framer skipped because they formed no
 /// HTTP message: after a capture gap, after a malformed head, or a message
 /// cut short by the close. It is a decode error, not a capture loss: the

@@ -205,6 +205,60 @@ fn call_without_response_is_recorded_at_close() {
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].outcome, None);
     assert!(records[0].message.contains("no response"), "{}", records[0].message);
+    // The server's FIN acknowledged the request.
+    assert_eq!(records[0].error_code, None, "{}", records[0].message);
+}
+
+/// A request segment replayed after its connection closed reaches a server
+/// with no socket for it, which replies with a RST and never acknowledges
+/// the bytes. Its call record says so.
+#[test]
+fn replayed_request_is_marked_unacknowledged() {
+    let (mut pipeline, sink) = pipeline();
+    let mut conn = Conn::new("10.0.0.2:40020");
+    conn.send(&mut pipeline, &jsonrpc_request("crm.lead", "create"));
+    // Linux resets with the sequence number the segment acknowledged, and
+    // without the ACK flag.
+    pipeline.handle(conn.segment(false, TcpFlags::RST, b""));
+
+    let records = calls(&sink);
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].error_code.as_deref(), Some(records::UNACKNOWLEDGED));
+    assert!(records[0].message.contains("never acknowledged"), "{}", records[0].message);
+}
+
+/// Only the requests past the server's last acknowledgement are marked.
+#[test]
+fn acknowledged_request_before_unacknowledged_one() {
+    let (mut pipeline, sink) = pipeline();
+    let mut conn = Conn::new("10.0.0.2:40021");
+    conn.open(&mut pipeline);
+    conn.send(&mut pipeline, &jsonrpc_request("crm.lead", "create"));
+    pipeline.handle(conn.segment(false, TcpFlags::ACK, b""));
+    conn.send(&mut pipeline, &jsonrpc_request("crm.lead", "write"));
+    pipeline.handle(conn.segment(false, TcpFlags::RST, b""));
+
+    let records = calls(&sink);
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert_eq!(records[0].method.as_deref(), Some("create"));
+    assert_eq!(records[0].error_code, None, "{}", records[0].message);
+    assert_eq!(records[1].method.as_deref(), Some("write"));
+    assert_eq!(records[1].error_code.as_deref(), Some(records::UNACKNOWLEDGED));
+}
+
+/// A connection still open when the daemon stops may go on, and the server
+/// may still acknowledge its request, so its calls are not marked.
+#[test]
+fn calls_at_shutdown_are_not_marked() {
+    let (mut pipeline, sink) = pipeline();
+    let mut conn = Conn::new("10.0.0.2:40022");
+    conn.open(&mut pipeline);
+    conn.send(&mut pipeline, &jsonrpc_request("crm.lead", "create"));
+    pipeline.finish();
+
+    let records = calls(&sink);
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].error_code, None, "{}", records[0].message);
 }
 
 #[test]
