@@ -380,6 +380,9 @@ allow = [{ models = ["res.partner"], methods = ["*"] }]
     let replayed: Vec<_> = calls.iter().filter(|r| r.get("ODOOGATE_SRC_PORT").map(String::as_str) == Some("40999")).collect();
     assert_eq!(replayed.len(), 1, "the replayed request gives one call record: {calls:#?}");
     assert_eq!(replayed[0].get("ODOOGATE_ERROR_CODE").map(String::as_str), Some("unacknowledged_request"), "{:#?}", replayed[0]);
+    let spoofed: Vec<_> = records.iter().filter(|r| r.get("ODOOGATE_ERROR_CODE").map(String::as_str) == Some("spoofed_segment")).collect();
+    assert_eq!(spoofed.len(), 1, "the forged server segment gives one record: {records:#?}");
+    assert_eq!(spoofed[0].get("ODOOGATE_EVENT").map(String::as_str), Some("framing_anomaly"), "{:#?}", spoofed[0]);
     let real: Vec<_> = calls.iter().filter(|r| r.get("ODOOGATE_SRC_PORT").map(String::as_str) != Some("40999")).collect();
     assert!(!real.is_empty(), "the real calls are recorded");
     for record in real {

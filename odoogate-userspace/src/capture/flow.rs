@@ -8,11 +8,11 @@
 //! the bytes buffered in all flows together (the largest buffers give up
 //! their holes first).
 
-use super::event::{FlowKey, Segment};
+use super::event::{Endpoint, FlowKey, Segment};
 use super::reassembly::{ConflictKind, Delivery, Reassembler};
 use bytes::Bytes;
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// The direction of a byte stream within a flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -89,6 +89,14 @@ pub enum FlowEvent {
         offset: u64,
         kind: ConflictKind,
     },
+    /// A segment from `src` to `dst` that the flow table ignored because
+    /// the receiver's kernel ignores it too, and that a host crafting
+    /// packets may have sent. Counted in [`FlowStats`] as well.
+    Ignored {
+        src: SocketAddr,
+        dst: SocketAddr,
+        kind: IgnoredKind,
+    },
     /// The flow ended; no event with this `conn_id` follows.
     /// `server_acked` is the offset in the client's stream up to which the
     /// server acknowledged the client's bytes: a request that ends beyond
@@ -98,6 +106,18 @@ pub enum FlowEvent {
         reason: CloseReason,
         server_acked: u64,
     },
+}
+
+/// The reason a segment was ignored ([`FlowEvent::Ignored`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IgnoredKind {
+    /// It arrived on interface `ifindex`, not `lo`, with a source address
+    /// of this host, which this host did not send
+    /// ([`FlowStats::spoofed_segments`]).
+    Spoofed { ifindex: u32 },
+    /// A RST on the flow `conn_id` of `client` whose sequence number was
+    /// not the one the receiver expects ([`FlowStats::ignored_resets`]).
+    Reset { conn_id: u64, client: Endpoint },
 }
 
 /// Counters of the flow table.
@@ -355,6 +375,8 @@ impl FlowTable {
     pub fn push(&mut self, segment: Segment, out: &mut Vec<FlowEvent>) {
         if self.is_spoofed(&segment) {
             self.stats.spoofed_segments += 1;
+            let ifindex = segment.ingress_ifindex.unwrap_or_default();
+            out.push(FlowEvent::Ignored { src: segment.src, dst: segment.dst, kind: IgnoredKind::Spoofed { ifindex } });
             return;
         }
         if segment.first_fragment {
@@ -378,11 +400,21 @@ impl FlowTable {
 
         let timestamp_ns = segment.timestamp_ns;
         let rst = segment.flags.rst();
-        if rst && !self.flows.get(&key).is_some_and(|flow| flow.accepts_reset(direction, segment.seq)) {
-            // The receiver's kernel ignores it, so a RST crafted or sent
-            // blind by another host does not end the flow here either.
-            self.stats.ignored_resets += 1;
-            return;
+        if rst {
+            let flow = self.flows.get(&key);
+            if !flow.is_some_and(|flow| flow.accepts_reset(direction, segment.seq)) {
+                // The receiver's kernel ignores it, so a RST crafted or sent
+                // blind by another host does not end the flow here either.
+                self.stats.ignored_resets += 1;
+                if let Some(flow) = flow {
+                    out.push(FlowEvent::Ignored {
+                        src: segment.src,
+                        dst: segment.dst,
+                        kind: IgnoredKind::Reset { conn_id: flow.conn_id, client: key.client },
+                    });
+                }
+                return;
+            }
         }
         self.touch(&key, timestamp_ns);
         self.with_flow(&key, out, |flow, deliveries, out| {
@@ -715,6 +747,8 @@ fn count_events(stats: &mut FlowStats, events: &[FlowEvent]) {
             FlowEvent::Conflict { kind: ConflictKind::UrgentData, .. } => stats.urgent_data += 1,
             // Counted in `ip_fragments` with the fragments outside any flow.
             FlowEvent::Conflict { kind: ConflictKind::IpFragment, .. } => {}
+            // Counted where they are ignored.
+            FlowEvent::Ignored { .. } => {}
             FlowEvent::Opened { .. } | FlowEvent::Data { .. } | FlowEvent::Closed { .. } => {}
         }
     }
@@ -724,7 +758,6 @@ fn count_events(stats: &mut FlowStats, events: &[FlowEvent]) {
 mod tests {
     use super::*;
     use crate::capture::event::TcpFlags;
-    use std::net::SocketAddr;
 
     const CLIENT: &str = "127.0.0.1:40000";
     const SERVER: &str = "127.0.0.1:8069";
@@ -1074,6 +1107,8 @@ mod tests {
         let forged = Segment { ingress_ifindex: Some(2), ..segment(SERVER, CLIENT, SERVER_ISN + 1, CLIENT_ISN + 5, TcpFlags::ACK, b"") };
         table.push(forged, &mut out);
         assert_eq!(table.stats().spoofed_segments, 1);
+        let ignored = FlowEvent::Ignored { src: addr(SERVER), dst: addr(CLIENT), kind: IgnoredKind::Spoofed { ifindex: 2 } };
+        assert_eq!(out.iter().filter(|event| **event == ignored).count(), 1, "{out:?}");
 
         // The real copy is still compared with the kept one.
         table.push(segment(CLIENT, SERVER, CLIENT_ISN + 1, SERVER_ISN + 1, TcpFlags::ACK, b"real"), &mut out);
@@ -1141,6 +1176,16 @@ mod tests {
         table.push(segment(SERVER, CLIENT, SERVER_ISN + 7, 0, TcpFlags::RST, b""), &mut out);
         assert!(closes(&out).is_empty(), "{out:?}");
         assert_eq!(table.stats().ignored_resets, 4);
+        let ignored: Vec<_> = out
+            .iter()
+            .filter_map(|event| match event {
+                FlowEvent::Ignored { src, kind: IgnoredKind::Reset { conn_id, client }, .. } => Some((*src, *conn_id, *client)),
+                _ => None,
+            })
+            .collect();
+        let from_client = (addr(CLIENT), 1, addr(CLIENT));
+        let from_server = (addr(SERVER), 1, addr(CLIENT));
+        assert_eq!(ignored, vec![from_client, from_client, from_client, from_server]);
 
         table.push(segment(CLIENT, SERVER, CLIENT_ISN + 4, 0, TcpFlags::RST, b""), &mut out);
         assert_eq!(closes(&out), vec![(1, CloseReason::Rst)]);

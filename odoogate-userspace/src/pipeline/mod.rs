@@ -379,6 +379,9 @@ impl Pipeline {
                 let output = connection.conflict(direction, offset, kind);
                 self.write_output(output);
             }
+            FlowEvent::Ignored { src, dst, kind } => {
+                self.write_output(vec![records::ignored_segment(src, dst, kind)]);
+            }
             FlowEvent::Closed { conn_id, reason: CloseReason::Evicted, .. } => {
                 self.stats.flows_evicted += 1;
                 self.flows_evicted.store(self.stats.flows_evicted, Ordering::Relaxed);

@@ -1,7 +1,7 @@
 //! Builders for the audit records the pipeline writes.
 
 use crate::audit::{AuditEvent, AuditRecord, Decision, Identity};
-use crate::capture::flow::Direction;
+use crate::capture::flow::{Direction, IgnoredKind};
 use crate::capture::reassembly::ConflictKind;
 use crate::capture::{CaptureStats, Endpoint, FlowKey};
 use crate::config::Config;
@@ -12,6 +12,7 @@ use crate::policy::{self, Verdict};
 use crate::rpc::call::MAX_RECORD_IDS;
 use crate::rpc::{Call, CallKind, DecodeError};
 use std::fmt;
+use std::net::SocketAddr;
 use std::time::{Instant, SystemTime};
 
 fn direction_name(direction: Direction) -> &'static str {
@@ -323,6 +324,42 @@ pub fn mark_conflicting(record: &mut AuditRecord, kind: ConflictKind) {
     let target = parts_of_target(record.model.as_deref(), record.method.as_deref(), None);
     let integration = record.integration.as_deref().unwrap_or("unidentified");
     record.message = message_of(Decision::WouldDeny, integration, target, record.protocol.unwrap_or("unknown"), reason);
+}
+
+/// Code of a record for a segment that arrived from the network with a
+/// source address of this host.
+pub const SPOOFED_SEGMENT: &str = "spoofed_segment";
+
+/// Code of a record for a RST at a sequence number the receiver ignores.
+pub const IGNORED_RESET: &str = "ignored_reset";
+
+/// Builds the record for a segment from `src` to `dst` that the flow table
+/// ignored, as the receiver's kernel does (see [`IgnoredKind`]). Such
+/// segments are crafted, or sent blind by another host, or for a RST, sent
+/// after a segment that the capture missed. The records share the rate
+/// limit of the other error records, so a flood of them cannot flood the
+/// journal.
+pub fn ignored_segment(src: SocketAddr, dst: SocketAddr, kind: IgnoredKind) -> AuditRecord {
+    match kind {
+        IgnoredKind::Spoofed { ifindex } => {
+            let message = format!(
+                "ignored a segment from {src} to {dst} that arrived on interface {ifindex} with a source address of \
+                 this host, which this host did not send"
+            );
+            let mut record = AuditRecord::new(AuditEvent::FramingAnomaly, message);
+            record.error_code = Some(SPOOFED_SEGMENT.to_owned());
+            record
+        }
+        IgnoredKind::Reset { conn_id, client } => {
+            let message = format!(
+                "ignored a RST from {src} to {dst} on connection {conn_id}, because its sequence number is not the \
+                 one the receiver expects, so the receiver's kernel ignores it too"
+            );
+            let mut record = flow_record(AuditEvent::FramingAnomaly, message, conn_id, client);
+            record.error_code = Some(IGNORED_RESET.to_owned());
+            record
+        }
+    }
 }
 
 /// Code of a call record whose request the server never acknowledged to its

@@ -227,6 +227,44 @@ fn replayed_request_is_marked_unacknowledged() {
     assert!(records[0].message.contains("never acknowledged"), "{}", records[0].message);
 }
 
+/// Segments that the server's or the client's kernel ignores (a forged
+/// server segment from the network, a RST at the wrong sequence number)
+/// leave a record each, and the call goes on.
+#[test]
+fn ignored_segments_are_recorded() {
+    let (mut pipeline, sink) = pipeline();
+    pipeline.set_local_addresses(["10.0.0.1".parse().unwrap()]);
+    let mut conn = Conn::new("10.0.0.2:40023");
+    conn.open(&mut pipeline);
+    conn.send(&mut pipeline, &jsonrpc_request("crm.lead", "create"));
+
+    let CaptureEvent::Segment(segment) = conn.segment(false, TcpFlags::ACK, b"") else { unreachable!() };
+    pipeline.handle(CaptureEvent::Segment(Segment { ingress_ifindex: Some(3), ..segment }));
+    let blind = conn.client_seq.wrapping_add(1000);
+    let CaptureEvent::Segment(segment) = conn.segment(true, TcpFlags::RST, b"") else { unreachable!() };
+    pipeline.handle(CaptureEvent::Segment(Segment { seq: blind, ..segment }));
+    conn.answer(&mut pipeline, &jsonrpc_response("42"));
+    conn.close(&mut pipeline);
+
+    let records = sink.0.lock().unwrap().clone();
+    let spoofed: Vec<_> = records.iter().filter(|r| r.error_code.as_deref() == Some(records::SPOOFED_SEGMENT)).collect();
+    assert_eq!(spoofed.len(), 1, "{records:?}");
+    assert_eq!(spoofed[0].event, AuditEvent::FramingAnomaly);
+    assert!(spoofed[0].message.contains("10.0.0.1:8069 to 10.0.0.2:40023"), "{}", spoofed[0].message);
+    assert!(spoofed[0].message.contains("interface 3"), "{}", spoofed[0].message);
+
+    let resets: Vec<_> = records.iter().filter(|r| r.error_code.as_deref() == Some(records::IGNORED_RESET)).collect();
+    assert_eq!(resets.len(), 1, "{records:?}");
+    assert_eq!(resets[0].event, AuditEvent::FramingAnomaly);
+    assert_eq!(resets[0].src_port, Some(40023));
+    assert!(resets[0].conn_id.is_some());
+
+    let calls = calls(&sink);
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].decision, Some(Decision::Allow), "{:?}", calls[0]);
+    assert_eq!(calls[0].error_code, None, "{:?}", calls[0]);
+}
+
 /// Only the requests past the server's last acknowledgement are marked.
 #[test]
 fn acknowledged_request_before_unacknowledged_one() {
