@@ -14,13 +14,20 @@ the library raised. SCENARIO is one of:
   and field narrowing; xmlrpc and odoorpc also read through the positional
   object.execute.
 
-Three more modes test the connection itself rather than a library:
+Four more modes test the connection itself rather than a library:
 - connect: open one TCP connection and print the errno on failure;
 - duplicate-content-length: send one JSON-RPC call with two
   Content-Length headers and print the response's status line;
 - loop: call res.partner.search_count over a new connection every 50 ms,
   each with a 1 second timeout, and print one line per attempt until
-  killed.
+  killed;
+- keep-alive (usage: enforce_client.py keep-alive HOST PORT CREDENTIAL
+  CONNECTIONS ROUNDS PAUSE): open CONNECTIONS kept-alive connections, and in
+  each of ROUNDS rounds call res.partner.read on every connection in turn,
+  with PAUSE seconds between rounds. Connection N reads partner N + 1 in
+  the first round and the next of the ids 1, 2 and 3 in each later one.
+  Prints one line per call with the connection's index and local port,
+  the id requested and the ids returned.
 """
 
 import http.client
@@ -189,6 +196,39 @@ def duplicate_content_length():
                       "status_line": response.split(b"\r\n", 1)[0].decode()}))
 
 
+def read_body(record_id):
+    return json.dumps({"jsonrpc": "2.0", "method": "call", "id": record_id, "params": {
+        "service": "object", "method": "execute_kw",
+        "args": [DB, 2, credential, "res.partner", "read", [[record_id]], {"fields": ["name"]}]}}).encode()
+
+
+def keep_alive(connections, rounds, pause):
+    clients = [http.client.HTTPConnection(host, port, timeout=10) for _ in range(connections)]
+    for round_index in range(rounds):
+        if round_index:
+            time.sleep(pause)
+        for index, client in enumerate(clients):
+            record_id = (index + round_index) % 3 + 1
+            line = {"step": "keep-alive", "connection": index, "round": round_index, "record_id": record_id}
+            try:
+                client.request("POST", "/jsonrpc", read_body(record_id), {"Content-Type": "application/json"})
+                # http.client opens a new connection for a request after a
+                # close, so the port names the connection the call went on.
+                line["local_port"] = client.sock.getsockname()[1]
+                response = client.getresponse()
+                answer = json.loads(response.read())
+                line["status"] = response.status
+                line["connection_header"] = response.getheader("Connection")
+                line["ok"] = "result" in answer
+                line["result"] = [row["id"] for row in answer.get("result") or []]
+            except (OSError, http.client.HTTPException, ValueError) as error:
+                line["ok"] = False
+                line["error"] = f"{type(error).__name__}: {error}"
+            print(json.dumps(line), flush=True)
+    for client in clients:
+        client.close()
+
+
 def loop():
     attempt = 0
     while True:
@@ -210,6 +250,8 @@ elif library == "duplicate-content-length":
     duplicate_content_length()
 elif library == "loop":
     loop()
+elif library == "keep-alive":
+    keep_alive(int(sys.argv[5]), int(sys.argv[6]), float(sys.argv[7]))
 elif library == "xmlrpc":
     xmlrpc_stdlib()
 elif library == "odoorpc":

@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
 
@@ -334,5 +335,140 @@ fn fail_closed_across_kill_and_restart() -> anyhow::Result<()> {
     // With the daemon stopped and nothing pinned, uninstall finds nothing.
     let output = site.odoogate(&["uninstall", "--pin-dir", &pin_dir.to_string_lossy()])?;
     assert!(output.contains("nothing to remove"), "{output}");
+    Ok(())
+}
+
+/// Local clients may read partners, which the keep-alive client does one
+/// partner per call.
+const READ_INTEGRATION: &str = "[[integration]]\nname = \"local\"\nmatch = { ip = [\"127.0.0.1/32\"] }\nallow = [{ models = [\"res.partner\"], methods = [\"read\"] }]\n";
+
+/// The threads that serve client connections in `odoogate run`
+/// (`PROXY_THREADS` in odoogate-userspace/src/cli/run/enforce.rs). Each
+/// reuses only the upstream connections it opened, so calls made one after
+/// another use at most one upstream connection per thread.
+const PROXY_THREADS: usize = 2;
+
+/// Runs the keep-alive client with `connections` client connections and
+/// `rounds` rounds of reads, `pause` seconds apart, and checks each
+/// call's response: the partner requested, on the same client connection
+/// as the other calls of that connection.
+fn keep_alive_calls(site: &Site, connections: usize, rounds: usize, pause: &str) -> anyhow::Result<Vec<Json>> {
+    let port = site.port.to_string();
+    let (connections_arg, rounds_arg) = (connections.to_string(), rounds.to_string());
+    let args = ["keep-alive", "127.0.0.1", &port, API_KEY, &connections_arg, &rounds_arg, pause];
+    let lines = site.run_client("enforce_client.py", &args, None, false)?;
+
+    assert_eq!(lines.len(), connections * rounds, "one line per call: {lines:?}");
+    for line in &lines {
+        assert_eq!(line["ok"], true, "{line}");
+        assert_eq!(line["status"], 200, "{line}");
+        assert_eq!(line["result"], serde_json::json!([line["record_id"]]), "the response contains the partner requested: {line}");
+        assert_ne!(line["connection_header"], "close", "odoogate kept the client connection open: {line}");
+    }
+    for index in 0..connections {
+        let ports: BTreeSet<u64> =
+            lines.iter().filter(|line| line["connection"] == index).filter_map(|line| line["local_port"].as_u64()).collect();
+        assert_eq!(ports.len(), 1, "client connection {index} carried all its calls: {lines:?}");
+    }
+    let ports: BTreeSet<u64> = lines.iter().filter_map(|line| line["local_port"].as_u64()).collect();
+    assert_eq!(ports.len(), connections, "each client connection has its own port: {lines:?}");
+    Ok(lines)
+}
+
+/// Returns the upstream connection number of each `read` that Odoo
+/// received, in order. The Odoo-like server numbers its connections with
+/// `--keep-alive`.
+fn upstream_connections(site: &Site) -> Vec<u64> {
+    upstream_calls(&site.upstream_requests(), "read")
+        .iter()
+        .map(|entry| entry["connection"].as_u64().unwrap_or_else(|| panic!("no connection number in {entry}")))
+        .collect()
+}
+
+/// Checks the audit record of each call in `lines`: allowed, with outcome
+/// `ok` and status 200, and found by the client's port with the partner it
+/// requested. The calls of one client connection share a connection id,
+/// which no other client connection has.
+fn assert_read_records(records: &[Record], lines: &[Json]) {
+    let reads = find(records, Some("res.partner"), "read");
+    assert_eq!(reads.len(), lines.len(), "one record per call: {reads:?}");
+    for record in &reads {
+        assert_field(record, "ODOOGATE_DECISION", "allow");
+        assert_field(record, "ODOOGATE_INTEGRATION", "local");
+        assert_field(record, "ODOOGATE_PROTOCOL", "jsonrpc");
+        assert_field(record, "ODOOGATE_OUTCOME", "ok");
+        assert_field(record, "ODOOGATE_HTTP_STATUS", "200");
+    }
+
+    let ports: BTreeSet<u64> = lines.iter().filter_map(|line| line["local_port"].as_u64()).collect();
+    let mut conn_ids = BTreeSet::new();
+    for port in &ports {
+        let on_port: Vec<&Record> =
+            reads.iter().copied().filter(|record| record.get("ODOOGATE_SRC_PORT") == Some(&port.to_string())).collect();
+        let mut recorded: Vec<String> = on_port.iter().filter_map(|record| record.get("ODOOGATE_RECORD_IDS").cloned()).collect();
+        let mut requested: Vec<String> =
+            lines.iter().filter(|line| line["local_port"] == *port).map(|line| line["record_id"].to_string()).collect();
+        recorded.sort();
+        requested.sort();
+        assert_eq!(recorded, requested, "the partners read through client port {port}: {on_port:?}");
+
+        let ids: BTreeSet<&str> = on_port.iter().filter_map(|record| record.get("ODOOGATE_CONN_ID").map(String::as_str)).collect();
+        assert_eq!(ids.len(), 1, "the calls of client port {port} share one connection id: {on_port:?}");
+        conn_ids.extend(ids);
+    }
+    assert_eq!(conn_ids.len(), ports.len(), "each client connection has its own connection id: {conn_ids:?}");
+}
+
+#[test]
+fn keep_alive_upstream_connections_reused() -> anyhow::Result<()> {
+    if !common::can_run() {
+        return Ok(());
+    }
+    let mut site = Site::start_enforce_with_upstream_args("keepalive", READ_INTEGRATION, "deny", &["--keep-alive"])?;
+
+    // The calls of one client connection all go on one upstream
+    // connection: each response leaves it reusable, and the next call
+    // takes it from the pool of the proxy thread serving the client.
+    let single_connection = keep_alive_calls(&site, 1, 4, "0")?;
+    let first = upstream_connections(&site);
+    assert_eq!(first.len(), 4, "every call reached Odoo: {first:?}");
+    assert!(first.iter().all(|connection| *connection == first[0]), "one upstream connection carried them: {first:?}");
+
+    // Three client connections calling in turn share the upstream
+    // connections, at most one per proxy thread.
+    let several_connections = keep_alive_calls(&site, 3, 3, "0")?;
+    let all = upstream_connections(&site);
+    assert_eq!(all.len(), 13, "every call reached Odoo: {all:?}");
+    let second: BTreeSet<u64> = all[first.len()..].iter().copied().collect();
+    assert!(second.len() <= PROXY_THREADS, "9 calls on 3 client connections used {} upstream connections: {all:?}", second.len());
+
+    let records = site.stop_and_read(13)?;
+    assert_read_records(&records, &[single_connection, several_connections].concat());
+    Ok(())
+}
+
+#[test]
+fn upstream_idle_close_reconnects() -> anyhow::Result<()> {
+    if !common::can_run() {
+        return Ok(());
+    }
+    let upstream_args = ["--keep-alive", "--keep-alive-timeout", "0.2", "--verbose"];
+    let mut site = Site::start_enforce_with_upstream_args("idleclose", READ_INTEGRATION, "deny", &upstream_args)?;
+
+    // The upstream closes its connection 0.2 s after the first response.
+    // odoogate keeps an idle connection for 1 s, so at the second call,
+    // 0.8 s later, the closed connection is still in the pool unless the
+    // machine stalled. The peek before reuse finds the close, and the call
+    // goes on a new connection. Sent on the closed one, this POST would
+    // have got a 502, because odoogate does not send a POST twice.
+    let lines = keep_alive_calls(&site, 1, 2, "0.8")?;
+    let connections = upstream_connections(&site);
+    assert_eq!(connections.len(), 2, "both calls reached Odoo: {connections:?}");
+    assert_ne!(connections[0], connections[1], "the second call went on a new upstream connection");
+    let upstream_log = site.upstream_log();
+    assert!(upstream_log.contains("Request timed out"), "the upstream closed the idle connection itself:\n{upstream_log}");
+
+    let records = site.stop_and_read(2)?;
+    assert_read_records(&records, &lines);
     Ok(())
 }

@@ -82,9 +82,15 @@ enum Command {
     #[command(hide = true)]
     GenerateManual(manual::ManualArgs),
     /// Run the Odoo-like upstream server used by the demo and the tests.
+    ///
+    /// Like Odoo 19's server, it closes the connection after every
+    /// response. With `--keep-alive` it keeps the connection open for the
+    /// next request, and `--keep-alive-timeout SECONDS` closes a connection
+    /// idle that long.
     #[command(hide = true)]
     OdooLike {
-        /// Arguments passed to the server (see `--help` after `--`).
+        /// Arguments passed to the server, such as `--listen HOST:PORT` and
+        /// `--keep-alive` (see `--help` after `--`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },

@@ -94,6 +94,7 @@ mod tests {
         assert!(help.starts_with("usage: odoo_like.py "), "{help}");
         assert!(help.contains("An HTTP server that answers Odoo's RPC surfaces the way Odoo 19 does."), "{help}");
         assert!(help.contains("--ready-file"), "{help}");
+        assert!(help.contains("--keep-alive-timeout SECONDS"), "{help}");
     }
 
     #[test]
@@ -108,12 +109,14 @@ mod tests {
         assert!(String::from_utf8_lossy(&output.stdout).starts_with("usage: odoo_like.py "), "{output:?}");
     }
 
-    #[test]
-    fn server_answers_version_request() {
-        let dir = ScratchDir::new("odoo-like-serve");
+    /// Starts the server on a port the system chooses, with `args` after
+    /// `--listen` and `--ready-file`, and returns it with that port.
+    fn start_on_any_port(dir: &ScratchDir, args: &[&str]) -> (Server, u16) {
         let ready_file = dir.join("ready");
         let ready_arg = ready_file.display().to_string();
-        let _server = Server(start(&mut command(&strings(&["--listen", "127.0.0.1:0", "--ready-file", &ready_arg]))).unwrap());
+        let mut all_args = strings(&["--listen", "127.0.0.1:0", "--ready-file", &ready_arg]);
+        all_args.extend(strings(args));
+        let server = Server(start(&mut command(&all_args)).unwrap());
 
         let deadline = Instant::now() + Duration::from_secs(10);
         let port = loop {
@@ -123,17 +126,97 @@ mod tests {
             assert!(Instant::now() < deadline, "the server wrote no ready file within 10 s");
             std::thread::sleep(Duration::from_millis(20));
         };
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        (server, port)
+    }
+
+    /// Returns a JSON-RPC `common.version` request.
+    fn version_request() -> String {
         let body = r#"{"jsonrpc": "2.0", "method": "call", "params": {"service": "common", "method": "version", "args": []}, "id": 1}"#;
-        let request = format!(
+        format!(
             "POST /jsonrpc HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
-        );
-        stream.write_all(request.as_bytes()).unwrap();
+        )
+    }
+
+    /// Reads one response framed by its `Content-Length` and returns its
+    /// head and body.
+    fn read_response(reader: &mut impl std::io::BufRead) -> (String, String) {
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            assert_ne!(reader.read_line(&mut line).unwrap(), 0, "the connection closed within the head: {head}");
+            head.push_str(&line);
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let length = head
+            .lines()
+            .find_map(|line| line.strip_prefix("Content-Length: "))
+            .unwrap_or_else(|| panic!("no Content-Length in {head}"))
+            .parse::<usize>()
+            .unwrap();
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+        (head, String::from_utf8(body).unwrap())
+    }
+
+    #[test]
+    fn server_answers_version_request() {
+        let dir = ScratchDir::new("odoo-like-serve");
+        let (_server, port) = start_on_any_port(&dir, &[]);
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.write_all(version_request().as_bytes()).unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).unwrap();
 
         assert!(response.starts_with("HTTP/1."), "{response}");
+        assert!(response.contains("\r\nConnection: close\r\n"), "{response}");
         assert!(response.contains(r#""server_version": "19.0""#), "{response}");
+    }
+
+    #[test]
+    fn keep_alive_answers_twice_on_one_connection() {
+        let dir = ScratchDir::new("odoo-like-keep-alive");
+        let log = dir.join("requests.jsonl");
+        let log_arg = log.display().to_string();
+        let (_server, port) = start_on_any_port(&dir, &["--keep-alive", "--request-log", &log_arg]);
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+
+        for attempt in 1..=2 {
+            stream.write_all(version_request().as_bytes()).unwrap();
+            let (head, body) = read_response(&mut reader);
+            assert!(head.starts_with("HTTP/1.1 200 "), "response {attempt}: {head}");
+            assert!(!head.to_ascii_lowercase().contains("connection: close"), "response {attempt}: {head}");
+            assert!(body.contains(r#""server_version": "19.0""#), "response {attempt}: {body}");
+        }
+
+        let entries: Vec<serde_json::Value> =
+            std::fs::read_to_string(&log).unwrap().lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+        assert_eq!(entries.len(), 2, "{entries:?}");
+        for entry in &entries {
+            assert_eq!(entry["connection"], 1, "both calls came on the first connection: {entries:?}");
+        }
+    }
+
+    #[test]
+    fn keep_alive_timeout_closes_idle_connection() {
+        let dir = ScratchDir::new("odoo-like-keep-alive-timeout");
+        let (_server, port) = start_on_any_port(&dir, &["--keep-alive", "--keep-alive-timeout", "0.2"]);
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+
+        stream.write_all(version_request().as_bytes()).unwrap();
+        let (head, _) = read_response(&mut reader);
+        assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+        let idle_since = Instant::now();
+        let mut rest = Vec::new();
+        reader.read_to_end(&mut rest).unwrap();
+
+        assert!(rest.is_empty(), "bytes after the response: {rest:?}");
+        assert!(idle_since.elapsed() >= Duration::from_millis(150), "closed after {:?}, before the timeout", idle_since.elapsed());
     }
 }

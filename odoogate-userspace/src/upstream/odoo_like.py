@@ -6,7 +6,10 @@ on expat, and ``json``), keeps records in memory, and shapes its answers and
 errors after real Odoo 19.0 responses: XML-RPC faults with integer codes on
 ``/xmlrpc/2`` and string codes on legacy ``/xmlrpc``, JSON-RPC error objects,
 and JSON-2 statuses with the five-key error body. Like Odoo's werkzeug
-server, it closes the connection after every response.
+server, it closes the connection after every response. With --keep-alive it
+keeps the connection open for the client's next request instead, as a server
+between a proxy and Odoo (nginx with ``keepalive``) does, so that tests can
+exercise the proxy's reuse of upstream connections.
 
 Only the Python standard library is used, so it runs on any host with
 Python 3.9 or later.
@@ -17,6 +20,7 @@ import base64
 import datetime
 import fnmatch
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -348,6 +352,16 @@ class Handler(BaseHTTPRequestHandler):
         if self.server.verbose:
             sys.stderr.write("odoo-like: " + (fmt % args) + "\n")
 
+    def setup(self):
+        if self.server.keep_alive:
+            # StreamRequestHandler.setup applies the timeout to the socket,
+            # and http.server closes a connection whose read or write times
+            # out, also while it waits for the next request line.
+            self.timeout = self.server.keep_alive_timeout
+            with self.server.connection_lock:
+                self.connection_number = next(self.server.connection_numbers)
+        super().setup()
+
     # --- request plumbing -------------------------------------------------
 
     def read_body(self):
@@ -370,11 +384,17 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         for name, value in extra_headers:
             self.send_header(name, value)
-        self.send_header("Connection", "close")
+        # parse_request has set close_connection when the request asked for
+        # the close (Connection: close, or HTTP/1.0 without keep-alive).
+        if not self.server.keep_alive:
+            self.close_connection = True
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        elif self.request_version == "HTTP/1.0":
+            self.send_header("Connection", "keep-alive")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
-        self.close_connection = True
 
     def send_json(self, status, payload, extra_headers=()):
         body = json.dumps(payload).encode()
@@ -382,6 +402,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def record(self, entry):
         log = self.server.request_log
+        if self.server.keep_alive:
+            entry = dict(entry, connection=self.connection_number)
         if log is not None:
             with self.server.log_lock:
                 log.write(json.dumps(entry) + "\n")
@@ -398,6 +420,9 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Sec-WebSocket-Accept", accept)
         self.end_headers()
         self.wfile.flush()
+        # The echo has no timeout, also with --keep-alive-timeout, so a quiet
+        # WebSocket stays open until the client closes it.
+        self.connection.settimeout(None)
         while True:
             data = self.connection.recv(65536)
             if not data:
@@ -678,8 +703,20 @@ def main():
     parser.add_argument("--api-key", action="append", default=[], help="an API key of the admin user (repeatable)")
     parser.add_argument("--request-log", help="append one JSON line per received call to this file")
     parser.add_argument("--ready-file", help="write the port listened on to this file once the server listens")
+    parser.add_argument("--keep-alive", action="store_true",
+                        help="keep each connection open after a response for the client's next request (Odoo's "
+                             "werkzeug server closes it). Each request-log line then also has 'connection', the "
+                             "number of the TCP connection the call came on, from 1 in accept order")
+    parser.add_argument("--keep-alive-timeout", type=float, metavar="SECONDS",
+                        help="with --keep-alive, close a connection after SECONDS without a byte from the client "
+                             "(default: keep it until the client closes it)")
     parser.add_argument("--verbose", action="store_true")
     options = parser.parse_args()
+    if options.keep_alive_timeout is not None:
+        if not options.keep_alive:
+            parser.error("--keep-alive-timeout requires --keep-alive")
+        if not options.keep_alive_timeout > 0:
+            parser.error(f"invalid --keep-alive-timeout {options.keep_alive_timeout}: expected a number of seconds above 0")
 
     host, _, port = options.listen.rpartition(":")
     server = Server((host.strip("[]") or "0.0.0.0", int(port)), Handler)
@@ -687,6 +724,10 @@ def main():
     server.request_log = open(options.request_log, "a") if options.request_log else None
     server.log_lock = threading.Lock()
     server.verbose = options.verbose
+    server.keep_alive = options.keep_alive
+    server.keep_alive_timeout = options.keep_alive_timeout
+    server.connection_numbers = itertools.count(1)
+    server.connection_lock = threading.Lock()
     if options.ready_file:
         # The port, so that a caller may ask for port 0 and learn which one
         # the system chose. It is written to a temporary name first, so the

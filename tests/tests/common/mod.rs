@@ -171,14 +171,26 @@ impl Site {
     /// `cgroups` are created under a per-site parent and may be referenced
     /// in the TOML as `{cgroup:NAME}`.
     pub fn start(name: &str, cgroups: &[&str], integrations: &str, unidentified: &str) -> anyhow::Result<Self> {
-        Self::start_in(SiteMode::Observe, name, cgroups, integrations, unidentified, "")
+        Self::start_in(SiteMode::Observe, name, cgroups, integrations, unidentified, "", &[])
     }
 
     /// Builds a site like [`Site::start`] or [`Site::start_enforce`] (no
     /// guard, no cgroups) whose configuration also has `sections`, such as
     /// `[capture]` or `[proxy]` tables.
     pub fn start_with_sections(mode: SiteMode, name: &str, integrations: &str, unidentified: &str, sections: &str) -> anyhow::Result<Self> {
-        Self::start_in(mode, name, &[], integrations, unidentified, sections)
+        Self::start_in(mode, name, &[], integrations, unidentified, sections, &[])
+    }
+
+    /// Builds an enforce site like [`Site::start_enforce`] (no guard, no
+    /// cgroups) whose Odoo-like upstream also gets `upstream_args`, such as
+    /// `--keep-alive`.
+    pub fn start_enforce_with_upstream_args(
+        name: &str,
+        integrations: &str,
+        unidentified: &str,
+        upstream_args: &[&str],
+    ) -> anyhow::Result<Self> {
+        Self::start_in(SiteMode::Enforce { guard: None }, name, &[], integrations, unidentified, "", upstream_args)
     }
 
     /// Builds the site and starts `odoogate run` in enforce mode, steered
@@ -193,7 +205,7 @@ impl Site {
         guard: Option<&[&str]>,
     ) -> anyhow::Result<Self> {
         let guard = guard.map(|names| names.iter().map(|name| (*name).to_owned()).collect());
-        Self::start_in(SiteMode::Enforce { guard }, name, cgroups, integrations, unidentified, "")
+        Self::start_in(SiteMode::Enforce { guard }, name, cgroups, integrations, unidentified, "", &[])
     }
 
     fn start_in(
@@ -203,6 +215,7 @@ impl Site {
         integrations: &str,
         unidentified: &str,
         sections: &str,
+        upstream_args: &[&str],
     ) -> anyhow::Result<Self> {
         let index = SITE_COUNTER.fetch_add(1, Ordering::SeqCst);
         let tag = format!("{}-{index}", std::process::id());
@@ -235,7 +248,8 @@ impl Site {
             .args(["--api-key", API_KEY, "--api-key", OTHER_API_KEY, "--request-log"])
             .arg(workdir.join("upstream-requests.jsonl"))
             .arg("--ready-file")
-            .arg(&ready);
+            .arg(&ready)
+            .args(upstream_args);
         let upstream = ChildGuard::spawn("odoo-like upstream", command, &in_odoo, &workdir.join("upstream.log"))?;
         lab::wait_for("the upstream", Duration::from_secs(10), || ready.exists())?;
 
@@ -373,7 +387,9 @@ impl Site {
     }
 
     /// The calls the upstream received, from its `--request-log`, one JSON
-    /// object each (no credential, only `credential_sha256_prefix`).
+    /// object each (no credential, only `credential_sha256_prefix`). With
+    /// `--keep-alive` each also has `connection`, the number of the
+    /// upstream connection it came on.
     pub fn upstream_requests(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(self.workdir.join("upstream-requests.jsonl"))
             .unwrap_or_default()
@@ -416,6 +432,11 @@ impl Site {
 
     pub fn local_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Returns the upstream's standard output and error.
+    pub fn upstream_log(&self) -> String {
+        std::fs::read_to_string(self.workdir.join("upstream.log")).unwrap_or_default()
     }
 
     pub fn remote_url(&self) -> String {
