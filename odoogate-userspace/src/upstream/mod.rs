@@ -36,9 +36,32 @@ pub fn write_script(directory: &Path) -> anyhow::Result<PathBuf> {
 /// The script goes to Python on stdin, so no file is written that a killed
 /// process could leave behind.
 pub fn run_foreground(args: &[String]) -> anyhow::Result<ExitCode> {
-    let mut child = start(&mut command(args))?;
+    let mut command = command(args);
+    end_with_parent(&mut command);
+    let mut child = start(&mut command)?;
     let status = child.wait().context("failed to wait for python3")?;
     Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Makes the kernel send SIGTERM to the child of `command` when this
+/// process ends. Otherwise a SIGTERM or SIGKILL to `odoogate odoo-like`
+/// would end only odoogate and leave Python listening on the port.
+fn end_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt as _;
+    let parent = std::process::id();
+    // SAFETY: the closure runs in the forked child before exec and makes
+    // only async-signal-safe system calls (prctl, getppid); it allocates
+    // nothing.
+    unsafe {
+        command.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM).map_err(std::io::Error::from)?;
+            // The parent may have ended before the prctl took effect.
+            if nix::unistd::getppid().as_raw() as u32 != parent {
+                return Err(std::io::Error::from(nix::errno::Errno::ESRCH));
+            }
+            Ok(())
+        });
+    }
 }
 
 /// Returns the `python3` command that runs the server with `args` once
