@@ -207,6 +207,8 @@ pub struct Connection {
     /// Bytes of the client's stream pushed or lost in gaps so far: the
     /// stream offset the reassembler delivers next.
     request_offset: u64,
+    /// Bytes or a gap came in either direction.
+    carried_data: bool,
     events: Vec<FramerEvent>,
 }
 
@@ -234,6 +236,7 @@ impl Connection {
             upgraded: false,
             requests_in_doubt: None,
             request_offset: 0,
+            carried_data: false,
             events: Vec::new(),
         }
     }
@@ -260,6 +263,11 @@ impl Connection {
         self.origin = origin;
     }
 
+    /// Tells whether any bytes, or a gap, came on the connection.
+    pub fn carried_data(&self) -> bool {
+        self.carried_data
+    }
+
     /// Frames `bytes` of one direction and returns the records that became
     /// complete.
     pub fn push(
@@ -269,6 +277,7 @@ impl Connection {
         timestamp_ns: u64,
         context: &mut CallContext<'_>,
     ) -> Vec<AuditRecord> {
+        self.carried_data = true;
         if direction == Direction::ToServer {
             self.request_offset += bytes.len() as u64;
         }
@@ -290,6 +299,7 @@ impl Connection {
     /// recorded without an outcome because their responses cannot be paired
     /// any more.
     pub fn gap(&mut self, direction: Direction, missing_bytes: u64) -> Vec<AuditRecord> {
+        self.carried_data = true;
         let mut events = std::mem::take(&mut self.events);
         let mut output = vec![records::capture_gap(self.conn_id, &self.key, direction, missing_bytes)];
         match direction {

@@ -323,11 +323,20 @@ impl Pipeline {
         self.tokens.flush();
     }
 
+    /// Files the origin of the connection that a client SYN opens. The
+    /// origin comes through the ring buffer before its SYN, so it usually
+    /// waits in `pending_origins` for the flow that the SYN opens. A
+    /// connection already on the same endpoints that has carried nothing is
+    /// that flow, and the SYN was sent again. One that has carried data is an
+    /// older connection whose end the capture did not see, and the client
+    /// reused its port, so it keeps its own origin.
     fn handle_origin(&mut self, origin: FlowOrigin) {
         let cgroup = self.cgroups.as_mut().and_then(|resolver| resolver.path(origin.cgroup_id));
         let info = Origin { cgroup, pid: origin.pid, comm: origin.comm.clone() };
         let key = (origin.client, origin.server);
-        if let Some(connection) = self.by_endpoints.get(&key).and_then(|id| self.connections.get_mut(id)) {
+        if let Some(connection) = self.by_endpoints.get(&key).and_then(|id| self.connections.get_mut(id))
+            && !connection.carried_data()
+        {
             connection.set_origin(info);
             return;
         }

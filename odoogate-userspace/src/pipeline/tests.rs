@@ -265,6 +265,64 @@ fn ignored_segments_are_recorded() {
     assert_eq!(calls[0].error_code, None, "{:?}", calls[0]);
 }
 
+fn origin_of(client: &str, comm: &str) -> CaptureEvent {
+    CaptureEvent::Origin(crate::capture::FlowOrigin {
+        client: client.parse().unwrap(),
+        server: "10.0.0.1:8069".parse().unwrap(),
+        cgroup_id: 0,
+        pid: Some(4242),
+        uid: None,
+        comm: Some(comm.to_owned()),
+        timestamp_ns: 0,
+    })
+}
+
+/// A client reuses the port of a connection whose end the capture did not
+/// see. The new connection's origin comes before its SYN, while the old
+/// flow is still in the table, and must go to the new connection.
+#[test]
+fn reused_port_gets_its_own_origin() {
+    let (mut pipeline, sink) = pipeline();
+    let mut conn = Conn::new("10.0.0.2:40030");
+    pipeline.handle(origin_of("10.0.0.2:40030", "old-job"));
+    conn.open(&mut pipeline);
+    conn.send(&mut pipeline, &jsonrpc_request("crm.lead", "create"));
+    conn.answer(&mut pipeline, &jsonrpc_response("41"));
+
+    pipeline.handle(origin_of("10.0.0.2:40030", "new-job"));
+    conn.client_seq = 900_000;
+    conn.server_seq = 700_000;
+    conn.open(&mut pipeline);
+    conn.send(&mut pipeline, &jsonrpc_request("crm.lead", "create"));
+    conn.answer(&mut pipeline, &jsonrpc_response("42"));
+    conn.close(&mut pipeline);
+
+    let calls = calls(&sink);
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(calls[0].comm.as_deref(), Some("old-job"));
+    assert_eq!(calls[1].comm.as_deref(), Some("new-job"));
+    assert_ne!(calls[0].conn_id, calls[1].conn_id);
+}
+
+/// An origin that comes after its SYN (the SYN was sent again) goes to
+/// the flow that SYN opened.
+#[test]
+fn origin_after_syn_reaches_its_flow() {
+    let (mut pipeline, sink) = pipeline();
+    let mut conn = Conn::new("10.0.0.2:40031");
+    pipeline.handle(conn.segment(true, TcpFlags::SYN, b""));
+    pipeline.handle(origin_of("10.0.0.2:40031", "late-job"));
+    pipeline.handle(conn.segment(false, TcpFlags::SYN | TcpFlags::ACK, b""));
+    pipeline.handle(conn.segment(true, TcpFlags::ACK, b""));
+    conn.send(&mut pipeline, &jsonrpc_request("crm.lead", "create"));
+    conn.answer(&mut pipeline, &jsonrpc_response("42"));
+    conn.close(&mut pipeline);
+
+    let calls = calls(&sink);
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].comm.as_deref(), Some("late-job"));
+}
+
 /// Only the requests past the server's last acknowledgement are marked.
 #[test]
 fn acknowledged_request_before_unacknowledged_one() {
