@@ -451,6 +451,14 @@ impl FlowTable {
         self.keys_by_id.get(&conn_id).copied()
     }
 
+    /// Returns the offset in the client's stream of flow `conn_id` up to
+    /// which the server acknowledged the client's bytes, or `None` when no
+    /// such flow is open.
+    pub fn server_acked(&self, conn_id: u64) -> Option<u64> {
+        let key = self.keys_by_id.get(&conn_id)?;
+        Some(self.flows.get(key)?.to_server.acked())
+    }
+
     pub fn stats(&self) -> FlowStats {
         FlowStats {
             flows: self.flows.len(),
@@ -1431,6 +1439,50 @@ mod tests {
 
         let conflicts = out.iter().filter(|event| matches!(event, FlowEvent::Conflict { .. })).count();
         assert_eq!(conflicts, 2, "{out:?}");
+    }
+
+    /// The pipeline places requests on the client's stream by counting the
+    /// bytes of its Data and Gap events, and compares that offset with
+    /// `server_acked`. Bytes before the stream start, urgent data, an IP
+    /// fragment, a hole, data after a FIN and a sequence number wrap must
+    /// not make the two disagree.
+    #[test]
+    fn server_acked_matches_delivered_offset() {
+        let mut table = table();
+        let mut out = Vec::new();
+        let isn = u32::MAX - 3;
+        let origin = isn.wrapping_add(1);
+        let at = |offset: u32| origin.wrapping_add(offset);
+        let ack = TcpFlags::ACK;
+        table.push(segment(CLIENT, SERVER, isn, 0, TcpFlags::SYN, b""), &mut out);
+        table.push(segment(SERVER, CLIENT, SERVER_ISN, origin, TcpFlags::SYN | ack, b""), &mut out);
+        let to_server = |seq: u32, flags: u8, payload: &[u8]| segment(CLIENT, SERVER, seq, SERVER_ISN + 1, flags, payload);
+        table.push(to_server(origin.wrapping_sub(2), ack, b"xxab"), &mut out);
+        table.push(to_server(at(2), ack | TcpFlags::URG, b"cd"), &mut out);
+        table.push(Segment { first_fragment: true, ..to_server(at(4), ack, b"ef") }, &mut out);
+        table.push(to_server(at(6), ack, b"ghij"), &mut out);
+        table.push(to_server(at(10), ack | TcpFlags::FIN, b""), &mut out);
+        table.push(to_server(at(10), ack, b"kl"), &mut out);
+        table.push(to_server(at(12), ack | TcpFlags::FIN, b""), &mut out);
+        table.push(segment(SERVER, CLIENT, SERVER_ISN + 1, at(13), ack, b""), &mut out);
+        table.push(to_server(at(13), TcpFlags::RST, b""), &mut out);
+
+        assert_eq!(closes(&out), vec![(1, CloseReason::Rst)]);
+        let delivered: u64 = out
+            .iter()
+            .map(|event| match event {
+                FlowEvent::Data { direction: Direction::ToServer, bytes, .. } => bytes.len() as u64,
+                FlowEvent::Gap { direction: Direction::ToServer, missing_bytes, .. } => *missing_bytes,
+                _ => 0,
+            })
+            .sum();
+        let server_acked = out.iter().find_map(|event| match event {
+            FlowEvent::Closed { server_acked, .. } => Some(*server_acked),
+            _ => None,
+        });
+        assert_eq!(data(&out, Direction::ToServer), b"abcdghijkl");
+        assert_eq!(delivered, 12);
+        assert_eq!(server_acked, Some(12), "the FIN takes a sequence number but no stream offset");
     }
 
     #[test]

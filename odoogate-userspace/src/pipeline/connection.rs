@@ -23,6 +23,12 @@ const WEB_LOGOUT_PATH: &str = "/web/session/logout";
 /// (pipelining). Beyond it the oldest is recorded without an outcome.
 const MAX_PENDING_CALLS: usize = 64;
 
+/// Upper bound on calls of one connection that were completed without a
+/// response (see [`Connection::take_acknowledged`]) and wait for the server
+/// to acknowledge their request. Beyond it the oldest is written marked as
+/// unacknowledged.
+const MAX_UNCONFIRMED_CALLS: usize = 16;
+
 /// The origin of a local client's connection.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Origin {
@@ -209,6 +215,9 @@ pub struct Connection {
     request_offset: u64,
     /// Bytes or a gap came in either direction.
     carried_data: bool,
+    /// Records of calls completed without a response while the connection
+    /// goes on, oldest first, each with the `request_end` of its call.
+    unconfirmed: VecDeque<(u64, AuditRecord)>,
     events: Vec<FramerEvent>,
 }
 
@@ -237,6 +246,7 @@ impl Connection {
             requests_in_doubt: None,
             request_offset: 0,
             carried_data: false,
+            unconfirmed: VecDeque::new(),
             events: Vec::new(),
         }
     }
@@ -310,7 +320,7 @@ impl Connection {
             Direction::ToClient => {
                 self.responses.gap(missing_bytes, &mut events);
                 while let Some(pending) = self.pending.pop_front() {
-                    output.extend(self.complete(pending, None, "response lost in a capture gap"));
+                    self.complete_unconfirmed(pending, "response lost in a capture gap", &mut output);
                 }
             }
         }
@@ -354,8 +364,15 @@ impl Connection {
         let mut output = self.handle_framer_events(Direction::ToServer, &mut events, context);
         self.responses.finish(&mut events);
         output.extend(self.handle_framer_events(Direction::ToClient, &mut events, context));
+        let is_unacknowledged = |request_end: u64| server_acked.is_some_and(|acked| request_end > acked);
+        for (request_end, mut record) in self.unconfirmed.drain(..) {
+            if is_unacknowledged(request_end) {
+                records::mark_unacknowledged(&mut record);
+            }
+            output.push(record);
+        }
         while let Some(pending) = self.pending.pop_front() {
-            let unacknowledged = server_acked.is_some_and(|acked| pending.request_end > acked);
+            let unacknowledged = is_unacknowledged(pending.request_end);
             if let Some(mut record) = self.complete(pending, None, why) {
                 if unacknowledged {
                     records::mark_unacknowledged(&mut record);
@@ -364,6 +381,46 @@ impl Connection {
             }
         }
         output
+    }
+
+    /// Tells whether calls completed without a response wait for the server
+    /// to acknowledge their request.
+    pub fn awaits_acknowledgement(&self) -> bool {
+        !self.unconfirmed.is_empty()
+    }
+
+    /// Returns the records of the calls completed without a response whose
+    /// request the server has acknowledged up to stream offset
+    /// `server_acked`. Such a call (its response lost in a capture gap, or
+    /// pushed out by too many pipelined requests) is written only once the
+    /// server acknowledged its request, or when the connection ends (see
+    /// [`Connection::finish`]). Otherwise a replayed request could be
+    /// recorded before its connection's RST shows that Odoo never got it.
+    pub fn take_acknowledged(&mut self, server_acked: u64) -> Vec<AuditRecord> {
+        let mut output = Vec::new();
+        while let Some((request_end, _)) = self.unconfirmed.front()
+            && *request_end <= server_acked
+        {
+            output.extend(self.unconfirmed.pop_front().map(|(_, record)| record));
+        }
+        output
+    }
+
+    /// Completes `pending` without a response, saying `why`, and keeps its
+    /// record until the server acknowledges its request. At
+    /// [`MAX_UNCONFIRMED_CALLS`] the oldest record kept is written marked.
+    fn complete_unconfirmed(&mut self, pending: PendingCall, why: &str, output: &mut Vec<AuditRecord>) {
+        let request_end = pending.request_end;
+        let Some(record) = self.complete(pending, None, why) else {
+            return;
+        };
+        if self.unconfirmed.len() >= MAX_UNCONFIRMED_CALLS
+            && let Some((_, mut oldest)) = self.unconfirmed.pop_front()
+        {
+            records::mark_unacknowledged(&mut oldest);
+            output.push(oldest);
+        }
+        self.unconfirmed.push_back((request_end, record));
     }
 
     fn handle_framer_events(
@@ -506,7 +563,7 @@ impl Connection {
         };
         if self.pending.len() >= MAX_PENDING_CALLS {
             if let Some(oldest) = self.pending.pop_front() {
-                output.extend(self.complete(oldest, None, "too many pipelined requests"));
+                self.complete_unconfirmed(oldest, "too many pipelined requests", &mut output);
             }
         }
         self.pending.push_back(pending);

@@ -292,6 +292,12 @@ impl Pipeline {
             self.handle_flow_event(event);
         }
         self.flow_events = events;
+        // An acknowledgement without data makes no flow event.
+        let awaiting: Vec<u64> =
+            self.connections.iter().filter(|(_, connection)| connection.awaits_acknowledgement()).map(|(id, _)| *id).collect();
+        for conn_id in awaiting {
+            self.write_acknowledged(conn_id);
+        }
 
         let now = Instant::now();
         self.tokens.refresh(now);
@@ -377,11 +383,13 @@ impl Pipeline {
                 let output = connection.push(direction, &bytes, timestamp_ns, &mut context);
                 drop(policy);
                 self.write_output(output);
+                self.write_acknowledged(conn_id);
             }
             FlowEvent::Gap { conn_id, direction, missing_bytes } => {
                 let Some(connection) = self.connections.get_mut(&conn_id) else { return };
                 let output = connection.gap(direction, missing_bytes);
                 self.write_output(output);
+                self.write_acknowledged(conn_id);
             }
             FlowEvent::Conflict { conn_id, direction, offset, kind } => {
                 let Some(connection) = self.connections.get_mut(&conn_id) else { return };
@@ -405,6 +413,19 @@ impl Pipeline {
                 self.close_connection(conn_id, "connection closed", Some(server_acked));
             }
         }
+    }
+
+    /// Writes the records of the calls of connection `conn_id` that were
+    /// completed without a response and whose request the server has
+    /// acknowledged since (see [`Connection::take_acknowledged`]).
+    fn write_acknowledged(&mut self, conn_id: u64) {
+        let Some(connection) = self.connections.get_mut(&conn_id) else { return };
+        if !connection.awaits_acknowledgement() {
+            return;
+        }
+        let Some(server_acked) = self.flows.server_acked(conn_id) else { return };
+        let output = connection.take_acknowledged(server_acked);
+        self.write_output(output);
     }
 
     /// Ends the connection `conn_id` and writes the records of its calls

@@ -352,8 +352,9 @@ pub fn ignored_segment(src: SocketAddr, dst: SocketAddr, kind: IgnoredKind) -> A
         }
         IgnoredKind::Reset { conn_id, client } => {
             let message = format!(
-                "ignored a RST from {src} to {dst} on connection {conn_id}, because its sequence number is not the \
-                 one the receiver expects, so the receiver's kernel ignores it too"
+                "ignored a RST from {src} to {dst} on connection {conn_id}: its sequence number is not the next one \
+                 the capture expects, and Linux ignores such a RST (RFC 5961). It was crafted or sent blind, or the \
+                 capture missed a segment before it"
             );
             let mut record = flow_record(AuditEvent::FramingAnomaly, message, conn_id, client);
             record.error_code = Some(IGNORED_RESET.to_owned());

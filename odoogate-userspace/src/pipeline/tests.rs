@@ -323,6 +323,61 @@ fn origin_after_syn_reaches_its_flow() {
     assert_eq!(calls[0].comm.as_deref(), Some("late-job"));
 }
 
+/// The RSTs that ordinary clients and servers send are accepted, or come
+/// after their flow closed, so they leave no ignored_reset record.
+#[test]
+fn ordinary_resets_are_not_recorded() {
+    let (mut pipeline, sink) = pipeline();
+    let reset_at = |conn: &mut Conn, to_server: bool, seq: u32| {
+        let CaptureEvent::Segment(segment) = conn.segment(to_server, TcpFlags::RST, b"") else { unreachable!() };
+        CaptureEvent::Segment(Segment { seq, ..segment })
+    };
+
+    // An abortive close after a call.
+    let mut abort = Conn::new("10.0.0.2:40040");
+    abort.open(&mut pipeline);
+    abort.send(&mut pipeline, &jsonrpc_request("crm.lead", "create"));
+    abort.answer(&mut pipeline, &jsonrpc_response("42"));
+    pipeline.handle(abort.segment(true, TcpFlags::RST | TcpFlags::ACK, b""));
+    // A second RST, for a segment that was in flight, finds no flow.
+    pipeline.handle(abort.segment(true, TcpFlags::RST, b""));
+
+    // The client's kernel resets data that came after its FIN, at the
+    // acknowledgement of a segment sent before the FIN arrived, then of
+    // one sent after.
+    for (port, fin_acked) in [(40041, false), (40042, true)] {
+        let mut closed = Conn::new(&format!("10.0.0.2:{port}"));
+        closed.open(&mut pipeline);
+        closed.send(&mut pipeline, &jsonrpc_request("crm.lead", "create"));
+        pipeline.handle(closed.segment(true, TcpFlags::FIN | TcpFlags::ACK, b""));
+        let seq = if fin_acked { closed.client_seq } else { closed.client_seq - 1 };
+        pipeline.handle(reset_at(&mut closed, true, seq));
+    }
+
+    // Odoo resets after its own FIN.
+    let mut server_reset = Conn::new("10.0.0.2:40043");
+    server_reset.open(&mut pipeline);
+    pipeline.handle(server_reset.segment(false, TcpFlags::FIN | TcpFlags::ACK, b""));
+    pipeline.handle(server_reset.segment(false, TcpFlags::RST, b""));
+
+    // A client that gave up connecting resets the SYN-ACK.
+    let mut given_up = Conn::new("10.0.0.2:40044");
+    pipeline.handle(given_up.segment(true, TcpFlags::SYN, b""));
+    pipeline.handle(given_up.segment(false, TcpFlags::SYN | TcpFlags::ACK, b""));
+    pipeline.handle(given_up.segment(true, TcpFlags::RST, b""));
+
+    // A RST after both FINs finds no flow.
+    let mut finished = Conn::new("10.0.0.2:40045");
+    finished.open(&mut pipeline);
+    finished.close(&mut pipeline);
+    pipeline.handle(finished.segment(true, TcpFlags::RST, b""));
+
+    let records = sink.0.lock().unwrap().clone();
+    let resets: Vec<_> = records.iter().filter(|r| r.error_code.as_deref() == Some(records::IGNORED_RESET)).collect();
+    assert!(resets.is_empty(), "{resets:?}");
+    assert_eq!(pipeline.reassembly().ignored_resets.load(Ordering::Relaxed), 0);
+}
+
 /// Only the requests past the server's last acknowledgement are marked.
 #[test]
 fn acknowledged_request_before_unacknowledged_one() {
@@ -355,6 +410,155 @@ fn calls_at_shutdown_are_not_marked() {
     let records = calls(&sink);
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0].error_code, None, "{}", records[0].message);
+}
+
+/// The server acknowledged every request here, so none is marked, whether
+/// the client resets or the flow times out. The cases are sequence numbers
+/// that wrap past 2^32 inside a request, a flow joined mid-stream by a
+/// server segment, and a request segment that the capture lost.
+#[test]
+fn acknowledged_requests_are_not_marked() {
+    let (mut pipeline, sink) = pipeline();
+
+    let mut wrapping = Conn::new("10.0.0.2:40030");
+    wrapping.client_seq = u32::MAX - 20;
+    wrapping.open(&mut pipeline);
+    wrapping.send(&mut pipeline, &jsonrpc_request("crm.lead", "create"));
+    pipeline.handle(wrapping.segment(false, TcpFlags::ACK, b""));
+    pipeline.handle(wrapping.segment(true, TcpFlags::RST, b""));
+
+    // The first segment captured is the tail of a response.
+    let mut joined = Conn::new("10.0.0.2:40031");
+    joined.answer(&mut pipeline, b"tail of a response");
+    joined.send(&mut pipeline, &jsonrpc_request("crm.lead", "create"));
+    pipeline.handle(joined.segment(false, TcpFlags::ACK, b""));
+    pipeline.handle(joined.segment(true, TcpFlags::RST, b""));
+
+    let mut lossy = Conn::new("10.0.0.2:40032");
+    lossy.open(&mut pipeline);
+    let _ = lossy.segment(true, TcpFlags::ACK | TcpFlags::PSH, b"lost request bytes");
+    lossy.send(&mut pipeline, &jsonrpc_request("crm.lead", "create"));
+    pipeline.handle(lossy.segment(false, TcpFlags::ACK, b""));
+    pipeline.tick(lossy.clock + 301_000_000_000, None);
+
+    let records = calls(&sink);
+    assert_eq!(records.len(), 3, "{records:?}");
+    for record in &records {
+        assert!(record.message.contains("no response"), "{}", record.message);
+        assert_eq!(record.error_code, None, "{}", record.message);
+    }
+}
+
+/// A flow that the capture ends on its idle timeout is checked too: the
+/// server never acknowledged a request that its kernel dropped (a bad
+/// checksum, say), so it sent no RST either.
+#[test]
+fn unacknowledged_request_is_marked_at_idle_timeout() {
+    let (mut pipeline, sink) = pipeline();
+    let mut conn = Conn::new("10.0.0.2:40033");
+    conn.send(&mut pipeline, &jsonrpc_request("crm.lead", "create"));
+    pipeline.tick(conn.clock + 301_000_000_000, None);
+
+    let records = calls(&sink);
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].error_code.as_deref(), Some(records::UNACKNOWLEDGED));
+}
+
+/// A client that crafts packets sends a SYN and, after the SYN-ACK, a
+/// request whose acknowledgement is past the server's data. The server's
+/// kernel drops the request with a RST, because the handshake did not
+/// complete, and Odoo never reads it. The capture takes the acknowledgement
+/// as proof that it lost server bytes, and that gap in the response stream
+/// records the call at once, as one whose response was lost. The server
+/// never acknowledged the request, so the call must still be marked.
+#[test]
+fn request_before_response_gap_is_marked() {
+    let (mut pipeline, sink) = pipeline();
+    let mut conn = Conn::new("10.0.0.2:40034");
+    pipeline.handle(conn.segment(true, TcpFlags::SYN, b""));
+    pipeline.handle(conn.segment(false, TcpFlags::SYN | TcpFlags::ACK, b""));
+    let beyond = conn.server_seq.wrapping_add(1000);
+    let request = jsonrpc_request("crm.lead", "create");
+    let CaptureEvent::Segment(segment) = conn.segment(true, TcpFlags::ACK | TcpFlags::PSH, &request) else { unreachable!() };
+    pipeline.handle(CaptureEvent::Segment(Segment { ack: beyond, ..segment }));
+    // Linux resets at the acknowledgement of the segment it drops.
+    let CaptureEvent::Segment(reset) = conn.segment(false, TcpFlags::RST, b"") else { unreachable!() };
+    pipeline.handle(CaptureEvent::Segment(Segment { seq: beyond, ..reset }));
+
+    let records = calls(&sink);
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].error_code.as_deref(), Some(records::UNACKNOWLEDGED), "{}", records[0].message);
+}
+
+/// A call whose response is lost in a capture gap is written as soon as
+/// the server has acknowledged its request: at once when the
+/// acknowledgement came first, and at the next tick when it comes later
+/// in a segment without data.
+#[test]
+fn response_gap_call_written_once_acknowledged() {
+    let (mut pipeline, sink) = pipeline();
+    let mut first = Conn::new("10.0.0.2:40036");
+    first.open(&mut pipeline);
+    first.send(&mut pipeline, &jsonrpc_request("crm.lead", "create"));
+    pipeline.handle(first.segment(false, TcpFlags::ACK, b""));
+    // The client acknowledges response bytes the capture never saw.
+    let CaptureEvent::Segment(segment) = first.segment(true, TcpFlags::ACK, b"") else { unreachable!() };
+    pipeline.handle(CaptureEvent::Segment(Segment { ack: first.server_seq.wrapping_add(500), ..segment }));
+    let records = calls(&sink);
+    assert_eq!(records.len(), 1, "written at once: {records:?}");
+    assert_eq!(records[0].error_code, None, "{}", records[0].message);
+
+    let mut second = Conn::new("10.0.0.2:40037");
+    second.open(&mut pipeline);
+    second.send(&mut pipeline, &jsonrpc_request("crm.lead", "create"));
+    let CaptureEvent::Segment(segment) = second.segment(true, TcpFlags::ACK, b"") else { unreachable!() };
+    pipeline.handle(CaptureEvent::Segment(Segment { ack: second.server_seq.wrapping_add(500), ..segment }));
+    assert_eq!(calls(&sink).len(), 1, "not written before the server acknowledges the request");
+    pipeline.handle(second.segment(false, TcpFlags::ACK, b""));
+    pipeline.tick(second.clock, None);
+    let records = calls(&sink);
+    assert_eq!(records.len(), 2, "written at the tick: {records:?}");
+    assert_eq!(records[1].error_code, None, "{}", records[1].message);
+}
+
+/// Calls completed without a response wait for the server's
+/// acknowledgement in a bounded list, whose oldest record is written
+/// marked when it is full.
+#[test]
+fn unconfirmed_calls_are_bounded() {
+    let (mut pipeline, sink) = pipeline();
+    let mut conn = Conn::new("10.0.0.2:40038");
+    conn.open(&mut pipeline);
+    let mut payload = Vec::new();
+    for _ in 0..64 + 17 {
+        payload.extend_from_slice(&jsonrpc_request("crm.lead", "create"));
+    }
+    conn.send(&mut pipeline, &payload);
+
+    let records = calls(&sink);
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].error_code.as_deref(), Some(records::UNACKNOWLEDGED), "{}", records[0].message);
+    assert!(records[0].message.contains("too many pipelined requests"), "{}", records[0].message);
+}
+
+/// A replayed request followed, in the same segment, by enough pipelined
+/// requests to overflow the calls waiting for a response, which records the
+/// oldest at once. The server never acknowledged any of them, so the call
+/// must still be marked.
+#[test]
+fn replay_before_pipelined_requests_is_marked() {
+    let (mut pipeline, sink) = pipeline();
+    let mut conn = Conn::new("10.0.0.2:40035");
+    let mut payload = jsonrpc_request("crm.lead", "create");
+    for _ in 0..64 {
+        payload.extend_from_slice(b"GET / HTTP/1.1\r\nHost: odoo\r\n\r\n");
+    }
+    conn.send(&mut pipeline, &payload);
+    pipeline.handle(conn.segment(false, TcpFlags::RST, b""));
+
+    let records = calls(&sink);
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].error_code.as_deref(), Some(records::UNACKNOWLEDGED), "{}", records[0].message);
 }
 
 #[test]
