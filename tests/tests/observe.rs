@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{API_KEY, OTHER_API_KEY, PASSWORD, Site, assert_field, calls, find};
+use common::{API_KEY, CLIENT_IPV6_ADDRESS, OTHER_API_KEY, PASSWORD, Record, Site, assert_field, calls, find};
 use odoogate::secret::Secret;
 
 fn sha256(value: &str) -> String {
@@ -388,5 +388,54 @@ allow = [{ models = ["res.partner"], methods = ["*"] }]
     for record in real {
         assert_eq!(record.get("ODOOGATE_ERROR_CODE"), None, "a real call is not marked: {record:#?}");
     }
+    Ok(())
+}
+
+/// A client in the clients namespace calls Odoo over IPv6, so the capture
+/// programs parse IPv6 headers, and then over IPv4 from the same namespace.
+/// Only the IPv6 calls match the integration of the client's IPv6 address.
+#[test]
+fn ipv6_calls_are_attributed() -> anyhow::Result<()> {
+    if !common::can_run() {
+        return Ok(());
+    }
+    let integrations = format!(
+        r#"[[integration]]
+name = "ipv6-client"
+match = {{ ip = ["{CLIENT_IPV6_ADDRESS}/128"] }}
+allow = [{{ models = ["res.partner", "res.partner.category"], methods = ["*"] }}]
+"#
+    );
+    let mut site = Site::start("ipv6", &[], &integrations, "deny")?;
+    all_ok(&site.run_client("xmlrpc_stdlib_client.py", &[&site.remote_ipv6_url(), API_KEY], None, true)?);
+    all_ok(&site.run_client("xmlrpc_stdlib_client.py", &[&site.remote_url(), API_KEY], None, true)?);
+    let records = site.stop_and_read(14)?;
+
+    let source_is = |record: &&Record, address: &str| record.get("ODOOGATE_SRC_IP").map(String::as_str) == Some(address);
+    let over_ipv6: Vec<_> = calls(&records).into_iter().filter(|r| source_is(r, CLIENT_IPV6_ADDRESS)).collect();
+    assert_eq!(over_ipv6.len(), 7, "one record per IPv6 call: {over_ipv6:#?}");
+    for record in &over_ipv6 {
+        assert_field(record, "ODOOGATE_INTEGRATION", "ipv6-client");
+        assert_field(record, "ODOOGATE_IDENTITY", "ip");
+        assert_field(record, "ODOOGATE_DECISION", "allow");
+        assert_field(record, "ODOOGATE_OUTCOME", "ok");
+    }
+    let search_read: Vec<_> = over_ipv6.iter().filter(|r| r.get("ODOOGATE_METHOD").map(String::as_str) == Some("search_read")).collect();
+    assert_eq!(search_read.len(), 1, "IPv6 search_read records");
+    assert_field(search_read[0], "ODOOGATE_MODEL", "res.partner");
+    assert_field(search_read[0], "ODOOGATE_PROTOCOL", "xmlrpc");
+    assert_field(search_read[0], "ODOOGATE_FIELDS", "name,email");
+
+    let over_ipv4: Vec<_> = calls(&records).into_iter().filter(|r| source_is(r, "10.214.0.2")).collect();
+    assert_eq!(over_ipv4.len(), 7, "one record per IPv4 call: {over_ipv4:#?}");
+    for record in &over_ipv4 {
+        assert!(!record.contains_key("ODOOGATE_INTEGRATION"), "the IPv6 match must not hold over IPv4: {record:?}");
+        assert_field(record, "ODOOGATE_IDENTITY", "none");
+    }
+    let unlink: Vec<_> = over_ipv4.iter().filter(|r| r.get("ODOOGATE_METHOD").map(String::as_str) == Some("unlink")).collect();
+    assert_eq!(unlink.len(), 1, "IPv4 unlink records");
+    assert_field(unlink[0], "ODOOGATE_DECISION", "would_deny");
+
+    assert_eq!(calls(&records).len(), 14, "no call record from another source: {records:#?}");
     Ok(())
 }

@@ -56,25 +56,39 @@ impl Drop for Netns {
     }
 }
 
-/// Connects two namespaces with a veth pair: `left` gets `left_address`
-/// (CIDR) on `left_name`, `right` gets the other end. Extra addresses for
-/// the right side let one namespace act as several client hosts.
+/// Connects two namespaces with a veth pair: `left` gets `left_addresses`
+/// (CIDR, IPv4 or IPv6) on `left_name`, `right` gets `right_addresses` on
+/// the other end. Several addresses on the right side let one namespace act
+/// as several client hosts.
 pub fn connect_veth(
     left: &Netns,
     left_name: &str,
-    left_address: &str,
+    left_addresses: &[&str],
     right: &Netns,
     right_name: &str,
     right_addresses: &[&str],
 ) -> anyhow::Result<()> {
     ip(&["link", "add", left_name, "netns", left.name(), "type", "veth", "peer", "name", right_name, "netns", right.name()])?;
-    left.exec(&["addr", "add", left_address, "dev", left_name])?;
+    for address in left_addresses {
+        add_address(left, left_name, address)?;
+    }
     left.exec(&["link", "set", left_name, "up"])?;
     for address in right_addresses {
-        right.exec(&["addr", "add", address, "dev", right_name])?;
+        add_address(right, right_name, address)?;
     }
     right.exec(&["link", "set", right_name, "up"])?;
     Ok(())
+}
+
+/// Adds `address` (CIDR) to `device` in `netns`. An IPv6 address gets
+/// `nodad`, because duplicate address detection would keep it tentative,
+/// and unusable, for a second or more after the link comes up.
+fn add_address(netns: &Netns, device: &str, address: &str) -> anyhow::Result<()> {
+    let mut args = vec!["addr", "add", address, "dev", device];
+    if address.contains(':') {
+        args.push("nodad");
+    }
+    netns.exec(&args)
 }
 
 /// A cgroup v2 directory, removed on drop (after its processes are gone).

@@ -136,7 +136,7 @@ fn run_in(workdir: &Path) -> anyhow::Result<ExitCode> {
     lab::connect_veth(
         &odoo_ns,
         "og-odoo",
-        &format!("{ODOO_ADDRESS}/24"),
+        &[&format!("{ODOO_ADDRESS}/24")],
         &clients_ns,
         "og-clients",
         &[&format!("{WEBSITE_ADDRESS}/24"), &format!("{UNKNOWN_ADDRESS}/24")],

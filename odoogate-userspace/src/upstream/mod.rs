@@ -132,12 +132,20 @@ mod tests {
         assert!(String::from_utf8_lossy(&output.stdout).starts_with("usage: odoo_like.py "), "{output:?}");
     }
 
-    /// Starts the server on a port the system chooses, with `args` after
-    /// `--listen` and `--ready-file`, and returns it with that port.
+    /// Starts the server on 127.0.0.1 and a port the system chooses, with
+    /// `args` after `--listen` and `--ready-file`, and returns it with that
+    /// port.
     fn start_on_any_port(dir: &ScratchDir, args: &[&str]) -> (Server, u16) {
+        start_on_any_port_of(dir, "127.0.0.1", args)
+    }
+
+    /// Starts the server like [`start_on_any_port`], on `host`, such as
+    /// `[::1]`.
+    fn start_on_any_port_of(dir: &ScratchDir, host: &str, args: &[&str]) -> (Server, u16) {
         let ready_file = dir.join("ready");
         let ready_arg = ready_file.display().to_string();
-        let mut all_args = strings(&["--listen", "127.0.0.1:0", "--ready-file", &ready_arg]);
+        let listen = format!("{host}:0");
+        let mut all_args = strings(&["--listen", &listen, "--ready-file", &ready_arg]);
         all_args.extend(strings(args));
         let server = Server(start(&mut command(&all_args)).unwrap());
 
@@ -196,6 +204,32 @@ mod tests {
         assert!(response.starts_with("HTTP/1."), "{response}");
         assert!(response.contains("\r\nConnection: close\r\n"), "{response}");
         assert!(response.contains(r#""server_version": "19.0""#), "{response}");
+    }
+
+    /// Sends a version request on `stream` and asserts that Odoo's version
+    /// comes back.
+    fn assert_answers_version(mut stream: std::net::TcpStream) {
+        stream.write_all(version_request().as_bytes()).unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        assert!(response.contains(r#""server_version": "19.0""#), "{response}");
+    }
+
+    #[test]
+    fn server_listens_on_ipv6_address() {
+        let dir = ScratchDir::new("odoo-like-ipv6");
+        let (_server, port) = start_on_any_port_of(&dir, "[::1]", &[]);
+
+        assert_answers_version(std::net::TcpStream::connect(("::1", port)).unwrap());
+    }
+
+    #[test]
+    fn unspecified_ipv6_address_accepts_both_families() {
+        let dir = ScratchDir::new("odoo-like-dual-stack");
+        let (_server, port) = start_on_any_port_of(&dir, "[::]", &[]);
+
+        assert_answers_version(std::net::TcpStream::connect(("::1", port)).unwrap());
+        assert_answers_version(std::net::TcpStream::connect(("127.0.0.1", port)).unwrap());
     }
 
     #[test]

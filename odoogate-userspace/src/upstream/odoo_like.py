@@ -25,6 +25,7 @@ import json
 import os
 import re
 import secrets
+import socket
 import socketserver
 import sys
 import threading
@@ -695,9 +696,24 @@ class Server(socketserver.ThreadingMixIn, HTTPServer):
     allow_reuse_address = True
 
 
+class IPv6Server(Server):
+    """A Server on an IPv6 address. On the unspecified address ``::`` it also
+    accepts IPv4 connections, as IPv4-mapped addresses, whatever the
+    net.ipv6.bindv6only sysctl sets as the default."""
+
+    address_family = socket.AF_INET6
+
+    def server_bind(self):
+        if self.server_address[0] == "::":
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--listen", default="127.0.0.1:8069", help="address and port to listen on")
+    parser.add_argument("--listen", default="127.0.0.1:8069",
+                        help="address and port to listen on: HOST:PORT, or [ADDRESS]:PORT for IPv6. "
+                             "[::]:PORT also accepts IPv4 connections")
     parser.add_argument("--db", default="odoo19", help="database name")
     parser.add_argument("--password", default="admin", help="password of the admin user (uid 2)")
     parser.add_argument("--api-key", action="append", default=[], help="an API key of the admin user (repeatable)")
@@ -719,7 +735,9 @@ def main():
             parser.error(f"invalid --keep-alive-timeout {options.keep_alive_timeout}: expected a number of seconds above 0")
 
     host, _, port = options.listen.rpartition(":")
-    server = Server((host.strip("[]") or "0.0.0.0", int(port)), Handler)
+    host = host.strip("[]") or "0.0.0.0"
+    server_class = IPv6Server if ":" in host else Server
+    server = server_class((host, int(port)), Handler)
     server.database = Database(options.db, options.password, options.api_key)
     server.request_log = open(options.request_log, "a") if options.request_log else None
     server.log_lock = threading.Lock()

@@ -22,6 +22,10 @@ pub const API_KEY: &str = "5f1a6b2c3d4e5f60718293a4b5c6d7e8f9012345";
 pub const OTHER_API_KEY: &str = "a0b1c2d3e4f5061728394a5b6c7d8e9f00112233";
 pub const PASSWORD: &str = "admin";
 pub const ODOO_ADDRESS: &str = "10.214.0.1";
+pub const ODOO_IPV6_ADDRESS: &str = "fd00:214::1";
+/// The only IPv6 address of the clients namespace, so it is the source of
+/// every IPv6 connection from there.
+pub const CLIENT_IPV6_ADDRESS: &str = "fd00:214::2";
 
 static SITE_COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -227,7 +231,17 @@ impl Site {
         let odoo = Netns::create(&format!("oge2e-o-{tag}"))?;
         let clients = Netns::create(&format!("oge2e-c-{tag}"))?;
         let client_addresses = vec!["10.214.0.2".to_owned(), "10.214.0.3".to_owned()];
-        lab::connect_veth(&odoo, "og-odoo", &format!("{ODOO_ADDRESS}/24"), &clients, "og-clients", &["10.214.0.2/24", "10.214.0.3/24"])?;
+        let odoo_ipv4 = format!("{ODOO_ADDRESS}/24");
+        let odoo_ipv6 = format!("{ODOO_IPV6_ADDRESS}/64");
+        let client_ipv6 = format!("{CLIENT_IPV6_ADDRESS}/64");
+        lab::connect_veth(
+            &odoo,
+            "og-odoo",
+            &[&odoo_ipv4, &odoo_ipv6],
+            &clients,
+            "og-clients",
+            &["10.214.0.2/24", "10.214.0.3/24", &client_ipv6],
+        )?;
         let mut created = Vec::new();
         let mut integrations = integrations.to_owned();
         for cgroup in cgroups {
@@ -241,10 +255,12 @@ impl Site {
 
         let script = odoogate::upstream::write_script(&workdir)?;
         let ready = workdir.join("upstream.ready");
+        // `[::]` accepts IPv4 connections too (the script turns IPV6_V6ONLY
+        // off), so one socket serves both families.
         let mut command = Command::new("python3");
         command
             .arg(&script)
-            .args(["--listen", &format!("0.0.0.0:{port}"), "--password", PASSWORD])
+            .args(["--listen", &format!("[::]:{port}"), "--password", PASSWORD])
             .args(["--api-key", API_KEY, "--api-key", OTHER_API_KEY, "--request-log"])
             .arg(workdir.join("upstream-requests.jsonl"))
             .arg("--ready-file")
@@ -441,6 +457,12 @@ impl Site {
 
     pub fn remote_url(&self) -> String {
         format!("http://{ODOO_ADDRESS}:{}", self.port)
+    }
+
+    /// Returns the upstream's URL over IPv6, for clients in the clients
+    /// namespace.
+    pub fn remote_ipv6_url(&self) -> String {
+        format!("http://[{ODOO_IPV6_ADDRESS}]:{}", self.port)
     }
 
     /// Stops the daemon (so it writes every pending record), waits until
