@@ -1,9 +1,10 @@
 //! The observe-mode pipeline end to end, on segment sequences decoded from
-//! the input: a few TCP connections from two clients to Odoo's port, with
-//! arbitrary flags, sequence and acknowledgement numbers near the ones each
-//! side expects, payloads cut from real-looking requests and responses or
-//! taken from the input, forged sources, first fragments, flow origins and
-//! ticks that expire flows.
+//! the input. A few TCP connections from two clients to Odoo's port get
+//! segments with arbitrary flags, and sequence and acknowledgement numbers
+//! near the ones each side expects. Their payloads are cut from
+//! real-looking requests and responses or taken from the input. Forged
+//! sources, first fragments, flow origins, reused ports and ticks that
+//! expire flows come in between.
 //!
 //! The pipeline must not panic, and it must never write a call record that
 //! is allowed while it carries the code of a conflict: such a call was

@@ -171,6 +171,12 @@ fn parse_ipv4(ctx: &TcContext) -> Result<Option<Network>, Unparsed> {
 
 #[inline(always)]
 fn parse_ipv6(ctx: &TcContext) -> Result<Option<Network>, Unparsed> {
+    // The kernel drops a packet whose version is not 6, whatever its
+    // EtherType, so reading it would take in bytes Odoo never gets.
+    let version: u8 = load(ctx, ETH_HLEN)?;
+    if version >> 4 != 6 {
+        return Err(Unparsed::HeaderError);
+    }
     let next_header: u8 = load(ctx, ETH_HLEN + 6)?;
     let payload_len = u32::from(u16::from_be(load(ctx, ETH_HLEN + 4)?));
     let (l4_offset, l4_len, first_fragment) = match next_header {

@@ -9,16 +9,19 @@ KIND is one of:
 - first-fragment: the first fragment of a fragmented IPv4 packet from the
   client to the server's port. The rest never comes, so the server's
   kernel drops it when its reassembly times out.
+- ipv6-bad-version: an IPv6 frame whose IP header has version 4, with a
+  TCP segment from the client to the server's port (SERVER_IP and
+  CLIENT_IP are IPv6 addresses). The kernel drops it for its version.
 - replayed-request: a whole JSON-RPC request (`res.partner` `search_read`)
   in one data segment from the client to the server's port, as a replay of
   a segment of a connection that has closed. The server has no socket for
-  it, so its kernel answers with a RST and never acknowledges the bytes.
+  it, so its kernel replies with a RST and never acknowledges the bytes.
 
 The first two frames go out of INTERFACE to the broadcast MAC address, so
 they need no neighbour lookup, and the TC ingress program on the server's
 side reads them before the kernel's checks. The replayed request goes to
 the server's MAC address, because TCP drops segments that came in a
-broadcast frame without answering them. Prints one JSON line with the
+broadcast frame without replying to them. Prints one JSON line with the
 bytes sent.
 """
 
@@ -76,8 +79,15 @@ def jsonrpc_request():
     return head.encode() + body
 
 
-server, client = socket.inet_aton(server_ip), socket.inet_aton(client_ip)
+def ipv6_packet(source, destination, body, version):
+    first_word = version << 28
+    return struct.pack("!IHBB16s16s", first_word, len(body), socket.IPPROTO_TCP, 64, source, destination) + body
+
+
+family = socket.AF_INET6 if kind == "ipv6-bad-version" else socket.AF_INET
+server, client = socket.inet_pton(family, server_ip), socket.inet_pton(family, client_ip)
 destination_mac = b"\xff" * 6
+ethertype = 0x0800
 if kind == "spoofed-server":
     packet = ipv4_packet(server, client, 0, tcp_segment(server, client, server_port, CLIENT_PORT, b""))
 elif kind == "first-fragment":
@@ -88,11 +98,16 @@ elif kind == "replayed-request":
     # ACK and PSH, as the last segment of a request goes.
     packet = ipv4_packet(client, server, 0, tcp_segment(client, server, CLIENT_PORT, server_port, jsonrpc_request(), 0x18))
     destination_mac = server_mac()
+elif kind == "ipv6-bad-version":
+    # The checksum does not matter: the kernel drops the packet first.
+    segment = tcp_segment(client, server, CLIENT_PORT, server_port, b"POST /jsonrpc HTTP/1.1\r\n", 0x18)
+    packet = ipv6_packet(client, server, segment, 4)
+    ethertype = 0x86DD
 else:
-    sys.exit(f"unknown kind {kind!r}: use spoofed-server, first-fragment or replayed-request")
+    sys.exit(f"unknown kind {kind!r}: use spoofed-server, first-fragment, replayed-request or ipv6-bad-version")
 
 with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as raw:
     raw.bind((interface, 0))
     own_mac = raw.getsockname()[4]
-    sent = raw.send(destination_mac + own_mac + struct.pack("!H", 0x0800) + packet)
+    sent = raw.send(destination_mac + own_mac + struct.pack("!H", ethertype) + packet)
 print(json.dumps({"sent": sent}))

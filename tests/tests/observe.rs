@@ -335,9 +335,10 @@ allow = [{ models = ["res.partner"], methods = ["search_read", "name_search", "s
 
 /// A client on the same link sends crafted packets: a segment forged with
 /// the server's address, which the server's kernel drops and so must
-/// observe mode, and the first fragment of a fragmented packet, which the
-/// capture cannot read whole. The real segments of both directions over
-/// the same link are kept.
+/// observe mode, the first fragment of a fragmented packet, which the
+/// capture cannot read whole, an IPv6 frame with another IP version, and
+/// a request replayed outside any connection. The real segments of both
+/// directions over the same link are kept.
 #[test]
 fn crafted_packets_are_not_read_as_segments() -> anyhow::Result<()> {
     if !common::can_run() {
@@ -354,15 +355,23 @@ allow = [{ models = ["res.partner"], methods = ["*"] }]
     let status = site.status()?;
     assert_eq!(status["reassembly"]["spoofed_segments"], 0, "real traffic is never taken for forged: {status}");
     assert_eq!(status["reassembly"]["ip_fragments"], 0, "{status}");
+    assert_eq!(status["capture_stats"]["header_errors"], 0, "{status}");
 
-    for (kind, counter) in [("spoofed-server", "spoofed_segments"), ("first-fragment", "ip_fragments")] {
-        let args = [kind, "og-clients", common::ODOO_ADDRESS, &port, "10.214.0.2"];
+    let ipv4 = [common::ODOO_ADDRESS, "10.214.0.2"];
+    let ipv6 = [common::ODOO_IPV6_ADDRESS, common::CLIENT_IPV6_ADDRESS];
+    let crafted = [
+        ("spoofed-server", ipv4, "reassembly", "spoofed_segments"),
+        ("first-fragment", ipv4, "reassembly", "ip_fragments"),
+        ("ipv6-bad-version", ipv6, "capture_stats", "header_errors"),
+    ];
+    for (kind, [server, client], section, counter) in crafted {
+        let args = [kind, "og-clients", server, &port, client];
         let sent = site.run_client("forge_packet.py", &args, None, true)?;
         assert!(sent[0]["sent"].as_u64().is_some_and(|bytes| bytes > 0), "{kind}: {sent:?}");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             let status = site.status()?;
-            if status["reassembly"][counter] == 1 {
+            if status[section][counter] == 1 {
                 break;
             }
             assert!(std::time::Instant::now() < deadline, "the {kind} packet was not counted in {counter}: {status}");

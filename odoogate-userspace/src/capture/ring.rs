@@ -166,7 +166,6 @@ fn decode_refusal(record: &[u8]) -> Result<GuardRefusal, RecordError> {
     })
 }
 
-/// Reads a `T` from the start of `record`, which must be at least as long.
 /// Reads a record that must be exactly one `T`, with no payload after it.
 fn read_exact_pod<T: aya::Pod>(record: &[u8], kind: u8) -> Result<T, RecordError> {
     let expected = size_of::<T>();
@@ -176,6 +175,7 @@ fn read_exact_pod<T: aya::Pod>(record: &[u8], kind: u8) -> Result<T, RecordError
     read_pod(record, kind)
 }
 
+/// Reads a `T` from the start of `record`, which must be at least as long.
 fn read_pod<T: aya::Pod>(record: &[u8], kind: u8) -> Result<T, RecordError> {
     let expected = size_of::<T>();
     if record.len() < expected {

@@ -223,6 +223,7 @@ fn capture_stats_json(stats: &CaptureStats) -> Value {
         "load_errors": stats.load_errors,
         "malformed_records": stats.malformed_records,
         "skipped_packets": stats.skipped_packets,
+        "header_errors": stats.header_errors,
     })
 }
 
