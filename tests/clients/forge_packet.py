@@ -12,6 +12,11 @@ KIND is one of:
 - ipv6-bad-version: an IPv6 frame whose IP header has version 4, with a
   TCP segment from the client to the server's port (SERVER_IP and
   CLIENT_IP are IPv6 addresses). The kernel drops it for its version.
+- ipv6-destination-options: a whole JSON-RPC request (`res.partner`
+  `search_read`) from the client's port 40998, in an IPv6 packet with a
+  Destination Options header (one PadN option) before the TCP header.
+  The server's kernel drops it, because TCP takes no segment from a
+  broadcast frame, but the capture must read it.
 - replayed-request: a whole JSON-RPC request (`res.partner` `search_read`)
   in one data segment from the client to the server's port, as a replay of
   a segment of a connection that has closed. The server has no socket for
@@ -75,16 +80,17 @@ def jsonrpc_request():
         "params": {"service": "object", "method": "execute_kw",
                    "args": ["odoo", 2, "replayed", "res.partner", "search_read", [[]]]},
     }).encode()
-    head = f"POST /jsonrpc HTTP/1.1\r\nHost: {server_ip}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    host = f"[{server_ip}]" if ":" in server_ip else server_ip
+    head = f"POST /jsonrpc HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     return head.encode() + body
 
 
-def ipv6_packet(source, destination, body, version):
+def ipv6_packet(source, destination, body, version, next_header=socket.IPPROTO_TCP):
     first_word = version << 28
-    return struct.pack("!IHBB16s16s", first_word, len(body), socket.IPPROTO_TCP, 64, source, destination) + body
+    return struct.pack("!IHBB16s16s", first_word, len(body), next_header, 64, source, destination) + body
 
 
-family = socket.AF_INET6 if kind == "ipv6-bad-version" else socket.AF_INET
+family = socket.AF_INET6 if kind.startswith("ipv6-") else socket.AF_INET
 server, client = socket.inet_pton(family, server_ip), socket.inet_pton(family, client_ip)
 destination_mac = b"\xff" * 6
 ethertype = 0x0800
@@ -103,8 +109,17 @@ elif kind == "ipv6-bad-version":
     segment = tcp_segment(client, server, CLIENT_PORT, server_port, b"POST /jsonrpc HTTP/1.1\r\n", 0x18)
     packet = ipv6_packet(client, server, segment, 4)
     ethertype = 0x86DD
+elif kind == "ipv6-destination-options":
+    segment = tcp_segment(client, server, 40998, server_port, jsonrpc_request(), 0x18)
+    # Next header TCP, length 0 (8 bytes), then PadN (type 1) of 4 bytes.
+    options = struct.pack("!BBBB4x", socket.IPPROTO_TCP, 0, 1, 4)
+    packet = ipv6_packet(client, server, options + segment, 6, next_header=60)
+    ethertype = 0x86DD
 else:
-    sys.exit(f"unknown kind {kind!r}: use spoofed-server, first-fragment, replayed-request or ipv6-bad-version")
+    sys.exit(
+        f"unknown kind {kind!r}: use spoofed-server, first-fragment, replayed-request, ipv6-bad-version "
+        "or ipv6-destination-options"
+    )
 
 with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as raw:
     raw.bind((interface, 0))
