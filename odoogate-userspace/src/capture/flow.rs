@@ -151,8 +151,8 @@ pub struct FlowStats {
     /// Bytes held in out-of-order buffers now.
     pub bytes_buffered: usize,
     /// Segments that matched no flow and could not open one (not to or from
-    /// a server port, or a lone ACK, FIN or RST), and client SYNs ignored on
-    /// an established flow.
+    /// a server port, or a lone ACK, FIN or RST), client SYNs ignored on an
+    /// established flow, and client segments with SYN and ACK.
     pub ignored_segments: u64,
     /// Segments that arrived from the network with a source address of
     /// this host, which this host did not send, so they were ignored.
@@ -591,6 +591,10 @@ impl FlowTable {
     /// could send one to make the capture drop the real connection. The SYN
     /// is then ignored, and the flow gives way only when the server's
     /// SYN-ACK acknowledges it.
+    ///
+    /// A client segment with both SYN and ACK is ignored with its payload:
+    /// a client never sends one, and Linux discards it in every state of
+    /// the server's socket, so its bytes would be a copy Odoo never reads.
     fn replace_if_reused(
         &mut self,
         key: FlowKey,
@@ -619,7 +623,7 @@ impl FlowTable {
             return Some(key);
         }
         if flags.ack() {
-            return Some(key);
+            return None;
         }
         match flow.client_isn {
             Some(isn) if isn == segment.seq => Some(key),
@@ -1167,6 +1171,23 @@ mod tests {
         table.push(forged, &mut out);
         assert_eq!(table.stats().spoofed_segments, 1);
         assert!(data(&out, Direction::ToClient).is_empty(), "{out:?}");
+    }
+
+    /// A crafted client segment with SYN and ACK carries bytes that the
+    /// server's kernel discards, so the real copy after it is read alone.
+    #[test]
+    fn client_syn_ack_is_ignored() {
+        let mut table = table();
+        let mut out = Vec::new();
+        handshake(&mut table, CLIENT, SERVER, &mut out);
+        let syn_ack = TcpFlags::SYN | TcpFlags::ACK;
+        table.push(segment(CLIENT, SERVER, CLIENT_ISN + 1, SERVER_ISN + 1, syn_ack, b"fake"), &mut out);
+        table.push(segment(CLIENT, SERVER, CLIENT_ISN + 1, SERVER_ISN + 1, TcpFlags::ACK, b"real"), &mut out);
+
+        assert_eq!(data(&out, Direction::ToServer), b"real");
+        assert!(!out.iter().any(|event| matches!(event, FlowEvent::Conflict { .. })), "{out:?}");
+        assert!(closes(&out).is_empty(), "{out:?}");
+        assert_eq!(table.stats().ignored_segments, 1);
     }
 
     /// Linux resets a connection only on a RST at exactly the next
