@@ -218,6 +218,10 @@ pub struct Connection {
     /// Records of calls completed without a response while the connection
     /// goes on, oldest first, each with the `request_end` of its call.
     unconfirmed: VecDeque<(u64, AuditRecord)>,
+    /// Offset in the client's stream up to which the server acknowledged
+    /// the client's bytes, as last passed to
+    /// [`Connection::take_acknowledged`].
+    server_acked: u64,
     events: Vec<FramerEvent>,
 }
 
@@ -247,6 +251,7 @@ impl Connection {
             request_offset: 0,
             carried_data: false,
             unconfirmed: VecDeque::new(),
+            server_acked: 0,
             events: Vec::new(),
         }
     }
@@ -333,11 +338,18 @@ impl Connection {
     /// have read differently (see [`ConflictKind`]). On
     /// the request side, the calls waiting for their response and every
     /// later request may hold the copy Odoo did not read, so none of them
-    /// is recorded as allowed.
+    /// is recorded as allowed. Nor is a call completed without a response
+    /// that waits for the server's acknowledgement, when its request ends
+    /// past `offset`.
     pub fn conflict(&mut self, direction: Direction, offset: u64, kind: ConflictKind) -> Vec<AuditRecord> {
         if direction == Direction::ToServer {
             for pending in &mut self.pending {
                 if let Some(record) = &mut pending.record {
+                    records::mark_conflicting(record, kind);
+                }
+            }
+            for (request_end, record) in &mut self.unconfirmed {
+                if *request_end > offset {
                     records::mark_conflicting(record, kind);
                 }
             }
@@ -397,30 +409,39 @@ impl Connection {
     /// [`Connection::finish`]). Otherwise a replayed request could be
     /// recorded before its connection's RST shows that Odoo never got it.
     pub fn take_acknowledged(&mut self, server_acked: u64) -> Vec<AuditRecord> {
+        self.server_acked = self.server_acked.max(server_acked);
         let mut output = Vec::new();
-        while let Some((request_end, _)) = self.unconfirmed.front()
-            && *request_end <= server_acked
-        {
-            output.extend(self.unconfirmed.pop_front().map(|(_, record)| record));
-        }
+        self.release_acknowledged(&mut output);
         output
     }
 
+    /// Moves the waiting records whose request ends at or before offset
+    /// `server_acked` to `output`.
+    fn release_acknowledged(&mut self, output: &mut Vec<AuditRecord>) {
+        while let Some((request_end, _)) = self.unconfirmed.front()
+            && *request_end <= self.server_acked
+        {
+            output.extend(self.unconfirmed.pop_front().map(|(_, record)| record));
+        }
+    }
+
     /// Completes `pending` without a response, saying `why`, and keeps its
-    /// record until the server acknowledges its request. At
-    /// [`MAX_UNCONFIRMED_CALLS`] the oldest record kept is written marked.
+    /// record until the server acknowledges its request, unless it already
+    /// has. At [`MAX_UNCONFIRMED_CALLS`] the oldest record kept is written
+    /// marked.
     fn complete_unconfirmed(&mut self, pending: PendingCall, why: &str, output: &mut Vec<AuditRecord>) {
         let request_end = pending.request_end;
         let Some(record) = self.complete(pending, None, why) else {
             return;
         };
-        if self.unconfirmed.len() >= MAX_UNCONFIRMED_CALLS
+        self.unconfirmed.push_back((request_end, record));
+        self.release_acknowledged(output);
+        if self.unconfirmed.len() > MAX_UNCONFIRMED_CALLS
             && let Some((_, mut oldest)) = self.unconfirmed.pop_front()
         {
             records::mark_unacknowledged(&mut oldest);
             output.push(oldest);
         }
-        self.unconfirmed.push_back((request_end, record));
     }
 
     fn handle_framer_events(

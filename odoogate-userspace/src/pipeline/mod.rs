@@ -330,12 +330,14 @@ impl Pipeline {
     }
 
     /// Files the origin of the connection that a client SYN opens. The
-    /// origin comes through the ring buffer before its SYN, so it usually
-    /// waits in `pending_origins` for the flow that the SYN opens. A
-    /// connection already on the same endpoints that has carried nothing is
-    /// that flow, and the SYN was sent again. One that has carried data is an
-    /// older connection whose end the capture did not see, and the client
-    /// reused its port, so it keeps its own origin.
+    /// origin comes through the ring buffer before its SYN, so it waits in
+    /// `pending_origins` for the flow that the SYN opens. A connection
+    /// already on the same endpoints that has carried nothing gets it too,
+    /// because the SYN may have been sent again. When the SYN has a new
+    /// initial sequence number instead, it replaces that flow, and the new
+    /// flow takes the origin from `pending_origins`. A connection that has
+    /// carried data is an older one whose end the capture did not see, and
+    /// the client reused its port, so it keeps its own origin.
     fn handle_origin(&mut self, origin: FlowOrigin) {
         let cgroup = self.cgroups.as_mut().and_then(|resolver| resolver.path(origin.cgroup_id));
         let info = Origin { cgroup, pid: origin.pid, comm: origin.comm.clone() };
@@ -343,8 +345,7 @@ impl Pipeline {
         if let Some(connection) = self.by_endpoints.get(&key).and_then(|id| self.connections.get_mut(id))
             && !connection.carried_data()
         {
-            connection.set_origin(info);
-            return;
+            connection.set_origin(info.clone());
         }
         if self.pending_origins.len() >= MAX_PENDING_ORIGINS {
             self.pending_origins.clear();
@@ -372,6 +373,9 @@ impl Pipeline {
                 self.by_endpoints.insert((key.client, key.server), conn_id);
             }
             FlowEvent::Data { conn_id, direction, bytes, timestamp_ns } => {
+                // Calls acknowledged since the last event go before the
+                // records that this one completes.
+                self.write_acknowledged(conn_id);
                 let Some(connection) = self.connections.get_mut(&conn_id) else { return };
                 let mut policy = lock(&self.policy);
                 let mut context = CallContext {
@@ -386,6 +390,7 @@ impl Pipeline {
                 self.write_acknowledged(conn_id);
             }
             FlowEvent::Gap { conn_id, direction, missing_bytes } => {
+                self.write_acknowledged(conn_id);
                 let Some(connection) = self.connections.get_mut(&conn_id) else { return };
                 let output = connection.gap(direction, missing_bytes);
                 self.write_output(output);
@@ -415,14 +420,12 @@ impl Pipeline {
         }
     }
 
-    /// Writes the records of the calls of connection `conn_id` that were
+    /// Passes how far the server acknowledged the client's stream to
+    /// connection `conn_id`, and writes the records of its calls that were
     /// completed without a response and whose request the server has
     /// acknowledged since (see [`Connection::take_acknowledged`]).
     fn write_acknowledged(&mut self, conn_id: u64) {
         let Some(connection) = self.connections.get_mut(&conn_id) else { return };
-        if !connection.awaits_acknowledgement() {
-            return;
-        }
         let Some(server_acked) = self.flows.server_acked(conn_id) else { return };
         let output = connection.take_acknowledged(server_acked);
         self.write_output(output);

@@ -561,6 +561,152 @@ fn replay_before_pipelined_requests_is_marked() {
     assert_eq!(records[0].error_code.as_deref(), Some(records::UNACKNOWLEDGED), "{}", records[0].message);
 }
 
+/// Sends a client segment that acknowledges 500 response bytes the capture
+/// never saw, which gives a gap in the response stream.
+fn acknowledge_lost_response(conn: &mut Conn, pipeline: &mut Pipeline) {
+    conn.server_seq = conn.server_seq.wrapping_add(500);
+    pipeline.handle(conn.segment(true, TcpFlags::ACK, b""));
+}
+
+/// A client that crafts packets sends an allowed call in a copy the
+/// server's kernel drops, then acknowledges response bytes that were
+/// never sent, so the call waits for the server's acknowledgement. The
+/// real copy of the request, another call, conflicts with the first, and
+/// the server acknowledges it. The waiting call must not be written as
+/// allowed.
+#[test]
+fn conflict_marks_call_waiting_for_acknowledgement() {
+    let (mut pipeline, sink) = pipeline();
+    let mut conn = Conn::new("10.0.0.2:40046");
+    conn.open(&mut pipeline);
+
+    let fake = jsonrpc_request("crm.lead", "create");
+    let real = jsonrpc_request("crm.lead", "unlink");
+    let start = conn.client_seq;
+    conn.send(&mut pipeline, &fake);
+    acknowledge_lost_response(&mut conn, &mut pipeline);
+    conn.client_seq = start;
+    conn.send(&mut pipeline, &real);
+    pipeline.handle(conn.segment(false, TcpFlags::ACK, b""));
+    conn.close(&mut pipeline);
+
+    let calls = calls(&sink);
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].decision, Some(Decision::WouldDeny), "{}", calls[0].message);
+    assert_eq!(calls[0].error_code.as_deref(), Some("conflicting_copies"), "{}", calls[0].message);
+}
+
+/// The same trick with 64 pipelined requests after the fake call, which
+/// push it out of the calls waiting for a response.
+#[test]
+fn conflict_marks_call_pushed_out_by_pipelining() {
+    let (mut pipeline, sink) = pipeline();
+    let mut conn = Conn::new("10.0.0.2:40047");
+    conn.open(&mut pipeline);
+
+    let pipelined = b"GET / HTTP/1.1\r\nHost: odoo\r\n\r\n".repeat(64);
+    let mut fake = jsonrpc_request("crm.lead", "create");
+    fake.extend_from_slice(&pipelined);
+    let mut real = jsonrpc_request("crm.lead", "unlink");
+    real.extend_from_slice(&pipelined);
+    let start = conn.client_seq;
+    conn.send(&mut pipeline, &fake);
+    conn.client_seq = start;
+    conn.send(&mut pipeline, &real);
+    pipeline.handle(conn.segment(false, TcpFlags::ACK, b""));
+    conn.close(&mut pipeline);
+
+    let calls = calls(&sink);
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].decision, Some(Decision::WouldDeny), "{}", calls[0].message);
+    assert_eq!(calls[0].error_code.as_deref(), Some("conflicting_copies"), "{}", calls[0].message);
+}
+
+/// A conflict past the end of a waiting call's request leaves that call
+/// as it was.
+#[test]
+fn later_conflict_leaves_earlier_waiting_call() {
+    let (mut pipeline, sink) = pipeline();
+    let mut conn = Conn::new("10.0.0.2:40048");
+    conn.open(&mut pipeline);
+
+    conn.send(&mut pipeline, &jsonrpc_request("crm.lead", "create"));
+    acknowledge_lost_response(&mut conn, &mut pipeline);
+    let start = conn.client_seq;
+    conn.send(&mut pipeline, &jsonrpc_request("crm.lead", "create"));
+    conn.client_seq = start;
+    conn.send(&mut pipeline, &jsonrpc_request("crm.lead", "unlink"));
+    pipeline.handle(conn.segment(false, TcpFlags::ACK, b""));
+    conn.answer(&mut pipeline, &jsonrpc_response("true"));
+    conn.close(&mut pipeline);
+
+    let calls = calls(&sink);
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(calls[0].decision, Some(Decision::Allow), "{}", calls[0].message);
+    assert_eq!(calls[0].error_code, None, "{}", calls[0].message);
+    assert_eq!(calls[1].decision, Some(Decision::WouldDeny), "{}", calls[1].message);
+}
+
+/// Pipelined calls whose requests the server acknowledged lose their
+/// responses in a capture gap. They are more than the calls that may wait
+/// for an acknowledgement, and none of them may be marked, because the
+/// server acknowledged them all.
+#[test]
+fn acknowledged_calls_before_response_gap_are_not_marked() {
+    let (mut pipeline, sink) = pipeline();
+    let mut conn = Conn::new("10.0.0.2:40049");
+    conn.open(&mut pipeline);
+
+    let payload = jsonrpc_request("crm.lead", "create").repeat(20);
+    conn.send(&mut pipeline, &payload);
+    pipeline.handle(conn.segment(false, TcpFlags::ACK, b""));
+    acknowledge_lost_response(&mut conn, &mut pipeline);
+
+    let calls = calls(&sink);
+    assert_eq!(calls.len(), 20, "{calls:?}");
+    for call in &calls {
+        assert_eq!(call.error_code, None, "{}", call.message);
+        assert!(call.message.contains("response lost in a capture gap"), "{}", call.message);
+    }
+}
+
+/// A client's SYN got no reply, so its flow stays in the table, and
+/// the client connects again from the same port. The second SYN has a new
+/// initial sequence number and replaces the flow, and the new connection
+/// keeps the origin that came before that SYN. The same holds when the
+/// first connection was established but carried no data, and its end was
+/// missed.
+#[test]
+fn replaced_flow_without_data_passes_origin_on() {
+    let (mut pipeline, sink) = pipeline();
+
+    let mut unanswered = Conn::new("10.0.0.2:40050");
+    pipeline.handle(origin_of("10.0.0.2:40050", "first-try"));
+    pipeline.handle(unanswered.segment(true, TcpFlags::SYN, b""));
+    pipeline.handle(origin_of("10.0.0.2:40050", "second-try"));
+    unanswered.client_seq = 900_000;
+    unanswered.open(&mut pipeline);
+    unanswered.send(&mut pipeline, &jsonrpc_request("crm.lead", "create"));
+    unanswered.answer(&mut pipeline, &jsonrpc_response("42"));
+    unanswered.close(&mut pipeline);
+
+    let mut idle = Conn::new("10.0.0.2:40051");
+    pipeline.handle(origin_of("10.0.0.2:40051", "idle-job"));
+    idle.open(&mut pipeline);
+    pipeline.handle(origin_of("10.0.0.2:40051", "new-job"));
+    idle.client_seq = 900_000;
+    idle.server_seq = 700_000;
+    idle.open(&mut pipeline);
+    idle.send(&mut pipeline, &jsonrpc_request("crm.lead", "create"));
+    idle.answer(&mut pipeline, &jsonrpc_response("43"));
+    idle.close(&mut pipeline);
+
+    let calls = calls(&sink);
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(calls[0].comm.as_deref(), Some("second-try"));
+    assert_eq!(calls[1].comm.as_deref(), Some("new-job"));
+}
+
 #[test]
 fn lost_segment_gives_gap_and_later_calls_still_decode() {
     let (mut pipeline, sink) = pipeline();
