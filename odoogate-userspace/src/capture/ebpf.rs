@@ -567,11 +567,18 @@ where
     })
 }
 
+/// Tells whether a program load failed for missing privileges. The kernel
+/// returns `EACCES` both for a caller without them and for a program that
+/// the verifier rejects; only the verifier writes a log.
+fn is_privilege_error(io_error: &io::Error, verifier_log: &str) -> bool {
+    is_permission_denied(io_error) && verifier_log.trim().is_empty()
+}
+
 /// Turns a program load result into a typed error with the verifier log tail.
 fn load(result: Result<(), ProgramError>, name: &'static str) -> Result<(), CaptureError> {
     match result {
         Ok(()) => Ok(()),
-        Err(ProgramError::LoadError { io_error, .. }) if is_permission_denied(&io_error) => {
+        Err(ProgramError::LoadError { io_error, verifier_log }) if is_privilege_error(&io_error, &verifier_log.to_string()) => {
             Err(CaptureError::PermissionDenied {
                 operation: format!("loading program {name}"),
                 source: io_error,
@@ -632,6 +639,18 @@ fn log_tail(log: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The kernel returns `EACCES` for a program the verifier rejects as
+    /// well as for a caller without privileges. Only the first has a log,
+    /// and telling its administrator to run as root would mislead.
+    #[test]
+    fn verifier_rejection_is_not_a_privilege_error() {
+        let eacces = io::Error::from_raw_os_error(libc::EACCES);
+        assert!(!is_privilege_error(&eacces, "255: (7b) *(u64 *)(r10 -104) = r3\nR3 !read_ok\n"));
+        assert!(is_privilege_error(&eacces, ""));
+        assert!(is_privilege_error(&io::Error::from_raw_os_error(libc::EPERM), "\n"));
+        assert!(!is_privilege_error(&io::Error::from_raw_os_error(libc::EINVAL), ""));
+    }
 
     #[test]
     fn ports_fill_config_slots() {
