@@ -39,16 +39,16 @@ const ETH_P_IPV6: u16 = 0x86DD;
 const IPPROTO_TCP: u8 = 6;
 const IPV6_HEADER_LEN: usize = 40;
 const IPPROTO_FRAGMENT: u8 = 44;
-/// IPv6 extension headers that the programs step over: Hop-by-Hop Options,
-/// Routing and Destination Options. Each starts with the next-header byte
-/// and its length in 8-byte units, not counting the first 8 (RFC 8200
-/// sections 4.3 to 4.6).
+/// IPv6 extension headers that the programs step over besides a fragment
+/// header: Hop-by-Hop Options, Routing and Destination Options. Each
+/// starts with the next-header byte and its length in 8-byte units, not
+/// counting the first 8 (RFC 8200 sections 4.3 to 4.6).
 const IPPROTO_HOPOPTS: u8 = 0;
 const IPPROTO_ROUTING: u8 = 43;
 const IPPROTO_DSTOPTS: u8 = 60;
-/// Most such headers stepped over in front of the TCP or fragment header.
-/// A packet with more is skipped and counted.
-const MAX_IPV6_OPTION_HEADERS: usize = 4;
+/// Most extension headers stepped over in front of the TCP header. Linux
+/// sets no such limit, so a packet with more is skipped and counted.
+const MAX_IPV6_EXTENSION_HEADERS: usize = 8;
 const IPV6_FRAGMENT_HEADER_LEN: usize = 8;
 const TCP_MIN_HEADER_LEN: usize = 20;
 
@@ -97,7 +97,7 @@ fn capture(ctx: &TcContext, hook: u8) -> i32 {
 enum Unparsed {
     /// An IP fragment after the first, or IPv6 extension headers other
     /// than option, routing and first fragment headers, or more than
-    /// [`MAX_IPV6_OPTION_HEADERS`] option and routing headers.
+    /// [`MAX_IPV6_EXTENSION_HEADERS`] of them.
     Skipped,
     /// A header could not be read or has an impossible length.
     HeaderError,
@@ -191,63 +191,71 @@ fn parse_ipv6(ctx: &TcContext) -> Result<Option<Network>, Unparsed> {
     let mut next_header: u8 = load(ctx, ETH_HLEN + 6)?;
     let payload_len = u32::from(u16::from_be(load(ctx, ETH_HLEN + 4)?));
 
-    // Step over option and routing headers, which the kernel reads past.
-    // When it drops the packet for one of them instead, the capture has
-    // read a copy that Odoo never gets, which the comparison of copies
-    // catches. Skipping them would let a client hide its requests from the
-    // capture behind a Destination Options header.
+    // Step over option and routing headers and one fragment header, in any
+    // order, as the kernel reads past them. When it drops the packet for
+    // one of them instead, the capture has read a copy that Odoo never
+    // gets, which the comparison of copies catches. Skipping them would
+    // let a client hide its requests from the capture behind a Destination
+    // Options header.
     let mut offset = ETH_HLEN + IPV6_HEADER_LEN;
-    for _ in 0..MAX_IPV6_OPTION_HEADERS {
-        if !matches!(next_header, IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS) {
-            break;
-        }
-        next_header = load(ctx, offset)?;
-        let length: u8 = load(ctx, offset + 1)?;
-        offset += (usize::from(length) + 1) * 8;
-    }
-    let options_len = (offset - ETH_HLEN - IPV6_HEADER_LEN) as u32;
-    // A zero payload length leaves the length to the skb (BIG TCP, whose
-    // jumbo option sits in a Hop-by-Hop header).
-    let after_options = match payload_len {
-        0 => None,
-        len => Some(len.checked_sub(options_len).ok_or(Unparsed::HeaderError)?),
-    };
-
-    let (l4_offset, l4_len, first_fragment) = match next_header {
-        IPPROTO_TCP => (offset, after_options, false),
-        IPPROTO_FRAGMENT => {
-            // The fragment header: next header, a reserved byte, then the
-            // offset in its top 13 bits and M in its lowest.
-            let fragment_next: u8 = load(ctx, offset)?;
-            let offset_and_flags = u16::from_be(load(ctx, offset + 2)?);
-            if fragment_next != IPPROTO_TCP || offset_and_flags & 0xfff8 != 0 {
-                return Err(Unparsed::Skipped);
+    // Whether a fragment header was stepped over, and then its M flag.
+    let mut fragment: Option<bool> = None;
+    for _ in 0..MAX_IPV6_EXTENSION_HEADERS {
+        match next_header {
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
+                next_header = load(ctx, offset)?;
+                let length: u8 = load(ctx, offset + 1)?;
+                offset += (usize::from(length) + 1) * 8;
             }
-            let l4_len = after_options
-                .and_then(|len| len.checked_sub(IPV6_FRAGMENT_HEADER_LEN as u32))
-                .ok_or(Unparsed::HeaderError)?;
-            // Without M it is an atomic fragment (RFC 6946): the whole
-            // packet, which the kernel reads as such.
-            let more_fragments = offset_and_flags & 1 != 0;
-            (offset + IPV6_FRAGMENT_HEADER_LEN, Some(l4_len), more_fragments)
+            IPPROTO_FRAGMENT if fragment.is_none() => {
+                // The fragment header: next header, a reserved byte, then
+                // the offset in its top 13 bits and M in its lowest. Only
+                // the first fragment carries the TCP header.
+                next_header = load(ctx, offset)?;
+                let offset_and_flags = u16::from_be(load(ctx, offset + 2)?);
+                if offset_and_flags & 0xfff8 != 0 {
+                    return Err(Unparsed::Skipped);
+                }
+                // Without M it is an atomic fragment (RFC 6946): the whole
+                // packet, which the kernel reads as such.
+                fragment = Some(offset_and_flags & 1 != 0);
+                offset += IPV6_FRAGMENT_HEADER_LEN;
+            }
+            _ => break,
         }
-        _ if is_ipv6_extension_header(next_header) => return Err(Unparsed::Skipped),
-        _ => return Ok(None),
-    };
+    }
+    if next_header != IPPROTO_TCP {
+        return match is_ipv6_extension_header(next_header) {
+            true => Err(Unparsed::Skipped),
+            false => Ok(None),
+        };
+    }
+
+    // A zero payload length leaves the length to the skb (BIG TCP, whose
+    // jumbo option sits in a Hop-by-Hop header); a fragment always states
+    // its length.
+    let headers_len = (offset - ETH_HLEN - IPV6_HEADER_LEN) as u32;
+    if (payload_len == 0 && fragment.is_some()) || (payload_len != 0 && payload_len < headers_len) {
+        return Err(Unparsed::HeaderError);
+    }
+    // Computed on every path: the verifier rejects the store of an
+    // `Option` whose `None` leaves its value register unset.
+    let after_headers = payload_len.wrapping_sub(headers_len);
+    let l4_len = (payload_len != 0).then_some(after_headers);
 
     Ok(Some(Network {
         family: FAMILY_IPV6,
         saddr: load(ctx, ETH_HLEN + 8)?,
         daddr: load(ctx, ETH_HLEN + 24)?,
-        l4_offset,
+        l4_offset: offset,
         l4_len,
-        first_fragment,
+        first_fragment: fragment == Some(true),
     }))
 }
 
 /// Next-header values that announce an IPv6 extension header (RFC 8200
-/// section 4 and the IANA registry). The programs step over the option and
-/// routing headers only, and skip packets with any other.
+/// section 4 and the IANA registry). The programs step over the option,
+/// routing and fragment headers only, and skip packets with any other.
 #[inline(always)]
 fn is_ipv6_extension_header(next_header: u8) -> bool {
     matches!(

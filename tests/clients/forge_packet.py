@@ -12,11 +12,12 @@ KIND is one of:
 - ipv6-bad-version: an IPv6 frame whose IP header has version 4, with a
   TCP segment from the client to the server's port (SERVER_IP and
   CLIENT_IP are IPv6 addresses). The kernel drops it for its version.
-- ipv6-destination-options: a whole JSON-RPC request (`res.partner`
-  `search_read`) from the client's port 40998, in an IPv6 packet with a
-  Destination Options header (one PadN option) before the TCP header.
-  The server's kernel drops it, because TCP takes no segment from a
-  broadcast frame, but the capture must read it.
+- ipv6-extension-headers: a whole JSON-RPC request (`res.partner`
+  `search_read`) from the client's port 40998, in an IPv6 packet with an
+  atomic fragment header and five Destination Options headers (one PadN
+  option each) before the TCP header. The server's kernel drops it,
+  because TCP takes no segment from a broadcast frame, but the capture
+  must read it.
 - replayed-request: a whole JSON-RPC request (`res.partner` `search_read`)
   in one data segment from the client to the server's port, as a replay of
   a segment of a connection that has closed. The server has no socket for
@@ -109,16 +110,19 @@ elif kind == "ipv6-bad-version":
     segment = tcp_segment(client, server, CLIENT_PORT, server_port, b"POST /jsonrpc HTTP/1.1\r\n", 0x18)
     packet = ipv6_packet(client, server, segment, 4)
     ethertype = 0x86DD
-elif kind == "ipv6-destination-options":
+elif kind == "ipv6-extension-headers":
     segment = tcp_segment(client, server, 40998, server_port, jsonrpc_request(), 0x18)
-    # Next header TCP, length 0 (8 bytes), then PadN (type 1) of 4 bytes.
-    options = struct.pack("!BBBB4x", socket.IPPROTO_TCP, 0, 1, 4)
-    packet = ipv6_packet(client, server, options + segment, 6, next_header=60)
+    # Each Destination Options header: next header, length 0 (8 bytes),
+    # then PadN (type 1) over the 4 bytes left.
+    options = b"".join(struct.pack("!BBBB4x", next_header, 0, 1, 4) for next_header in [60, 60, 60, 60, socket.IPPROTO_TCP])
+    # An atomic fragment: offset 0 and no M flag.
+    fragment = struct.pack("!BBHI", 60, 0, 0, 1)
+    packet = ipv6_packet(client, server, fragment + options + segment, 6, next_header=44)
     ethertype = 0x86DD
 else:
     sys.exit(
         f"unknown kind {kind!r}: use spoofed-server, first-fragment, replayed-request, ipv6-bad-version "
-        "or ipv6-destination-options"
+        "or ipv6-extension-headers"
     )
 
 with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as raw:

@@ -337,8 +337,8 @@ allow = [{ models = ["res.partner"], methods = ["search_read", "name_search", "s
 /// the server's address, which the server's kernel drops and so must
 /// observe mode, the first fragment of a fragmented packet, which the
 /// capture cannot read whole, an IPv6 frame with another IP version, an
-/// IPv6 request behind a Destination Options header, which it must read,
-/// and a request replayed outside any connection. The real segments of
+/// IPv6 request behind a fragment header and Destination Options headers,
+/// which it must read, and a request replayed outside any connection. The real segments of
 /// both directions over the same link are kept.
 #[test]
 fn crafted_packets_are_not_read_as_segments() -> anyhow::Result<()> {
@@ -380,11 +380,11 @@ allow = [{ models = ["res.partner"], methods = ["*"] }]
         }
     }
 
-    // A request behind an IPv6 Destination Options header, which the
-    // capture steps over.
-    let args = ["ipv6-destination-options", "og-clients", common::ODOO_IPV6_ADDRESS, &port, common::CLIENT_IPV6_ADDRESS];
+    // A request behind IPv6 extension headers, which the capture steps
+    // over.
+    let args = ["ipv6-extension-headers", "og-clients", common::ODOO_IPV6_ADDRESS, &port, common::CLIENT_IPV6_ADDRESS];
     let sent = site.run_client("forge_packet.py", &args, None, true)?;
-    assert!(sent[0]["sent"].as_u64().is_some_and(|bytes| bytes > 0), "ipv6-destination-options: {sent:?}");
+    assert!(sent[0]["sent"].as_u64().is_some_and(|bytes| bytes > 0), "ipv6-extension-headers: {sent:?}");
 
     // A request replayed outside any connection: the server's kernel
     // resets it without acknowledging a byte.
@@ -400,7 +400,7 @@ allow = [{ models = ["res.partner"], methods = ["*"] }]
     assert_eq!(spoofed.len(), 1, "the forged server segment gives one record: {records:#?}");
     assert_eq!(spoofed[0].get("ODOOGATE_EVENT").map(String::as_str), Some("framing_anomaly"), "{:#?}", spoofed[0]);
     let behind_options: Vec<_> = calls.iter().filter(|r| r.get("ODOOGATE_SRC_PORT").map(String::as_str) == Some("40998")).collect();
-    assert_eq!(behind_options.len(), 1, "the request behind IPv6 options gives one call record: {calls:#?}");
+    assert_eq!(behind_options.len(), 1, "the request behind IPv6 extension headers gives one call record: {calls:#?}");
     assert_eq!(behind_options[0].get("ODOOGATE_SRC_IP").map(String::as_str), Some(common::CLIENT_IPV6_ADDRESS));
     assert_eq!(behind_options[0].get("ODOOGATE_METHOD").map(String::as_str), Some("search_read"), "{:#?}", behind_options[0]);
     let forged_ports = [Some("40998"), Some("40999")];
