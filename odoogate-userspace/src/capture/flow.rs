@@ -68,17 +68,22 @@ pub enum FlowEvent {
         mid_stream: bool,
         timestamp_ns: u64,
     },
+    /// Bytes of one direction. `server_acked`, here and in `Gap`, is the
+    /// offset in the client's stream up to which the server had
+    /// acknowledged the client's bytes when the event was made.
     Data {
         conn_id: u64,
         direction: Direction,
         bytes: Bytes,
         timestamp_ns: u64,
+        server_acked: u64,
     },
     /// `missing_bytes` of the stream will never be seen.
     Gap {
         conn_id: u64,
         direction: Direction,
         missing_bytes: u64,
+        server_acked: u64,
     },
     /// A later copy of the bytes at stream `offset` differed from the first,
     /// or its first copy was dropped unacknowledged, so which one the
@@ -292,6 +297,7 @@ impl Flow {
     /// Turns the reassembler's deliveries into flow events.
     fn emit(&self, direction: Direction, deliveries: &mut Vec<Delivery>, out: &mut Vec<FlowEvent>) {
         let conn_id = self.conn_id;
+        let server_acked = self.to_server.acked();
         out.extend(deliveries.drain(..).map(|delivery| match delivery {
             Delivery::Data {
                 bytes,
@@ -301,11 +307,13 @@ impl Flow {
                 direction,
                 bytes,
                 timestamp_ns,
+                server_acked,
             },
             Delivery::Gap { missing_bytes } => FlowEvent::Gap {
                 conn_id,
                 direction,
                 missing_bytes,
+                server_acked,
             },
             Delivery::Conflict { offset, kind } => FlowEvent::Conflict {
                 conn_id,

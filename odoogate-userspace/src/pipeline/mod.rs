@@ -372,11 +372,12 @@ impl Pipeline {
                 self.connections.insert(conn_id, connection);
                 self.by_endpoints.insert((key.client, key.server), conn_id);
             }
-            FlowEvent::Data { conn_id, direction, bytes, timestamp_ns } => {
-                // Calls acknowledged since the last event go before the
-                // records that this one completes.
-                self.write_acknowledged(conn_id);
+            FlowEvent::Data { conn_id, direction, bytes, timestamp_ns, server_acked } => {
                 let Some(connection) = self.connections.get_mut(&conn_id) else { return };
+                // Calls acknowledged since the last event go before the
+                // records that this one completes, and the connection
+                // releases those it completes already acknowledged.
+                let mut output = connection.take_acknowledged(server_acked);
                 let mut policy = lock(&self.policy);
                 let mut context = CallContext {
                     config: &self.config,
@@ -384,17 +385,15 @@ impl Pipeline {
                     policy: &mut policy,
                     tokens: self.tokens.store(),
                 };
-                let output = connection.push(direction, &bytes, timestamp_ns, &mut context);
+                output.extend(connection.push(direction, &bytes, timestamp_ns, &mut context));
                 drop(policy);
                 self.write_output(output);
-                self.write_acknowledged(conn_id);
             }
-            FlowEvent::Gap { conn_id, direction, missing_bytes } => {
-                self.write_acknowledged(conn_id);
+            FlowEvent::Gap { conn_id, direction, missing_bytes, server_acked } => {
                 let Some(connection) = self.connections.get_mut(&conn_id) else { return };
-                let output = connection.gap(direction, missing_bytes);
+                let mut output = connection.take_acknowledged(server_acked);
+                output.extend(connection.gap(direction, missing_bytes));
                 self.write_output(output);
-                self.write_acknowledged(conn_id);
             }
             FlowEvent::Conflict { conn_id, direction, offset, kind } => {
                 let Some(connection) = self.connections.get_mut(&conn_id) else { return };
