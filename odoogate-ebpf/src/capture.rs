@@ -225,15 +225,15 @@ fn parse_ipv6(ctx: &TcContext) -> Result<Option<Network>, Unparsed> {
         }
     }
     if next_header != IPPROTO_TCP {
-        return match is_ipv6_extension_header(next_header) {
-            true => Err(Unparsed::Skipped),
-            false => Ok(None),
-        };
+        if is_ipv6_extension_header(next_header) {
+            return Err(Unparsed::Skipped);
+        }
+        return Ok(None);
     }
 
-    // A zero payload length leaves the length to the skb (BIG TCP, whose
-    // jumbo option sits in a Hop-by-Hop header); a fragment always states
-    // its length.
+    // A zero payload length leaves the length to the skb, as BIG TCP sends
+    // it with a jumbo option in a Hop-by-Hop header. A fragment always
+    // states its length.
     let headers_len = (offset - ETH_HLEN - IPV6_HEADER_LEN) as u32;
     if (payload_len == 0 && fragment.is_some()) || (payload_len != 0 && payload_len < headers_len) {
         return Err(Unparsed::HeaderError);
@@ -258,10 +258,7 @@ fn parse_ipv6(ctx: &TcContext) -> Result<Option<Network>, Unparsed> {
 /// routing and fragment headers only, and skip packets with any other.
 #[inline(always)]
 fn is_ipv6_extension_header(next_header: u8) -> bool {
-    matches!(
-        next_header,
-        0 | 43 | 44 | 50 | 51 | 60 | 135 | 139 | 140 | 253 | 254
-    )
+    matches!(next_header, IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_FRAGMENT | 50 | 51 | IPPROTO_DSTOPTS | 135 | 139 | 140 | 253 | 254)
 }
 
 #[inline(always)]

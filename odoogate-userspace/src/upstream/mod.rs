@@ -196,23 +196,20 @@ mod tests {
     fn server_answers_version_request() {
         let dir = ScratchDir::new("odoo-like-serve");
         let (_server, port) = start_on_any_port(&dir, &[]);
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        stream.write_all(version_request().as_bytes()).unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
+        let response = assert_answers_version(std::net::TcpStream::connect(("127.0.0.1", port)).unwrap());
 
         assert!(response.starts_with("HTTP/1."), "{response}");
         assert!(response.contains("\r\nConnection: close\r\n"), "{response}");
-        assert!(response.contains(r#""server_version": "19.0""#), "{response}");
     }
 
-    /// Sends a version request on `stream` and asserts that Odoo's version
-    /// comes back.
-    fn assert_answers_version(mut stream: std::net::TcpStream) {
+    /// Sends a version request on `stream`, reads until the server closes,
+    /// asserts that Odoo's version came back and returns the response.
+    fn assert_answers_version(mut stream: std::net::TcpStream) -> String {
         stream.write_all(version_request().as_bytes()).unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).unwrap();
         assert!(response.contains(r#""server_version": "19.0""#), "{response}");
+        response
     }
 
     #[test]
