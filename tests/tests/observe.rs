@@ -333,13 +333,14 @@ allow = [{ models = ["res.partner"], methods = ["search_read", "name_search", "s
     Ok(())
 }
 
-/// A client on the same link sends crafted packets: a segment forged with
-/// the server's address, which the server's kernel drops and so must
-/// observe mode, the first fragment of a fragmented packet, which the
-/// capture cannot read whole, an IPv6 frame with another IP version, an
-/// IPv6 request behind a fragment header and Destination Options headers,
-/// which it must read, and a request replayed outside any connection. The real segments of
-/// both directions over the same link are kept.
+/// A client on the same link sends crafted packets. Observe mode must
+/// ignore what the server's kernel drops: a segment forged with the
+/// server's address, and an IPv6 frame with another IP version. It cannot
+/// read the first fragment of a fragmented packet whole, so it reports
+/// it. It must read an IPv6 request behind a fragment header and
+/// Destination Options headers, and mark a request replayed outside any
+/// connection. The real segments of both directions over the same link
+/// are kept.
 #[test]
 fn crafted_packets_are_not_read_as_segments() -> anyhow::Result<()> {
     if !common::can_run() {

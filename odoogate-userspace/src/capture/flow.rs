@@ -94,9 +94,9 @@ pub enum FlowEvent {
         offset: u64,
         kind: ConflictKind,
     },
-    /// A segment from `src` to `dst` that the flow table ignored because
-    /// the receiver's kernel ignores it too, and that a host crafting
-    /// packets may have sent. Counted in [`FlowStats`] as well.
+    /// A segment from `src` to `dst` that the flow table ignored, as the
+    /// receiver's kernel would, and that a host crafting packets may have
+    /// sent. Counted in [`FlowStats`] as well.
     Ignored {
         src: SocketAddr,
         dst: SocketAddr,

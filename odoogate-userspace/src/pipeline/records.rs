@@ -372,8 +372,8 @@ pub const UNACKNOWLEDGED: &str = "unacknowledged_request";
 /// closed. Odoo may never have read the request: a data segment replayed or
 /// forged after its connection closed gives such a record, and so does an
 /// acknowledgement that the capture missed. A code that the record already
-/// carries (a conflict, a decode error) is kept, because it tells more about
-/// the bytes.
+/// carries (a conflict, a decode error) is kept, because it is the more
+/// specific finding about the bytes.
 pub fn mark_unacknowledged(record: &mut AuditRecord) {
     record.error_code.get_or_insert_with(|| UNACKNOWLEDGED.to_owned());
     record

@@ -211,7 +211,7 @@ fn call_without_response_is_recorded_at_close() {
 
 /// A request segment replayed after its connection closed reaches a server
 /// with no socket for it, which replies with a RST and never acknowledges
-/// the bytes. Its call record says so.
+/// the bytes. Its call record is marked.
 #[test]
 fn replayed_request_is_marked_unacknowledged() {
     let (mut pipeline, sink) = pipeline();
@@ -491,9 +491,9 @@ fn request_before_response_gap_is_marked() {
 }
 
 /// A call whose response is lost in a capture gap is written as soon as
-/// the server has acknowledged its request: at once when the
-/// acknowledgement came first, and at the next tick when it comes later
-/// in a segment without data.
+/// the server has acknowledged its request. That is at once when the
+/// acknowledgement came first. When it comes later in a segment without
+/// data, it is at the next tick.
 #[test]
 fn response_gap_call_written_once_acknowledged() {
     let (mut pipeline, sink) = pipeline();
